@@ -1,0 +1,218 @@
+//! `agora`: the command-line client for every Agora capability, `agora up` and `agora bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agora_nats::bench::{self, BankBenchOptions};
+use agora_nats::up::{self, UpOptions};
+use agora_nats::{AgoraClient, ClientError, telemetry};
+use clap::{Args, Parser, Subcommand};
+
+/// Agora: a NATS-native, event-driven system. Talks to the services over NATS.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// NATS server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    server: String,
+    /// Print the raw JSON reply instead of readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long to wait for a reply, in milliseconds.
+    #[arg(long, global = true, env = "AGORA_TIMEOUT_MS", default_value_t = 5_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Money: deposit, withdraw, balance, transfer.
+    #[command(subcommand)]
+    Bank(BankCommand),
+    /// Measure Agora against raw NATS in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run the whole system locally (nats-server, ledger, banks) until Ctrl-C.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BankCommand {
+    /// Add money to an account.
+    Deposit {
+        account: String,
+        /// Minor units (e.g. cents), a positive integer.
+        amount: i64,
+        /// Idempotency key: a retry with the same id is applied once.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Take money out of an account.
+    Withdraw {
+        account: String,
+        amount: i64,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Show an account's balance.
+    Balance { account: String },
+    /// Move money between two accounts, all or nothing.
+    Transfer {
+        from: String,
+        to: String,
+        amount: i64,
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// bank.balance and bank.transfer vs raw request-reply echo, at 1 and 256 in flight.
+    Bank(BankBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BankBenchArgs {
+    /// Seconds per measured row.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Bank instances to start.
+    #[arg(long, default_value_t = 1)]
+    banks: usize,
+    /// Accounts the load spreads over.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: usize,
+    /// Client connections the load spreads over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Port of the local nats-server.
+    #[arg(long, default_value_t = 4222)]
+    port: u16,
+    /// Where data and logs go.
+    #[arg(long, env = "AGORA_DIR", default_value = ".agora")]
+    dir: PathBuf,
+    /// Bank instances to run.
+    #[arg(long, default_value_t = 2)]
+    banks: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init("warn");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match error.downcast_ref::<ClientError>() {
+                Some(ClientError::Service(service)) => {
+                    eprintln!("error [{}]: {}", service.code, service.message)
+                }
+                Some(other) => eprintln!("error [{}]: {other}", other.code()),
+                None => eprintln!("error: {error:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bank(command) => {
+            let nats = async_nats::ConnectOptions::new()
+                .name("agora-cli")
+                .connection_timeout(Duration::from_millis(cli.timeout_ms))
+                .connect(&cli.server)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {}: {e}", cli.server))?;
+            let client = AgoraClient::new(nats).with_timeout(Duration::from_millis(cli.timeout_ms));
+            bank(&client, command, cli.json).await
+        }
+        Command::Bench(BenchCommand::Bank(args)) => {
+            bench::bank(BankBenchOptions {
+                seconds: args.seconds,
+                banks: args.banks,
+                accounts: args.accounts,
+                connections: args.connections,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Up(args) => {
+            up::run(UpOptions {
+                port: args.port,
+                dir: args.dir,
+                banks: args.banks,
+            })
+            .await
+        }
+    }
+}
+
+async fn bank(client: &AgoraClient, command: BankCommand, json: bool) -> anyhow::Result<()> {
+    let print = |value: serde_json::Value, text: String| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    };
+    match command {
+        BankCommand::Deposit {
+            account,
+            amount,
+            id,
+        } => {
+            let reply = client.deposit(&account, amount, id.as_deref()).await?;
+            print(
+                serde_json::to_value(&reply)?,
+                format!("{}: balance {}", reply.account, reply.balance),
+            );
+        }
+        BankCommand::Withdraw {
+            account,
+            amount,
+            id,
+        } => {
+            let reply = client.withdraw(&account, amount, id.as_deref()).await?;
+            print(
+                serde_json::to_value(&reply)?,
+                format!("{}: balance {}", reply.account, reply.balance),
+            );
+        }
+        BankCommand::Balance { account } => {
+            let reply = client.balance(&account).await?;
+            print(
+                serde_json::to_value(&reply)?,
+                format!("{}: balance {}", reply.account, reply.balance),
+            );
+        }
+        BankCommand::Transfer {
+            from,
+            to,
+            amount,
+            id,
+        } => {
+            let reply = client.transfer(&from, &to, amount, id.as_deref()).await?;
+            print(
+                serde_json::to_value(&reply)?,
+                format!(
+                    "transferred {amount}: {} balance {}, {} balance {}",
+                    reply.from.account, reply.from.balance, reply.to.account, reply.to.balance
+                ),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! Validated domain values: parse, don't validate.
+//!
+//! Every value that crosses the wire is parsed into one of these types once, at the boundary;
+//! past that point the rest of the system can rely on the invariants they carry.
+
+use std::fmt;
+
+/// Longest account name, in bytes (names are ASCII).
+pub const ACCOUNT_ID_LENGTH_MAX: usize = 64;
+/// Longest client-chosen operation id, in bytes.
+pub const OPERATION_ID_LENGTH_MAX: usize = 128;
+
+/// A balance in integer minor units. Never negative in a committed state.
+pub type Balance = i64;
+
+/// Why a value was refused at the boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(
+        "account name must be 1-{ACCOUNT_ID_LENGTH_MAX} characters of [A-Za-z0-9_-], got {0:?}"
+    )]
+    Account(String),
+    #[error("amount must be a positive integer number of minor units, got {0}")]
+    Amount(i64),
+    #[error("operation id must be 1-{OPERATION_ID_LENGTH_MAX} printable ASCII characters")]
+    OperationId,
+}
+
+/// An account name: 1 to 64 characters of `[A-Za-z0-9_-]`.
+///
+/// The character set is a subset of what a NATS subject token allows, so an account can be
+/// the last token of a subject such as `agora.ledger.lock.<account>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(name: &str) -> Result<Self, ParseError> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if name.is_empty() || name.len() > ACCOUNT_ID_LENGTH_MAX || !name.chars().all(valid_char) {
+            return Err(ParseError::Account(truncate_for_message(name)));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A strictly positive amount of money in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(i64);
+
+impl Amount {
+    pub fn parse(minor_units: i64) -> Result<Self, ParseError> {
+        if minor_units <= 0 {
+            return Err(ParseError::Amount(minor_units));
+        }
+        Ok(Self(minor_units))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A client-chosen idempotency key: 1 to 128 printable ASCII characters (no spaces).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OperationId(String);
+
+impl OperationId {
+    pub fn parse(id: &str) -> Result<Self, ParseError> {
+        if id.is_empty()
+            || id.len() > OPERATION_ID_LENGTH_MAX
+            || !id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(ParseError::OperationId);
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Error messages echo the offending value, but never an unbounded amount of it.
+fn truncate_for_message(value: &str) -> String {
+    const ECHO_CHARS_MAX: usize = 80;
+    value.chars().take(ECHO_CHARS_MAX).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names_follow_the_documented_alphabet() {
+        for good in ["a", "alice", "Bob_2", "x-y", &"z".repeat(64)] {
+            assert_eq!(
+                AccountId::parse(good).map(|a| a.to_string()),
+                Ok(good.to_string())
+            );
+        }
+        for bad in [
+            "",
+            &"z".repeat(65),
+            "a.b",
+            "a b",
+            "a*",
+            "a>",
+            "ä",
+            "a/b",
+            "\u{0}",
+        ] {
+            assert!(AccountId::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn amounts_are_strictly_positive() {
+        assert_eq!(Amount::parse(1).map(Amount::get), Ok(1));
+        assert_eq!(Amount::parse(i64::MAX).map(Amount::get), Ok(i64::MAX));
+        assert_eq!(Amount::parse(0), Err(ParseError::Amount(0)));
+        assert_eq!(Amount::parse(-5), Err(ParseError::Amount(-5)));
+        assert!(Amount::parse(i64::MIN).is_err());
+    }
+
+    #[test]
+    fn operation_ids_are_bounded_printable_ascii() {
+        assert!(OperationId::parse("op-1").is_ok());
+        assert!(OperationId::parse(&"i".repeat(128)).is_ok());
+        for bad in ["", &"i".repeat(129), "has space", "tab\t", "é"] {
+            assert_eq!(
+                OperationId::parse(bad),
+                Err(ParseError::OperationId),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_values_are_echoed_truncated() {
+        let long = "∞".repeat(500);
+        let ParseError::Account(echo) = AccountId::parse(&long).unwrap_err() else {
+            panic!("wrong error");
+        };
+        assert_eq!(echo.chars().count(), 80);
+    }
+}

@@ -1,0 +1,21 @@
+//! # agora-core: Agora's domain logic, with no I/O
+//!
+//! Everything here is deterministic: no network, no clock, no randomness, no files. Time comes
+//! in as `now_ms` arguments and identities (owners, ids) come in as values, so every rule can be
+//! unit-tested exhaustively in memory. The NATS shell (`agora-nats`) decodes requests, calls into
+//! this crate, persists what it returns and replies.
+//!
+//! ## Layout
+//! - [`account`]: validated names and quantities: [`AccountId`], [`Amount`], [`OperationId`].
+//! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
+//! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
+//!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
+#![deny(clippy::float_arithmetic)]
+
+pub mod account;
+pub mod bank;
+pub mod locks;
+
+pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
+pub use bank::{BankError, Book, EventKind, Operation, Posting};
+pub use locks::{Grant, Lock, LockError, LockTable};

@@ -1,0 +1,352 @@
+//! `agora bench <scenario>`: Agora's own benchmark.
+//!
+//! Every scenario starts its own nats-server and services, measures a raw NATS baseline in the
+//! same run (same machine, same server, same payload size, same concurrency) and prints
+//! Agora's figures as ratios of it, so results are comparable across machines.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+
+use crate::client::{AgoraClient, ClientError};
+use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
+use crate::subjects;
+use crate::wire::{BalanceRequest, TransferRequest};
+
+/// Most in-flight requests a scenario may ask for.
+pub const IN_FLIGHT_MAX: usize = 4096;
+
+/// Options of `agora bench bank`.
+#[derive(Debug, Clone)]
+pub struct BankBenchOptions {
+    /// Seconds per measurement.
+    pub seconds: u64,
+    /// Bank instances to run.
+    pub banks: usize,
+    /// Accounts transfers spread over.
+    pub accounts: usize,
+    /// Client connections the load is spread over (the raw baseline uses as many).
+    pub connections: usize,
+}
+
+/// One measured row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub in_flight: usize,
+    pub operations: u64,
+    pub errors: u64,
+    pub ops_per_second: f64,
+    pub latency_us_p50: u64,
+    pub latency_us_p99: u64,
+}
+
+/// Runs `operation` from `in_flight` concurrent loops for `duration`.
+async fn measure<F, Fut>(
+    name: &str,
+    in_flight: usize,
+    duration: Duration,
+    operation: F,
+) -> anyhow::Result<Measurement>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ClientError>> + Send,
+{
+    let operation = Arc::new(operation);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::with_capacity(in_flight);
+    for worker in 0..in_flight {
+        let operation = operation.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("static histogram bounds are valid");
+            let mut errors = 0u64;
+            let mut sequence = 0u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match operation(worker, sequence).await {
+                    Ok(()) => {
+                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        histogram.saturating_record(micros.max(1));
+                    }
+                    Err(_) => errors += 1,
+                }
+                sequence += 1;
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for worker in workers {
+        let (part, part_errors) = worker.await?;
+        histogram.add(part)?;
+        errors += part_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Measurement {
+        name: name.to_owned(),
+        in_flight,
+        operations: histogram.len(),
+        errors,
+        ops_per_second: histogram.len() as f64 / elapsed,
+        latency_us_p50: histogram.value_at_quantile(0.50),
+        latency_us_p99: histogram.value_at_quantile(0.99),
+    })
+}
+
+/// Serves raw request-reply echo on [`subjects::bench::ECHO`] until dropped.
+async fn start_echo(url: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = async_nats::connect(url).await?;
+    let mut requests = client.subscribe(subjects::bench::ECHO).await?;
+    client.flush().await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = requests.next().await {
+            if let Some(reply) = message.reply {
+                client.publish(reply, message.payload).await.ok();
+            }
+        }
+    }))
+}
+
+async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<AgoraClient>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let client: Client = async_nats::connect(url).await?;
+        clients.push(AgoraClient::new(client).with_timeout(Duration::from_secs(10)));
+    }
+    Ok(clients)
+}
+
+fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
+    let (throughput_ratio, latency_ratio) = match baseline {
+        Some(base) => (
+            format!("{:.2}x", row.ops_per_second / base.ops_per_second),
+            format!(
+                "{:.2}x",
+                row.latency_us_p50 as f64 / base.latency_us_p50.max(1) as f64
+            ),
+        ),
+        None => ("-".into(), "-".into()),
+    };
+    println!(
+        "{:<28} {:>9} {:>12.0} {:>9} {:>9} {:>8} {:>12} {:>10}",
+        row.name,
+        row.in_flight,
+        row.ops_per_second,
+        row.latency_us_p50,
+        row.latency_us_p99,
+        row.errors,
+        throughput_ratio,
+        latency_ratio
+    );
+}
+
+/// `agora bench bank`: raw echo vs `bank.balance` and `bank.transfer` at 1 and 256 in flight.
+pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>> {
+    let dir = tempfile::tempdir()?;
+    let nats = NatsServer::start(&NatsServerOptions {
+        port: None,
+        dir: dir.path().join("nats"),
+    })?;
+    let url = nats.url().to_owned();
+    let logs: PathBuf = dir.path().join("logs");
+    let ledger_args = vec![
+        "--server".to_owned(),
+        url.clone(),
+        "--data-dir".to_owned(),
+        dir.path().join("ledger").display().to_string(),
+    ];
+    let quiet = [("RUST_LOG", "warn")];
+    let _ledger = Component::start(
+        "ledger",
+        &component_binary("agora-ledger")?,
+        &ledger_args,
+        &quiet,
+        &logs,
+    )?;
+    let mut _banks = Vec::new();
+    for index in 0..options.banks.max(1) {
+        let args = vec![
+            "--server".to_owned(),
+            url.clone(),
+            "--bank-id".to_owned(),
+            format!("bench-{index}"),
+        ];
+        _banks.push(Component::start(
+            &format!("bank-{index}"),
+            &component_binary("agora-bank")?,
+            &args,
+            &quiet,
+            &logs,
+        )?);
+    }
+    let _echo = start_echo(&url).await?;
+    let clients = Arc::new(connections(&url, options.connections).await?);
+    let accounts = options.accounts.max(2);
+    let account = move |i: usize| format!("acct-{:06}", i % accounts);
+
+    println!(
+        "agora bench bank: nats-server {}, {} bank instance(s), {} accounts, {} connection(s), {} s per row",
+        crate::process::NATS_SERVER_VERSION,
+        options.banks.max(1),
+        accounts,
+        options.connections.max(1),
+        options.seconds
+    );
+    let seed = &clients[0];
+    for i in 0..accounts {
+        seed.deposit(&account(i), 1_000_000_000, None)
+            .await
+            .context("seeding accounts")?;
+    }
+
+    let balance_payload = serde_json::to_vec(&BalanceRequest {
+        account: account(0),
+    })?;
+    let transfer_payload = serde_json::to_vec(&TransferRequest {
+        from: account(0),
+        to: account(1),
+        amount: 1,
+        id: Some(format!("bench-{}-{:012}", nuid::next(), 0)),
+    })?;
+    let duration = Duration::from_secs(options.seconds.max(1));
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<28} {:>9} {:>12} {:>9} {:>9} {:>8} {:>12} {:>10}",
+        "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
+    );
+    for in_flight in [1usize, 256] {
+        for (name, payload) in [
+            ("balance", &balance_payload),
+            ("transfer", &transfer_payload),
+        ] {
+            let echo_payload = Bytes::from(payload.clone());
+            let echo_clients = clients.clone();
+            let echo = move |worker: usize, _sequence: u64| {
+                let client = echo_clients[worker % echo_clients.len()].clone();
+                let payload = echo_payload.clone();
+                async move {
+                    client
+                        .request_bytes(subjects::bench::ECHO, payload)
+                        .await
+                        .map(drop)
+                }
+            };
+            // Warm up connections and caches, then measure.
+            measure(
+                "warmup",
+                in_flight,
+                Duration::from_millis(300),
+                echo.clone(),
+            )
+            .await?;
+            let raw = measure(
+                &format!("raw echo ({} B)", payload.len()),
+                in_flight,
+                duration,
+                echo,
+            )
+            .await?;
+            print_row(&raw, None);
+
+            let bank_clients = clients.clone();
+            let run_id = nuid::next().to_string();
+            let operation = move |worker: usize, sequence: u64| {
+                let client = bank_clients[worker % bank_clients.len()].clone();
+                let from = account(
+                    worker
+                        .wrapping_mul(7919)
+                        .wrapping_add(sequence as usize * 31),
+                );
+                let to = account(
+                    worker
+                        .wrapping_mul(104_729)
+                        .wrapping_add(sequence as usize * 17 + 1),
+                );
+                let id = format!("bench-{run_id}-{worker}-{sequence}");
+                async move {
+                    if name == "balance" {
+                        client.balance(&from).await.map(drop)
+                    } else if from == to {
+                        client.deposit(&to, 1, Some(&id)).await.map(drop)
+                    } else {
+                        client.transfer(&from, &to, 1, Some(&id)).await.map(drop)
+                    }
+                }
+            };
+            measure(
+                "warmup",
+                in_flight,
+                Duration::from_millis(300),
+                operation.clone(),
+            )
+            .await?;
+            let ours = measure(&format!("bank.{name}"), in_flight, duration, operation).await?;
+            print_row(&ours, Some(&raw));
+            rows.push(raw);
+            rows.push(ours);
+        }
+    }
+    print_goals(&rows);
+    Ok(rows)
+}
+
+fn print_goals(rows: &[Measurement]) {
+    let find = |prefix: &str, in_flight: usize, nth: usize| {
+        rows.iter()
+            .filter(|r| r.name.starts_with(prefix) && r.in_flight == in_flight)
+            .nth(nth)
+    };
+    // Rows come in pairs: raw echo with the balance payload, then with the transfer payload.
+    let goals = [
+        (
+            "balance ops/s at 256 in flight >= 0.35x raw",
+            find("raw", 256, 0),
+            find("bank.balance", 256, 0),
+            0.35,
+            true,
+        ),
+        (
+            "transfer ops/s at 256 in flight >= 0.25x raw",
+            find("raw", 256, 1),
+            find("bank.transfer", 256, 0),
+            0.25,
+            true,
+        ),
+        (
+            "balance p50 at 1 in flight <= 3x raw",
+            find("raw", 1, 0),
+            find("bank.balance", 1, 0),
+            3.0,
+            false,
+        ),
+    ];
+    println!("\ngoals:");
+    for (label, raw, ours, bound, throughput) in goals {
+        let (Some(raw), Some(ours)) = (raw, ours) else {
+            continue;
+        };
+        let (ratio, met) = if throughput {
+            let ratio = ours.ops_per_second / raw.ops_per_second;
+            (ratio, ratio >= bound)
+        } else {
+            let ratio = ours.latency_us_p50 as f64 / raw.latency_us_p50.max(1) as f64;
+            (ratio, ratio <= bound)
+        };
+        println!(
+            "  {:<48} {:>6.2}x  {}",
+            label,
+            ratio,
+            if met { "met" } else { "NOT met" }
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! A typed client for Agora's request-reply subjects, used by the CLI, the benchmark, the
+//! tests and by services that call other services (the bank calls the ledger).
+
+use std::time::Duration;
+
+use async_nats::service::NATS_SERVICE_ERROR_CODE;
+use async_nats::{Client, RequestErrorKind};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ErrorBody, ErrorCode, ServiceError};
+use crate::subjects;
+use crate::wire::{AccountBalance, AmountRequest, BalanceRequest, TransferReply, TransferRequest};
+
+/// How long a client waits for a reply unless told otherwise.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Why a request did not get a successful reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with a coded error.
+    #[error("{0}")]
+    Service(ServiceError),
+    /// No service instance is subscribed to the subject.
+    #[error("no service is answering on {0}")]
+    NoResponders(String),
+    /// No reply within the timeout: the outcome is unknown.
+    #[error("no reply within {0:?} (the outcome is unknown; retry with the same id)")]
+    Timeout(Duration),
+    /// The connection failed, or the reply was not what the API documents.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl ClientError {
+    /// The error code a caller should act on; transport failures count as `unavailable`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Service(error) => error.code,
+            Self::NoResponders(_) | Self::Timeout(_) => ErrorCode::Unavailable,
+            Self::Transport(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A NATS connection plus a timeout, speaking Agora's JSON.
+#[derive(Debug, Clone)]
+pub struct AgoraClient {
+    client: Client,
+    timeout: Duration,
+}
+
+impl AgoraClient {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            timeout: REQUEST_TIMEOUT_DEFAULT,
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn nats(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends raw bytes and returns the raw successful reply (for bad-input tests and tools).
+    pub async fn request_bytes(&self, subject: &str, payload: Bytes) -> Result<Bytes, ClientError> {
+        let request = self.client.request(subject.to_owned(), payload);
+        let message = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => return Err(ClientError::Timeout(self.timeout)),
+            Ok(Err(error)) => {
+                return Err(match error.kind() {
+                    RequestErrorKind::NoResponders => ClientError::NoResponders(subject.to_owned()),
+                    RequestErrorKind::TimedOut => ClientError::Timeout(self.timeout),
+                    _ => ClientError::Transport(error.to_string()),
+                });
+            }
+            Ok(Ok(message)) => message,
+        };
+        let status = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(NATS_SERVICE_ERROR_CODE))
+            .map(|value| value.as_str().parse::<u16>().unwrap_or(500));
+        match status {
+            None => Ok(message.payload),
+            Some(status) => {
+                let error = serde_json::from_slice::<ErrorBody>(&message.payload)
+                    .map(|body| body.error)
+                    .unwrap_or_else(|_| {
+                        let description = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+                            .map(|v| v.as_str().to_owned())
+                            .unwrap_or_default();
+                        ServiceError::new(ErrorCode::from_status(status), description)
+                    });
+                Err(ClientError::Service(error))
+            }
+        }
+    }
+
+    /// Sends a JSON request and parses the JSON reply.
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
+        let reply = self.request_bytes(subject, Bytes::from(payload)).await?;
+        serde_json::from_slice(&reply)
+            .map_err(|e| ClientError::Transport(format!("unexpected reply on {subject}: {e}")))
+    }
+
+    pub async fn deposit(
+        &self,
+        account: &str,
+        amount: i64,
+        id: Option<&str>,
+    ) -> Result<AccountBalance, ClientError> {
+        let request = AmountRequest {
+            account: account.to_owned(),
+            amount,
+            id: id.map(str::to_owned),
+        };
+        self.request(subjects::bank::DEPOSIT_SUBJECT, &request)
+            .await
+    }
+
+    pub async fn withdraw(
+        &self,
+        account: &str,
+        amount: i64,
+        id: Option<&str>,
+    ) -> Result<AccountBalance, ClientError> {
+        let request = AmountRequest {
+            account: account.to_owned(),
+            amount,
+            id: id.map(str::to_owned),
+        };
+        self.request(subjects::bank::WITHDRAW_SUBJECT, &request)
+            .await
+    }
+
+    pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {
+        let request = BalanceRequest {
+            account: account.to_owned(),
+        };
+        self.request(subjects::bank::BALANCE_SUBJECT, &request)
+            .await
+    }
+
+    pub async fn transfer(
+        &self,
+        from: &str,
+        to: &str,
+        amount: i64,
+        id: Option<&str>,
+    ) -> Result<TransferReply, ClientError> {
+        let request = TransferRequest {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            amount,
+            id: id.map(str::to_owned),
+        };
+        self.request(subjects::bank::TRANSFER_SUBJECT, &request)
+            .await
+    }
+}

@@ -1,0 +1,206 @@
+//! Agora's one error-code enum and its wire form.
+//!
+//! Every service replies to a failed request with the standard NATS micro headers
+//! (`Nats-Service-Error: <message>`, `Nats-Service-Error-Code: <numeric status>`) and the body
+//! `{"error":{"code":"insufficient_funds","message":"..."}}`. The string `code` is the stable
+//! API that clients and tests match on; the numeric status follows HTTP conventions so the
+//! gateway can reuse it.
+
+use std::fmt;
+
+use agora_core::{AccountId, BankError, LockError, ParseError};
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes. Never renumber or rename one: clients match on `as_str()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, a missing or unknown field, a value out of its bounds.
+    InvalidRequest,
+    /// A withdrawal or transfer larger than the balance.
+    InsufficientFunds,
+    /// Locks or capacity could not be had in time; retrying later may succeed.
+    Busy,
+    /// A dependency is down or the outcome is unknown; retry with the same id.
+    Unavailable,
+    /// Ledger: the account is locked by another owner.
+    Locked,
+    /// Ledger: the caller is not the owner of the lock.
+    NotOwner,
+    /// Ledger: the fencing token is not the one of a live lease.
+    StaleToken,
+    /// Ledger: an operation id is already recorded.
+    DuplicateId,
+    /// A bug: the service could not do what it should have.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
+            Self::Locked => "locked",
+            Self::NotOwner => "not_owner",
+            Self::StaleToken => "stale_token",
+            Self::DuplicateId => "duplicate_id",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The numeric `Nats-Service-Error-Code`, HTTP-like.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::NotOwner => 403,
+            Self::InsufficientFunds | Self::StaleToken | Self::DuplicateId => 409,
+            Self::Locked => 423,
+            Self::Busy => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// The code for a numeric status from a service that sent no JSON body.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 => Self::InvalidRequest,
+            403 => Self::NotOwner,
+            409 => Self::InsufficientFunds,
+            423 => Self::Locked,
+            429 => Self::Busy,
+            503 => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it travels on the wire: `{"error":{...}}` wraps this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Accounts the error is about (`locked`, `stale_token`), when it names any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// Operation ids the error is about (`duplicate_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+}
+
+/// The JSON body of an error reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ServiceError,
+}
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            accounts: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn with_accounts(mut self, accounts: &[AccountId]) -> Self {
+        self.accounts = accounts.iter().map(|a| a.to_string()).collect();
+        self
+    }
+}
+
+impl From<ParseError> for ServiceError {
+    fn from(error: ParseError) -> Self {
+        Self::invalid(error.to_string())
+    }
+}
+
+impl From<LockError> for ServiceError {
+    fn from(error: LockError) -> Self {
+        let message = error.to_string();
+        match error {
+            LockError::Locked { accounts } => {
+                Self::new(ErrorCode::Locked, message).with_accounts(&accounts)
+            }
+            LockError::NotOwner { account } => {
+                Self::new(ErrorCode::NotOwner, message).with_accounts(&[account])
+            }
+            LockError::StaleToken { accounts } => {
+                Self::new(ErrorCode::StaleToken, message).with_accounts(&accounts)
+            }
+            LockError::TableFull => Self::new(ErrorCode::Busy, message),
+            LockError::InvalidLease(_) | LockError::InvalidOwner | LockError::InvalidAccountSet => {
+                Self::invalid(message)
+            }
+        }
+    }
+}
+
+impl From<BankError> for ServiceError {
+    fn from(error: BankError) -> Self {
+        let message = error.to_string();
+        match error {
+            BankError::InsufficientFunds { account, .. } => {
+                Self::new(ErrorCode::InsufficientFunds, message).with_accounts(&[account])
+            }
+            BankError::Overflow { account } | BankError::SelfTransfer { account } => {
+                Self::invalid(message).with_accounts(&[account])
+            }
+            BankError::NotLoaded { .. } => Self::new(ErrorCode::Internal, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_json_as_snake_case() {
+        let all = [
+            ErrorCode::InvalidRequest,
+            ErrorCode::InsufficientFunds,
+            ErrorCode::Busy,
+            ErrorCode::Unavailable,
+            ErrorCode::Locked,
+            ErrorCode::NotOwner,
+            ErrorCode::StaleToken,
+            ErrorCode::DuplicateId,
+            ErrorCode::Internal,
+        ];
+        for code in all {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::from_str::<ErrorCode>(&json).expect("parses"),
+                code
+            );
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ErrorBody {
+            error: ServiceError::new(ErrorCode::Busy, "try later"),
+        };
+        assert_eq!(
+            serde_json::to_value(&body).expect("serializes"),
+            serde_json::json!({"error": {"code": "busy", "message": "try later"}})
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! # agora-nats: Agora's NATS shell
+//!
+//! The only crate that knows subjects, JSON wire types, NATS services and SQLite. It decodes
+//! requests into `agora-core` values, calls the pure domain logic, persists, replies and
+//! publishes. Binaries in `bins/` only parse flags and call a `run` function from here.
+//!
+//! ## Layout
+//! - [`subjects`]: every subject, as constants and builders.
+//! - [`wire`]: every JSON payload; [`error`]: the one error-code enum and error body.
+//! - [`service`]: decoding within limits, replying with JSON or a coded error.
+//! - [`client`]: a typed request-reply client ([`client::AgoraClient`]).
+//! - [`ledger`] + [`store`]: the ledger service and its SQLite store.
+//! - [`bank`]: the bank service with group commit.
+//! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
+//! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
+//! - [`up`]: `agora up`, the whole system locally.
+//! - [`telemetry`], [`clock`]: logging/connecting, and the wall clock.
+
+pub mod bank;
+pub mod bench;
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod ledger;
+pub mod process;
+pub mod service;
+pub mod store;
+pub mod subjects;
+pub mod telemetry;
+pub mod up;
+pub mod wire;
+
+pub use client::{AgoraClient, ClientError};
+pub use error::{ErrorCode, ServiceError};

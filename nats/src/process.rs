@@ -1,0 +1,241 @@
+//! Starting real processes locally: a `nats-server` and Agora component binaries.
+//!
+//! Used by the system tests, `agora bench` and `agora up`. Every process is killed when its
+//! handle is dropped, and its output goes to a log file in a directory the caller owns, so a
+//! failing test can show what a component said.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The nats-server version Agora pins (installed by `scripts/install-nats-server`).
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
+/// How long a process may take to report that it is ready.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The line a component prints on stdout once it is serving.
+pub const READY_LINE: &str = "AGORA_READY";
+
+/// Finds `nats-server`: `$AGORA_NATS_SERVER`, then `PATH`.
+pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AGORA_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "nats-server not found on PATH; run scripts/install-nats-server \
+         (installs nats-server {NATS_SERVER_VERSION} from PyPI) or set AGORA_NATS_SERVER"
+    )
+}
+
+/// Finds an Agora binary (`agora-ledger`, ...) built in the same target directory as the
+/// running executable (tests run from `target/<profile>/deps`).
+pub fn component_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(candidate_dir) = dir {
+        let candidate = candidate_dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = candidate_dir.parent().map(Path::to_path_buf);
+        if candidate_dir.file_name().is_some_and(|n| n == "target") {
+            break;
+        }
+    }
+    bail!(
+        "{name} not found next to {}; build it first: cargo build --workspace --bins",
+        exe.display()
+    )
+}
+
+/// Waits until `path` contains `needle`, returning the file's text, or fails after `timeout`
+/// (or as soon as `child` exits).
+fn wait_for_text(
+    path: &Path,
+    needle: &str,
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("process exited ({status}) before it was ready; its log:\n{text}");
+        }
+        if started.elapsed() > timeout {
+            bail!("not ready after {timeout:?}; its log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Options for a local nats-server.
+#[derive(Debug, Clone)]
+pub struct NatsServerOptions {
+    /// Client port; `None` picks a free one.
+    pub port: Option<u16>,
+    /// JetStream store and log directory.
+    pub dir: PathBuf,
+}
+
+/// A running nats-server (JetStream on, loopback only), killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a nats-server with its store and log under `options.dir`.
+    pub fn start(options: &NatsServerOptions) -> anyhow::Result<Self> {
+        let binary = nats_server_binary()?;
+        let store = options.dir.join("jetstream");
+        std::fs::create_dir_all(&store)?;
+        let log = options.dir.join("nats-server.log");
+        let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
+        let mut child = Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(File::create(&log)?)
+            .stderr(File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let needle = "Listening for client connections on ";
+        let text = match wait_for_text(&log, "Server is ready", &mut child, STARTUP_TIMEOUT) {
+            Ok(text) => text,
+            Err(error) => {
+                child.kill().ok();
+                child.wait().ok();
+                return Err(error.context("nats-server did not start"));
+            }
+        };
+        let address = text
+            .lines()
+            .find_map(|line| line.split(needle).nth(1))
+            .map(str::trim)
+            .context("nats-server did not say where it listens")?;
+        Ok(Self {
+            child,
+            url: format!("nats://{address}"),
+            log,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A running Agora component process, killed on drop.
+#[derive(Debug)]
+pub struct Component {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Component {
+    /// Starts `binary` with `args`, logging to `<log_dir>/<name>.log`, and waits until it
+    /// prints [`READY_LINE`].
+    pub fn start(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = log_dir.join(format!("{name}.log"));
+        let file = File::options().create(true).append(true).open(&log)?;
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(READY_LINE)
+            .count();
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches(READY_LINE).count() > before {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited ({status}) before it was ready; its log:\n{text}");
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                child.kill().ok();
+                bail!("{name} not ready after {STARTUP_TIMEOUT:?}; its log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: the process gets no chance to clean up.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}

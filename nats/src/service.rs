@@ -1,0 +1,197 @@
+//! Helpers every Agora NATS micro service shares: decoding requests within limits, replying
+//! with JSON or with a coded error, and counting errors per code for `$SRV.STATS`.
+//!
+//! Error replies carry both the standard micro headers and a JSON body. async-nats'
+//! `Request::respond(Err(..))` can only send an empty body, so errors are sent with
+//! `respond_with_headers`; the service's built-in `num_errors` therefore stays 0 and the
+//! per-code counts appear instead in each endpoint's `data` (see [`ErrorCounts`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_nats::HeaderMap;
+use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ErrorBody, ErrorCode, ServiceError};
+
+/// Largest request payload any Agora endpoint accepts, in bytes.
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+
+/// Parses a JSON request body of at most [`REQUEST_BYTES_MAX`] bytes.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {
+    decode_limited(payload, REQUEST_BYTES_MAX)
+}
+
+/// Parses a JSON request body, refusing empty, oversized (over `bytes_max`) or malformed ones.
+pub fn decode_limited<T: DeserializeOwned>(
+    payload: &[u8],
+    bytes_max: usize,
+) -> Result<T, ServiceError> {
+    if payload.len() > bytes_max {
+        return Err(ServiceError::invalid(format!(
+            "request is {} bytes; the limit is {bytes_max}",
+            payload.len()
+        )));
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::invalid(
+            "empty request: a JSON object is required",
+        ));
+    }
+    serde_json::from_slice(payload).map_err(|e| ServiceError::invalid(format!("bad JSON: {e}")))
+}
+
+/// Parses a JSON body that may be empty (then `T::default()`).
+pub fn decode_or_default<T: DeserializeOwned + Default>(
+    payload: &[u8],
+    bytes_max: usize,
+) -> Result<T, ServiceError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    decode_limited(payload, bytes_max)
+}
+
+/// Serializes a reply. Serializing our own wire types cannot fail; if it ever does, that is
+/// reported as an `internal` error rather than a panic in a service loop.
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, ServiceError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ServiceError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
+}
+
+/// The headers and body of an error reply.
+pub fn error_reply(error: &ServiceError) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    // Header values cannot hold line breaks; messages are ours and one line, but be sure.
+    let description: String = error.message.chars().filter(|c| !c.is_control()).collect();
+    headers.insert(NATS_SERVICE_ERROR, description.as_str());
+    headers.insert(
+        NATS_SERVICE_ERROR_CODE,
+        error.code.status().to_string().as_str(),
+    );
+    let body = serde_json::to_vec(&ErrorBody {
+        error: error.clone(),
+    })
+    .unwrap_or_default();
+    (headers, Bytes::from(body))
+}
+
+/// Per-endpoint, per-code error counters, shown in `$SRV.STATS` endpoint `data`.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorCounts {
+    inner: Arc<Mutex<HashMap<String, BTreeMap<ErrorCode, u64>>>>,
+}
+
+impl ErrorCounts {
+    pub fn record(&self, endpoint: &str, code: ErrorCode) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner
+            .entry(endpoint.to_owned())
+            .or_default()
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// JSON for one endpoint: `{"errors": {"busy": 3, ...}}`.
+    pub fn snapshot(&self, endpoint: &str) -> serde_json::Value {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let errors: BTreeMap<&str, u64> = inner
+            .get(endpoint)
+            .map(|codes| codes.iter().map(|(code, n)| (code.as_str(), *n)).collect())
+            .unwrap_or_default();
+        serde_json::json!({ "errors": errors })
+    }
+}
+
+/// Replies to `request` with a JSON value or a coded error. A reply that cannot be published
+/// (connection gone) is logged: the requester will time out and retry.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    endpoint: String,
+    errors: ErrorCounts,
+}
+
+impl Replier {
+    pub fn new(endpoint: impl Into<String>, errors: ErrorCounts) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            errors,
+        }
+    }
+
+    pub async fn reply<T: Serialize>(&self, request: &Request, result: Result<T, ServiceError>) {
+        let bytes = result.and_then(|value| encode(&value));
+        self.reply_bytes(request, bytes).await;
+    }
+
+    pub async fn reply_bytes(&self, request: &Request, result: Result<Bytes, ServiceError>) {
+        let sent = match result {
+            Ok(payload) => request.respond(Ok(payload)).await,
+            Err(error) => {
+                self.errors.record(&self.endpoint, error.code);
+                let (headers, body) = error_reply(&error);
+                request.respond_with_headers(Ok(body), headers).await
+            }
+        };
+        if let Err(error) = sent {
+            tracing::warn!(endpoint = %self.endpoint, %error, "could not send reply");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::AmountRequest;
+
+    #[test]
+    fn decode_refuses_empty_oversized_and_malformed_bodies() {
+        for (payload, needle) in [
+            (&b""[..], "empty"),
+            (&b"   "[..], "empty"),
+            (&b"{"[..], "bad JSON"),
+            (&b"[1,2]"[..], "bad JSON"),
+            (&b"{\"account\":\"a\"}"[..], "missing field `amount`"),
+        ] {
+            let error = decode::<AmountRequest>(payload).expect_err("refused");
+            assert_eq!(error.code, ErrorCode::InvalidRequest);
+            assert!(error.message.contains(needle), "{}", error.message);
+        }
+        let huge = vec![b' '; REQUEST_BYTES_MAX + 1];
+        assert!(
+            decode::<AmountRequest>(&huge)
+                .expect_err("too big")
+                .message
+                .contains("limit")
+        );
+    }
+
+    #[test]
+    fn error_replies_carry_headers_and_body() {
+        let (headers, body) = error_reply(&ServiceError::new(ErrorCode::Busy, "a\nb"));
+        assert_eq!(
+            headers.get(NATS_SERVICE_ERROR).map(|v| v.as_str()),
+            Some("ab")
+        );
+        assert_eq!(
+            headers.get(NATS_SERVICE_ERROR_CODE).map(|v| v.as_str()),
+            Some("429")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "busy");
+    }
+
+    #[test]
+    fn error_counts_are_per_endpoint_and_code() {
+        let counts = ErrorCounts::default();
+        counts.record("deposit", ErrorCode::InvalidRequest);
+        counts.record("deposit", ErrorCode::InvalidRequest);
+        counts.record("balance", ErrorCode::Busy);
+        assert_eq!(counts.snapshot("deposit")["errors"]["invalid_request"], 2);
+        assert_eq!(counts.snapshot("withdraw")["errors"], serde_json::json!({}));
+    }
+}

@@ -1,0 +1,110 @@
+//! `agora up`: the whole system on this machine, for trying it out.
+//!
+//! Starts a nats-server (JetStream on) on a fixed port, the ledger and bank instances, keeps
+//! their data and logs under one directory, restarts a component that dies, and stops
+//! everything on Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
+
+/// What `agora up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub banks: usize,
+}
+
+struct Spec {
+    name: String,
+    binary: PathBuf,
+    args: Vec<String>,
+}
+
+/// Runs until Ctrl-C / SIGTERM.
+pub async fn run(options: UpOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.dir)?;
+    let dir = std::fs::canonicalize(&options.dir)?;
+    let logs = dir.join("logs");
+    let nats = NatsServer::start(&NatsServerOptions {
+        port: Some(options.port),
+        dir: dir.join("nats"),
+    })?;
+    let url = nats.url().to_owned();
+    println!(
+        "nats-server {} listening on {url} (log: {})",
+        crate::process::NATS_SERVER_VERSION,
+        nats.log().display()
+    );
+
+    let mut specs = vec![Spec {
+        name: "ledger".into(),
+        binary: component_binary("agora-ledger")?,
+        args: vec![
+            "--server".into(),
+            url.clone(),
+            "--data-dir".into(),
+            dir.join("ledger").display().to_string(),
+        ],
+    }];
+    for index in 1..=options.banks {
+        specs.push(Spec {
+            name: format!("bank-{index}"),
+            binary: component_binary("agora-bank")?,
+            args: vec![
+                "--server".into(),
+                url.clone(),
+                "--bank-id".into(),
+                format!("bank-{index}"),
+            ],
+        });
+    }
+    let mut running = Vec::new();
+    for spec in &specs {
+        let component = Component::start(&spec.name, &spec.binary, &spec.args, &[], &logs)?;
+        println!(
+            "started {:<10} pid {:<7} log {}",
+            spec.name,
+            component.id(),
+            component.log().display()
+        );
+        running.push(component);
+    }
+    println!(
+        "\nAgora is up. Try, in another terminal:\n\
+         \x20 export NATS_URL={url}\n\
+         \x20 agora bank deposit alice 500 --id first-deposit\n\
+         \x20 agora bank transfer alice bob 200\n\
+         \x20 agora bank balance bob\n\
+         \x20 nats micro ls                      # if you have the nats CLI\n\
+         \x20 nats sub 'agora.>'\n\
+         Data and logs: {}\nPress Ctrl-C to stop.",
+        dir.display()
+    );
+
+    let shutdown = crate::telemetry::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = check.tick() => {
+                for (component, spec) in running.iter_mut().zip(&specs) {
+                    if component.exited() {
+                        println!("{} exited; restarting it (log: {})", spec.name, component.log().display());
+                        match Component::start(&spec.name, &spec.binary, &spec.args, &[], &logs) {
+                            Ok(fresh) => *component = fresh,
+                            Err(error) => println!("could not restart {}: {error:#}", spec.name),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping");
+    drop(running);
+    drop(nats);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Test harness for the system tests (filled in below).
