@@ -15,19 +15,9 @@ use crate::account::{AccountId, Amount, Balance};
 /// One client operation that changes money.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Deposit {
-        account: AccountId,
-        amount: Amount,
-    },
-    Withdraw {
-        account: AccountId,
-        amount: Amount,
-    },
-    Transfer {
-        from: AccountId,
-        to: AccountId,
-        amount: Amount,
-    },
+    Deposit { account: AccountId, amount: Amount },
+    Withdraw { account: AccountId, amount: Amount },
+    Transfer { from: AccountId, to: AccountId, amount: Amount },
 }
 
 impl Operation {
@@ -81,11 +71,7 @@ pub struct Posting {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BankError {
     #[error("insufficient funds in {account}: balance {balance}, needed {amount}")]
-    InsufficientFunds {
-        account: AccountId,
-        balance: Balance,
-        amount: i64,
-    },
+    InsufficientFunds { account: AccountId, balance: Balance, amount: i64 },
     #[error("balance of {account} would overflow")]
     Overflow { account: AccountId },
     #[error("cannot transfer from {account} to itself")]
@@ -104,14 +90,8 @@ pub struct Book {
 impl Book {
     pub fn new(balances: impl IntoIterator<Item = (AccountId, Balance)>) -> Self {
         let balances: BTreeMap<_, _> = balances.into_iter().collect();
-        assert!(
-            balances.values().all(|b| *b >= 0),
-            "a committed balance is never negative"
-        );
-        Self {
-            balances,
-            changed: BTreeSet::new(),
-        }
+        assert!(balances.values().all(|b| *b >= 0), "a committed balance is never negative");
+        Self { balances, changed: BTreeSet::new() }
     }
 
     pub fn balance(&self, account: &AccountId) -> Option<Balance> {
@@ -123,27 +103,15 @@ impl Book {
         match operation {
             Operation::Deposit { account, amount } => {
                 let balance = self.credit_preview(account, *amount)?;
-                Ok(vec![self.set(
-                    account,
-                    EventKind::Deposit,
-                    *amount,
-                    balance,
-                )])
+                Ok(vec![self.set(account, EventKind::Deposit, *amount, balance)])
             }
             Operation::Withdraw { account, amount } => {
                 let balance = self.debit_preview(account, *amount)?;
-                Ok(vec![self.set(
-                    account,
-                    EventKind::Withdraw,
-                    *amount,
-                    balance,
-                )])
+                Ok(vec![self.set(account, EventKind::Withdraw, *amount, balance)])
             }
             Operation::Transfer { from, to, amount } => {
                 if from == to {
-                    return Err(BankError::SelfTransfer {
-                        account: from.clone(),
-                    });
+                    return Err(BankError::SelfTransfer { account: from.clone() });
                 }
                 let before = self.sum_of([from, to]);
                 let from_balance = self.debit_preview(from, *amount)?;
@@ -152,11 +120,7 @@ impl Book {
                     self.set(from, EventKind::TransferOut, *amount, from_balance),
                     self.set(to, EventKind::TransferIn, *amount, to_balance),
                 ];
-                assert_eq!(
-                    before,
-                    self.sum_of([from, to]),
-                    "a transfer conserves money"
-                );
+                assert_eq!(before, self.sum_of([from, to]), "a transfer conserves money");
                 Ok(postings)
             }
         }
@@ -164,23 +128,17 @@ impl Book {
 
     /// The changed accounts and their new balances, in account order.
     pub fn changed(&self) -> impl Iterator<Item = (&AccountId, Balance)> {
-        self.changed
-            .iter()
-            .map(|account| (account, self.balances[account]))
+        self.changed.iter().map(|account| (account, self.balances[account]))
     }
 
     fn loaded(&self, account: &AccountId) -> Result<Balance, BankError> {
-        self.balance(account).ok_or_else(|| BankError::NotLoaded {
-            account: account.clone(),
-        })
+        self.balance(account).ok_or_else(|| BankError::NotLoaded { account: account.clone() })
     }
 
     fn credit_preview(&self, account: &AccountId, amount: Amount) -> Result<Balance, BankError> {
         self.loaded(account)?
             .checked_add(amount.get())
-            .ok_or_else(|| BankError::Overflow {
-                account: account.clone(),
-            })
+            .ok_or_else(|| BankError::Overflow { account: account.clone() })
     }
 
     fn debit_preview(&self, account: &AccountId, amount: Amount) -> Result<Balance, BankError> {
@@ -205,20 +163,11 @@ impl Book {
         assert!(balance >= 0, "a balance never goes below zero");
         self.balances.insert(account.clone(), balance);
         self.changed.insert(account.clone());
-        Posting {
-            account: account.clone(),
-            kind,
-            amount,
-            balance,
-        }
+        Posting { account: account.clone(), kind, amount, balance }
     }
 
     fn sum_of<'a>(&self, accounts: impl IntoIterator<Item = &'a AccountId>) -> i128 {
-        accounts
-            .into_iter()
-            .filter_map(|a| self.balance(a))
-            .map(i128::from)
-            .sum()
+        accounts.into_iter().filter_map(|a| self.balance(a)).map(i128::from).sum()
     }
 }
 
@@ -241,10 +190,7 @@ mod tests {
     #[test]
     fn deposit_withdraw_and_transfer_post_balances_after() {
         let mut book = book(&[("a", 0), ("b", 10)]);
-        let deposit = Operation::Deposit {
-            account: id("a"),
-            amount: amount(500),
-        };
+        let deposit = Operation::Deposit { account: id("a"), amount: amount(500) };
         assert_eq!(
             book.apply(&deposit),
             Ok(vec![Posting {
@@ -260,50 +206,24 @@ mod tests {
         assert_eq!(postings[0].balance, 300);
         assert_eq!(postings[1].kind, EventKind::TransferIn);
         assert_eq!(postings[1].balance, 210);
-        let withdraw = Operation::Withdraw {
-            account: id("b"),
-            amount: amount(210),
-        };
+        let withdraw = Operation::Withdraw { account: id("b"), amount: amount(210) };
         assert_eq!(book.apply(&withdraw).expect("funded")[0].balance, 0);
-        assert_eq!(
-            book.changed().collect::<Vec<_>>(),
-            vec![(&id("a"), 300), (&id("b"), 0)]
-        );
+        assert_eq!(book.changed().collect::<Vec<_>>(), vec![(&id("a"), 300), (&id("b"), 0)]);
     }
 
     #[test]
     fn refused_operations_change_nothing() {
         let mut book = book(&[("a", 100), ("b", i64::MAX - 5)]);
-        let overdraw = Operation::Withdraw {
-            account: id("a"),
-            amount: amount(101),
-        };
+        let overdraw = Operation::Withdraw { account: id("a"), amount: amount(101) };
         assert_eq!(
             book.apply(&overdraw),
-            Err(BankError::InsufficientFunds {
-                account: id("a"),
-                balance: 100,
-                amount: 101
-            })
+            Err(BankError::InsufficientFunds { account: id("a"), balance: 100, amount: 101 })
         );
         let overflow = Operation::transfer(id("a"), id("b"), amount(6)).expect("distinct");
-        assert_eq!(
-            book.apply(&overflow),
-            Err(BankError::Overflow { account: id("b") })
-        );
-        assert_eq!(
-            book.balance(&id("a")),
-            Some(100),
-            "debit side untouched after overflow"
-        );
-        let deposit_overflow = Operation::Deposit {
-            account: id("b"),
-            amount: amount(i64::MAX),
-        };
-        assert_eq!(
-            book.apply(&deposit_overflow),
-            Err(BankError::Overflow { account: id("b") })
-        );
+        assert_eq!(book.apply(&overflow), Err(BankError::Overflow { account: id("b") }));
+        assert_eq!(book.balance(&id("a")), Some(100), "debit side untouched after overflow");
+        let deposit_overflow = Operation::Deposit { account: id("b"), amount: amount(i64::MAX) };
+        assert_eq!(book.apply(&deposit_overflow), Err(BankError::Overflow { account: id("b") }));
         assert_eq!(book.changed().count(), 0);
     }
 
@@ -314,11 +234,7 @@ mod tests {
             Err(BankError::SelfTransfer { account: id("a") })
         );
         let mut book = book(&[("a", 5)]);
-        let forged = Operation::Transfer {
-            from: id("a"),
-            to: id("a"),
-            amount: amount(1),
-        };
+        let forged = Operation::Transfer { from: id("a"), to: id("a"), amount: amount(1) };
         assert!(book.apply(&forged).is_err());
     }
 
@@ -326,12 +242,7 @@ mod tests {
     fn accounts_not_in_the_batch_are_reported_not_touched() {
         let mut book = book(&[("a", 5)]);
         let stray = Operation::transfer(id("a"), id("ghost"), amount(1)).expect("distinct");
-        assert_eq!(
-            book.apply(&stray),
-            Err(BankError::NotLoaded {
-                account: id("ghost")
-            })
-        );
+        assert_eq!(book.apply(&stray), Err(BankError::NotLoaded { account: id("ghost") }));
         assert_eq!(book.balance(&id("a")), Some(5));
     }
 
@@ -354,14 +265,8 @@ mod tests {
             let b = names[(next() % 8) as usize].clone();
             let units = (next() % 1000 + 1) as i64;
             let operation = match next() % 3 {
-                0 => Operation::Deposit {
-                    account: a,
-                    amount: amount(units),
-                },
-                1 => Operation::Withdraw {
-                    account: a,
-                    amount: amount(units),
-                },
+                0 => Operation::Deposit { account: a, amount: amount(units) },
+                1 => Operation::Withdraw { account: a, amount: amount(units) },
                 _ => match Operation::transfer(a, b, amount(units)) {
                     Ok(transfer) => transfer,
                     Err(_) => continue,
@@ -374,17 +279,9 @@ mod tests {
                     Operation::Transfer { .. } => {}
                 }
             }
-            let total: i128 = names
-                .iter()
-                .filter_map(|n| book.balance(n))
-                .map(i128::from)
-                .sum();
+            let total: i128 = names.iter().filter_map(|n| book.balance(n)).map(i128::from).sum();
             assert_eq!(total, expected);
-            assert!(
-                names
-                    .iter()
-                    .all(|n| book.balance(n).is_some_and(|b| b >= 0))
-            );
+            assert!(names.iter().all(|n| book.balance(n).is_some_and(|b| b >= 0)));
         }
     }
 }

@@ -72,11 +72,7 @@ pub enum LockError {
 }
 
 fn join(accounts: &[AccountId]) -> String {
-    accounts
-        .iter()
-        .map(AccountId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    accounts.iter().map(AccountId::as_str).collect::<Vec<_>>().join(", ")
 }
 
 /// Validates an owner name (a bank instance id).
@@ -100,10 +96,7 @@ pub struct LockTable {
 impl LockTable {
     /// An empty table whose first token will be `first_token` (at least 1).
     pub fn new(first_token: u64) -> Self {
-        Self {
-            locks: BTreeMap::new(),
-            next_token: first_token.max(1),
-        }
+        Self { locks: BTreeMap::new(), next_token: first_token.max(1) }
     }
 
     /// Puts back a lock read from storage at startup; later tokens stay above it.
@@ -115,6 +108,11 @@ impl LockTable {
     /// The live lock on `account`, if any.
     pub fn holder(&self, now_ms: u64, account: &AccountId) -> Option<&Lock> {
         self.locks.get(account).filter(|lock| lock.is_live(now_ms))
+    }
+
+    /// The lock on `account`, live or expired but not yet swept.
+    pub fn get(&self, account: &AccountId) -> Option<&Lock> {
+        self.locks.get(account)
     }
 
     /// Every lock still in the table, live or not yet swept.
@@ -152,21 +150,13 @@ impl LockTable {
         }
         let held_by_others: Vec<AccountId> = accounts
             .iter()
-            .filter(|account| {
-                self.holder(now_ms, account)
-                    .is_some_and(|lock| lock.owner != owner)
-            })
+            .filter(|account| self.holder(now_ms, account).is_some_and(|lock| lock.owner != owner))
             .cloned()
             .collect();
         if !held_by_others.is_empty() {
-            return Err(LockError::Locked {
-                accounts: held_by_others,
-            });
+            return Err(LockError::Locked { accounts: held_by_others });
         }
-        let new_entries = accounts
-            .iter()
-            .filter(|a| !self.locks.contains_key(*a))
-            .count();
+        let new_entries = accounts.iter().filter(|a| !self.locks.contains_key(*a)).count();
         if self.locks.len() + new_entries > LOCKS_MAX {
             return Err(LockError::TableFull);
         }
@@ -176,17 +166,9 @@ impl LockTable {
             .map(|account| {
                 let renewal = self.holder(now_ms, account).map(|lock| lock.token);
                 let token = renewal.unwrap_or_else(|| self.take_token());
-                let lock = Lock {
-                    owner: owner.to_owned(),
-                    token,
-                    expires_at_ms,
-                };
+                let lock = Lock { owner: owner.to_owned(), token, expires_at_ms };
                 self.locks.insert(account.clone(), lock);
-                Grant {
-                    account: account.clone(),
-                    token,
-                    expires_at_ms,
-                }
+                Grant { account: account.clone(), token, expires_at_ms }
             })
             .collect();
         Ok(grants)
@@ -200,9 +182,9 @@ impl LockTable {
         account: &AccountId,
     ) -> Result<(), LockError> {
         match self.holder(now_ms, account) {
-            Some(lock) if Some(lock.owner.as_str()) != reader => Err(LockError::Locked {
-                accounts: vec![account.clone()],
-            }),
+            Some(lock) if Some(lock.owner.as_str()) != reader => {
+                Err(LockError::Locked { accounts: vec![account.clone()] })
+            }
             _ => Ok(()),
         }
     }
@@ -224,11 +206,7 @@ impl LockTable {
             })
             .map(|(account, _)| account.clone())
             .collect();
-        if stale.is_empty() {
-            Ok(())
-        } else {
-            Err(LockError::StaleToken { accounts: stale })
-        }
+        if stale.is_empty() { Ok(()) } else { Err(LockError::StaleToken { accounts: stale }) }
     }
 
     /// Checks that `release` would succeed, without changing anything.
@@ -240,13 +218,11 @@ impl LockTable {
         token: u64,
     ) -> Result<(), LockError> {
         match self.locks.get(account) {
-            Some(lock) if lock.owner != owner && lock.is_live(now_ms) => Err(LockError::NotOwner {
-                account: account.clone(),
-            }),
+            Some(lock) if lock.owner != owner && lock.is_live(now_ms) => {
+                Err(LockError::NotOwner { account: account.clone() })
+            }
             Some(lock) if lock.owner == owner && lock.token == token => Ok(()),
-            _ => Err(LockError::StaleToken {
-                accounts: vec![account.clone()],
-            }),
+            _ => Err(LockError::StaleToken { accounts: vec![account.clone()] }),
         }
     }
 
@@ -281,10 +257,7 @@ impl LockTable {
 
     fn take_token(&mut self) -> u64 {
         let token = self.next_token;
-        self.next_token = self
-            .next_token
-            .checked_add(1)
-            .expect("fencing tokens exhausted");
+        self.next_token = self.next_token.checked_add(1).expect("fencing tokens exhausted");
         token
     }
 }
@@ -294,10 +267,7 @@ mod tests {
     use super::*;
 
     fn ids(names: &[&str]) -> Vec<AccountId> {
-        names
-            .iter()
-            .map(|n| AccountId::parse(n).expect("valid"))
-            .collect()
+        names.iter().map(|n| AccountId::parse(n).expect("valid")).collect()
     }
 
     fn id(name: &str) -> AccountId {
@@ -307,43 +277,25 @@ mod tests {
     #[test]
     fn lock_grants_increasing_tokens_and_renews_for_the_same_owner() {
         let mut table = LockTable::new(100);
-        let first = table
-            .lock_many(0, "bank-a", &ids(&["a", "b"]), 1000)
-            .expect("free");
-        assert_eq!(
-            first.iter().map(|g| g.token).collect::<Vec<_>>(),
-            vec![100, 101]
-        );
+        let first = table.lock_many(0, "bank-a", &ids(&["a", "b"]), 1000).expect("free");
+        assert_eq!(first.iter().map(|g| g.token).collect::<Vec<_>>(), vec![100, 101]);
         assert!(first.iter().all(|g| g.expires_at_ms == 1000));
 
-        let renewed = table
-            .lock_many(500, "bank-a", &ids(&["a"]), 1000)
-            .expect("own lock");
+        let renewed = table.lock_many(500, "bank-a", &ids(&["a"]), 1000).expect("own lock");
         assert_eq!(renewed[0].token, 100, "a renewal keeps the token");
         assert_eq!(renewed[0].expires_at_ms, 1500);
 
-        table
-            .release(600, "bank-a", &id("a"), 100)
-            .expect("owner releases");
-        let again = table
-            .lock_many(700, "bank-b", &ids(&["a"]), 1000)
-            .expect("free again");
+        table.release(600, "bank-a", &id("a"), 100).expect("owner releases");
+        let again = table.lock_many(700, "bank-b", &ids(&["a"]), 1000).expect("free again");
         assert_eq!(again[0].token, 102, "a new acquisition gets a higher token");
     }
 
     #[test]
     fn lock_many_is_all_or_nothing_and_names_every_conflict() {
         let mut table = LockTable::new(1);
-        table
-            .lock_many(0, "x", &ids(&["b", "d"]), 1000)
-            .expect("free");
+        table.lock_many(0, "x", &ids(&["b", "d"]), 1000).expect("free");
         let refused = table.lock_many(10, "y", &ids(&["a", "b", "c", "d"]), 1000);
-        assert_eq!(
-            refused,
-            Err(LockError::Locked {
-                accounts: ids(&["b", "d"])
-            })
-        );
+        assert_eq!(refused, Err(LockError::Locked { accounts: ids(&["b", "d"]) }));
         assert!(table.holder(10, &id("a")).is_none(), "nothing was taken");
         assert!(table.holder(10, &id("c")).is_none(), "nothing was taken");
         assert_eq!(table.len(), 2);
@@ -352,37 +304,17 @@ mod tests {
     #[test]
     fn an_expired_lease_frees_the_account_and_stales_the_token() {
         let mut table = LockTable::new(1);
-        let grant = table
-            .lock_many(0, "x", &ids(&["a"]), 100)
-            .expect("free")
-            .remove(0);
-        assert!(
-            table
-                .check_writes(99, "x", [(&id("a"), grant.token)])
-                .is_ok()
-        );
+        let grant = table.lock_many(0, "x", &ids(&["a"]), 100).expect("free").remove(0);
+        assert!(table.check_writes(99, "x", [(&id("a"), grant.token)]).is_ok());
         assert_eq!(
             table.check_writes(100, "x", [(&id("a"), grant.token)]),
-            Err(LockError::StaleToken {
-                accounts: ids(&["a"])
-            }),
+            Err(LockError::StaleToken { accounts: ids(&["a"]) }),
             "the lease ends at expires_at_ms"
         );
-        let taken = table
-            .lock_many(150, "y", &ids(&["a"]), 100)
-            .expect("expired")
-            .remove(0);
+        let taken = table.lock_many(150, "y", &ids(&["a"]), 100).expect("expired").remove(0);
         assert!(taken.token > grant.token);
-        assert!(
-            table
-                .check_writes(160, "x", [(&id("a"), grant.token)])
-                .is_err()
-        );
-        assert!(
-            table
-                .check_writes(160, "y", [(&id("a"), taken.token)])
-                .is_ok()
-        );
+        assert!(table.check_writes(160, "x", [(&id("a"), grant.token)]).is_err());
+        assert!(table.check_writes(160, "y", [(&id("a"), taken.token)]).is_ok());
         assert_eq!(
             table.release(160, "x", &id("a"), grant.token),
             Err(LockError::NotOwner { account: id("a") })
@@ -392,44 +324,25 @@ mod tests {
     #[test]
     fn writes_need_owner_and_exact_token_on_every_account() {
         let mut table = LockTable::new(1);
-        let grants = table
-            .lock_many(0, "x", &ids(&["a", "b"]), 1000)
-            .expect("free");
+        let grants = table.lock_many(0, "x", &ids(&["a", "b"]), 1000).expect("free");
         let (a, b) = (&grants[0], &grants[1]);
-        assert!(
-            table
-                .check_writes(1, "x", [(&a.account, a.token), (&b.account, b.token)])
-                .is_ok()
-        );
+        assert!(table.check_writes(1, "x", [(&a.account, a.token), (&b.account, b.token)]).is_ok());
         assert_eq!(
             table.check_writes(1, "x", [(&a.account, a.token), (&b.account, b.token + 7)]),
-            Err(LockError::StaleToken {
-                accounts: ids(&["b"])
-            })
+            Err(LockError::StaleToken { accounts: ids(&["b"]) })
         );
-        assert!(
-            table.check_writes(1, "y", [(&a.account, a.token)]).is_err(),
-            "not the owner"
-        );
-        assert!(
-            table.check_writes(1, "x", [(&id("zz"), 1)]).is_err(),
-            "never locked"
-        );
+        assert!(table.check_writes(1, "y", [(&a.account, a.token)]).is_err(), "not the owner");
+        assert!(table.check_writes(1, "x", [(&id("zz"), 1)]).is_err(), "never locked");
     }
 
     #[test]
     fn reads_are_refused_only_while_another_owner_holds_a_live_lock() {
         let mut table = LockTable::new(1);
         table.lock_many(0, "x", &ids(&["a"]), 100).expect("free");
-        assert!(
-            table.check_read(1, Some("x"), &id("a")).is_ok(),
-            "the owner may read"
-        );
+        assert!(table.check_read(1, Some("x"), &id("a")).is_ok(), "the owner may read");
         assert_eq!(
             table.check_read(1, Some("y"), &id("a")),
-            Err(LockError::Locked {
-                accounts: ids(&["a"])
-            })
+            Err(LockError::Locked { accounts: ids(&["a"]) })
         );
         assert!(table.check_read(1, None, &id("a")).is_err());
         assert!(table.check_read(100, None, &id("a")).is_ok(), "expired");
@@ -439,35 +352,21 @@ mod tests {
     #[test]
     fn release_rules() {
         let mut table = LockTable::new(1);
-        let grant = table
-            .lock_many(0, "x", &ids(&["a"]), 100)
-            .expect("free")
-            .remove(0);
+        let grant = table.lock_many(0, "x", &ids(&["a"]), 100).expect("free").remove(0);
         assert_eq!(
             table.release(1, "y", &id("a"), grant.token),
             Err(LockError::NotOwner { account: id("a") })
         );
         assert_eq!(
             table.release(1, "x", &id("a"), grant.token + 1),
-            Err(LockError::StaleToken {
-                accounts: ids(&["a"])
-            })
+            Err(LockError::StaleToken { accounts: ids(&["a"]) })
         );
         assert!(table.release(1, "x", &id("a"), grant.token).is_ok());
         assert!(table.is_empty());
-        assert!(
-            table.release(1, "x", &id("a"), grant.token).is_err(),
-            "released once"
-        );
+        assert!(table.release(1, "x", &id("a"), grant.token).is_err(), "released once");
 
-        let grant = table
-            .lock_many(0, "x", &ids(&["b"]), 100)
-            .expect("free")
-            .remove(0);
-        assert!(
-            table.release(500, "x", &id("b"), grant.token).is_ok(),
-            "expired, not retaken"
-        );
+        let grant = table.lock_many(0, "x", &ids(&["b"]), 100).expect("free").remove(0);
+        assert!(table.release(500, "x", &id("b"), grant.token).is_ok(), "expired, not retaken");
     }
 
     #[test]
@@ -485,18 +384,12 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_without_side_effects() {
         let mut table = LockTable::new(1);
-        assert_eq!(
-            table.lock_many(0, "x", &ids(&["a"]), 0),
-            Err(LockError::InvalidLease(0))
-        );
+        assert_eq!(table.lock_many(0, "x", &ids(&["a"]), 0), Err(LockError::InvalidLease(0)));
         assert_eq!(
             table.lock_many(0, "x", &ids(&["a"]), LEASE_MS_MAX + 1),
             Err(LockError::InvalidLease(LEASE_MS_MAX + 1))
         );
-        assert_eq!(
-            table.lock_many(0, "x", &[], 100),
-            Err(LockError::InvalidAccountSet)
-        );
+        assert_eq!(table.lock_many(0, "x", &[], 100), Err(LockError::InvalidAccountSet));
         assert_eq!(
             table.lock_many(0, "x", &ids(&["b", "a"]), 100),
             Err(LockError::InvalidAccountSet)
@@ -505,36 +398,17 @@ mod tests {
             table.lock_many(0, "x", &ids(&["a", "a"]), 100),
             Err(LockError::InvalidAccountSet)
         );
-        assert_eq!(
-            table.lock_many(0, "", &ids(&["a"]), 100),
-            Err(LockError::InvalidOwner)
-        );
-        assert_eq!(
-            table.lock_many(0, "a b", &ids(&["a"]), 100),
-            Err(LockError::InvalidOwner)
-        );
+        assert_eq!(table.lock_many(0, "", &ids(&["a"]), 100), Err(LockError::InvalidOwner));
+        assert_eq!(table.lock_many(0, "a b", &ids(&["a"]), 100), Err(LockError::InvalidOwner));
         assert!(table.is_empty());
     }
 
     #[test]
     fn restored_locks_keep_tokens_increasing() {
         let mut table = LockTable::new(5);
-        table.restore(
-            id("a"),
-            Lock {
-                owner: "x".into(),
-                token: 41,
-                expires_at_ms: 1000,
-            },
-        );
-        let grant = table
-            .lock_many(0, "y", &ids(&["b"]), 100)
-            .expect("free")
-            .remove(0);
+        table.restore(id("a"), Lock { owner: "x".into(), token: 41, expires_at_ms: 1000 });
+        let grant = table.lock_many(0, "y", &ids(&["b"]), 100).expect("free").remove(0);
         assert_eq!(grant.token, 42);
-        assert!(
-            table.check_read(0, None, &id("a")).is_err(),
-            "restored lock is live"
-        );
+        assert!(table.check_read(0, None, &id("a")).is_err(), "restored lock is live");
     }
 }

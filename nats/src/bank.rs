@@ -16,8 +16,9 @@
 //!    `agora.ledger.batch.commit` (one durable SQLite transaction);
 //! 4. only then replies to every operation and publishes `agora.bank.events.<account>`.
 //!
-//! Only one batch per instance is in flight: two batches of the same owner could both "renew"
-//! a lease on one account and compute from the same balance.
+//! Up to `pipeline_depth` batches per instance are in flight, never two on the same account:
+//! two batches of the same owner could both "renew" a lease on one account and compute from
+//! the same balance.
 //!
 //! ## Crash safety
 //! A `kill -9` before the commit leaves leases that expire after `lease_ms` and changes nothing;
@@ -28,7 +29,7 @@
 //!
 //! Balance reads are batched too (`agora.ledger.batch.get`), several batches in flight.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ use async_nats::Client;
 use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
 use rand::Rng;
+use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
@@ -55,6 +57,8 @@ use crate::wire::{
 
 /// Upper bound for `batch_max`: a full batch's commit must fit one NATS message.
 pub const BATCH_MAX_LIMIT: usize = 1024;
+/// Upper bound for `pipeline_depth`.
+pub const PIPELINE_DEPTH_MAX: usize = 16;
 /// Most balance reads in one ledger round trip.
 pub const READ_BATCH_MAX: usize = 1024;
 /// Balance-read batches in flight at once per instance.
@@ -73,6 +77,8 @@ pub struct BankConfig {
     pub bank_id: String,
     /// Most operations per group commit (1..=[`BATCH_MAX_LIMIT`]).
     pub batch_max: usize,
+    /// Batches in flight at once (1..=[`PIPELINE_DEPTH_MAX`]), over disjoint accounts.
+    pub pipeline_depth: usize,
     /// How long to linger for more operations after the first one arrives (0: none).
     pub batch_window_ms: u64,
     /// Lease asked of the ledger; a crashed instance blocks its accounts at most this long.
@@ -93,14 +99,15 @@ impl BankConfig {
         );
         anyhow::ensure!(self.queue_max >= 1, "queue_max must be at least 1");
         anyhow::ensure!(
+            (1..=PIPELINE_DEPTH_MAX).contains(&self.pipeline_depth),
+            "pipeline_depth must be 1..={PIPELINE_DEPTH_MAX}"
+        );
+        anyhow::ensure!(
             (agora_core::locks::LEASE_MS_MIN..=agora_core::locks::LEASE_MS_MAX)
                 .contains(&self.lease_ms),
             "lease_ms out of range"
         );
-        anyhow::ensure!(
-            self.batch_window_ms <= 1000,
-            "batch_window_ms must be at most 1000"
-        );
+        anyhow::ensure!(self.batch_window_ms <= 1000, "batch_window_ms must be at most 1000");
         Ok(())
     }
 }
@@ -110,7 +117,10 @@ struct Pending {
     parsed: ParsedOperation,
     request: Request,
     replier: Replier,
+    /// When the operation gives up waiting for locks and gets `busy`.
     deadline: Instant,
+    /// Not to be retried before this (set after it met another instance's locks).
+    not_before: Instant,
 }
 
 /// A queued balance read.
@@ -156,15 +166,21 @@ struct Bank {
 
 /// Runs one bank instance until `shutdown` resolves. `on_ready` is called once every endpoint
 /// is subscribed.
+///
+/// `client` serves the endpoints, replies and events; `ledger_client`, a second connection,
+/// carries only the calls to the ledger. After a batch the bank publishes hundreds of replies
+/// and events at once; on a shared connection the next batch's ledger request would queue
+/// behind all of them (head-of-line blocking), which measured at over a millisecond a batch.
 pub async fn run(
     client: Client,
+    ledger_client: Client,
     config: BankConfig,
     on_ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
     let owner = format!("{}-{}", config.bank_id, nuid::next());
-    let ledger = AgoraClient::new(client.clone())
+    let ledger = AgoraClient::new(ledger_client)
         .with_timeout(Duration::from_millis(config.ledger_timeout_ms));
     let bank = Arc::new(Bank {
         client: client.clone(),
@@ -216,20 +232,18 @@ pub async fn run(
                         continue;
                     }
                 };
-                let deadline = Instant::now() + lock_wait;
+                let now = Instant::now();
                 let pending = Pending {
                     parsed,
                     request,
                     replier: replier.clone(),
-                    deadline,
+                    deadline: now + lock_wait,
+                    not_before: now,
                 };
                 if let Err(refused) = queue.try_send(pending) {
                     let pending = refused.into_inner();
                     let busy = ServiceError::new(ErrorCode::Busy, "bank queue is full; retry");
-                    pending
-                        .replier
-                        .reply_bytes(&pending.request, Err(busy))
-                        .await;
+                    pending.replier.reply_bytes(&pending.request, Err(busy)).await;
                 }
             }
         }));
@@ -254,12 +268,7 @@ pub async fn run(
                     }
                 };
                 let deadline = Instant::now() + lock_wait;
-                let read = Read {
-                    account,
-                    request,
-                    replier: replier.clone(),
-                    deadline,
-                };
+                let read = Read { account, request, replier: replier.clone(), deadline };
                 if let Err(refused) = queue.try_send(read) {
                     let read = refused.into_inner();
                     let busy = ServiceError::new(ErrorCode::Busy, "bank queue is full; retry");
@@ -269,11 +278,7 @@ pub async fn run(
         }));
     }
     tasks.push(tokio::spawn(batcher(bank.clone(), ops_rx)));
-    tasks.push(tokio::spawn(reader(
-        bank.clone(),
-        reads_rx,
-        reads_tx.clone(),
-    )));
+    tasks.push(tokio::spawn(reader(bank.clone(), reads_rx, reads_tx.clone())));
     drop(ops_tx);
     drop(reads_tx);
     client.flush().await?;
@@ -302,72 +307,133 @@ fn jitter_ms() -> u64 {
     rand::rng().random_range(1..=RETRY_BACKOFF_MS_MAX)
 }
 
-/// Takes queued operations in batches and runs them one batch at a time.
+/// What a finished batch hands back to the batcher.
+struct BatchDone {
+    accounts: Vec<AccountId>,
+    /// Operations that found accounts locked by another instance; they retry later.
+    waiting: Vec<Pending>,
+}
+
+/// Forms batches from queued operations and runs up to `pipeline_depth` of them at once.
+///
+/// Batches in flight at the same time never share an account: an operation whose accounts
+/// are held by an in-flight batch of this instance waits until that batch is done. (Two
+/// batches of one owner on one account would both "renew" its lease and compute from the
+/// same balance.) Operations deferred because another instance holds their accounts retry
+/// after a short, jittered pause.
 async fn batcher(bank: Arc<Bank>, mut queue: mpsc::Receiver<Pending>) {
+    let depth = bank.config.pipeline_depth;
+    let (done_tx, mut done_rx) = mpsc::channel::<BatchDone>(depth);
     let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut busy: HashSet<AccountId> = HashSet::new();
+    let mut in_flight = 0usize;
+    let mut queue_open = true;
     loop {
-        let mut batch: Vec<Pending> = Vec::new();
-        if waiting.is_empty() {
-            match queue.recv().await {
-                Some(pending) => batch.push(pending),
-                None => return,
+        let retry_at = waiting.iter().map(|p| p.not_before).min();
+        let accepting = queue_open && in_flight < depth;
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => {
+                in_flight -= 1;
+                for account in &done.accounts {
+                    busy.remove(account);
+                }
+                let not_before = Instant::now() + Duration::from_millis(jitter_ms());
+                for mut pending in done.waiting {
+                    pending.not_before = not_before;
+                    waiting.push_back(pending);
+                }
             }
-            if bank.config.batch_window_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(bank.config.batch_window_ms)).await;
-            }
-        } else {
-            // Operations are waiting for another instance's locks: retry soon, sooner if new
-            // work arrives (it goes into the same batch).
-            tokio::select! {
-                next = queue.recv() => match next {
-                    Some(pending) => batch.push(pending),
-                    None => return,
-                },
-                () = tokio::time::sleep(Duration::from_millis(jitter_ms())) => {}
-            }
+            next = queue.recv(), if accepting => match next {
+                Some(pending) => {
+                    waiting.push_back(pending);
+                    if bank.config.batch_window_ms > 0 && in_flight == 0 {
+                        tokio::time::sleep(Duration::from_millis(bank.config.batch_window_ms)).await;
+                    }
+                }
+                None => queue_open = false,
+            },
+            () = sleep_until_or_forever(retry_at), if in_flight < depth => {}
         }
-        let now = Instant::now();
-        let mut runnable = Vec::with_capacity(bank.config.batch_max);
-        for pending in waiting.drain(..).chain(batch) {
-            if pending.deadline <= now {
-                let busy = ServiceError::new(
-                    ErrorCode::Busy,
-                    format!(
-                        "accounts stayed locked for {} ms; retry",
-                        bank.config.lock_wait_ms
-                    ),
-                );
-                pending
-                    .replier
-                    .reply_bytes(&pending.request, Err(busy))
-                    .await;
-            } else {
-                runnable.push(pending);
+        if !queue_open && in_flight == 0 && waiting.is_empty() {
+            return;
+        }
+        while in_flight < depth {
+            while waiting.len() < bank.config.batch_max * depth {
+                match queue.try_recv() {
+                    Ok(pending) => waiting.push_back(pending),
+                    Err(_) => break,
+                }
             }
-        }
-        while runnable.len() < bank.config.batch_max {
-            match queue.try_recv() {
-                Ok(pending) => runnable.push(pending),
-                Err(_) => break,
+            let batch = take_batch(&bank, &mut waiting, &busy).await;
+            if batch.is_empty() {
+                break;
             }
+            let accounts: Vec<AccountId> = batch
+                .iter()
+                .flat_map(|p| p.parsed.operation.accounts())
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            busy.extend(accounts.iter().cloned());
+            in_flight += 1;
+            let bank = bank.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let waiting = bank.run_batch(batch).await;
+                done.send(BatchDone { accounts, waiting }).await.ok();
+            });
         }
-        // Anything beyond batch_max (only possible from the waiting list) waits for the next.
-        if runnable.len() > bank.config.batch_max {
-            waiting.extend(runnable.split_off(bank.config.batch_max));
-        }
-        waiting.extend(bank.run_batch(runnable).await);
     }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes up to `batch_max` operations that are due and whose accounts no in-flight batch
+/// holds, in arrival order; answers `busy` to those past their deadline.
+async fn take_batch(
+    bank: &Bank,
+    waiting: &mut VecDeque<Pending>,
+    busy: &HashSet<AccountId>,
+) -> Vec<Pending> {
+    let now = Instant::now();
+    let mut batch = Vec::new();
+    let mut kept = VecDeque::with_capacity(waiting.len());
+    while let Some(pending) = waiting.pop_front() {
+        if pending.deadline <= now {
+            let busy = ServiceError::new(
+                ErrorCode::Busy,
+                format!("accounts stayed locked for {} ms; retry", bank.config.lock_wait_ms),
+            );
+            pending.replier.reply_bytes(&pending.request, Err(busy)).await;
+            continue;
+        }
+        let runnable = batch.len() < bank.config.batch_max
+            && pending.not_before <= now
+            && !pending.parsed.operation.accounts().iter().any(|a| busy.contains(*a));
+        if runnable {
+            batch.push(pending);
+        } else {
+            kept.push_back(pending);
+        }
+    }
+    *waiting = kept;
+    batch
 }
 
 /// How one operation of a batch ends.
 enum Outcome {
     /// Refused or answered from a record; nothing to write.
-    Done(Result<serde_json::Value, ServiceError>),
-    /// Applied to the book: written and recorded at commit.
-    Applied {
-        postings: Vec<Posting>,
-        reply: serde_json::Value,
-    },
+    Done(Result<Box<RawValue>, ServiceError>),
+    /// Applied to the book: written and recorded at commit. The reply is serialized once and
+    /// used both for the client and inside the idempotency record.
+    Applied { postings: Vec<Posting>, reply: Box<RawValue> },
     /// Same id and operation as an earlier operation in this batch: gets its reply.
     SameAs(usize),
 }
@@ -377,18 +443,15 @@ impl Bank {
     async fn run_batch(&self, mut batch: Vec<Pending>) -> Vec<Pending> {
         let mut waiting = Vec::new();
         let mut splits = 0;
+        let started = Instant::now();
         let locked = loop {
             if batch.is_empty() {
                 return waiting;
             }
-            let accounts: BTreeSet<&AccountId> = batch
-                .iter()
-                .flat_map(|p| p.parsed.operation.accounts())
-                .collect();
-            let ids: BTreeSet<&str> = batch
-                .iter()
-                .filter_map(|p| p.parsed.id.as_ref().map(|id| id.as_str()))
-                .collect();
+            let accounts: BTreeSet<&AccountId> =
+                batch.iter().flat_map(|p| p.parsed.operation.accounts()).collect();
+            let ids: BTreeSet<&str> =
+                batch.iter().filter_map(|p| p.parsed.id.as_ref().map(|id| id.as_str())).collect();
             let request = BatchLockRequest {
                 owner: self.owner.clone(),
                 accounts: accounts.iter().map(|a| a.to_string()).collect(),
@@ -410,11 +473,7 @@ impl Bank {
                         return waiting;
                     }
                     let (blocked, free): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| {
-                        p.parsed
-                            .operation
-                            .accounts()
-                            .iter()
-                            .any(|a| held.contains(a.as_str()))
+                        p.parsed.operation.accounts().iter().any(|a| held.contains(a.as_str()))
                     });
                     waiting.extend(blocked);
                     batch = free;
@@ -426,10 +485,9 @@ impl Bank {
                 }
             }
         };
+        let lock_elapsed = started.elapsed();
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .largest_batch
-            .fetch_max(batch.len() as u64, Ordering::Relaxed);
+        self.stats.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
 
         let mut tokens = BTreeMap::new();
         let mut balances = Vec::new();
@@ -442,17 +500,11 @@ impl Bank {
             tokens.insert(account.clone(), grant.token);
             balances.push((account, grant.balance));
         }
-        let recorded: HashMap<&str, &serde_json::Value> = locked
-            .operations
-            .iter()
-            .map(|e| (e.id.as_str(), &e.record))
-            .collect();
+        let recorded: HashMap<&str, &RawValue> =
+            locked.operations.iter().map(|e| (e.id.as_str(), &*e.record)).collect();
         let release: Vec<Release> = tokens
             .iter()
-            .map(|(account, token)| Release {
-                account: account.to_string(),
-                token: *token,
-            })
+            .map(|(account, token)| Release { account: account.to_string(), token: *token })
             .collect();
 
         let mut taken_ids: BTreeSet<String> = BTreeSet::new();
@@ -471,7 +523,16 @@ impl Bank {
                 .await;
             match committed {
                 Ok(_) => {
+                    let commit_elapsed = started.elapsed();
+                    let size = batch.len();
                     self.finish(batch, outcomes).await;
+                    tracing::debug!(
+                        size,
+                        lock_us = lock_elapsed.as_micros() as u64,
+                        commit_us = commit_elapsed.as_micros() as u64,
+                        total_us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
                     return waiting;
                 }
                 Err(ClientError::Service(error)) if error.code == ErrorCode::DuplicateId => {
@@ -500,7 +561,7 @@ impl Bank {
         &self,
         batch: &[Pending],
         balances: &[(AccountId, i64)],
-        recorded: &HashMap<&str, &serde_json::Value>,
+        recorded: &HashMap<&str, &RawValue>,
         taken_ids: &BTreeSet<String>,
     ) -> Vec<Outcome> {
         let mut book = Book::new(balances.iter().cloned());
@@ -528,12 +589,12 @@ impl Bank {
                 }
                 first_with_id.insert(id, index);
             }
-            outcomes.push(match book.apply(operation) {
-                Ok(postings) => Outcome::Applied {
-                    reply: reply_for(&postings),
-                    postings,
+            outcomes.push(match book.apply(operation).map_err(ServiceError::from) {
+                Ok(postings) => match reply_for(&postings) {
+                    Ok(reply) => Outcome::Applied { reply, postings },
+                    Err(error) => Outcome::Done(Err(error)),
                 },
-                Err(error) => Outcome::Done(Err(error.into())),
+                Err(error) => Outcome::Done(Err(error)),
             });
         }
         outcomes
@@ -561,10 +622,11 @@ impl Bank {
                     op: OperationWire::from(&pending.parsed.operation),
                     reply: reply.clone(),
                 };
-                operations.push(OperationEntry {
-                    id: id.to_string(),
-                    record: serde_json::to_value(record).unwrap_or_default(),
-                });
+                // Serializing our own types cannot fail; an unrecordable operation is simply
+                // not retry-safe, which the client learns by a duplicate-free retry.
+                if let Ok(record) = serde_json::value::to_raw_value(&record) {
+                    operations.push(OperationEntry { id: id.to_string(), record });
+                }
             }
         }
         let unchanged: BTreeMap<&AccountId, i64> = balances.iter().map(|(a, b)| (a, *b)).collect();
@@ -605,9 +667,7 @@ impl Bank {
                 }
             }
         }
-        self.stats
-            .operations_committed
-            .fetch_add(applied, Ordering::Relaxed);
+        self.stats.operations_committed.fetch_add(applied, Ordering::Relaxed);
         for (pending, outcome) in batch.iter().zip(&outcomes) {
             let result = resolve(outcome, &outcomes);
             pending.replier.reply(&pending.request, result).await;
@@ -616,7 +676,7 @@ impl Bank {
 }
 
 /// The reply of an outcome, following `SameAs` to the first operation with that id.
-fn resolve(outcome: &Outcome, outcomes: &[Outcome]) -> Result<serde_json::Value, ServiceError> {
+fn resolve(outcome: &Outcome, outcomes: &[Outcome]) -> Result<Box<RawValue>, ServiceError> {
     match outcome {
         Outcome::Done(result) => result.clone(),
         Outcome::Applied { reply, .. } => Ok(reply.clone()),
@@ -625,29 +685,31 @@ fn resolve(outcome: &Outcome, outcomes: &[Outcome]) -> Result<serde_json::Value,
 }
 
 /// The reply of a successful operation, from its postings.
-fn reply_for(postings: &[Posting]) -> serde_json::Value {
+fn reply_for(postings: &[Posting]) -> Result<Box<RawValue>, ServiceError> {
     let balance_of = |posting: &Posting| AccountBalance {
         account: posting.account.to_string(),
         balance: posting.balance,
     };
-    let value = match postings {
-        [from, to] if from.kind == EventKind::TransferOut => serde_json::to_value(TransferReply {
-            from: balance_of(from),
-            to: balance_of(to),
-        }),
-        [single, ..] => serde_json::to_value(balance_of(single)),
-        [] => Ok(serde_json::Value::Null),
+    let raw = match postings {
+        [from, to] if from.kind == EventKind::TransferOut => {
+            serde_json::value::to_raw_value(&TransferReply {
+                from: balance_of(from),
+                to: balance_of(to),
+            })
+        }
+        [single] => serde_json::value::to_raw_value(&balance_of(single)),
+        _ => return Err(ServiceError::new(ErrorCode::Internal, "unexpected postings")),
     };
-    value.unwrap_or_default()
+    raw.map_err(|e| ServiceError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
 }
 
 /// The reply for a retried id: the recorded reply if the operation is the same.
 fn replay(
     id: &str,
     operation: &Operation,
-    record: &serde_json::Value,
-) -> Result<serde_json::Value, ServiceError> {
-    match serde_json::from_value::<BankRecord>(record.clone()) {
+    record: &RawValue,
+) -> Result<Box<RawValue>, ServiceError> {
+    match serde_json::from_str::<BankRecord>(record.get()) {
         Ok(record) if record.op == OperationWire::from(operation) => Ok(record.reply),
         Ok(_) => Err(id_reused(id)),
         Err(error) => Err(ServiceError::new(
@@ -658,24 +720,16 @@ fn replay(
 }
 
 fn id_reused(id: &str) -> ServiceError {
-    ServiceError::invalid(format!(
-        "id {id} was already used for a different operation"
-    ))
+    ServiceError::invalid(format!("id {id} was already used for a different operation"))
 }
 
 fn unavailable(what: &str, error: &ClientError) -> ServiceError {
-    ServiceError::new(
-        ErrorCode::Unavailable,
-        format!("{what} ({error}); retry with the same id"),
-    )
+    ServiceError::new(ErrorCode::Unavailable, format!("{what} ({error}); retry with the same id"))
 }
 
 async fn reply_all(batch: &[Pending], error: &ServiceError) {
     for pending in batch {
-        pending
-            .replier
-            .reply_bytes(&pending.request, Err(error.clone()))
-            .await;
+        pending.replier.reply_bytes(&pending.request, Err(error.clone())).await;
     }
 }
 
@@ -718,21 +772,14 @@ impl Bank {
             Err(error) => {
                 let error = unavailable("could not read balances at the ledger", &error);
                 for read in batch {
-                    read.replier
-                        .reply_bytes(&read.request, Err(error.clone()))
-                        .await;
+                    read.replier.reply_bytes(&read.request, Err(error.clone())).await;
                 }
                 return;
             }
         };
-        self.stats
-            .reads
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let balances: HashMap<&str, &AccountBalance> = reply
-            .balances
-            .iter()
-            .map(|b| (b.account.as_str(), b))
-            .collect();
+        self.stats.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let balances: HashMap<&str, &AccountBalance> =
+            reply.balances.iter().map(|b| (b.account.as_str(), b)).collect();
         let mut retry = Vec::new();
         for read in batch {
             match balances.get(read.account.as_str()) {
@@ -763,8 +810,6 @@ impl Bank {
 
 impl std::fmt::Debug for Bank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bank")
-            .field("owner", &self.owner)
-            .finish_non_exhaustive()
+        f.debug_struct("Bank").field("owner", &self.owner).finish_non_exhaustive()
     }
 }

@@ -130,10 +130,7 @@ fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
     let (throughput_ratio, latency_ratio) = match baseline {
         Some(base) => (
             format!("{:.2}x", row.ops_per_second / base.ops_per_second),
-            format!(
-                "{:.2}x",
-                row.latency_us_p50 as f64 / base.latency_us_p50.max(1) as f64
-            ),
+            format!("{:.2}x", row.latency_us_p50 as f64 / base.latency_us_p50.max(1) as f64),
         ),
         None => ("-".into(), "-".into()),
     };
@@ -153,10 +150,7 @@ fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
 /// `agora bench bank`: raw echo vs `bank.balance` and `bank.transfer` at 1 and 256 in flight.
 pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>> {
     let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start(&NatsServerOptions {
-        port: None,
-        dir: dir.path().join("nats"),
-    })?;
+    let nats = NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })?;
     let url = nats.url().to_owned();
     let logs: PathBuf = dir.path().join("logs");
     let ledger_args = vec![
@@ -165,7 +159,9 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         "--data-dir".to_owned(),
         dir.path().join("ledger").display().to_string(),
     ];
-    let quiet = [("RUST_LOG", "warn")];
+    // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
+    let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let quiet = [("RUST_LOG", filter.as_str())];
     let _ledger = Component::start(
         "ledger",
         &component_binary("agora-ledger")?,
@@ -204,14 +200,10 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     );
     let seed = &clients[0];
     for i in 0..accounts {
-        seed.deposit(&account(i), 1_000_000_000, None)
-            .await
-            .context("seeding accounts")?;
+        seed.deposit(&account(i), 1_000_000_000, None).await.context("seeding accounts")?;
     }
 
-    let balance_payload = serde_json::to_vec(&BalanceRequest {
-        account: account(0),
-    })?;
+    let balance_payload = serde_json::to_vec(&BalanceRequest { account: account(0) })?;
     let transfer_payload = serde_json::to_vec(&TransferRequest {
         from: account(0),
         to: account(1),
@@ -225,53 +217,28 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
     );
     for in_flight in [1usize, 256] {
-        for (name, payload) in [
-            ("balance", &balance_payload),
-            ("transfer", &transfer_payload),
-        ] {
+        for (name, payload) in [("balance", &balance_payload), ("transfer", &transfer_payload)] {
             let echo_payload = Bytes::from(payload.clone());
             let echo_clients = clients.clone();
             let echo = move |worker: usize, _sequence: u64| {
                 let client = echo_clients[worker % echo_clients.len()].clone();
                 let payload = echo_payload.clone();
-                async move {
-                    client
-                        .request_bytes(subjects::bench::ECHO, payload)
-                        .await
-                        .map(drop)
-                }
+                async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) }
             };
             // Warm up connections and caches, then measure.
-            measure(
-                "warmup",
-                in_flight,
-                Duration::from_millis(300),
-                echo.clone(),
-            )
-            .await?;
-            let raw = measure(
-                &format!("raw echo ({} B)", payload.len()),
-                in_flight,
-                duration,
-                echo,
-            )
-            .await?;
+            measure("warmup", in_flight, Duration::from_millis(300), echo.clone()).await?;
+            let raw =
+                measure(&format!("raw echo ({} B)", payload.len()), in_flight, duration, echo)
+                    .await?;
             print_row(&raw, None);
 
             let bank_clients = clients.clone();
             let run_id = nuid::next().to_string();
             let operation = move |worker: usize, sequence: u64| {
                 let client = bank_clients[worker % bank_clients.len()].clone();
-                let from = account(
-                    worker
-                        .wrapping_mul(7919)
-                        .wrapping_add(sequence as usize * 31),
-                );
-                let to = account(
-                    worker
-                        .wrapping_mul(104_729)
-                        .wrapping_add(sequence as usize * 17 + 1),
-                );
+                let from = account(worker.wrapping_mul(7919).wrapping_add(sequence as usize * 31));
+                let to =
+                    account(worker.wrapping_mul(104_729).wrapping_add(sequence as usize * 17 + 1));
                 let id = format!("bench-{run_id}-{worker}-{sequence}");
                 async move {
                     if name == "balance" {
@@ -283,13 +250,7 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
                     }
                 }
             };
-            measure(
-                "warmup",
-                in_flight,
-                Duration::from_millis(300),
-                operation.clone(),
-            )
-            .await?;
+            measure("warmup", in_flight, Duration::from_millis(300), operation.clone()).await?;
             let ours = measure(&format!("bank.{name}"), in_flight, duration, operation).await?;
             print_row(&ours, Some(&raw));
             rows.push(raw);
@@ -297,14 +258,15 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         }
     }
     print_goals(&rows);
+    if std::env::var_os("AGORA_BENCH_KEEP").is_some() {
+        println!("\ncomponent logs and data kept in {}", dir.keep().display());
+    }
     Ok(rows)
 }
 
 fn print_goals(rows: &[Measurement]) {
     let find = |prefix: &str, in_flight: usize, nth: usize| {
-        rows.iter()
-            .filter(|r| r.name.starts_with(prefix) && r.in_flight == in_flight)
-            .nth(nth)
+        rows.iter().filter(|r| r.name.starts_with(prefix) && r.in_flight == in_flight).nth(nth)
     };
     // Rows come in pairs: raw echo with the balance payload, then with the transfer payload.
     let goals = [
@@ -342,11 +304,6 @@ fn print_goals(rows: &[Measurement]) {
             let ratio = ours.latency_us_p50 as f64 / raw.latency_us_p50.max(1) as f64;
             (ratio, ratio <= bound)
         };
-        println!(
-            "  {:<48} {:>6.2}x  {}",
-            label,
-            ratio,
-            if met { "met" } else { "NOT met" }
-        );
+        println!("  {:<48} {:>6.2}x  {}", label, ratio, if met { "met" } else { "NOT met" });
     }
 }

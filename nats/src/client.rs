@@ -53,10 +53,7 @@ pub struct AgoraClient {
 
 impl AgoraClient {
     pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            timeout: REQUEST_TIMEOUT_DEFAULT,
-        }
+        Self { client, timeout: REQUEST_TIMEOUT_DEFAULT }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -125,13 +122,9 @@ impl AgoraClient {
         amount: i64,
         id: Option<&str>,
     ) -> Result<AccountBalance, ClientError> {
-        let request = AmountRequest {
-            account: account.to_owned(),
-            amount,
-            id: id.map(str::to_owned),
-        };
-        self.request(subjects::bank::DEPOSIT_SUBJECT, &request)
-            .await
+        let request =
+            AmountRequest { account: account.to_owned(), amount, id: id.map(str::to_owned) };
+        self.request(subjects::bank::DEPOSIT_SUBJECT, &request).await
     }
 
     pub async fn withdraw(
@@ -140,21 +133,14 @@ impl AgoraClient {
         amount: i64,
         id: Option<&str>,
     ) -> Result<AccountBalance, ClientError> {
-        let request = AmountRequest {
-            account: account.to_owned(),
-            amount,
-            id: id.map(str::to_owned),
-        };
-        self.request(subjects::bank::WITHDRAW_SUBJECT, &request)
-            .await
+        let request =
+            AmountRequest { account: account.to_owned(), amount, id: id.map(str::to_owned) };
+        self.request(subjects::bank::WITHDRAW_SUBJECT, &request).await
     }
 
     pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {
-        let request = BalanceRequest {
-            account: account.to_owned(),
-        };
-        self.request(subjects::bank::BALANCE_SUBJECT, &request)
-            .await
+        let request = BalanceRequest { account: account.to_owned() };
+        self.request(subjects::bank::BALANCE_SUBJECT, &request).await
     }
 
     pub async fn transfer(
@@ -170,7 +156,6 @@ impl AgoraClient {
             amount,
             id: id.map(str::to_owned),
         };
-        self.request(subjects::bank::TRANSFER_SUBJECT, &request)
-            .await
+        self.request(subjects::bank::TRANSFER_SUBJECT, &request).await
     }
 }

@@ -105,12 +105,7 @@ pub struct ErrorBody {
 
 impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            accounts: Vec::new(),
-            ids: Vec::new(),
-        }
+        Self { code, message: message.into(), accounts: Vec::new(), ids: Vec::new() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -185,19 +180,14 @@ mod tests {
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
-            assert_eq!(
-                serde_json::from_str::<ErrorCode>(&json).expect("parses"),
-                code
-            );
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).expect("parses"), code);
             assert!((400..600).contains(&code.status()));
         }
     }
 
     #[test]
     fn error_body_has_the_documented_shape() {
-        let body = ErrorBody {
-            error: ServiceError::new(ErrorCode::Busy, "try later"),
-        };
+        let body = ErrorBody { error: ServiceError::new(ErrorCode::Busy, "try later") };
         assert_eq!(
             serde_json::to_value(&body).expect("serializes"),
             serde_json::json!({"error": {"code": "busy", "message": "try later"}})

@@ -11,23 +11,24 @@
 //! a refused command changes nothing. If SQLite itself fails, the transaction is rolled back,
 //! every command in the group gets `unavailable`, and the lock table is reloaded from disk.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agora_core::locks::LOCK_MANY_ACCOUNTS_MAX;
-use agora_core::{AccountId, Balance, LockError, LockTable, OperationId};
+use agora_core::{AccountId, Balance, Lock, LockError, LockTable, OperationId};
 use async_nats::Client;
 use async_nats::service::{Request, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::service::{ErrorCounts, Replier, encode};
-use crate::store::{Store, StoreError};
+use crate::store::{LockSetRow, Store, StoreError};
 use crate::subjects::{self, ledger as subject};
 use crate::wire::{
     AccountBalance, BatchCommitReply, BatchCommitRequest, BatchGetReply, BatchGetRequest,
@@ -55,6 +56,8 @@ pub struct LedgerConfig {
     pub data_dir: PathBuf,
     /// How long operation (idempotency) records are kept.
     pub operation_retention_ms: u64,
+    /// How many operation records are kept at most (the oldest go first).
+    pub operation_records_max: usize,
     /// Bound of the command queue in front of the owner task; beyond it requests get `busy`.
     pub queue_max: usize,
 }
@@ -127,7 +130,7 @@ pub async fn run(
     let store = Store::open(&config.data_dir)?;
     let (command_tx, command_rx) = mpsc::channel::<Command>(config.queue_max.max(1));
     let stats = Arc::new(Mutex::new(LedgerStats::default()));
-    let ledger = Ledger::new(store, config.operation_retention_ms)?;
+    let ledger = Ledger::new(store, config.operation_retention_ms, config.operation_records_max)?;
     let owner = tokio::spawn(owner_loop(ledger, command_rx, stats.clone()));
 
     let errors = ErrorCounts::default();
@@ -170,10 +173,7 @@ pub async fn run(
                 match parse(name, &request) {
                     Err(error) => replier.reply_bytes(&request, Err(error)).await,
                     Ok(action) => {
-                        let command = Command {
-                            action,
-                            reply: Some((request, replier.clone())),
-                        };
+                        let command = Command { action, reply: Some((request, replier.clone())) };
                         if let Err(refused) = commands.try_send(command) {
                             let command = refused.into_inner();
                             if let Some((request, replier)) = command.reply {
@@ -192,10 +192,7 @@ pub async fn run(
             tokio::time::interval(std::time::Duration::from_millis(SWEEP_INTERVAL_MS));
         loop {
             interval.tick().await;
-            let sweep = Command {
-                action: Action::Sweep,
-                reply: None,
-            };
+            let sweep = Command { action: Action::Sweep, reply: None };
             if sweeper_commands.send(sweep).await.is_err() {
                 break;
             }
@@ -218,9 +215,7 @@ pub async fn run(
 }
 
 fn parse_account(request: &Request) -> Result<AccountId, ServiceError> {
-    Ok(AccountId::parse(subjects::last_token(
-        request.message.subject.as_str(),
-    ))?)
+    Ok(AccountId::parse(subjects::last_token(request.message.subject.as_str()))?)
 }
 
 fn parse_accounts(names: &[String]) -> Result<Vec<AccountId>, ServiceError> {
@@ -229,10 +224,7 @@ fn parse_accounts(names: &[String]) -> Result<Vec<AccountId>, ServiceError> {
             "at most {LOCK_MANY_ACCOUNTS_MAX} accounts per request"
         )));
     }
-    names
-        .iter()
-        .map(|name| AccountId::parse(name).map_err(ServiceError::from))
-        .collect()
+    names.iter().map(|name| AccountId::parse(name).map_err(ServiceError::from)).collect()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {
@@ -278,11 +270,7 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
         "set" => {
             let body: SetRequest = decode(payload)?;
             let account = parse_account(request)?;
-            let release = if body.release {
-                vec![(account.clone(), body.token)]
-            } else {
-                vec![]
-            };
+            let release = if body.release { vec![(account.clone(), body.token)] } else { vec![] };
             Ok(Action::Commit {
                 owner: body.owner,
                 writes: vec![(account, body.token, body.balance)],
@@ -294,9 +282,7 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
         "batch-lock" => {
             let body: BatchLockRequest = decode(payload)?;
             if body.ids.len() > COMMIT_ENTRIES_MAX {
-                return Err(ServiceError::invalid(format!(
-                    "at most {COMMIT_ENTRIES_MAX} ids"
-                )));
+                return Err(ServiceError::invalid(format!("at most {COMMIT_ENTRIES_MAX} ids")));
             }
             Ok(Action::Lock {
                 accounts: parse_accounts(&body.accounts)?,
@@ -323,33 +309,19 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
         }
         "locks" => {
             let body: LocksRequest = decode_or_default(payload)?;
-            Ok(Action::Locks {
-                limit: body.limit.unwrap_or(1000).min(LOCKS_LISTED_MAX),
-            })
+            Ok(Action::Locks { limit: body.limit.unwrap_or(1000).min(LOCKS_LISTED_MAX) })
         }
-        other => Err(ServiceError::new(
-            ErrorCode::Internal,
-            format!("no endpoint {other}"),
-        )),
+        other => Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}"))),
     }
 }
 
 fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {
-    let BatchCommitRequest {
-        owner,
-        writes,
-        operations,
-        release,
-    } = body;
-    for (what, len) in [
-        ("writes", writes.len()),
-        ("operations", operations.len()),
-        ("release", release.len()),
-    ] {
+    let BatchCommitRequest { owner, writes, operations, release } = body;
+    for (what, len) in
+        [("writes", writes.len()), ("operations", operations.len()), ("release", release.len())]
+    {
         if len > COMMIT_ENTRIES_MAX {
-            return Err(ServiceError::invalid(format!(
-                "at most {COMMIT_ENTRIES_MAX} {what}"
-            )));
+            return Err(ServiceError::invalid(format!("at most {COMMIT_ENTRIES_MAX} {what}")));
         }
     }
     let writes = writes
@@ -358,19 +330,15 @@ fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {
         .collect::<Result<Vec<_>, ServiceError>>()?;
     let operations = operations
         .into_iter()
-        .map(|entry: OperationEntry| Ok((OperationId::parse(&entry.id)?, entry.record.to_string())))
+        .map(|entry: OperationEntry| {
+            Ok((OperationId::parse(&entry.id)?, entry.record.get().to_owned()))
+        })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     let release = release
         .into_iter()
         .map(|r| Ok((AccountId::parse(&r.account)?, r.token)))
         .collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(Action::Commit {
-        owner,
-        writes,
-        operations,
-        release,
-        single: false,
-    })
+    Ok(Action::Commit { owner, writes, operations, release, single: false })
 }
 
 /// The owner task: the only code that touches the lock table and the store.
@@ -392,7 +360,10 @@ async fn owner_loop(
                 Err(_) => break,
             }
         }
-        let outcome = ledger.execute_group(now_ms(), group);
+        let started = std::time::Instant::now();
+        let size = group.len();
+        let outcome = ledger.execute_group(now_ms(), group).await;
+        let executed = started.elapsed();
         if let Ok(mut stats) = stats.lock() {
             stats.transactions += 1;
             stats.commands += outcome.len() as u64;
@@ -403,61 +374,195 @@ async fn owner_loop(
         for (request, replier, result) in outcome.into_iter().flatten() {
             replier.reply_bytes(&request, result).await;
         }
+        tracing::debug!(
+            size,
+            execute_us = executed.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "group done"
+        );
     }
 }
 
-/// The owner task's state: the lock table mirrored in the store.
+/// Most balances the ledger keeps in memory. The ledger is the database's only user, so the
+/// cache is always coherent; beyond this bound an arbitrary entry is evicted.
+pub const BALANCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+
+/// Balances read or written recently, so a batch does not re-read them from SQLite.
+#[derive(Debug, Default)]
+struct BalanceCache {
+    balances: HashMap<AccountId, Balance>,
+}
+
+impl BalanceCache {
+    fn get(&self, account: &AccountId) -> Option<Balance> {
+        self.balances.get(account).copied()
+    }
+
+    fn put(&mut self, account: &AccountId, balance: Balance) {
+        if self.balances.len() >= BALANCE_CACHE_ENTRIES_MAX && !self.balances.contains_key(account)
+        {
+            let evicted = self.balances.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.balances.remove(&evicted);
+            }
+        }
+        self.balances.insert(account.clone(), balance);
+    }
+}
+
+/// Which stored lock set each lock belongs to (see `store`: one row per lock request).
+#[derive(Debug, Default)]
+struct LockSets {
+    next_set_id: i64,
+    members: HashMap<i64, BTreeSet<AccountId>>,
+    set_of: HashMap<AccountId, i64>,
+}
+
+impl LockSets {
+    /// Records a new set; returns its id and the older sets that lost members to it.
+    fn create(&mut self, accounts: &[AccountId]) -> (i64, BTreeSet<i64>) {
+        let set_id = self.next_set_id;
+        self.next_set_id += 1;
+        let mut touched = BTreeSet::new();
+        for account in accounts {
+            if let Some(old) = self.set_of.insert(account.clone(), set_id) {
+                if let Some(members) = self.members.get_mut(&old) {
+                    members.remove(account);
+                }
+                touched.insert(old);
+            }
+        }
+        self.members.insert(set_id, accounts.iter().cloned().collect());
+        (set_id, touched)
+    }
+
+    /// Forgets one lock; returns the set it belonged to.
+    fn remove(&mut self, account: &AccountId) -> Option<i64> {
+        let set_id = self.set_of.remove(account)?;
+        if let Some(members) = self.members.get_mut(&set_id) {
+            members.remove(account);
+        }
+        Some(set_id)
+    }
+}
+
+/// The owner task's state: the lock table mirrored in the store, and the balance cache.
 struct Ledger {
     store: Store,
     locks: LockTable,
+    sets: LockSets,
+    balances: BalanceCache,
     operation_retention_ms: u64,
+    operation_records_max: usize,
     storage_errors: u64,
 }
 
 impl Ledger {
-    fn new(store: Store, operation_retention_ms: u64) -> Result<Self, StoreError> {
-        let locks = Self::load_locks(&store)?;
+    fn new(
+        store: Store,
+        operation_retention_ms: u64,
+        operation_records_max: usize,
+    ) -> Result<Self, StoreError> {
+        let (locks, sets) = Self::load_locks(&store)?;
         Ok(Self {
             store,
             locks,
+            sets,
+            balances: BalanceCache::default(),
             operation_retention_ms,
+            operation_records_max,
             storage_errors: 0,
         })
     }
 
-    fn load_locks(store: &Store) -> Result<LockTable, StoreError> {
+    fn load_locks(store: &Store) -> Result<(LockTable, LockSets), StoreError> {
         let mut locks = LockTable::new(store.first_token());
-        for (account, lock) in store.load_locks()? {
-            locks.restore(account, lock);
+        let mut sets = LockSets::default();
+        for row in store.load_lock_sets()? {
+            let accounts: Vec<AccountId> = row.grants.iter().map(|(a, _)| a.clone()).collect();
+            sets.next_set_id = sets.next_set_id.max(row.set_id);
+            let (set_id, _) = sets.create(&accounts);
+            // Keep the stored id so later rewrites hit the same row.
+            if let Some(members) = sets.members.remove(&set_id) {
+                for account in &members {
+                    sets.set_of.insert(account.clone(), row.set_id);
+                }
+                sets.members.insert(row.set_id, members);
+            }
+            for (account, token) in row.grants {
+                let lock =
+                    Lock { owner: row.owner.clone(), token, expires_at_ms: row.expires_at_ms };
+                locks.restore(account, lock);
+            }
         }
-        Ok(locks)
+        sets.next_set_id += 1;
+        Ok((locks, sets))
+    }
+
+    fn balance(&mut self, account: &AccountId) -> Result<Balance, StoreError> {
+        if let Some(balance) = self.balances.get(account) {
+            return Ok(balance);
+        }
+        let balance = self.store.balance(account)?;
+        self.balances.put(account, balance);
+        Ok(balance)
+    }
+
+    /// Rewrites (or deletes, once empty) the stored rows of the given lock sets.
+    fn persist_sets(&mut self, set_ids: impl IntoIterator<Item = i64>) -> Result<(), StoreError> {
+        for set_id in set_ids {
+            let members = self.sets.members.get(&set_id).cloned().unwrap_or_default();
+            let mut owner = None;
+            let mut grants = Vec::with_capacity(members.len());
+            for account in members {
+                if let Some(lock) = self.locks.get(&account) {
+                    owner = Some((lock.owner.clone(), lock.expires_at_ms));
+                    grants.push((account, lock.token));
+                }
+            }
+            match owner {
+                Some((owner, expires_at_ms)) => {
+                    self.store.put_lock_set(&LockSetRow { set_id, owner, expires_at_ms, grants })?
+                }
+                None => {
+                    self.sets.members.remove(&set_id);
+                    self.store.delete_lock_set(set_id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases locks already checked with `check_release`, and persists the change.
+    fn release(
+        &mut self,
+        now_ms: u64,
+        owner: &str,
+        release: &[(AccountId, u64)],
+    ) -> Result<(), StoreError> {
+        let mut touched = BTreeSet::new();
+        for (account, token) in release {
+            if self.locks.release(now_ms, owner, account, *token).is_ok() {
+                touched.extend(self.sets.remove(account));
+            }
+        }
+        self.persist_sets(touched)
     }
 
     /// Executes a group of commands in one transaction; returns one entry per command.
-    fn execute_group(&mut self, now_ms: u64, group: Vec<Command>) -> Vec<Option<Reply>> {
-        let durable = group.iter().any(|command| command.action.durable());
-        let results = self
-            .store
-            .begin(durable)
-            .map_err(ServiceError::from)
-            .and_then(|()| {
-                let results: Vec<Result<Bytes, ServiceError>> = group
-                    .iter()
-                    .map(|command| self.execute(now_ms, &command.action))
-                    .collect::<Result<_, StoreError>>()?;
-                self.store.commit()?;
-                Ok(results)
-            });
-        let results = match results {
+    async fn execute_group(&mut self, now_ms: u64, group: Vec<Command>) -> Vec<Option<Reply>> {
+        let results = match self.run_group(now_ms, &group).await {
             Ok(results) => results,
             Err(error) => {
                 self.storage_errors += 1;
                 tracing::error!(%error, "ledger transaction failed; reloading state from disk");
                 self.store.rollback();
+                self.balances = BalanceCache::default();
                 match Self::load_locks(&self.store) {
-                    Ok(locks) => self.locks = locks,
+                    Ok((locks, sets)) => (self.locks, self.sets) = (locks, sets),
                     Err(error) => tracing::error!(%error, "cannot reload locks"),
                 }
+                let error = ServiceError::from(error);
                 group.iter().map(|_| Err(error.clone())).collect()
             }
         };
@@ -465,11 +570,30 @@ impl Ledger {
             .into_iter()
             .zip(results)
             .map(|(command, result)| {
-                command
-                    .reply
-                    .map(|(request, replier)| (request, replier, result))
+                command.reply.map(|(request, replier)| (request, replier, result))
             })
             .collect()
+    }
+
+    /// Runs every command of a group in one transaction and commits it. A group that writes
+    /// balances or records commits durably, off the runtime thread.
+    async fn run_group(
+        &mut self,
+        now_ms: u64,
+        group: &[Command],
+    ) -> Result<Vec<Result<Bytes, ServiceError>>, StoreError> {
+        let durable = group.iter().any(|command| command.action.durable());
+        self.store.begin(durable)?;
+        let results = group
+            .iter()
+            .map(|command| self.execute(now_ms, &command.action))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if durable {
+            self.store.commit_durable().await?;
+        } else {
+            self.store.commit()?;
+        }
+        Ok(results)
     }
 
     /// Executes one command inside the open transaction. The outer `Err` is a storage failure
@@ -480,24 +604,17 @@ impl Ledger {
         action: &Action,
     ) -> Result<Result<Bytes, ServiceError>, StoreError> {
         match action {
-            Action::Lock {
-                accounts,
-                owner,
-                lease_ms,
-                ids,
-                batch,
-            } => {
+            Action::Lock { accounts, owner, lease_ms, ids, batch } => {
                 let grants = match self.locks.lock_many(now_ms, owner, accounts, *lease_ms) {
                     Ok(grants) => grants,
                     Err(error) => return Ok(Err(error.into())),
                 };
+                let (set_id, touched) = self.sets.create(accounts);
+                self.persist_sets(touched.into_iter().chain([set_id]))?;
                 let mut locks = Vec::with_capacity(grants.len());
                 for grant in grants {
-                    if let Some(lock) = self.locks.holder(now_ms, &grant.account) {
-                        self.store.put_lock(&grant.account, lock)?;
-                    }
                     locks.push(LockGrant {
-                        balance: self.store.balance(&grant.account)?,
+                        balance: self.balance(&grant.account)?,
                         account: grant.account.to_string(),
                         token: grant.token,
                         expires_at_ms: grant.expires_at_ms,
@@ -509,42 +626,28 @@ impl Ledger {
                 let mut operations = Vec::new();
                 for id in ids.iter().collect::<BTreeSet<_>>() {
                     if let Some(record) = self.store.operation(id)? {
-                        let record = serde_json::from_str(&record)
+                        let record = RawValue::from_string(record)
                             .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
-                        operations.push(OperationEntry {
-                            id: id.clone(),
-                            record,
-                        });
+                        operations.push(OperationEntry { id: id.clone(), record });
                     }
                 }
                 Ok(encode(&BatchLockReply { locks, operations }))
             }
-            Action::Unlock {
-                account,
-                owner,
-                token,
-            } => {
-                if let Err(error) = self.locks.release(now_ms, owner, account, *token) {
+            Action::Unlock { account, owner, token } => {
+                if let Err(error) = self.locks.check_release(now_ms, owner, account, *token) {
                     return Ok(Err(error.into()));
                 }
-                self.store.delete_lock(account)?;
-                Ok(encode(&UnlockReply {
-                    account: account.to_string(),
-                    released: true,
-                }))
+                self.release(now_ms, owner, &[(account.clone(), *token)])?;
+                Ok(encode(&UnlockReply { account: account.to_string(), released: true }))
             }
-            Action::Get {
-                accounts,
-                owner,
-                batch,
-            } => {
+            Action::Get { accounts, owner, batch } => {
                 let mut balances = Vec::with_capacity(accounts.len());
                 let mut locked = Vec::new();
                 for account in accounts {
                     match self.locks.check_read(now_ms, owner.as_deref(), account) {
                         Ok(()) => balances.push(AccountBalance {
                             account: account.to_string(),
-                            balance: self.store.balance(account)?,
+                            balance: self.balance(account)?,
                         }),
                         Err(error) if !*batch => return Ok(Err(error.into())),
                         Err(_) => locked.push(account.to_string()),
@@ -556,28 +659,21 @@ impl Ledger {
                     Ok(encode(&balances[0]))
                 }
             }
-            Action::Commit {
-                owner,
-                writes,
-                operations,
-                release,
-                single,
-            } => {
+            Action::Commit { owner, writes, operations, release, single } => {
                 if let Err(error) = self.check_commit(now_ms, owner, writes, operations, release) {
                     return Ok(Err(error));
                 }
-                for (account, _, balance) in writes {
-                    self.store.set_balance(account, *balance)?;
-                }
                 for (id, record) in operations {
-                    self.store.insert_operation(id.as_str(), record, now_ms)?;
-                }
-                for (account, token) in release {
-                    // Checked above; cannot fail.
-                    if self.locks.release(now_ms, owner, account, *token).is_ok() {
-                        self.store.delete_lock(account)?;
+                    if !self.store.insert_operation(id.as_str(), record, now_ms)? {
+                        // check_commit saw the id free a moment ago in this transaction.
+                        return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
                     }
                 }
+                for (account, _, balance) in writes {
+                    self.store.set_balance(account, *balance)?;
+                    self.balances.put(account, *balance);
+                }
+                self.release(now_ms, owner, release)?;
                 if *single {
                     let (account, _, balance) = &writes[0];
                     return Ok(encode(&AccountBalance {
@@ -608,11 +704,17 @@ impl Ledger {
                 Ok(encode(&LocksReply { locks, total }))
             }
             Action::Sweep => {
+                let mut touched = BTreeSet::new();
                 for account in self.locks.expire(now_ms) {
-                    self.store.delete_lock(&account)?;
+                    touched.extend(self.sets.remove(&account));
                 }
+                self.persist_sets(touched)?;
                 let horizon = now_ms.saturating_sub(self.operation_retention_ms);
-                self.store.prune_operations(horizon, PRUNE_PER_SWEEP_MAX)?;
+                self.store.prune_operations(
+                    horizon,
+                    self.operation_records_max,
+                    PRUNE_PER_SWEEP_MAX,
+                )?;
                 Ok(Ok(Bytes::new()))
             }
         }
@@ -639,28 +741,18 @@ impl Ledger {
                 return Err(ServiceError::invalid(format!("{account} is written twice")));
             }
         }
-        self.locks.check_writes(
-            now_ms,
-            owner,
-            writes.iter().map(|(a, token, _)| (a, *token)),
-        )?;
+        self.locks.check_writes(now_ms, owner, writes.iter().map(|(a, token, _)| (a, *token)))?;
         let mut released = BTreeSet::new();
         for (account, token) in release {
             if !released.insert(account) {
-                return Err(ServiceError::invalid(format!(
-                    "{account} is released twice"
-                )));
+                return Err(ServiceError::invalid(format!("{account} is released twice")));
             }
             self.locks.check_release(now_ms, owner, account, *token)?;
         }
         let mut ids = BTreeSet::new();
         let mut duplicates = Vec::new();
         for (id, _) in operations {
-            let known = self
-                .store
-                .operation(id.as_str())
-                .map_err(ServiceError::from)?
-                .is_some();
+            let known = self.store.operation_exists(id.as_str()).map_err(ServiceError::from)?;
             if !ids.insert(id) || known {
                 duplicates.push(id.to_string());
             }
@@ -679,18 +771,13 @@ impl Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger")
-            .field("locks", &self.locks.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Ledger").field("locks", &self.locks.len()).finish_non_exhaustive()
     }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
-        ServiceError::new(
-            ErrorCode::Unavailable,
-            format!("ledger storage failed: {error}"),
-        )
+        ServiceError::new(ErrorCode::Unavailable, format!("ledger storage failed: {error}"))
     }
 }
 

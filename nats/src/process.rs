@@ -128,11 +128,7 @@ impl NatsServer {
             .find_map(|line| line.split(needle).nth(1))
             .map(str::trim)
             .context("nats-server did not say where it listens")?;
-        Ok(Self {
-            child,
-            url: format!("nats://{address}"),
-            log,
-        })
+        Ok(Self { child, url: format!("nats://{address}"), log })
     }
 
     pub fn url(&self) -> &str {
@@ -173,21 +169,13 @@ impl Component {
         let log = log_dir.join(format!("{name}.log"));
         let file = File::options().create(true).append(true).open(&log)?;
         let mut command = Command::new(binary);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file);
+        command.args(args).stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
         for (key, value) in envs {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let before = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches(READY_LINE)
-            .count();
+        let mut child =
+            command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let before = std::fs::read_to_string(&log).unwrap_or_default().matches(READY_LINE).count();
         let started = Instant::now();
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -203,11 +191,7 @@ impl Component {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log,
-        })
+        Ok(Self { name: name.to_owned(), child, log })
     }
 
     pub fn name(&self) -> &str {

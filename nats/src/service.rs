@@ -37,9 +37,7 @@ pub fn decode_limited<T: DeserializeOwned>(
         )));
     }
     if payload.iter().all(u8::is_ascii_whitespace) {
-        return Err(ServiceError::invalid(
-            "empty request: a JSON object is required",
-        ));
+        return Err(ServiceError::invalid("empty request: a JSON object is required"));
     }
     serde_json::from_slice(payload).map_err(|e| ServiceError::invalid(format!("bad JSON: {e}")))
 }
@@ -69,14 +67,8 @@ pub fn error_reply(error: &ServiceError) -> (HeaderMap, Bytes) {
     // Header values cannot hold line breaks; messages are ours and one line, but be sure.
     let description: String = error.message.chars().filter(|c| !c.is_control()).collect();
     headers.insert(NATS_SERVICE_ERROR, description.as_str());
-    headers.insert(
-        NATS_SERVICE_ERROR_CODE,
-        error.code.status().to_string().as_str(),
-    );
-    let body = serde_json::to_vec(&ErrorBody {
-        error: error.clone(),
-    })
-    .unwrap_or_default();
+    headers.insert(NATS_SERVICE_ERROR_CODE, error.code.status().to_string().as_str());
+    let body = serde_json::to_vec(&ErrorBody { error: error.clone() }).unwrap_or_default();
     (headers, Bytes::from(body))
 }
 
@@ -89,11 +81,7 @@ pub struct ErrorCounts {
 impl ErrorCounts {
     pub fn record(&self, endpoint: &str, code: ErrorCode) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner
-            .entry(endpoint.to_owned())
-            .or_default()
-            .entry(code)
-            .or_default() += 1;
+        *inner.entry(endpoint.to_owned()).or_default().entry(code).or_default() += 1;
     }
 
     /// JSON for one endpoint: `{"errors": {"busy": 3, ...}}`.
@@ -117,10 +105,7 @@ pub struct Replier {
 
 impl Replier {
     pub fn new(endpoint: impl Into<String>, errors: ErrorCounts) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            errors,
-        }
+        Self { endpoint: endpoint.into(), errors }
     }
 
     pub async fn reply<T: Serialize>(&self, request: &Request, result: Result<T, ServiceError>) {
@@ -162,25 +147,14 @@ mod tests {
             assert!(error.message.contains(needle), "{}", error.message);
         }
         let huge = vec![b' '; REQUEST_BYTES_MAX + 1];
-        assert!(
-            decode::<AmountRequest>(&huge)
-                .expect_err("too big")
-                .message
-                .contains("limit")
-        );
+        assert!(decode::<AmountRequest>(&huge).expect_err("too big").message.contains("limit"));
     }
 
     #[test]
     fn error_replies_carry_headers_and_body() {
         let (headers, body) = error_reply(&ServiceError::new(ErrorCode::Busy, "a\nb"));
-        assert_eq!(
-            headers.get(NATS_SERVICE_ERROR).map(|v| v.as_str()),
-            Some("ab")
-        );
-        assert_eq!(
-            headers.get(NATS_SERVICE_ERROR_CODE).map(|v| v.as_str()),
-            Some("429")
-        );
+        assert_eq!(headers.get(NATS_SERVICE_ERROR).map(|v| v.as_str()), Some("ab"));
+        assert_eq!(headers.get(NATS_SERVICE_ERROR_CODE).map(|v| v.as_str()), Some("429"));
         let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(body["error"]["code"], "busy");
     }

@@ -98,22 +98,13 @@ mod tests {
         assert_eq!(ledger::unlock(&alice), "agora.ledger.unlock.alice");
         assert_eq!(ledger::get(&alice), "agora.ledger.get.alice");
         assert_eq!(ledger::set(&alice), "agora.ledger.set.alice");
-        assert_eq!(
-            ledger::BATCH_LOCK_SUBJECT,
-            format!("{}.{}", ledger::GROUP, ledger::BATCH_LOCK)
-        );
-        assert_eq!(
-            ledger::BATCH_GET_SUBJECT,
-            format!("{}.{}", ledger::GROUP, ledger::BATCH_GET)
-        );
+        assert_eq!(ledger::BATCH_LOCK_SUBJECT, format!("{}.{}", ledger::GROUP, ledger::BATCH_LOCK));
+        assert_eq!(ledger::BATCH_GET_SUBJECT, format!("{}.{}", ledger::GROUP, ledger::BATCH_GET));
         assert_eq!(
             ledger::BATCH_COMMIT_SUBJECT,
             format!("{}.{}", ledger::GROUP, ledger::BATCH_COMMIT)
         );
-        assert_eq!(
-            ledger::LOCKS_SUBJECT,
-            format!("{}.{}", ledger::GROUP, ledger::LOCKS)
-        );
+        assert_eq!(ledger::LOCKS_SUBJECT, format!("{}.{}", ledger::GROUP, ledger::LOCKS));
         for (subject, endpoint) in [
             (bank::DEPOSIT_SUBJECT, bank::DEPOSIT),
             (bank::WITHDRAW_SUBJECT, bank::WITHDRAW),

@@ -28,10 +28,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let logs = dir.join("logs");
-    let nats = NatsServer::start(&NatsServerOptions {
-        port: Some(options.port),
-        dir: dir.join("nats"),
-    })?;
+    let nats =
+        NatsServer::start(&NatsServerOptions { port: Some(options.port), dir: dir.join("nats") })?;
     let url = nats.url().to_owned();
     println!(
         "nats-server {} listening on {url} (log: {})",
@@ -53,12 +51,7 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         specs.push(Spec {
             name: format!("bank-{index}"),
             binary: component_binary("agora-bank")?,
-            args: vec![
-                "--server".into(),
-                url.clone(),
-                "--bank-id".into(),
-                format!("bank-{index}"),
-            ],
+            args: vec!["--server".into(), url.clone(), "--bank-id".into(), format!("bank-{index}")],
         });
     }
     let mut running = Vec::new();

@@ -14,12 +14,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(version, propagate_version = true)]
 struct Cli {
     /// NATS server URL.
-    #[arg(
-        long,
-        global = true,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     server: String,
     /// Print the raw JSON reply instead of readable text.
     #[arg(long, global = true)]
@@ -150,12 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => {
-            up::run(UpOptions {
-                port: args.port,
-                dir: args.dir,
-                banks: args.banks,
-            })
-            .await
+            up::run(UpOptions { port: args.port, dir: args.dir, banks: args.banks }).await
         }
     }
 }
@@ -169,22 +159,14 @@ async fn bank(client: &AgoraClient, command: BankCommand, json: bool) -> anyhow:
         }
     };
     match command {
-        BankCommand::Deposit {
-            account,
-            amount,
-            id,
-        } => {
+        BankCommand::Deposit { account, amount, id } => {
             let reply = client.deposit(&account, amount, id.as_deref()).await?;
             print(
                 serde_json::to_value(&reply)?,
                 format!("{}: balance {}", reply.account, reply.balance),
             );
         }
-        BankCommand::Withdraw {
-            account,
-            amount,
-            id,
-        } => {
+        BankCommand::Withdraw { account, amount, id } => {
             let reply = client.withdraw(&account, amount, id.as_deref()).await?;
             print(
                 serde_json::to_value(&reply)?,
@@ -198,12 +180,7 @@ async fn bank(client: &AgoraClient, command: BankCommand, json: bool) -> anyhow:
                 format!("{}: balance {}", reply.account, reply.balance),
             );
         }
-        BankCommand::Transfer {
-            from,
-            to,
-            amount,
-            id,
-        } => {
+        BankCommand::Transfer { from, to, amount, id } => {
             let reply = client.transfer(&from, &to, amount, id.as_deref()).await?;
             print(
                 serde_json::to_value(&reply)?,

@@ -17,6 +17,9 @@ struct Args {
     /// Most operations per group commit (1-1024).
     #[arg(long, env = "AGORA_BANK_BATCH_MAX", default_value_t = 256)]
     batch_max: usize,
+    /// Batches in flight at once, over disjoint accounts (1-16).
+    #[arg(long, env = "AGORA_BANK_PIPELINE_DEPTH", default_value_t = 2)]
+    pipeline_depth: usize,
     /// Milliseconds to wait for more operations after the first of a batch (0: none).
     #[arg(long, env = "AGORA_BANK_BATCH_WINDOW_MS", default_value_t = 0)]
     batch_window_ms: u64,
@@ -39,9 +42,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, &format!("agora-bank {}", args.bank_id)).await?;
+    let ledger_client =
+        telemetry::connect(&args.server, &format!("agora-bank {} ledger", args.bank_id)).await?;
     let config = BankConfig {
         bank_id: args.bank_id,
         batch_max: args.batch_max,
+        pipeline_depth: args.pipeline_depth,
         batch_window_ms: args.batch_window_ms,
         lease_ms: args.lease_ms,
         lock_wait_ms: args.lock_wait_ms,
@@ -50,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     };
     bank::run(
         client,
+        ledger_client,
         config,
         || telemetry::announce_ready("agora-bank"),
         telemetry::shutdown_signal(),

@@ -19,6 +19,10 @@ struct Args {
     /// How long idempotency records of operation ids are kept, in milliseconds.
     #[arg(long, env = "AGORA_LEDGER_OPERATION_RETENTION_MS", default_value_t = 24 * 60 * 60 * 1000)]
     operation_retention_ms: u64,
+    /// How many idempotency records are kept at most (the oldest go first); about 24 bytes of
+    /// memory each.
+    #[arg(long, env = "AGORA_LEDGER_OPERATION_RECORDS_MAX", default_value_t = 2_000_000)]
+    operation_records_max: usize,
     /// Most requests queued for the storage thread before new ones get `busy`.
     #[arg(long, env = "AGORA_LEDGER_QUEUE_MAX", default_value_t = 16_384)]
     queue_max: usize,
@@ -32,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let config = LedgerConfig {
         data_dir: args.data_dir,
         operation_retention_ms: args.operation_retention_ms,
+        operation_records_max: args.operation_records_max,
         queue_max: args.queue_max,
     };
     ledger::run(
