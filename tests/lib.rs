@@ -1,1 +1,141 @@
-//! Test harness for the system tests (filled in below).
+//! # agora-tests: the system-test harness
+//!
+//! Every test runs real processes: a `nats-server` on a free loopback port with JetStream and
+//! a temporary store, and the real `agora-ledger` / `agora-bank` binaries (built by
+//! `cargo build --workspace --bins`, which `scripts/test` does first). Everything is killed
+//! when the [`System`] is dropped; if the test is failing, the components' logs are printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora_nats::AgoraClient;
+use agora_nats::process::{Component, NatsServer, NatsServerOptions, component_binary};
+use tempfile::TempDir;
+
+/// Lease the test banks use: short, so crash tests do not wait long for locks to expire.
+pub const TEST_LEASE_MS: u64 = 1_000;
+
+/// A running Agora: nats-server, a ledger and any number of banks.
+#[derive(Debug)]
+pub struct System {
+    pub dir: TempDir,
+    pub nats: NatsServer,
+    pub ledger: Option<Component>,
+    pub banks: Vec<Option<Component>>,
+}
+
+impl System {
+    /// nats-server and a ledger, no banks yet.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nats =
+            NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })
+                .expect("nats-server starts (scripts/install-nats-server installs it)");
+        let mut system = Self { dir, nats, ledger: None, banks: Vec::new() };
+        system.start_ledger();
+        system
+    }
+
+    /// nats-server, a ledger and `banks` bank instances.
+    pub fn with_banks(banks: usize) -> Self {
+        let mut system = Self::start();
+        for _ in 0..banks {
+            system.add_bank();
+        }
+        system
+    }
+
+    pub fn url(&self) -> &str {
+        self.nats.url()
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Starts (or restarts, on the same data directory) the ledger.
+    pub fn start_ledger(&mut self) {
+        let args = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--data-dir".to_owned(),
+            self.dir.path().join("ledger").display().to_string(),
+        ];
+        let binary = component_binary("agora-ledger").expect("agora-ledger is built");
+        let ledger = Component::start("ledger", &binary, &args, &[], &self.logs())
+            .expect("the ledger starts");
+        self.ledger = Some(ledger);
+    }
+
+    /// `kill -9` the ledger.
+    pub fn kill_ledger(&mut self) {
+        if let Some(mut ledger) = self.ledger.take() {
+            ledger.kill_hard();
+        }
+    }
+
+    /// Starts a new bank instance; returns its index.
+    pub fn add_bank(&mut self) -> usize {
+        self.banks.push(None);
+        let index = self.banks.len() - 1;
+        self.start_bank(index);
+        index
+    }
+
+    /// Starts (or restarts) bank `index`.
+    pub fn start_bank(&mut self, index: usize) {
+        let args: Vec<String> = [
+            "--server",
+            self.url(),
+            "--bank-id",
+            &format!("bank-{index}"),
+            "--lease-ms",
+            &TEST_LEASE_MS.to_string(),
+            "--lock-wait-ms",
+            "8000",
+            "--ledger-timeout-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let binary = component_binary("agora-bank").expect("agora-bank is built");
+        let bank = Component::start(&format!("bank-{index}"), &binary, &args, &[], &self.logs())
+            .expect("a bank starts");
+        self.banks[index] = Some(bank);
+    }
+
+    /// `kill -9` bank `index`.
+    pub fn kill_bank(&mut self, index: usize) {
+        if let Some(mut bank) = self.banks[index].take() {
+            bank.kill_hard();
+        }
+    }
+
+    /// A client with its own connection.
+    pub async fn client(&self) -> AgoraClient {
+        let nats = async_nats::connect(self.url()).await.expect("connects to nats-server");
+        AgoraClient::new(nats).with_timeout(Duration::from_secs(3))
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let logs = std::iter::once(self.nats.log().to_owned()).chain(
+            std::fs::read_dir(self.logs())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path()),
+        );
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- last lines of {} ---\n{}", log.display(), tail.join("\n"));
+        }
+    }
+}

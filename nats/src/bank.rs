@@ -217,7 +217,9 @@ pub async fn run(
     let mut tasks = Vec::new();
     for name in [subject::DEPOSIT, subject::WITHDRAW, subject::TRANSFER] {
         let mut endpoint = group
-            .endpoint(name)
+            .endpoint_builder()
+            .name(name)
+            .add(name)
             .await
             .map_err(|e| anyhow::anyhow!("cannot add endpoint {name}: {e}"))?;
         let replier = Replier::new(name, errors.clone());
@@ -250,7 +252,9 @@ pub async fn run(
     }
     {
         let mut endpoint = group
-            .endpoint(subject::BALANCE)
+            .endpoint_builder()
+            .name(subject::BALANCE)
+            .add(subject::BALANCE)
             .await
             .map_err(|e| anyhow::anyhow!("cannot add endpoint balance: {e}"))?;
         let replier = Replier::new(subject::BALANCE, errors.clone());

@@ -1,1 +1,6 @@
-//! System tests.
+//! Agora's system tests: one test binary (fast to link), one module per component.
+//! Each test starts its own nats-server and real component processes (see `agora_tests`).
+
+mod bank;
+mod ledger;
+mod load;
