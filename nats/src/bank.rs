@@ -147,7 +147,7 @@ impl BankStats {
         serde_json::json!({
             "batches": batches,
             "operations_committed": committed,
-            "average_batch": if batches == 0 { 0 } else { committed / batches },
+            "average_batch": committed.checked_div(batches).unwrap_or(0),
             "largest_batch": self.largest_batch.load(Ordering::Relaxed),
             "lock_conflicts": self.lock_conflicts.load(Ordering::Relaxed),
             "reads": self.reads.load(Ordering::Relaxed),

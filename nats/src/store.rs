@@ -139,10 +139,10 @@ impl OperationIndex {
     fn remove(&mut self, id: &str, seq: i64) {
         if self.collided.get(id) == Some(&seq) {
             self.collided.remove(id);
-        } else if let Entry::Occupied(slot) = self.by_hash.entry(id_hash(id)) {
-            if *slot.get() == seq {
-                slot.remove();
-            }
+        } else if let Entry::Occupied(slot) = self.by_hash.entry(id_hash(id))
+            && *slot.get() == seq
+        {
+            slot.remove();
         }
     }
 }
@@ -256,10 +256,10 @@ impl Store {
     /// Rolls back an open transaction, if any, and rebuilds the operation index from disk
     /// (it may hold ids of the rolled-back records).
     pub fn rollback(&mut self) {
-        if !self.conn().is_autocommit() {
-            if let Err(error) = self.conn().execute_batch("ROLLBACK") {
-                tracing::error!(%error, "rollback failed");
-            }
+        if !self.conn().is_autocommit()
+            && let Err(error) = self.conn().execute_batch("ROLLBACK")
+        {
+            tracing::error!(%error, "rollback failed");
         }
         let index = OperationIndex::load(&self.conn());
         match index {
