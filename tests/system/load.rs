@@ -175,6 +175,15 @@ async fn concurrent_load_over_three_banks_conserves_money() {
     assert_no_lock_outlives_its_lease(&client).await;
 }
 
+/// Sets the flag when dropped, also while unwinding from a panic.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn banks_killed_with_sigkill_lose_and_create_nothing() {
     let system = System::with_banks(3);
@@ -202,8 +211,11 @@ async fn banks_killed_with_sigkill_lose_and_create_nothing() {
         })
     };
     let watcher = watch_leases(client.clone());
-    let acked = run_load(&url, 2).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = {
+        // Stops the killer however the load ends, a failed assertion included.
+        let _stop = StopOnDrop(done.clone());
+        run_load(&url, 2).await
+    };
     let kills = killer.await.expect("killer");
     watcher.abort();
     assert!(kills >= 3, "the load outlived only {kills} kills");
