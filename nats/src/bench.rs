@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,73 +49,135 @@ pub struct Measurement {
     pub latency_us_p99: u64,
 }
 
+/// How many alternating slices a comparison is cut into.
+const SLICES: u32 = 6;
+
+/// Latencies, errors and time of one or more measured slices.
+struct Sample {
+    histogram: Histogram<u64>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            errors: 0,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    fn merge(&mut self, other: Sample) -> anyhow::Result<()> {
+        self.histogram.add(other.histogram)?;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        Ok(())
+    }
+
+    fn measurement(&self, name: &str, in_flight: usize) -> Measurement {
+        Measurement {
+            name: name.to_owned(),
+            in_flight,
+            operations: self.histogram.len(),
+            errors: self.errors,
+            ops_per_second: self.histogram.len() as f64 / self.elapsed.as_secs_f64(),
+            latency_us_p50: self.histogram.value_at_quantile(0.50),
+            latency_us_p99: self.histogram.value_at_quantile(0.99),
+        }
+    }
+}
+
 /// Runs `operation` from `in_flight` concurrent loops for `duration`.
-async fn measure<F, Fut>(
-    name: &str,
+async fn sample<F, Fut>(
     in_flight: usize,
     duration: Duration,
-    operation: F,
-) -> anyhow::Result<Measurement>
+    operation: Arc<F>,
+) -> anyhow::Result<Sample>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ClientError>> + Send,
 {
-    let operation = Arc::new(operation);
+    // Sequence numbers make operation ids, so they must not repeat across slices.
+    static SLICE: AtomicU64 = AtomicU64::new(0);
+    let first_sequence = SLICE.fetch_add(1, Ordering::Relaxed) << 32;
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = Vec::with_capacity(in_flight);
     for worker in 0..in_flight {
         let operation = operation.clone();
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("static histogram bounds are valid");
-            let mut errors = 0u64;
-            let mut sequence = 0u64;
+            let mut sample = Sample::new()?;
+            let mut sequence = first_sequence;
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 match operation(worker, sequence).await {
                     Ok(()) => {
                         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        histogram.saturating_record(micros.max(1));
+                        sample.histogram.saturating_record(micros.max(1));
                     }
-                    Err(_) => errors += 1,
+                    Err(_) => sample.errors += 1,
                 }
                 sequence += 1;
             }
-            (histogram, errors)
+            anyhow::Ok(sample)
         }));
     }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
+    let mut total = Sample::new()?;
     for worker in workers {
-        let (part, part_errors) = worker.await?;
-        histogram.add(part)?;
-        errors += part_errors;
+        total.merge(worker.await??)?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(Measurement {
-        name: name.to_owned(),
-        in_flight,
-        operations: histogram.len(),
-        errors,
-        ops_per_second: histogram.len() as f64 / elapsed,
-        latency_us_p50: histogram.value_at_quantile(0.50),
-        latency_us_p99: histogram.value_at_quantile(0.99),
-    })
+    total.elapsed = started.elapsed();
+    Ok(total)
 }
 
-/// Serves raw request-reply echo on [`subjects::bench::ECHO`] until dropped.
-async fn start_echo(url: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Measures `raw` and `ours` in alternating slices, so both see the same machine conditions
+/// (other load, CPU frequency, caches), after a short warm-up of each.
+async fn compare<R, RF, O, OF>(
+    in_flight: usize,
+    duration: Duration,
+    raw: R,
+    ours: O,
+) -> anyhow::Result<(Sample, Sample)>
+where
+    R: Fn(usize, u64) -> RF + Send + Sync + 'static,
+    RF: Future<Output = Result<(), ClientError>> + Send,
+    O: Fn(usize, u64) -> OF + Send + Sync + 'static,
+    OF: Future<Output = Result<(), ClientError>> + Send,
+{
+    let (raw, ours) = (Arc::new(raw), Arc::new(ours));
+    let warmup = Duration::from_millis(300);
+    sample(in_flight, warmup, raw.clone()).await?;
+    sample(in_flight, warmup, ours.clone()).await?;
+    let slice = duration / SLICES;
+    let (mut raw_total, mut ours_total) = (Sample::new()?, Sample::new()?);
+    for _ in 0..SLICES {
+        raw_total.merge(sample(in_flight, slice, raw.clone()).await?)?;
+        ours_total.merge(sample(in_flight, slice, ours.clone()).await?)?;
+    }
+    Ok((raw_total, ours_total))
+}
+
+/// Serves raw request-reply echo on [`subjects::bench::ECHO`] (the reply is the request
+/// payload) until `shutdown` resolves. `agora bench` runs it as a process of its own, like the
+/// services it is compared with.
+pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let client = async_nats::connect(url).await?;
     let mut requests = client.subscribe(subjects::bench::ECHO).await?;
     client.flush().await?;
-    Ok(tokio::spawn(async move {
+    crate::telemetry::announce_ready("echo-responder");
+    let serve = async {
         while let Some(message) = requests.next().await {
             if let Some(reply) = message.reply {
                 client.publish(reply, message.payload).await.ok();
             }
         }
-    }))
+    };
+    tokio::select! {
+        () = serve => {}
+        () = shutdown => {}
+    }
+    Ok(())
 }
 
 async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<AgoraClient>> {
@@ -185,7 +248,9 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
             &logs,
         )?);
     }
-    let _echo = start_echo(&url).await?;
+    let echo_args =
+        vec!["bench".to_owned(), "echo-responder".to_owned(), "--server".to_owned(), url.clone()];
+    let _echo = Component::start("echo", &std::env::current_exe()?, &echo_args, &quiet, &logs)?;
     let clients = Arc::new(connections(&url, options.connections).await?);
     let accounts = options.accounts.max(2);
     let account = move |i: usize| format!("acct-{:06}", i % accounts);
@@ -225,13 +290,6 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
                 let payload = echo_payload.clone();
                 async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) }
             };
-            // Warm up connections and caches, then measure.
-            measure("warmup", in_flight, Duration::from_millis(300), echo.clone()).await?;
-            let raw =
-                measure(&format!("raw echo ({} B)", payload.len()), in_flight, duration, echo)
-                    .await?;
-            print_row(&raw, None);
-
             let bank_clients = clients.clone();
             let run_id = nuid::next().to_string();
             let operation = move |worker: usize, sequence: u64| {
@@ -250,8 +308,10 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
                     }
                 }
             };
-            measure("warmup", in_flight, Duration::from_millis(300), operation.clone()).await?;
-            let ours = measure(&format!("bank.{name}"), in_flight, duration, operation).await?;
+            let (raw, ours) = compare(in_flight, duration, echo, operation).await?;
+            let raw = raw.measurement(&format!("raw echo ({} B)", payload.len()), in_flight);
+            let ours = ours.measurement(&format!("bank.{name}"), in_flight);
+            print_row(&raw, None);
             print_row(&ours, Some(&raw));
             rows.push(raw);
             rows.push(ours);

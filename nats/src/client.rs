@@ -67,17 +67,17 @@ impl AgoraClient {
 
     /// Sends raw bytes and returns the raw successful reply (for bad-input tests and tools).
     pub async fn request_bytes(&self, subject: &str, payload: Bytes) -> Result<Bytes, ClientError> {
-        let request = self.client.request(subject.to_owned(), payload);
-        let message = match tokio::time::timeout(self.timeout, request).await {
-            Err(_) => return Err(ClientError::Timeout(self.timeout)),
-            Ok(Err(error)) => {
+        // One timer per request: async-nats' own per-request timeout.
+        let request = async_nats::Request::new().payload(payload).timeout(Some(self.timeout));
+        let message = match self.client.send_request(subject.to_owned(), request).await {
+            Err(error) => {
                 return Err(match error.kind() {
                     RequestErrorKind::NoResponders => ClientError::NoResponders(subject.to_owned()),
                     RequestErrorKind::TimedOut => ClientError::Timeout(self.timeout),
                     _ => ClientError::Transport(error.to_string()),
                 });
             }
-            Ok(Ok(message)) => message,
+            Ok(message) => message,
         };
         let status = message
             .headers

@@ -99,6 +99,10 @@ impl Action {
     fn durable(&self) -> bool {
         matches!(self, Self::Commit { .. })
     }
+
+    fn read_only(&self) -> bool {
+        matches!(self, Self::Get { .. } | Self::Locks { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -582,6 +586,15 @@ impl Ledger {
         now_ms: u64,
         group: &[Command],
     ) -> Result<Vec<Result<Bytes, ServiceError>>, StoreError> {
+        let read_only = group.iter().all(|command| command.action.read_only());
+        if read_only {
+            // Reads see committed state only (every transaction commits before it replies),
+            // so they need no transaction of their own.
+            return group
+                .iter()
+                .map(|command| self.execute(now_ms, &command.action))
+                .collect::<Result<Vec<_>, StoreError>>();
+        }
         let durable = group.iter().any(|command| command.action.durable());
         self.store.begin(durable)?;
         let results = group

@@ -104,6 +104,8 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     boot_epoch: u64,
     operations: OperationIndex,
+    /// The connection's current `synchronous` level (FULL: true), to switch only on change.
+    durable: Option<bool>,
 }
 
 /// The in-memory index of the operation log: id hash -> row.
@@ -185,7 +187,7 @@ impl Store {
         let boot_epoch = u64::try_from(boot_epoch)
             .map_err(|_| StoreError::Corrupt(format!("boot epoch {boot_epoch}")))?;
         let operations = OperationIndex::load(&conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), boot_epoch, operations })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), boot_epoch, operations, durable: None })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -241,8 +243,11 @@ impl Store {
 
     /// Starts a write transaction; `durable` transactions fsync on commit.
     pub fn begin(&mut self, durable: bool) -> Result<(), StoreError> {
-        let level = if durable { "FULL" } else { "NORMAL" };
-        self.conn().pragma_update(None, "synchronous", level)?;
+        if self.durable != Some(durable) {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            self.conn().pragma_update(None, "synchronous", level)?;
+            self.durable = Some(durable);
+        }
         self.conn().execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }

@@ -72,6 +72,9 @@ enum BankCommand {
 enum BenchCommand {
     /// bank.balance and bank.transfer vs raw request-reply echo, at 1 and 256 in flight.
     Bank(BankBenchArgs),
+    /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
+    #[command(hide = true)]
+    EchoResponder,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             Ok(())
+        }
+        Command::Bench(BenchCommand::EchoResponder) => {
+            bench::echo_responder(&cli.server, telemetry::shutdown_signal()).await
         }
         Command::Up(args) => {
             up::run(UpOptions { port: args.port, dir: args.dir, banks: args.banks }).await
