@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, decode};
+use crate::service::{ErrorCounts, Replier, add_endpoint, decode};
 use crate::subjects::{bank as subject, ledger as ledger_subject};
 use crate::wire::{
     AccountBalance, AmountRequest, BalanceRequest, BankEvent, BankRecord, BatchCommitRequest,
@@ -216,12 +216,7 @@ pub async fn run(
 
     let mut tasks = Vec::new();
     for name in [subject::DEPOSIT, subject::WITHDRAW, subject::TRANSFER] {
-        let mut endpoint = group
-            .endpoint_builder()
-            .name(name)
-            .add(name)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot add endpoint {name}: {e}"))?;
+        let mut endpoint = add_endpoint(&group, name, name).await?;
         let replier = Replier::new(name, errors.clone());
         let queue = ops_tx.clone();
         let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
@@ -251,12 +246,7 @@ pub async fn run(
         }));
     }
     {
-        let mut endpoint = group
-            .endpoint_builder()
-            .name(subject::BALANCE)
-            .add(subject::BALANCE)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot add endpoint balance: {e}"))?;
+        let mut endpoint = add_endpoint(&group, subject::BALANCE, subject::BALANCE).await?;
         let replier = Replier::new(subject::BALANCE, errors.clone());
         let queue = reads_tx.clone();
         let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
@@ -514,7 +504,14 @@ impl Bank {
         let mut taken_ids: BTreeSet<String> = BTreeSet::new();
         for _ in 0..COMMIT_ATTEMPTS_MAX {
             let outcomes = self.apply(&batch, &balances, &recorded, &taken_ids);
-            let (writes, operations) = self.changes(&batch, &outcomes, &balances, &tokens);
+            let (writes, operations) = match self.changes(&batch, &outcomes, &balances, &tokens) {
+                Ok(changes) => changes,
+                Err(error) => {
+                    // Nothing was written; the leases expire on their own.
+                    reply_all(&batch, &error).await;
+                    return waiting;
+                }
+            };
             let commit = BatchCommitRequest {
                 owner: self.owner.clone(),
                 writes,
@@ -611,7 +608,7 @@ impl Bank {
         outcomes: &[Outcome],
         balances: &[(AccountId, i64)],
         tokens: &BTreeMap<AccountId, u64>,
-    ) -> (Vec<Write>, Vec<OperationEntry>) {
+    ) -> Result<(Vec<Write>, Vec<OperationEntry>), ServiceError> {
         let mut latest: BTreeMap<&AccountId, i64> = BTreeMap::new();
         let mut operations = Vec::new();
         for (pending, outcome) in batch.iter().zip(outcomes) {
@@ -626,11 +623,12 @@ impl Bank {
                     op: OperationWire::from(&pending.parsed.operation),
                     reply: reply.clone(),
                 };
-                // Serializing our own types cannot fail; an unrecordable operation is simply
-                // not retry-safe, which the client learns by a duplicate-free retry.
-                if let Ok(record) = serde_json::value::to_raw_value(&record) {
-                    operations.push(OperationEntry { id: id.to_string(), record });
-                }
+                // Serializing our own types cannot fail; if it ever did, the batch must not
+                // commit: an operation without its record would be applied again on retry.
+                let record = serde_json::value::to_raw_value(&record).map_err(|e| {
+                    ServiceError::new(ErrorCode::Internal, format!("cannot record {id}: {e}"))
+                })?;
+                operations.push(OperationEntry { id: id.to_string(), record });
             }
         }
         let unchanged: BTreeMap<&AccountId, i64> = balances.iter().map(|(a, b)| (a, *b)).collect();
@@ -643,7 +641,7 @@ impl Bank {
                 balance,
             })
             .collect();
-        (writes, operations)
+        Ok((writes, operations))
     }
 
     /// After a durable commit: publish events, then reply to every operation.

@@ -292,21 +292,25 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
             };
             let bank_clients = clients.clone();
             let run_id = nuid::next().to_string();
+            // The load generator does the same work for Agora as for raw echo: it sends bytes
+            // and checks the reply for an error, without decoding it.
             let operation = move |worker: usize, sequence: u64| {
                 let client = bank_clients[worker % bank_clients.len()].clone();
                 let from = account(worker.wrapping_mul(7919).wrapping_add(sequence as usize * 31));
                 let to =
                     account(worker.wrapping_mul(104_729).wrapping_add(sequence as usize * 17 + 1));
-                let id = format!("bench-{run_id}-{worker}-{sequence}");
-                async move {
-                    if name == "balance" {
-                        client.balance(&from).await.map(drop)
-                    } else if from == to {
-                        client.deposit(&to, 1, Some(&id)).await.map(drop)
-                    } else {
-                        client.transfer(&from, &to, 1, Some(&id)).await.map(drop)
-                    }
-                }
+                let (subject, payload) = if name == "balance" {
+                    (subjects::bank::BALANCE_SUBJECT, format!(r#"{{"account":"{from}"}}"#))
+                } else if from == to {
+                    let id = format!("bench-{run_id}-{worker}-{sequence}");
+                    let body = format!(r#"{{"account":"{to}","amount":1,"id":"{id}"}}"#);
+                    (subjects::bank::DEPOSIT_SUBJECT, body)
+                } else {
+                    let id = format!("bench-{run_id}-{worker}-{sequence}");
+                    let body = format!(r#"{{"from":"{from}","to":"{to}","amount":1,"id":"{id}"}}"#);
+                    (subjects::bank::TRANSFER_SUBJECT, body)
+                };
+                async move { client.request_bytes(subject, Bytes::from(payload)).await.map(drop) }
             };
             let (raw, ours) = compare(in_flight, duration, echo, operation).await?;
             let raw = raw.measurement(&format!("raw echo ({} B)", payload.len()), in_flight);

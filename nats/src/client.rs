@@ -122,9 +122,7 @@ impl AgoraClient {
         amount: i64,
         id: Option<&str>,
     ) -> Result<AccountBalance, ClientError> {
-        let request =
-            AmountRequest { account: account.to_owned(), amount, id: id.map(str::to_owned) };
-        self.request(subjects::bank::DEPOSIT_SUBJECT, &request).await
+        self.amount_request(subjects::bank::DEPOSIT_SUBJECT, account, amount, id).await
     }
 
     pub async fn withdraw(
@@ -133,9 +131,19 @@ impl AgoraClient {
         amount: i64,
         id: Option<&str>,
     ) -> Result<AccountBalance, ClientError> {
+        self.amount_request(subjects::bank::WITHDRAW_SUBJECT, account, amount, id).await
+    }
+
+    async fn amount_request(
+        &self,
+        subject: &str,
+        account: &str,
+        amount: i64,
+        id: Option<&str>,
+    ) -> Result<AccountBalance, ClientError> {
         let request =
             AmountRequest { account: account.to_owned(), amount, id: id.map(str::to_owned) };
-        self.request(subjects::bank::WITHDRAW_SUBJECT, &request).await
+        self.request(subject, &request).await
     }
 
     pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, encode};
+use crate::service::{ErrorCounts, Replier, add_endpoint, encode};
 use crate::store::{LockSetRow, Store, StoreError};
 use crate::subjects::{self, ledger as subject};
 use crate::wire::{
@@ -164,12 +164,7 @@ pub async fn run(
     ];
     let mut tasks = Vec::new();
     for (name, suffix) in endpoints {
-        let mut endpoint = group
-            .endpoint_builder()
-            .name(name)
-            .add(suffix)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot add endpoint {suffix}: {e}"))?;
+        let mut endpoint = add_endpoint(&group, name, suffix).await?;
         let replier = Replier::new(name, errors.clone());
         let commands = command_tx.clone();
         tasks.push(tokio::spawn(async move {

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
-use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request};
+use async_nats::service::endpoint::Endpoint;
+use async_nats::service::{Group, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,6 +94,17 @@ impl ErrorCounts {
             .unwrap_or_default();
         serde_json::json!({ "errors": errors })
     }
+}
+
+/// Adds endpoint `name` on `subject` (relative to the group) to a service group. The name is
+/// also the key of the endpoint's `$SRV.STATS` entry and of its [`ErrorCounts`].
+pub async fn add_endpoint(group: &Group, name: &str, subject: &str) -> anyhow::Result<Endpoint> {
+    group
+        .endpoint_builder()
+        .name(name)
+        .add(subject)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot add endpoint {subject}: {e}"))
 }
 
 /// Replies to `request` with a JSON value or a coded error. A reply that cannot be published
