@@ -2,5 +2,6 @@
 //! Each test starts its own nats-server and real component processes (see `agora_tests`).
 
 mod bank;
+mod cli;
 mod ledger;
 mod load;
