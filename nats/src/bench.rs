@@ -21,9 +21,6 @@ use crate::process::{Component, NatsServer, NatsServerOptions, component_binary}
 use crate::subjects;
 use crate::wire::{BalanceRequest, TransferRequest};
 
-/// Most in-flight requests a scenario may ask for.
-pub const IN_FLIGHT_MAX: usize = 4096;
-
 /// Options of `agora bench bank`.
 #[derive(Debug, Clone)]
 pub struct BankBenchOptions {

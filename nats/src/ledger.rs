@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agora_core::locks::LOCK_MANY_ACCOUNTS_MAX;
-use agora_core::{AccountId, Balance, Lock, LockError, LockTable, OperationId};
+use agora_core::{AccountId, Balance, Lock, LockTable, OperationId};
 use async_nats::Client;
 use async_nats::service::{Request, ServiceExt};
 use bytes::Bytes;
@@ -786,11 +786,5 @@ impl std::fmt::Debug for Ledger {
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
         ServiceError::new(ErrorCode::Unavailable, format!("ledger storage failed: {error}"))
-    }
-}
-
-impl From<&LockError> for ServiceError {
-    fn from(error: &LockError) -> Self {
-        error.clone().into()
     }
 }

@@ -150,7 +150,6 @@ impl Drop for NatsServer {
 /// A running Agora component process, killed on drop.
 #[derive(Debug)]
 pub struct Component {
-    name: String,
     child: Child,
     log: PathBuf,
 }
@@ -191,11 +190,7 @@ impl Component {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(Self { name: name.to_owned(), child, log })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
+        Ok(Self { child, log })
     }
 
     pub fn log(&self) -> &Path {

@@ -401,19 +401,6 @@ impl Store {
         }
         Ok(doomed.len())
     }
-
-    /// Number of accounts with a stored balance, and the sum of all balances.
-    pub fn totals(&self) -> Result<(u64, i128), StoreError> {
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached("SELECT account, balance FROM accounts")?;
-        let mut rows = statement.query([])?;
-        let (mut count, mut sum) = (0u64, 0i128);
-        while let Some(row) = rows.next()? {
-            count += 1;
-            sum += i128::from(row.get::<_, i64>(1)?);
-        }
-        Ok((count, sum))
-    }
 }
 
 #[cfg(test)]
@@ -450,7 +437,6 @@ mod tests {
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0].grants, vec![(id("alice"), 7), (id("bob"), 8)]);
         assert_eq!(store.operation("op-1").expect("read").as_deref(), Some("{}"));
-        assert_eq!(store.totals().expect("totals"), (1, 500));
     }
 
     #[test]
