@@ -644,36 +644,36 @@ impl Bank {
         Ok((writes, operations))
     }
 
-    /// After a durable commit: publish events, then reply to every operation.
+    /// After a durable commit: reply to every operation, then publish the events (both only
+    /// after the commit; replies first, so clients are not kept waiting behind the events).
     async fn finish(&self, batch: Vec<Pending>, outcomes: Vec<Outcome>) {
+        for (pending, outcome) in batch.iter().zip(&outcomes) {
+            let result = resolve(outcome, &outcomes);
+            pending.replier.reply(&pending.request, result).await;
+        }
         let at = now_ms();
         let mut applied = 0u64;
         for (pending, outcome) in batch.iter().zip(&outcomes) {
-            if let Outcome::Applied { postings, .. } = outcome {
-                applied += 1;
-                for posting in postings {
-                    let event = BankEvent {
-                        op: posting.kind.as_str().to_owned(),
-                        account: posting.account.to_string(),
-                        amount: posting.amount.get(),
-                        balance: posting.balance,
-                        id: pending.parsed.id.as_ref().map(|id| id.to_string()),
-                        at,
-                    };
-                    if let Ok(payload) = serde_json::to_vec(&event) {
-                        let subject = subject::events(&posting.account);
-                        if let Err(error) = self.client.publish(subject, payload.into()).await {
-                            tracing::warn!(%error, "could not publish bank event");
-                        }
+            let Outcome::Applied { postings, .. } = outcome else { continue };
+            applied += 1;
+            for posting in postings {
+                let event = BankEvent {
+                    op: posting.kind.as_str().to_owned(),
+                    account: posting.account.to_string(),
+                    amount: posting.amount.get(),
+                    balance: posting.balance,
+                    id: pending.parsed.id.as_ref().map(|id| id.to_string()),
+                    at,
+                };
+                if let Ok(payload) = serde_json::to_vec(&event) {
+                    let subject = subject::events(&posting.account);
+                    if let Err(error) = self.client.publish(subject, payload.into()).await {
+                        tracing::warn!(%error, "could not publish bank event");
                     }
                 }
             }
         }
         self.stats.operations_committed.fetch_add(applied, Ordering::Relaxed);
-        for (pending, outcome) in batch.iter().zip(&outcomes) {
-            let result = resolve(outcome, &outcomes);
-            pending.replier.reply(&pending.request, result).await;
-        }
     }
 }
 
