@@ -3,5 +3,6 @@
 
 mod bank;
 mod cli;
+mod faults;
 mod ledger;
 mod load;
