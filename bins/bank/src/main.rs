@@ -4,6 +4,11 @@ use agora_nats::bank::{self, BankConfig};
 use agora_nats::telemetry;
 use clap::Parser;
 
+/// The services allocate many small, short-lived buffers per request (JSON, subjects,
+/// replies); mimalloc measured faster than the system allocator for that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Agora bank: deposit, withdraw, balance and transfer, with group commit at the ledger.
 #[derive(Debug, Parser)]
 #[command(version)]

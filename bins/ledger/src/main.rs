@@ -6,6 +6,11 @@ use agora_nats::ledger::{self, LedgerConfig};
 use agora_nats::telemetry;
 use clap::Parser;
 
+/// The services allocate many small, short-lived buffers per request (JSON, subjects,
+/// replies); mimalloc measured faster than the system allocator for that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Agora ledger: account balances and leases with fencing tokens, stored in SQLite.
 #[derive(Debug, Parser)]
 #[command(version)]
