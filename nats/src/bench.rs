@@ -365,6 +365,6 @@ fn print_goals(rows: &[Measurement]) {
             let ratio = ours.latency_us_p50 as f64 / raw.latency_us_p50.max(1) as f64;
             (ratio, ratio <= bound)
         };
-        println!("  {:<48} {:>6.2}x  {}", label, ratio, if met { "met" } else { "NOT met" });
+        println!("  {:<48} {:>6.3}x  {}", label, ratio, if met { "met" } else { "NOT met" });
     }
 }
