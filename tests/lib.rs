@@ -8,9 +8,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agora_nats::AgoraClient;
 use agora_nats::process::{Component, NatsServer, NatsServerOptions, component_binary};
+use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use tempfile::TempDir;
+
+/// The error code of a request that must be refused (panics if it succeeded).
+pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    result.expect_err("the request must be refused").code()
+}
 
 /// Lease the test banks use: short, so crash tests do not wait long for locks to expire.
 pub const TEST_LEASE_MS: u64 = 1_000;

@@ -421,7 +421,14 @@ impl LockSets {
     /// Records a new set; returns its id and the older sets that lost members to it.
     fn create(&mut self, accounts: &[AccountId]) -> (i64, BTreeSet<i64>) {
         let set_id = self.next_set_id;
-        self.next_set_id += 1;
+        let touched = self.insert(set_id, accounts);
+        (set_id, touched)
+    }
+
+    /// Records set `set_id` (new, or read back from storage); later sets get higher ids.
+    /// Returns the older sets that lost members to it.
+    fn insert(&mut self, set_id: i64, accounts: &[AccountId]) -> BTreeSet<i64> {
+        self.next_set_id = self.next_set_id.max(set_id + 1);
         let mut touched = BTreeSet::new();
         for account in accounts {
             if let Some(old) = self.set_of.insert(account.clone(), set_id) {
@@ -432,7 +439,7 @@ impl LockSets {
             }
         }
         self.members.insert(set_id, accounts.iter().cloned().collect());
-        (set_id, touched)
+        touched
     }
 
     /// Forgets one lock; returns the set it belonged to.
@@ -479,22 +486,14 @@ impl Ledger {
         let mut sets = LockSets::default();
         for row in store.load_lock_sets()? {
             let accounts: Vec<AccountId> = row.grants.iter().map(|(a, _)| a.clone()).collect();
-            sets.next_set_id = sets.next_set_id.max(row.set_id);
-            let (set_id, _) = sets.create(&accounts);
             // Keep the stored id so later rewrites hit the same row.
-            if let Some(members) = sets.members.remove(&set_id) {
-                for account in &members {
-                    sets.set_of.insert(account.clone(), row.set_id);
-                }
-                sets.members.insert(row.set_id, members);
-            }
+            sets.insert(row.set_id, &accounts);
             for (account, token) in row.grants {
                 let lock =
                     Lock { owner: row.owner.clone(), token, expires_at_ms: row.expires_at_ms };
                 locks.restore(account, lock);
             }
         }
-        sets.next_set_id += 1;
         Ok((locks, sets))
     }
 

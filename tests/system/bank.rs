@@ -5,12 +5,8 @@ use std::time::Duration;
 use agora_nats::subjects::bank as subject;
 use agora_nats::wire::{AccountBalance, BankEvent, TransferReply};
 use agora_nats::{ClientError, ErrorCode};
-use agora_tests::System;
+use agora_tests::{System, code};
 use futures::StreamExt;
-
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
-    result.expect_err("the request must be refused").code()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_withdraw_transfer_balance_and_events() {

@@ -4,14 +4,10 @@
 use std::time::{Duration, Instant};
 
 use agora_core::AccountId;
+use agora_nats::ErrorCode;
 use agora_nats::subjects::ledger as ledger_subject;
 use agora_nats::wire::{LockGrant, LockRequest};
-use agora_nats::{ClientError, ErrorCode};
-use agora_tests::System;
-
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
-    result.expect_err("the request must be refused").code()
-}
+use agora_tests::{System, code};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_down_means_unavailable_and_service_resumes_when_it_returns() {

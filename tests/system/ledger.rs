@@ -10,14 +10,10 @@ use agora_nats::wire::{
     UnlockRequest, Write,
 };
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::System;
+use agora_tests::{System, code};
 
 fn id(name: &str) -> AccountId {
     AccountId::parse(name).expect("valid")
-}
-
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
-    result.expect_err("the request must be refused").code()
 }
 
 async fn lock(
