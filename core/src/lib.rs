@@ -10,12 +10,18 @@
 //! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
 //! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
 //!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
+//! - [`ops`]: the operations tasks run ([`Op`]), their input bounds and their computation.
+//! - [`task`]: a task's [`Lifecycle`], the rules for claims, outcomes, retries and cancels.
 #![deny(clippy::float_arithmetic)]
 
 pub mod account;
 pub mod bank;
 pub mod locks;
+pub mod ops;
+pub mod task;
 
 pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
 pub use bank::{BankError, Book, EventKind, Operation, Posting};
 pub use locks::{Grant, Lock, LockError, LockTable};
+pub use ops::{Number, Op, OpError, Output, RawArgs, SortItems};
+pub use task::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
