@@ -6,12 +6,16 @@ use std::time::Duration;
 use async_nats::service::NATS_SERVICE_ERROR_CODE;
 use async_nats::{Client, RequestErrorKind};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::subjects;
-use crate::wire::{AccountBalance, AmountRequest, BalanceRequest, TransferReply, TransferRequest};
+use crate::wire::{
+    AccountBalance, AmountRequest, BalanceRequest, ListReply, ListRequest, SubmitRequest,
+    TaskIdRequest, TaskView, TransferReply, TransferRequest, WaitRequest, WorkerStatus,
+};
 
 /// How long a client waits for a reply unless told otherwise.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -67,13 +71,23 @@ impl AgoraClient {
 
     /// Sends raw bytes and returns the raw successful reply (for bad-input tests and tools).
     pub async fn request_bytes(&self, subject: &str, payload: Bytes) -> Result<Bytes, ClientError> {
+        self.request_bytes_within(subject, payload, self.timeout).await
+    }
+
+    /// [`Self::request_bytes`] with its own timeout (for requests that wait on purpose).
+    pub async fn request_bytes_within(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
-        let request = async_nats::Request::new().payload(payload).timeout(Some(self.timeout));
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         let message = match self.client.send_request(subject.to_owned(), request).await {
             Err(error) => {
                 return Err(match error.kind() {
                     RequestErrorKind::NoResponders => ClientError::NoResponders(subject.to_owned()),
-                    RequestErrorKind::TimedOut => ClientError::Timeout(self.timeout),
+                    RequestErrorKind::TimedOut => ClientError::Timeout(timeout),
                     _ => ClientError::Transport(error.to_string()),
                 });
             }
@@ -109,9 +123,19 @@ impl AgoraClient {
         subject: &str,
         request: &Req,
     ) -> Result<Resp, ClientError> {
+        self.request_within(subject, request, self.timeout).await
+    }
+
+    /// [`Self::request`] with its own timeout.
+    pub async fn request_within<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
         let payload = serde_json::to_vec(request)
             .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
-        let reply = self.request_bytes(subject, Bytes::from(payload)).await?;
+        let reply = self.request_bytes_within(subject, Bytes::from(payload), timeout).await?;
         serde_json::from_slice(&reply)
             .map_err(|e| ClientError::Transport(format!("unexpected reply on {subject}: {e}")))
     }
@@ -165,5 +189,62 @@ impl AgoraClient {
             id: id.map(str::to_owned),
         };
         self.request(subjects::bank::TRANSFER_SUBJECT, &request).await
+    }
+
+    /// Submits a task. With `wait_ms`, the reply comes when the task finished (or the wait is
+    /// over) and is the whole task.
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<TaskView, ClientError> {
+        let timeout = self.timeout + Duration::from_millis(request.wait_ms.unwrap_or(0));
+        self.request_within(subjects::tasks::SUBMIT_SUBJECT, request, timeout).await
+    }
+
+    /// A task with its history.
+    pub async fn task(&self, id: &str) -> Result<TaskView, ClientError> {
+        let request = TaskIdRequest { id: id.to_owned() };
+        self.request(subjects::tasks::GET_SUBJECT, &request).await
+    }
+
+    pub async fn tasks(&self, request: &ListRequest) -> Result<ListReply, ClientError> {
+        self.request(subjects::tasks::LIST_SUBJECT, request).await
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        let request = TaskIdRequest { id: id.to_owned() };
+        self.request(subjects::tasks::CANCEL_SUBJECT, &request).await
+    }
+
+    /// Waits up to `timeout_ms` for a task to finish; returns it as it is then.
+    pub async fn wait_task(&self, id: &str, timeout_ms: u64) -> Result<TaskView, ClientError> {
+        let request = WaitRequest { id: id.to_owned(), timeout_ms };
+        let timeout = self.timeout + Duration::from_millis(timeout_ms);
+        self.request_within(subjects::tasks::WAIT_SUBJECT, &request, timeout).await
+    }
+
+    /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.
+    pub async fn workers(&self, within: Duration) -> Result<Vec<WorkerStatus>, ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let inbox = self.client.new_inbox();
+        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| transport(&e))?;
+        let subject = format!("$SRV.STATS.{}", subjects::worker::SERVICE);
+        self.client
+            .publish_with_reply(subject, inbox, Bytes::new())
+            .await
+            .map_err(|e| transport(&e))?;
+        self.client.flush().await.map_err(|e| transport(&e))?;
+        let mut workers = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
+            let stats: serde_json::Value = match serde_json::from_slice(&message.payload) {
+                Ok(stats) => stats,
+                Err(_) => continue,
+            };
+            let data =
+                stats["endpoints"].as_array().and_then(|e| e.first()).map(|e| e["data"].clone());
+            if let Some(Ok(status)) = data.map(serde_json::from_value::<WorkerStatus>) {
+                workers.push(status);
+            }
+        }
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(workers)
     }
 }

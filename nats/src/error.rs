@@ -33,6 +33,10 @@ pub enum ErrorCode {
     DuplicateId,
     /// A bug: the service could not do what it should have.
     Internal,
+    /// The named thing (a task) does not exist, or no longer does.
+    NotFound,
+    /// The request contradicts the current state (cancelling a finished task).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -47,6 +51,8 @@ impl ErrorCode {
             Self::StaleToken => "stale_token",
             Self::DuplicateId => "duplicate_id",
             Self::Internal => "internal",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -55,7 +61,8 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => 400,
             Self::NotOwner => 403,
-            Self::InsufficientFunds | Self::StaleToken | Self::DuplicateId => 409,
+            Self::NotFound => 404,
+            Self::InsufficientFunds | Self::StaleToken | Self::DuplicateId | Self::Conflict => 409,
             Self::Locked => 423,
             Self::Busy => 429,
             Self::Internal => 500,
@@ -68,6 +75,7 @@ impl ErrorCode {
         match status {
             400 => Self::InvalidRequest,
             403 => Self::NotOwner,
+            404 => Self::NotFound,
             409 => Self::InsufficientFunds,
             423 => Self::Locked,
             429 => Self::Busy,
@@ -176,6 +184,8 @@ mod tests {
             ErrorCode::StaleToken,
             ErrorCode::DuplicateId,
             ErrorCode::Internal,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

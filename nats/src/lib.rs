@@ -26,9 +26,12 @@ pub mod process;
 pub mod service;
 pub mod store;
 pub mod subjects;
+pub mod task_store;
+pub mod tasks;
 pub mod telemetry;
 pub mod up;
 pub mod wire;
+pub mod worker;
 
 pub use client::{AgoraClient, ClientError};
 pub use error::{ErrorCode, ServiceError};

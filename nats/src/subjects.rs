@@ -76,6 +76,72 @@ pub mod bank {
     pub const EVENTS_ALL: &str = "agora.bank.events.>";
 }
 
+/// The task service (`agora-tasks`): submissions, queries, and the workers' reports.
+pub mod tasks {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-tasks";
+    /// Group (subject prefix) of every task-service endpoint.
+    pub const GROUP: &str = "agora.tasks";
+
+    // Client-facing endpoints.
+    pub const SUBMIT: &str = "submit";
+    pub const GET: &str = "get";
+    pub const LIST: &str = "list";
+    pub const CANCEL: &str = "cancel";
+    pub const WAIT: &str = "wait";
+    // Worker-facing endpoints.
+    pub const CLAIM: &str = "claim";
+    pub const PROGRESS: &str = "progress";
+    pub const FINISH: &str = "finish";
+
+    pub const SUBMIT_SUBJECT: &str = "agora.tasks.submit";
+    pub const GET_SUBJECT: &str = "agora.tasks.get";
+    pub const LIST_SUBJECT: &str = "agora.tasks.list";
+    pub const CANCEL_SUBJECT: &str = "agora.tasks.cancel";
+    pub const WAIT_SUBJECT: &str = "agora.tasks.wait";
+    pub const CLAIM_SUBJECT: &str = "agora.tasks.claim";
+    pub const PROGRESS_SUBJECT: &str = "agora.tasks.progress";
+    pub const FINISH_SUBJECT: &str = "agora.tasks.finish";
+
+    /// Every task's lifecycle events.
+    pub fn events(id: &str) -> String {
+        format!("{GROUP}.events.{id}")
+    }
+    pub const EVENTS_ALL: &str = "agora.tasks.events.>";
+    /// The task service tells every worker to stop a cancelled task (plain fan-out).
+    pub const CONTROL_CANCEL: &str = "agora.tasks.control.cancel";
+
+    /// The JetStream work-queue stream. Each task is queued on its own subject,
+    /// `agora.tasks.queue.<priority>.<id>`, so the stream's per-subject state tells which tasks
+    /// are in it, and a cancelled task's message can be purged.
+    pub const STREAM: &str = "AGORA_TASKS";
+    pub const QUEUE_HIGH: &str = "agora.tasks.queue.high.*";
+    pub const QUEUE_NORMAL: &str = "agora.tasks.queue.normal.*";
+    pub const QUEUE_ALL: &str = "agora.tasks.queue.>";
+    pub fn queue(high: bool, id: &str) -> String {
+        format!("{GROUP}.queue.{}.{id}", if high { "high" } else { "normal" })
+    }
+    /// The durable pull consumers every worker shares, one per priority.
+    pub const CONSUMER_HIGH: &str = "workers-high";
+    pub const CONSUMER_NORMAL: &str = "workers-normal";
+    /// JetStream's advisory when a message exhausted its deliveries (`.<consumer>` follows).
+    pub const MAX_DELIVERIES_ADVISORY: &str =
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.AGORA_TASKS.*";
+}
+
+/// Workers (`agora-worker`): each one is an instance of one micro service.
+pub mod worker {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-worker";
+    /// Endpoint name of a worker's status.
+    pub const STATUS: &str = "status";
+
+    /// One worker's status subject.
+    pub fn status(worker: &str) -> String {
+        format!("agora.worker.{worker}.status")
+    }
+}
+
 /// Subjects of `agora bench`'s raw NATS baselines (served by the benchmark itself).
 pub mod bench {
     /// Raw request-reply echo: the reply is the request payload.
@@ -116,5 +182,21 @@ mod tests {
         assert_eq!(bank::events(&alice), "agora.bank.events.alice");
         assert!(ledger::GROUP.starts_with(ROOT) && bank::GROUP.starts_with(ROOT));
         assert_eq!(last_token("agora.ledger.get.alice"), "alice");
+        for (subject, endpoint) in [
+            (tasks::SUBMIT_SUBJECT, tasks::SUBMIT),
+            (tasks::GET_SUBJECT, tasks::GET),
+            (tasks::LIST_SUBJECT, tasks::LIST),
+            (tasks::CANCEL_SUBJECT, tasks::CANCEL),
+            (tasks::WAIT_SUBJECT, tasks::WAIT),
+            (tasks::CLAIM_SUBJECT, tasks::CLAIM),
+            (tasks::PROGRESS_SUBJECT, tasks::PROGRESS),
+            (tasks::FINISH_SUBJECT, tasks::FINISH),
+        ] {
+            assert_eq!(subject, format!("{}.{endpoint}", tasks::GROUP));
+        }
+        assert_eq!(tasks::events("42"), "agora.tasks.events.42");
+        assert_eq!(tasks::queue(true, "7"), "agora.tasks.queue.high.7");
+        assert_eq!(tasks::queue(false, "7"), "agora.tasks.queue.normal.7");
+        assert_eq!(worker::status("w-1"), "agora.worker.w-1.status");
     }
 }

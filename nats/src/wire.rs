@@ -5,7 +5,10 @@
 //! `agora-core` values with `TryFrom` (parse, don't validate). Core types are never serialized
 //! directly.
 
-use agora_core::{AccountId, Amount, Balance, Operation, OperationId};
+use agora_core::{
+    AccountId, Amount, Balance, Number, Op, Operation, OperationId, Output, RawArgs, SortItems,
+    TaskEvent,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -334,4 +337,386 @@ mod tests {
         assert_eq!(back.op, record.op);
         assert_eq!(back.reply.get(), reply, "the reply is kept byte for byte");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks (client-facing)
+// ---------------------------------------------------------------------------------------------
+
+/// `agora.tasks.submit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub op: String,
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+    /// Client id: submitting the same id again returns the same task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `normal` (default) or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Reply only when the task is finished, or after this many milliseconds (at most
+    /// `tasks::WAIT_MS_MAX`), with the task as it is then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// Task priority on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn parse(text: Option<&str>) -> Result<Self, ServiceError> {
+        match text {
+            None | Some("normal") => Ok(Self::Normal),
+            Some("high") => Ok(Self::High),
+            Some(other) => Err(ServiceError::invalid(format!(
+                "priority must be \"normal\" or \"high\", not {other:?}"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::High => "high",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NumbersArgs {
+    numbers: Vec<serde_json::Number>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FibonacciArgs {
+    n: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SortArgs {
+    #[serde(default)]
+    numbers: Option<Vec<serde_json::Number>>,
+    #[serde(default)]
+    strings: Option<Vec<String>>,
+    #[serde(default)]
+    descending: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextArgs {
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepArgs {
+    ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailArgs {
+    #[serde(default)]
+    message: String,
+}
+
+fn number(value: &serde_json::Number) -> Result<Number, ServiceError> {
+    if let Some(i) = value.as_i64() {
+        Ok(Number::Int(i))
+    } else if value.is_u64() {
+        Err(ServiceError::invalid(format!(
+            "{value} is out of range; integers must be within ±2^53"
+        )))
+    } else {
+        value
+            .as_f64()
+            .map(Number::Float)
+            .ok_or_else(|| ServiceError::invalid(format!("{value} is not a number")))
+    }
+}
+
+fn numbers(values: &[serde_json::Number]) -> Result<Vec<Number>, ServiceError> {
+    values.iter().map(number).collect()
+}
+
+/// Decodes and bounds-checks an op and its arguments (`agora_core::Op::new`).
+pub fn parse_op(op: &str, args: &serde_json::Value) -> Result<Op, ServiceError> {
+    fn args_of<T: serde::de::DeserializeOwned>(
+        op: &str,
+        args: &serde_json::Value,
+    ) -> Result<T, ServiceError> {
+        T::deserialize(args).map_err(|e| {
+            ServiceError::invalid(format!("{op}: bad args ({e}); expected {}", Op::usage(op)))
+        })
+    }
+    let raw = match op {
+        "sum" | "average" | "max" | "min" => {
+            RawArgs::Numbers(numbers(&args_of::<NumbersArgs>(op, args)?.numbers)?)
+        }
+        "fibonacci" => RawArgs::N(args_of::<FibonacciArgs>(op, args)?.n),
+        "sort" => {
+            let sort: SortArgs = args_of(op, args)?;
+            let items = match (sort.numbers, sort.strings) {
+                (Some(values), None) => SortItems::Numbers(numbers(&values)?),
+                (None, Some(strings)) => SortItems::Strings(strings),
+                _ => {
+                    return Err(ServiceError::invalid(format!(
+                        "sort: give exactly one of \"numbers\" and \"strings\"; expected {}",
+                        Op::usage(op)
+                    )));
+                }
+            };
+            RawArgs::Sort { items, descending: sort.descending }
+        }
+        "count_words" | "count_chars" | "uppercase" | "lowercase" => {
+            RawArgs::Text(args_of::<TextArgs>(op, args)?.text)
+        }
+        "sleep" => RawArgs::Ms(args_of::<SleepArgs>(op, args)?.ms),
+        "fail" => RawArgs::Message(args_of::<FailArgs>(op, args)?.message),
+        _ => RawArgs::N(0),
+    };
+    Op::new(op, raw).map_err(|e| ServiceError::invalid(e.0))
+}
+
+/// A result as JSON: `{"value": ...}` (numbers and text), `{"digits": "..."}` (fibonacci),
+/// `{"sorted": [...]}`, `{"slept_ms": n}`.
+pub fn output_json(output: &Output) -> serde_json::Value {
+    use serde_json::json;
+    let number = |n: &Number| match n {
+        Number::Int(i) => json!(i),
+        Number::Float(f) => json!(f),
+    };
+    match output {
+        // Within ±2^53 * 20_000, so it fits i64 (and stays exact).
+        Output::Int(i) => json!({ "value": i64::try_from(*i).unwrap_or(i64::MAX) }),
+        Output::Float(f) => json!({ "value": f }),
+        Output::BigInt(digits) => json!({ "digits": digits }),
+        Output::Numbers(values) => {
+            json!({ "sorted": values.iter().map(number).collect::<Vec<_>>() })
+        }
+        Output::Strings(values) => json!({ "sorted": values }),
+        Output::Text(text) => json!({ "value": text }),
+        Output::Slept(ms) => json!({ "slept_ms": ms }),
+    }
+}
+
+/// A task as the task service reports it. `submit` without `wait_ms` and `cancel` fill only
+/// `id` and `state`; `list` leaves out `args`, `result` and `history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<TaskEventWire>>,
+}
+
+/// One lifecycle event: published on `agora.tasks.events.<id>` (with `id`, and `result` on
+/// `completed`) and kept in the task's history (without them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskEventWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub event: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+}
+
+impl TaskEventWire {
+    pub fn from_event(event: &TaskEvent, at_ms: u64) -> Self {
+        let mut wire = Self { event: event.name().to_owned(), at_ms, ..Self::default() };
+        match event {
+            TaskEvent::Started { attempt, worker } | TaskEvent::Completed { attempt, worker } => {
+                wire.attempt = Some(*attempt);
+                wire.worker = Some(worker.clone());
+            }
+            TaskEvent::Progress { percent } => wire.percent = Some(*percent),
+            TaskEvent::Retrying { attempt, error, retry_in_ms } => {
+                wire.attempt = Some(*attempt);
+                wire.error = Some(error.clone());
+                wire.retry_in_ms = Some(*retry_in_ms);
+            }
+            TaskEvent::Failed { attempt, error, dead_letter } => {
+                wire.attempt = Some(*attempt);
+                wire.error = Some(error.clone());
+                wire.dead_letter = *dead_letter;
+            }
+            TaskEvent::Cancelled { .. } => {}
+        }
+        wire
+    }
+}
+
+/// `agora.tasks.get` and `agora.tasks.cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskIdRequest {
+    pub id: String,
+}
+
+/// `agora.tasks.wait`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitRequest {
+    pub id: String,
+    /// At most `tasks::WAIT_MS_MAX`.
+    pub timeout_ms: u64,
+}
+
+/// `agora.tasks.list`: newest first, filtered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// At most `tasks::LIST_LIMIT_MAX` (default `tasks::LIST_LIMIT_DEFAULT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only tasks older than this task id (the previous page's `next_before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Only dead letters (tasks that exhausted their attempts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letter: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListReply {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks (worker-facing)
+// ---------------------------------------------------------------------------------------------
+
+/// A message on the work queue (`agora.tasks.queue.<priority>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedTask {
+    pub id: String,
+    pub op: String,
+    pub args: Box<RawValue>,
+}
+
+/// `agora.tasks.claim`: a worker starts an attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub id: String,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimReply {
+    /// `false`: the task is finished or cancelled; drop the message.
+    pub run: bool,
+    pub state: String,
+    pub attempt: u32,
+}
+
+/// `agora.tasks.progress`: a worker's progress, also its heartbeat for long tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    pub id: String,
+    pub worker: String,
+    pub percent: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressReply {
+    /// The task was cancelled or finished elsewhere: stop.
+    pub stop: bool,
+}
+
+/// `agora.tasks.finish`: an attempt's outcome, exactly one of `result` and `error`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    pub id: String,
+    pub worker: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With `error`: retry after this long; absent means this was the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishReply {
+    /// The task's state after the report.
+    pub state: String,
+    /// `false`: the task had already finished (or was cancelled); the report changed nothing.
+    pub accepted: bool,
+}
+
+/// A worker's status (`agora.worker.<id>.status` and its `$SRV.STATS` data).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub worker: String,
+    pub concurrency: usize,
+    pub done: u64,
+    pub failed: u64,
+    /// Attempts dropped because the task was cancelled or finished elsewhere.
+    pub dropped: u64,
+    /// Ids of the tasks running now.
+    pub current: Vec<String>,
 }

@@ -9,6 +9,8 @@ use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
+mod task;
+
 /// Agora: a NATS-native, event-driven system. Talks to the services over NATS.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
@@ -31,6 +33,9 @@ enum Command {
     /// Money: deposit, withdraw, balance, transfer.
     #[command(subcommand)]
     Bank(BankCommand),
+    /// Tasks: submit, get, list, cancel, wait, watch; list workers.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -125,17 +130,22 @@ async fn main() -> ExitCode {
     }
 }
 
+async fn connect(server: &str, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
+    let nats = async_nats::ConnectOptions::new()
+        .name("agora-cli")
+        .connection_timeout(Duration::from_millis(timeout_ms))
+        .connect(server)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {server}: {e}"))?;
+    Ok(AgoraClient::new(nats).with_timeout(Duration::from_millis(timeout_ms)))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Bank(command) => {
-            let nats = async_nats::ConnectOptions::new()
-                .name("agora-cli")
-                .connection_timeout(Duration::from_millis(cli.timeout_ms))
-                .connect(&cli.server)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {}: {e}", cli.server))?;
-            let client = AgoraClient::new(nats).with_timeout(Duration::from_millis(cli.timeout_ms));
-            bank(&client, command, cli.json).await
+    let Cli { server, json, timeout_ms, command } = cli;
+    match command {
+        Command::Bank(command) => bank(&connect(&server, timeout_ms).await?, command, json).await,
+        Command::Task(command) => {
+            task::run(&connect(&server, timeout_ms).await?, command, json).await
         }
         Command::Bench(BenchCommand::Bank(args)) => {
             bench::bank(BankBenchOptions {
@@ -148,7 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::EchoResponder) => {
-            bench::echo_responder(&cli.server, telemetry::shutdown_signal()).await
+            bench::echo_responder(&server, telemetry::shutdown_signal()).await
         }
         Command::Up(args) => {
             up::run(UpOptions { port: args.port, dir: args.dir, banks: args.banks }).await

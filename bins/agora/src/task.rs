@@ -1,0 +1,344 @@
+//! `agora task ...`: submit, follow, list and cancel tasks; list live workers.
+
+use std::time::Duration;
+
+use agora_nats::AgoraClient;
+use agora_nats::subjects::tasks as subject;
+use agora_nats::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
+use clap::Subcommand;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit a task: `agora task submit sum 1 2 3`, `fibonacci 90`, `sort b a c`,
+    /// `count_words some text`, `sleep 2000`, or any op with `--args '{...}'`.
+    Submit {
+        /// sum, average, max, min, fibonacci, sort, count_words, count_chars, uppercase,
+        /// lowercase, sleep, fail.
+        op: String,
+        /// The op's arguments as words (numbers, a count, text...).
+        words: Vec<String>,
+        /// The arguments as JSON instead of words.
+        #[arg(long, conflicts_with = "words")]
+        args: Option<String>,
+        /// Client id: submitting the same id again returns the same task.
+        #[arg(long)]
+        id: Option<String>,
+        /// Run before normal tasks.
+        #[arg(long)]
+        high: bool,
+        /// sort: largest first.
+        #[arg(long)]
+        descending: bool,
+        /// Wait for the result, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a task with its history.
+    Get { id: String },
+    /// List tasks, newest first.
+    List {
+        /// queued, running, completed, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        op: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only tasks older than this id (paging).
+        #[arg(long)]
+        before: Option<String>,
+        /// Only dead letters (tasks that failed every attempt).
+        #[arg(long)]
+        dead_letter: bool,
+    },
+    /// Cancel a task: a queued one never runs, a running one stops.
+    Cancel { id: String },
+    /// Wait for a task to finish.
+    Wait {
+        id: String,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Print task events as they happen (every task, or one).
+    Watch { id: Option<String> },
+    /// List live workers with their counters and current tasks.
+    Workers,
+}
+
+/// Builds an op's JSON arguments from command-line words.
+fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Result<Value> {
+    let numbers = || -> anyhow::Result<Vec<Value>> {
+        words
+            .iter()
+            .map(|w| {
+                serde_json::from_str::<serde_json::Number>(w)
+                    .map(Value::Number)
+                    .map_err(|_| anyhow::anyhow!("{w:?} is not a number"))
+            })
+            .collect()
+    };
+    let one_integer = || -> anyhow::Result<u64> {
+        match words {
+            [word] => word.parse().map_err(|_| anyhow::anyhow!("{word:?} is not a whole number")),
+            _ => anyhow::bail!("{op} takes one whole number"),
+        }
+    };
+    Ok(match op {
+        "sum" | "average" | "max" | "min" => json!({ "numbers": numbers()? }),
+        "fibonacci" => json!({ "n": one_integer()? }),
+        "sleep" => json!({ "ms": one_integer()? }),
+        "sort" => match numbers() {
+            Ok(numbers) => json!({ "numbers": numbers, "descending": descending }),
+            Err(_) => json!({ "strings": words, "descending": descending }),
+        },
+        "count_words" | "count_chars" | "uppercase" | "lowercase" => {
+            json!({ "text": words.join(" ") })
+        }
+        "fail" => json!({ "message": words.join(" ") }),
+        // Unknown ops go to the service, which names the valid ones.
+        _ => json!({}),
+    })
+}
+
+pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::Submit { op, words, args, id, high, descending, wait } => {
+            let args = match args {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))?,
+                None => args_from_words(&op, &words, descending)?,
+            };
+            let request = SubmitRequest {
+                op,
+                args,
+                id,
+                priority: high.then(|| "high".to_owned()),
+                wait_ms: None,
+            };
+            // Subscribe first, so no progress event is missed while waiting.
+            let mut events =
+                if wait { Some(client.nats().subscribe(subject::EVENTS_ALL).await?) } else { None };
+            let task = client.submit(&request).await?;
+            match events.as_mut() {
+                None => print_task(&task, json, false),
+                Some(events) => {
+                    let done = follow(client, &task.id, events, json).await?;
+                    print_task(&done, json, false);
+                    if done.state != "completed" {
+                        anyhow::bail!("task {} {}", done.id, done.state);
+                    }
+                }
+            }
+        }
+        TaskCommand::Get { id } => print_task(&client.task(&id).await?, json, true),
+        TaskCommand::List { state, op, limit, before, dead_letter } => {
+            let reply = client
+                .tasks(&ListRequest { state, op, limit: Some(limit), before, dead_letter })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&reply)?);
+            } else {
+                println!(
+                    "{:>10}  {:<11} {:<10} {:>8}  {:<20} error",
+                    "id", "op", "state", "attempts", "worker"
+                );
+                for task in &reply.tasks {
+                    println!(
+                        "{:>10}  {:<11} {:<10} {:>8}  {:<20} {}",
+                        task.id,
+                        task.op.as_deref().unwrap_or("-"),
+                        task.state,
+                        task.attempts.unwrap_or(0),
+                        task.worker.as_deref().unwrap_or("-"),
+                        task.error.as_deref().unwrap_or("")
+                    );
+                }
+                if let Some(next) = reply.next_before {
+                    println!("more: --before {next}");
+                }
+            }
+        }
+        TaskCommand::Cancel { id } => print_task(&client.cancel_task(&id).await?, json, false),
+        TaskCommand::Wait { id, timeout_ms } => {
+            print_task(&client.wait_task(&id, timeout_ms).await?, json, false)
+        }
+        TaskCommand::Watch { id } => {
+            let filter =
+                id.map_or_else(|| subject::EVENTS_ALL.to_owned(), |id| subject::events(&id));
+            let mut events = client.nats().subscribe(filter).await?;
+            while let Some(message) = events.next().await {
+                if json {
+                    println!("{}", String::from_utf8_lossy(&message.payload));
+                } else if let Ok(event) = serde_json::from_slice::<TaskEventWire>(&message.payload)
+                {
+                    println!("{}", describe(&event));
+                }
+            }
+        }
+        TaskCommand::Workers => {
+            let workers = client.workers(Duration::from_millis(500)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&workers)?);
+            } else if workers.is_empty() {
+                println!("no live workers");
+            } else {
+                println!(
+                    "{:<24} {:>5} {:>8} {:>7} {:>8}  current",
+                    "worker", "slots", "done", "failed", "dropped"
+                );
+                for w in workers {
+                    println!(
+                        "{:<24} {:>5} {:>8} {:>7} {:>8}  {}",
+                        w.worker,
+                        w.concurrency,
+                        w.done,
+                        w.failed,
+                        w.dropped,
+                        w.current.join(",")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shows a progress bar fed by the task's events until it finishes; returns the task.
+async fn follow(
+    client: &AgoraClient,
+    id: &str,
+    events: &mut async_nats::Subscriber,
+    json: bool,
+) -> anyhow::Result<TaskView> {
+    let bar =
+        if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(100) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("task {msg:<22} [{bar:30}] {pos:>3}%")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{id} queued"));
+    let subject = subject::events(id);
+    let waiting = client.wait_task(id, agora_nats::tasks::WAIT_MS_MAX);
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            done = &mut waiting => {
+                let done = done?;
+                if done.state == "queued" || done.state == "running" {
+                    waiting.set(client.wait_task(id, agora_nats::tasks::WAIT_MS_MAX));
+                    continue;
+                }
+                bar.set_position(u64::from(done.progress.unwrap_or(0)));
+                bar.finish_with_message(format!("{id} {}", done.state));
+                return Ok(done);
+            }
+            Some(message) = events.next() => {
+                if message.subject.as_str() != subject {
+                    continue;
+                }
+                if let Ok(event) = serde_json::from_slice::<TaskEventWire>(&message.payload) {
+                    if let Some(percent) = event.percent {
+                        bar.set_position(u64::from(percent));
+                    }
+                    bar.set_message(format!("{id} {}", event.event));
+                }
+            }
+        }
+    }
+}
+
+fn describe(event: &TaskEventWire) -> String {
+    let mut line = format!("{} {:<10}", event.id.as_deref().unwrap_or("?"), event.event);
+    if let Some(attempt) = event.attempt {
+        line.push_str(&format!(" attempt={attempt}"));
+    }
+    if let Some(worker) = &event.worker {
+        line.push_str(&format!(" worker={worker}"));
+    }
+    if let Some(percent) = event.percent {
+        line.push_str(&format!(" {percent}%"));
+    }
+    if let Some(error) = &event.error {
+        line.push_str(&format!(" error={error:?}"));
+    }
+    if let Some(retry) = event.retry_in_ms {
+        line.push_str(&format!(" retry_in={retry}ms"));
+    }
+    if event.dead_letter {
+        line.push_str(" dead-letter");
+    }
+    if let Some(result) = &event.result {
+        line.push_str(&format!(" result={}", result.get()));
+    }
+    line
+}
+
+fn print_task(task: &TaskView, json: bool, history: bool) {
+    if json {
+        println!("{}", serde_json::to_string(task).unwrap_or_default());
+        return;
+    }
+    let mut line = format!("task {} {}", task.id, task.state);
+    if let Some(op) = &task.op {
+        line.push_str(&format!(" op={op}"));
+    }
+    if let Some(attempts) = task.attempts {
+        line.push_str(&format!(" attempts={attempts}"));
+    }
+    if let Some(worker) = &task.worker {
+        line.push_str(&format!(" worker={worker}"));
+    }
+    if let (Some(start), Some(end)) = (task.started_ms, task.finished_ms) {
+        line.push_str(&format!(" ran={}ms", end.saturating_sub(start)));
+    }
+    if task.dead_letter {
+        line.push_str(" dead-letter");
+    }
+    println!("{line}");
+    if let Some(args) = &task.args {
+        println!("  args:   {}", args.get());
+    }
+    if let Some(result) = &task.result {
+        println!("  result: {}", result.get());
+    }
+    if let Some(error) = &task.error {
+        println!("  error:  {error}");
+    }
+    if history && let Some(events) = &task.history {
+        for event in events {
+            println!(
+                "  {:>13}  {}",
+                event.at_ms,
+                describe(event).split_once(' ').map_or("", |(_, rest)| rest)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_become_args() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            args_from_words("sum", &words(&["1", "2.5"]), false).unwrap(),
+            json!({"numbers": [1, 2.5]})
+        );
+        assert!(args_from_words("sum", &words(&["x"]), false).is_err());
+        assert_eq!(args_from_words("fibonacci", &words(&["90"]), false).unwrap(), json!({"n": 90}));
+        assert!(args_from_words("sleep", &words(&["1", "2"]), false).is_err());
+        assert_eq!(
+            args_from_words("sort", &words(&["b", "a"]), true).unwrap(),
+            json!({"strings": ["b", "a"], "descending": true})
+        );
+        assert_eq!(
+            args_from_words("uppercase", &words(&["a", "b"]), false).unwrap(),
+            json!({"text": "a b"})
+        );
+    }
+}
