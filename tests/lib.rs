@@ -20,25 +20,111 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
 /// Lease the test banks use: short, so crash tests do not wait long for locks to expire.
 pub const TEST_LEASE_MS: u64 = 1_000;
 
-/// A running Agora: nats-server, a ledger and any number of banks.
+/// How long the test task service lets a worker hold a task without a heartbeat: short, so
+/// crash tests see redeliveries quickly.
+pub const TEST_ACK_WAIT_MS: u64 = 1_500;
+
+/// A running Agora: nats-server plus whichever components a test starts.
 #[derive(Debug)]
 pub struct System {
     pub dir: TempDir,
     pub nats: NatsServer,
     pub ledger: Option<Component>,
     pub banks: Vec<Option<Component>>,
+    pub tasks: Option<Component>,
+    /// Extra flags the task service was started with (kept for restarts).
+    pub tasks_args: Vec<String>,
+    pub workers: Vec<Option<Component>>,
 }
 
 impl System {
     /// nats-server and a ledger, no banks yet.
     pub fn start() -> Self {
+        let mut system = Self::nats_only();
+        system.start_ledger();
+        system
+    }
+
+    /// Only nats-server.
+    pub fn nats_only() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let nats =
             NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })
                 .expect("nats-server starts (scripts/install-nats-server installs it)");
-        let mut system = Self { dir, nats, ledger: None, banks: Vec::new() };
-        system.start_ledger();
+        Self {
+            dir,
+            nats,
+            ledger: None,
+            banks: Vec::new(),
+            tasks: None,
+            tasks_args: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// nats-server, the task service (with `tasks_args` added to its flags) and `workers`
+    /// workers named `w0`, `w1`, ...
+    pub fn with_tasks(workers: usize, tasks_args: &[&str]) -> Self {
+        let mut system = Self::nats_only();
+        system.tasks_args = tasks_args.iter().map(|s| s.to_string()).collect();
+        system.start_tasks();
+        for _ in 0..workers {
+            system.add_worker(&[]);
+        }
         system
+    }
+
+    /// Starts (or restarts, on the same data directory) the task service.
+    pub fn start_tasks(&mut self) {
+        let mut args = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--data-dir".to_owned(),
+            self.dir.path().join("tasks").display().to_string(),
+            "--ack-wait-ms".to_owned(),
+            TEST_ACK_WAIT_MS.to_string(),
+        ];
+        args.extend(self.tasks_args.iter().cloned());
+        let binary = component_binary("agora-tasks").expect("agora-tasks is built");
+        let tasks = Component::start("tasks", &binary, &args, &[], &self.logs())
+            .expect("the task service starts");
+        self.tasks = Some(tasks);
+    }
+
+    /// `kill -9` the task service.
+    pub fn kill_tasks(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.kill_hard();
+        }
+    }
+
+    /// Starts worker `w<index>` (the next index) with extra flags; returns its index.
+    pub fn add_worker(&mut self, extra: &[&str]) -> usize {
+        let index = self.workers.len();
+        let mut args: Vec<String> = [
+            "--server",
+            self.url(),
+            "--worker-id",
+            &format!("w{index}"),
+            "--retry-backoff-ms",
+            "50",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let binary = component_binary("agora-worker").expect("agora-worker is built");
+        let worker = Component::start(&format!("w{index}"), &binary, &args, &[], &self.logs())
+            .expect("a worker starts");
+        self.workers.push(Some(worker));
+        index
+    }
+
+    /// `kill -9` worker `index`.
+    pub fn kill_worker(&mut self, index: usize) {
+        if let Some(mut worker) = self.workers[index].take() {
+            worker.kill_hard();
+        }
     }
 
     /// nats-server, a ledger and `banks` bank instances.

@@ -207,7 +207,7 @@ pub async fn run(
                 match parse_command(name, &request.message.payload) {
                     Ok(command) => {
                         let pending = Pending { request, endpoint: name };
-                        let envelope = Envelope::Request(pending, command);
+                        let envelope = Envelope::Request(Box::new(pending), command);
                         if let Err(
                             std_mpsc::TrySendError::Full(Envelope::Request(pending, _))
                             | std_mpsc::TrySendError::Disconnected(Envelope::Request(pending, _)),
@@ -320,7 +320,7 @@ enum Command {
 
 #[derive(Debug)]
 enum Envelope {
-    Request(Pending, Command),
+    Request(Box<Pending>, Command),
     DeadLetter { id: u64, reason: String },
     PublishFailed { id: u64 },
 }
@@ -636,7 +636,7 @@ impl Owner {
             for envelope in group {
                 match envelope {
                     Envelope::Request(pending, command) => {
-                        self.execute(now, pending, command, &mut outbox)?;
+                        self.execute(now, *pending, command, &mut outbox)?;
                     }
                     Envelope::DeadLetter { id, reason } => {
                         let _refused =
@@ -777,7 +777,8 @@ impl Owner {
             Command::Submit { op, args, priority, client_id, wait_ms } => {
                 match self.submit(now, op, &args, priority, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
-                        return Ok(self.add_waiter(id, pending, now + wait_ms, out));
+                        self.add_waiter(id, pending, now + wait_ms, out);
+                        return Ok(());
                     }
                     Ok((id, state)) if wait_ms > 0 => self.full_view(id, state),
                     Ok((id, state)) => encode(&brief(id, state)),
@@ -815,7 +816,8 @@ impl Owner {
             },
             Command::Wait { id, timeout_ms } => {
                 if self.active.contains_key(&id) && timeout_ms > 0 {
-                    return Ok(self.add_waiter(id, pending, now + timeout_ms, out));
+                    self.add_waiter(id, pending, now + timeout_ms, out);
+                    return Ok(());
                 }
                 match self.store.get(id, true)? {
                     Some(row) => encode(&view_of(&row)),

@@ -6,3 +6,4 @@ mod cli;
 mod faults;
 mod ledger;
 mod load;
+mod tasks;

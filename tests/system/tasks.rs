@@ -1,0 +1,450 @@
+//! Tasks and workers: load balancing, crashes, backpressure, retries, cancellation,
+//! idempotency, restarts and bad input, against real processes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use agora_nats::subjects::tasks as subject;
+use agora_nats::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
+use agora_nats::{AgoraClient, ErrorCode};
+use agora_tests::{System, code};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+fn request(op: &str, args: Value, id: Option<&str>) -> SubmitRequest {
+    SubmitRequest { op: op.into(), args, id: id.map(str::to_owned), priority: None, wait_ms: None }
+}
+
+/// Waits until the task finished (fails the test after 60 s).
+async fn finished(client: &AgoraClient, id: &str) -> TaskView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = client.wait_task(id, 10_000).await.expect("wait");
+        if task.state != "queued" && task.state != "running" {
+            return task;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "task {id} did not finish: {task:?}");
+    }
+}
+
+/// Polls `check` every 50 ms until it holds (fails the test after `seconds`).
+async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Collects task events from a subscription into per-task lists.
+fn collect_events(
+    mut events: async_nats::Subscriber,
+) -> tokio::task::JoinHandle<HashMap<String, Vec<String>>> {
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(3), events.next()).await
+        {
+            let event: TaskEventWire =
+                serde_json::from_slice(&message.payload).expect("event JSON");
+            seen.entry(event.id.expect("events carry the id")).or_default().push(event.event);
+        }
+        seen
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_300_tasks_each_completed_exactly_once() {
+    let system = System::with_tasks(3, &[]);
+    let client = system.client().await;
+    let events = client.nats().subscribe(subject::EVENTS_ALL).await.expect("subscribe");
+    client.nats().flush().await.expect("flush");
+
+    let mut submissions = Vec::new();
+    for i in 0..300i64 {
+        let client = client.clone();
+        submissions.push(tokio::spawn(async move {
+            let numbers: Vec<i64> = (0..(i % 17)).map(|k| k * i - 40).collect();
+            let expected: i64 = numbers.iter().sum();
+            let task = client
+                .submit(&request("sum", json!({ "numbers": numbers }), Some(&format!("load-{i}"))))
+                .await
+                .expect("submit");
+            (task.id, expected)
+        }));
+    }
+    let mut by_worker: HashMap<String, usize> = HashMap::new();
+    let mut ids = HashSet::new();
+    for submission in submissions {
+        let (id, expected) = submission.await.expect("joined");
+        let task = finished(&client, &id).await;
+        assert_eq!(task.state, "completed", "{task:?}");
+        assert_eq!(task.result.expect("a result").get(), format!(r#"{{"value":{expected}}}"#));
+        assert_eq!(task.attempts, Some(1));
+        *by_worker.entry(task.worker.expect("a worker")).or_default() += 1;
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 300, "300 distinct tasks");
+    assert_eq!(by_worker.len(), 3, "every worker did some: {by_worker:?}");
+
+    let seen = collect_events(events).await.expect("events");
+    assert_eq!(seen.len(), 300);
+    for (id, list) in &seen {
+        assert_eq!(list.iter().filter(|e| *e == "completed").count(), 1, "task {id}: {list:?}");
+        assert_eq!(list.iter().filter(|e| *e == "started").count(), 1, "task {id}: {list:?}");
+        assert_eq!(list.first().map(String::as_str), Some("queued"), "task {id}: {list:?}");
+    }
+    let workers = client.workers(Duration::from_millis(500)).await.expect("workers");
+    assert_eq!(workers.len(), 3);
+    assert_eq!(workers.iter().map(|w| w.done).sum::<u64>(), 300);
+    assert!(workers.iter().all(|w| w.done > 0 && w.current.is_empty()), "{workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_leaves_its_tasks_to_another_worker() {
+    let mut system = System::with_tasks(2, &[]);
+    let client = system.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            client.submit(&request("sleep", json!({"ms": 2_500}), None)).await.expect("submit").id,
+        );
+    }
+    // Wait until the first worker is running some of them, then kill it.
+    let running =
+        ListRequest { state: Some("running".into()), limit: Some(50), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let on_w0: Vec<String> = loop {
+        let list = client.tasks(&running).await.expect("list");
+        let mine: Vec<String> = list
+            .tasks
+            .into_iter()
+            .filter(|t| t.worker.as_deref() == Some("w0"))
+            .map(|t| t.id)
+            .collect();
+        if !mine.is_empty() {
+            break mine;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "w0 never ran a task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.kill_worker(0);
+
+    for id in &ids {
+        let task = finished(&client, id).await;
+        assert_eq!(task.state, "completed", "{task:?}");
+        assert_eq!(task.result.as_ref().expect("result").get(), r#"{"slept_ms":2500}"#);
+        if on_w0.contains(id) {
+            assert_eq!(task.worker.as_deref(), Some("w1"), "finished elsewhere: {task:?}");
+            assert_eq!(task.attempts, Some(2), "the record shows the extra attempt: {task:?}");
+            let history = client.task(id).await.expect("get").history.expect("history");
+            let started: Vec<_> = history
+                .iter()
+                .filter(|e| e.event == "started")
+                .map(|e| (e.attempt, e.worker.clone()))
+                .collect();
+            assert_eq!(started, [(Some(1), Some("w0".into())), (Some(2), Some("w1".into()))]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_more_tasks_than_workers_are_all_run_and_overflow_is_refused_not_dropped() {
+    let system = System::with_tasks(0, &["--pending-max", "300"]);
+    let mut system = system;
+    system.add_worker(&["--concurrency", "2"]);
+    system.add_worker(&["--concurrency", "2"]);
+    let client = system.client().await;
+    let mut submissions = Vec::new();
+    for i in 0..800 {
+        let client = client.clone();
+        submissions.push(tokio::spawn(async move {
+            client.submit(&request("sleep", json!({"ms": 2}), Some(&format!("bp-{i}")))).await
+        }));
+    }
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for submission in submissions {
+        match submission.await.expect("joined") {
+            Ok(task) => accepted.push(task.id),
+            Err(error) => {
+                assert_eq!(error.code(), ErrorCode::Busy, "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(accepted.len() + refused, 800);
+    assert!(accepted.len() >= 300, "at least the limit was accepted: {}", accepted.len());
+    assert!(refused > 0, "4 slots cannot keep up with 800 submissions; the excess must be refused");
+    for id in &accepted {
+        let task = finished(&client, id).await;
+        assert_eq!(task.state, "completed", "{task:?}");
+    }
+    let completed =
+        ListRequest { state: Some("completed".into()), limit: Some(1000), ..Default::default() };
+    assert_eq!(client.tasks(&completed).await.expect("list").tasks.len(), accepted.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_always_fails_is_retried_then_dead_lettered() {
+    let system = System::with_tasks(2, &["--max-deliver", "3"]);
+    let client = system.client().await;
+    let task = client
+        .submit(&request("fail", json!({"message": "disk on fire"}), None))
+        .await
+        .expect("submit");
+    let done = finished(&client, &task.id).await;
+    assert_eq!(done.state, "failed");
+    assert!(done.dead_letter);
+    assert_eq!(done.attempts, Some(3));
+    assert_eq!(done.error.as_deref(), Some("disk on fire"));
+    let history = client.task(&task.id).await.expect("get").history.expect("history");
+    let kinds: Vec<&str> = history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["queued", "started", "retrying", "started", "retrying", "started", "failed"]
+    );
+    let dead =
+        client.tasks(&ListRequest { dead_letter: true, ..Default::default() }).await.expect("list");
+    assert_eq!(dead.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [task.id.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_tasks_never_run_or_stop_running() {
+    let mut system = System::with_tasks(0, &[]);
+    system.add_worker(&["--concurrency", "1"]);
+    let client = system.client().await;
+    let blocker =
+        client.submit(&request("sleep", json!({"ms": 1_500}), None)).await.expect("submit");
+    let queued = client.submit(&request("sleep", json!({"ms": 10}), None)).await.expect("submit");
+    eventually(5, "the blocker runs", || async {
+        client.task(&blocker.id).await.expect("get").state == "running"
+    })
+    .await;
+    let cancelled = client.cancel_task(&queued.id).await.expect("cancel");
+    assert_eq!(cancelled.state, "cancelled");
+    assert_eq!(finished(&client, &blocker.id).await.state, "completed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let never = client.task(&queued.id).await.expect("get");
+    assert_eq!((never.state.as_str(), never.attempts), ("cancelled", Some(0)), "{never:?}");
+    assert!(never.history.expect("history").iter().all(|e| e.event != "started"));
+
+    let long = client.submit(&request("sleep", json!({"ms": 60_000}), None)).await.expect("submit");
+    eventually(5, "the long task runs", || async {
+        client.task(&long.id).await.expect("get").state == "running"
+    })
+    .await;
+    assert_eq!(client.cancel_task(&long.id).await.expect("cancel").state, "cancelled");
+    eventually(5, "the worker stops it", || async {
+        let workers = client.workers(Duration::from_millis(300)).await.expect("workers");
+        workers.len() == 1 && workers[0].current.is_empty()
+    })
+    .await;
+    // The worker is free again, and a finished task cannot be cancelled.
+    let next = client
+        .submit(&request("count_words", json!({"text": "a b c"}), None))
+        .await
+        .expect("submit");
+    assert_eq!(finished(&client, &next.id).await.result.expect("result").get(), r#"{"value":3}"#);
+    assert_eq!(code(client.cancel_task(&long.id).await), ErrorCode::Conflict);
+    assert_eq!(code(client.cancel_task(&next.id).await), ErrorCode::Conflict);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_client_id_is_one_task_even_when_submitted_concurrently() {
+    let system = System::with_tasks(1, &[]);
+    let client = system.client().await;
+    let mut copies = Vec::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        copies.push(tokio::spawn(async move {
+            client
+                .submit(&request("fibonacci", json!({"n": 90}), Some("fib-90")))
+                .await
+                .expect("submit")
+                .id
+        }));
+    }
+    let mut ids = HashSet::new();
+    for copy in copies {
+        ids.insert(copy.await.expect("joined"));
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().expect("one");
+    let done = finished(&client, &id).await;
+    assert_eq!(done.result.expect("result").get(), r#"{"digits":"2880067194370816120"}"#);
+    let again = client
+        .submit(&request("fibonacci", json!({"n": 90}), Some("fib-90")))
+        .await
+        .expect("submit");
+    assert_eq!((again.id.as_str(), again.state.as_str()), (id.as_str(), "completed"));
+    let other = client.submit(&request("fibonacci", json!({"n": 91}), Some("fib-90"))).await;
+    assert_eq!(code(other), ErrorCode::InvalidRequest);
+    let all = client.tasks(&ListRequest::default()).await.expect("list");
+    assert_eq!(all.tasks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_service_restart_keeps_history_and_loses_no_task() {
+    let mut system = System::with_tasks(2, &[]);
+    let client = system.client().await;
+    let first = client
+        .submit(&request("uppercase", json!({"text": "straße"}), None))
+        .await
+        .expect("submit");
+    let done = finished(&client, &first.id).await;
+    assert_eq!(done.result.expect("result").get(), r#"{"value":"STRASSE"}"#);
+
+    // Tasks in flight while the service is killed: the workers hold their reports until it is
+    // back, and every task still completes exactly once.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let task = client
+            .submit(&request("sleep", json!({"ms": 300 + i * 10}), None))
+            .await
+            .expect("submit");
+        ids.push(task.id);
+    }
+    system.kill_tasks();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    system.start_tasks();
+
+    let again = client.task(&first.id).await.expect("get after restart");
+    assert_eq!(again.state, "completed");
+    let kinds: Vec<_> = again.history.expect("history").into_iter().map(|e| e.event).collect();
+    assert_eq!(kinds, ["queued", "started", "completed"]);
+    for id in &ids {
+        let task = finished(&client, id).await;
+        assert_eq!(task.state, "completed", "{task:?}");
+    }
+    let next = client
+        .submit(&request("max", json!({"numbers": [3, 9.5, -1]}), None))
+        .await
+        .expect("submit");
+    assert!(next.id.parse::<u64>().expect("numeric") > 21, "ids keep increasing: {}", next.id);
+    assert_eq!(finished(&client, &next.id).await.result.expect("result").get(), r#"{"value":9.5}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_priority_tasks_jump_the_queue() {
+    let mut system = System::with_tasks(0, &[]);
+    system.add_worker(&["--concurrency", "1"]);
+    let client = system.client().await;
+    let blocker = client.submit(&request("sleep", json!({"ms": 800}), None)).await.expect("submit");
+    eventually(5, "the blocker runs", || async {
+        client.task(&blocker.id).await.expect("get").state == "running"
+    })
+    .await;
+    let mut normal = Vec::new();
+    for _ in 0..10 {
+        normal.push(
+            client.submit(&request("sleep", json!({"ms": 20}), None)).await.expect("submit").id,
+        );
+    }
+    let mut high = request("sleep", json!({"ms": 20}), None);
+    high.priority = Some("high".into());
+    let high = client.submit(&high).await.expect("submit");
+    let high_started = finished(&client, &high.id).await.started_ms.expect("started");
+    let mut after = 0;
+    for id in &normal {
+        if finished(&client, id).await.started_ms.expect("started") > high_started {
+            after += 1;
+        }
+    }
+    // The worker may already hold one normal task it pulled ahead; the rest wait.
+    assert!(after >= 8, "only {after} of 10 normal tasks started after the high one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_coded_errors_and_the_service_stays_up() {
+    let system = System::with_tasks(1, &[]);
+    let client = system.client().await;
+    let cases: &[(&str, &str, ErrorCode)] = &[
+        (subject::SUBMIT_SUBJECT, "", ErrorCode::InvalidRequest),
+        (subject::SUBMIT_SUBJECT, "{", ErrorCode::InvalidRequest),
+        (subject::SUBMIT_SUBJECT, r#"{"op":"sum"}"#, ErrorCode::InvalidRequest),
+        (subject::SUBMIT_SUBJECT, r#"{"op":"nope","args":{}}"#, ErrorCode::InvalidRequest),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sum","args":{"numbers":[1e999]}}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sum","args":{"numbers":[9007199254740993]}}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"fibonacci","args":{"n":-1}}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sleep","args":{"ms":3600001}}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sort","args":{"numbers":[1],"strings":["a"]}}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sleep","args":{"ms":1},"priority":"urgent"}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::SUBMIT_SUBJECT,
+            r#"{"op":"sleep","args":{"ms":1},"extra":1}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (subject::GET_SUBJECT, r#"{"id":"x"}"#, ErrorCode::InvalidRequest),
+        (subject::GET_SUBJECT, r#"{"id":"999999"}"#, ErrorCode::NotFound),
+        (subject::CANCEL_SUBJECT, r#"{"id":"999999"}"#, ErrorCode::NotFound),
+        (subject::WAIT_SUBJECT, r#"{"id":"1","timeout_ms":60001}"#, ErrorCode::InvalidRequest),
+        (subject::WAIT_SUBJECT, r#"{"id":"999999","timeout_ms":10}"#, ErrorCode::NotFound),
+        (subject::LIST_SUBJECT, r#"{"state":"done"}"#, ErrorCode::InvalidRequest),
+        (subject::LIST_SUBJECT, r#"{"limit":100000}"#, ErrorCode::InvalidRequest),
+        (subject::LIST_SUBJECT, r#"{"op":"divide"}"#, ErrorCode::InvalidRequest),
+        (subject::CLAIM_SUBJECT, r#"{"id":"999999","worker":"w"}"#, ErrorCode::NotFound),
+        (subject::CLAIM_SUBJECT, r#"{"id":"1","worker":""}"#, ErrorCode::InvalidRequest),
+        (
+            subject::PROGRESS_SUBJECT,
+            r#"{"id":"1","worker":"w","percent":300}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::FINISH_SUBJECT,
+            r#"{"id":"1","worker":"w","result":1,"error":"x"}"#,
+            ErrorCode::InvalidRequest,
+        ),
+    ];
+    for (subject, payload, expected) in cases {
+        let result = client.request_bytes(subject, Bytes::from(payload.to_string())).await;
+        assert_eq!(code(result), *expected, "{subject} {payload}");
+    }
+    let huge = format!(r#"{{"op":"count_chars","args":{{"text":"{}"}}}}"#, "x".repeat(300_000));
+    assert_eq!(
+        code(client.request_bytes(subject::SUBMIT_SUBJECT, Bytes::from(huge)).await),
+        ErrorCode::InvalidRequest
+    );
+    let task = client
+        .submit(&request("count_chars", json!({"text": "héllo"}), None))
+        .await
+        .expect("still up");
+    assert_eq!(finished(&client, &task.id).await.result.expect("result").get(), r#"{"value":5}"#);
+    // A waiting submit returns the finished task in one round trip.
+    let mut waiting = request("average", json!({"numbers": [1, 2]}), None);
+    waiting.wait_ms = Some(10_000);
+    let done = client.submit(&waiting).await.expect("submit and wait");
+    assert_eq!(
+        (done.state.as_str(), done.result.expect("result").get()),
+        ("completed", r#"{"value":1.5}"#)
+    );
+}
