@@ -160,7 +160,9 @@ where
 /// services it is compared with.
 pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let client = async_nats::connect(url).await?;
-    let mut requests = client.subscribe(subjects::bench::ECHO).await?;
+    // A queue group, so several responders share the requests like service instances do.
+    let mut requests =
+        client.queue_subscribe(subjects::bench::ECHO, subjects::bench::ECHO.to_owned()).await?;
     client.flush().await?;
     crate::telemetry::announce_ready("echo-responder");
     let serve = async {
@@ -207,47 +209,75 @@ fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
     );
 }
 
+/// The processes of one benchmark run: nats-server, an echo responder and the components.
+struct Rig {
+    dir: tempfile::TempDir,
+    url: String,
+    _nats: NatsServer,
+    components: Vec<Component>,
+    filter: String,
+}
+
+impl Rig {
+    /// nats-server plus `echo_responders` raw echo responders (one queue group).
+    fn start(echo_responders: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let nats =
+            NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })?;
+        let url = nats.url().to_owned();
+        // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
+        let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        let mut rig = Self { dir, url, _nats: nats, components: Vec::new(), filter };
+        for index in 0..echo_responders {
+            let args = ["bench", "echo-responder", "--server", rig.url.as_str()].map(str::to_owned);
+            rig.start_process(&format!("echo-{index}"), &std::env::current_exe()?, &args)?;
+        }
+        Ok(rig)
+    }
+
+    fn start_process(
+        &mut self,
+        name: &str,
+        binary: &std::path::Path,
+        args: &[String],
+    ) -> anyhow::Result<()> {
+        let quiet = [("RUST_LOG", self.filter.as_str())];
+        let logs: PathBuf = self.dir.path().join("logs");
+        self.components.push(Component::start(name, binary, args, &quiet, &logs)?);
+        Ok(())
+    }
+
+    /// Starts component binary `binary` with `--server <url>` and `args`.
+    fn start_component(&mut self, name: &str, binary: &str, args: &[String]) -> anyhow::Result<()> {
+        let mut all = vec!["--server".to_owned(), self.url.clone()];
+        all.extend(args.iter().cloned());
+        self.start_process(name, &component_binary(binary)?, &all)
+    }
+
+    fn data_dir(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn finish(self) {
+        if std::env::var_os("AGORA_BENCH_KEEP").is_some() {
+            println!("\ncomponent logs and data kept in {}", self.dir.keep().display());
+        }
+    }
+}
+
 /// `agora bench bank`: raw echo vs `bank.balance` and `bank.transfer` at 1 and 256 in flight.
 pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>> {
-    let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })?;
-    let url = nats.url().to_owned();
-    let logs: PathBuf = dir.path().join("logs");
-    let ledger_args = vec![
-        "--server".to_owned(),
-        url.clone(),
-        "--data-dir".to_owned(),
-        dir.path().join("ledger").display().to_string(),
-    ];
-    // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
-    let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let quiet = [("RUST_LOG", filter.as_str())];
-    let _ledger = Component::start(
+    let mut rig = Rig::start(1)?;
+    let url = rig.url.clone();
+    rig.start_component(
         "ledger",
-        &component_binary("agora-ledger")?,
-        &ledger_args,
-        &quiet,
-        &logs,
+        "agora-ledger",
+        &["--data-dir".to_owned(), rig.data_dir("ledger")],
     )?;
-    let mut _banks = Vec::new();
     for index in 0..options.banks.max(1) {
-        let args = vec![
-            "--server".to_owned(),
-            url.clone(),
-            "--bank-id".to_owned(),
-            format!("bench-{index}"),
-        ];
-        _banks.push(Component::start(
-            &format!("bank-{index}"),
-            &component_binary("agora-bank")?,
-            &args,
-            &quiet,
-            &logs,
-        )?);
+        let args = ["--bank-id".to_owned(), format!("bench-{index}")];
+        rig.start_component(&format!("bank-{index}"), "agora-bank", &args)?;
     }
-    let echo_args =
-        vec!["bench".to_owned(), "echo-responder".to_owned(), "--server".to_owned(), url.clone()];
-    let _echo = Component::start("echo", &std::env::current_exe()?, &echo_args, &quiet, &logs)?;
     let clients = Arc::new(connections(&url, options.connections).await?);
     let accounts = options.accounts.max(2);
     let account = move |i: usize| format!("acct-{:06}", i % accounts);
@@ -319,9 +349,7 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         }
     }
     print_goals(&rows);
-    if std::env::var_os("AGORA_BENCH_KEEP").is_some() {
-        println!("\ncomponent logs and data kept in {}", dir.keep().display());
-    }
+    rig.finish();
     Ok(rows)
 }
 
@@ -355,16 +383,142 @@ fn print_goals(rows: &[Measurement]) {
     ];
     println!("\ngoals:");
     for (label, raw, ours, bound, throughput) in goals {
-        let (Some(raw), Some(ours)) = (raw, ours) else {
-            continue;
-        };
-        let (ratio, met) = if throughput {
-            let ratio = ours.ops_per_second / raw.ops_per_second;
-            (ratio, ratio >= bound)
-        } else {
-            let ratio = ours.latency_us_p50 as f64 / raw.latency_us_p50.max(1) as f64;
-            (ratio, ratio <= bound)
-        };
-        println!("  {:<48} {:>6.3}x  {}", label, ratio, if met { "met" } else { "NOT met" });
+        let goal =
+            if throughput { Goal::RatioAtLeast(bound) } else { Goal::LatencyRatioAtMost(bound) };
+        print_goal(label, raw, ours, goal);
     }
+}
+
+/// A target a benchmark row is held to.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// ops/s at least this fraction of raw's.
+    RatioAtLeast(f64),
+    /// p50 at most this multiple of raw's.
+    LatencyRatioAtMost(f64),
+    /// p50 at most this many microseconds.
+    P50AtMostUs(u64),
+    /// At least this many ops/s.
+    OpsAtLeast(f64),
+}
+
+fn print_goal(label: &str, raw: Option<&Measurement>, ours: Option<&Measurement>, goal: Goal) {
+    let (Some(raw), Some(ours)) = (raw, ours) else {
+        return;
+    };
+    let (figure, met) = match goal {
+        Goal::RatioAtLeast(bound) => {
+            let ratio = ours.ops_per_second / raw.ops_per_second;
+            (format!("{ratio:.3}x"), ratio >= bound)
+        }
+        Goal::LatencyRatioAtMost(bound) => {
+            let ratio = ours.latency_us_p50 as f64 / raw.latency_us_p50.max(1) as f64;
+            (format!("{ratio:.3}x"), ratio <= bound)
+        }
+        Goal::P50AtMostUs(bound) => {
+            (format!("{} µs", ours.latency_us_p50), ours.latency_us_p50 <= bound)
+        }
+        Goal::OpsAtLeast(bound) => {
+            (format!("{:.0}/s", ours.ops_per_second), ours.ops_per_second >= bound)
+        }
+    };
+    println!("  {:<52} {:>10}  {}", label, figure, if met { "met" } else { "NOT met" });
+}
+
+/// Options of `agora bench tasks`.
+#[derive(Debug, Clone)]
+pub struct TasksBenchOptions {
+    /// Seconds per measurement.
+    pub seconds: u64,
+    /// Workers to run.
+    pub workers: usize,
+    /// Client connections the load is spread over (the raw baseline uses as many).
+    pub connections: usize,
+}
+
+/// Celery 5 + Redis (prefork, 2 processes) on the reference 2-core machine: about 650
+/// trivial tasks/s end to end. Agora aims for ten times that.
+const CELERY_TASKS_PER_SECOND: f64 = 650.0;
+
+/// `agora bench tasks`: raw queue-group request-reply (2 responders) vs a trivial `sum` task
+/// submitted and awaited end to end (`submit` with `wait_ms`), at 1 and 256 in flight.
+pub async fn tasks(options: TasksBenchOptions) -> anyhow::Result<Vec<Measurement>> {
+    let mut rig = Rig::start(2)?;
+    let url = rig.url.clone();
+    rig.start_component("tasks", "agora-tasks", &["--data-dir".to_owned(), rig.data_dir("tasks")])?;
+    for index in 0..options.workers.max(1) {
+        let args = ["--worker-id".to_owned(), format!("bench-{index}")];
+        rig.start_component(&format!("worker-{index}"), "agora-worker", &args)?;
+    }
+    let clients = Arc::new(connections(&url, options.connections).await?);
+    println!(
+        "agora bench tasks: nats-server {}, {} worker(s), {} connection(s), {} s per row",
+        crate::process::NATS_SERVER_VERSION,
+        options.workers.max(1),
+        options.connections.max(1),
+        options.seconds
+    );
+    let payload = Bytes::from_static(br#"{"op":"sum","args":{"numbers":[1,2,3]},"wait_ms":30000}"#);
+    // Warm the path once (the stream, the consumers, the workers' pulls).
+    clients[0].request_bytes(subjects::tasks::SUBMIT_SUBJECT, payload.clone()).await?;
+    let duration = Duration::from_secs(options.seconds.max(1));
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<28} {:>9} {:>12} {:>9} {:>9} {:>8} {:>12} {:>10}",
+        "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
+    );
+    for in_flight in [1usize, 256] {
+        let echo_clients = clients.clone();
+        let echo_payload = payload.clone();
+        let echo = move |worker: usize, _sequence: u64| {
+            let client = echo_clients[worker % echo_clients.len()].clone();
+            let payload = echo_payload.clone();
+            async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) }
+        };
+        let task_clients = clients.clone();
+        let task_payload = payload.clone();
+        let submit = move |worker: usize, _sequence: u64| {
+            let client = task_clients[worker % task_clients.len()].clone();
+            let payload = task_payload.clone();
+            async move {
+                let timeout = Duration::from_secs(40);
+                client
+                    .request_bytes_within(subjects::tasks::SUBMIT_SUBJECT, payload, timeout)
+                    .await
+                    .map(drop)
+            }
+        };
+        let (raw, ours) = compare(in_flight, duration, echo, submit).await?;
+        let raw = raw.measurement(&format!("raw queue echo ({} B)", payload.len()), in_flight);
+        let ours = ours.measurement("task sum end to end", in_flight);
+        print_row(&raw, None);
+        print_row(&ours, Some(&raw));
+        rows.push(raw);
+        rows.push(ours);
+    }
+    let find = |prefix: &str, in_flight: usize| {
+        rows.iter().find(|r| r.name.starts_with(prefix) && r.in_flight == in_flight)
+    };
+    println!("\ngoals:");
+    let (raw_256, ours_256) = (find("raw", 256), find("task", 256));
+    print_goal(
+        "tasks/s at 256 in flight >= 0.15x raw",
+        raw_256,
+        ours_256,
+        Goal::RatioAtLeast(0.15),
+    );
+    print_goal(
+        "tasks/s at 256 in flight >= 10x Celery+Redis (6500/s)",
+        raw_256,
+        ours_256,
+        Goal::OpsAtLeast(10.0 * CELERY_TASKS_PER_SECOND),
+    );
+    print_goal(
+        "sequential submit-to-result p50 < 2 ms",
+        find("raw", 1),
+        find("task", 1),
+        Goal::P50AtMostUs(1_999),
+    );
+    rig.finish();
+    Ok(rows)
 }

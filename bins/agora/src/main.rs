@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_nats::bench::{self, BankBenchOptions};
+use agora_nats::bench::{self, BankBenchOptions, TasksBenchOptions};
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
@@ -77,6 +77,8 @@ enum BankCommand {
 enum BenchCommand {
     /// bank.balance and bank.transfer vs raw request-reply echo, at 1 and 256 in flight.
     Bank(BankBenchArgs),
+    /// Trivial tasks submitted and awaited end to end vs raw queue-group request-reply.
+    Tasks(TasksBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
@@ -93,6 +95,19 @@ struct BankBenchArgs {
     /// Accounts the load spreads over.
     #[arg(long, default_value_t = 1_000)]
     accounts: usize,
+    /// Client connections the load spreads over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct TasksBenchArgs {
+    /// Seconds per measured row.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Workers to start.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Client connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -152,6 +167,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: args.seconds,
                 banks: args.banks,
                 accounts: args.accounts,
+                connections: args.connections,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Tasks(args)) => {
+            bench::tasks(TasksBenchOptions {
+                seconds: args.seconds,
+                workers: args.workers,
                 connections: args.connections,
             })
             .await?;
