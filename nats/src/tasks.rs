@@ -314,6 +314,7 @@ enum Command {
     Finish {
         id: u64,
         worker: String,
+        claim: bool,
         outcome: Result<String, (String, Option<u64>)>,
     },
 }
@@ -424,7 +425,12 @@ fn parse_command(endpoint: &str, payload: &[u8]) -> Result<Command, ServiceError
                 (None, Some(error)) => Err((error, finish.retry_in_ms)),
                 _ => return Err(ServiceError::invalid("give exactly one of result and error")),
             };
-            Command::Finish { id: parse_id(&finish.id)?, worker: finish.worker, outcome }
+            Command::Finish {
+                id: parse_id(&finish.id)?,
+                worker: finish.worker,
+                claim: finish.claim,
+                outcome,
+            }
         }
         other => {
             return Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")));
@@ -846,14 +852,22 @@ impl Owner {
                     Err(refused) => Err(refusal(id, &refused)),
                 }
             }
-            Command::Finish { id, worker, outcome } => {
-                let (report, result) = match outcome {
-                    Ok(result) => (Report::Complete { worker }, Some(result)),
+            Command::Finish { id, worker, claim, outcome } => {
+                let mut reports = Vec::with_capacity(2);
+                if claim {
+                    reports.push(Report::Claim { worker: worker.clone() });
+                }
+                let result = match outcome {
+                    Ok(result) => {
+                        reports.push(Report::Complete { worker });
+                        Some(result)
+                    }
                     Err((error, retry_in_ms)) => {
-                        (Report::Fail { worker, error, retry_in_ms }, None)
+                        reports.push(Report::Fail { worker, error, retry_in_ms });
+                        None
                     }
                 };
-                match self.report(now, id, report, result.as_deref(), out)? {
+                match self.report_all(now, id, reports, result.as_deref(), out)? {
                     Ok(life) => encode(&FinishReply {
                         state: life.state.as_str().to_owned(),
                         accepted: true,
@@ -953,35 +967,56 @@ impl Owner {
         result: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<Lifecycle, Refused>, StoreError> {
+        self.report_all(now, id, vec![report], result, out)
+    }
+
+    /// Applies reports in order (all or nothing), stores the task once and its events, and
+    /// answers the task's waiters once it finished.
+    fn report_all(
+        &mut self,
+        now: u64,
+        id: u64,
+        reports: Vec<Report>,
+        result: Option<&str>,
+        out: &mut Outbox,
+    ) -> Result<Result<Lifecycle, Refused>, StoreError> {
         let Some(active) = self.active.get_mut(&id) else {
             return Ok(match self.store.get(id, false)? {
                 Some(row) => Err(Refused::Finished(row.lifecycle.state)),
                 None => Err(Refused::Missing),
             });
         };
-        let event = match active.life.apply(now, report) {
-            Ok(event) => event,
-            Err(TaskError::Finished(state)) => return Ok(Err(Refused::Finished(state))),
-            Err(error) => return Ok(Err(Refused::Invalid(error))),
-        };
-        let life = active.life.clone();
-        let Some(event) = event else { return Ok(Ok(life)) };
-        self.store.update(id, &life, result)?;
-        let mut wire = TaskEventWire::from_event(&event, now);
-        let keep = !matches!(event, TaskEvent::Progress { .. })
-            || active.events < HISTORY_MAX.saturating_sub(20);
-        if keep && active.events < HISTORY_MAX {
-            self.store.append_event(
-                id,
-                active.events,
-                &serde_json::to_string(&wire).unwrap_or_default(),
-            )?;
-            active.events += 1;
+        let mut life = active.life.clone();
+        let mut events = Vec::with_capacity(reports.len());
+        for report in reports {
+            match life.apply(now, report) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(TaskError::Finished(state)) => return Ok(Err(Refused::Finished(state))),
+                Err(error) => return Ok(Err(Refused::Invalid(error))),
+            }
         }
-        match event {
-            TaskEvent::Cancelled { was_running: true } => out.cancels.push(id),
-            TaskEvent::Cancelled { was_running: false } => out.purges.push(id),
-            _ => {}
+        active.life = life.clone();
+        if events.is_empty() {
+            return Ok(Ok(life));
+        }
+        self.store.update(id, &life, result)?;
+        let mut wires = Vec::with_capacity(events.len());
+        for event in &events {
+            let wire = TaskEventWire::from_event(event, now);
+            let keep = !matches!(event, TaskEvent::Progress { .. })
+                || active.events < HISTORY_MAX.saturating_sub(20);
+            if keep && active.events < HISTORY_MAX {
+                let text = serde_json::to_string(&wire).unwrap_or_default();
+                self.store.append_event(id, active.events, &text)?;
+                active.events += 1;
+            }
+            match event {
+                TaskEvent::Cancelled { was_running: true } => out.cancels.push(id),
+                TaskEvent::Cancelled { was_running: false } => out.purges.push(id),
+                _ => {}
+            }
+            wires.push(wire);
         }
         if life.state.is_terminal() {
             let active = self.active.remove(&id).expect("present");
@@ -998,9 +1033,14 @@ impl Owner {
                     out.replies.push((waiter.pending, reply.clone()));
                 }
             }
-            wire.result = result.and_then(raw);
+            if let Some(last) = wires.last_mut() {
+                last.result = result.and_then(raw);
+            }
         }
-        out.events.push((subject::events(&id.to_string()), event_payload(id, wire)));
+        let subject = subject::events(&id.to_string());
+        for wire in wires {
+            out.events.push((subject.clone(), event_payload(id, wire)));
+        }
         Ok(Ok(life))
     }
 }

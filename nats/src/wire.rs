@@ -698,6 +698,10 @@ pub struct FinishRequest {
     /// With `error`: retry after this long; absent means this was the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
+    /// The attempt was not claimed first (a quick op, run at once): claim and finish it in
+    /// one step. If the task was cancelled or finished meanwhile, the outcome is discarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

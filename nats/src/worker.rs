@@ -269,22 +269,30 @@ impl Context {
         let op = serde_json::from_str(task.args.get())
             .map_err(|e| e.to_string())
             .and_then(|args| parse_op(&task.op, &args).map_err(|e| e.message));
-        let claim = ClaimRequest { id: task.id.clone(), worker: self.config.worker_id.clone() };
-        let Some(claim) = self
-            .until_reported(&message, || {
-                self.tasks.request::<_, ClaimReply>(task_subject::CLAIM_SUBJECT, &claim)
-            })
-            .await
-        else {
-            return;
-        };
-        if !claim.run {
-            tracing::debug!(id = %task.id, state = %claim.state, "dropping a finished task");
-            self.shared.count(|s| s.dropped += 1);
-            message.ack().await.ok();
-            return;
+        // Quick ops (microseconds of CPU) run at once and are claimed together with their
+        // outcome; others are claimed first, so a cancelled task never starts.
+        let quick = op.as_ref().is_ok_and(Op::is_quick);
+        if !quick {
+            let claim = ClaimRequest { id: task.id.clone(), worker: self.config.worker_id.clone() };
+            let subject = task_subject::CLAIM_SUBJECT;
+            let Some(claim) = self
+                .until_reported(&message, || self.tasks.request::<_, ClaimReply>(subject, &claim))
+                .await
+            else {
+                return;
+            };
+            if !claim.run {
+                tracing::debug!(id = %task.id, state = %claim.state, "dropping a finished task");
+                self.shared.count(|s| s.dropped += 1);
+                message.ack().await.ok();
+                return;
+            }
         }
         let ending = match op {
+            Ok(op) if quick => match op.execute() {
+                Ok(output) => done(&output),
+                Err(error) => Ending::Failed(error),
+            },
             Ok(op) => self.attempt(&message, &task.id, op).await,
             // Cannot happen for what the task service queued; fail it rather than loop.
             Err(error) => Ending::Failed(format!("cannot run: {error}")),
@@ -301,6 +309,7 @@ impl Context {
                 result: Some(result),
                 error: None,
                 retry_in_ms: None,
+                claim: quick,
             },
             Ending::Failed(error) => {
                 let retry_in_ms =
@@ -311,6 +320,7 @@ impl Context {
                     result: None,
                     error: Some(error),
                     retry_in_ms,
+                    claim: quick,
                 }
             }
         };
@@ -387,10 +397,7 @@ impl Context {
         let ending = loop {
             tokio::select! {
                 output = &mut work => break match output {
-                    Ok(output) => match RawValue::from_string(output_json(&output).to_string()) {
-                        Ok(raw) => Ending::Done(raw),
-                        Err(error) => Ending::Failed(format!("cannot encode the result: {error}")),
-                    },
+                    Ok(output) => done(&output),
                     Err(error) => Ending::Failed(error),
                 },
                 () = token.cancelled() => break Ending::Stopped,
@@ -414,7 +421,14 @@ impl Context {
     }
 }
 
-/// Computes an op: quick ones inline, heavy ones on the blocking pool, `sleep` as a timer
+fn done(output: &Output) -> Ending {
+    match RawValue::from_string(output_json(output).to_string()) {
+        Ok(raw) => Ending::Done(raw),
+        Err(error) => Ending::Failed(format!("cannot encode the result: {error}")),
+    }
+}
+
+/// Computes a heavy op on the blocking pool, or `sleep` as a timer
 /// that moves `percent` along.
 async fn run_op(op: Op, percent: Arc<std::sync::atomic::AtomicU8>) -> Result<Output, String> {
     if let Op::Sleep(ms) = op {
@@ -429,9 +443,6 @@ async fn run_op(op: Op, percent: Arc<std::sync::atomic::AtomicU8>) -> Result<Out
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        return op.execute();
-    }
-    if op.is_quick() {
         return op.execute();
     }
     tokio::task::spawn_blocking(move || op.execute())
