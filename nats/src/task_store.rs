@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// File name of the task database inside its data directory.
 pub const DATABASE_FILE: &str = "tasks.db";
 /// SQLite page cache of the task database.
-const PAGE_CACHE_BYTES_MAX: i64 = 32 * 1024 * 1024;
+const PAGE_CACHE_BYTES_MAX: i64 = 4 * 1024 * 1024;
 
 const SCHEMA_VERSION: i64 = 1;
 const MIGRATION_1: &str = "
