@@ -1,6 +1,7 @@
 //! `agora up`: the whole system on this machine, for trying it out.
 //!
-//! Starts a nats-server (JetStream on) on a fixed port, the ledger and bank instances, keeps
+//! Starts a nats-server (JetStream on) on a fixed port, the ledger, bank instances, the task
+//! service and workers, keeps
 //! their data and logs under one directory, restarts a component that dies, and stops
 //! everything on Ctrl-C.
 
@@ -15,6 +16,7 @@ pub struct UpOptions {
     pub port: u16,
     pub dir: PathBuf,
     pub banks: usize,
+    pub workers: usize,
 }
 
 struct Spec {
@@ -54,6 +56,28 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             args: vec!["--server".into(), url.clone(), "--bank-id".into(), format!("bank-{index}")],
         });
     }
+    specs.push(Spec {
+        name: "tasks".into(),
+        binary: component_binary("agora-tasks")?,
+        args: vec![
+            "--server".into(),
+            url.clone(),
+            "--data-dir".into(),
+            dir.join("tasks").display().to_string(),
+        ],
+    });
+    for index in 1..=options.workers {
+        specs.push(Spec {
+            name: format!("worker-{index}"),
+            binary: component_binary("agora-worker")?,
+            args: vec![
+                "--server".into(),
+                url.clone(),
+                "--worker-id".into(),
+                format!("worker-{index}"),
+            ],
+        });
+    }
     let mut running = Vec::new();
     for spec in &specs {
         let component = Component::start(&spec.name, &spec.binary, &spec.args, &[], &logs)?;
@@ -71,6 +95,9 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora bank deposit alice 500 --id first-deposit\n\
          \x20 agora bank transfer alice bob 200\n\
          \x20 agora bank balance bob\n\
+         \x20 agora task submit fibonacci 90 --wait\n\
+         \x20 agora task submit sleep 3000 --wait\n\
+         \x20 agora task list; agora task workers; agora task watch\n\
          \x20 nats micro ls                      # if you have the nats CLI\n\
          \x20 nats sub 'agora.>'\n\
          Data and logs: {}\nPress Ctrl-C to stop.",

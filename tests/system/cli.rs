@@ -52,3 +52,50 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
     assert!(!ok);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_commands_submit_wait_list_cancel_and_show_workers() {
+    let system = System::with_tasks(1, &[]);
+
+    let (ok, out, err) = agora(&system, &["task", "submit", "sum", "1", "2", "3.5", "--wait"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("task 1 completed op=sum attempts=1 worker=w0"), "{out}");
+    assert!(out.contains(r#"result: {"value":6.5}"#), "{out}");
+
+    let (ok, out, _) = agora(&system, &["task", "submit", "fibonacci", "90", "--wait", "--json"]);
+    assert!(ok);
+    let task: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+    assert_eq!(task["result"]["digits"], "2880067194370816120");
+
+    let (ok, out, _) = agora(&system, &["task", "submit", "sleep", "60000", "--id", "long"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "task 3 queued");
+    let (ok, out, _) = agora(&system, &["task", "cancel", "3"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "task 3 cancelled");
+    let (ok, _, err) = agora(&system, &["task", "cancel", "3"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [conflict]:"), "{err}");
+
+    let (ok, out, _) = agora(&system, &["task", "get", "1"]);
+    assert!(ok);
+    for line in ["queued", "started    attempt=1 worker=w0", "completed  attempt=1 worker=w0"] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (ok, out, _) = agora(&system, &["task", "list", "--state", "completed"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3, "a header and two tasks: {out}");
+    let (ok, out, _) = agora(&system, &["task", "workers"]);
+    assert!(ok);
+    assert!(out.lines().nth(1).is_some_and(|line| line.starts_with("w0 ")), "{out}");
+
+    let (ok, _, err) = agora(&system, &["task", "submit", "sum", "one"]);
+    assert!(!ok);
+    assert!(err.contains("not a number"), "{err}");
+    let (ok, _, err) = agora(&system, &["task", "submit", "divide", "1"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]: unknown op"), "{err}");
+    let (ok, _, err) = agora(&system, &["task", "submit", "fail", "boom", "--wait"]);
+    assert!(!ok, "a failed task exits non-zero");
+    assert!(err.contains("failed"), "{err}");
+}

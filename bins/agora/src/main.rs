@@ -39,7 +39,7 @@ enum Command {
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run the whole system locally (nats-server, ledger, banks) until Ctrl-C.
+    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers) until Ctrl-C.
     Up(UpArgs),
 }
 
@@ -124,6 +124,9 @@ struct UpArgs {
     /// Bank instances to run.
     #[arg(long, default_value_t = 2)]
     banks: usize,
+    /// Workers to run.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 #[tokio::main]
@@ -185,7 +188,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench::echo_responder(&server, telemetry::shutdown_signal()).await
         }
         Command::Up(args) => {
-            up::run(UpOptions { port: args.port, dir: args.dir, banks: args.banks }).await
+            up::run(UpOptions {
+                port: args.port,
+                dir: args.dir,
+                banks: args.banks,
+                workers: args.workers,
+            })
+            .await
         }
     }
 }
