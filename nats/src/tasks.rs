@@ -171,8 +171,7 @@ pub async fn run(
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let errors = ErrorCounts::default();
     let (commands, inbox) = std_mpsc::sync_channel(COMMAND_QUEUE_MAX);
-    let mut owner =
-        Owner::new(store, client.clone(), js.clone(), config, errors.clone(), commands.clone())?;
+    let mut owner = Owner::new(store, client.clone(), js.clone(), config, errors.clone())?;
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
     let republished = owner.republish_missing(&present)?;
     tracing::info!(unfinished = owner.active.len(), republished, "task store loaded");
@@ -323,7 +322,6 @@ enum Command {
 enum Envelope {
     Request(Box<Pending>, Command),
     DeadLetter { id: u64, reason: String },
-    PublishFailed { id: u64 },
 }
 
 fn parse_id(text: &str) -> Result<u64, ServiceError> {
@@ -477,7 +475,9 @@ struct Owner {
     waiters: HashMap<u64, Vec<Waiter>>,
     waiter_count: usize,
     republish: Vec<(u64, u64)>,
-    commands: std_mpsc::SyncSender<Envelope>,
+    /// Ids whose publish to the stream failed (from the publishing tasks).
+    publish_failed: (std_mpsc::Sender<u64>, std_mpsc::Receiver<u64>),
+    last_sweep_ms: u64,
     last_prune_ms: u64,
 }
 
@@ -534,7 +534,6 @@ impl Owner {
         js: jetstream::Context,
         config: TasksConfig,
         errors: ErrorCounts,
-        commands: std_mpsc::SyncSender<Envelope>,
     ) -> anyhow::Result<Self> {
         let repliers = [
             subject::SUBMIT,
@@ -561,7 +560,8 @@ impl Owner {
             waiters: HashMap::new(),
             waiter_count: 0,
             republish: Vec::new(),
-            commands,
+            publish_failed: std_mpsc::channel(),
+            last_sweep_ms: 0,
             last_prune_ms: 0,
         };
         owner.reload()?;
@@ -648,9 +648,6 @@ impl Owner {
                         let _refused =
                             self.report(now, id, Report::DeadLetter { reason }, None, &mut outbox)?;
                     }
-                    Envelope::PublishFailed { id } => {
-                        self.republish.push((id, now + REPUBLISH_AFTER_MS));
-                    }
                 }
             }
             self.store.commit()
@@ -704,7 +701,7 @@ impl Owner {
     fn publish_queue(&self, enqueue: Vec<(u64, Priority, Bytes)>) {
         for (id, priority, payload) in enqueue {
             let js = self.js.clone();
-            let commands = self.commands.clone();
+            let failed = self.publish_failed.0.clone();
             self.runtime.spawn(async move {
                 let subject = subject::queue(priority == Priority::High, &id.to_string());
                 let mut headers = HeaderMap::new();
@@ -715,13 +712,20 @@ impl Owner {
                 };
                 if let Err(error) = acked {
                     tracing::warn!(id, %error, "could not queue task; will retry");
-                    commands.send(Envelope::PublishFailed { id }).ok();
+                    failed.send(id).ok();
                 }
             });
         }
     }
 
     fn sweep(&mut self, now: u64) {
+        if now.saturating_sub(self.last_sweep_ms) < TICK.as_millis() as u64 {
+            return;
+        }
+        self.last_sweep_ms = now;
+        while let Ok(id) = self.publish_failed.1.try_recv() {
+            self.republish.push((id, now + REPUBLISH_AFTER_MS));
+        }
         let mut outbox = Outbox::default();
         // Waiters whose time is up get the task as it is.
         let expired: Vec<u64> = self
