@@ -448,3 +448,31 @@ async fn bad_input_gets_coded_errors_and_the_service_stays_up() {
         ("completed", r#"{"value":1.5}"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_workers_keep_dying_becomes_a_dead_letter() {
+    let mut system = System::with_tasks(0, &["--max-deliver", "2"]);
+    let client = system.client().await;
+    let task = client.submit(&request("sleep", json!({"ms": 30_000}), None)).await.expect("submit");
+    for attempt in 1..=2u32 {
+        let worker = system.add_worker(&[]);
+        let name = format!("w{worker}");
+        eventually(10, "a worker runs the task", || async {
+            let now = client.task(&task.id).await.expect("get");
+            now.state == "running" && now.worker.as_deref() == Some(name.as_str())
+        })
+        .await;
+        assert_eq!(client.task(&task.id).await.expect("get").attempts, Some(attempt));
+        system.kill_worker(worker);
+    }
+    // No worker is left, and JetStream gives up after two deliveries.
+    let done = finished(&client, &task.id).await;
+    assert_eq!((done.state.as_str(), done.dead_letter, done.attempts), ("failed", true, Some(2)));
+    assert!(done.error.as_deref().is_some_and(|e| e.contains("2 deliveries")), "{done:?}");
+    // The message is gone from the queue: a new worker has nothing to redo.
+    system.add_worker(&[]);
+    let next =
+        client.submit(&request("count_chars", json!({"text": "ok"}), None)).await.expect("submit");
+    assert_eq!(finished(&client, &next.id).await.state, "completed");
+    assert_eq!(client.task(&task.id).await.expect("get").attempts, Some(2));
+}
