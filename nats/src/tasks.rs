@@ -48,6 +48,18 @@ use crate::wire::{
     TaskView, WaitRequest, parse_op,
 };
 
+/// Every endpoint of the task service (names, also subjects below [`subject::GROUP`]).
+const ENDPOINTS: [&str; 8] = [
+    subject::SUBMIT,
+    subject::GET,
+    subject::LIST,
+    subject::CANCEL,
+    subject::WAIT,
+    subject::CLAIM,
+    subject::PROGRESS,
+    subject::FINISH,
+];
+
 /// Largest submission, in bytes.
 pub const SUBMIT_BYTES_MAX: usize = 256 * 1024;
 /// Largest finish report (a result), in bytes.
@@ -188,16 +200,7 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
     let group = service.group(subject::GROUP);
     let mut loops = Vec::new();
-    for name in [
-        subject::SUBMIT,
-        subject::GET,
-        subject::LIST,
-        subject::CANCEL,
-        subject::WAIT,
-        subject::CLAIM,
-        subject::PROGRESS,
-        subject::FINISH,
-    ] {
+    for name in ENDPOINTS {
         let mut endpoint = add_endpoint(&group, name, name).await?;
         let commands = commands.clone();
         let replier = Replier::new(name, errors.clone());
@@ -535,19 +538,8 @@ impl Owner {
         config: TasksConfig,
         errors: ErrorCounts,
     ) -> anyhow::Result<Self> {
-        let repliers = [
-            subject::SUBMIT,
-            subject::GET,
-            subject::LIST,
-            subject::CANCEL,
-            subject::WAIT,
-            subject::CLAIM,
-            subject::PROGRESS,
-            subject::FINISH,
-        ]
-        .into_iter()
-        .map(|name| (name, Replier::new(name, errors.clone())))
-        .collect();
+        let repliers =
+            ENDPOINTS.into_iter().map(|name| (name, Replier::new(name, errors.clone()))).collect();
         let mut owner = Self {
             store,
             client,
