@@ -188,6 +188,30 @@ async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<AgoraClient>
     Ok(clients)
 }
 
+/// The raw baseline's load: request-reply echo of `payload`, spread over the connections.
+fn echo_load(
+    clients: Arc<Vec<AgoraClient>>,
+    payload: Bytes,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |worker: usize, _sequence: u64| {
+        let client = clients[worker % clients.len()].clone();
+        let payload = payload.clone();
+        Box::pin(
+            async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) },
+        )
+    }
+}
+
+fn print_header() {
+    println!(
+        "\n{:<28} {:>9} {:>12} {:>9} {:>9} {:>8} {:>12} {:>10}",
+        "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
+    );
+}
+
 fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
     let (throughput_ratio, latency_ratio) = match baseline {
         Some(base) => (
@@ -304,19 +328,10 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     })?;
     let duration = Duration::from_secs(options.seconds.max(1));
     let mut rows = Vec::new();
-    println!(
-        "\n{:<28} {:>9} {:>12} {:>9} {:>9} {:>8} {:>12} {:>10}",
-        "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
-    );
+    print_header();
     for in_flight in [1usize, 256] {
         for (name, payload) in [("balance", &balance_payload), ("transfer", &transfer_payload)] {
-            let echo_payload = Bytes::from(payload.clone());
-            let echo_clients = clients.clone();
-            let echo = move |worker: usize, _sequence: u64| {
-                let client = echo_clients[worker % echo_clients.len()].clone();
-                let payload = echo_payload.clone();
-                async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) }
-            };
+            let echo = echo_load(clients.clone(), Bytes::from(payload.clone()));
             let bank_clients = clients.clone();
             let run_id = nuid::next().to_string();
             // The load generator does the same work for Agora as for raw echo: it sends bytes
@@ -463,18 +478,9 @@ pub async fn tasks(options: TasksBenchOptions) -> anyhow::Result<Vec<Measurement
     clients[0].request_bytes(subjects::tasks::SUBMIT_SUBJECT, payload.clone()).await?;
     let duration = Duration::from_secs(options.seconds.max(1));
     let mut rows = Vec::new();
-    println!(
-        "\n{:<28} {:>9} {:>12} {:>9} {:>9} {:>8} {:>12} {:>10}",
-        "scenario", "in-flight", "ops/s", "p50 µs", "p99 µs", "errors", "x raw ops/s", "x raw p50"
-    );
+    print_header();
     for in_flight in [1usize, 256] {
-        let echo_clients = clients.clone();
-        let echo_payload = payload.clone();
-        let echo = move |worker: usize, _sequence: u64| {
-            let client = echo_clients[worker % echo_clients.len()].clone();
-            let payload = echo_payload.clone();
-            async move { client.request_bytes(subjects::bench::ECHO, payload).await.map(drop) }
-        };
+        let echo = echo_load(clients.clone(), payload.clone());
         let task_clients = clients.clone();
         let task_payload = payload.clone();
         let submit = move |worker: usize, _sequence: u64| {

@@ -782,7 +782,7 @@ impl Owner {
                         self.add_waiter(id, pending, now + wait_ms, out);
                         return Ok(());
                     }
-                    Ok((id, state)) if wait_ms > 0 => self.full_view(id, state),
+                    Ok((id, _)) if wait_ms > 0 => self.full_view(id),
                     Ok((id, state)) => encode(&brief(id, state)),
                     Err(error) => Err(error),
                 }
@@ -879,7 +879,7 @@ impl Owner {
         Ok(())
     }
 
-    fn full_view(&self, id: u64, _state: TaskState) -> Result<Bytes, ServiceError> {
+    fn full_view(&self, id: u64) -> Result<Bytes, ServiceError> {
         match self.store.get(id, true) {
             Ok(Some(row)) => encode(&view_of(&row)),
             Ok(None) => Err(not_found(id)),
@@ -1016,21 +1016,21 @@ impl Owner {
         }
         if life.state.is_terminal() {
             let active = self.active.remove(&id).expect("present");
-            let view = TaskView {
-                op: Some(active.op),
-                submitted_ms: Some(active.submitted_ms),
-                result: result.and_then(raw),
-                ..finished_view(id, &life)
-            };
+            let result = result.and_then(raw);
             if let Some(waiters) = self.waiters.remove(&id) {
                 self.waiter_count -= waiters.len();
-                let reply = encode(&view);
+                let reply = encode(&TaskView {
+                    op: Some(active.op),
+                    submitted_ms: Some(active.submitted_ms),
+                    result: result.clone(),
+                    ..finished_view(id, &life)
+                });
                 for waiter in waiters {
                     out.replies.push((waiter.pending, reply.clone()));
                 }
             }
             if let Some(last) = wires.last_mut() {
-                last.result = result.and_then(raw);
+                last.result = result;
             }
         }
         let subject = subject::events(&id.to_string());
