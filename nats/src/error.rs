@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use agora_core::{AccountId, BankError, LockError, ParseError};
+use agora_core::{AccountId, BankError, ChatError, LockError, ParseError};
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes. Never renumber or rename one: clients match on `as_str()`.
@@ -37,6 +37,14 @@ pub enum ErrorCode {
     NotFound,
     /// The request contradicts the current state (cancelling a finished task).
     Conflict,
+    /// Chat: the name is held by a live user.
+    NameTaken,
+    /// Chat: the name was never registered.
+    UnknownUser,
+    /// Chat: no live session with that name and token (it expired or was left).
+    NotRegistered,
+    /// Chat: the sender is over its message rate; retry after the time in the message.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -53,6 +61,10 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
+            Self::NameTaken => "name_taken",
+            Self::UnknownUser => "unknown_user",
+            Self::NotRegistered => "not_registered",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -60,11 +72,16 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::InvalidRequest => 400,
+            Self::NotRegistered => 401,
             Self::NotOwner => 403,
-            Self::NotFound => 404,
-            Self::InsufficientFunds | Self::StaleToken | Self::DuplicateId | Self::Conflict => 409,
+            Self::NotFound | Self::UnknownUser => 404,
+            Self::InsufficientFunds
+            | Self::StaleToken
+            | Self::DuplicateId
+            | Self::Conflict
+            | Self::NameTaken => 409,
             Self::Locked => 423,
-            Self::Busy => 429,
+            Self::Busy | Self::RateLimited => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,
         }
@@ -74,6 +91,7 @@ impl ErrorCode {
     pub fn from_status(status: u16) -> Self {
         match status {
             400 => Self::InvalidRequest,
+            401 => Self::NotRegistered,
             403 => Self::NotOwner,
             404 => Self::NotFound,
             409 => Self::InsufficientFunds,
@@ -168,6 +186,23 @@ impl From<BankError> for ServiceError {
     }
 }
 
+impl From<ChatError> for ServiceError {
+    fn from(error: ChatError) -> Self {
+        let code = match &error {
+            ChatError::InvalidName { .. }
+            | ChatError::InvalidText(_)
+            | ChatError::TooManyRooms(_)
+            | ChatError::BroadcastRoom => ErrorCode::InvalidRequest,
+            ChatError::NameTaken(_) => ErrorCode::NameTaken,
+            ChatError::NotRegistered(_) => ErrorCode::NotRegistered,
+            ChatError::UnknownUser(_) => ErrorCode::UnknownUser,
+            ChatError::RateLimited { .. } => ErrorCode::RateLimited,
+            ChatError::TooManyUsers(_) => ErrorCode::Busy,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +221,10 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::NotFound,
             ErrorCode::Conflict,
+            ErrorCode::NameTaken,
+            ErrorCode::UnknownUser,
+            ErrorCode::NotRegistered,
+            ErrorCode::RateLimited,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

@@ -11,6 +11,8 @@
 //! - [`client`]: a typed request-reply client ([`client::AgoraClient`]).
 //! - [`ledger`] + [`store`]: the ledger service and its SQLite store.
 //! - [`bank`]: the bank service with group commit.
+//! - [`chat`] + [`chat_store`]: the chat service (names, presence, history) and its store;
+//!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
 //! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
 //! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
 //! - [`up`]: `agora up`, the whole system locally.
@@ -18,6 +20,9 @@
 
 pub mod bank;
 pub mod bench;
+pub mod chat;
+pub mod chat_client;
+pub mod chat_store;
 pub mod client;
 pub mod clock;
 pub mod error;

@@ -129,6 +129,47 @@ pub mod tasks {
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.AGORA_TASKS.*";
 }
 
+/// Chat (`agora-chat`): plain fan-out subjects for messages and presence, and a service that
+/// keeps names, presence and history.
+pub mod chat {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-chat";
+    /// Group (subject prefix) of every chat-service endpoint.
+    pub const GROUP: &str = "agora.chat";
+
+    pub const REGISTER: &str = "register";
+    pub const HEARTBEAT: &str = "heartbeat";
+    pub const LEAVE: &str = "leave";
+    pub const JOIN: &str = "join";
+    pub const PART: &str = "part";
+    pub const WHO: &str = "who";
+    pub const HISTORY: &str = "history";
+
+    pub const REGISTER_SUBJECT: &str = "agora.chat.register";
+    pub const HEARTBEAT_SUBJECT: &str = "agora.chat.heartbeat";
+    pub const LEAVE_SUBJECT: &str = "agora.chat.leave";
+    pub const JOIN_SUBJECT: &str = "agora.chat.join";
+    pub const PART_SUBJECT: &str = "agora.chat.part";
+    pub const WHO_SUBJECT: &str = "agora.chat.who";
+    pub const HISTORY_SUBJECT: &str = "agora.chat.history";
+
+    /// Messages to a room: every member subscribes; the chat service records them.
+    pub fn room(room: &str) -> String {
+        format!("{GROUP}.room.{room}")
+    }
+    pub const ROOM_ALL: &str = "agora.chat.room.*";
+    /// Direct messages to one user: only that user subscribes; the chat service records them.
+    pub fn dm(to: &str) -> String {
+        format!("{GROUP}.dm.{to}")
+    }
+    pub const DM_ALL: &str = "agora.chat.dm.*";
+    /// Presence events of one user (online, offline, room entered or left).
+    pub fn presence(name: &str) -> String {
+        format!("{GROUP}.presence.{name}")
+    }
+    pub const PRESENCE_ALL: &str = "agora.chat.presence.*";
+}
+
 /// Workers (`agora-worker`): each one is an instance of one micro service.
 pub mod worker {
     /// NATS micro service name.
@@ -198,5 +239,19 @@ mod tests {
         assert_eq!(tasks::queue(true, "7"), "agora.tasks.queue.high.7");
         assert_eq!(tasks::queue(false, "7"), "agora.tasks.queue.normal.7");
         assert_eq!(worker::status("w-1"), "agora.worker.w-1.status");
+        for (subject, endpoint) in [
+            (chat::REGISTER_SUBJECT, chat::REGISTER),
+            (chat::HEARTBEAT_SUBJECT, chat::HEARTBEAT),
+            (chat::LEAVE_SUBJECT, chat::LEAVE),
+            (chat::JOIN_SUBJECT, chat::JOIN),
+            (chat::PART_SUBJECT, chat::PART),
+            (chat::WHO_SUBJECT, chat::WHO),
+            (chat::HISTORY_SUBJECT, chat::HISTORY),
+        ] {
+            assert_eq!(subject, format!("{}.{endpoint}", chat::GROUP));
+        }
+        assert_eq!(chat::room("all"), "agora.chat.room.all");
+        assert_eq!(chat::dm("bob"), "agora.chat.dm.bob");
+        assert_eq!(chat::presence("bob"), "agora.chat.presence.bob");
     }
 }

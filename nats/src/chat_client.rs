@@ -1,0 +1,460 @@
+//! The chat client: a registered session that heartbeats, sends messages until they are in
+//! history, and an inbox that receives rooms, direct messages and presence events.
+//!
+//! Used by `agora chat`, the tests and `agora bench chat`; anything else can speak the same
+//! subjects (see `docs/subjects.md`).
+//!
+//! - [`ChatSession`] holds a name: it registers, heartbeats every `heartbeat_ms` the service
+//!   asked for, registers again (same token) when the service forgot the session, and reports
+//!   what happened on a [`watch`] channel. Dropping it stops the heartbeats (the name goes
+//!   offline one timeout later); [`ChatSession::leave`] goes offline at once.
+//! - Sending publishes the message on its fan-out subject with a reply subject. The chat
+//!   service acknowledges once the message is in history; without an acknowledgement the same
+//!   message (same id) is sent again, up to [`SEND_ATTEMPTS`] times. Receivers therefore drop
+//!   repeats by sender and id ([`ChatInbox`]).
+//! - [`ChatInbox`] subscribes to `agora.chat.dm.<me>`, `agora.chat.room.all`, the rooms it is
+//!   told to listen to and, optionally, every presence event. It drops what does not pass the
+//!   same checks the service applies (a raw publisher can send anything), so what it yields is
+//!   plain, bounded text.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agora_core::Name;
+use agora_core::chat;
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::client::{AgoraClient, ClientError};
+use crate::clock::now_ms;
+use crate::error::ErrorCode;
+use crate::subjects::{self, chat as subject};
+use crate::wire::{
+    ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
+    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, WhoReply, WhoRequest,
+};
+
+/// Sends of one message at most before giving up on an acknowledgement.
+pub const SEND_ATTEMPTS: u32 = 3;
+/// Messages an inbox buffers for its reader at most (beyond, the oldest subscription waits).
+pub const INBOX_CAPACITY: usize = 4_096;
+/// Recent (sender, id) pairs an inbox remembers to drop repeats.
+pub const DEDUP_WINDOW: usize = 4_096;
+
+impl AgoraClient {
+    pub async fn chat_register(
+        &self,
+        name: &str,
+        session: Option<&str>,
+    ) -> Result<RegisterReply, ClientError> {
+        let request =
+            RegisterRequest { name: name.to_owned(), session: session.map(str::to_owned) };
+        self.request(subject::REGISTER_SUBJECT, &request).await
+    }
+
+    pub async fn chat_who(&self, request: &WhoRequest) -> Result<WhoReply, ClientError> {
+        self.request(subject::WHO_SUBJECT, request).await
+    }
+
+    pub async fn chat_history(
+        &self,
+        request: &HistoryRequest,
+    ) -> Result<HistoryReply, ClientError> {
+        self.request(subject::HISTORY_SUBJECT, request).await
+    }
+
+    /// Publishes a message on `subject` and waits until the chat service recorded it, sending
+    /// it again (same id) when no acknowledgement comes.
+    pub async fn chat_send(
+        &self,
+        subject: &str,
+        message: &ChatMessage,
+    ) -> Result<MessageAck, ClientError> {
+        let mut attempt = 1;
+        loop {
+            match self.request(subject, message).await {
+                Err(ClientError::Timeout(_) | ClientError::NoResponders(_))
+                    if attempt < SEND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(ClientError::Service(error))
+                    if error.code == ErrorCode::Busy && attempt < SEND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What happened to a session's name, as its heartbeats found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStatus {
+    Online,
+    /// The service had ended the session (it missed heartbeats, or restarted without it); it
+    /// was registered again. What arrived meanwhile is in history after `missed_after`.
+    Rejoined {
+        missed_after: Option<u64>,
+    },
+    /// Someone else holds the name now; this session is over.
+    Lost(String),
+}
+
+/// A registered name: heartbeats in the background and sends messages as that name.
+#[derive(Debug)]
+pub struct ChatSession {
+    client: AgoraClient,
+    registration: RegisterReply,
+    id_prefix: String,
+    next_id: AtomicU64,
+    status: watch::Receiver<SessionStatus>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Drop for ChatSession {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+impl ChatSession {
+    /// Registers `name` with a fresh session token and starts heartbeating.
+    pub async fn register(client: AgoraClient, name: &str) -> Result<Self, ClientError> {
+        let token = nuid::next().to_string();
+        let registration = client.chat_register(name, Some(&token)).await?;
+        let (status_tx, status) = watch::channel(SessionStatus::Online);
+        let beat = Duration::from_millis(registration.heartbeat_ms.max(50));
+        let heartbeat =
+            tokio::spawn(heartbeat(client.clone(), name.to_owned(), token, beat, status_tx));
+        Ok(Self {
+            client,
+            registration,
+            id_prefix: nuid::next().to_string(),
+            next_id: AtomicU64::new(1),
+            status,
+            heartbeat,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.registration.name
+    }
+
+    /// The reply to the registration: the session token, timeouts, rooms, `missed_after`.
+    pub fn registration(&self) -> &RegisterReply {
+        &self.registration
+    }
+
+    pub fn client(&self) -> &AgoraClient {
+        &self.client
+    }
+
+    /// Changes of the session's status, as the heartbeats find them.
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+
+    /// A message from this session with a fresh id.
+    pub fn message(&self, text: &str) -> ChatMessage {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        ChatMessage {
+            id: format!("{}-{n}", self.id_prefix),
+            from: self.name().to_owned(),
+            text: text.to_owned(),
+            at: Some(now_ms()),
+        }
+    }
+
+    /// Says `text` in `room`; returns once it is in history.
+    pub async fn say(&self, room: &str, text: &str) -> Result<MessageAck, ClientError> {
+        let room = Name::room(room).map_err(|e| ClientError::Service(e.into()))?;
+        self.client.chat_send(&subject::room(room.as_str()), &self.message(text)).await
+    }
+
+    /// Sends `text` to `to` directly; returns once it is in history (`unknown_user` when `to`
+    /// was never registered).
+    pub async fn dm(&self, to: &str, text: &str) -> Result<MessageAck, ClientError> {
+        let to = Name::user(to).map_err(|e| ClientError::Service(e.into()))?;
+        self.client.chat_send(&subject::dm(to.as_str()), &self.message(text)).await
+    }
+
+    fn room_request(&self, room: &str) -> RoomRequest {
+        RoomRequest {
+            name: self.name().to_owned(),
+            session: self.registration.session.clone(),
+            room: room.to_owned(),
+        }
+    }
+
+    pub async fn join(&self, room: &str) -> Result<RoomsReply, ClientError> {
+        self.client.request(subject::JOIN_SUBJECT, &self.room_request(room)).await
+    }
+
+    pub async fn part(&self, room: &str) -> Result<RoomsReply, ClientError> {
+        self.client.request(subject::PART_SUBJECT, &self.room_request(room)).await
+    }
+
+    /// Goes offline now.
+    pub async fn leave(self) -> Result<SessionReply, ClientError> {
+        self.heartbeat.abort();
+        let request = SessionRequest {
+            name: self.name().to_owned(),
+            session: self.registration.session.clone(),
+        };
+        self.client.request(subject::LEAVE_SUBJECT, &request).await
+    }
+}
+
+async fn heartbeat(
+    client: AgoraClient,
+    name: String,
+    token: String,
+    every: Duration,
+    status: watch::Sender<SessionStatus>,
+) {
+    let request = SessionRequest { name: name.clone(), session: token.clone() };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let beat: Result<SessionReply, _> =
+            client.request(subject::HEARTBEAT_SUBJECT, &request).await;
+        match beat {
+            Err(error) if error.code() == ErrorCode::NotRegistered => {
+                match client.chat_register(&name, Some(&token)).await {
+                    Ok(reply) => {
+                        status.send_replace(SessionStatus::Rejoined {
+                            missed_after: reply.missed_after,
+                        });
+                    }
+                    Err(error) if error.code() == ErrorCode::NameTaken => {
+                        status.send_replace(SessionStatus::Lost(error.to_string()));
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%error, "could not register again"),
+                }
+            }
+            // The service is away: keep beating; it restores sessions when it is back.
+            Err(error) => tracing::debug!(%error, "heartbeat failed"),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Something a chat client receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Room { room: String, message: ChatMessage },
+    Direct { to: String, message: ChatMessage },
+    Presence(PresenceEvent),
+}
+
+/// Parses what arrived on a chat subject; `None` for anything the service would refuse.
+pub fn parse_incoming(subject_name: &str, payload: &[u8]) -> Option<Incoming> {
+    let target = subjects::last_token(subject_name);
+    let kind = subject_name.strip_prefix(subject::GROUP)?.split('.').nth(1)?;
+    if kind == "presence" {
+        let event: PresenceEvent = serde_json::from_slice(payload).ok()?;
+        Name::user(&event.name).ok()?;
+        return Some(Incoming::Presence(event));
+    }
+    if payload.len() > crate::chat::MESSAGE_BYTES_MAX {
+        return None;
+    }
+    let message: ChatMessage = serde_json::from_slice(payload).ok()?;
+    Name::user(&message.from).ok()?;
+    chat::check_message_id(&message.id).ok()?;
+    chat::check_text(&message.text).ok()?;
+    match kind {
+        "room" => Some(Incoming::Room { room: Name::room(target).ok()?.to_string(), message }),
+        "dm" => Some(Incoming::Direct { to: Name::user(target).ok()?.to_string(), message }),
+        _ => None,
+    }
+}
+
+/// Remembers the last [`DEDUP_WINDOW`] (sender, id) pairs.
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<(String, String)>,
+    seen: HashSet<(String, String)>,
+}
+
+impl Recent {
+    /// True the first time a pair is seen (within the window).
+    fn first(&mut self, from: &str, id: &str) -> bool {
+        let key = (from.to_owned(), id.to_owned());
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= DEDUP_WINDOW
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.seen.insert(key);
+        true
+    }
+}
+
+/// What one user receives: its direct messages, the broadcast room, the rooms it listens to
+/// and (optionally) presence events, deduplicated, checked, in arrival order.
+#[derive(Debug)]
+pub struct ChatInbox {
+    client: Client,
+    sender: mpsc::Sender<(Arc<str>, Bytes)>,
+    receiver: mpsc::Receiver<(Arc<str>, Bytes)>,
+    rooms: HashMap<String, JoinHandle<()>>,
+    fixed: Vec<JoinHandle<()>>,
+    recent: Recent,
+}
+
+impl Drop for ChatInbox {
+    fn drop(&mut self) {
+        self.fixed.iter().chain(self.rooms.values()).for_each(JoinHandle::abort);
+    }
+}
+
+impl ChatInbox {
+    /// Subscribes to `name`'s direct messages, the broadcast room and, with `presence`, every
+    /// presence event. The subscriptions are in place when this returns.
+    pub async fn open(client: &Client, name: &str, presence: bool) -> Result<Self, ClientError> {
+        let name = Name::user(name).map_err(|e| ClientError::Service(e.into()))?;
+        let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
+        let mut inbox = Self {
+            client: client.clone(),
+            sender,
+            receiver,
+            rooms: HashMap::new(),
+            fixed: Vec::new(),
+            recent: Recent::default(),
+        };
+        let mut subjects = vec![subject::dm(name.as_str())];
+        if presence {
+            subjects.push(subject::PRESENCE_ALL.to_owned());
+        }
+        for subject_name in subjects {
+            let task = inbox.forward(subject_name).await?;
+            inbox.fixed.push(task);
+        }
+        inbox.listen(chat::BROADCAST_ROOM).await?;
+        Ok(inbox)
+    }
+
+    async fn forward(&self, subject_name: String) -> Result<JoinHandle<()>, ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let mut subscription =
+            self.client.subscribe(subject_name).await.map_err(|e| transport(&e))?;
+        self.client.flush().await.map_err(|e| transport(&e))?;
+        let sender = self.sender.clone();
+        Ok(tokio::spawn(async move {
+            let mut last: Option<(async_nats::Subject, Arc<str>)> = None;
+            while let Some(message) = subscription.next().await {
+                // One shared copy of each subject name.
+                let subject_name = match &last {
+                    Some((subject, shared)) if *subject == message.subject => shared.clone(),
+                    _ => {
+                        let shared: Arc<str> = Arc::from(message.subject.as_str());
+                        last = Some((message.subject.clone(), shared.clone()));
+                        shared
+                    }
+                };
+                if sender.send((subject_name, message.payload)).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// Starts receiving `room`'s messages (a no-op when already listening).
+    pub async fn listen(&mut self, room: &str) -> Result<(), ClientError> {
+        let room = Name::room(room).map_err(|e| ClientError::Service(e.into()))?;
+        if !self.rooms.contains_key(room.as_str()) {
+            let task = self.forward(subject::room(room.as_str())).await?;
+            self.rooms.insert(room.to_string(), task);
+        }
+        Ok(())
+    }
+
+    /// Stops receiving `room`'s messages.
+    pub fn ignore(&mut self, room: &str) {
+        if let Some(task) = self.rooms.remove(room) {
+            task.abort();
+        }
+    }
+
+    /// Rooms listened to.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
+    }
+
+    /// The next message or event; `None` once the connection is gone for good.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        loop {
+            let (subject_name, payload) = self.receiver.recv().await?;
+            let Some(incoming) = parse_incoming(&subject_name, &payload) else { continue };
+            if let Incoming::Room { message, .. } | Incoming::Direct { message, .. } = &incoming
+                && !self.recent.first(&message.from, &message.id)
+            {
+                continue;
+            }
+            return Some(incoming);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incoming_messages_are_checked_like_the_service_checks_them() {
+        let good = br#"{"id":"m1","from":"alice","text":"hi","at":5}"#;
+        let Some(Incoming::Room { room, message }) = parse_incoming("agora.chat.room.all", good)
+        else {
+            panic!("a room message");
+        };
+        assert_eq!((room.as_str(), message.at), ("all", Some(5)));
+        assert!(matches!(
+            parse_incoming("agora.chat.dm.bob", good),
+            Some(Incoming::Direct { to, .. }) if to == "bob"
+        ));
+        let presence = br#"{"name":"bob","event":"join","since_ms":1,"at_ms":1}"#;
+        assert!(matches!(
+            parse_incoming("agora.chat.presence.bob", presence),
+            Some(Incoming::Presence(_))
+        ));
+        for (subject_name, payload) in [
+            ("agora.chat.room.all", &br#"{"id":"m1","from":"alice","text":"\u001b[2J"}"#[..]),
+            ("agora.chat.room.all", &br#"{"id":"m1","from":"a.b","text":"hi"}"#[..]),
+            ("agora.chat.room.all", &b"nonsense"[..]),
+            ("agora.chat.other.all", good),
+            ("agora.chat.presence.bob", &br#"{"name":"b b","event":"join","at_ms":1}"#[..]),
+        ] {
+            assert_eq!(parse_incoming(subject_name, payload), None, "{subject_name}");
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_within_the_window() {
+        let mut recent = Recent::default();
+        assert!(recent.first("alice", "1"));
+        assert!(!recent.first("alice", "1"));
+        assert!(recent.first("bob", "1"));
+        for n in 0..DEDUP_WINDOW {
+            recent.first("carol", &n.to_string());
+        }
+        assert!(recent.first("alice", "1"), "forgotten after the window");
+        assert_eq!(recent.order.len(), DEDUP_WINDOW);
+        assert_eq!(recent.seen.len(), DEDUP_WINDOW);
+    }
+}
