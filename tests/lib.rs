@@ -24,6 +24,10 @@ pub const TEST_LEASE_MS: u64 = 1_000;
 /// crash tests see redeliveries quickly.
 pub const TEST_ACK_WAIT_MS: u64 = 1_500;
 
+/// How long the test chat service waits for heartbeats before a user is offline: short, so
+/// presence tests see expiries quickly.
+pub const TEST_PRESENCE_TIMEOUT_MS: u64 = 1_500;
+
 /// A running Agora: nats-server plus whichever components a test starts.
 #[derive(Debug)]
 pub struct System {
@@ -35,6 +39,9 @@ pub struct System {
     /// Extra flags the task service was started with (kept for restarts).
     pub tasks_args: Vec<String>,
     pub workers: Vec<Option<Component>>,
+    pub chat: Option<Component>,
+    /// Extra flags the chat service was started with (kept for restarts).
+    pub chat_args: Vec<String>,
 }
 
 impl System {
@@ -59,6 +66,41 @@ impl System {
             tasks: None,
             tasks_args: Vec::new(),
             workers: Vec::new(),
+            chat: None,
+            chat_args: Vec::new(),
+        }
+    }
+
+    /// nats-server and the chat service (presence timeout [`TEST_PRESENCE_TIMEOUT_MS`], with
+    /// `chat_args` added to its flags).
+    pub fn with_chat(chat_args: &[&str]) -> Self {
+        let mut system = Self::nats_only();
+        system.chat_args = chat_args.iter().map(|s| s.to_string()).collect();
+        system.start_chat();
+        system
+    }
+
+    /// Starts (or restarts, on the same data directory) the chat service.
+    pub fn start_chat(&mut self) {
+        let mut args = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--data-dir".to_owned(),
+            self.dir.path().join("chat").display().to_string(),
+            "--presence-timeout-ms".to_owned(),
+            TEST_PRESENCE_TIMEOUT_MS.to_string(),
+        ];
+        args.extend(self.chat_args.iter().cloned());
+        let binary = component_binary("agora-chat").expect("agora-chat is built");
+        let chat = Component::start("chat", &binary, &args, &[], &self.logs())
+            .expect("the chat service starts");
+        self.chat = Some(chat);
+    }
+
+    /// `kill -9` the chat service.
+    pub fn kill_chat(&mut self) {
+        if let Some(mut chat) = self.chat.take() {
+            chat.kill_hard();
         }
     }
 

@@ -99,3 +99,39 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
     assert!(!ok, "a failed task exits non-zero");
     assert!(err.contains("failed"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_commands_send_show_history_and_who() {
+    let system = System::with_chat(&[]);
+
+    let (ok, out, err) =
+        agora(&system, &["chat", "send", "--name", "alice", "hello", "<b>world</b>"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "sent (history #1)");
+    let (ok, out, err) = agora(&system, &["chat", "send", "--name", "bob", "--to", "alice", "hi"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "sent (history #2)");
+    let (ok, _, err) = agora(&system, &["chat", "send", "--name", "alice", "--to", "zed", "hi"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [unknown_user]:"), "{err}");
+
+    let (ok, out, _) = agora(&system, &["chat", "history"]);
+    assert!(ok);
+    assert!(out.trim().ends_with("[#all] alice: hello <b>world</b>"), "{out}");
+    let (ok, out, _) =
+        agora(&system, &["chat", "history", "--with", "bob", "--as", "alice", "--json"]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+    assert_eq!(json["messages"][0]["from"], "bob");
+    assert_eq!(json["messages"][0]["to"], "alice");
+
+    let (ok, out, _) = agora(&system, &["chat", "who", "--offline"]);
+    assert!(ok);
+    let names: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, vec!["alice", "bob"], "{out}");
+    assert!(out.contains("offline, last seen"), "{out}");
+
+    let (ok, _, err) = agora(&system, &["chat", "who", "--room", "no spaces"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]:"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! Each test starts its own nats-server and real component processes (see `agora_tests`).
 
 mod bank;
+mod chat;
 mod cli;
 mod faults;
 mod ledger;

@@ -9,6 +9,7 @@ use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
+mod chat;
 mod task;
 
 /// Agora: a NATS-native, event-driven system. Talks to the services over NATS.
@@ -36,6 +37,8 @@ enum Command {
     /// Tasks: submit, get, list, cancel, wait, watch; list workers.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Chat: interactive (`agora chat --name alice`), or send, history, who.
+    Chat(chat::ChatArgs),
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => {
             task::run(&connect(&server, timeout_ms).await?, command, json).await
         }
+        Command::Chat(args) => chat::run(&connect(&server, timeout_ms).await?, args, json).await,
         Command::Bench(BenchCommand::Bank(args)) => {
             bench::bank(BankBenchOptions {
                 seconds: args.seconds,

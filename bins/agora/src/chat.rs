@@ -1,0 +1,366 @@
+//! `agora chat`: an interactive terminal chat, and one-shot `send`, `history` and `who`.
+
+use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming, SessionStatus};
+use agora_nats::wire::{HistoryRequest, PresenceEvent, StoredMessage, WhoReply, WhoRequest};
+use agora_nats::{AgoraClient, ClientError, ErrorCode};
+use clap::{Args, Subcommand};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ChatArgs {
+    #[command(subcommand)]
+    command: Option<ChatCommand>,
+    /// Chat interactively as this name (1-32 of A-Z a-z 0-9 _ -).
+    #[arg(long)]
+    name: Option<String>,
+    /// The room to talk in first (joined if it is not `all`).
+    #[arg(long, default_value = "all")]
+    room: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChatCommand {
+    /// Send one message to a room or to a user, and wait until it is in history.
+    Send {
+        /// Send as this name.
+        #[arg(long)]
+        name: String,
+        /// The room (default `all`).
+        #[arg(long, conflicts_with = "to")]
+        room: Option<String>,
+        /// A user, for a direct message.
+        #[arg(long)]
+        to: Option<String>,
+        /// The text.
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Show history: a room's, a direct conversation's (`--with bob --as alice`), or everything
+    /// a name could see (`--as alice`).
+    History {
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long, requires = "as_user")]
+        with: Option<String>,
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// Only messages before this history position (page back).
+        #[arg(long)]
+        before: Option<u64>,
+        /// Only messages after this history position.
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Who is online (with since / last seen).
+    Who {
+        /// Only members of this room.
+        #[arg(long)]
+        room: Option<String>,
+        /// Also list names that are offline.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Result<()> {
+    match args.command {
+        None => {
+            let Some(name) = args.name else {
+                anyhow::bail!("give --name to chat, or a subcommand (send, history, who)");
+            };
+            interactive(client, &name, &args.room).await
+        }
+        Some(ChatCommand::Send { name, room, to, text }) => {
+            let text = text.join(" ");
+            // Hold the name for the send when it is free; when someone holds it (this user in
+            // another terminal), send as the known name.
+            let session = match ChatSession::register(client.clone(), &name).await {
+                Ok(session) => Some(session),
+                Err(error) if error.code() == ErrorCode::NameTaken => None,
+                Err(error) => return Err(error.into()),
+            };
+            let message = match &session {
+                Some(session) => session.message(&text),
+                None => agora_nats::wire::ChatMessage {
+                    id: format!("cli-{}", nuid::next()),
+                    from: name.clone(),
+                    text: text.clone(),
+                    at: Some(agora_nats::clock::now_ms()),
+                },
+            };
+            let subject = match (&room, &to) {
+                (_, Some(to)) => agora_nats::subjects::chat::dm(to),
+                (room, None) => agora_nats::subjects::chat::room(room.as_deref().unwrap_or("all")),
+            };
+            let sent = client.chat_send(&subject, &message).await;
+            if let Some(session) = session {
+                session.leave().await.ok();
+            }
+            let ack = sent?;
+            if json {
+                println!("{}", serde_json::to_value(&ack)?);
+            } else {
+                println!("sent (history #{})", ack.seq);
+            }
+            Ok(())
+        }
+        Some(ChatCommand::History { room, with, as_user, before, after, limit }) => {
+            let room = match (&room, &with, &as_user) {
+                (None, None, None) => Some("all".to_owned()),
+                _ => room,
+            };
+            let request = HistoryRequest { room, with, as_user, before, after, limit: Some(limit) };
+            let reply = client.chat_history(&request).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                for message in &reply.messages {
+                    println!("{}", history_line(message));
+                }
+                if reply.more {
+                    let first = reply.messages.first().map_or(0, |m| m.seq);
+                    println!("(more: --before {first})");
+                }
+            }
+            Ok(())
+        }
+        Some(ChatCommand::Who { room, offline }) => {
+            let reply = client.chat_who(&WhoRequest { room, offline }).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                print_who(&reply);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `HH:MM:SSZ` of a time in ms since the epoch (UTC).
+fn clock(ms: u64) -> String {
+    let seconds = (ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02}Z", seconds / 3600, seconds / 60 % 60, seconds % 60)
+}
+
+fn history_line(message: &StoredMessage) -> String {
+    let place = match (&message.room, &message.to) {
+        (Some(room), _) => format!("#{room}"),
+        (None, Some(to)) => format!("dm -> {to}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "#{:<6} {} [{place}] {}: {}",
+        message.seq,
+        clock(message.at),
+        message.from,
+        message.text
+    )
+}
+
+fn print_who(reply: &WhoReply) {
+    if reply.users.is_empty() {
+        println!("nobody is online");
+    }
+    for user in &reply.users {
+        let rooms = if user.rooms.is_empty() {
+            String::new()
+        } else {
+            format!("  rooms: {}", user.rooms.join(", "))
+        };
+        match user.since_ms {
+            Some(since) if user.online => println!(
+                "{:<32} online since {}, last seen {}{rooms}",
+                user.name,
+                clock(since),
+                clock(user.last_seen_ms)
+            ),
+            _ => {
+                println!("{:<32} offline, last seen {}{rooms}", user.name, clock(user.last_seen_ms))
+            }
+        }
+    }
+    if reply.truncated {
+        println!("(more users than one reply holds)");
+    }
+}
+
+fn presence_line(event: &PresenceEvent) -> String {
+    match (event.event.as_str(), &event.room, &event.reason) {
+        ("join", _, _) => format!("* {} is online", event.name),
+        ("leave", _, Some(reason)) if reason == "timeout" => {
+            format!("* {} went offline (no heartbeat)", event.name)
+        }
+        ("leave", _, _) => format!("* {} left", event.name),
+        ("enter", Some(room), _) => format!("* {} joined #{room}", event.name),
+        ("exit", Some(room), _) => format!("* {} left #{room}", event.name),
+        (other, _, _) => format!("* {}: {other}", event.name),
+    }
+}
+
+const HELP: &str = "type to talk in the current room; /dm <name> <text>, /join <room> (and \
+    talk there), /part <room>, /who [room], /history [count], /help, /quit";
+
+async fn interactive(client: &AgoraClient, name: &str, room: &str) -> anyhow::Result<()> {
+    let session = ChatSession::register(client.clone(), name).await?;
+    let mut inbox = ChatInbox::open(client.nats(), name, true).await?;
+    let mut current = "all".to_owned();
+    let mut rooms: Vec<String> = session.registration().rooms.clone();
+    for joined in &rooms {
+        inbox.listen(joined).await?;
+    }
+    if room != "all" {
+        rooms = session.join(room).await?.rooms;
+        inbox.listen(room).await?;
+        current = room.to_owned();
+    }
+    println!("you are {name}, talking in #{current}. {HELP}");
+    if let Some(after) = session.registration().missed_after {
+        print_missed(client, name, after).await;
+    }
+    let mut status = session.status();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { break };
+                match command(client, &session, &mut inbox, &mut current, &mut rooms, line.trim()).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(error) => println!("! {}", describe(&error)),
+                }
+            }
+            incoming = inbox.next() => {
+                let Some(incoming) = incoming else { break };
+                match incoming {
+                    Incoming::Room { room, message } => {
+                        println!("[#{room}] {}: {}", message.from, message.text);
+                    }
+                    Incoming::Direct { message, .. } => {
+                        println!("[dm] {} -> you: {}", message.from, message.text);
+                    }
+                    Incoming::Presence(event) => {
+                        let relevant = event.room.as_ref().is_none_or(|r| rooms.contains(r));
+                        if event.name != name && relevant {
+                            println!("{}", presence_line(&event));
+                        }
+                    }
+                }
+            }
+            changed = status.changed() => {
+                if changed.is_err() { break }
+                let now = status.borrow_and_update().clone();
+                match now {
+                    SessionStatus::Online => {}
+                    SessionStatus::Rejoined { missed_after } => {
+                        println!("* you were offline for a while; back online");
+                        if let Some(after) = missed_after {
+                            print_missed(client, name, after).await;
+                        }
+                    }
+                    SessionStatus::Lost(reason) => {
+                        println!("! you lost your name: {reason}");
+                        return Ok(());
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    session.leave().await.ok();
+    Ok(())
+}
+
+async fn print_missed(client: &AgoraClient, name: &str, after: u64) {
+    let request = HistoryRequest {
+        as_user: Some(name.to_owned()),
+        after: Some(after),
+        limit: Some(200),
+        ..HistoryRequest::default()
+    };
+    match client.chat_history(&request).await {
+        Ok(reply) if reply.messages.is_empty() => {}
+        Ok(reply) => {
+            println!("--- while you were away ---");
+            for message in &reply.messages {
+                println!("{}", history_line(message));
+            }
+            if reply.more {
+                println!("(more: agora chat history --as {name} --after {after})");
+            }
+            println!("---");
+        }
+        Err(error) => println!("! cannot fetch what you missed: {}", describe(&error)),
+    }
+}
+
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Service(service) => format!("[{}] {}", service.code, service.message),
+        other => format!("[{}] {other}", other.code()),
+    }
+}
+
+/// Handles one typed line; `Ok(false)` to quit.
+async fn command(
+    client: &AgoraClient,
+    session: &ChatSession,
+    inbox: &mut ChatInbox,
+    current: &mut String,
+    rooms: &mut Vec<String>,
+    line: &str,
+) -> Result<bool, ClientError> {
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim();
+    match word {
+        "" => {}
+        "/quit" | "/exit" => return Ok(false),
+        "/help" => println!("{HELP}"),
+        "/dm" => {
+            let Some((to, text)) = rest.split_once(' ') else {
+                println!("usage: /dm <name> <text>");
+                return Ok(true);
+            };
+            session.dm(to, text.trim()).await?;
+            println!("[dm] you -> {to}: {}", text.trim());
+        }
+        "/join" if !rest.is_empty() => {
+            if rest != "all" {
+                *rooms = session.join(rest).await?.rooms;
+            }
+            inbox.listen(rest).await?;
+            *current = rest.to_owned();
+            println!("* talking in #{rest}");
+        }
+        "/part" if !rest.is_empty() => {
+            *rooms = session.part(rest).await?.rooms;
+            inbox.ignore(rest);
+            if current == rest {
+                "all".clone_into(current);
+            }
+            println!("* left #{rest}; talking in #{current}");
+        }
+        "/who" => {
+            let room = (!rest.is_empty()).then(|| rest.to_owned());
+            print_who(&client.chat_who(&WhoRequest { room, offline: false }).await?);
+        }
+        "/history" => {
+            let limit = rest.parse().unwrap_or(20);
+            let request = HistoryRequest {
+                room: Some(current.clone()),
+                limit: Some(limit),
+                ..HistoryRequest::default()
+            };
+            for message in client.chat_history(&request).await?.messages {
+                println!("{}", history_line(&message));
+            }
+        }
+        _ if word.starts_with('/') => println!("unknown command {word}; {HELP}"),
+        _ => {
+            session.say(current, line).await?;
+        }
+    }
+    Ok(true)
+}
