@@ -1,9 +1,8 @@
 //! `agora up`: the whole system on this machine, for trying it out.
 //!
 //! Starts a nats-server (JetStream on) on a fixed port, the ledger, bank instances, the task
-//! service and workers, keeps
-//! their data and logs under one directory, restarts a component that dies, and stops
-//! everything on Ctrl-C.
+//! service, the chat service and workers, keeps their data and logs under one directory,
+//! restarts a component that dies, and stops everything on Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +65,16 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             dir.join("tasks").display().to_string(),
         ],
     });
+    specs.push(Spec {
+        name: "chat".into(),
+        binary: component_binary("agora-chat")?,
+        args: vec![
+            "--server".into(),
+            url.clone(),
+            "--data-dir".into(),
+            dir.join("chat").display().to_string(),
+        ],
+    });
     for index in 1..=options.workers {
         specs.push(Spec {
             name: format!("worker-{index}"),
@@ -98,6 +107,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora task submit fibonacci 90 --wait\n\
          \x20 agora task submit sleep 3000 --wait\n\
          \x20 agora task list; agora task workers; agora task watch\n\
+         \x20 agora chat --name alice           # and --name bob in a third terminal\n\
+         \x20 agora chat send --name carol hello everyone; agora chat history; agora chat who\n\
          \x20 nats micro ls                      # if you have the nats CLI\n\
          \x20 nats sub 'agora.>'\n\
          Data and logs: {}\nPress Ctrl-C to stop.",

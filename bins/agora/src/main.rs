@@ -42,7 +42,8 @@ enum Command {
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers) until Ctrl-C.
+    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat) until
+    /// Ctrl-C.
     Up(UpArgs),
 }
 
