@@ -275,7 +275,8 @@ pub async fn run(
     tasks.push(tokio::spawn(reader(bank.clone(), reads_rx, reads_tx.clone())));
     drop(ops_tx);
     drop(reads_tx);
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     tracing::info!(owner = %bank.owner, "bank ready");
     on_ready();
 

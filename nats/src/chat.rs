@@ -246,7 +246,8 @@ pub async fn run(
             }
         }));
     }
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);
     shutdown.await;
     for task in &loops {

@@ -48,6 +48,20 @@ impl ClientError {
     }
 }
 
+/// Waits until the server has processed everything this connection sent before, its new
+/// subscriptions in particular. (`Client::flush` only waits until the bytes are written; a
+/// message published on another connection right after it can still miss a subscription.) A
+/// request to a subject nobody serves comes back as "no responders" once the server read it.
+pub async fn barrier(client: &Client) -> Result<(), ClientError> {
+    let subject = format!("{}.{}", subjects::BARRIER_PREFIX, nuid::next());
+    let request = async_nats::Request::new().timeout(Some(REQUEST_TIMEOUT_DEFAULT));
+    match client.send_request(subject, request).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(error) => Err(ClientError::Transport(format!("barrier: {error}"))),
+    }
+}
+
 /// A NATS connection plus a timeout, speaking Agora's JSON.
 #[derive(Debug, Clone)]
 pub struct AgoraClient {

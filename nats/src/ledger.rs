@@ -197,7 +197,8 @@ pub async fn run(
             }
         }
     }));
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     tracing::info!(data_dir = %config.data_dir.display(), "ledger ready");
     on_ready();
 

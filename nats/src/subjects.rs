@@ -189,6 +189,11 @@ pub mod bench {
     pub const ECHO: &str = "agora.bench.echo";
 }
 
+/// Requests to `_AGORA.barrier.<unique>` have no responders on purpose: the "no responders"
+/// answer proves the server processed everything the connection sent before (see
+/// [`crate::client::barrier`]).
+pub const BARRIER_PREFIX: &str = "_AGORA.barrier";
+
 /// The last token of a subject (the account of a per-account subject).
 pub fn last_token(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)

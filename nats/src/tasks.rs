@@ -228,7 +228,8 @@ pub async fn run(
         }));
     }
     loops.push(tokio::spawn(dead_letters(client.clone(), js, commands.clone())));
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);
     shutdown.await;
     for task in &loops {

@@ -162,7 +162,8 @@ pub async fn run(
         max_deliver,
         heartbeat,
     });
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);
     tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, max_deliver, "worker ready");
 
