@@ -60,10 +60,14 @@ pub enum ChatError {
 pub struct Name(String);
 
 impl Name {
+    /// Whether `text` is a valid name (without making one).
+    pub fn is_valid(text: &str) -> bool {
+        (1..=NAME_BYTES_MAX).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
+
     pub fn parse(what: &'static str, text: &str) -> Result<Self, ChatError> {
-        let valid = (1..=NAME_BYTES_MAX).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
+        if Self::is_valid(text) {
             Ok(Self(text.to_owned()))
         } else {
             Err(ChatError::InvalidName { what, text: text.chars().take(64).collect() })
@@ -105,12 +109,29 @@ pub fn check_text(text: &str) -> Result<(), ChatError> {
             text.len()
         )));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if has_control_characters(text) {
         return Err(ChatError::InvalidText(
             "text holds control characters (only newline and tab are allowed)".to_owned(),
         ));
     }
     Ok(())
+}
+
+/// Whether `text` holds a control character other than newline and tab: C0 (U+0000-U+001F),
+/// DEL (U+007F) or C1 (U+0080-U+009F, encoded as 0xC2 0x80-0x9F). Works on bytes: receivers
+/// check every message.
+fn has_control_characters(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // Most text has no byte that could start one; this loop vectorizes.
+    if !bytes.iter().fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2)) {
+        return false;
+    }
+    bytes.iter().enumerate().any(|(at, &byte)| match byte {
+        b'\n' | b'\t' => false,
+        0x00..=0x1f | 0x7f => true,
+        0xc2 => bytes.get(at + 1).is_some_and(|next| (0x80..=0x9f).contains(next)),
+        _ => false,
+    })
 }
 
 /// A client message id (the dedup key with the sender): 1..=64 printable ASCII bytes.
@@ -525,8 +546,23 @@ mod tests {
     fn text_ids_and_sessions_are_bounded() {
         check_text("hello\n\tworld <b>not bold</b>").expect("plain text");
         check_text(&"é".repeat(TEXT_BYTES_MAX / 2)).expect("at the limit");
-        for bad in ["", "  \n", "bell\u{7}", "esc\u{1b}[31m", &"x".repeat(TEXT_BYTES_MAX + 1)] {
+        for bad in [
+            "",
+            "  \n",
+            "bell\u{7}",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "c1 \u{9b}31m",
+            "nul\0",
+            &"x".repeat(TEXT_BYTES_MAX + 1),
+        ] {
             assert!(check_text(bad).is_err(), "{bad:?}");
+        }
+        // Every character agrees with `char::is_control`.
+        for c in (0..=0x3000u32).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            let control = c.is_control() && c != '\n' && c != '\t';
+            assert_eq!(has_control_characters(&text), control, "{c:?}");
         }
         check_message_id("m-1").expect("valid");
         for bad in ["", "a b", &"i".repeat(MESSAGE_ID_BYTES_MAX + 1)] {

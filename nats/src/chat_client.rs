@@ -17,18 +17,19 @@
 //!   same checks the service applies (a raw publisher can send anything), so what it yields is
 //!   plain, bounded text.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agora_core::Name;
 use agora_core::chat;
 use async_nats::Client;
-use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
@@ -41,8 +42,6 @@ use crate::wire::{
 
 /// Sends of one message at most before giving up on an acknowledgement.
 pub const SEND_ATTEMPTS: u32 = 3;
-/// Messages an inbox buffers for its reader at most (beyond, the oldest subscription waits).
-pub const INBOX_CAPACITY: usize = 4_096;
 /// Recent (sender, id) pairs an inbox remembers to drop repeats.
 pub const DEDUP_WINDOW: usize = 4_096;
 
@@ -258,41 +257,118 @@ pub enum Incoming {
     Presence(PresenceEvent),
 }
 
-/// Parses what arrived on a chat subject; `None` for anything the service would refuse.
-pub fn parse_incoming(subject_name: &str, payload: &[u8]) -> Option<Incoming> {
+/// A chat message as received, borrowed from the payload where it has no escapes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceivedMessage<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    from: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+impl ReceivedMessage<'_> {
+    /// Whether the chat service would take it.
+    fn is_valid(&self) -> bool {
+        Name::is_valid(&self.from)
+            && chat::check_message_id(&self.id).is_ok()
+            && chat::check_text(&self.text).is_ok()
+    }
+
+    fn into_owned(self) -> ChatMessage {
+        ChatMessage {
+            id: self.id.into_owned(),
+            from: self.from.into_owned(),
+            text: self.text.into_owned(),
+            at: self.at,
+        }
+    }
+}
+
+/// What arrived on a chat subject, before dedup.
+enum Arrival<'a> {
+    Room(&'a str, ReceivedMessage<'a>),
+    Direct(&'a str, ReceivedMessage<'a>),
+    Presence(PresenceEvent),
+}
+
+/// Parses and checks what arrived on a chat subject; `None` for anything the service would
+/// refuse.
+fn arrival<'a>(subject_name: &'a str, payload: &'a [u8]) -> Option<Arrival<'a>> {
     let target = subjects::last_token(subject_name);
     let kind = subject_name.strip_prefix(subject::GROUP)?.split('.').nth(1)?;
     if kind == "presence" {
         let event: PresenceEvent = serde_json::from_slice(payload).ok()?;
-        Name::user(&event.name).ok()?;
-        return Some(Incoming::Presence(event));
+        return Name::is_valid(&event.name).then_some(Arrival::Presence(event));
     }
-    if payload.len() > crate::chat::MESSAGE_BYTES_MAX {
+    if payload.len() > crate::chat::MESSAGE_BYTES_MAX || !Name::is_valid(target) {
         return None;
     }
-    let message: ChatMessage = serde_json::from_slice(payload).ok()?;
-    Name::user(&message.from).ok()?;
-    chat::check_message_id(&message.id).ok()?;
-    chat::check_text(&message.text).ok()?;
+    let message: ReceivedMessage<'a> = serde_json::from_slice(payload).ok()?;
+    if !message.is_valid() {
+        return None;
+    }
     match kind {
-        "room" => Some(Incoming::Room { room: Name::room(target).ok()?.to_string(), message }),
-        "dm" => Some(Incoming::Direct { to: Name::user(target).ok()?.to_string(), message }),
+        "room" => Some(Arrival::Room(target, message)),
+        "dm" => Some(Arrival::Direct(target, message)),
         _ => None,
     }
 }
 
-/// Remembers the last [`DEDUP_WINDOW`] (sender, id) pairs.
+/// Parses what arrived on a chat subject; `None` for anything the service would refuse.
+pub fn parse_incoming(subject_name: &str, payload: &[u8]) -> Option<Incoming> {
+    Some(match arrival(subject_name, payload)? {
+        Arrival::Room(room, message) => {
+            Incoming::Room { room: room.to_owned(), message: message.into_owned() }
+        }
+        Arrival::Direct(to, message) => {
+            Incoming::Direct { to: to.to_owned(), message: message.into_owned() }
+        }
+        Arrival::Presence(event) => Incoming::Presence(event),
+    })
+}
+
+/// Remembers the last [`DEDUP_WINDOW`] (sender, id) pairs as 64-bit keyed hashes (two
+/// different pairs in one window colliding is a 1 in 2^52 event, and the key is random per
+/// inbox, so nobody can aim for it).
 #[derive(Debug, Default)]
 struct Recent {
-    order: VecDeque<(String, String)>,
-    seen: HashSet<(String, String)>,
+    keys: RandomState,
+    order: VecDeque<u64>,
+    /// The hashes are the keys already: no second hashing.
+    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
+}
+
+/// A [`Hasher`] for keys that are hashes already.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in, to stay a correct hasher.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl Recent {
     /// True the first time a pair is seen (within the window).
     fn first(&mut self, from: &str, id: &str) -> bool {
-        let key = (from.to_owned(), id.to_owned());
-        if self.seen.contains(&key) {
+        let key = self.keys.hash_one((from, id));
+        if !self.seen.insert(key) {
             return false;
         }
         if self.order.len() >= DEDUP_WINDOW
@@ -300,28 +376,22 @@ impl Recent {
         {
             self.seen.remove(&old);
         }
-        self.order.push_back(key.clone());
-        self.seen.insert(key);
+        self.order.push_back(key);
         true
     }
 }
 
 /// What one user receives: its direct messages, the broadcast room, the rooms it listens to
-/// and (optionally) presence events, deduplicated, checked, in arrival order.
+/// and (optionally) presence events, deduplicated, checked, in arrival order per subject.
+///
+/// The subscriptions are polled together in the caller's task (no task or channel per
+/// subscription); each keeps async-nats' bounded buffer.
 #[derive(Debug)]
 pub struct ChatInbox {
     client: Client,
-    sender: mpsc::Sender<(Arc<str>, Bytes)>,
-    receiver: mpsc::Receiver<(Arc<str>, Bytes)>,
-    rooms: HashMap<String, JoinHandle<()>>,
-    fixed: Vec<JoinHandle<()>>,
+    /// Subscriptions by subject.
+    subscriptions: StreamMap<String, async_nats::Subscriber>,
     recent: Recent,
-}
-
-impl Drop for ChatInbox {
-    fn drop(&mut self) {
-        self.fixed.iter().chain(self.rooms.values()).for_each(JoinHandle::abort);
-    }
 }
 
 impl ChatInbox {
@@ -329,85 +399,64 @@ impl ChatInbox {
     /// presence event. The subscriptions are in place when this returns.
     pub async fn open(client: &Client, name: &str, presence: bool) -> Result<Self, ClientError> {
         let name = Name::user(name).map_err(|e| ClientError::Service(e.into()))?;
-        let (sender, receiver) = mpsc::channel(INBOX_CAPACITY);
         let mut inbox = Self {
             client: client.clone(),
-            sender,
-            receiver,
-            rooms: HashMap::new(),
-            fixed: Vec::new(),
+            subscriptions: StreamMap::new(),
             recent: Recent::default(),
         };
-        let mut subjects = vec![subject::dm(name.as_str())];
+        inbox.subscribe(subject::dm(name.as_str())).await?;
         if presence {
-            subjects.push(subject::PRESENCE_ALL.to_owned());
-        }
-        for subject_name in subjects {
-            let task = inbox.forward(subject_name).await?;
-            inbox.fixed.push(task);
+            inbox.subscribe(subject::PRESENCE_ALL.to_owned()).await?;
         }
         inbox.listen(chat::BROADCAST_ROOM).await?;
         Ok(inbox)
     }
 
-    async fn forward(&self, subject_name: String) -> Result<JoinHandle<()>, ClientError> {
+    async fn subscribe(&mut self, subject_name: String) -> Result<(), ClientError> {
+        if self.subscriptions.contains_key(&subject_name) {
+            return Ok(());
+        }
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
-        let mut subscription =
-            self.client.subscribe(subject_name).await.map_err(|e| transport(&e))?;
-        self.client.flush().await.map_err(|e| transport(&e))?;
-        let sender = self.sender.clone();
-        Ok(tokio::spawn(async move {
-            let mut last: Option<(async_nats::Subject, Arc<str>)> = None;
-            while let Some(message) = subscription.next().await {
-                // One shared copy of each subject name.
-                let subject_name = match &last {
-                    Some((subject, shared)) if *subject == message.subject => shared.clone(),
-                    _ => {
-                        let shared: Arc<str> = Arc::from(message.subject.as_str());
-                        last = Some((message.subject.clone(), shared.clone()));
-                        shared
-                    }
-                };
-                if sender.send((subject_name, message.payload)).await.is_err() {
-                    return;
-                }
-            }
-        }))
+        let subscription =
+            self.client.subscribe(subject_name.clone()).await.map_err(|e| transport(&e))?;
+        crate::client::barrier(&self.client).await?;
+        self.subscriptions.insert(subject_name, subscription);
+        Ok(())
     }
 
     /// Starts receiving `room`'s messages (a no-op when already listening).
     pub async fn listen(&mut self, room: &str) -> Result<(), ClientError> {
         let room = Name::room(room).map_err(|e| ClientError::Service(e.into()))?;
-        if !self.rooms.contains_key(room.as_str()) {
-            let task = self.forward(subject::room(room.as_str())).await?;
-            self.rooms.insert(room.to_string(), task);
-        }
-        Ok(())
+        self.subscribe(subject::room(room.as_str())).await
     }
 
     /// Stops receiving `room`'s messages.
     pub fn ignore(&mut self, room: &str) {
-        if let Some(task) = self.rooms.remove(room) {
-            task.abort();
-        }
-    }
-
-    /// Rooms listened to.
-    pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.keys().map(String::as_str)
+        // Dropping the subscriber unsubscribes.
+        self.subscriptions.remove(&subject::room(room));
     }
 
     /// The next message or event; `None` once the connection is gone for good.
     pub async fn next(&mut self) -> Option<Incoming> {
         loop {
-            let (subject_name, payload) = self.receiver.recv().await?;
-            let Some(incoming) = parse_incoming(&subject_name, &payload) else { continue };
-            if let Incoming::Room { message, .. } | Incoming::Direct { message, .. } = &incoming
-                && !self.recent.first(&message.from, &message.id)
-            {
-                continue;
-            }
-            return Some(incoming);
+            let (_, message) = self.subscriptions.next().await?;
+            // Repeats are dropped before anything is copied out of the payload.
+            return Some(match arrival(&message.subject, &message.payload) {
+                None => continue,
+                Some(Arrival::Presence(event)) => Incoming::Presence(event),
+                Some(Arrival::Room(room, received)) => {
+                    if !self.recent.first(&received.from, &received.id) {
+                        continue;
+                    }
+                    Incoming::Room { room: room.to_owned(), message: received.into_owned() }
+                }
+                Some(Arrival::Direct(to, received)) => {
+                    if !self.recent.first(&received.from, &received.id) {
+                        continue;
+                    }
+                    Incoming::Direct { to: to.to_owned(), message: received.into_owned() }
+                }
+            });
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_nats::bench::{self, BankBenchOptions, TasksBenchOptions};
+use agora_nats::bench::{self, BankBenchOptions, ChatBenchOptions, TasksBenchOptions};
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
@@ -83,6 +83,8 @@ enum BenchCommand {
     Bank(BankBenchArgs),
     /// Trivial tasks submitted and awaited end to end vs raw queue-group request-reply.
     Tasks(TasksBenchArgs),
+    /// Chat messages to a room's members, recorded in history, vs raw NATS fan-out.
+    Chat(ChatBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
@@ -115,6 +117,19 @@ struct TasksBenchArgs {
     /// Client connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct ChatBenchArgs {
+    /// Seconds of measurement per side.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// Receivers: raw subscribers, and members of the chat room.
+    #[arg(long, default_value_t = 16)]
+    members: usize,
+    /// Messages in flight at most.
+    #[arg(long, default_value_t = 1_000)]
+    window: u64,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +200,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: args.seconds,
                 workers: args.workers,
                 connections: args.connections,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Chat(args)) => {
+            bench::chat(ChatBenchOptions {
+                seconds: args.seconds,
+                members: args.members,
+                window: args.window,
             })
             .await?;
             Ok(())

@@ -16,6 +16,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
+mod chat;
+
+pub use chat::{ChatBenchOptions, chat};
+
 use crate::client::{AgoraClient, ClientError};
 use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
 use crate::subjects;
@@ -163,7 +167,8 @@ pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> an
     // A queue group, so several responders share the requests like service instances do.
     let mut requests =
         client.queue_subscribe(subjects::bench::ECHO, subjects::bench::ECHO.to_owned()).await?;
-    client.flush().await?;
+    // Subscriptions are in place at the server before anyone is told we are ready.
+    crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready("echo-responder");
     let serve = async {
         while let Some(message) = requests.next().await {
