@@ -187,6 +187,8 @@ pub mod worker {
 pub mod bench {
     /// Raw request-reply echo: the reply is the request payload.
     pub const ECHO: &str = "agora.bench.echo";
+    /// Raw fan-out: plain subscribers, the baseline of `agora bench chat`.
+    pub const FANOUT: &str = "agora.bench.fanout";
 }
 
 /// Requests to `_AGORA.barrier.<unique>` have no responders on purpose: the "no responders"

@@ -300,7 +300,7 @@ pub async fn chat(options: ChatBenchOptions) -> anyhow::Result<Vec<Measurement>>
         members.push(member);
     }
     let room_subject = subjects::chat::room(ROOM);
-    let raw_subject = "agora.bench.fanout";
+    let raw_subject = subjects::bench::FANOUT;
     let duration = Duration::from_secs(options.seconds.max(1)) / SLICES;
     let (mut raw_side, mut agora_side) =
         (Side::new("raw fan-out")?, Side::new("chat room + history")?);
