@@ -501,6 +501,15 @@ impl Chat {
         user.bucket_milli -= 1000;
         Ok(())
     }
+
+    /// Gives back the message [`Self::accept_message`] took, for a message that turned out to
+    /// be recorded already (a resend is not a new message).
+    pub fn refund_message(&mut self, from: &Name) {
+        let full = self.bucket_full();
+        if let Some(user) = self.users.get_mut(from) {
+            user.bucket_milli = user.bucket_milli.saturating_add(1000).min(full);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +770,9 @@ mod tests {
             Err(ChatError::RateLimited { name: "alice".into(), retry_in_ms: 60 })
         );
         chat.accept_message(100, &alice, Target::Room(&room)).expect("refilled one");
+        assert!(chat.accept_message(100, &alice, Target::Room(&room)).is_err());
+        chat.refund_message(&alice);
+        chat.accept_message(100, &alice, Target::Room(&room)).expect("given back");
         assert!(chat.accept_message(100, &alice, Target::Room(&room)).is_err());
         // Other senders have their own bucket; an offline but known name may still receive.
         chat.apply(100, Command::Leave { name: bob.clone(), token: "token-b1".into() })

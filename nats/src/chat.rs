@@ -599,21 +599,24 @@ impl Owner {
         incoming: &Incoming,
         counted: &mut (u64, u64),
     ) -> Result<Result<Bytes, ServiceError>, StoreError> {
-        // A resend is acknowledged again, never refused (not even for the rate).
-        if let Some(seq) = self.store.find(incoming.from.as_str(), &incoming.id)? {
-            counted.1 += 1;
-            return Ok(encode(&MessageAck { seq, duplicate: true }));
-        }
         let target = match (&incoming.room, &incoming.to) {
             (Some(room), _) => Target::Room(room),
             (None, Some(to)) => Target::Direct(to),
             (None, None) => return Ok(Err(ServiceError::invalid("a message needs a target"))),
         };
+        let mut duplicate = |seq| {
+            counted.1 += 1;
+            encode(&MessageAck { seq, duplicate: true })
+        };
         if let Err(error) = self.chat.accept_message(now, &incoming.from, target) {
+            // A resend is acknowledged again, never refused (not even for the rate).
+            if let Some(seq) = self.store.find(incoming.from.as_str(), &incoming.id)? {
+                return Ok(duplicate(seq));
+            }
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(error.into()));
         }
-        let seq = self.store.insert(&NewMessage {
+        let inserted = self.store.insert(&NewMessage {
             room: incoming.room.as_ref().map(Name::as_str),
             to: incoming.to.as_ref().map(Name::as_str),
             from: incoming.from.as_str(),
@@ -622,6 +625,11 @@ impl Owner {
             at_ms: incoming.at_ms.unwrap_or(now),
             recorded_ms: now,
         })?;
+        let Some(seq) = inserted else {
+            self.chat.refund_message(&incoming.from);
+            let seq = self.store.find(incoming.from.as_str(), &incoming.id)?.unwrap_or_default();
+            return Ok(duplicate(seq));
+        };
         self.last_seq = self.last_seq.max(seq);
         counted.0 += 1;
         Ok(encode(&MessageAck { seq, duplicate: false }))

@@ -257,8 +257,9 @@ impl ChatStore {
         Ok(seq.map(u))
     }
 
-    /// Records a message (not yet in history: see [`Self::find`]) and returns its position.
-    pub fn insert(&self, message: &NewMessage<'_>) -> Result<u64, StoreError> {
+    /// Records a message and returns its position; `None` when history has its sender and id
+    /// already (see [`Self::find`]).
+    pub fn insert(&self, message: &NewMessage<'_>) -> Result<Option<u64>, StoreError> {
         let conv = match (message.room, message.to) {
             (Some(room), _) => room_key(room),
             (None, Some(to)) => direct_key(message.from, to),
@@ -267,7 +268,8 @@ impl ChatStore {
         self.conn
             .prepare_cached(
                 "INSERT INTO messages (conv, to_name, from_name, msg_id, text, at_ms, \
-                 recorded_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 recorded_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (from_name, msg_id) DO NOTHING",
             )?
             .execute(params![
                 conv,
@@ -278,7 +280,7 @@ impl ChatStore {
                 i(message.at_ms),
                 i(message.recorded_ms)
             ])?;
-        Ok(u(self.conn.last_insert_rowid()))
+        Ok((self.conn.changes() == 1).then(|| u(self.conn.last_insert_rowid())))
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
@@ -384,17 +386,18 @@ mod tests {
             seqs.push(
                 store
                     .insert(&message(Some("all"), None, "alice", &format!("a{n}")))
-                    .expect("insert"),
+                    .expect("insert")
+                    .expect("new"),
             );
         }
-        let dm = store.insert(&message(None, Some("bob"), "alice", "d1")).expect("insert");
-        let reply = store
-            .insert(&message(None, Some("alice"), "bob", "d1"))
-            .expect("same id, other sender");
-        let other = store.insert(&message(None, Some("carol"), "bob", "d2")).expect("insert");
-        let rust = store.insert(&message(Some("rust"), None, "carol", "r1")).expect("insert");
+        let new = |m: NewMessage<'_>| store.insert(&m).expect("insert").expect("new");
+        let dm = new(message(None, Some("bob"), "alice", "d1"));
+        let reply = new(message(None, Some("alice"), "bob", "d1"));
+        let other = new(message(None, Some("carol"), "bob", "d2"));
+        let rust = new(message(Some("rust"), None, "carol", "r1"));
         store.commit().expect("commit");
-        assert!(store.insert(&message(Some("all"), None, "alice", "a0")).is_err(), "unique");
+        let again = store.insert(&message(Some("all"), None, "alice", "a0")).expect("insert");
+        assert_eq!(again, None, "stored once");
         assert_eq!(store.find("alice", "a3").expect("find"), Some(seqs[3]));
         assert_eq!(store.find("bob", "a3").expect("find"), None);
 
