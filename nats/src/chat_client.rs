@@ -14,8 +14,8 @@
 //!   repeats by sender and id ([`ChatInbox`]).
 //! - [`ChatInbox`] subscribes to `agora.chat.dm.<me>`, `agora.chat.room.all`, the rooms it is
 //!   told to listen to and, optionally, every presence event. It drops what does not pass the
-//!   same checks the service applies (a raw publisher can send anything), so what it yields is
-//!   plain, bounded text.
+//!   service's format checks (a raw publisher can send anything), so what it yields is plain,
+//!   bounded text.
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
@@ -296,8 +296,7 @@ enum Arrival<'a> {
     Presence(PresenceEvent),
 }
 
-/// Parses and checks what arrived on a chat subject; `None` for anything the service would
-/// refuse.
+/// Parses and checks what arrived on a chat subject; `None` for anything malformed.
 fn arrival<'a>(subject_name: &'a str, payload: &'a [u8]) -> Option<Arrival<'a>> {
     let target = subjects::last_token(subject_name);
     let kind = subject_name.strip_prefix(subject::GROUP)?.split('.').nth(1)?;
@@ -319,7 +318,7 @@ fn arrival<'a>(subject_name: &'a str, payload: &'a [u8]) -> Option<Arrival<'a>> 
     }
 }
 
-/// Parses what arrived on a chat subject; `None` for anything the service would refuse.
+/// Parses what arrived on a chat subject; `None` for anything malformed.
 pub fn parse_incoming(subject_name: &str, payload: &[u8]) -> Option<Incoming> {
     Some(match arrival(subject_name, payload)? {
         Arrival::Room(room, message) => {
