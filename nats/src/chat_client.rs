@@ -272,7 +272,7 @@ struct ReceivedMessage<'a> {
 }
 
 impl ReceivedMessage<'_> {
-    /// Whether the chat service would take it.
+    /// Whether it is well formed (the format checks the chat service applies).
     fn is_valid(&self) -> bool {
         Name::is_valid(&self.from)
             && chat::check_message_id(&self.id).is_ok()
