@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::sqlite;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::wire::StoredMessage;
@@ -21,7 +22,6 @@ pub const DATABASE_FILE: &str = "chat.db";
 /// SQLite page cache of the chat database.
 const PAGE_CACHE_BYTES_MAX: i64 = 8 * 1024 * 1024;
 
-const SCHEMA_VERSION: i64 = 1;
 const MIGRATION_1: &str = "
     CREATE TABLE users (
         name TEXT PRIMARY KEY,
@@ -131,34 +131,20 @@ fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 impl ChatStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let conn = Connection::open(data_dir.join(DATABASE_FILE))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -(PAGE_CACHE_BYTES_MAX / 1024))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version < 1 {
-            conn.execute_batch(MIGRATION_1)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        }
+        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
         Ok(Self { conn })
     }
 
     pub fn begin(&self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(())
+        sqlite::begin(&self.conn)
     }
 
     pub fn commit(&self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
+        sqlite::commit(&self.conn)
     }
 
     pub fn rollback(&self) {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK").ok();
-        }
+        sqlite::rollback(&self.conn);
     }
 
     /// Every known name with its rooms.

@@ -13,6 +13,7 @@
 //! - [`bank`]: the bank service with group commit.
 //! - [`chat`] + [`chat_store`]: the chat service (names, presence, history) and its store;
 //!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
+//! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
 //! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
 //! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
 //! - [`up`]: `agora up`, the whole system locally.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod ledger;
 pub mod process;
 pub mod service;
+pub mod sqlite;
 pub mod store;
 pub mod subjects;
 pub mod task_store;

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use crate::sqlite;
 use agora_core::{Lifecycle, TaskState};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -19,7 +20,6 @@ pub const DATABASE_FILE: &str = "tasks.db";
 /// SQLite page cache of the task database.
 const PAGE_CACHE_BYTES_MAX: i64 = 4 * 1024 * 1024;
 
-const SCHEMA_VERSION: i64 = 1;
 const MIGRATION_1: &str = "
     CREATE TABLE tasks (
         id INTEGER PRIMARY KEY,
@@ -127,34 +127,20 @@ fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 
 impl TaskStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let conn = Connection::open(data_dir.join(DATABASE_FILE))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -(PAGE_CACHE_BYTES_MAX / 1024))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version < 1 {
-            conn.execute_batch(MIGRATION_1)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        }
+        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
         Ok(Self { conn })
     }
 
     pub fn begin(&self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(())
+        sqlite::begin(&self.conn)
     }
 
     pub fn commit(&self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
+        sqlite::commit(&self.conn)
     }
 
     pub fn rollback(&self) {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK").ok();
-        }
+        sqlite::rollback(&self.conn);
     }
 
     pub fn max_id(&self) -> Result<u64, StoreError> {

@@ -607,19 +607,7 @@ impl Owner {
     }
 
     fn run(mut self, inbox: std_mpsc::Receiver<Envelope>) {
-        loop {
-            let first = match inbox.recv_timeout(TICK) {
-                Ok(envelope) => Some(envelope),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut group: Vec<Envelope> = first.into_iter().collect();
-            while group.len() < GROUP_COMMANDS_MAX {
-                match inbox.try_recv() {
-                    Ok(envelope) => group.push(envelope),
-                    Err(_) => break,
-                }
-            }
+        while let Some(group) = crate::sqlite::next_group(&inbox, TICK, GROUP_COMMANDS_MAX) {
             let now = now_ms();
             if !group.is_empty() {
                 self.run_group(now, group);

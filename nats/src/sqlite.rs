@@ -1,0 +1,66 @@
+//! What the task and chat stores share: opening a database in WAL mode with its schema, and
+//! the transaction commands their owner threads group work in.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// Opens (creating if needed) `data_dir/file` in WAL mode with `synchronous=NORMAL` (a commit
+/// survives `kill -9`), a page cache of `cache_bytes`, and the schema `migration` (version 1)
+/// applied once.
+pub fn open_wal(
+    data_dir: &Path,
+    file: &str,
+    cache_bytes: i64,
+    migration: &str,
+) -> rusqlite::Result<Connection> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let conn = Connection::open(data_dir.join(file))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Negative cache_size is in KiB.
+    conn.pragma_update(None, "cache_size", -(cache_bytes / 1024))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!("BEGIN; {migration} PRAGMA user_version = 1; COMMIT;"))?;
+    }
+    Ok(conn)
+}
+
+pub fn begin(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    Ok(())
+}
+
+pub fn commit(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+/// Rolls back the open transaction, if there is one.
+pub fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK").ok();
+    }
+}
+
+/// An owner thread's next group: whatever is queued (at most `max`), after waiting up to
+/// `tick` for the first. Empty when nothing came; `None` once every sender is gone.
+pub fn next_group<T>(inbox: &mpsc::Receiver<T>, tick: Duration, max: usize) -> Option<Vec<T>> {
+    let first = match inbox.recv_timeout(tick) {
+        Ok(item) => Some(item),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+    };
+    let mut group: Vec<T> = first.into_iter().collect();
+    while group.len() < max {
+        match inbox.try_recv() {
+            Ok(item) => group.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
