@@ -145,6 +145,19 @@ pub fn check_message_id(id: &str) -> Result<(), ChatError> {
     }
 }
 
+/// A message's sender, id and text are well formed (what the chat service records and what
+/// receivers accept).
+pub fn check_message(from: &str, id: &str, text: &str) -> Result<(), ChatError> {
+    if !Name::is_valid(from) {
+        return Err(ChatError::InvalidName {
+            what: "sender",
+            text: from.chars().take(64).collect(),
+        });
+    }
+    check_message_id(id)?;
+    check_text(text)
+}
+
 /// A session token: [`SESSION_BYTES_MIN`]..=[`SESSION_BYTES_MAX`] printable ASCII bytes.
 pub fn check_session(token: &str) -> Result<(), ChatError> {
     if (SESSION_BYTES_MIN..=SESSION_BYTES_MAX).contains(&token.len())

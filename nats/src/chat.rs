@@ -36,7 +36,9 @@ use futures::StreamExt;
 use crate::chat_store::{ChatStore, Conversation, NewMessage, StoreError};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_limited, encode};
+use crate::service::{
+    ErrorCounts, Replier, add_endpoint, decode, decode_limited, encode, publish_reply,
+};
 use crate::subjects::{self, chat as subject};
 use crate::wire::{
     ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
@@ -240,8 +242,7 @@ pub async fn run(
                     }
                 };
                 if let Some(reply) = message.reply {
-                    let (headers, body) = crate::service::error_reply(&refusal);
-                    client.publish_with_headers(reply, headers, body).await.ok();
+                    publish_reply(&client, reply, Err(refusal)).await.ok();
                 }
             }
         }));
@@ -327,9 +328,8 @@ fn parse_message(target: &str, direct: bool, payload: &[u8]) -> Result<Incoming,
     let message: ChatMessage = decode_limited(payload, MESSAGE_BYTES_MAX)?;
     let (room, to) =
         if direct { (None, Some(Name::user(target)?)) } else { (Some(Name::room(target)?), None) };
+    chat::check_message(&message.from, &message.id, &message.text)?;
     let from = Name::user(&message.from)?;
-    chat::check_message_id(&message.id)?;
-    chat::check_text(&message.text)?;
     Ok(Incoming { room, to, from, id: message.id, text: message.text, at_ms: message.at })
 }
 
@@ -452,7 +452,8 @@ fn user_view(name: &Name, user: &chat::User) -> UserView {
     }
 }
 
-fn presence_payload(event: &ChatEvent) -> (String, PresenceEvent) {
+/// The presence event for `event`; room events happen at `now_ms`.
+fn presence_payload(now_ms: u64, event: &ChatEvent) -> (String, PresenceEvent) {
     let (name, wire) = match event {
         ChatEvent::Online { name, since_ms, .. } => (
             name,
@@ -485,8 +486,7 @@ fn presence_payload(event: &ChatEvent) -> (String, PresenceEvent) {
                 room: Some(room.to_string()),
                 reason: None,
                 since_ms: None,
-                // Filled in with the time of the command.
-                at_ms: 0,
+                at_ms: now_ms,
             },
         ),
     };
@@ -642,12 +642,12 @@ impl Owner {
         command: Command,
         out: &mut Outbox,
     ) -> Result<Result<Bytes, ServiceError>, StoreError> {
-        let (name, token, register, leave) = match &command {
-            Command::Register { name, token } => (name.clone(), token.clone(), true, false),
-            Command::Leave { name, token } => (name.clone(), token.clone(), false, true),
-            Command::Heartbeat { name, token }
-            | Command::Join { name, token, .. }
-            | Command::Part { name, token, .. } => (name.clone(), token.clone(), false, false),
+        let (name, register, leave) = match &command {
+            Command::Register { name, .. } => (name.clone(), true, false),
+            Command::Leave { name, .. } => (name.clone(), false, true),
+            Command::Heartbeat { name, .. }
+            | Command::Join { name, .. }
+            | Command::Part { name, .. } => (name.clone(), false, false),
             Command::Expire => return Ok(Err(ServiceError::invalid("not a request"))),
         };
         let rooms_request = matches!(command, Command::Join { .. } | Command::Part { .. });
@@ -655,7 +655,7 @@ impl Owner {
             Ok(events) => events,
             Err(error) => return Ok(Err(error.into())),
         };
-        self.persist(now, &events, Some(&token), out)?;
+        self.persist(now, &events, out)?;
         let Some(user) = self.chat.user(&name) else {
             return Ok(Err(ServiceError::new(ErrorCode::Internal, "user vanished")));
         };
@@ -697,13 +697,15 @@ impl Owner {
         &mut self,
         now: u64,
         events: &[ChatEvent],
-        token: Option<&str>,
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
         for event in events {
             match event {
                 ChatEvent::Online { name, since_ms, .. } => {
-                    let registered = self.chat.user(name).map_or(*since_ms, |u| u.registered_ms);
+                    // The session that began is the user's session now.
+                    let user = self.chat.user(name);
+                    let token = user.and_then(|u| u.session.as_ref()).map(|s| s.token.as_str());
+                    let registered = user.map_or(*since_ms, |u| u.registered_ms);
                     let token = token.unwrap_or_default();
                     self.store.set_online(name.as_str(), token, *since_ms, registered)?;
                 }
@@ -717,10 +719,7 @@ impl Owner {
                     self.store.set_member(name.as_str(), room.as_str(), false)?;
                 }
             }
-            let (subject, mut wire) = presence_payload(event);
-            if wire.at_ms == 0 {
-                wire.at_ms = now;
-            }
+            let (subject, wire) = presence_payload(now, event);
             if let Ok(payload) = serde_json::to_vec(&wire) {
                 out.presence.push((subject, Bytes::from(payload)));
             }
@@ -785,7 +784,7 @@ impl Owner {
             return;
         }
         let result = self.store.begin().and_then(|()| {
-            self.persist(now, &events, None, &mut outbox)?;
+            self.persist(now, &events, &mut outbox)?;
             let pruned = if prune {
                 self.last_prune_ms = now;
                 self.store.prune(self.config.history_max, PRUNE_BATCH)?
@@ -826,14 +825,7 @@ impl Owner {
                         self.repliers[endpoint].reply_bytes(&request, reply).await;
                     }
                     ReplyTo::Subject(subject) => {
-                        let sent = match reply {
-                            Ok(payload) => self.client.publish(subject, payload).await,
-                            Err(error) => {
-                                let (headers, body) = crate::service::error_reply(&error);
-                                self.client.publish_with_headers(subject, headers, body).await
-                            }
-                        };
-                        if let Err(error) = sent {
+                        if let Err(error) = publish_reply(&self.client, subject, reply).await {
                             tracing::warn!(%error, "could not acknowledge a message");
                         }
                     }

@@ -274,9 +274,7 @@ struct ReceivedMessage<'a> {
 impl ReceivedMessage<'_> {
     /// Whether it is well formed (the format checks the chat service applies).
     fn is_valid(&self) -> bool {
-        Name::is_valid(&self.from)
-            && chat::check_message_id(&self.id).is_ok()
-            && chat::check_text(&self.text).is_ok()
+        chat::check_message(&self.from, &self.id, &self.text).is_ok()
     }
 
     fn into_owned(self) -> ChatMessage {
@@ -418,7 +416,6 @@ impl ChatInbox {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
         let subscription =
             self.client.subscribe(subject_name.clone()).await.map_err(|e| transport(&e))?;
-        crate::client::barrier(&self.client).await?;
         self.subscriptions.insert(subject_name, subscription);
         Ok(())
     }
@@ -426,7 +423,9 @@ impl ChatInbox {
     /// Starts receiving `room`'s messages (a no-op when already listening).
     pub async fn listen(&mut self, room: &str) -> Result<(), ClientError> {
         let room = Name::room(room).map_err(|e| ClientError::Service(e.into()))?;
-        self.subscribe(subject::room(room.as_str())).await
+        self.subscribe(subject::room(room.as_str())).await?;
+        // The server has every subscription made so far once this round trip is back.
+        crate::client::barrier(&self.client).await
     }
 
     /// Stops receiving `room`'s messages.

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::sqlite;
+use crate::sqlite::{self, i, u};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::wire::StoredMessage;
@@ -95,14 +95,6 @@ pub struct UserRow {
 #[derive(Debug)]
 pub struct ChatStore {
     conn: Connection,
-}
-
-fn u(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn i(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn room_key(room: &str) -> String {

@@ -73,6 +73,22 @@ pub fn error_reply(error: &ServiceError) -> (HeaderMap, Bytes) {
     (headers, Bytes::from(body))
 }
 
+/// Answers a plain message (not a micro-service request) on its reply subject: the JSON, or a
+/// coded error with the same headers and body as a service's error reply.
+pub async fn publish_reply(
+    client: &async_nats::Client,
+    reply: async_nats::Subject,
+    result: Result<Bytes, ServiceError>,
+) -> Result<(), async_nats::PublishError> {
+    match result {
+        Ok(payload) => client.publish(reply, payload).await,
+        Err(error) => {
+            let (headers, body) = error_reply(&error);
+            client.publish_with_headers(reply, headers, body).await
+        }
+    }
+}
+
 /// Per-endpoint, per-code error counters, shown in `$SRV.STATS` endpoint `data`.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorCounts {

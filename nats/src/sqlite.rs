@@ -30,6 +30,16 @@ pub fn open_wal(
     Ok(conn)
 }
 
+/// An INTEGER column as a u64 (ours are never negative; a corrupt one reads as 0).
+pub fn u(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A u64 as an INTEGER (saturating at i64::MAX).
+pub fn i(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 pub fn begin(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN")?.execute([])?;
     Ok(())

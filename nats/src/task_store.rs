@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::sqlite;
+use crate::sqlite::{self, i, u};
 use agora_core::{Lifecycle, TaskState};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -89,14 +89,6 @@ pub struct ListFilter {
 #[derive(Debug)]
 pub struct TaskStore {
     conn: Connection,
-}
-
-fn u(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-fn i(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 const ROW_COLUMNS: &str = "id, client_id, op, priority, state, attempts, worker, progress, \
