@@ -413,7 +413,7 @@ impl LikeCounter {
             return Ok(Outcome { count: self.count(item), liked: None, record: Some(record) });
         };
         let current = self.items.get(item).and_then(|i| i.users.get(user));
-        if current.map_or(false, |r| r.liked) == liked {
+        if current.is_some_and(|r| r.liked) == liked {
             // Nothing to change; an unlike of an unknown (item, user) is not stored either.
             return Ok(Outcome { count: self.count(item), liked: Some(liked), record: None });
         }
