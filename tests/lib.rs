@@ -5,7 +5,10 @@
 //! `cargo build --workspace --bins`, which `scripts/test` does first). Everything is killed
 //! when the [`System`] is dropped; if the test is failing, the components' logs are printed.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_nats::process::{Component, NatsServer, NatsServerOptions, component_binary};
@@ -28,6 +31,11 @@ pub const TEST_ACK_WAIT_MS: u64 = 1_500;
 /// presence tests see expiries quickly.
 pub const TEST_PRESENCE_TIMEOUT_MS: u64 = 1_500;
 
+/// The test likes nodes' leader lease: short, so leader-death tests do not wait long.
+pub const TEST_LIKES_LEASE_MS: u64 = 1_500;
+/// The test likes leader's anti-entropy round interval.
+pub const TEST_LIKES_SYNC_INTERVAL_MS: u64 = 500;
+
 /// A running Agora: nats-server plus whichever components a test starts.
 #[derive(Debug)]
 pub struct System {
@@ -42,6 +50,9 @@ pub struct System {
     pub chat: Option<Component>,
     /// Extra flags the chat service was started with (kept for restarts).
     pub chat_args: Vec<String>,
+    pub likes: Vec<Option<Component>>,
+    /// The proxy each likes node reaches NATS through, if it has one (to cut it off).
+    pub likes_proxies: Vec<Option<Proxy>>,
 }
 
 impl System {
@@ -68,6 +79,62 @@ impl System {
             workers: Vec::new(),
             chat: None,
             chat_args: Vec::new(),
+            likes: Vec::new(),
+            likes_proxies: Vec::new(),
+        }
+    }
+
+    /// nats-server and `nodes` likes nodes, `likes-0`, `likes-1`, ...
+    pub fn with_likes(nodes: usize) -> Self {
+        let mut system = Self::nats_only();
+        for _ in 0..nodes {
+            system.add_likes(false);
+        }
+        system
+    }
+
+    /// Starts the next likes node (reaching NATS through a [`Proxy`] if `proxied`, so a test
+    /// can cut it off); returns its index.
+    pub fn add_likes(&mut self, proxied: bool) -> usize {
+        let proxy = proxied.then(|| Proxy::start(self.url()));
+        self.likes.push(None);
+        self.likes_proxies.push(proxy);
+        let index = self.likes.len() - 1;
+        self.start_likes(index);
+        index
+    }
+
+    /// Starts (or restarts, on the same data directory) likes node `index`.
+    pub fn start_likes(&mut self, index: usize) {
+        let url = match &self.likes_proxies[index] {
+            Some(proxy) => proxy.url(),
+            None => self.url().to_owned(),
+        };
+        let args: Vec<String> = [
+            "--server",
+            &url,
+            "--data-dir",
+            &self.dir.path().join(format!("likes-{index}")).display().to_string(),
+            "--node-id",
+            &format!("likes-{index}"),
+            "--lease-ms",
+            &TEST_LIKES_LEASE_MS.to_string(),
+            "--sync-interval-ms",
+            &TEST_LIKES_SYNC_INTERVAL_MS.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let binary = component_binary("agora-likes").expect("agora-likes is built");
+        let node = Component::start(&format!("likes-{index}"), &binary, &args, &[], &self.logs())
+            .expect("a likes node starts");
+        self.likes[index] = Some(node);
+    }
+
+    /// `kill -9` likes node `index`.
+    pub fn kill_likes(&mut self, index: usize) {
+        if let Some(mut node) = self.likes[index].take() {
+            node.kill_hard();
         }
     }
 
@@ -249,6 +316,97 @@ impl System {
     pub async fn client(&self) -> AgoraClient {
         let nats = async_nats::connect(self.url()).await.expect("connects to nats-server");
         AgoraClient::new(nats).with_timeout(Duration::from_secs(3))
+    }
+}
+
+/// A TCP proxy in front of nats-server that a test can cut (a network partition: connections
+/// are closed and new ones refused) and heal.
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    cut: AtomicBool,
+    stopped: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn close_all(&self) {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        for stream in connections.drain(..) {
+            stream.shutdown(Shutdown::Both).ok();
+        }
+    }
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to the server at `nats_url`.
+    pub fn start(nats_url: &str) -> Self {
+        let target = nats_url.trim_start_matches("nats://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        let state = Arc::new(ProxyState::default());
+        let accepting = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if accepting.cut.load(Ordering::SeqCst) {
+                    client.shutdown(Shutdown::Both).ok();
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let pipes = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                {
+                    let mut connections =
+                        accepting.connections.lock().unwrap_or_else(|p| p.into_inner());
+                    connections.extend(client.try_clone());
+                    connections.extend(server.try_clone());
+                }
+                for pipe in pipes {
+                    if let (Ok(mut from), Ok(mut to)) = pipe {
+                        std::thread::spawn(move || {
+                            std::io::copy(&mut from, &mut to).ok();
+                            from.shutdown(Shutdown::Both).ok();
+                            to.shutdown(Shutdown::Both).ok();
+                        });
+                    }
+                }
+            }
+        });
+        Self { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection and refuses new ones until [`Self::heal`].
+    pub fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        self.state.close_all();
+    }
+
+    pub fn heal(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stopped.store(true, Ordering::SeqCst);
+        self.state.close_all();
+        // Wake the accepting thread so it sees `stopped`.
+        TcpStream::connect(("127.0.0.1", self.port)).ok();
     }
 }
 

@@ -315,6 +315,7 @@ impl LikeCounter {
         self.coverage.get(origin).copied().unwrap_or(0)
     }
 
+    /// The coverage; its keys are every origin this replica holds records of.
     pub fn vector(&self) -> &Vector {
         &self.coverage
     }
@@ -445,10 +446,13 @@ impl LikeCounter {
         let item_id = record.item().clone();
         let entry = self.items.entry(item_id.clone()).or_default();
         let before = entry.count();
+        let origin = record.dot().0.clone();
         let (changed, new_user) = match record {
             Record::Counter { node, counter, .. } => (entry.merge_counter(&node, counter), false),
             Record::User { user, register, .. } => entry.merge_register(&user, register),
         };
+        // Every origin seen has a coverage entry (maybe 0): anti-entropy pages walk them.
+        self.coverage.entry(origin).or_insert(0);
         let after = entry.count();
         if !changed {
             // An unchanged merge into an item this replica did not hold leaves nothing behind.

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use agora_core::{AccountId, BankError, ChatError, LockError, ParseError};
+use agora_core::{AccountId, BankError, ChatError, LikesError, LockError, ParseError};
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes. Never renumber or rename one: clients match on `as_str()`.
@@ -198,6 +198,19 @@ impl From<ChatError> for ServiceError {
             ChatError::UnknownUser(_) => ErrorCode::UnknownUser,
             ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::TooManyUsers(_) => ErrorCode::Busy,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+impl From<LikesError> for ServiceError {
+    fn from(error: LikesError) -> Self {
+        let code = match &error {
+            LikesError::InvalidItem(_)
+            | LikesError::InvalidUser(_)
+            | LikesError::InvalidNode(_)
+            | LikesError::AnonymousUnlike => ErrorCode::InvalidRequest,
+            LikesError::TooManyItems(_) | LikesError::TooManyUsers(_) => ErrorCode::Busy,
         };
         Self::new(code, error.to_string())
     }

@@ -13,6 +13,8 @@
 //! - [`bank`]: the bank service with group commit.
 //! - [`chat`] + [`chat_store`]: the chat service (names, presence, history) and its store;
 //!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
+//! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
+//!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
 //! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
 //! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
@@ -28,6 +30,8 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod ledger;
+pub mod likes;
+pub mod likes_store;
 pub mod process;
 pub mod service;
 pub mod sqlite;

@@ -170,6 +170,54 @@ pub mod chat {
     pub const PRESENCE_ALL: &str = "agora.chat.presence.*";
 }
 
+/// Likes (`agora-likes`, any number of nodes): a queue group takes likes, every node applies
+/// every node's events, and one elected leader answers `nodes` and runs anti-entropy rounds.
+pub mod likes {
+    /// NATS micro service name (every node is an instance).
+    pub const SERVICE: &str = "agora-likes";
+    /// Group (subject prefix) of every likes endpoint.
+    pub const GROUP: &str = "agora.likes";
+
+    /// Endpoint names; `like`, `unlike` and `count` end with the item (`like.<item>`).
+    pub const LIKE: &str = "like";
+    pub const UNLIKE: &str = "unlike";
+    pub const COUNT: &str = "count";
+    pub const TOP: &str = "top";
+    /// Each node's own anti-entropy endpoint (`sync.<node>`).
+    pub const SYNC: &str = "sync";
+
+    pub fn like(item: &str) -> String {
+        format!("{GROUP}.{LIKE}.{item}")
+    }
+    pub fn unlike(item: &str) -> String {
+        format!("{GROUP}.{UNLIKE}.{item}")
+    }
+    pub fn count(item: &str) -> String {
+        format!("{GROUP}.{COUNT}.{item}")
+    }
+    pub const TOP_SUBJECT: &str = "agora.likes.top";
+    /// Answered by the leader only: the live nodes with their load.
+    pub const NODES_SUBJECT: &str = "agora.likes.nodes";
+    /// Every node answers (scatter-gather): its coverage, counts and load.
+    pub const DIGEST_SUBJECT: &str = "agora.likes.digest";
+    /// One node's anti-entropy endpoint: pages of the records the asker lacks.
+    pub fn sync(node: &str) -> String {
+        format!("{GROUP}.{SYNC}.{node}")
+    }
+    /// The leader's order to one node: pull from these peers.
+    pub fn pull(node: &str) -> String {
+        format!("{GROUP}.pull.{node}")
+    }
+    /// Every batch of likes a node took, per item (plain fan-out; every node subscribes).
+    pub fn events(item: &str) -> String {
+        format!("{GROUP}.events.{item}")
+    }
+    pub const EVENTS_ALL: &str = "agora.likes.events.*";
+    /// The JetStream KV bucket holding the leader lease, and its key.
+    pub const LEADER_BUCKET: &str = "AGORA_LIKES";
+    pub const LEADER_KEY: &str = "leader";
+}
+
 /// Workers (`agora-worker`): each one is an instance of one micro service.
 pub mod worker {
     /// NATS micro service name.
@@ -260,5 +308,12 @@ mod tests {
         assert_eq!(chat::room("all"), "agora.chat.room.all");
         assert_eq!(chat::dm("bob"), "agora.chat.dm.bob");
         assert_eq!(chat::presence("bob"), "agora.chat.presence.bob");
+        assert_eq!(likes::like("p-1"), "agora.likes.like.p-1");
+        assert_eq!(likes::unlike("p-1"), "agora.likes.unlike.p-1");
+        assert_eq!(likes::count("p-1"), "agora.likes.count.p-1");
+        assert_eq!(likes::TOP_SUBJECT, format!("{}.{}", likes::GROUP, likes::TOP));
+        assert_eq!(likes::sync("n1"), "agora.likes.sync.n1");
+        assert_eq!(likes::pull("n1"), "agora.likes.pull.n1");
+        assert_eq!(likes::events("p-1"), "agora.likes.events.p-1");
     }
 }

@@ -6,5 +6,6 @@ mod chat;
 mod cli;
 mod faults;
 mod ledger;
+mod likes;
 mod load;
 mod tasks;

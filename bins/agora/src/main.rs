@@ -10,6 +10,7 @@ use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 mod chat;
+mod likes;
 mod task;
 
 /// Agora: a NATS-native, event-driven system. Talks to the services over NATS.
@@ -39,6 +40,9 @@ enum Command {
     Task(task::TaskCommand),
     /// Chat: interactive (`agora chat --name alice`), or send, history, who.
     Chat(chat::ChatArgs),
+    /// Likes: like, unlike, count, top; the nodes and their leader.
+    #[command(subcommand)]
+    Likes(likes::LikesCommand),
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -185,6 +189,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             task::run(&connect(&server, timeout_ms).await?, command, json).await
         }
         Command::Chat(args) => chat::run(&connect(&server, timeout_ms).await?, args, json).await,
+        Command::Likes(command) => {
+            likes::run(&connect(&server, timeout_ms).await?, command, json).await
+        }
         Command::Bench(BenchCommand::Bank(args)) => {
             bench::bank(BankBenchOptions {
                 seconds: args.seconds,

@@ -1,0 +1,326 @@
+//! Likes: three real `agora-likes` nodes on a real nats-server. Counts are exact and the same
+//! on every node after concurrent load, a node killed mid-load, a node cut off from NATS, and
+//! the leader's death.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agora_nats::subjects::likes as subject;
+use agora_nats::wire::NodesReply;
+use agora_nats::{AgoraClient, ClientError, ErrorCode};
+use agora_tests::{System, TEST_LIKES_LEASE_MS, code};
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// Waits until `nodes` nodes all report exactly `expected`; returns how long that took.
+async fn agree(
+    client: &AgoraClient,
+    expected: &BTreeMap<String, u64>,
+    nodes: usize,
+    within: Duration,
+) -> Duration {
+    let items: Vec<String> = expected.keys().cloned().collect();
+    let started = Instant::now();
+    let mut last = Vec::new();
+    while started.elapsed() < within {
+        let digests = client
+            .likes_digests(Duration::from_millis(500), &items, Some(nodes))
+            .await
+            .expect("digests");
+        if digests.len() == nodes && digests.iter().all(|d| &d.counts == expected) {
+            return started.elapsed();
+        }
+        last = digests;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the nodes did not agree on {expected:?} within {within:?}: {last:#?}");
+}
+
+/// Likes until accepted: a user's like is idempotent, so a retry after a lost reply is safe.
+async fn like_until_accepted(client: &AgoraClient, item: &str, user: &str) {
+    for _ in 0..200 {
+        match client.like(item, Some(user)).await {
+            Ok(_) => return,
+            Err(error) if error.code() == ErrorCode::InvalidRequest => panic!("{error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("{user}'s like of {item} was never accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_exactly_on_ten_thousand_concurrent_likes() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 1_250;
+    const ITEMS: usize = 5;
+    let system = System::with_likes(3);
+    let mut load = Vec::new();
+    for c in 0..CLIENTS {
+        let client = system.client().await;
+        load.push(tokio::spawn(async move {
+            let results: Vec<Result<String, ClientError>> = futures::stream::iter(0..PER_CLIENT)
+                .map(|i| {
+                    let client = client.clone();
+                    async move {
+                        let item = format!("post-{}", (c + i) % ITEMS);
+                        // Every third like is a user's, the rest anonymous.
+                        let user = (i % 3 == 0).then(|| format!("u{c}-{i}"));
+                        client.like(&item, user.as_deref()).await.map(|_| item)
+                    }
+                })
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            results
+        }));
+    }
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for task in load {
+        for result in task.await.expect("load task") {
+            *expected.entry(result.expect("every like is accepted")).or_default() += 1;
+        }
+    }
+    assert_eq!(expected.values().sum::<u64>(), (CLIENTS * PER_CLIENT) as u64);
+    // A user's like sent again does not count twice, on whichever node takes it.
+    let client = system.client().await;
+    for c in 0..CLIENTS {
+        let again = client
+            .like(&format!("post-{}", c % ITEMS), Some(&format!("u{c}-0")))
+            .await
+            .expect("ok");
+        assert_eq!((again.changed, again.liked), (Some(false), Some(true)));
+    }
+    let took = agree(&client, &expected, 3, Duration::from_secs(10)).await;
+    eprintln!("10,000 likes: every node agreed {took:?} after the load");
+    let digests = client.likes_digests(Duration::from_secs(1), &[], Some(3)).await.expect("ok");
+    for digest in &digests {
+        assert!(digest.accepted > 1_000, "every node took a share of the load: {digest:?}");
+        assert_eq!(digest.likes, 10_000);
+    }
+    let top = client.top_likes(ITEMS).await.expect("top");
+    let counts: BTreeMap<String, u64> =
+        top.items.iter().map(|item| (item.item.clone(), item.count)).collect();
+    assert_eq!(counts, expected);
+    assert!(top.items.windows(2).all(|w| w[0].count >= w[1].count), "most liked first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_load_and_restarted_ends_with_exact_totals_everywhere() {
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: usize = 600;
+    const ITEMS: usize = 4;
+    let mut system = System::with_likes(3);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for c in 0..CLIENTS {
+        let client = system.client().await.with_timeout(Duration::from_secs(1));
+        let accepted = accepted.clone();
+        load.push(tokio::spawn(async move {
+            futures::stream::iter(0..PER_CLIENT)
+                .for_each_concurrent(16, |i| {
+                    let (client, accepted) = (client.clone(), accepted.clone());
+                    async move {
+                        let item = format!("item-{}", i % ITEMS);
+                        like_until_accepted(&client, &item, &format!("k{c}-{i}")).await;
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .await;
+        }));
+    }
+    let total = CLIENTS * PER_CLIENT;
+    while accepted.load(Ordering::Relaxed) < total / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| system.kill_likes(1));
+    let killed_at = accepted.load(Ordering::Relaxed);
+    while accepted.load(Ordering::Relaxed) < killed_at + total / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| system.start_likes(1));
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert!(accepted.load(Ordering::Relaxed) == total);
+    let expected: BTreeMap<String, u64> =
+        (0..ITEMS).map(|i| (format!("item-{i}"), (total / ITEMS) as u64)).collect();
+    let client = system.client().await;
+    let took = agree(&client, &expected, 3, Duration::from_secs(20)).await;
+    eprintln!("kill -9 and restart: every node agreed {took:?} after the load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_catches_up_by_anti_entropy_alone() {
+    let mut system = System::nats_only();
+    system.add_likes(false);
+    system.add_likes(false);
+    let cut_off = system.add_likes(true);
+    let client = system.client().await;
+    for i in 0..30 {
+        client.like("before", Some(&format!("b{i}"))).await.expect("like");
+    }
+    let before = BTreeMap::from([("before".to_owned(), 30)]);
+    agree(&client, &before, 3, Duration::from_secs(10)).await;
+
+    system.likes_proxies[cut_off].as_ref().expect("proxied").cut();
+    // Wait until the server dropped the node: then no like can reach it.
+    let started = Instant::now();
+    while client.likes_digests(Duration::from_millis(300), &[], None).await.expect("ok").len() != 2
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "the node is still connected");
+    }
+    let mut expected = BTreeMap::from([("before".to_owned(), 30), ("during".to_owned(), 0)]);
+    for i in 0..400 {
+        let user = (i % 2 == 0).then(|| format!("d{i}"));
+        client.like("during", user.as_deref()).await.expect("the other nodes take likes");
+        *expected.get_mut("during").expect("present") += 1;
+    }
+    for i in 0..10 {
+        client.unlike("before", &format!("b{i}")).await.expect("unlike");
+    }
+    *expected.get_mut("before").expect("present") -= 10;
+    agree(&client, &expected, 2, Duration::from_secs(10)).await;
+
+    // Healed, with no like after it: only anti-entropy can bring the node up to date.
+    system.likes_proxies[cut_off].as_ref().expect("proxied").heal();
+    let took = agree(&client, &expected, 3, Duration::from_secs(20)).await;
+    eprintln!("partition healed: the cut-off node agreed after {took:?}");
+    let digests = client.likes_digests(Duration::from_secs(1), &[], Some(3)).await.expect("ok");
+    let node = digests.iter().find(|d| d.node == format!("likes-{cut_off}")).expect("back");
+    assert!(node.syncs > 0 && node.last_sync_from.is_some(), "it pulled: {node:?}");
+}
+
+/// The leader's `agora.likes.nodes` answer once it lists `nodes` nodes.
+async fn nodes_reply(client: &AgoraClient, nodes: usize, within: Duration) -> NodesReply {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = client.like_nodes().await
+            && reply.nodes.len() == nodes
+        {
+            return reply;
+        }
+        assert!(started.elapsed() < within, "no leader listing {nodes} nodes within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leader_is_replaced_within_the_lease_and_likes_never_wait_for_it() {
+    let mut system = System::with_likes(3);
+    let client = system.client().await.with_timeout(Duration::from_secs(1));
+    let before = nodes_reply(&client, 3, Duration::from_secs(10)).await;
+    assert!(before.nodes.iter().any(|n| n.leader && n.node == before.leader.node));
+    let index: usize =
+        before.leader.node.trim_start_matches("likes-").parse().expect("a test node id");
+
+    system.kill_likes(index);
+    let killed = Instant::now();
+    let mut likes_while_leaderless = 0;
+    let after = loop {
+        // Likes go on while there is no leader.
+        client.like("leaderless", None).await.expect("a like needs no leader");
+        likes_while_leaderless += 1;
+        match client.like_nodes().await {
+            Ok(reply) if reply.leader.node != before.leader.node => break reply,
+            Ok(_) | Err(_) => {}
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "no new leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let took = killed.elapsed();
+    eprintln!(
+        "new leader {} after {took:?} ({likes_while_leaderless} likes meanwhile)",
+        after.leader.node
+    );
+    assert!(after.leader.epoch > before.leader.epoch, "a new leadership has a larger epoch");
+    // Within the lease, plus one follower poll (a tenth of it) and the first round (200 ms).
+    assert!(
+        took <= Duration::from_millis(TEST_LIKES_LEASE_MS + TEST_LIKES_LEASE_MS / 10 + 500),
+        "new leader after {took:?}"
+    );
+    let listed = nodes_reply(&client, 2, Duration::from_secs(5)).await;
+    assert!(listed.nodes.iter().all(|n| n.node != before.leader.node));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_are_idempotent_per_user_and_unlikes_take_back_only_ones_own() {
+    let system = System::with_likes(3);
+    let client = system.client().await;
+    let liked = client.like("photo", Some("alice")).await.expect("like");
+    assert_eq!((liked.count, liked.liked, liked.changed), (1, Some(true), Some(true)));
+    let again = client.like("photo", Some("alice")).await.expect("like again");
+    assert_eq!((again.count, again.changed), (1, Some(false)));
+    client.like("photo", None).await.expect("anonymous");
+    // Bob never liked it: his unlike changes nothing.
+    let bob = client.unlike("photo", "bob").await.expect("unlike");
+    assert_eq!((bob.count, bob.liked, bob.changed), (2, Some(false), Some(false)));
+    let alice = client.unlike("photo", "alice").await.expect("unlike");
+    assert_eq!((alice.count, alice.changed), (1, Some(true)));
+    assert_eq!(client.unlike("photo", "alice").await.expect("twice").count, 1);
+    // An anonymous like cannot be taken back: no count goes below what users intended.
+    let anonymous = client.request_bytes(&subject::unlike("photo"), Bytes::new()).await;
+    assert_eq!(code(anonymous), ErrorCode::InvalidRequest);
+    // One user's like and unlike alternating, each on whichever node: the last one holds.
+    for round in 0..20 {
+        if round % 2 == 0 {
+            client.like("flip", Some("carol")).await.expect("like");
+        } else {
+            client.unlike("flip", "carol").await.expect("unlike");
+        }
+        let count = client.like_count("flip", Some("carol")).await.expect("count");
+        // Counted on any node right after: that node may not have the last event yet, so only
+        // the end state is checked everywhere below.
+        assert!(count.count <= 1);
+    }
+    client.like("flip", Some("carol")).await.expect("like");
+    let expected = BTreeMap::from([("photo".to_owned(), 1), ("flip".to_owned(), 1)]);
+    agree(&client, &expected, 3, Duration::from_secs(10)).await;
+    let count = client.like_count("flip", Some("carol")).await.expect("count");
+    assert_eq!((count.count, count.liked), (1, Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_coded_errors_and_the_nodes_keep_serving() {
+    let system = System::with_likes(3);
+    let client = system.client().await;
+    let long_item = "i".repeat(65);
+    let cases: Vec<(String, &str)> = vec![
+        (subject::like("p"), "not json"),
+        (subject::like("p"), r#"{"user":""}"#),
+        (subject::like("p"), r#"{"user":"has space"}"#),
+        (subject::like("p"), r#"{"user":"a","extra":true}"#),
+        (subject::like("p"), r#"{"user":["a"]}"#),
+        (subject::like(&long_item), ""),
+        (subject::like("bad$item"), ""),
+        (subject::unlike("p"), ""),
+        (subject::unlike("p"), r#"{"user":null}"#),
+        (subject::count("p"), r#"{"users":"a"}"#),
+        (subject::TOP_SUBJECT.to_owned(), r#"{"limit":0}"#),
+        (subject::TOP_SUBJECT.to_owned(), r#"{"limit":-1}"#),
+        (subject::TOP_SUBJECT.to_owned(), r#"{"limit":"ten"}"#),
+        (subject::sync("likes-0"), ""),
+        (subject::sync("likes-0"), r#"{"node":"x","vector":{"not a node":1}}"#),
+        (subject::sync("likes-0"), r#"{"node":"x.y","vector":{}}"#),
+        (subject::DIGEST_SUBJECT.to_owned(), r#"{"items":["a b"]}"#),
+        (subject::DIGEST_SUBJECT.to_owned(), r#"{"nodes":[]}"#),
+    ];
+    for (subject, payload) in &cases {
+        let result = client.request_bytes(subject, Bytes::from(payload.to_string())).await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{subject} {payload}");
+    }
+    let huge = format!(r#"{{"user":"{}"}}"#, "u".repeat(5_000));
+    assert_eq!(
+        code(client.request_bytes(&subject::like("p"), Bytes::from(huge)).await),
+        ErrorCode::InvalidRequest
+    );
+    // Nothing was counted, and every node still serves.
+    let digests = client
+        .likes_digests(Duration::from_secs(1), &["p".to_owned()], Some(3))
+        .await
+        .expect("digests");
+    assert_eq!(digests.len(), 3);
+    assert!(digests.iter().all(|d| d.counts["p"] == 0 && d.likes == 0), "{digests:?}");
+    assert_eq!(client.like("p", Some("ok")).await.expect("serving").count, 1);
+}
