@@ -330,6 +330,8 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct ProxyState {
     cut: AtomicBool,
+    /// Messages from the server on subjects starting with this are dropped.
+    drop_prefix: Mutex<Option<String>>,
     stopped: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
 }
@@ -372,10 +374,15 @@ impl Proxy {
                     connections.extend(client.try_clone());
                     connections.extend(server.try_clone());
                 }
-                for pipe in pipes {
+                for (index, pipe) in pipes.into_iter().enumerate() {
+                    let state = accepting.clone();
                     if let (Ok(mut from), Ok(mut to)) = pipe {
                         std::thread::spawn(move || {
-                            std::io::copy(&mut from, &mut to).ok();
+                            if index == 0 {
+                                std::io::copy(&mut from, &mut to).ok();
+                            } else {
+                                forward_messages(&mut from, &mut to, &state).ok();
+                            }
                             from.shutdown(Shutdown::Both).ok();
                             to.shutdown(Shutdown::Both).ok();
                         });
@@ -398,6 +405,64 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Drops (until `None`) every message the server delivers on a subject starting with
+    /// `prefix`, leaving the connection up: the client silently misses them.
+    pub fn drop_messages(&self, prefix: Option<&str>) {
+        *self.state.drop_prefix.lock().unwrap_or_else(|p| p.into_inner()) =
+            prefix.map(str::to_owned);
+    }
+}
+
+/// Copies the server's side of the NATS protocol to the client, frame by frame, leaving out
+/// `MSG`/`HMSG` frames whose subject starts with the state's drop prefix.
+fn forward_messages(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    state: &ProxyState,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let read = from.read(&mut chunk)?;
+        if read == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        let mut start = 0;
+        let mut out = Vec::with_capacity(buffer.len());
+        while let Some(end) = buffer[start..].windows(2).position(|w| w == b"\r\n") {
+            let line_end = start + end + 2;
+            let line = String::from_utf8_lossy(&buffer[start..start + end]).into_owned();
+            let mut words = line.split_whitespace();
+            let verb = words.next().unwrap_or_default().to_ascii_uppercase();
+            let frame_end = if verb == "MSG" || verb == "HMSG" {
+                let size: usize =
+                    line.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or(0);
+                line_end + size + 2
+            } else {
+                line_end
+            };
+            if frame_end > buffer.len() {
+                break;
+            }
+            let subject = words.next().unwrap_or_default();
+            let dropped = (verb == "MSG" || verb == "HMSG")
+                && state
+                    .drop_prefix
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_deref()
+                    .is_some_and(|prefix| subject.starts_with(prefix));
+            if !dropped {
+                out.extend_from_slice(&buffer[start..frame_end]);
+            }
+            start = frame_end;
+        }
+        to.write_all(&out)?;
+        buffer.drain(..start);
     }
 }
 

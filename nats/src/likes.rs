@@ -247,7 +247,7 @@ pub async fn run(
         client.clone(),
         node.clone(),
         status.clone(),
-        orders,
+        orders.clone(),
     )));
 
     let stats_errors = errors.clone();
@@ -294,7 +294,8 @@ pub async fn run(
             }
         }));
     }
-    let leader = tokio::spawn(lead(client.clone(), node.clone(), config.clone(), status.clone()));
+    let leader =
+        tokio::spawn(lead(client.clone(), node.clone(), config.clone(), status.clone(), orders));
     crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);
     shutdown.await;
@@ -916,6 +917,8 @@ async fn leader_bucket(client: &Client, config: &LikesConfig) -> anyhow::Result<
 /// This node's leadership while it lasts.
 struct Leadership {
     lease: LeaderLease,
+    /// This node's own pull orders go straight to its syncer.
+    orders: mpsc::Sender<NodeId>,
     revision: u64,
     renew_at_ms: u64,
     nodes: Arc<Mutex<NodesReply>>,
@@ -926,7 +929,13 @@ struct Leadership {
 
 /// Campaigns for the leader lease forever; while leading, renews it, answers
 /// `agora.likes.nodes` and runs the anti-entropy rounds.
-async fn lead(client: Client, node: NodeId, config: LikesConfig, status: Status) {
+async fn lead(
+    client: Client,
+    node: NodeId,
+    config: LikesConfig,
+    status: Status,
+    orders: mpsc::Sender<NodeId>,
+) {
     let bucket = loop {
         match leader_bucket(&client, &config).await {
             Ok(bucket) => break bucket,
@@ -968,7 +977,7 @@ async fn lead(client: Client, node: NodeId, config: LikesConfig, status: Status)
             }
             if now >= lead.next_round_ms {
                 lead.next_round_ms = now + config.sync_interval_ms;
-                round(&agora, &client, lead).await;
+                round(&agora, &client, &status, lead).await;
             }
             continue;
         }
@@ -1001,6 +1010,7 @@ async fn lead(client: Client, node: NodeId, config: LikesConfig, status: Status)
         }));
         let mut lead = Leadership {
             lease: candidate,
+            orders: orders.clone(),
             revision,
             renew_at_ms: now + renew_ms,
             nodes: nodes.clone(),
@@ -1009,21 +1019,27 @@ async fn lead(client: Client, node: NodeId, config: LikesConfig, status: Status)
             next_round_ms: now + config.sync_interval_ms,
         };
         // The first round before answering: `nodes` is never empty.
-        round(&agora, &client, &mut lead).await;
+        round(&agora, &client, &status, &mut lead).await;
         lead.answering = tokio::spawn(answer_nodes(client.clone(), nodes));
         leadership = Some(lead);
     }
 }
 
 /// One anti-entropy round: gather every node's digest, order the lagging ones to pull.
-async fn round(agora: &AgoraClient, client: &Client, lead: &mut Leadership) {
-    let digests = match agora.likes_digests(DIGEST_WINDOW, &[], None).await {
+async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut Leadership) {
+    let mut digests = match agora.likes_digests(DIGEST_WINDOW, &[], None).await {
         Ok(digests) => digests,
         Err(error) => {
             tracing::warn!(%error, "round: cannot gather digests");
             return;
         }
     };
+    // A connection without echo does not hear its own digest request.
+    let own = lock(status).clone();
+    if !digests.iter().any(|d| d.node == own.node) {
+        digests.push(own);
+        digests.sort_by(|a, b| a.node.cmp(&b.node));
+    }
     let current: BTreeMap<NodeId, Vector> = digests
         .iter()
         .filter_map(|d| Some((NodeId::parse(&d.node).ok()?, vector_from_wire(&d.vector).ok()?)))
@@ -1035,6 +1051,12 @@ async fn round(agora: &AgoraClient, client: &Client, lead: &mut Leadership) {
             from: from.iter().map(NodeId::to_string).collect(),
         };
         tracing::debug!(%node, from = ?order.from, "round: ordering a pull");
+        if node.as_str() == lead.lease.node {
+            for peer in from {
+                lead.orders.try_send(peer).ok();
+            }
+            continue;
+        }
         if let Ok(payload) = serde_json::to_vec(&order) {
             client.publish(subject::pull(node.as_str()), payload.into()).await.ok();
         }

@@ -17,12 +17,19 @@ pub fn init(default_filter: &str) {
 /// Connects to NATS with a recognisable client name, retrying until the server is reachable
 /// (a component may start before its server).
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let client = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connect(url)
-        .await?;
+    let client = options(name).connect(url).await?;
     Ok(client)
+}
+
+/// [`connect`], but the server does not deliver this connection's own messages back to its
+/// subscriptions (a likes node needs none of its own events).
+pub async fn connect_without_echo(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let client = options(name).no_echo().connect(url).await?;
+    Ok(client)
+}
+
+fn options(name: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new().name(name).retry_on_initial_connect()
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the graceful shutdown every binary waits for.

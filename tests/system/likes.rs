@@ -192,6 +192,39 @@ async fn a_node_cut_off_from_nats_catches_up_by_anti_entropy_alone() {
     assert!(node.syncs > 0 && node.last_sync_from.is_some(), "it pulled: {node:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_silently_missed_events_converges_by_the_leaders_round() {
+    let mut system = System::nats_only();
+    system.add_likes(false);
+    system.add_likes(false);
+    let deaf = system.add_likes(true);
+    let proxy = system.likes_proxies[deaf].as_ref().expect("proxied");
+    let client = system.client().await;
+    // Its connection stays up, but no other node's event reaches it: a lost subscription's worth
+    // of messages, with no disconnect to tell it.
+    proxy.drop_messages(Some("agora.likes.events."));
+    let mut expected = BTreeMap::from([("missed".to_owned(), 0)]);
+    for i in 0..300 {
+        let user = (i % 3 == 0).then(|| format!("m{i}"));
+        client.like("missed", user.as_deref()).await.expect("like");
+        *expected.get_mut("missed").expect("present") += 1;
+    }
+    let digests = client
+        .likes_digests(Duration::from_secs(1), &["missed".to_owned()], Some(3))
+        .await
+        .expect("digests");
+    let behind = digests.iter().find(|d| d.node == format!("likes-{deaf}")).expect("listed");
+    assert!(behind.counts["missed"] < 300, "it missed the others' likes: {behind:?}");
+    // Events flow again, but no like follows: no gap shows, no reconnect happens. Only the
+    // leader's periodic round can tell the node what it lacks.
+    proxy.drop_messages(None);
+    let took = agree(&client, &expected, 3, Duration::from_secs(10)).await;
+    eprintln!("the deaf node agreed {took:?} after events flowed again");
+    let digests = client.likes_digests(Duration::from_secs(1), &[], Some(3)).await.expect("ok");
+    let node = digests.iter().find(|d| d.node == format!("likes-{deaf}")).expect("listed");
+    assert!(node.syncs > 0, "it pulled on the leader's order: {node:?}");
+}
+
 /// The leader's `agora.likes.nodes` answer once it lists `nodes` nodes.
 async fn nodes_reply(client: &AgoraClient, nodes: usize, within: Duration) -> NodesReply {
     let started = Instant::now();

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_nats::bench::{self, BankBenchOptions, ChatBenchOptions, TasksBenchOptions};
+use agora_nats::bench::{
+    self, BankBenchOptions, ChatBenchOptions, LikesBenchOptions, TasksBenchOptions,
+};
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
@@ -89,6 +91,8 @@ enum BenchCommand {
     Tasks(TasksBenchArgs),
     /// Chat messages to a room's members, recorded in history, vs raw NATS fan-out.
     Chat(ChatBenchArgs),
+    /// Likes taken by 3 nodes vs raw request-reply, and the time until every node agrees.
+    Likes(LikesBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
@@ -134,6 +138,22 @@ struct ChatBenchArgs {
     /// Messages in flight at most.
     #[arg(long, default_value_t = 1_000)]
     window: u64,
+}
+
+#[derive(Debug, Args)]
+struct LikesBenchArgs {
+    /// Seconds of measurement per side.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// Likes (and raw requests) in flight.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Likes nodes (and raw echo responders) to run.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Client connections the load spreads over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +236,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: args.seconds,
                 members: args.members,
                 window: args.window,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Likes(args)) => {
+            bench::likes(LikesBenchOptions {
+                seconds: args.seconds,
+                in_flight: args.in_flight,
+                nodes: args.nodes,
+                connections: args.connections,
             })
             .await?;
             Ok(())

@@ -46,7 +46,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, "agora-likes").await?;
+    let client = telemetry::connect_without_echo(&args.server, "agora-likes").await?;
     let config = LikesConfig {
         data_dir: args.data_dir,
         node_id: args.node_id,

@@ -17,8 +17,10 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 
 mod chat;
+mod likes;
 
 pub use chat::{ChatBenchOptions, chat};
+pub use likes::{LikesBenchOptions, likes};
 
 use crate::client::{AgoraClient, ClientError};
 use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
