@@ -1,7 +1,7 @@
 //! `agora up`: the whole system on this machine, for trying it out.
 //!
 //! Starts a nats-server (JetStream on) on a fixed port, the ledger, bank instances, the task
-//! service, the chat service and workers, keeps their data and logs under one directory,
+//! service, the chat service, likes nodes and workers, keeps their data and logs under one directory,
 //! restarts a component that dies, and stops everything on Ctrl-C.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ pub struct UpOptions {
     pub dir: PathBuf,
     pub banks: usize,
     pub workers: usize,
+    pub likes_nodes: usize,
 }
 
 struct Spec {
@@ -75,6 +76,20 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             dir.join("chat").display().to_string(),
         ],
     });
+    for index in 1..=options.likes_nodes {
+        specs.push(Spec {
+            name: format!("likes-{index}"),
+            binary: component_binary("agora-likes")?,
+            args: vec![
+                "--server".into(),
+                url.clone(),
+                "--data-dir".into(),
+                dir.join(format!("likes-{index}")).display().to_string(),
+                "--node-id".into(),
+                format!("likes-{index}"),
+            ],
+        });
+    }
     for index in 1..=options.workers {
         specs.push(Spec {
             name: format!("worker-{index}"),
@@ -109,6 +124,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora task list; agora task workers; agora task watch\n\
          \x20 agora chat --name alice           # and --name bob in a third terminal\n\
          \x20 agora chat send --name carol hello everyone; agora chat history; agora chat who\n\
+         \x20 agora likes like post-42 --user alice; agora likes count post-42; agora likes top\n\
+         \x20 agora likes nodes                 # the nodes, their load and the leader\n\
          \x20 nats micro ls                      # if you have the nats CLI\n\
          \x20 nats sub 'agora.>'\n\
          Data and logs: {}\nPress Ctrl-C to stop.",

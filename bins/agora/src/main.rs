@@ -48,8 +48,8 @@ enum Command {
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat) until
-    /// Ctrl-C.
+    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
+    /// until Ctrl-C.
     Up(UpArgs),
 }
 
@@ -170,6 +170,9 @@ struct UpArgs {
     /// Workers to run.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Likes nodes to run.
+    #[arg(long, default_value_t = 3)]
+    likes_nodes: usize,
 }
 
 #[tokio::main]
@@ -259,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dir: args.dir,
                 banks: args.banks,
                 workers: args.workers,
+                likes_nodes: args.likes_nodes,
             })
             .await
         }
