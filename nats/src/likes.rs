@@ -1096,17 +1096,24 @@ async fn resign(client: &Client, node: &NodeId) {
     }
 }
 
+/// The subject for `item`: an item that is not one subject token would reach no node (or the
+/// wrong one), so it is refused here with the error a node would give.
+fn item_subject(item: &str, subject: fn(&str) -> String) -> Result<String, ClientError> {
+    ItemId::parse(item).map_err(|error| ClientError::Service(error.into()))?;
+    Ok(subject(item))
+}
+
 impl AgoraClient {
     /// Likes `item` (anonymously, or once per `user`).
     pub async fn like(&self, item: &str, user: Option<&str>) -> Result<LikeCount, ClientError> {
         let request = LikeRequest { user: user.map(str::to_owned) };
-        self.request(&subject::like(item), &request).await
+        self.request(&item_subject(item, subject::like)?, &request).await
     }
 
     /// Takes `user`'s like of `item` back.
     pub async fn unlike(&self, item: &str, user: &str) -> Result<LikeCount, ClientError> {
         let request = LikeRequest { user: Some(user.to_owned()) };
-        self.request(&subject::unlike(item), &request).await
+        self.request(&item_subject(item, subject::unlike)?, &request).await
     }
 
     /// The count of `item` (and whether `user` likes it).
@@ -1116,7 +1123,7 @@ impl AgoraClient {
         user: Option<&str>,
     ) -> Result<LikeCount, ClientError> {
         let request = LikeRequest { user: user.map(str::to_owned) };
-        self.request(&subject::count(item), &request).await
+        self.request(&item_subject(item, subject::count)?, &request).await
     }
 
     pub async fn top_likes(&self, limit: usize) -> Result<TopReply, ClientError> {

@@ -135,3 +135,61 @@ async fn chat_commands_send_show_history_and_who() {
     assert!(!ok);
     assert!(err.starts_with("error [invalid_request]:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_commands_like_unlike_count_top_and_list_nodes() {
+    let system = System::with_likes(3);
+
+    let (ok, out, err) = agora(&system, &["likes", "like", "post-42"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("post-42: 1 likes [node likes-"), "{out}");
+    let (ok, out, _) = agora(&system, &["likes", "like", "post-42", "--user", "alice"]);
+    assert!(ok);
+    assert!(out.starts_with("post-42: 2 likes (liked by you)"), "{out}");
+    let (ok, out, _) = agora(&system, &["likes", "like", "post-42", "--user", "alice"]);
+    assert!(ok);
+    assert!(out.starts_with("post-42: 2 likes (unchanged: already liked)"), "{out}");
+    let (ok, out, _) = agora(&system, &["likes", "like", "post-7", "--user", "bob", "--json"]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+    assert_eq!((json["item"].as_str(), json["count"].as_u64()), (Some("post-7"), Some(1)));
+
+    let (ok, out, _) = agora(&system, &["likes", "unlike", "post-7", "--user", "bob"]);
+    assert!(ok);
+    assert!(out.starts_with("post-7: 0 likes"), "{out}");
+    let (ok, _, err) = agora(&system, &["likes", "like", "bad.item"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]:"), "{err}");
+
+    // Any node answers the count; wait until the last like reached all of them.
+    let mut top = String::new();
+    for _ in 0..100 {
+        let (ok, out, _) = agora(&system, &["likes", "top", "--limit", "1"]);
+        assert!(ok);
+        top = out;
+        if top.contains("post-42") && top.trim_end().ends_with(" 2") && top.starts_with("2 items") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(top.contains("1. post-42"), "{top}");
+
+    // The leader lists the nodes of its last round (every 500 ms in tests).
+    let mut nodes = String::new();
+    for _ in 0..100 {
+        let (ok, out, err) = agora(&system, &["likes", "nodes"]);
+        assert!(ok, "{err}");
+        nodes = out;
+        if nodes.contains("3 live nodes") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(nodes.starts_with("leader likes-"), "{nodes}");
+    assert!(nodes.contains("3 live nodes"), "{nodes}");
+    let (ok, out, _) = agora(&system, &["likes", "nodes", "--all", "--json"]);
+    assert!(ok);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(out.trim()).expect("JSON output");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.iter().filter(|n| n["leader"] == true).count(), 1, "{out}");
+}
