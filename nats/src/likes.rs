@@ -186,7 +186,7 @@ pub async fn run(
             match parse_event(&me, &message.payload) {
                 Ok(Some(event)) => {
                     if events_queue.send(event).is_err() {
-                        tracing::warn!(
+                        tracing::debug!(
                             "owner queue full: an event was dropped (a pull repairs it)"
                         );
                     }
