@@ -155,16 +155,14 @@ pub async fn run(
     let queued = Arc::new(AtomicU64::new(0));
     let (envelopes, inbox) = std_mpsc::sync_channel(QUEUE_MAX);
     let (orders, order_inbox) = mpsc::channel::<NodeId>(PULL_QUEUE_MAX);
-    let owner = Owner::new(
-        store,
-        node.clone(),
-        config.limits(),
-        client.clone(),
-        errors.clone(),
-        status.clone(),
-        queued.clone(),
-        orders.clone(),
-    )?;
+    let links = OwnerLinks {
+        client: client.clone(),
+        errors: errors.clone(),
+        status: status.clone(),
+        queued: queued.clone(),
+        orders: orders.clone(),
+    };
+    let owner = Owner::new(store, node.clone(), config.limits(), links)?;
     tracing::info!(
         node = %node,
         items = owner.counter.items_len(),
@@ -237,7 +235,12 @@ pub async fn run(
         status: status.clone(),
     };
     // Startup anti-entropy: catch up with every peer that is ahead before serving.
-    for peer in peers_ahead(&syncer.client, &node, &status).await {
+    let digests = syncer.client.likes_digests(DIGEST_WINDOW, &[], None).await.unwrap_or_default();
+    // This connection does not hear its own digest: one with this id is another process.
+    if digests.iter().any(|digest| digest.node == node.as_str()) {
+        anyhow::bail!("another likes node with id {node} is running; every node needs its own id");
+    }
+    for peer in ahead_of(&node, &status, digests) {
         if let Err(error) = syncer.pull(&peer).await {
             tracing::warn!(%peer, %error, "startup pull failed; the leader's round retries");
         }
@@ -487,6 +490,16 @@ struct Outbox {
     done: Vec<oneshot::Sender<()>>,
 }
 
+/// What the owner thread shares with the rest of the node.
+struct OwnerLinks {
+    client: Client,
+    errors: ErrorCounts,
+    status: Status,
+    queued: Arc<AtomicU64>,
+    /// Gaps found in events: pull from their origin.
+    orders: mpsc::Sender<NodeId>,
+}
+
 struct Owner {
     counter: LikeCounter,
     store: LikesStore,
@@ -509,17 +522,13 @@ fn unavailable(error: &StoreError) -> ServiceError {
 }
 
 impl Owner {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         store: LikesStore,
         node: NodeId,
         limits: Limits,
-        client: Client,
-        errors: ErrorCounts,
-        status: Status,
-        queued: Arc<AtomicU64>,
-        orders: mpsc::Sender<NodeId>,
+        links: OwnerLinks,
     ) -> anyhow::Result<Self> {
+        let OwnerLinks { client, errors, status, queued, orders } = links;
         let endpoints = ENDPOINTS.iter().map(|(name, _)| *name).chain([subject::SYNC]);
         let repliers = endpoints.map(|name| (name, Replier::new(name, errors.clone()))).collect();
         let mut owner = Self {
@@ -558,10 +567,12 @@ impl Owner {
         while let Some(group) = crate::sqlite::next_group(&inbox, TICK, GROUP_ENVELOPES_MAX) {
             let now = now_ms();
             self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
-            if !group.is_empty() {
+            if group.is_empty() {
+                self.publish_status(now);
+            } else {
+                // Refreshes the status too, before answering digests.
                 self.run_group(now, group);
             }
-            self.publish_status(now);
         }
         tracing::info!("likes owner stopped");
     }
@@ -849,13 +860,17 @@ impl Syncer {
 
 /// The peers whose coverage reaches writes this node's does not.
 async fn peers_ahead(client: &AgoraClient, node: &NodeId, status: &Status) -> Vec<NodeId> {
-    let digests = match client.likes_digests(DIGEST_WINDOW, &[], None).await {
-        Ok(digests) => digests,
+    match client.likes_digests(DIGEST_WINDOW, &[], None).await {
+        Ok(digests) => ahead_of(node, status, digests),
         Err(error) => {
             tracing::warn!(%error, "cannot gather the other nodes' digests");
-            return Vec::new();
+            Vec::new()
         }
-    };
+    }
+}
+
+/// Of `digests`, the peers whose coverage reaches writes this node's does not.
+fn ahead_of(node: &NodeId, status: &Status, digests: Vec<NodeDigest>) -> Vec<NodeId> {
     let mine = vector_from_wire(&lock(status).vector).unwrap_or_default();
     digests
         .into_iter()

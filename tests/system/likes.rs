@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use agora_nats::process::{Component, component_binary};
 use agora_nats::subjects::likes as subject;
 use agora_nats::wire::NodesReply;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
@@ -356,4 +357,25 @@ async fn bad_input_gets_coded_errors_and_the_nodes_keep_serving() {
     assert_eq!(digests.len(), 3);
     assert!(digests.iter().all(|d| d.counts["p"] == 0 && d.likes == 0), "{digests:?}");
     assert_eq!(client.like("p", Some("ok")).await.expect("serving").count, 1);
+
+    // Two processes with one node id would number their batches alike: the second refuses.
+    let binary = component_binary("agora-likes").expect("built");
+    let start = |dir: &str, id: &str| {
+        let args: Vec<String> = [
+            "--server",
+            system.url(),
+            "--data-dir",
+            &system.dir.path().join(dir).display().to_string(),
+            "--node-id",
+            id,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Component::start("refused", &binary, &args, &[], &system.dir.path().join("logs"))
+    };
+    let twin = start("twin", "likes-0").expect_err("a second likes-0 is refused");
+    assert!(twin.to_string().contains("another likes node with id likes-0"), "{twin:#}");
+    let stolen = start("likes-1", "likes-9").expect_err("another node's directory is refused");
+    assert!(stolen.to_string().contains("belongs to likes node likes-1"), "{stolen:#}");
 }
