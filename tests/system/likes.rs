@@ -313,6 +313,18 @@ async fn likes_are_idempotent_per_user_and_unlikes_take_back_only_ones_own() {
     agree(&client, &expected, 3, Duration::from_secs(10)).await;
     let count = client.like_count("flip", Some("carol")).await.expect("count");
     assert_eq!((count.count, count.liked), (1, Some(true)));
+    // Each node's `$SRV.STATS` shows what it holds and its coverage.
+    let stats = client.request_bytes("$SRV.STATS.agora-likes", Bytes::new()).await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats).expect("JSON");
+    let like = stats["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "like"))
+        .expect("a like endpoint");
+    assert_eq!(like["data"]["node"]["items"], 2, "{like}");
+    assert!(like["data"]["node"]["vector"].as_object().is_some_and(|v| !v.is_empty()), "{like}");
+    let info = client.request_bytes("$SRV.INFO.agora-likes", Bytes::new()).await.expect("info");
+    let info: serde_json::Value = serde_json::from_slice(&info).expect("JSON");
+    assert!(info["metadata"]["node"].as_str().is_some_and(|n| n.starts_with("likes-")), "{info}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
