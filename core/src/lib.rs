@@ -12,6 +12,8 @@
 //!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
 //! - [`ops`]: the operations tasks run ([`Op`]), their input bounds and their computation.
 //! - [`chat`]: [`Chat`], chat names, presence sessions, room memberships and send rates.
+//! - [`coins`]: [`Exchange`], the coin exchange's assets, holdings and two-step orders
+//!   (reserve, then settle once the bank moved the money).
 //! - [`likes`]: [`LikeCounter`], a node's replica of every item's likes: a state-based CRDT
 //!   (per-node counters, per-user registers) with version vectors for anti-entropy.
 //! - [`task`]: a task's [`Lifecycle`], the rules for claims, outcomes, retries and cancels.
@@ -20,6 +22,7 @@
 pub mod account;
 pub mod bank;
 pub mod chat;
+pub mod coins;
 pub mod likes;
 pub mod locks;
 pub mod ops;
@@ -28,6 +31,7 @@ pub mod task;
 pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
 pub use bank::{BankError, Book, EventKind, Operation, Posting};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
+pub use coins::{CoinsError, Exchange, Symbol};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 pub use locks::{Grant, Lock, LockError, LockTable};
 pub use ops::{Number, Op, OpError, Output, RawArgs, SortItems};
