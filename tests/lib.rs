@@ -50,6 +50,7 @@ pub struct System {
     pub chat: Option<Component>,
     /// Extra flags the chat service was started with (kept for restarts).
     pub chat_args: Vec<String>,
+    pub coins: Option<Component>,
     pub likes: Vec<Option<Component>>,
     /// The proxy each likes node reaches NATS through, if it has one (to cut it off).
     pub likes_proxies: Vec<Option<Proxy>>,
@@ -79,8 +80,42 @@ impl System {
             workers: Vec::new(),
             chat: None,
             chat_args: Vec::new(),
+            coins: None,
             likes: Vec::new(),
             likes_proxies: Vec::new(),
+        }
+    }
+
+    /// nats-server, a ledger, `banks` banks and the coins service.
+    pub fn with_coins(banks: usize) -> Self {
+        let mut system = Self::with_banks(banks);
+        system.start_coins();
+        system
+    }
+
+    /// Starts (or restarts, on the same data directory) the coins service.
+    pub fn start_coins(&mut self) {
+        let args: Vec<String> = [
+            "--server",
+            self.url(),
+            "--data-dir",
+            &self.dir.path().join("coins").display().to_string(),
+            "--bank-timeout-ms",
+            "3000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let binary = component_binary("agora-coins").expect("agora-coins is built");
+        let coins = Component::start("coins", &binary, &args, &[], &self.logs())
+            .expect("the coins service starts");
+        self.coins = Some(coins);
+    }
+
+    /// `kill -9` the coins service.
+    pub fn kill_coins(&mut self) {
+        if let Some(mut coins) = self.coins.take() {
+            coins.kill_hard();
         }
     }
 

@@ -149,7 +149,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    refuse_second_instance(&client).await?;
+    // One chat service keeps presence and history: a second one would answer half the
+    // requests from other state.
+    crate::service::refuse_second_instance(&client, subject::SERVICE).await?;
     let store = ChatStore::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let errors = ErrorCounts::default();
@@ -260,28 +262,6 @@ pub async fn run(
     // The owner drains what is queued, commits and stops once every sender is gone.
     tokio::task::spawn_blocking(move || owner_thread.join()).await.ok();
     client.flush().await.ok();
-    Ok(())
-}
-
-/// One chat service keeps presence and history: a second one would answer half the requests
-/// from other state. Refuses to start while another instance answers `$SRV.PING`.
-async fn refuse_second_instance(client: &Client) -> anyhow::Result<()> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    let ping = format!("$SRV.PING.{}", subject::SERVICE);
-    client.publish_with_reply(ping, inbox, Bytes::new()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        // No responders come back as an empty status message.
-        let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-        if let Some(id) = info["id"].as_str() {
-            anyhow::bail!(
-                "another {} (id {id}) is running on this NATS system; run one chat service",
-                subject::SERVICE
-            );
-        }
-    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use agora_core::{AccountId, BankError, ChatError, LikesError, LockError, ParseError};
+use agora_core::{AccountId, BankError, ChatError, CoinsError, LikesError, LockError, ParseError};
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes. Never renumber or rename one: clients match on `as_str()`.
@@ -45,6 +45,8 @@ pub enum ErrorCode {
     NotRegistered,
     /// Chat: the sender is over its message rate; retry after the time in the message.
     RateLimited,
+    /// Coins: not enough units available to buy, or held to sell.
+    InsufficientQuantity,
 }
 
 impl ErrorCode {
@@ -65,6 +67,7 @@ impl ErrorCode {
             Self::UnknownUser => "unknown_user",
             Self::NotRegistered => "not_registered",
             Self::RateLimited => "rate_limited",
+            Self::InsufficientQuantity => "insufficient_quantity",
         }
     }
 
@@ -79,7 +82,8 @@ impl ErrorCode {
             | Self::StaleToken
             | Self::DuplicateId
             | Self::Conflict
-            | Self::NameTaken => 409,
+            | Self::NameTaken
+            | Self::InsufficientQuantity => 409,
             Self::Locked => 423,
             Self::Busy | Self::RateLimited => 429,
             Self::Internal => 500,
@@ -203,6 +207,26 @@ impl From<ChatError> for ServiceError {
     }
 }
 
+impl From<CoinsError> for ServiceError {
+    fn from(error: CoinsError) -> Self {
+        let code = match &error {
+            CoinsError::InsufficientQuantity { .. } | CoinsError::InsufficientHolding { .. } => {
+                ErrorCode::InsufficientQuantity
+            }
+            CoinsError::Exists(_) | CoinsError::InUse(_) => ErrorCode::Conflict,
+            CoinsError::InvalidSymbol(_)
+            | CoinsError::InvalidName
+            | CoinsError::InvalidOrderId(_)
+            | CoinsError::InvalidPrice(_)
+            | CoinsError::InvalidQuantity(_)
+            | CoinsError::InvalidStock(_)
+            | CoinsError::UnknownSymbol(_)
+            | CoinsError::Overflow => ErrorCode::InvalidRequest,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
 impl From<LikesError> for ServiceError {
     fn from(error: LikesError) -> Self {
         let code = match &error {
@@ -238,6 +262,7 @@ mod tests {
             ErrorCode::UnknownUser,
             ErrorCode::NotRegistered,
             ErrorCode::RateLimited,
+            ErrorCode::InsufficientQuantity,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

@@ -13,6 +13,8 @@
 //! - [`bank`]: the bank service with group commit.
 //! - [`chat`] + [`chat_store`]: the chat service (names, presence, history) and its store;
 //!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
+//! - [`coins`] + [`coins_store`]: the coin exchange (orders reserved, paid through the bank,
+//!   settled; pending ones recovered) and its store; its client calls are on [`AgoraClient`].
 //! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
 //!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
@@ -28,6 +30,8 @@ pub mod chat_client;
 pub mod chat_store;
 pub mod client;
 pub mod clock;
+pub mod coins;
+pub mod coins_store;
 pub mod error;
 pub mod ledger;
 pub mod likes;

@@ -89,6 +89,28 @@ pub async fn publish_reply(
     }
 }
 
+/// Refuses to start a service that must run once (it keeps state no other instance shares)
+/// while another instance of `service` answers `$SRV.PING`.
+pub async fn refuse_second_instance(
+    client: &async_nats::Client,
+    service: &str,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client.publish_with_reply(format!("$SRV.PING.{service}"), inbox, Bytes::new()).await?;
+    client.flush().await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        // No responders come back as an empty status message.
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        if let Some(id) = info["id"].as_str() {
+            anyhow::bail!("another {service} (id {id}) is running on this NATS system; run one");
+        }
+    }
+    Ok(())
+}
+
 /// Per-endpoint, per-code error counters, shown in `$SRV.STATS` endpoint `data`.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorCounts {

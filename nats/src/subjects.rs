@@ -170,6 +170,44 @@ pub mod chat {
     pub const PRESENCE_ALL: &str = "agora.chat.presence.*";
 }
 
+/// The coin exchange (`agora-coins`, one instance): user operations, and manager operations
+/// on subjects of their own so the server can allow them to the manager only.
+pub mod coins {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-coins";
+    /// Group of the user endpoints, and of the manager endpoints.
+    pub const GROUP: &str = "agora.coins";
+    pub const ADMIN_GROUP: &str = "agora.coins.admin";
+
+    pub const ASSETS: &str = "assets";
+    pub const BUY: &str = "buy";
+    pub const SELL: &str = "sell";
+    pub const ORDER: &str = "order";
+    pub const PORTFOLIO: &str = "portfolio";
+    pub const HISTORY: &str = "history";
+    pub const ADD: &str = "add";
+    pub const REMOVE: &str = "remove";
+    pub const UPDATE: &str = "update";
+
+    pub const ASSETS_SUBJECT: &str = "agora.coins.assets";
+    pub const BUY_SUBJECT: &str = "agora.coins.buy";
+    pub const SELL_SUBJECT: &str = "agora.coins.sell";
+    pub const ORDER_SUBJECT: &str = "agora.coins.order";
+    pub const PORTFOLIO_SUBJECT: &str = "agora.coins.portfolio";
+    pub const HISTORY_SUBJECT: &str = "agora.coins.history";
+    pub const ADD_SUBJECT: &str = "agora.coins.admin.add";
+    pub const REMOVE_SUBJECT: &str = "agora.coins.admin.remove";
+    pub const UPDATE_SUBJECT: &str = "agora.coins.admin.update";
+    /// Every manager subject (for permissions).
+    pub const ADMIN_ALL: &str = "agora.coins.admin.>";
+
+    /// Price changes of one asset (plain fan-out).
+    pub fn prices(symbol: &str) -> String {
+        format!("{GROUP}.prices.{symbol}")
+    }
+    pub const PRICES_ALL: &str = "agora.coins.prices.*";
+}
+
 /// Likes (`agora-likes`, any number of nodes): a queue group takes likes, every node applies
 /// every node's events, and one elected leader answers `nodes` and runs anti-entropy rounds.
 pub mod likes {
@@ -308,6 +346,20 @@ mod tests {
         assert_eq!(chat::room("all"), "agora.chat.room.all");
         assert_eq!(chat::dm("bob"), "agora.chat.dm.bob");
         assert_eq!(chat::presence("bob"), "agora.chat.presence.bob");
+        for (subject, group, endpoint) in [
+            (coins::ASSETS_SUBJECT, coins::GROUP, coins::ASSETS),
+            (coins::BUY_SUBJECT, coins::GROUP, coins::BUY),
+            (coins::SELL_SUBJECT, coins::GROUP, coins::SELL),
+            (coins::ORDER_SUBJECT, coins::GROUP, coins::ORDER),
+            (coins::PORTFOLIO_SUBJECT, coins::GROUP, coins::PORTFOLIO),
+            (coins::HISTORY_SUBJECT, coins::GROUP, coins::HISTORY),
+            (coins::ADD_SUBJECT, coins::ADMIN_GROUP, coins::ADD),
+            (coins::REMOVE_SUBJECT, coins::ADMIN_GROUP, coins::REMOVE),
+            (coins::UPDATE_SUBJECT, coins::ADMIN_GROUP, coins::UPDATE),
+        ] {
+            assert_eq!(subject, format!("{group}.{endpoint}"));
+        }
+        assert_eq!(coins::prices("BTC"), "agora.coins.prices.BTC");
         assert_eq!(likes::like("p-1"), "agora.likes.like.p-1");
         assert_eq!(likes::unlike("p-1"), "agora.likes.unlike.p-1");
         assert_eq!(likes::count("p-1"), "agora.likes.count.p-1");

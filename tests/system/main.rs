@@ -4,6 +4,7 @@
 mod bank;
 mod chat;
 mod cli;
+mod coins;
 mod faults;
 mod ledger;
 mod likes;
