@@ -1,7 +1,7 @@
 //! `agora up`: the whole system on this machine, for trying it out.
 //!
 //! Starts a nats-server (JetStream on) on a fixed port, the ledger, bank instances, the task
-//! service, the chat service, likes nodes and workers, keeps their data and logs under one directory,
+//! service, the chat service, the coin exchange, likes nodes and workers, keeps their data and logs under one directory,
 //! restarts a component that dies, and stops everything on Ctrl-C.
 
 use std::path::PathBuf;
@@ -76,6 +76,16 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             dir.join("chat").display().to_string(),
         ],
     });
+    specs.push(Spec {
+        name: "coins".into(),
+        binary: component_binary("agora-coins")?,
+        args: vec![
+            "--server".into(),
+            url.clone(),
+            "--data-dir".into(),
+            dir.join("coins").display().to_string(),
+        ],
+    });
     for index in 1..=options.likes_nodes {
         specs.push(Spec {
             name: format!("likes-{index}"),
@@ -124,6 +134,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora task list; agora task workers; agora task watch\n\
          \x20 agora chat --name alice           # and --name bob in a third terminal\n\
          \x20 agora chat send --name carol hello everyone; agora chat history; agora chat who\n\
+         \x20 agora coins assets; agora bank deposit carol 100000\n\
+         \x20 agora coins buy TSLA 2 --user carol; agora coins portfolio carol; agora coins history\n\
          \x20 agora likes like post-42 --user alice; agora likes count post-42; agora likes top\n\
          \x20 agora likes nodes                 # the nodes, their load and the leader\n\
          \x20 nats micro ls                      # if you have the nats CLI\n\

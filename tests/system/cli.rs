@@ -193,3 +193,53 @@ async fn likes_commands_like_unlike_count_top_and_list_nodes() {
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes.iter().filter(|n| n["leader"] == true).count(), 1, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coins_commands_trade_show_portfolio_history_and_manage_assets() {
+    let system = System::with_coins(1);
+    let (ok, _, err) = agora(&system, &["bank", "deposit", "carol", "100000"]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = agora(&system, &["coins", "assets"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("BTC    Bitcoin")), "{out}");
+    let (ok, out, err) =
+        agora(&system, &["coins", "buy", "tsla", "2", "--user", "carol", "--id", "c-1"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("order c-1 #"), "{out}");
+    assert!(out.contains("buy TSLA 2 x 25000 = 50000 [done], now holds 2"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "sell", "TSLA", "1", "--user", "carol"]);
+    assert!(ok);
+    assert!(out.contains("sell TSLA 1 x 25000 = 25000 [done], now holds 1"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "portfolio", "carol"]);
+    assert!(ok);
+    assert!(out.starts_with("carol: holdings worth 25000, bank balance 75000"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "history", "--user", "carol", "--json"]);
+    assert!(ok);
+    let history: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+    assert_eq!(history["orders"].as_array().map(Vec::len), Some(2));
+    let (ok, out, _) = agora(&system, &["coins", "order", "carol", "c-1"]);
+    assert!(ok);
+    assert!(out.contains("[done]"), "{out}");
+
+    let (ok, _, err) = agora(&system, &["coins", "buy", "BTC", "1", "--user", "carol"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [insufficient_funds]:"), "{err}");
+    let (ok, _, err) = agora(&system, &["coins", "sell", "ETH", "1", "--user", "carol"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [insufficient_quantity]:"), "{err}");
+    let (ok, _, err) = agora(&system, &["coins", "buy", "BTC", "0", "--user", "carol"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]:"), "{err}");
+
+    let (ok, out, err) =
+        agora(&system, &["coins", "admin", "add", "doge", "Dogecoin", "15", "1000"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("listed DOGE"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "admin", "update", "DOGE", "--price", "20"]);
+    assert!(ok);
+    assert!(out.contains("price           20"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "admin", "remove", "DOGE"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "delisted DOGE");
+}

@@ -12,6 +12,7 @@ use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 mod chat;
+mod coins;
 mod likes;
 mod task;
 
@@ -42,6 +43,9 @@ enum Command {
     Task(task::TaskCommand),
     /// Chat: interactive (`agora chat --name alice`), or send, history, who.
     Chat(chat::ChatArgs),
+    /// The coin exchange: assets, buy, sell, portfolio, history, order; admin add/remove/update.
+    #[command(subcommand)]
+    Coins(coins::CoinsCommand),
     /// Likes: like, unlike, count, top; the nodes and their leader.
     #[command(subcommand)]
     Likes(likes::LikesCommand),
@@ -212,6 +216,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             task::run(&connect(&server, timeout_ms).await?, command, json).await
         }
         Command::Chat(args) => chat::run(&connect(&server, timeout_ms).await?, args, json).await,
+        Command::Coins(command) => {
+            coins::run(&connect(&server, timeout_ms).await?, command, json).await
+        }
         Command::Likes(command) => {
             likes::run(&connect(&server, timeout_ms).await?, command, json).await
         }
