@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agora_nats::bench::{
-    self, BankBenchOptions, ChatBenchOptions, LikesBenchOptions, TasksBenchOptions,
+    self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, LikesBenchOptions,
+    TasksBenchOptions,
 };
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
@@ -97,6 +98,8 @@ enum BenchCommand {
     Chat(ChatBenchArgs),
     /// Likes taken by 3 nodes vs raw request-reply, and the time until every node agrees.
     Likes(LikesBenchArgs),
+    /// Coin orders (buy and sell) vs raw request-reply echo and vs bank.transfer.
+    Coins(CoinsBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
@@ -155,6 +158,19 @@ struct LikesBenchArgs {
     /// Likes nodes (and raw echo responders) to run.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Client connections the load spreads over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct CoinsBenchArgs {
+    /// Seconds of measurement per side.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// Orders (and transfers, and raw requests) in flight.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
     /// Client connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -255,6 +271,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: args.seconds,
                 in_flight: args.in_flight,
                 nodes: args.nodes,
+                connections: args.connections,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Coins(args)) => {
+            bench::coins(CoinsBenchOptions {
+                seconds: args.seconds,
+                in_flight: args.in_flight,
                 connections: args.connections,
             })
             .await?;

@@ -17,9 +17,11 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 
 mod chat;
+mod coins;
 mod likes;
 
 pub use chat::{ChatBenchOptions, chat};
+pub use coins::{CoinsBenchOptions, coins};
 pub use likes::{LikesBenchOptions, likes};
 
 use crate::client::{AgoraClient, ClientError};
