@@ -81,7 +81,7 @@ pub async fn coins(options: CoinsBenchOptions) -> anyhow::Result<Vec<Measurement
     // Each worker alternates buy and sell; sequences of one worker are consecutive.
     let order = Arc::new(move |worker: usize, sequence: u64| {
         let client = order_clients[worker % order_clients.len()].clone();
-        let subject = if sequence % 2 == 0 {
+        let subject = if sequence.is_multiple_of(2) {
             subjects::coins::BUY_SUBJECT
         } else {
             subjects::coins::SELL_SUBJECT
