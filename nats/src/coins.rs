@@ -17,11 +17,11 @@
 //! operation id until the bank answers. A client retrying with the same order id gets the
 //! order's one outcome. So there are no coins without payment and no payment without coins.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_core::AccountId;
@@ -111,6 +111,7 @@ pub async fn run(
         bank,
         exchange_account,
         in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        paying: Mutex::new(HashSet::new()),
     });
     // Orders a crash left pending are finished (or undone) before anything new is taken.
     let recovered = ctx.recover(0).await;
@@ -222,6 +223,21 @@ struct Ctx {
     bank: AgoraClient,
     exchange_account: AccountId,
     in_flight: Arc<Semaphore>,
+    /// Pending orders someone is paying for now. One payer per order: were a refused payment
+    /// retried concurrently, the retry could succeed after the order was settled failed.
+    paying: Mutex<HashSet<u64>>,
+}
+
+/// Holds an order in [`Ctx::paying`] until dropped.
+struct Paying<'a> {
+    ctx: &'a Ctx,
+    seq: u64,
+}
+
+impl Drop for Paying<'_> {
+    fn drop(&mut self) {
+        self.ctx.paying.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+    }
 }
 
 fn wrong_answer() -> ServiceError {
@@ -375,6 +391,24 @@ impl Ctx {
     async fn drive(&self, order: OrderView) -> Result<OrderView, ServiceError> {
         let settled = match order.state.as_str() {
             "pending" => {
+                if !self.paying.lock().unwrap_or_else(|p| p.into_inner()).insert(order.seq) {
+                    return Err(ServiceError::new(
+                        ErrorCode::Busy,
+                        "the order is being paid right now; ask agora.coins.order, or retry \
+                         with the same id",
+                    ));
+                }
+                let _paying = Paying { ctx: self, seq: order.seq };
+                // Settled meanwhile by the payer that just finished? Then that is the outcome.
+                let Answer::Order(current) = self
+                    .call(Command::Lookup { user: order_user(&order)?, id: order.id.clone() })
+                    .await?
+                else {
+                    return Err(wrong_answer());
+                };
+                if current.state != "pending" {
+                    return finished(*current);
+                }
                 let Some(parsed) = order_of(&order) else {
                     return Err(ServiceError::new(
                         ErrorCode::Internal,
@@ -391,11 +425,7 @@ impl Ctx {
             }
             _ => order,
         };
-        match (&settled.state[..], &settled.error) {
-            ("failed", Some(error)) => Err(error.clone()),
-            ("failed", None) => Err(ServiceError::new(ErrorCode::Internal, "failed, reason lost")),
-            _ => Ok(settled),
-        }
+        finished(settled)
     }
 
     /// Moves an order's money: `Ok(None)` paid, `Ok(Some(refusal))` definitively refused (the
@@ -424,7 +454,7 @@ impl Ctx {
                 }
                 Ok(Some(refusal))
             }
-            Err(error) => Err(bank_error(error)),
+            Err(error) => Err(payment_unknown(error)),
         }
     }
 
@@ -443,6 +473,8 @@ impl Ctx {
                     tracing::warn!(%user, %id, %error, "pending order: the bank's answer is unknown");
                     break;
                 }
+                // Someone is paying for it right now.
+                Err(error) if error.code == ErrorCode::Busy => {}
                 Err(_) => ended += 1,
             }
         }
@@ -453,18 +485,38 @@ impl Ctx {
     }
 }
 
+/// A settled order as a reply: a failed one is its error.
+fn finished(order: OrderView) -> Result<OrderView, ServiceError> {
+    match (&order.state[..], &order.error) {
+        ("failed", Some(error)) => Err(error.clone()),
+        ("failed", None) => Err(ServiceError::new(ErrorCode::Internal, "failed, reason lost")),
+        _ => Ok(order),
+    }
+}
+
+fn order_user(order: &OrderView) -> Result<AccountId, ServiceError> {
+    Ok(AccountId::parse(&order.user)?)
+}
+
 /// A failed bank call, as the coins service reports it.
 fn bank_error(error: ClientError) -> ServiceError {
     match error {
         ClientError::Service(error) if error.code != ErrorCode::Unavailable => error,
-        other => ServiceError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "the bank did not answer ({other}); the order stays pending and is retried: ask \
-                 agora.coins.order, or retry with the same id"
-            ),
-        ),
+        other => {
+            ServiceError::new(ErrorCode::Unavailable, format!("the bank did not answer ({other})"))
+        }
     }
+}
+
+/// A payment whose outcome is unknown.
+fn payment_unknown(error: ClientError) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "the bank's answer is unknown ({error}); the order stays pending and is retried: ask \
+             agora.coins.order, or retry with the same id"
+        ),
+    )
 }
 
 struct Owner {

@@ -387,3 +387,35 @@ async fn refusals_change_nothing_and_bad_input_gets_coded_errors() {
     client.add_asset(&removable).await.expect("listed");
     assert_eq!(client.remove_asset("DOGE").await.expect("delisted").symbol, "DOGE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_payment_is_unknown_is_finished_once_the_bank_answers() {
+    let mut system = System::with_coins(1);
+    let client = system.client().await.with_timeout(Duration::from_secs(10));
+    client.deposit("dora", 100_000, None).await.expect("deposit");
+    system.kill_bank(0);
+    let unknown = client.buy_coins("dora", "TSLA", 1, Some("d-1")).await;
+    assert_eq!(code(unknown), ErrorCode::Unavailable);
+    let pending = client.coin_order("dora", "d-1").await.expect("recorded");
+    assert_eq!(pending.state, "pending", "reserved, waiting for its payment");
+    let tsla =
+        client.coin_assets(Some(vec!["TSLA".into()])).await.expect("asset").assets[0].available;
+    assert_eq!(tsla, 9_999, "the unit is reserved meanwhile");
+
+    system.start_bank(0);
+    let started = std::time::Instant::now();
+    let done = loop {
+        let order = client.coin_order("dora", "d-1").await.expect("recorded");
+        if order.state != "pending" {
+            break order;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((done.state.as_str(), done.holding), ("done", Some(1)));
+    let money = balances(&client, &["dora".into(), EXCHANGE.into()]).await;
+    assert_eq!((money["dora"], money[EXCHANGE]), (75_000, 25_000), "paid exactly once");
+    let again = client.buy_coins("dora", "TSLA", 1, Some("d-1")).await.expect("the same order");
+    assert_eq!(again.seq, done.seq);
+    assert_eq!(client.balance("dora").await.expect("balance").balance, 75_000);
+}
