@@ -51,6 +51,7 @@ pub struct System {
     /// Extra flags the chat service was started with (kept for restarts).
     pub chat_args: Vec<String>,
     pub coins: Option<Component>,
+    pub files: Vec<Option<Component>>,
     pub likes: Vec<Option<Component>>,
     /// The proxy each likes node reaches NATS through, if it has one (to cut it off).
     pub likes_proxies: Vec<Option<Proxy>>,
@@ -81,9 +82,43 @@ impl System {
             chat: None,
             chat_args: Vec::new(),
             coins: None,
+            files: Vec::new(),
             likes: Vec::new(),
             likes_proxies: Vec::new(),
         }
+    }
+
+    /// The directory the test file servers serve.
+    pub fn files_root(&self) -> PathBuf {
+        self.dir.path().join("served")
+    }
+
+    /// nats-server and `servers` file servers (with `args` added to their flags) over
+    /// [`Self::files_root`], which the test fills.
+    pub fn with_files(servers: usize, args: &[&str]) -> Self {
+        let mut system = Self::nats_only();
+        std::fs::create_dir_all(system.files_root()).expect("served directory");
+        for _ in 0..servers {
+            system.add_files(args);
+        }
+        system
+    }
+
+    /// Starts one more file server; returns its index.
+    pub fn add_files(&mut self, extra: &[&str]) -> usize {
+        let index = self.files.len();
+        let mut args: Vec<String> = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--root".to_owned(),
+            self.files_root().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let binary = component_binary("agora-files").expect("agora-files is built");
+        let server = Component::start(&format!("files-{index}"), &binary, &args, &[], &self.logs())
+            .expect("a file server starts");
+        self.files.push(Some(server));
+        index
     }
 
     /// nats-server, a ledger, `banks` banks and the coins service.

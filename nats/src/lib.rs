@@ -15,6 +15,7 @@
 //!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
 //! - [`coins`] + [`coins_store`]: the coin exchange (orders reserved, paid through the bank,
 //!   settled; pending ones recovered) and its store; its client calls are on [`AgoraClient`].
+//! - [`files`]: the file service (chunks, the bounded LRU cache, confinement) and downloads.
 //! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
 //!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod coins;
 pub mod coins_store;
 pub mod error;
+pub mod files;
 pub mod ledger;
 pub mod likes;
 pub mod likes_store;

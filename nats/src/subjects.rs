@@ -208,6 +208,24 @@ pub mod coins {
     pub const PRICES_ALL: &str = "agora.coins.prices.*";
 }
 
+/// Files (`agora-files`, any number in one queue group).
+pub mod files {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-files";
+    /// Group (subject prefix) of every file-service endpoint.
+    pub const GROUP: &str = "agora.files";
+
+    pub const LIST: &str = "list";
+    pub const STAT: &str = "stat";
+    pub const GET: &str = "get";
+    pub const CACHE: &str = "cache";
+
+    pub const LIST_SUBJECT: &str = "agora.files.list";
+    pub const STAT_SUBJECT: &str = "agora.files.stat";
+    pub const GET_SUBJECT: &str = "agora.files.get";
+    pub const CACHE_SUBJECT: &str = "agora.files.cache";
+}
+
 /// Likes (`agora-likes`, any number of nodes): a queue group takes likes, every node applies
 /// every node's events, and one elected leader answers `nodes` and runs anti-entropy rounds.
 pub mod likes {
@@ -360,6 +378,14 @@ mod tests {
             assert_eq!(subject, format!("{group}.{endpoint}"));
         }
         assert_eq!(coins::prices("BTC"), "agora.coins.prices.BTC");
+        for (subject, endpoint) in [
+            (files::LIST_SUBJECT, files::LIST),
+            (files::STAT_SUBJECT, files::STAT),
+            (files::GET_SUBJECT, files::GET),
+            (files::CACHE_SUBJECT, files::CACHE),
+        ] {
+            assert_eq!(subject, format!("{}.{endpoint}", files::GROUP));
+        }
         assert_eq!(likes::like("p-1"), "agora.likes.like.p-1");
         assert_eq!(likes::unlike("p-1"), "agora.likes.unlike.p-1");
         assert_eq!(likes::count("p-1"), "agora.likes.count.p-1");

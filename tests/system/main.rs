@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod coins;
 mod faults;
+mod files;
 mod ledger;
 mod likes;
 mod load;

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod chat;
 mod coins;
+mod files;
 mod likes;
 mod task;
 
@@ -47,6 +48,9 @@ enum Command {
     /// The coin exchange: assets, buy, sell, portfolio, history, order; admin add/remove/update.
     #[command(subcommand)]
     Coins(coins::CoinsCommand),
+    /// Files: get (progress bar, resume, digest check), list, stat, cache.
+    #[command(subcommand)]
+    Files(files::FilesCommand),
     /// Likes: like, unlike, count, top; the nodes and their leader.
     #[command(subcommand)]
     Likes(likes::LikesCommand),
@@ -234,6 +238,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(&connect(&server, timeout_ms).await?, args, json).await,
         Command::Coins(command) => {
             coins::run(&connect(&server, timeout_ms).await?, command, json).await
+        }
+        Command::Files(command) => {
+            files::run(&connect(&server, timeout_ms).await?, command, json).await
         }
         Command::Likes(command) => {
             likes::run(&connect(&server, timeout_ms).await?, command, json).await

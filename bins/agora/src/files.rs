@@ -1,0 +1,173 @@
+//! `agora files ...`: list, stat, and get (with a progress bar, resume and a digest check);
+//! `cache` shows a server's cache.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use agora_nats::AgoraClient;
+use agora_nats::files::{FileHasher, FileStat, ListFilesRequest, Progress, finish_hex};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::Digest;
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Download a file; resumes a `<out>.part` left by an interrupted download of the same
+    /// version, and checks the sha256.
+    Get {
+        name: String,
+        /// Where to write (default: the file's base name in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List files (names, sizes).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long, default_value_t = 1_000)]
+        limit: usize,
+    },
+    /// A file's size, modification time, sha256 and chunking.
+    Stat { name: String },
+    /// What one server has cached, and its cache counters.
+    Cache,
+}
+
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn started(&mut self, stat: &FileStat, resumed_from: u64) {
+        let bar = ProgressBar::new(stat.size);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(resumed_from);
+        self.0 = Some(bar);
+    }
+    fn advanced(&mut self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(bytes);
+        }
+    }
+}
+
+pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        FilesCommand::Get { name, output } => {
+            let output = output
+                .unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(name.as_str())));
+            let part = output.with_extension(match output.extension() {
+                Some(ext) => format!("{}.part", ext.to_string_lossy()),
+                None => "part".to_owned(),
+            });
+            let version = PathBuf::from(format!("{}.sha256", part.display()));
+            // Resume only a part of the same version of the file.
+            let stat = client.file_stat(&name).await?;
+            let mut hasher = FileHasher::new();
+            let mut resumed_from = 0;
+            let same_version =
+                std::fs::read_to_string(&version).is_ok_and(|v| v.trim() == stat.sha256);
+            if same_version && let Ok(mut existing) = std::fs::File::open(&part) {
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let read = existing.read(&mut buffer)?;
+                    if read == 0 {
+                        break;
+                    }
+                    hasher.update(&buffer[..read]);
+                    resumed_from += read as u64;
+                }
+            }
+            std::fs::write(&version, &stat.sha256)?;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&part)?;
+            if resumed_from == 0 {
+                file.set_len(0)?;
+            }
+            let mut bar = Bar(None);
+            let progress: &mut dyn Progress = if json { &mut () } else { &mut bar };
+            let stat =
+                client.download(&name, resumed_from, &mut file, &mut hasher, progress).await?;
+            file.flush()?;
+            if let Some(bar) = &bar.0 {
+                bar.finish_and_clear();
+            }
+            let digest = finish_hex(hasher);
+            if digest != stat.sha256 {
+                std::fs::remove_file(&part).ok();
+                std::fs::remove_file(&version).ok();
+                anyhow::bail!("digest mismatch: got {digest}, the server said {}", stat.sha256);
+            }
+            std::fs::rename(&part, &output)?;
+            std::fs::remove_file(&version).ok();
+            if json {
+                println!("{}", serde_json::to_value(&stat)?);
+            } else {
+                println!(
+                    "{} -> {}: {} bytes, sha256 {} (verified){}",
+                    stat.name,
+                    output.display(),
+                    stat.size,
+                    stat.sha256,
+                    if resumed_from > 0 {
+                        format!(", resumed at {resumed_from}")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        FilesCommand::List { prefix, limit } => {
+            let reply = client.list_files(&ListFilesRequest { prefix, limit: Some(limit) }).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                for file in &reply.files {
+                    println!("{:>12}  {}", file.size, file.name);
+                }
+                if reply.truncated {
+                    println!("(truncated: use --prefix or --limit)");
+                }
+            }
+        }
+        FilesCommand::Stat { name } => {
+            let stat = client.file_stat(&name).await?;
+            if json {
+                println!("{}", serde_json::to_value(&stat)?);
+            } else {
+                println!(
+                    "{}: {} bytes, modified {} ms, sha256 {}, {} chunks of {} bytes{}",
+                    stat.name,
+                    stat.size,
+                    stat.modified_ms,
+                    stat.sha256,
+                    stat.chunks,
+                    stat.chunk_bytes,
+                    if stat.cached { ", cached" } else { "" }
+                );
+            }
+        }
+        FilesCommand::Cache => {
+            let report = client.file_cache().await?;
+            if json {
+                println!("{}", serde_json::to_value(&report)?);
+            } else {
+                println!(
+                    "{} of {} bytes cached; hits {}, misses {}, evictions {}, invalidations {}",
+                    report.bytes,
+                    report.capacity_bytes,
+                    report.hits,
+                    report.misses,
+                    report.evictions,
+                    report.invalidations
+                );
+                for entry in &report.entries {
+                    println!("{:>12}  {}", entry.bytes, entry.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The file service (`agora-files`, any number in one queue group): files under a root
+//! directory, fetched in chunks, hot ones from a bounded in-memory cache.
+//!
+//! ## Fetching
+//! `agora.files.stat` gives a file's size, modification time, sha256 and the chunk size;
+//! `agora.files.get` returns the raw bytes of one chunk (`offset`, at most one chunk long),
+//! optionally only if the file still has the sha256 the client started with (`conflict`
+//! otherwise), so a download that spans a change never mixes two versions. Clients fetch
+//! several chunks at once, in order, verify the digest at the end, and can resume from any
+//! offset. A chunk fits the server's max payload.
+//!
+//! ## Cache
+//! Files up to `--cache-file-bytes-max` are read whole into a least-recently-used cache bounded
+//! by `--cache-bytes` (moka, weighed by bytes). Each access checks the file's size and mtime on
+//! disk; a changed file is dropped from the cache and read again. Larger files are read from
+//! disk chunk by chunk and never cached (their digest is remembered per size and mtime). Hits,
+//! misses, evictions and cached bytes are in `$SRV.STATS` and `agora.files.cache`.
+//!
+//! ## Confinement
+//! A name is a relative path of normal components: absolute paths, `..`, `.` and backslashes
+//! are `invalid_request`; a name whose real path (symlinks resolved) leaves the root, or that is
+//! not a regular file, is `not_found`.
+
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context as _;
+use async_nats::service::{Request, ServiceExt};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::client::{AgoraClient, ClientError};
+use crate::error::{ErrorCode, ServiceError};
+use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
+use crate::subjects::files as subject;
+
+/// Longest file name (relative path), in bytes.
+pub const NAME_BYTES_MAX: usize = 1_024;
+/// `agora.files.list` sizes, and the most directory entries one listing visits.
+pub const LIST_LIMIT_DEFAULT: usize = 1_000;
+pub const LIST_LIMIT_MAX: usize = 10_000;
+const LIST_VISITS_MAX: usize = 100_000;
+/// Requests handled at once at most (beyond: `busy`).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
+/// Room left in a message for headers and protocol next to a chunk.
+const PAYLOAD_HEADROOM: usize = 4 * 1024;
+/// Digests of uncached files remembered at most.
+const DIGESTS_MAX: u64 = 10_000;
+/// Headers of a chunk reply.
+pub const HEADER_SIZE: &str = "Agora-File-Size";
+pub const HEADER_SHA256: &str = "Agora-File-Sha256";
+pub const HEADER_OFFSET: &str = "Agora-Offset";
+
+/// File service configuration (the binary fills it from flags and environment).
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The served directory.
+    pub root: PathBuf,
+    /// Cache capacity in bytes.
+    pub cache_bytes: u64,
+    /// Files larger than this are streamed from disk, never cached.
+    pub cache_file_bytes_max: u64,
+    /// Chunk size (lowered to fit the server's max payload).
+    pub chunk_bytes: usize,
+}
+
+/// Body of `agora.files.list` (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilesRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub modified_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFilesReply {
+    pub files: Vec<FileEntry>,
+    pub truncated: bool,
+}
+
+/// Body of `agora.files.stat`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatRequest {
+    pub name: String,
+}
+
+/// Reply of `agora.files.stat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub name: String,
+    pub size: u64,
+    pub modified_ms: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+    /// The largest chunk `get` returns.
+    pub chunk_bytes: u64,
+    pub chunks: u64,
+    /// Whether the file is in this server's cache now.
+    pub cached: bool,
+}
+
+/// Body of `agora.files.get`: one chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRequest {
+    pub name: String,
+    #[serde(default)]
+    pub offset: u64,
+    /// At most `chunk_bytes` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// Only if the file still has this digest (`conflict` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub modified_ms: u64,
+}
+
+/// Reply of `agora.files.cache`: what this server has cached, and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CacheReport {
+    pub capacity_bytes: u64,
+    pub file_bytes_max: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub invalidations: u64,
+    #[serde(default)]
+    pub entries: Vec<CachedEntry>,
+}
+
+/// A cached file: its bytes and the version they are.
+#[derive(Debug)]
+struct Cached {
+    bytes: Bytes,
+    size: u64,
+    modified_ms: u64,
+    sha256: String,
+}
+
+/// What a request learns about a file.
+#[derive(Debug, Clone)]
+struct Found {
+    name: String,
+    path: PathBuf,
+    size: u64,
+    modified_ms: u64,
+    sha256: String,
+    cached: Option<Arc<Cached>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
+    invalidations: AtomicU64,
+}
+
+struct Files {
+    root: PathBuf,
+    cache: moka::sync::Cache<String, Arc<Cached>>,
+    /// Digests of files too large to cache: name → (size, mtime, sha256).
+    digests: moka::sync::Cache<String, (u64, u64, String)>,
+    counters: Counters,
+    capacity_bytes: u64,
+    file_bytes_max: u64,
+    chunk_bytes: u64,
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::invalid(message)
+}
+
+fn not_found(name: &str) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("no file {name}"))
+}
+
+fn io_error(error: &std::io::Error) -> ServiceError {
+    ServiceError::new(ErrorCode::Unavailable, format!("cannot read the file: {error}"))
+}
+
+/// Checks that `name` is a relative path of normal components.
+pub fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(invalid(format!("a file name is 1..={NAME_BYTES_MAX} bytes")));
+    }
+    if name.contains('\\') || name.contains('\0') || name.chars().any(char::is_control) {
+        return Err(invalid("a file name has no backslashes or control characters"));
+    }
+    let path = Path::new(name);
+    if path.is_absolute() || name.starts_with('/') {
+        return Err(invalid("a file name is relative to the served directory"));
+    }
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) || name.ends_with('/') {
+        return Err(invalid("a file name has no `..`, `.` or empty parts"));
+    }
+    Ok(())
+}
+
+fn modified_ms(metadata: &std::fs::Metadata) -> u64 {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Files {
+    /// The real path of `name`, if it is a regular file inside the root.
+    fn resolve(&self, name: &str) -> Result<(PathBuf, std::fs::Metadata), ServiceError> {
+        check_name(name)?;
+        let path = self.root.join(name).canonicalize().map_err(|_| not_found(name))?;
+        if !path.starts_with(&self.root) {
+            return Err(not_found(name));
+        }
+        let metadata = std::fs::metadata(&path).map_err(|_| not_found(name))?;
+        if !metadata.is_file() {
+            return Err(not_found(name));
+        }
+        Ok((path, metadata))
+    }
+
+    /// A file as it is on disk now, from the cache when the cache has this version.
+    fn find(&self, name: &str) -> Result<Found, ServiceError> {
+        let (path, metadata) = self.resolve(name)?;
+        let (size, modified_ms) = (metadata.len(), modified_ms(&metadata));
+        let found = |sha256: String, cached| Found {
+            name: name.to_owned(),
+            path: path.clone(),
+            size,
+            modified_ms,
+            sha256,
+            cached,
+        };
+        if let Some(cached) = self.cache.get(name) {
+            if cached.size == size && cached.modified_ms == modified_ms {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(found(cached.sha256.clone(), Some(cached)));
+            }
+            self.cache.invalidate(name);
+            self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        if size <= self.file_bytes_max && size <= self.capacity_bytes {
+            let bytes = std::fs::read(&path).map_err(|e| io_error(&e))?;
+            if bytes.len() as u64 != size {
+                return Err(ServiceError::new(ErrorCode::Busy, "the file is being written; retry"));
+            }
+            let sha256 = hex(&Sha256::digest(&bytes));
+            let cached = Arc::new(Cached {
+                bytes: Bytes::from(bytes),
+                size,
+                modified_ms,
+                sha256: sha256.clone(),
+            });
+            // Apply the recorded reads first, so eviction follows the true recency.
+            self.cache.run_pending_tasks();
+            self.cache.insert(name.to_owned(), cached.clone());
+            return Ok(found(sha256, Some(cached)));
+        }
+        if let Some((s, m, sha256)) = self.digests.get(name)
+            && s == size
+            && m == modified_ms
+        {
+            return Ok(found(sha256, None));
+        }
+        let mut file = std::fs::File::open(&path).map_err(|e| io_error(&e))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file.read(&mut buffer).map_err(|e| io_error(&e))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        let sha256 = hex(&hasher.finalize());
+        self.digests.insert(name.to_owned(), (size, modified_ms, sha256.clone()));
+        Ok(found(sha256, None))
+    }
+
+    fn stat(&self, name: &str) -> Result<FileStat, ServiceError> {
+        let found = self.find(name)?;
+        Ok(FileStat {
+            name: found.name,
+            size: found.size,
+            modified_ms: found.modified_ms,
+            sha256: found.sha256,
+            chunk_bytes: self.chunk_bytes,
+            chunks: found.size.div_ceil(self.chunk_bytes),
+            cached: found.cached.is_some(),
+        })
+    }
+
+    fn get(&self, request: &GetRequest) -> Result<(Bytes, Found), ServiceError> {
+        let length = request.length.unwrap_or(self.chunk_bytes);
+        if length == 0 || length > self.chunk_bytes {
+            return Err(invalid(format!("length is 1..={}", self.chunk_bytes)));
+        }
+        let found = self.find(&request.name)?;
+        if request.sha256.as_ref().is_some_and(|expected| *expected != found.sha256) {
+            return Err(ServiceError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{} changed since you started (sha256 {}); start again",
+                    found.name, found.sha256
+                ),
+            ));
+        }
+        if request.offset > found.size {
+            return Err(invalid(format!(
+                "offset {} is past the end ({})",
+                request.offset, found.size
+            )));
+        }
+        let end = found.size.min(request.offset.saturating_add(length));
+        let bytes = match &found.cached {
+            Some(cached) => cached.bytes.slice(request.offset as usize..end as usize),
+            None => {
+                let mut file = std::fs::File::open(&found.path).map_err(|e| io_error(&e))?;
+                file.seek(SeekFrom::Start(request.offset)).map_err(|e| io_error(&e))?;
+                let mut buffer = vec![0u8; (end - request.offset) as usize];
+                file.read_exact(&mut buffer).map_err(|e| io_error(&e))?;
+                Bytes::from(buffer)
+            }
+        };
+        Ok((bytes, found))
+    }
+
+    fn list(&self, prefix: &str, limit: usize) -> ListFilesReply {
+        let mut files = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        let mut visits = 0;
+        let mut truncated = false;
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                visits += 1;
+                if visits > LIST_VISITS_MAX {
+                    truncated = true;
+                    break;
+                }
+                let Ok(real) = entry.path().canonicalize() else { continue };
+                if !real.starts_with(&self.root) {
+                    continue;
+                }
+                let Ok(metadata) = std::fs::metadata(&real) else { continue };
+                let Ok(relative) = entry.path().strip_prefix(&self.root).map(Path::to_path_buf)
+                else {
+                    continue;
+                };
+                let Some(name) = relative.to_str().map(str::to_owned) else { continue };
+                if metadata.is_dir() {
+                    // Symlinked directories are not followed (no loops).
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        pending.push(entry.path());
+                    }
+                } else if metadata.is_file() && name.starts_with(prefix) {
+                    files.push(FileEntry {
+                        name,
+                        size: metadata.len(),
+                        modified_ms: modified_ms(&metadata),
+                    });
+                }
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        if files.len() > limit {
+            files.truncate(limit);
+            truncated = true;
+        }
+        ListFilesReply { files, truncated }
+    }
+
+    fn report(&self, entries: bool) -> CacheReport {
+        self.cache.run_pending_tasks();
+        let mut listed: Vec<CachedEntry> = if entries {
+            self.cache
+                .iter()
+                .map(|(name, cached)| CachedEntry {
+                    name: name.to_string(),
+                    bytes: cached.size,
+                    modified_ms: cached.modified_ms,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        CacheReport {
+            capacity_bytes: self.capacity_bytes,
+            file_bytes_max: self.file_bytes_max,
+            bytes: self.cache.weighted_size(),
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            evictions: self.counters.evictions.load(Ordering::Relaxed),
+            invalidations: self.counters.invalidations.load(Ordering::Relaxed),
+            entries: listed,
+        }
+    }
+}
+
+/// Runs a file server until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: FilesConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let root = config.root.canonicalize().with_context(|| {
+        format!("the served directory {} does not exist", config.root.display())
+    })?;
+    anyhow::ensure!(root.is_dir(), "{} is not a directory", root.display());
+    anyhow::ensure!(config.chunk_bytes >= 1024, "chunk-bytes is at least 1024");
+    // The server's INFO (its max payload) is known once connected: a round trip first.
+    crate::client::barrier(&client).await?;
+    let max_payload = match client.server_info().max_payload {
+        0 => 1024 * 1024,
+        known => known,
+    };
+    let chunk_bytes =
+        config.chunk_bytes.min(max_payload.saturating_sub(PAYLOAD_HEADROOM)).max(1024);
+    let counters = Counters::default();
+    let evictions = counters.evictions.clone();
+    let cache = moka::sync::Cache::builder()
+        .max_capacity(config.cache_bytes)
+        .weigher(|_: &String, cached: &Arc<Cached>| u32::try_from(cached.size).unwrap_or(u32::MAX))
+        .eviction_policy(EvictionPolicy::lru())
+        .eviction_listener(move |_, _, cause| {
+            if cause == RemovalCause::Size {
+                evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .build();
+    let files = Arc::new(Files {
+        root,
+        cache,
+        digests: moka::sync::Cache::new(DIGESTS_MAX),
+        counters,
+        capacity_bytes: config.cache_bytes,
+        file_bytes_max: config.cache_file_bytes_max,
+        chunk_bytes: chunk_bytes as u64,
+    });
+    tracing::info!(root = %files.root.display(), chunk_bytes, cache_bytes = config.cache_bytes, "serving files");
+    let errors = ErrorCounts::default();
+    let stats_errors = errors.clone();
+    let stats_files = files.clone();
+    let service = client
+        .service_builder()
+        .description("Agora files: a directory served in chunks, hot files from memory")
+        .stats_handler(move |endpoint, _| {
+            let mut data = stats_errors.snapshot(&endpoint);
+            if endpoint == subject::GET {
+                data["cache"] = serde_json::to_value(stats_files.report(false)).unwrap_or_default();
+            }
+            data
+        })
+        .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
+    let group = service.group(subject::GROUP);
+    let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    let mut loops = Vec::new();
+    for name in [subject::LIST, subject::STAT, subject::GET, subject::CACHE] {
+        let mut endpoint = add_endpoint(&group, name, name).await?;
+        let replier = Replier::new(name, errors.clone());
+        let (files, in_flight) = (files.clone(), in_flight.clone());
+        loops.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    let error =
+                        ServiceError::new(ErrorCode::Busy, "the file server is busy; retry");
+                    replier.reply_bytes(&request, Err(error)).await;
+                    continue;
+                };
+                let (files, replier) = (files.clone(), replier.clone());
+                tokio::spawn(async move {
+                    handle(&files, name, &replier, request).await;
+                    drop(permit);
+                });
+            }
+        }));
+    }
+    crate::client::barrier(&client).await?;
+    crate::telemetry::announce_ready(subject::SERVICE);
+    shutdown.await;
+    for task in &loops {
+        task.abort();
+    }
+    drop(service);
+    client.flush().await.ok();
+    Ok(())
+}
+
+async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, request: Request) {
+    let payload = request.message.payload.clone();
+    let work = files.clone();
+    // Disk reads and digests block: off the runtime's threads.
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<(Bytes, Option<HeaderMap>), ServiceError> {
+            match endpoint {
+                subject::LIST => {
+                    let request: ListFilesRequest = decode_or_default(&payload, 4 * 1024)?;
+                    let limit = request.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+                    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+                        return Err(invalid(format!("limit is 1..={LIST_LIMIT_MAX}")));
+                    }
+                    let prefix = request.prefix.unwrap_or_default();
+                    Ok((encode(&work.list(&prefix, limit))?, None))
+                }
+                subject::STAT => {
+                    let request: StatRequest = decode(&payload)?;
+                    Ok((encode(&work.stat(&request.name)?)?, None))
+                }
+                subject::GET => {
+                    let request: GetRequest = decode(&payload)?;
+                    let (bytes, found) = work.get(&request)?;
+                    let mut headers = HeaderMap::new();
+                    headers.insert(HEADER_SIZE, found.size.to_string().as_str());
+                    headers.insert(HEADER_SHA256, found.sha256.as_str());
+                    headers.insert(HEADER_OFFSET, request.offset.to_string().as_str());
+                    Ok((bytes, Some(headers)))
+                }
+                subject::CACHE => Ok((encode(&work.report(true))?, None)),
+                other => {
+                    Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(ServiceError::new(ErrorCode::Internal, "the request panicked")));
+    match result {
+        Ok((bytes, Some(headers))) => {
+            if let Err(error) = request.respond_with_headers(Ok(bytes), headers).await {
+                tracing::warn!(%error, "could not send a chunk");
+            }
+        }
+        Ok((bytes, None)) => replier.reply_bytes(&request, Ok(bytes)).await,
+        Err(error) => replier.reply_bytes(&request, Err(error)).await,
+    }
+}
+
+/// A download's progress, reported after each chunk.
+pub trait Progress {
+    fn started(&mut self, stat: &FileStat, resumed_from: u64);
+    fn advanced(&mut self, bytes: u64);
+}
+
+impl Progress for () {
+    fn started(&mut self, _: &FileStat, _: u64) {}
+    fn advanced(&mut self, _: u64) {}
+}
+
+/// Chunks a download keeps in flight.
+pub const DOWNLOAD_WINDOW: usize = 8;
+
+impl AgoraClient {
+    pub async fn file_stat(&self, name: &str) -> Result<FileStat, ClientError> {
+        self.request(subject::STAT_SUBJECT, &StatRequest { name: name.to_owned() }).await
+    }
+
+    pub async fn list_files(
+        &self,
+        request: &ListFilesRequest,
+    ) -> Result<ListFilesReply, ClientError> {
+        self.request(subject::LIST_SUBJECT, request).await
+    }
+
+    pub async fn file_cache(&self) -> Result<CacheReport, ClientError> {
+        self.request_bytes(subject::CACHE_SUBJECT, Bytes::new()).await.and_then(|reply| {
+            serde_json::from_slice(&reply)
+                .map_err(|e| ClientError::Transport(format!("unexpected cache reply: {e}")))
+        })
+    }
+
+    /// One chunk of `name` at `offset`, if the file still has digest `sha256`.
+    pub async fn file_chunk(
+        &self,
+        name: &str,
+        offset: u64,
+        sha256: Option<&str>,
+    ) -> Result<Bytes, ClientError> {
+        let request = GetRequest {
+            name: name.to_owned(),
+            offset,
+            length: None,
+            sha256: sha256.map(str::to_owned),
+        };
+        let payload = serde_json::to_vec(&request)
+            .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
+        self.request_bytes(subject::GET_SUBJECT, Bytes::from(payload)).await
+    }
+
+    /// Downloads `name` into `out` from byte `resume_from` on (the bytes before it are already
+    /// in `out`, and are fed to `hasher` by the caller): chunks fetched [`DOWNLOAD_WINDOW`] at
+    /// a time, in order, all of one version of the file. Returns the stat; the caller checks
+    /// the digest (`hasher` has seen every byte written).
+    pub async fn download(
+        &self,
+        name: &str,
+        resume_from: u64,
+        out: &mut (impl std::io::Write + ?Sized),
+        hasher: &mut Sha256,
+        progress: &mut dyn Progress,
+    ) -> Result<FileStat, ClientError> {
+        let stat = self.file_stat(name).await?;
+        if resume_from > stat.size {
+            return Err(ClientError::Service(ServiceError::invalid(
+                "the local part is longer than the file",
+            )));
+        }
+        progress.started(&stat, resume_from);
+        let offsets = (resume_from..stat.size).step_by(stat.chunk_bytes.max(1) as usize);
+        let sha256 = stat.sha256.clone();
+        let mut chunks = futures::stream::iter(offsets)
+            .map(|offset| {
+                let sha256 = sha256.clone();
+                async move { self.file_chunk(name, offset, Some(&sha256)).await }
+            })
+            .buffered(DOWNLOAD_WINDOW);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                return Err(ClientError::Transport("an empty chunk before the end".into()));
+            }
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Transport(format!("cannot write: {e}")))?;
+            hasher.update(&chunk);
+            progress.advanced(chunk.len() as u64);
+        }
+        Ok(stat)
+    }
+
+    /// Downloads a whole file into memory and checks its digest.
+    pub async fn fetch_file(&self, name: &str) -> Result<(FileStat, Vec<u8>), ClientError> {
+        let mut bytes = Vec::new();
+        let mut hasher = Sha256::new();
+        let stat = self.download(name, 0, &mut bytes, &mut hasher, &mut ()).await?;
+        let digest = hex(&hasher.finalize());
+        if digest != stat.sha256 {
+            return Err(ClientError::Transport(format!(
+                "digest mismatch: got {digest}, the server said {}",
+                stat.sha256
+            )));
+        }
+        Ok((stat, bytes))
+    }
+}
+
+/// Lower-case hex sha256 of `bytes` (for clients checking a download).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of a finished hasher.
+pub fn finish_hex(hasher: Sha256) -> String {
+    hex(&hasher.finalize())
+}
+
+/// Re-export for callers that hash.
+pub use sha2::Sha256 as FileHasher;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_confined_to_relative_normal_paths() {
+        for good in ["a.txt", "dir/b.bin", "x y/z"] {
+            check_name(good).expect(good);
+        }
+        for bad in
+            ["", "/etc/passwd", "../secret", "a/../../b", "./a", "a/./b", "a\\b", "a/", "a\0b"]
+        {
+            assert_eq!(check_name(bad).expect_err(bad).code, ErrorCode::InvalidRequest, "{bad}");
+        }
+        assert!(check_name(&"n".repeat(NAME_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn digests_are_lower_case_hex() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Files: real `agora-files` servers over a real directory. Every size downloads intact, the
+//! cache hits, evicts by recency and notices changes, nothing escapes the root.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use agora_nats::files::sha256_hex;
+use agora_nats::subjects::files as subject;
+use agora_nats::{AgoraClient, ErrorCode};
+use agora_tests::{System, code};
+use bytes::Bytes;
+use futures::StreamExt;
+
+const CHUNK: usize = 256 * 1024;
+const MIB: usize = 1024 * 1024;
+/// Small limits, so eviction and streaming show with small files.
+const ARGS: [&str; 6] = [
+    "--chunk-bytes",
+    "262144",
+    "--cache-bytes",
+    "3670016", // 3.5 MiB
+    "--cache-file-bytes-max",
+    "2097152", // 2 MiB
+];
+
+/// Deterministic bytes that differ from one file to another.
+fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut bytes = Vec::with_capacity(size);
+    while bytes.len() < size {
+        state =
+            state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    bytes
+}
+
+fn write(root: &Path, name: &str, bytes: &[u8]) {
+    let path = root.join(name);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("dirs");
+    std::fs::write(path, bytes).expect("write");
+}
+
+async fn fetch_ok(client: &AgoraClient, name: &str, expected: &[u8]) {
+    let (stat, bytes) = client.fetch_file(name).await.expect(name);
+    assert_eq!(stat.size, expected.len() as u64, "{name}");
+    assert!(bytes == expected, "{name}: the bytes differ");
+    assert_eq!(stat.sha256, sha256_hex(expected), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_size_downloads_intact_in_chunks() {
+    let system = System::with_files(1, &ARGS);
+    let root = system.files_root();
+    let files = [
+        ("empty", content(0, 1)),
+        ("one-byte", content(1, 2)),
+        ("one-chunk.bin", content(CHUNK, 3)),
+        ("dir/sub/many-chunks.bin", content(3 * CHUNK + CHUNK / 2, 4)),
+        ("huge.bin", content(65 * MIB + 3, 5)),
+    ];
+    for (name, bytes) in &files {
+        write(&root, name, bytes);
+    }
+    let client = system.client().await.with_timeout(Duration::from_secs(20));
+    for (name, bytes) in &files {
+        fetch_ok(&client, name, bytes).await;
+    }
+    let stat = client.file_stat("huge.bin").await.expect("stat");
+    assert_eq!(
+        (stat.chunk_bytes, stat.chunks),
+        (CHUNK as u64, (65 * MIB as u64 + 3).div_ceil(CHUNK as u64))
+    );
+    assert!(!stat.cached, "larger than the cache: streamed from disk");
+    // A download resumes from any chunk boundary.
+    let chunk =
+        client.file_chunk("dir/sub/many-chunks.bin", 3 * CHUNK as u64, None).await.expect("chunk");
+    assert!(chunk[..] == files[3].1[3 * CHUNK..], "the last, short chunk");
+    let listed = client
+        .list_files(&agora_nats::files::ListFilesRequest {
+            prefix: Some("dir/".into()),
+            limit: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.files.len(), 1);
+    assert_eq!(listed.files[0].name, "dir/sub/many-chunks.bin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_hits_evicts_by_recency_and_serves_changed_files_fresh() {
+    let system = System::with_files(1, &ARGS);
+    let root = system.files_root();
+    for i in 1..=4 {
+        write(&root, &format!("f{i}"), &content(MIB, 10 + i));
+    }
+    let client = system.client().await;
+    fetch_ok(&client, "f1", &content(MIB, 11)).await;
+    let after_first = client.file_cache().await.expect("cache");
+    fetch_ok(&client, "f1", &content(MIB, 11)).await;
+    let after_second = client.file_cache().await.expect("cache");
+    assert_eq!(after_second.misses, after_first.misses, "the second fetch is all hits");
+    assert!(after_second.hits > after_first.hits);
+    assert!(client.file_stat("f1").await.expect("stat").cached);
+
+    fetch_ok(&client, "f2", &content(MIB, 12)).await;
+    fetch_ok(&client, "f3", &content(MIB, 13)).await;
+    fetch_ok(&client, "f1", &content(MIB, 11)).await; // f1 is now the most recent
+    fetch_ok(&client, "f4", &content(MIB, 14)).await; // 4 MiB > 3.5 MiB: the least recent goes
+    let report = client.file_cache().await.expect("cache");
+    let cached: Vec<&str> = report.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(cached, ["f1", "f3", "f4"], "f2 was the least recently used");
+    assert!(report.evictions >= 1 && report.bytes <= report.capacity_bytes, "{report:?}");
+
+    // Same size, new bytes and a later mtime: served fresh, never the cached copy.
+    let fresh = content(MIB, 99);
+    write(&root, "f3", &fresh);
+    let later = SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("f3"))
+        .expect("open")
+        .set_modified(later)
+        .expect("mtime");
+    fetch_ok(&client, "f3", &fresh).await;
+    assert!(client.file_cache().await.expect("cache").invalidations >= 1);
+
+    // A chunk asked for an older version is refused: a download never mixes two versions.
+    let old_sha = sha256_hex(&content(MIB, 13));
+    assert_eq!(code(client.file_chunk("f3", 0, Some(&old_sha)).await), ErrorCode::Conflict);
+    // The cache's counters are in $SRV.STATS too.
+    let stats = client.request_bytes("$SRV.STATS.agora-files", Bytes::new()).await.expect("stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats).expect("JSON");
+    let get = stats["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "get"))
+        .expect("get");
+    assert!(get["data"]["cache"]["hits"].as_u64().is_some_and(|h| h > 0), "{get}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_escapes_the_root_and_bad_input_gets_coded_errors() {
+    let system = System::with_files(1, &ARGS);
+    let root = system.files_root();
+    write(&root, "ok.txt", b"fine");
+    let outside = system.dir.path().join("secret.txt");
+    std::fs::write(&outside, b"not for you").expect("write");
+    std::os::unix::fs::symlink(&outside, root.join("link-out")).expect("symlink");
+    std::os::unix::fs::symlink(root.join("ok.txt"), root.join("link-in")).expect("symlink");
+    std::fs::create_dir_all(root.join("adir")).expect("dir");
+    let client = system.client().await;
+
+    let stat = |name: &str| format!(r#"{{"name":{}}}"#, serde_json::json!(name));
+    let cases: Vec<(&str, String, ErrorCode)> = vec![
+        (subject::STAT_SUBJECT, stat("../secret.txt"), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat(&outside.display().to_string()), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat("adir/../../secret.txt"), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat("./ok.txt"), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat("a\\b"), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat(""), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, stat("link-out"), ErrorCode::NotFound),
+        (subject::STAT_SUBJECT, stat("missing.txt"), ErrorCode::NotFound),
+        (subject::STAT_SUBJECT, stat("adir"), ErrorCode::NotFound),
+        (subject::STAT_SUBJECT, "not json".into(), ErrorCode::InvalidRequest),
+        (subject::STAT_SUBJECT, r#"{"name":"ok.txt","x":1}"#.into(), ErrorCode::InvalidRequest),
+        (subject::GET_SUBJECT, r#"{"name":"link-out"}"#.into(), ErrorCode::NotFound),
+        (subject::GET_SUBJECT, r#"{"name":"../secret.txt"}"#.into(), ErrorCode::InvalidRequest),
+        (subject::GET_SUBJECT, r#"{"name":"ok.txt","offset":5}"#.into(), ErrorCode::InvalidRequest),
+        (subject::GET_SUBJECT, r#"{"name":"ok.txt","length":0}"#.into(), ErrorCode::InvalidRequest),
+        (
+            subject::GET_SUBJECT,
+            r#"{"name":"ok.txt","length":262145}"#.into(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::GET_SUBJECT,
+            r#"{"name":"ok.txt","offset":-1}"#.into(),
+            ErrorCode::InvalidRequest,
+        ),
+        (subject::GET_SUBJECT, r#"{"name":"ok.txt","sha256":"00"}"#.into(), ErrorCode::Conflict),
+        (subject::LIST_SUBJECT, r#"{"limit":0}"#.into(), ErrorCode::InvalidRequest),
+        (subject::LIST_SUBJECT, r#"{"prefix":7}"#.into(), ErrorCode::InvalidRequest),
+    ];
+    for (subject, payload, expected) in &cases {
+        let result = client.request_bytes(subject, Bytes::from(payload.clone())).await;
+        assert_eq!(code(result), *expected, "{subject} {payload}");
+    }
+    // A symlink that stays inside the root is a file like any other; the listing shows
+    // nothing from outside.
+    fetch_ok(&client, "link-in", b"fine").await;
+    let listed = client.list_files(&Default::default()).await.expect("list");
+    let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["link-in", "ok.txt"]);
+    fetch_ok(&client, "ok.txt", b"fine").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_serve_many_concurrent_downloads_correctly() {
+    let system = System::with_files(2, &ARGS);
+    let root = system.files_root();
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("shared-{i}.bin"), content(i * 700_000 + 1, 100 + i as u64)))
+        .collect();
+    for (name, bytes) in &files {
+        write(&root, name, bytes);
+    }
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(system.client().await.with_timeout(Duration::from_secs(20)));
+    }
+    let downloads = futures::stream::iter(clients.iter().enumerate().flat_map(|(c, client)| {
+        files.iter().cycle().skip(c).take(3).map(move |(name, bytes)| (client, name, bytes))
+    }))
+    .map(|(client, name, bytes)| async move { fetch_ok(client, name, bytes).await })
+    .buffer_unordered(36)
+    .collect::<Vec<()>>()
+    .await;
+    assert_eq!(downloads.len(), 36);
+}
