@@ -631,7 +631,7 @@ impl AgoraClient {
         resume_from: u64,
         out: &mut (impl std::io::Write + ?Sized),
         hasher: &mut Sha256,
-        progress: &mut dyn Progress,
+        progress: &mut (dyn Progress + Send),
     ) -> Result<FileStat, ClientError> {
         let stat = self.file_stat(name).await?;
         if resume_from > stat.size {

@@ -293,6 +293,8 @@ pub mod bench {
     pub const ECHO: &str = "agora.bench.echo";
     /// Raw fan-out: plain subscribers, the baseline of `agora bench chat`.
     pub const FANOUT: &str = "agora.bench.fanout";
+    /// Raw chunks: the reply is as many bytes as the request asks (`agora bench files`).
+    pub const CHUNK: &str = "agora.bench.chunk";
 }
 
 /// Requests to `_AGORA.barrier.<unique>` have no responders on purpose: the "no responders"

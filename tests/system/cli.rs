@@ -243,3 +243,44 @@ async fn coins_commands_trade_show_portfolio_history_and_manage_assets() {
     assert!(ok);
     assert_eq!(out.trim(), "delisted DOGE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_commands_get_resume_list_stat_and_cache() {
+    let system = System::with_files(1, &["--chunk-bytes", "65536"]);
+    let root = system.files_root();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(root.join("docs")).expect("dir");
+    std::fs::write(root.join("docs/report.bin"), &bytes).expect("write");
+    let out = system.dir.path().join("report.bin");
+    let out_text = out.display().to_string();
+
+    // An interrupted download of the same version is resumed.
+    let stat_json = agora(&system, &["files", "stat", "docs/report.bin", "--json"]).1;
+    let stat: serde_json::Value = serde_json::from_str(stat_json.trim()).expect("JSON");
+    let sha = stat["sha256"].as_str().expect("sha256").to_owned();
+    let part = system.dir.path().join("report.bin.part");
+    std::fs::write(&part, &bytes[..100_000]).expect("part");
+    std::fs::write(system.dir.path().join("report.bin.part.sha256"), &sha).expect("version");
+    let (ok, stdout, err) = agora(&system, &["files", "get", "docs/report.bin", "-o", &out_text]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("300000 bytes"), "{stdout}");
+    assert!(stdout.contains("(verified), resumed at 100000"), "{stdout}");
+    assert!(std::fs::read(&out).expect("written") == bytes);
+    assert!(!part.exists());
+
+    let (ok, stdout, _) = agora(&system, &["files", "list"]);
+    assert!(ok);
+    assert_eq!(stdout.trim(), "300000  docs/report.bin");
+    let (ok, stdout, _) = agora(&system, &["files", "stat", "docs/report.bin"]);
+    assert!(ok);
+    assert!(stdout.contains("5 chunks of 65536 bytes"), "{stdout}");
+    let (ok, stdout, _) = agora(&system, &["files", "cache"]);
+    assert!(ok);
+    assert!(stdout.contains("docs/report.bin"), "{stdout}");
+    let (ok, _, err) = agora(&system, &["files", "get", "../etc/passwd"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]:"), "{err}");
+    let (ok, _, err) = agora(&system, &["files", "get", "nope.bin"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [not_found]:"), "{err}");
+}

@@ -87,7 +87,7 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 file.set_len(0)?;
             }
             let mut bar = Bar(None);
-            let progress: &mut dyn Progress = if json { &mut () } else { &mut bar };
+            let progress: &mut (dyn Progress + Send) = if json { &mut () } else { &mut bar };
             let stat =
                 client.download(&name, resumed_from, &mut file, &mut hasher, progress).await?;
             file.flush()?;

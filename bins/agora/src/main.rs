@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agora_nats::bench::{
-    self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, LikesBenchOptions,
-    TasksBenchOptions,
+    self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, FilesBenchOptions,
+    LikesBenchOptions, TasksBenchOptions,
 };
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
@@ -104,9 +104,14 @@ enum BenchCommand {
     Likes(LikesBenchArgs),
     /// Coin orders (buy and sell) vs raw request-reply echo and vs bank.transfer.
     Coins(CoinsBenchArgs),
+    /// Downloads of a cached file by concurrent clients vs raw chunk request-reply, in bytes/s.
+    Files(FilesBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
+    /// The raw baseline of `bench files`: reply with as many bytes as asked.
+    #[command(hide = true)]
+    ChunkResponder,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +183,19 @@ struct CoinsBenchArgs {
     /// Client connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct FilesBenchArgs {
+    /// Seconds of measurement per side.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// Concurrent downloading clients (each on its own connection).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Size of the cached file, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    file_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +309,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             Ok(())
+        }
+        Command::Bench(BenchCommand::Files(args)) => {
+            bench::files(FilesBenchOptions {
+                seconds: args.seconds,
+                clients: args.clients,
+                file_bytes: args.file_bytes,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::ChunkResponder) => {
+            bench::chunk_responder(&server, telemetry::shutdown_signal()).await
         }
         Command::Bench(BenchCommand::EchoResponder) => {
             bench::echo_responder(&server, telemetry::shutdown_signal()).await

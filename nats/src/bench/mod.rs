@@ -18,10 +18,12 @@ use hdrhistogram::Histogram;
 
 mod chat;
 mod coins;
+mod files;
 mod likes;
 
 pub use chat::{ChatBenchOptions, chat};
 pub use coins::{CoinsBenchOptions, coins};
+pub use files::{FilesBenchOptions, chunk_responder, files};
 pub use likes::{LikesBenchOptions, likes};
 
 use crate::client::{AgoraClient, ClientError};
