@@ -1,7 +1,8 @@
 //! `agora up`: the whole system on this machine, for trying it out.
 //!
 //! Starts a nats-server (JetStream on) on a fixed port, the ledger, bank instances, the task
-//! service, the chat service, the coin exchange, likes nodes and workers, keeps their data and logs under one directory,
+//! service, the chat service, the coin exchange, two file servers (over `<dir>/files`, with a
+//! sample file or two on first run), likes nodes and workers, keeps their data and logs under one directory,
 //! restarts a component that dies, and stops everything on Ctrl-C.
 
 use std::path::PathBuf;
@@ -86,6 +87,28 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             dir.join("coins").display().to_string(),
         ],
     });
+    let served = dir.join("files");
+    if !served.exists() {
+        std::fs::create_dir_all(served.join("docs"))?;
+        std::fs::write(
+            served.join("welcome.txt"),
+            "Welcome to Agora. Files in this directory are served by agora-files.\n",
+        )?;
+        let sample: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(served.join("docs/sample-3MiB.bin"), sample)?;
+    }
+    for index in 1..=2 {
+        specs.push(Spec {
+            name: format!("files-{index}"),
+            binary: component_binary("agora-files")?,
+            args: vec![
+                "--server".into(),
+                url.clone(),
+                "--root".into(),
+                served.display().to_string(),
+            ],
+        });
+    }
     for index in 1..=options.likes_nodes {
         specs.push(Spec {
             name: format!("likes-{index}"),
@@ -136,6 +159,7 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora chat send --name carol hello everyone; agora chat history; agora chat who\n\
          \x20 agora coins assets; agora bank deposit carol 100000\n\
          \x20 agora coins buy TSLA 2 --user carol; agora coins portfolio carol; agora coins history\n\
+         \x20 agora files list; agora files get docs/sample-3MiB.bin -o /tmp/sample.bin\n\
          \x20 agora likes like post-42 --user alice; agora likes count post-42; agora likes top\n\
          \x20 agora likes nodes                 # the nodes, their load and the leader\n\
          \x20 nats micro ls                      # if you have the nats CLI\n\
