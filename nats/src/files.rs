@@ -218,7 +218,9 @@ pub fn check_name(name: &str) -> Result<(), ServiceError> {
     if path.is_absolute() || name.starts_with('/') {
         return Err(invalid("a file name is relative to the served directory"));
     }
-    if !path.components().all(|c| matches!(c, Component::Normal(_))) || name.ends_with('/') {
+    // Checked on the text: `Path::components` would quietly drop an inner `.` or `//`.
+    let normal = name.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if !normal || !path.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(invalid("a file name has no `..`, `.` or empty parts"));
     }
     Ok(())
@@ -699,9 +701,18 @@ mod tests {
         for good in ["a.txt", "dir/b.bin", "x y/z"] {
             check_name(good).expect(good);
         }
-        for bad in
-            ["", "/etc/passwd", "../secret", "a/../../b", "./a", "a/./b", "a\\b", "a/", "a\0b"]
-        {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../secret",
+            "a/../../b",
+            "./a",
+            "a/./b",
+            "a\\b",
+            "a/",
+            "a\0b",
+            "a//b",
+        ] {
             assert_eq!(check_name(bad).expect_err(bad).code, ErrorCode::InvalidRequest, "{bad}");
         }
         assert!(check_name(&"n".repeat(NAME_BYTES_MAX + 1)).is_err());
