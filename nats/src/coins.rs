@@ -790,17 +790,22 @@ impl AgoraClient {
         quantity: i64,
         id: Option<&str>,
     ) -> Result<OrderView, ClientError> {
-        let request = OrderRequest {
-            user: user.to_owned(),
-            symbol: symbol.to_owned(),
-            quantity,
-            id: id.map(str::to_owned),
-        };
-        self.request(subject::BUY_SUBJECT, &request).await
+        self.coin_order_request(subject::BUY_SUBJECT, user, symbol, quantity, id).await
     }
 
     pub async fn sell_coins(
         &self,
+        user: &str,
+        symbol: &str,
+        quantity: i64,
+        id: Option<&str>,
+    ) -> Result<OrderView, ClientError> {
+        self.coin_order_request(subject::SELL_SUBJECT, user, symbol, quantity, id).await
+    }
+
+    async fn coin_order_request(
+        &self,
+        subject: &str,
         user: &str,
         symbol: &str,
         quantity: i64,
@@ -812,7 +817,7 @@ impl AgoraClient {
             quantity,
             id: id.map(str::to_owned),
         };
-        self.request(subject::SELL_SUBJECT, &request).await
+        self.request(subject, &request).await
     }
 
     pub async fn coin_order(&self, user: &str, id: &str) -> Result<OrderView, ClientError> {

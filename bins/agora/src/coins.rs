@@ -97,13 +97,7 @@ fn order_line(order: &OrderView) -> String {
 }
 
 pub async fn run(client: &AgoraClient, command: CoinsCommand, json: bool) -> anyhow::Result<()> {
-    let print = |value: serde_json::Value, text: String| {
-        if json {
-            println!("{value}");
-        } else {
-            println!("{text}");
-        }
-    };
+    let print = |value: serde_json::Value, text: String| crate::print(json, value, text);
     let upper = |s: &str| s.to_ascii_uppercase();
     match command {
         CoinsCommand::Assets { symbols } => {

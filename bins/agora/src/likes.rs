@@ -70,13 +70,7 @@ fn node_line(node: &NodeDigest) -> String {
 }
 
 pub async fn run(client: &AgoraClient, command: LikesCommand, json: bool) -> anyhow::Result<()> {
-    let print = |value: serde_json::Value, text: String| {
-        if json {
-            println!("{value}");
-        } else {
-            println!("{text}");
-        }
-    };
+    let print = |value: serde_json::Value, text: String| crate::print(json, value, text);
     match command {
         LikesCommand::Like { item, user } => {
             let reply = client.like(&item, user.as_deref()).await?;

@@ -236,6 +236,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Prints a reply: its JSON with `--json`, else the readable text.
+pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
 async fn connect(server: &str, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
     let nats = async_nats::ConnectOptions::new()
         .name("agora-cli")
@@ -339,13 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn bank(client: &AgoraClient, command: BankCommand, json: bool) -> anyhow::Result<()> {
-    let print = |value: serde_json::Value, text: String| {
-        if json {
-            println!("{value}");
-        } else {
-            println!("{text}");
-        }
-    };
+    let print = |value: serde_json::Value, text: String| print(json, value, text);
     match command {
         BankCommand::Deposit { account, amount, id } => {
             let reply = client.deposit(&account, amount, id.as_deref()).await?;
