@@ -47,6 +47,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Coins: not enough units available to buy, or held to sell.
     InsufficientQuantity,
+    /// Gateway: the operation needs a role the caller did not prove (the manager token).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -68,6 +70,7 @@ impl ErrorCode {
             Self::NotRegistered => "not_registered",
             Self::RateLimited => "rate_limited",
             Self::InsufficientQuantity => "insufficient_quantity",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -76,7 +79,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => 400,
             Self::NotRegistered => 401,
-            Self::NotOwner => 403,
+            Self::NotOwner | Self::Forbidden => 403,
             Self::NotFound | Self::UnknownUser => 404,
             Self::InsufficientFunds
             | Self::StaleToken
@@ -263,6 +266,7 @@ mod tests {
             ErrorCode::NotRegistered,
             ErrorCode::RateLimited,
             ErrorCode::InsufficientQuantity,
+            ErrorCode::Forbidden,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

@@ -16,6 +16,7 @@
 //! - [`coins`] + [`coins_store`]: the coin exchange (orders reserved, paid through the bank,
 //!   settled; pending ones recovered) and its store; its client calls are on [`AgoraClient`].
 //! - [`files`]: the file service (chunks, the bounded LRU cache, confinement) and downloads.
+//! - [`gateway`]: the HTTP API and the live web dashboard (axum), over all of the above.
 //! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
 //!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
@@ -35,6 +36,7 @@ pub mod coins;
 pub mod coins_store;
 pub mod error;
 pub mod files;
+pub mod gateway;
 pub mod ledger;
 pub mod likes;
 pub mod likes_store;

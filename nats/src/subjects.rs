@@ -287,6 +287,15 @@ pub mod worker {
     }
 }
 
+/// Log records: every component publishes its info, warn and error events (plain fan-out).
+pub mod logs {
+    /// `agora.logs.<service>`, the service being the component's short name (`bank`).
+    pub fn subject(service: &str) -> String {
+        format!("agora.logs.{service}")
+    }
+    pub const ALL: &str = "agora.logs.>";
+}
+
 /// Subjects of `agora bench`'s raw NATS baselines (served by the benchmark itself).
 pub mod bench {
     /// Raw request-reply echo: the reply is the request payload.
@@ -395,5 +404,6 @@ mod tests {
         assert_eq!(likes::sync("n1"), "agora.likes.sync.n1");
         assert_eq!(likes::pull("n1"), "agora.likes.pull.n1");
         assert_eq!(likes::events("p-1"), "agora.likes.events.p-1");
+        assert_eq!(logs::subject("bank"), "agora.logs.bank");
     }
 }

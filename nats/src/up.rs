@@ -18,6 +18,10 @@ pub struct UpOptions {
     pub banks: usize,
     pub workers: usize,
     pub likes_nodes: usize,
+    /// The gateway's HTTP port (dashboard and API).
+    pub http_port: u16,
+    /// The gateway's manager token (coin admin in the dashboard and the API).
+    pub manager_token: String,
 }
 
 struct Spec {
@@ -135,6 +139,19 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             ],
         });
     }
+    let http = format!("127.0.0.1:{}", options.http_port);
+    specs.push(Spec {
+        name: "gateway".into(),
+        binary: component_binary("agora-gateway")?,
+        args: vec![
+            "--server".into(),
+            url.clone(),
+            "--listen".into(),
+            http.clone(),
+            "--manager-token".into(),
+            options.manager_token.clone(),
+        ],
+    });
     let mut running = Vec::new();
     for spec in &specs {
         let component = Component::start(&spec.name, &spec.binary, &spec.args, &[], &logs)?;
@@ -147,7 +164,9 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         running.push(component);
     }
     println!(
-        "\nAgora is up. Try, in another terminal:\n\
+        "\nAgora is up. Dashboard: http://{http}/ (manager token: {token})\n\
+         API: http://{http}/api/openapi.json; curl http://{http}/balance/alice\n\
+         Try, in another terminal:\n\
          \x20 export NATS_URL={url}\n\
          \x20 agora bank deposit alice 500 --id first-deposit\n\
          \x20 agora bank transfer alice bob 200\n\
@@ -165,7 +184,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 nats micro ls                      # if you have the nats CLI\n\
          \x20 nats sub 'agora.>'\n\
          Data and logs: {}\nPress Ctrl-C to stop.",
-        dir.display()
+        dir.display(),
+        token = options.manager_token,
     );
 
     let shutdown = crate::telemetry::shutdown_signal();

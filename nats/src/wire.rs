@@ -1350,3 +1350,33 @@ pub struct PriceEvent {
     pub event: String,
     pub at_ms: u64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------------
+
+/// Published on `agora.logs.<service>`: one info, warn or error event of a component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// When it was logged (ms since the epoch).
+    pub ts_ms: u64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    /// The component's short name (`bank`), as in the subject.
+    pub service: String,
+    /// Which instance of the component (its id, or its process id).
+    pub instance: String,
+    /// The Rust module that logged it.
+    pub target: String,
+    pub message: String,
+    /// The event's other fields (at most 16, each cut to 256 bytes).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Records this process dropped since the previous one it published (its queue was full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}

@@ -215,6 +215,12 @@ struct UpArgs {
     /// Likes nodes to run.
     #[arg(long, default_value_t = 3)]
     likes_nodes: usize,
+    /// Port of the gateway (the dashboard and the HTTP API).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// The gateway's manager token (made up and printed when not given).
+    #[arg(long, env = "AGORA_GATEWAY_MANAGER_TOKEN", hide_env_values = true)]
+    manager_token: Option<String>,
 }
 
 #[tokio::main]
@@ -341,6 +347,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 banks: args.banks,
                 workers: args.workers,
                 likes_nodes: args.likes_nodes,
+                http_port: args.http_port,
+                manager_token: args
+                    .manager_token
+                    .unwrap_or_else(|| format!("manager-{}", &nuid::next()[..12])),
             })
             .await
         }

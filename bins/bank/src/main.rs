@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, &format!("agora-bank {}", args.bank_id)).await?;
+    telemetry::publish_logs(&client, "bank", &args.bank_id);
     let ledger_client =
         telemetry::connect(&args.server, &format!("agora-bank {} ledger", args.bank_id)).await?;
     let config = BankConfig {

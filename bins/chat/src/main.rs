@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, "agora-chat").await?;
+    telemetry::publish_logs(&client, "chat", &telemetry::process_instance());
     let config = ChatServiceConfig {
         data_dir: args.data_dir,
         presence_timeout_ms: args.presence_timeout_ms,

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, "agora-coins").await?;
+    telemetry::publish_logs(&client, "coins", &telemetry::process_instance());
     let config = CoinsConfig {
         data_dir: args.data_dir,
         exchange_account: args.exchange_account,

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, "agora-files").await?;
+    telemetry::publish_logs(&client, "files", &telemetry::process_instance());
     let config = FilesConfig {
         root: args.root,
         cache_bytes: args.cache_bytes,

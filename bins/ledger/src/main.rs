@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, "agora-ledger").await?;
+    telemetry::publish_logs(&client, "ledger", &telemetry::process_instance());
     let config = LedgerConfig {
         data_dir: args.data_dir,
         operation_retention_ms: args.operation_retention_ms,

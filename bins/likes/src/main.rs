@@ -47,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect_without_echo(&args.server, "agora-likes").await?;
+    let instance = args.node_id.clone().unwrap_or_else(telemetry::process_instance);
+    telemetry::publish_logs(&client, "likes", &instance);
     let config = LikesConfig {
         data_dir: args.data_dir,
         node_id: args.node_id,

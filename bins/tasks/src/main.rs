@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.server, "agora-tasks").await?;
+    telemetry::publish_logs(&client, "tasks", &telemetry::process_instance());
     let config = TasksConfig {
         data_dir: args.data_dir,
         pending_max: args.pending_max,

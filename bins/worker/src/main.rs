@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let worker_id = args.worker_id.unwrap_or_else(|| format!("worker-{}", &nuid::next()[..10]));
     let client = telemetry::connect(&args.server, &format!("agora-worker {worker_id}")).await?;
+    telemetry::publish_logs(&client, "worker", &worker_id);
     let config = WorkerConfig {
         worker_id,
         concurrency: args.concurrency,

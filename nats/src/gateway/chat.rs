@@ -1,0 +1,262 @@
+//! Chat sessions the gateway holds for browsers.
+//!
+//! A name is online while its session heartbeats on NATS; a browser cannot, so the gateway
+//! registers the name ([`crate::chat_client::ChatSession`]) and heartbeats for it. The
+//! browser holds the session token the chat service issued and sends it with every call.
+//! A session lives while a live stream ([`super::live`]) carries its direct messages, or
+//! while calls keep coming; after [`super::GatewayConfig::chat_idle_ms`] without either, the
+//! gateway ends it (the name goes offline) — a closed tab cannot leave a name online.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_core::Name;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State as StateOf};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{ApiResult, forward, parse_body, path, query};
+use super::{ApiError, State};
+use crate::chat_client::{ChatSession, SessionStatus};
+use crate::error::{ErrorCode, ServiceError};
+use crate::subjects::chat as subject;
+use crate::wire::{HistoryRequest, RoomsReply, WhoRequest};
+
+/// How often idle sessions are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Entry {
+    session: Arc<ChatSession>,
+    touched: Instant,
+    streams: usize,
+}
+
+/// The sessions, by the token the chat service issued.
+#[derive(Debug)]
+pub struct Sessions {
+    entries: Mutex<HashMap<String, Entry>>,
+    max: usize,
+    idle: Duration,
+}
+
+impl Sessions {
+    pub fn new(max: usize, idle_ms: u64) -> Self {
+        Self { entries: Mutex::default(), max, idle: Duration::from_millis(idle_ms) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|entries| entries.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock cannot leave the map half-changed (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The session of `token`, marked as used now.
+    pub fn get(&self, token: &str) -> Result<Arc<ChatSession>, ApiError> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(token).ok_or_else(not_registered)?;
+        entry.touched = Instant::now();
+        Ok(entry.session.clone())
+    }
+
+    /// Counts a live stream on the session until the guard is dropped.
+    pub fn attach(self: &Arc<Self>, token: &str) -> Result<(String, StreamGuard), ApiError> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(token).ok_or_else(not_registered)?;
+        entry.streams += 1;
+        entry.touched = Instant::now();
+        let name = entry.session.name().to_owned();
+        Ok((name, StreamGuard { sessions: self.clone(), token: token.to_owned() }))
+    }
+
+    fn detach(&self, token: &str) {
+        if let Some(entry) = self.lock().get_mut(token) {
+            entry.streams = entry.streams.saturating_sub(1);
+            entry.touched = Instant::now();
+        }
+    }
+
+    fn remove(&self, token: &str) -> Option<Arc<ChatSession>> {
+        self.lock().remove(token).map(|entry| entry.session)
+    }
+
+    /// Removes the sessions nobody used for the idle time, and those whose name was lost.
+    fn take_idle(&self) -> Vec<Arc<ChatSession>> {
+        let mut entries = self.lock();
+        let idle: Vec<String> = entries
+            .iter()
+            .filter(|(_, entry)| {
+                let lost = matches!(*entry.session.status().borrow(), SessionStatus::Lost(_));
+                lost || (entry.streams == 0 && entry.touched.elapsed() >= self.idle)
+            })
+            .map(|(token, _)| token.clone())
+            .collect();
+        idle.iter().filter_map(|token| entries.remove(token)).map(|entry| entry.session).collect()
+    }
+
+    /// Ends every session (the gateway is stopping).
+    pub async fn leave_all(&self) {
+        let all: Vec<_> = self.lock().drain().map(|(_, entry)| entry.session).collect();
+        for session in all {
+            leave(session).await;
+        }
+    }
+}
+
+/// Keeps a session alive while a live stream is open.
+#[derive(Debug)]
+pub struct StreamGuard {
+    sessions: Arc<Sessions>,
+    token: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.sessions.detach(&self.token);
+    }
+}
+
+fn not_registered() -> ApiError {
+    ApiError::new(ErrorCode::NotRegistered, "no such chat session here (register the name again)")
+}
+
+async fn leave(session: Arc<ChatSession>) {
+    let name = session.name().to_owned();
+    match Arc::try_unwrap(session) {
+        Ok(session) => {
+            if let Err(error) = session.leave().await {
+                tracing::info!(%name, %error, "chat session could not leave; it times out");
+            }
+        }
+        // A request still uses it: dropping the last handle stops the heartbeats, and the
+        // name goes offline one timeout later.
+        Err(_) => tracing::info!(%name, "chat session in use; it times out"),
+    }
+}
+
+/// Ends idle sessions, every [`REAP_EVERY`].
+pub async fn reap(gateway: State) {
+    let mut ticks = tokio::time::interval(REAP_EVERY);
+    loop {
+        ticks.tick().await;
+        for session in gateway.chat.take_idle() {
+            leave(session).await;
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRequest {
+    pub name: String,
+}
+
+pub async fn open(
+    StateOf(state): StateOf<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: OpenRequest = parse_body(body)?;
+    if state.chat.len() >= state.chat.max {
+        return Err(ApiError::new(
+            ErrorCode::Busy,
+            "the gateway holds as many chat sessions as it may",
+        ));
+    }
+    let session = ChatSession::register(state.agora.clone(), &request.name).await?;
+    let registration = session.registration().clone();
+    let entry = Entry { session: Arc::new(session), touched: Instant::now(), streams: 0 };
+    state.chat.lock().insert(registration.session.clone(), entry);
+    Ok(Json(registration).into_response())
+}
+
+pub async fn close(
+    StateOf(state): StateOf<State>,
+    token: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let token = path(token)?;
+    let session = state.chat.remove(&token).ok_or_else(not_registered)?;
+    let name = session.name().to_owned();
+    leave(session).await;
+    Ok(Json(json!({ "name": name, "online": false })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub session: String,
+    pub room: Option<String>,
+    pub to: Option<String>,
+    pub text: String,
+}
+
+pub async fn send(
+    StateOf(state): StateOf<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: SendRequest = parse_body(body)?;
+    let chat_error = |e: agora_core::ChatError| ApiError::from(ServiceError::from(e));
+    let target = match (&request.room, &request.to) {
+        (Some(room), None) => subject::room(Name::room(room).map_err(chat_error)?.as_str()),
+        (None, Some(to)) => subject::dm(Name::user(to).map_err(chat_error)?.as_str()),
+        _ => return Err(ApiError::invalid("give either room or to")),
+    };
+    let session = state.chat.get(&request.session)?;
+    let message = session.message(&request.text);
+    agora_core::chat::check_message(&message.from, &message.id, &message.text)
+        .map_err(chat_error)?;
+    let ack = session.client().chat_send(&target, &message).await?;
+    Ok(Json(json!({ "seq": ack.seq, "duplicate": ack.duplicate, "message": message }))
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomChange {
+    pub session: String,
+    pub room: String,
+}
+
+pub async fn join(
+    StateOf(state): StateOf<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: RoomChange = parse_body(body)?;
+    let rooms: RoomsReply = state.chat.get(&request.session)?.join(&request.room).await?;
+    Ok(Json(rooms).into_response())
+}
+
+pub async fn part(
+    StateOf(state): StateOf<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: RoomChange = parse_body(body)?;
+    let rooms: RoomsReply = state.chat.get(&request.session)?.part(&request.room).await?;
+    Ok(Json(rooms).into_response())
+}
+
+pub async fn who(
+    StateOf(state): StateOf<State>,
+    request: Result<Query<WhoRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&state, subject::WHO_SUBJECT, &query(request)?).await
+}
+
+pub async fn history(
+    StateOf(state): StateOf<State>,
+    request: Result<Query<HistoryRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&state, subject::HISTORY_SUBJECT, &query(request)?).await
+}

@@ -1,0 +1,174 @@
+//! File downloads over HTTP: the file's stat first (size, digest), then its chunks from the
+//! file service, [`DOWNLOAD_WINDOW`] in flight, streamed to the browser as they come. Every
+//! chunk is asked for the digest of the stat, so a file rewritten during the download breaks
+//! the stream (the client sees a short body) instead of mixing two versions.
+//!
+//! `Content-Length`, `Accept-Ranges`, `ETag` (the sha256), one `Range` (`bytes=a-b`, `a-`,
+//! `-n`; several ranges get the whole file), `If-None-Match`, and `HEAD`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State as StateOf};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::api::{ApiResult, path, query};
+use super::{ApiError, State};
+use crate::files::{DOWNLOAD_WINDOW, GetRequest};
+use crate::subjects::files as subject;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentQuery {
+    /// `download=1`: ask the browser to save the file rather than show it.
+    pub download: Option<u8>,
+}
+
+/// `GET /api/files/content/{*name}`.
+pub async fn content(
+    StateOf(state): StateOf<State>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    options: Result<Query<ContentQuery>, QueryRejection>,
+) -> ApiResult {
+    let name = path(name)?;
+    let options = query(options)?;
+    let stat = state.agora.file_stat(&name).await?;
+    let etag = format!("\"{}\"", stat.sha256);
+    let header = |value: &str| {
+        HeaderValue::from_str(value).map_err(|_| ApiError::invalid("a header value is not ASCII"))
+    };
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(ETAG, header(&etag)?);
+    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
+    let base = name.rsplit('/').next().unwrap_or(&name).replace(['"', '\\'], "_");
+    let disposition = if options.download == Some(1) { "attachment" } else { "inline" };
+    if base.is_ascii() {
+        response_headers
+            .insert(CONTENT_DISPOSITION, header(&format!("{disposition}; filename=\"{base}\""))?);
+    }
+    if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let range = match headers.get(RANGE).and_then(|value| value.to_str().ok()) {
+        None => None,
+        Some(text) => match parse_range(text, stat.size) {
+            Ok(range) => range,
+            Err(()) => {
+                response_headers.insert(CONTENT_RANGE, header(&format!("bytes */{}", stat.size))?);
+                let error = ApiError::invalid(format!("range {text:?} is outside the file"))
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+                return Ok((response_headers, error).into_response());
+            }
+        },
+    };
+    let (start, end, status) = match range {
+        Some((start, end)) => {
+            let content_range = format!("bytes {start}-{}/{}", end - 1, stat.size);
+            response_headers.insert(CONTENT_RANGE, header(&content_range)?);
+            (start, end, StatusCode::PARTIAL_CONTENT)
+        }
+        None => (0, stat.size, StatusCode::OK),
+    };
+    response_headers.insert(CONTENT_LENGTH, header(&(end - start).to_string())?);
+    let chunk = stat.chunk_bytes.max(1);
+    let agora = state.agora.clone();
+    let sha256 = stat.sha256.clone();
+    let chunks = futures::stream::iter((start..end).step_by(chunk as usize))
+        .map(move |offset| {
+            let request = GetRequest {
+                name: name.clone(),
+                offset,
+                length: Some(chunk.min(end - offset)),
+                sha256: Some(sha256.clone()),
+            };
+            let agora = agora.clone();
+            async move {
+                let payload = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
+                agora
+                    .request_bytes(subject::GET_SUBJECT, Bytes::from(payload))
+                    .await
+                    .map_err(std::io::Error::other)
+            }
+        })
+        .buffered(DOWNLOAD_WINDOW);
+    Ok((status, response_headers, Body::from_stream(chunks)).into_response())
+}
+
+/// One byte range of a file of `size` bytes as `[start, end)`; `Ok(None)` means the whole
+/// file (no range, or several); `Err` means unsatisfiable.
+pub fn parse_range(text: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = text.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (first, last) = spec.split_once('-').ok_or(())?;
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        let suffix: u64 = last.parse().map_err(|_| ())?;
+        if suffix == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(suffix), size)
+    } else {
+        let start: u64 = first.parse().map_err(|_| ())?;
+        let end = if last.is_empty() {
+            size
+        } else {
+            let last: u64 = last.parse().map_err(|_| ())?;
+            if last < start {
+                return Err(());
+            }
+            last.saturating_add(1).min(size)
+        };
+        (start, end)
+    };
+    if range.0 >= size { Err(()) } else { Ok(Some(range)) }
+}
+
+/// A content type from the name's extension (the common ones; bytes otherwise).
+fn content_type(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "txt" | "md" | "log" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "csv" => "text/csv; charset=utf-8",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 100))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 100))));
+        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 100))));
+        assert_eq!(parse_range("bytes=50-500", 100), Ok(Some((50, 100))));
+        assert_eq!(parse_range("bytes=0-0,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+        assert_eq!(parse_range("bytes=a-b", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-", 0), Err(()));
+    }
+}
