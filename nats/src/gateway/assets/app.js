@@ -1,0 +1,719 @@
+// Agora dashboard. Plain JavaScript, no dependencies. Every piece of text that comes from a
+// user or a service is put in the page with textContent (the `h` helper), never as HTML.
+"use strict";
+
+// ---------------------------------------------------------------- helpers
+const $ = (id) => document.getElementById(id);
+
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+async function api(method, path, body, headers) {
+  const init = { method, headers: Object.assign({}, headers || {}) };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (!response.ok) {
+    const error = (data && data.error) || { code: "http_" + response.status, message: text || response.statusText };
+    throw new ApiError(response.status, error.code, error.message);
+  }
+  return data;
+}
+
+function toast(text, kind) {
+  const el = h("div", { class: "toast " + (kind || "") }, text);
+  $("toasts").append(el);
+  setTimeout(() => el.remove(), kind === "error" ? 6000 : 3000);
+}
+
+function failed(error) {
+  toast(error.code ? `${error.code}: ${error.message}` : String(error), "error");
+}
+
+const money = (cents) => {
+  const sign = cents < 0 ? "-" : "";
+  const abs = Math.abs(cents);
+  return `${sign}${Math.floor(abs / 100).toLocaleString()}.${String(abs % 100).padStart(2, "0")}`;
+};
+const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "");
+const dateTime = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+const bytes = (n) => {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = n / 1024, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+};
+const formData = (form) => Object.fromEntries(new FormData(form).entries());
+const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+function pill(text) { return h("span", { class: "pill " + text }, text); }
+
+// ---------------------------------------------------------------- tabs
+const tabs = {};
+let currentTab = null;
+
+function showTab(name) {
+  if (!tabs[name]) name = "monitoring";
+  currentTab = name;
+  document.querySelectorAll(".tab").forEach((el) => el.classList.toggle("active", el.id === "tab-" + name));
+  document.querySelectorAll("#nav a").forEach((el) => el.classList.toggle("active", el.dataset.tab === name));
+  if (tabs[name].show) tabs[name].show();
+}
+
+window.addEventListener("hashchange", () => showTab(location.hash.slice(1)));
+
+// ---------------------------------------------------------------- live events
+const listeners = {};
+let source = null;
+let health = null;
+
+function on(topic, handler) { (listeners[topic] = listeners[topic] || []).push(handler); }
+
+function connectLive() {
+  if (source) source.close();
+  const params = new URLSearchParams();
+  if (chat.session) params.set("session", chat.session.session);
+  source = new EventSource("/api/events?" + params.toString());
+  source.addEventListener("hello", () => setStatus(true));
+  source.onerror = () => setStatus(false);
+  for (const topic of ["bank", "chat", "presence", "tasks", "likes", "prices", "logs", "lagged"]) {
+    source.addEventListener(topic, (event) => {
+      let payload;
+      try { payload = JSON.parse(event.data); } catch (_) { return; }
+      for (const handler of listeners[topic] || []) {
+        try { handler(payload.data !== undefined ? payload.data : payload, payload.subject); } catch (e) { console.error(e); }
+      }
+    });
+  }
+}
+
+function setStatus(ok) {
+  $("status-dot").className = "dot " + (ok ? "ok" : "bad");
+  $("status-text").textContent = ok
+    ? `live · NATS ${health && health.server ? health.server.version : ""}`
+    : "reconnecting…";
+}
+
+on("lagged", () => { if (currentTab && tabs[currentTab].show) tabs[currentTab].show(); });
+
+// ---------------------------------------------------------------- monitoring
+const monitoring = {
+  history: [],
+  last: null,
+  timer: null,
+  show() { this.refresh(); },
+  async refresh() {
+    let snapshot;
+    try { snapshot = await api("GET", "/api/services"); } catch (e) { return; }
+    const instances = snapshot.instances || [];
+    let requests = 0, errors = 0;
+    const services = new Set();
+    const body = $("mon-table").tBodies[0];
+    body.replaceChildren();
+    for (const instance of instances) {
+      services.add(instance.name);
+      let count = 0, errorCount = 0, time = 0;
+      const stats = {};
+      for (const endpoint of instance.endpoints || []) {
+        count += endpoint.num_requests || 0;
+        errorCount += endpoint.num_errors || 0;
+        time += endpoint.processing_time || 0;
+        if (endpoint.data && Object.keys(endpoint.data).length) stats[endpoint.name] = endpoint.data;
+        if (endpoint.data && endpoint.data.errors) {
+          for (const n of Object.values(endpoint.data.errors)) errorCount += typeof n === "number" ? n : 0;
+        }
+      }
+      requests += count;
+      errors += errorCount;
+      const latency = count ? time / count / 1e6 : 0;
+      const summary = Object.keys(stats).length ? JSON.stringify(stats) : "";
+      body.append(h("tr", {},
+        h("td", {}, h("strong", {}, instance.name)),
+        h("td", { class: "mono" }, instance.id),
+        h("td", {}, instance.version || ""),
+        h("td", { class: "num" }, count.toLocaleString()),
+        h("td", { class: "num" }, errorCount.toLocaleString()),
+        h("td", { class: "num" }, count ? `${latency.toFixed(2)} ms` : "–"),
+        h("td", { class: "stats mono", title: summary }, summary.length > 160 ? summary.slice(0, 160) + "…" : summary)));
+    }
+    const now = Date.now();
+    if (this.last) {
+      const rate = Math.max(0, (requests - this.last.requests) / ((now - this.last.at) / 1000));
+      this.history.push(rate);
+      if (this.history.length > 60) this.history.shift();
+      $("mon-rate").textContent = rate.toFixed(rate < 10 ? 1 : 0);
+    }
+    this.last = { requests, at: now };
+    $("mon-instances").textContent = instances.length;
+    $("mon-services").textContent = services.size;
+    $("mon-errors").textContent = errors.toLocaleString();
+    this.draw();
+  },
+  draw() {
+    const canvas = $("mon-chart");
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth || 900, height = canvas.clientHeight || 160;
+    canvas.width = width * ratio; canvas.height = height * ratio;
+    const g = canvas.getContext("2d");
+    g.scale(ratio, ratio);
+    g.clearRect(0, 0, width, height);
+    const max = Math.max(10, ...this.history) * 1.15;
+    g.strokeStyle = "#e3e8ef"; g.fillStyle = "#6b778c"; g.font = "11px sans-serif"; g.lineWidth = 1;
+    for (let i = 0; i <= 4; i++) {
+      const y = 8 + (height - 24) * (i / 4);
+      g.beginPath(); g.moveTo(40, y); g.lineTo(width, y); g.stroke();
+      g.fillText(Math.round(max * (1 - i / 4)).toLocaleString(), 2, y + 4);
+    }
+    if (this.history.length < 2) return;
+    const step = (width - 44) / 59;
+    const points = this.history.map((v, i) => [44 + (60 - this.history.length + i) * step, 8 + (height - 24) * (1 - v / max)]);
+    const gradient = g.createLinearGradient(0, 0, 0, height);
+    gradient.addColorStop(0, "rgba(79,91,213,.35)"); gradient.addColorStop(1, "rgba(79,91,213,0)");
+    g.beginPath(); g.moveTo(points[0][0], height - 16);
+    for (const [x, y] of points) g.lineTo(x, y);
+    g.lineTo(points[points.length - 1][0], height - 16); g.closePath(); g.fillStyle = gradient; g.fill();
+    g.beginPath(); g.strokeStyle = "#4f5bd5"; g.lineWidth = 2;
+    points.forEach(([x, y], i) => (i ? g.lineTo(x, y) : g.moveTo(x, y)));
+    g.stroke();
+  },
+};
+tabs.monitoring = monitoring;
+
+// ---------------------------------------------------------------- logs
+const logs = {
+  paused: false,
+  seen: new Set(),
+  loaded: false,
+  show() { if (!this.loaded) { this.loaded = true; this.load(); } },
+  async load() {
+    try {
+      const reply = await api("GET", "/api/logs?limit=300");
+      for (const record of reply.records) this.add(record);
+    } catch (e) { failed(e); }
+  },
+  matches(record, row) {
+    const service = $("logs-service").value;
+    const level = Number($("logs-level").value);
+    const text = $("logs-search").value.toLowerCase();
+    const rank = { error: 0, warn: 1, info: 2 }[record.level] ?? 2;
+    return (!service || record.service === service) && rank <= level && (!text || row.textContent.toLowerCase().includes(text));
+  },
+  add(record) {
+    if (!this.seen.has(record.service)) {
+      this.seen.add(record.service);
+      $("logs-service").append(h("option", { value: record.service }, record.service));
+    }
+    if (this.paused) return;
+    const fields = Object.entries(record.fields || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
+    const row = h("div", { class: "log" },
+      h("span", {}, time(record.ts_ms)),
+      h("span", { class: "lvl-" + record.level }, record.level.toUpperCase()),
+      h("span", {}, `${record.service}/${record.instance}`),
+      h("span", {}, record.message, " ", h("span", { class: "fields" }, fields)));
+    row._record = record;
+    row.classList.toggle("hidden", !this.matches(record, row));
+    const list = $("logs-list");
+    const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
+    list.append(row);
+    while (list.childElementCount > 1000) list.firstElementChild.remove();
+    if (stick) list.scrollTop = list.scrollHeight;
+  },
+  filter() {
+    for (const row of $("logs-list").children) row.classList.toggle("hidden", !this.matches(row._record, row));
+  },
+};
+tabs.logs = logs;
+on("logs", (record) => logs.add(record));
+["logs-service", "logs-level", "logs-search"].forEach((id) => $(id).addEventListener("input", () => logs.filter()));
+$("logs-pause").addEventListener("click", (e) => { logs.paused = !logs.paused; e.target.textContent = logs.paused ? "Resume" : "Pause"; });
+$("logs-clear").addEventListener("click", () => $("logs-list").replaceChildren());
+
+// ---------------------------------------------------------------- chat
+const chat = {
+  session: null,         // the registration reply
+  rooms: ["all"],
+  current: { room: "all" },
+  seen: new Set(),       // from + id of messages shown in the current conversation
+  oldest: null,          // history seq of the oldest message shown
+  more: false,
+  loading: false,
+  unread: 0,
+  show() { this.unread = 0; this.badge(); if (this.session) this.refreshWho(); },
+  badge() { const b = $("chat-unread"); b.textContent = this.unread; b.classList.toggle("hidden", !this.unread); },
+  async login(name) {
+    try {
+      this.session = await api("POST", "/api/chat/sessions", { name });
+    } catch (e) { failed(e); return; }
+    sessionStorage.setItem("agora-chat-name", name);
+    this.rooms = ["all", ...this.session.rooms];
+    $("chat-login").classList.add("hidden");
+    $("chat-room").classList.remove("hidden");
+    $("chat-me").textContent = this.session.name;
+    connectLive();
+    this.renderRooms();
+    this.open({ room: "all" });
+    this.refreshWho();
+  },
+  async logout() {
+    if (!this.session) return;
+    const token = this.session.session;
+    this.session = null;
+    sessionStorage.removeItem("agora-chat-name");
+    try { await api("DELETE", "/api/chat/sessions/" + encodeURIComponent(token)); } catch (_) { /* gone already */ }
+    $("chat-room").classList.add("hidden");
+    $("chat-login").classList.remove("hidden");
+    connectLive();
+  },
+  renderRooms() {
+    const list = $("chat-rooms");
+    list.replaceChildren(...this.rooms.map((room) => h("li", {
+      class: this.current.room === room ? "active" : "",
+      onclick: () => this.open({ room }),
+    }, "# " + room)));
+  },
+  async refreshWho() {
+    try {
+      const who = await api("GET", "/api/chat/who");
+      $("chat-who").replaceChildren(...who.users.filter((u) => u.online).map((user) => h("li", {
+        class: this.current.with === user.name ? "active" : "",
+        onclick: () => user.name !== this.session.name && this.open({ with: user.name }),
+        dataset: { name: user.name },
+      }, h("span", { class: "dot ok" }), user.name, user.name === this.session.name ? h("span", { class: "muted count" }, "you") : null)));
+    } catch (e) { /* the chat service may be restarting */ }
+  },
+  async open(conversation) {
+    this.current = conversation;
+    this.seen.clear();
+    this.oldest = null;
+    $("chat-messages").replaceChildren();
+    $("chat-title").textContent = conversation.room ? "# " + conversation.room : "@ " + conversation.with;
+    this.renderRooms();
+    this.refreshWho();
+    await this.loadOlder();
+    const box = $("chat-messages");
+    box.scrollTop = box.scrollHeight;
+  },
+  historyQuery() {
+    const params = new URLSearchParams({ limit: "50" });
+    if (this.current.room) params.set("room", this.current.room);
+    else { params.set("with", this.current.with); params.set("as", this.session.name); }
+    if (this.oldest !== null) params.set("before", String(this.oldest));
+    return params;
+  },
+  async loadOlder() {
+    if (this.loading || !this.session) return;
+    this.loading = true;
+    try {
+      const reply = await api("GET", "/api/chat/history?" + this.historyQuery());
+      const box = $("chat-messages");
+      const before = box.scrollHeight;
+      const nodes = [];
+      for (const message of reply.messages) {
+        const key = message.from + "\u0000" + message.id;
+        if (this.seen.has(key)) continue;
+        this.seen.add(key);
+        nodes.push(this.render(message));
+      }
+      if (reply.messages.length) this.oldest = reply.messages[0].seq;
+      this.more = reply.more;
+      box.prepend(...nodes);
+      if (!reply.more && !box.querySelector(".notice")) box.prepend(h("div", { class: "notice" }, "Beginning of the conversation"));
+      box.scrollTop += box.scrollHeight - before;
+    } catch (e) { failed(e); } finally { this.loading = false; }
+  },
+  render(message) {
+    const mine = this.session && message.from === this.session.name;
+    return h("div", { class: "message" + (mine ? " mine" : ""), dataset: { from: message.from } },
+      h("div", { class: "meta" }, `${message.from} · ${time(message.at)}`),
+      h("div", { class: "text" }, message.text));
+  },
+  arrive(message, room, to) {
+    const key = message.from + "\u0000" + message.id;
+    const me = this.session && this.session.name;
+    const here = this.current.room
+      ? room === this.current.room
+      : to && ((message.from === this.current.with && to === me) || (message.from === me && to === this.current.with));
+    if (!here) {
+      if (to === me || (room && this.rooms.includes(room) && message.from !== me)) {
+        if (currentTab !== "chat") { this.unread += 1; this.badge(); }
+        if (to === me) toast(`${message.from}: ${message.text}`);
+      }
+      return;
+    }
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    const box = $("chat-messages");
+    const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 40;
+    box.append(this.render(message));
+    if (stick || message.from === me) box.scrollTop = box.scrollHeight;
+    if (currentTab !== "chat") { this.unread += 1; this.badge(); }
+  },
+  async send(text) {
+    const body = { session: this.session.session, text };
+    if (this.current.room) body.room = this.current.room; else body.to = this.current.with;
+    const reply = await api("POST", "/api/chat/send", body);
+    this.arrive(reply.message, this.current.room, this.current.with);
+  },
+};
+tabs.chat = chat;
+on("chat", (message, subject) => {
+  if (!chat.session) return;
+  const parts = subject.split(".");
+  const kind = parts[2], target = parts.slice(3).join(".");
+  if (kind === "room") chat.arrive(message, target, null);
+  else if (kind === "dm") chat.arrive(message, null, target);
+});
+on("presence", () => { if (chat.session && currentTab === "chat") chat.refreshWho(); });
+$("chat-login").addEventListener("submit", (e) => { e.preventDefault(); chat.login($("chat-name").value.trim()); });
+$("chat-leave").addEventListener("click", () => chat.logout());
+$("chat-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = $("chat-input");
+  const text = input.value;
+  if (!text.trim()) return;
+  input.value = "";
+  try { await chat.send(text); } catch (error) { input.value = text; failed(error); if (error.code === "not_registered") chat.logout(); }
+});
+$("chat-room-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const room = $("chat-room-name").value.trim();
+  if (!room) return;
+  try {
+    const reply = await api("POST", "/api/chat/join", { session: chat.session.session, room });
+    chat.rooms = ["all", ...reply.rooms];
+    $("chat-room-name").value = "";
+    chat.open({ room });
+  } catch (error) { failed(error); }
+});
+$("chat-messages").addEventListener("scroll", (e) => { if (e.target.scrollTop < 40 && chat.more) chat.loadOlder(); });
+
+// ---------------------------------------------------------------- tasks
+const OPS = {
+  fibonacci: { n: 90 }, sum: { numbers: [1, 2, 3.5] }, average: { numbers: [1, 2, 3, 4] },
+  max: { numbers: [3, 9, 4] }, min: { numbers: [3, 9, 4] }, sort: { numbers: [5, 3, 9, 1] },
+  count_words: { text: "the quick brown fox" }, count_chars: { text: "hello" },
+  uppercase: { text: "hello" }, lowercase: { text: "HELLO" }, sleep: { ms: 3000 }, fail: { message: "on purpose" },
+};
+const tasks = {
+  rows: new Map(),
+  fetching: new Set(),
+  show() { this.load(); this.workers(); },
+  async load() {
+    try {
+      const reply = await api("GET", "/api/tasks?limit=50");
+      const body = $("tasks-table").tBodies[0];
+      body.replaceChildren();
+      this.rows.clear();
+      for (const task of reply.tasks) body.append(this.row(task));
+    } catch (e) { failed(e); }
+  },
+  async workers() {
+    try {
+      const reply = await api("GET", "/api/workers");
+      $("workers-table").tBodies[0].replaceChildren(...reply.workers.map((w) => h("tr", {},
+        h("td", { class: "mono" }, w.worker), h("td", { class: "num" }, `${w.current.length}/${w.concurrency}`),
+        h("td", { class: "num" }, w.done), h("td", { class: "num" }, w.failed))));
+    } catch (_) { /* no workers yet */ }
+  },
+  row(task) {
+    const bar = h("div", { class: "bar" + (task.state === "completed" ? " complete" : "") }, h("div"));
+    const percent = task.state === "completed" ? 100 : task.progress || 0;
+    bar.firstChild.style.width = percent + "%";
+    const result = task.error ? task.error : task.result !== undefined ? JSON.stringify(task.result) : "";
+    const tr = h("tr", { dataset: { id: task.id, state: task.state } },
+      h("td", { class: "mono" }, task.id),
+      h("td", {}, task.op || ""),
+      h("td", { class: "state" }, pill(task.state)),
+      h("td", {}, h("span", { class: "muted" }, `${percent}%`), bar),
+      h("td", { class: "mono" }, task.worker || ""),
+      h("td", { class: "mono result" }, result.length > 120 ? result.slice(0, 120) + "…" : result),
+      h("td", {}, time(task.submitted_ms)),
+      h("td", {}, ["queued", "running", "retrying"].includes(task.state)
+        ? h("button", { class: "link", onclick: () => this.cancel(task.id) }, "cancel") : ""));
+    const old = this.rows.get(task.id);
+    if (old) old.replaceWith(tr);
+    this.rows.set(task.id, tr);
+    return tr;
+  },
+  async refresh(id) {
+    try { this.row(await api("GET", "/api/tasks/" + encodeURIComponent(id))); } catch (_) { /* gone */ }
+  },
+  async cancel(id) {
+    try { await api("POST", `/api/tasks/${encodeURIComponent(id)}/cancel`); this.refresh(id); } catch (e) { failed(e); }
+  },
+  event(event) {
+    if (!event.id) return;
+    const tr = this.rows.get(event.id);
+    if (!tr) {
+      // A task submitted elsewhere (the CLI, another browser): show it once it moves.
+      if (currentTab === "tasks" && !this.fetching.has(event.id)) {
+        this.fetching.add(event.id);
+        api("GET", "/api/tasks/" + encodeURIComponent(event.id))
+          .then((task) => { if (!this.rows.has(task.id)) $("tasks-table").tBodies[0].prepend(this.row(task)); })
+          .catch(() => {})
+          .finally(() => this.fetching.delete(event.id));
+      }
+      return;
+    }
+    if (event.event === "progress") {
+      const bar = tr.querySelector(".bar > div");
+      bar.style.width = event.percent + "%";
+      tr.querySelector(".muted").textContent = event.percent + "%";
+    } else {
+      this.refresh(event.id);
+      if (event.event === "completed" || event.event === "failed") this.workers();
+    }
+  },
+};
+tabs.tasks = tasks;
+on("tasks", (event) => tasks.event(event));
+for (const op of Object.keys(OPS)) $("task-op").append(h("option", { value: op }, op));
+$("task-op").addEventListener("change", () => { $("task-args").value = JSON.stringify(OPS[$("task-op").value]); });
+$("task-args").value = JSON.stringify(OPS.fibonacci);
+$("task-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  let args;
+  try { args = JSON.parse($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
+  try {
+    const task = await api("POST", "/api/tasks", { op: $("task-op").value, args, priority: $("task-priority").value, id: newId("web") });
+    if (!tasks.rows.has(task.id)) $("tasks-table").tBodies[0].prepend(tasks.row(Object.assign({ op: $("task-op").value }, task)));
+    tasks.refresh(task.id);
+    toast(`Task ${task.id} submitted`, "ok");
+  } catch (error) { failed(error); }
+});
+
+// ---------------------------------------------------------------- bank
+const bank = {
+  watched: new Map(),
+  show() { for (const account of this.watched.keys()) this.lookup(account); },
+  async lookup(account) {
+    try { const reply = await api("GET", "/api/bank/balance/" + encodeURIComponent(account)); this.set(reply.account, reply.balance); } catch (e) { failed(e); }
+  },
+  set(account, balance) {
+    let tr = this.watched.get(account);
+    const cells = [h("td", {}, account), h("td", { class: "num" }, money(balance)), h("td", { class: "muted" }, time(Date.now()))];
+    if (!tr) { tr = h("tr", {}); this.watched.set(account, tr); $("bank-balances").tBodies[0].append(tr); }
+    const previous = tr._balance;
+    tr.replaceChildren(...cells);
+    if (previous !== undefined && previous !== balance) { tr.classList.remove("flash-up", "flash-down"); void tr.offsetWidth; tr.classList.add(balance > previous ? "flash-up" : "flash-down"); }
+    tr._balance = balance;
+  },
+  event(event) {
+    const signed = event.op === "withdraw" || event.op === "transfer_out" ? -Math.abs(event.amount) : event.amount;
+    const feed = $("bank-feed");
+    feed.prepend(h("div", { class: "item" },
+      h("span", { class: "when" }, time(event.at)),
+      h("span", {}, h("strong", {}, event.account), ` ${event.op} `,
+        h("span", { class: signed < 0 ? "amount-neg" : "amount-pos" }, money(signed)),
+        h("span", { class: "muted" }, ` → ${money(event.balance)}`))));
+    while (feed.childElementCount > 200) feed.lastElementChild.remove();
+    if (this.watched.has(event.account)) this.set(event.account, event.balance);
+  },
+};
+tabs.bank = bank;
+on("bank", (event) => bank.event(event));
+function bankForm(id, path, build) {
+  $(id).addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = formData(e.target);
+    try {
+      const reply = await api("POST", path, Object.assign(build(data), { id: newId("web") }));
+      for (const account of reply.from ? [reply.from, reply.to] : [reply]) bank.set(account.account, account.balance);
+      toast("Done", "ok");
+      e.target.reset();
+    } catch (error) { failed(error); }
+  });
+}
+bankForm("bank-deposit", "/api/bank/deposit", (d) => ({ account: d.account, amount: Number(d.amount) }));
+bankForm("bank-withdraw", "/api/bank/withdraw", (d) => ({ account: d.account, amount: Number(d.amount) }));
+bankForm("bank-transfer", "/api/bank/transfer", (d) => ({ from: d.from, to: d.to, amount: Number(d.amount) }));
+$("bank-lookup").addEventListener("submit", (e) => { e.preventDefault(); const a = $("bank-account").value.trim(); if (a) { bank.lookup(a); $("bank-account").value = ""; } });
+
+// ---------------------------------------------------------------- coins
+const coins = {
+  rows: new Map(),
+  show() { this.load(); this.history(); $("coins-manager").classList.toggle("hidden", !(health && health.manager)); },
+  async load() {
+    try {
+      const reply = await api("GET", "/api/coins/assets");
+      const body = $("coins-assets").tBodies[0];
+      body.replaceChildren();
+      this.rows.clear();
+      const select = $("coins-symbol");
+      const chosen = select.value;
+      select.replaceChildren();
+      for (const asset of reply.assets) {
+        const tr = h("tr", { dataset: { symbol: asset.symbol } }, h("td", {}, h("strong", {}, asset.symbol)), h("td", {}, asset.name),
+          h("td", { class: "num price" }, money(asset.price)), h("td", { class: "num" }, asset.available.toLocaleString()));
+        this.rows.set(asset.symbol, tr);
+        body.append(tr);
+        select.append(h("option", { value: asset.symbol }, asset.symbol));
+      }
+      if (chosen) select.value = chosen;
+    } catch (e) { failed(e); }
+  },
+  async history() {
+    try {
+      const reply = await api("GET", "/api/coins/history?limit=20");
+      $("coins-history").tBodies[0].replaceChildren(...reply.orders.map((o) => h("tr", {},
+        h("td", {}, o.seq), h("td", {}, o.user), h("td", {}, pill(o.side === "buy" ? "done" : "pending"), " ", o.side), h("td", {}, o.symbol),
+        h("td", { class: "num" }, o.quantity), h("td", { class: "num" }, money(o.total)), h("td", {}, dateTime(o.settled_ms || o.created_ms)))));
+    } catch (_) { /* the exchange may be down */ }
+  },
+  async portfolio(user) {
+    try {
+      const p = await api("GET", "/api/coins/portfolio/" + encodeURIComponent(user));
+      $("coins-portfolio").replaceChildren(
+        h("p", {}, "Bank balance ", h("strong", {}, money(p.balance)), " · holdings worth ", h("strong", {}, money(p.value))),
+        h("table", { class: "grid" }, h("thead", {}, h("tr", {}, h("th", {}, "Symbol"), h("th", { class: "num" }, "Quantity"), h("th", { class: "num" }, "Value"))),
+          h("tbody", {}, p.holdings.map((x) => h("tr", {}, h("td", {}, x.symbol), h("td", { class: "num" }, x.quantity), h("td", { class: "num" }, money(x.value)))))));
+    } catch (e) { failed(e); }
+  },
+  price(event) {
+    if (event.event !== "price") { if (currentTab === "coins") this.load(); return; }
+    const tr = this.rows.get(event.symbol);
+    if (!tr) return;
+    tr.querySelector(".price").textContent = money(event.price);
+    tr.classList.remove("flash-up", "flash-down"); void tr.offsetWidth;
+    tr.classList.add(event.price >= (event.previous || 0) ? "flash-up" : "flash-down");
+  },
+  manager() { return { authorization: "Bearer " + $("coins-token").value }; },
+};
+tabs.coins = coins;
+on("prices", (event) => coins.price(event));
+$("coins-order").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const side = e.submitter ? e.submitter.value : "buy";
+  const d = formData(e.target);
+  try {
+    const order = await api("POST", "/api/coins/" + side, { user: d.user, symbol: d.symbol, quantity: Number(d.quantity), id: newId("web") });
+    toast(`${order.side} ${order.quantity} ${order.symbol}: ${order.state}, ${money(order.total)}`, order.state === "done" ? "ok" : "error");
+    coins.load(); coins.history(); coins.portfolio(d.user);
+    $("coins-portfolio-user").value = d.user;
+  } catch (error) { failed(error); }
+});
+$("coins-portfolio-form").addEventListener("submit", (e) => { e.preventDefault(); const u = $("coins-portfolio-user").value.trim(); if (u) coins.portfolio(u); });
+$("coins-add").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const d = formData(e.target);
+  try {
+    await api("POST", "/api/coins/admin/assets", { symbol: d.symbol, name: d.name, price: Number(d.price), quantity: Number(d.quantity) }, coins.manager());
+    toast(`${d.symbol} listed`, "ok"); e.target.reset(); coins.load();
+  } catch (error) { failed(error); }
+});
+$("coins-update").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const d = formData(e.target);
+  const change = {};
+  if (d.price) change.price = Number(d.price);
+  if (d.quantity) change.quantity = Number(d.quantity);
+  try {
+    await api("PATCH", "/api/coins/admin/assets/" + encodeURIComponent(d.symbol), change, coins.manager());
+    toast(`${d.symbol} updated`, "ok"); coins.load();
+  } catch (error) { failed(error); }
+});
+$("coins-remove").addEventListener("click", async () => {
+  const symbol = $("coins-update").elements.symbol.value.trim();
+  if (!symbol) return;
+  try { await api("DELETE", "/api/coins/admin/assets/" + encodeURIComponent(symbol), undefined, coins.manager()); toast(`${symbol} delisted`, "ok"); coins.load(); } catch (error) { failed(error); }
+});
+
+// ---------------------------------------------------------------- likes
+const likes = {
+  items: new Map(),
+  show() { this.load(); this.nodes(); },
+  user() { return $("likes-user").value.trim() || undefined; },
+  async load() {
+    try {
+      const reply = await api("GET", "/api/likes/top?limit=50");
+      for (const item of reply.items) this.set(item.item, item.count);
+    } catch (e) { failed(e); }
+  },
+  async nodes() {
+    try {
+      const reply = await api("GET", "/api/likes/nodes");
+      $("likes-leader").textContent = `Leader: ${reply.leader.node} (epoch ${reply.leader.epoch}, since ${time(reply.leader.since_ms)})`;
+      $("likes-nodes").tBodies[0].replaceChildren(...reply.nodes.map((n) => h("tr", {},
+        h("td", {}, n.node, n.leader ? " ★" : ""), h("td", { class: "num" }, n.items), h("td", { class: "num" }, n.likes), h("td", { class: "num" }, n.accepted_per_sec))));
+    } catch (e) { $("likes-leader").textContent = e.message; }
+  },
+  set(item, count) {
+    let li = this.items.get(item);
+    if (!li) {
+      li = h("li", { dataset: { item } }, h("span", { class: "name" }, item), h("span", { class: "count" }, "0"),
+        h("button", { class: "heart", onclick: () => this.like(item) }, "♥ Like"));
+      this.items.set(item, li);
+      $("likes-items").append(li);
+    }
+    const el = li.querySelector(".count");
+    if (el.textContent !== String(count)) {
+      el.textContent = String(count);
+      li.classList.remove("flash-up"); void li.offsetWidth; li.classList.add("flash-up");
+    }
+  },
+  async like(item) {
+    try {
+      const user = this.user();
+      const reply = await api("POST", `/api/likes/items/${encodeURIComponent(item)}/like`, user ? { user } : undefined);
+      this.set(reply.item, reply.count);
+    } catch (e) { failed(e); }
+  },
+};
+tabs.likes = likes;
+on("likes", (event) => likes.set(event.item, event.count));
+$("likes-form").addEventListener("submit", (e) => { e.preventDefault(); const item = $("likes-item").value.trim(); if (item) { likes.like(item); $("likes-item").value = ""; } });
+
+// ---------------------------------------------------------------- files
+const files = {
+  show() { this.load(); },
+  async load() {
+    const params = new URLSearchParams({ limit: "500" });
+    const prefix = $("files-prefix").value.trim();
+    if (prefix) params.set("prefix", prefix);
+    try {
+      const reply = await api("GET", "/api/files?" + params);
+      $("files-table").tBodies[0].replaceChildren(...reply.files.map((f) => {
+        const path = f.name.split("/").map(encodeURIComponent).join("/");
+        return h("tr", {}, h("td", { class: "mono" }, f.name), h("td", { class: "num" }, bytes(f.size)), h("td", {}, dateTime(f.modified_ms)),
+          h("td", {}, h("a", { href: `/api/files/content/${path}?download=1`, download: f.name.split("/").pop() }, "Download")));
+      }));
+    } catch (e) { failed(e); }
+  },
+};
+tabs.files = files;
+$("files-form").addEventListener("submit", (e) => { e.preventDefault(); files.load(); });
+
+// ---------------------------------------------------------------- start
+async function start() {
+  try { health = await api("GET", "/api/health"); } catch (e) { health = null; }
+  connectLive();
+  showTab(location.hash.slice(1) || "monitoring");
+  setInterval(() => { if (currentTab === "monitoring") monitoring.refresh(); }, 2000);
+  setInterval(() => { if (currentTab === "likes") likes.nodes(); if (currentTab === "chat" && chat.session) chat.refreshWho(); }, 5000);
+  const name = sessionStorage.getItem("agora-chat-name");
+  if (name) { $("chat-name").value = name; }
+}
+start();
