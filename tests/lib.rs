@@ -31,6 +31,9 @@ pub const TEST_ACK_WAIT_MS: u64 = 1_500;
 /// presence tests see expiries quickly.
 pub const TEST_PRESENCE_TIMEOUT_MS: u64 = 1_500;
 
+/// The manager token of the test gateway.
+pub const TEST_MANAGER_TOKEN: &str = "test-manager-token";
+
 /// The test likes nodes' leader lease: short, so leader-death tests do not wait long.
 pub const TEST_LIKES_LEASE_MS: u64 = 1_500;
 /// The test likes leader's anti-entropy round interval.
@@ -55,6 +58,9 @@ pub struct System {
     pub likes: Vec<Option<Component>>,
     /// The proxy each likes node reaches NATS through, if it has one (to cut it off).
     pub likes_proxies: Vec<Option<Proxy>>,
+    pub gateway: Option<Component>,
+    /// The gateway's base URL (`http://127.0.0.1:<port>`), once started.
+    pub gateway_url: String,
 }
 
 impl System {
@@ -85,7 +91,50 @@ impl System {
             files: Vec::new(),
             likes: Vec::new(),
             likes_proxies: Vec::new(),
+            gateway: None,
+            gateway_url: String::new(),
         }
+    }
+
+    /// Every component once (ledger, a bank, coins, tasks with a worker, chat, a file server,
+    /// a likes node) and the gateway in front (manager token [`TEST_MANAGER_TOKEN`]).
+    pub fn with_gateway() -> Self {
+        let mut system = Self::with_coins(1);
+        std::fs::create_dir_all(system.files_root()).expect("served directory");
+        system.add_files(&["--chunk-bytes", "65536"]);
+        system.start_chat();
+        system.start_tasks();
+        system.add_worker(&[]);
+        system.add_likes(false);
+        system.start_gateway();
+        system
+    }
+
+    /// Starts the gateway on a free loopback port.
+    pub fn start_gateway(&mut self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let args: Vec<String> = [
+            "--server",
+            self.url(),
+            "--listen",
+            &listen,
+            "--manager-token",
+            TEST_MANAGER_TOKEN,
+            "--chat-idle-ms",
+            "3000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let binary = component_binary("agora-gateway").expect("agora-gateway is built");
+        let gateway = Component::start("gateway", &binary, &args, &[], &self.logs())
+            .expect("the gateway starts");
+        self.gateway = Some(gateway);
+        self.gateway_url = format!("http://{listen}");
     }
 
     /// The directory the test file servers serve.

@@ -7,6 +7,7 @@ mod cli;
 mod coins;
 mod faults;
 mod files;
+mod gateway;
 mod ledger;
 mod likes;
 mod load;

@@ -1,0 +1,714 @@
+//! The gateway's HTTP API against real services: every route, error mapping, bad input,
+//! live events, downloads with ranges, the OpenAPI document; and the log publishing layer.
+
+use std::time::Duration;
+
+use agora_nats::wire::LogRecord;
+use agora_tests::{System, TEST_MANAGER_TOKEN};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A small JSON HTTP client for the gateway.
+struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new(system: &System) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("an HTTP client");
+        Self { base: system.gateway_url.clone(), client }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends `body` (JSON, raw text, or nothing) and returns the status and the JSON reply.
+    async fn call(&self, method: &str, path: &str, body: Body<'_>) -> (StatusCode, Value) {
+        let method = Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.request(method, path);
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Raw(text) => {
+                request.header("content-type", "application/json").body(text.to_owned())
+            }
+        };
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Body<'_>) -> Value {
+        let (status, value) = self.call(method, path, body).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {value}");
+        value
+    }
+
+    /// Asserts the status and the error code of a failed call.
+    async fn fails(&self, method: &str, path: &str, body: Body<'_>, status: u16, code: &str) {
+        let (got, value) = self.call(method, path, body).await;
+        assert_eq!(got.as_u16(), status, "{method} {path}: {value}");
+        assert_eq!(value["error"]["code"], code, "{method} {path}: {value}");
+        assert!(value["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    Raw(&'a str),
+}
+
+/// Reads Server-Sent Events from a streaming response.
+struct Sse {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Sse {
+    async fn open(http: &Http, query: &str) -> Self {
+        let response = http
+            .client
+            .get(format!("{}/api/events?{query}", http.base))
+            .send()
+            .await
+            .expect("the event stream opens");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut sse = Self { stream: response.bytes_stream().boxed(), buffer: String::new() };
+        let (event, _) = sse.next().await;
+        assert_eq!(event, "hello");
+        sse
+    }
+
+    /// The next event: its name and its data as JSON.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event: ") {
+                        event = name.to_owned();
+                    } else if let Some(text) = line.strip_prefix("data: ") {
+                        data.push_str(text);
+                    }
+                }
+                if event.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return (event, serde_json::from_str(&data).expect("event data is JSON"));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .expect("the stream reads");
+            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    /// The next event named `name` (skipping others).
+    async fn next_named(&mut self, name: &str) -> Value {
+        loop {
+            let (event, data) = self.next().await;
+            if event == name {
+                return data;
+            }
+        }
+    }
+}
+
+fn bearer() -> String {
+    format!("Bearer {TEST_MANAGER_TOKEN}")
+}
+
+async fn admin(http: &Http, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let method = Method::from_bytes(method.as_bytes()).expect("a method");
+    let response = http
+        .request(method, path)
+        .header("authorization", bearer())
+        .json(body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_and_maps_service_errors_to_http() {
+    let system = System::with_gateway();
+    let http = Http::new(&system);
+
+    let health = http.ok("GET", "/api/health", Body::None).await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["manager"], true);
+
+    // Bank, and the original routes (which now return the result).
+    let deposit = json!({"account": "alice", "amount": 1_000_000, "id": "d-1"});
+    let reply = http.ok("POST", "/api/bank/deposit", Body::Json(&deposit)).await;
+    assert_eq!(reply, json!({"account": "alice", "balance": 1_000_000}));
+    let again = http.ok("POST", "/api/bank/deposit", Body::Json(&deposit)).await;
+    assert_eq!(again["balance"], 1_000_000, "the same id is applied once");
+    assert_eq!(
+        http.ok("POST", "/deposit/bob/500", Body::None).await,
+        json!({"account": "bob", "balance": 500})
+    );
+    assert_eq!(http.ok("GET", "/balance/bob", Body::None).await["balance"], 500);
+    let transfer = http.ok("POST", "/transfer/alice/bob/300", Body::None).await;
+    assert_eq!(transfer["from"], json!({"account": "alice", "balance": 999_700}));
+    assert_eq!(transfer["to"], json!({"account": "bob", "balance": 800}));
+    assert_eq!(http.ok("POST", "/withdrawal/bob/100", Body::None).await["balance"], 700);
+    http.fails("POST", "/withdrawal/bob/100000", Body::None, 409, "insufficient_funds").await;
+    for _ in 0..2 {
+        let response = http
+            .request(Method::POST, "/deposit/carol/25")
+            .header("idempotency-key", "legacy-1")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(http.ok("GET", "/api/bank/balance/carol", Body::None).await["balance"], 25);
+    let withdraw = json!({"account": "bob", "amount": 200});
+    assert_eq!(http.ok("POST", "/api/bank/withdraw", Body::Json(&withdraw)).await["balance"], 500);
+    let transfer = json!({"from": "bob", "to": "carol", "amount": 600});
+    http.fails("POST", "/api/bank/transfer", Body::Json(&transfer), 409, "insufficient_funds")
+        .await;
+    let transfer = json!({"from": "bob", "to": "carol", "amount": 500});
+    let reply = http.ok("POST", "/api/bank/transfer", Body::Json(&transfer)).await;
+    assert_eq!(reply["to"]["balance"], 525);
+
+    // Coins, with the manager routes behind the token.
+    let assets = http.ok("GET", "/api/coins/assets", Body::None).await;
+    assert!(assets["assets"].as_array().expect("assets").iter().any(|a| a["symbol"] == "TSLA"));
+    let some = http.ok("GET", "/api/coins/assets?symbols=TSLA,NOPE", Body::None).await;
+    assert_eq!(some["assets"][0]["symbol"], "TSLA");
+    assert_eq!(some["not_found"], json!(["NOPE"]));
+    let order = json!({"user": "alice", "symbol": "TSLA", "quantity": 2, "id": "o-1"});
+    let bought = http.ok("POST", "/api/coins/buy", Body::Json(&order)).await;
+    assert_eq!((bought["state"].as_str(), bought["total"].as_u64()), (Some("done"), Some(50_000)));
+    let sold = json!({"user": "alice", "symbol": "TSLA", "quantity": 1, "id": "o-2"});
+    assert_eq!(http.ok("POST", "/api/coins/sell", Body::Json(&sold)).await["state"], "done");
+    let lookup = http.ok("GET", "/api/coins/orders/alice/o-1", Body::None).await;
+    assert_eq!(lookup["seq"], bought["seq"]);
+    http.fails("GET", "/api/coins/orders/alice/nope", Body::None, 404, "not_found").await;
+    let portfolio = http.ok("GET", "/api/coins/portfolio/alice", Body::None).await;
+    assert_eq!(portfolio["holdings"][0]["quantity"], 1);
+    assert_eq!(portfolio["balance"], 999_700 - 50_000 + 25_000);
+    let history = http.ok("GET", "/api/coins/history?user=alice&limit=10", Body::None).await;
+    assert_eq!(history["orders"].as_array().map(Vec::len), Some(2));
+    let too_many = json!({"user": "alice", "symbol": "BTC", "quantity": 101});
+    http.fails("POST", "/api/coins/buy", Body::Json(&too_many), 409, "insufficient_quantity").await;
+    let listing = json!({"symbol": "DOGE", "name": "Dogecoin", "price": 15, "quantity": 1000});
+    http.fails("POST", "/api/coins/admin/assets", Body::Json(&listing), 403, "forbidden").await;
+    let wrong = http
+        .request(Method::POST, "/api/coins/admin/assets")
+        .header("authorization", "Bearer not-the-token")
+        .json(&listing)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let (status, listed) = admin(&http, "POST", "/api/coins/admin/assets", &listing).await;
+    assert_eq!((status, listed["symbol"].as_str()), (StatusCode::OK, Some("DOGE")));
+    let (status, listed) = admin(&http, "POST", "/api/coins/admin/assets", &listing).await;
+    assert_eq!((status.as_u16(), &listed["error"]["code"]), (409, &json!("conflict")));
+    let (status, updated) =
+        admin(&http, "PATCH", "/api/coins/admin/assets/DOGE", &json!({"price": 20})).await;
+    assert_eq!((status, updated["price"].as_u64()), (StatusCode::OK, Some(20)));
+    let (status, _) = admin(&http, "DELETE", "/api/coins/admin/assets/DOGE", &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, gone) = admin(&http, "DELETE", "/api/coins/admin/assets/DOGE", &json!({})).await;
+    assert_eq!((status.as_u16(), &gone["error"]["code"]), (404, &json!("not_found")));
+
+    // Tasks.
+    let submit = json!({"op": "fibonacci", "args": {"n": 10}, "id": "t-1", "wait_ms": 10_000});
+    let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let id = task["id"].as_str().expect("an id").to_owned();
+    let fetched = http.ok("GET", &format!("/api/tasks/{id}"), Body::None).await;
+    assert_eq!(fetched["result"], task["result"]);
+    let list = http.ok("GET", "/api/tasks?limit=5", Body::None).await;
+    assert_eq!(list["tasks"][0]["id"], id.as_str());
+    http.fails("POST", &format!("/api/tasks/{id}/cancel"), Body::None, 409, "conflict").await;
+    http.fails("GET", "/api/tasks/999999", Body::None, 404, "not_found").await;
+    let workers = http.ok("GET", "/api/workers", Body::None).await;
+    assert_eq!(workers["workers"].as_array().map(Vec::len), Some(1));
+
+    // Chat: a session the gateway holds, messages, who, history, the end of the session.
+    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
+    let session = ann["session"].as_str().expect("a session token").to_owned();
+    http.fails(
+        "POST",
+        "/api/chat/sessions",
+        Body::Json(&json!({"name": "ann"})),
+        409,
+        "name_taken",
+    )
+    .await;
+    let say = json!({"session": session, "room": "all", "text": "hello <b>all</b>"});
+    let sent = http.ok("POST", "/api/chat/send", Body::Json(&say)).await;
+    assert!(sent["seq"].as_u64().is_some());
+    let room = json!({"session": session, "room": "ops"});
+    let joined = http.ok("POST", "/api/chat/join", Body::Json(&room)).await;
+    assert_eq!(joined["rooms"], json!(["ops"]));
+    let parted = http.ok("POST", "/api/chat/part", Body::Json(&room)).await;
+    assert_eq!(parted["rooms"], json!([]));
+    let history = http.ok("GET", "/api/chat/history?room=all", Body::None).await;
+    assert_eq!(history["messages"][0]["text"], "hello <b>all</b>");
+    let who = http.ok("GET", "/api/chat/who", Body::None).await;
+    assert_eq!(who["users"][0]["name"], "ann");
+    assert_eq!(who["users"][0]["online"], true);
+    let to_nobody = json!({"session": session, "to": "nobody", "text": "hi"});
+    http.fails("POST", "/api/chat/send", Body::Json(&to_nobody), 404, "unknown_user").await;
+    http.ok("DELETE", &format!("/api/chat/sessions/{session}"), Body::None).await;
+    http.fails("POST", "/api/chat/send", Body::Json(&say), 401, "not_registered").await;
+    let who = http.ok("GET", "/api/chat/who?offline=true", Body::None).await;
+    assert_eq!(who["users"][0]["online"], false);
+
+    // Likes.
+    let u1 = json!({"user": "u1"});
+    let liked = http.ok("POST", "/api/likes/items/p-1/like", Body::Json(&u1)).await;
+    assert_eq!((liked["count"].as_u64(), liked["changed"].as_bool()), (Some(1), Some(true)));
+    let again = http.ok("POST", "/api/likes/items/p-1/like", Body::Json(&u1)).await;
+    assert_eq!((again["count"].as_u64(), again["changed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(http.ok("POST", "/api/likes/items/p-1/like", Body::None).await["count"], 2);
+    let count = http.ok("GET", "/api/likes/items/p-1?user=u1", Body::None).await;
+    assert_eq!((count["count"].as_u64(), count["liked"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(http.ok("POST", "/api/likes/items/p-1/unlike", Body::Json(&u1)).await["count"], 1);
+    let top = http.ok("GET", "/api/likes/top?limit=5", Body::None).await;
+    assert_eq!(top["items"], json!([{"item": "p-1", "count": 1}]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, nodes) = http.call("GET", "/api/likes/nodes", Body::None).await;
+        if status == StatusCode::OK {
+            assert_eq!(nodes["leader"]["node"], "likes-0");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{nodes}");
+        assert!(tokio::time::Instant::now() < deadline, "a leader answers: {nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Files: list, stat, whole and partial downloads, conditional requests, HEAD.
+    let root = system.files_root();
+    std::fs::write(root.join("hello.txt"), "hello world\n").expect("write");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::create_dir_all(root.join("data")).expect("mkdir");
+    std::fs::write(root.join("data/big.bin"), &big).expect("write");
+    let list = http.ok("GET", "/api/files", Body::None).await;
+    let names: Vec<&str> = list["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(names, ["data/big.bin", "hello.txt"]);
+    let stat = http.ok("GET", "/api/files/stat/data/big.bin", Body::None).await;
+    assert_eq!((stat["size"].as_u64(), stat["chunks"].as_u64()), (Some(200_000), Some(4)));
+    let whole =
+        http.request(Method::GET, "/api/files/content/data/big.bin").send().await.expect("ok");
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.content_length(), Some(200_000));
+    let etag = whole.headers()["etag"].to_str().expect("ASCII").to_owned();
+    assert_eq!(etag, format!("\"{}\"", stat["sha256"].as_str().expect("sha")));
+    assert_eq!(whole.bytes().await.expect("bytes").as_ref(), big.as_slice());
+    let part = http
+        .request(Method::GET, "/api/files/content/data/big.bin")
+        .header("range", "bytes=70000-140000")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()["content-range"], "bytes 70000-140000/200000");
+    assert_eq!(part.bytes().await.expect("bytes").as_ref(), &big[70_000..=140_000]);
+    let tail = http
+        .request(Method::GET, "/api/files/content/data/big.bin")
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(tail.bytes().await.expect("bytes").as_ref(), &big[199_990..]);
+    let outside = http
+        .request(Method::GET, "/api/files/content/data/big.bin")
+        .header("range", "bytes=200000-")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(outside.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.headers()["content-range"], "bytes */200000");
+    let cached = http
+        .request(Method::GET, "/api/files/content/data/big.bin")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    let head = http.request(Method::HEAD, "/api/files/content/hello.txt").send().await.expect("ok");
+    assert_eq!(head.headers()["content-length"], "12");
+    assert!(head.headers()["content-type"].to_str().expect("ASCII").starts_with("text/plain"));
+    http.fails("GET", "/api/files/content/missing.txt", Body::None, 404, "not_found").await;
+    http.fails("GET", "/api/files/stat/missing.txt", Body::None, 404, "not_found").await;
+    assert!(http.ok("GET", "/api/files/cache", Body::None).await.is_object());
+
+    // Monitoring and logs.
+    let services = http.ok("GET", "/api/services", Body::None).await;
+    let mut names: Vec<String> = services["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(str::to_owned))
+        .collect();
+    names.dedup();
+    for service in [
+        "agora-bank",
+        "agora-chat",
+        "agora-coins",
+        "agora-files",
+        "agora-ledger",
+        "agora-likes",
+        "agora-tasks",
+        "agora-worker",
+    ] {
+        assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+    }
+    let with_stats = &services["instances"][0];
+    assert!(with_stats["endpoints"].is_array() && with_stats["version"].is_string());
+    let logs = http.ok("GET", "/api/logs?service=gateway", Body::None).await;
+    assert!(
+        logs["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["message"] == "gateway listening"),
+        "{logs}"
+    );
+
+    // Unknown routes and methods.
+    let (status, body) = http.call("GET", "/api/nope", Body::None).await;
+    assert_eq!((status.as_u16(), &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, body) = http.call("DELETE", "/api/bank/deposit", Body::None).await;
+    assert_eq!((status.as_u16(), &body["error"]["code"]), (405, &json!("invalid_request")));
+
+    // The dashboard.
+    let page = http.request(Method::GET, "/").send().await.expect("answers");
+    assert!(page.headers()["content-security-policy"].to_str().expect("ASCII").contains("'self'"));
+    assert!(page.text().await.expect("text").contains("<title>Agora</title>"));
+    for asset in ["/assets/app.js", "/assets/app.css"] {
+        assert_eq!(http.request(Method::GET, asset).send().await.expect("ok").status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let system = System::with_gateway();
+    let http = Http::new(&system);
+    let document = http.ok("GET", "/api/openapi.json", Body::None).await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 30, "{} paths", paths.len());
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let concrete = path
+                .split('/')
+                .map(|part| if part.starts_with('{') { "x" } else { part })
+                .collect::<Vec<_>>()
+                .join("/");
+            if concrete == "/api/events" {
+                continue; // a stream: checked in the live-events test
+            }
+            let (status, body) =
+                http.call(&method.to_ascii_uppercase(), &concrete, Body::Raw("{}")).await;
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !message.starts_with("no route"),
+                "{method} {path} is documented but not served: {status} {body}"
+            );
+        }
+    }
+    let (_, body) = http.call("GET", "/api/definitely/not/served", Body::None).await;
+    assert!(body["error"]["message"].as_str().expect("message").starts_with("no route"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
+    let system = System::with_gateway();
+    let http = Http::new(&system);
+    http.ok("POST", "/deposit/alice/1000", Body::None).await;
+    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
+    let session = ann["session"].as_str().expect("token").to_owned();
+    let assets_before = http.ok("GET", "/api/coins/assets", Body::None).await;
+
+    let big = format!(r#"{{"account":"alice","amount":1,"id":"{}"}}"#, "x".repeat(70_000));
+    let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
+        ("POST", "/api/bank/deposit".into(), Some("not json".into()), 400, "invalid_request"),
+        ("POST", "/api/bank/deposit".into(), Some(String::new()), 400, "invalid_request"),
+        (
+            "POST",
+            "/api/bank/deposit".into(),
+            Some(r#"{"account":"alice","amount":-5}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/bank/deposit".into(),
+            Some(r#"{"account":"alice","amount":5,"x":1}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/bank/deposit".into(),
+            Some(r#"{"account":"no way!","amount":5}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("POST", "/api/bank/deposit".into(), Some(big), 413, "invalid_request"),
+        (
+            "POST",
+            "/api/bank/withdraw".into(),
+            Some(r#"{"account":"alice","amount":"5"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/bank/transfer".into(),
+            Some(r#"{"from":"alice","amount":5}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/api/bank/balance/no%20way".into(), None, 400, "invalid_request"),
+        ("POST", "/deposit/alice/abc".into(), None, 400, "invalid_request"),
+        ("POST", "/deposit/alice/-5".into(), None, 400, "invalid_request"),
+        ("POST", "/withdrawal/alice/0".into(), None, 400, "invalid_request"),
+        ("POST", "/transfer/alice/bob/1.5".into(), None, 400, "invalid_request"),
+        ("GET", "/balance/a.b".into(), None, 400, "invalid_request"),
+        ("GET", "/api/coins/assets?bogus=1".into(), None, 400, "invalid_request"),
+        (
+            "POST",
+            "/api/coins/buy".into(),
+            Some(r#"{"user":"alice","symbol":"TSLA","quantity":0}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/coins/buy".into(),
+            Some(r#"{"user":"alice","symbol":"TSLA","quantity":-1}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/coins/sell".into(),
+            Some(r#"{"user":"alice","symbol":"TSLA"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/coins/buy".into(),
+            Some(r#"{"user":"alice","symbol":"NOPE","quantity":1}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/api/coins/history?limit=abc".into(), None, 400, "invalid_request"),
+        ("GET", "/api/coins/portfolio/no%20way".into(), None, 400, "invalid_request"),
+        ("DELETE", "/api/coins/admin/assets/BTC".into(), None, 403, "forbidden"),
+        ("POST", "/api/tasks".into(), Some(r#"{"op":"nope"}"#.into()), 400, "invalid_request"),
+        (
+            "POST",
+            "/api/tasks".into(),
+            Some(r#"{"op":"fibonacci","args":{"n":"x"}}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("POST", "/api/tasks".into(), Some("{}".into()), 400, "invalid_request"),
+        ("GET", "/api/tasks?limit=-1".into(), None, 400, "invalid_request"),
+        (
+            "POST",
+            "/api/chat/sessions".into(),
+            Some(r#"{"name":"no way!"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("POST", "/api/chat/sessions".into(), Some("{}".into()), 400, "invalid_request"),
+        (
+            "POST",
+            "/api/chat/send".into(),
+            Some(r#"{"session":"nope","room":"all","text":"x"}"#.into()),
+            401,
+            "not_registered",
+        ),
+        (
+            "POST",
+            "/api/chat/send".into(),
+            Some(format!(r#"{{"session":"{session}","text":"x"}}"#)),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/chat/send".into(),
+            Some(format!(r#"{{"session":"{session}","room":"no way!","text":"x"}}"#)),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/chat/send".into(),
+            Some(format!(r#"{{"session":"{session}","room":"all","text":""}}"#)),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/chat/join".into(),
+            Some(format!(r#"{{"session":"{session}","room":"a.b"}}"#)),
+            400,
+            "invalid_request",
+        ),
+        ("DELETE", "/api/chat/sessions/nope".into(), None, 401, "not_registered"),
+        ("GET", "/api/chat/history?limit=x".into(), None, 400, "invalid_request"),
+        ("GET", "/api/chat/who?offline=maybe".into(), None, 400, "invalid_request"),
+        ("POST", "/api/likes/items/a.b/like".into(), None, 400, "invalid_request"),
+        ("POST", "/api/likes/items/p-1/like".into(), Some("[".into()), 400, "invalid_request"),
+        (
+            "POST",
+            "/api/likes/items/p-1/like".into(),
+            Some(r#"{"user":"no way!"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        ("POST", "/api/likes/items/p-1/unlike".into(), None, 400, "invalid_request"),
+        ("GET", "/api/likes/items/p-1?bogus=1".into(), None, 400, "invalid_request"),
+        ("GET", "/api/likes/top?limit=x".into(), None, 400, "invalid_request"),
+        ("GET", "/api/files/stat/..%2Fetc%2Fpasswd".into(), None, 400, "invalid_request"),
+        ("GET", "/api/files/content/..%2Fetc%2Fpasswd".into(), None, 400, "invalid_request"),
+        ("GET", "/api/files?limit=x".into(), None, 400, "invalid_request"),
+        ("GET", "/api/events?topics=bogus".into(), None, 400, "invalid_request"),
+        ("GET", "/api/events?session=nope".into(), None, 401, "not_registered"),
+        ("GET", "/api/logs?level=debug".into(), None, 400, "invalid_request"),
+    ];
+    for (method, path, body, status, code) in &cases {
+        let body = match body {
+            Some(text) => Body::Raw(text),
+            None => Body::None,
+        };
+        http.fails(method, path, body, *status, code).await;
+    }
+
+    // Nothing changed, and everything still serves.
+    assert_eq!(http.ok("GET", "/balance/alice", Body::None).await["balance"], 1000);
+    assert_eq!(http.ok("GET", "/api/coins/assets", Body::None).await, assets_before);
+    let tasks = http.ok("GET", "/api/tasks", Body::None).await;
+    assert_eq!(tasks["tasks"], json!([]));
+    assert_eq!(http.ok("GET", "/api/likes/top", Body::None).await["items"], json!([]));
+    let history = http.ok("GET", "/api/chat/history?room=all", Body::None).await;
+    assert_eq!(history["messages"], json!([]));
+    let say = json!({"session": session, "room": "all", "text": "still here"});
+    http.ok("POST", "/api/chat/send", Body::Json(&say)).await;
+    assert_eq!(http.ok("GET", "/api/health", Body::None).await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_reach_browsers_and_direct_messages_only_their_parties() {
+    let system = System::with_gateway();
+    let http = Http::new(&system);
+    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
+    let ben = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ben"}))).await;
+    let ann_token = ann["session"].as_str().expect("token").to_owned();
+    let ben_token = ben["session"].as_str().expect("token").to_owned();
+
+    let mut everything = Sse::open(&http, "").await;
+    let mut ann_stream = Sse::open(&http, &format!("topics=chat&session={ann_token}")).await;
+    let mut anonymous = Sse::open(&http, "topics=chat").await;
+
+    http.ok("POST", "/deposit/alice/42", Body::None).await;
+    let bank = everything.next_named("bank").await;
+    assert_eq!(bank["subject"], "agora.bank.events.alice");
+    assert_eq!(
+        (bank["data"]["op"].as_str(), bank["data"]["balance"].as_i64()),
+        (Some("deposit"), Some(42))
+    );
+
+    http.ok("POST", "/api/likes/items/p-9/like", Body::None).await;
+    let like = everything.next_named("likes").await;
+    assert_eq!(
+        (like["data"]["item"].as_str(), like["data"]["count"].as_u64()),
+        (Some("p-9"), Some(1))
+    );
+
+    let (status, _) =
+        admin(&http, "PATCH", "/api/coins/admin/assets/TSLA", &json!({"price": 26_000})).await;
+    assert_eq!(status, StatusCode::OK);
+    let price = everything.next_named("prices").await;
+    assert_eq!(
+        (price["data"]["symbol"].as_str(), price["data"]["price"].as_u64()),
+        (Some("TSLA"), Some(26_000))
+    );
+
+    let submit = json!({"op": "sum", "args": {"numbers": [1, 2]}});
+    let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
+    loop {
+        let event = everything.next_named("tasks").await;
+        if event["data"]["event"] == "completed" {
+            assert_eq!(event["data"]["id"], task["id"]);
+            break;
+        }
+    }
+
+    // A direct message reaches its recipient's stream, not a stream without that session.
+    let dm = json!({"session": ben_token, "to": "ann", "text": "psst"});
+    http.ok("POST", "/api/chat/send", Body::Json(&dm)).await;
+    let room = json!({"session": ben_token, "room": "all", "text": "hello all"});
+    http.ok("POST", "/api/chat/send", Body::Json(&room)).await;
+    let first = ann_stream.next_named("chat").await;
+    assert_eq!(
+        (first["subject"].as_str(), first["data"]["text"].as_str()),
+        (Some("agora.chat.dm.ann"), Some("psst"))
+    );
+    let second = ann_stream.next_named("chat").await;
+    assert_eq!(second["data"]["text"], "hello all");
+    let seen = anonymous.next_named("chat").await;
+    assert_eq!(seen["data"]["text"], "hello all", "the anonymous stream skipped the DM");
+
+    // The session stays while its stream is open, well past the idle time (3 s in tests).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let who = http.ok("GET", "/api/chat/who", Body::None).await;
+    let online: Vec<&str> =
+        who["users"].as_array().expect("users").iter().filter_map(|u| u["name"].as_str()).collect();
+    assert!(online.contains(&"ann"), "ann's stream keeps her session: {who}");
+    assert!(!online.contains(&"ben"), "ben had no stream and no calls for 4 s: {who}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_publish_their_logs_on_nats() {
+    let mut system = System::nats_only();
+    let client = async_nats::connect(system.url()).await.expect("connects");
+    let mut logs = client.subscribe("agora.logs.>").await.expect("subscribes");
+    agora_nats::client::barrier(&client).await.expect("subscribed");
+    system.start_ledger();
+    let message = tokio::time::timeout(Duration::from_secs(10), logs.next())
+        .await
+        .expect("a log record within 10 s")
+        .expect("a message");
+    assert_eq!(message.subject.as_str(), "agora.logs.ledger");
+    let record: LogRecord = serde_json::from_slice(&message.payload).expect("a log record");
+    assert_eq!(record.service, "ledger");
+    assert!(["info", "warn", "error"].contains(&record.level.as_str()), "{record:?}");
+    assert!(!record.message.is_empty() && record.ts_ms > 0, "{record:?}");
+}
