@@ -2,6 +2,7 @@
 //! Each test starts its own nats-server and real component processes (see `agora_tests`).
 
 mod bank;
+mod browser;
 mod chat;
 mod cli;
 mod coins;

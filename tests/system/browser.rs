@@ -1,0 +1,189 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! two sessions side by side against a real gateway and real services.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`scripts/install-chromium`,
+//! which `scripts/test` runs). Screenshots are kept in `target/test-artifacts/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agora_tests::System;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    fn start() -> Self {
+        let binary = std::env::var("AGORA_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start {binary} ({error}). The browser test needs headless Chromium \
+                     and its WebDriver: run scripts/install-chromium (apt-get install chromium \
+                     chromium-driver), or point AGORA_CHROMEDRIVER at a chromedriver"
+                )
+            });
+        let driver = Self { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return driver;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("chromedriver did not listen on port {port} within 10 s");
+    }
+
+    async fn session(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                            "--disable-dev-shm-usage", "--window-size=1400,950"]}),
+        );
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+/// Polls `check` until it returns `Some`, for up to `seconds`.
+macro_rules! eventually {
+    ($seconds:expr, $what:expr, $check:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs($seconds);
+        loop {
+            if let Some(value) = $check {
+                break value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {}", $what);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }};
+}
+
+async fn texts(browser: &Client, css: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    for element in browser.find_all(Locator::Css(css)).await.unwrap_or_default() {
+        texts.push(element.text().await.unwrap_or_default());
+    }
+    texts
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let input = browser.find(Locator::Css(css)).await.expect(css);
+    input.clear().await.expect("clears");
+    input.send_keys(text).await.expect("types");
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser.find(Locator::Css(css)).await.expect(css).click().await.expect("clicks");
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact directory");
+    let png = browser.screenshot().await.expect("a screenshot");
+    std::fs::write(dir.join(name), png).expect("the screenshot is written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_in_a_real_browser() {
+    let system = System::with_gateway();
+    let driver = Driver::start();
+    let ann = driver.session().await;
+    let ben = driver.session().await;
+    let base = system.gateway_url.clone();
+
+    // Chat: both pick a name; ann's message shows up in ben's browser, as text.
+    for (browser, name) in [(&ann, "ann"), (&ben, "ben")] {
+        browser.goto(&format!("{base}/#chat")).await.expect("the dashboard loads");
+        type_into(browser, "#chat-name", name).await;
+        click(browser, "#chat-join").await;
+        eventually!(10, "the chat to open", {
+            let me = texts(browser, "#chat-me").await;
+            (me.first().map(String::as_str) == Some(name)).then_some(())
+        });
+    }
+    let text = "hello ben <img src=x onerror=\"document.title='owned'\">";
+    type_into(&ann, "#chat-input", text).await;
+    click(&ann, "#chat-send").await;
+    eventually!(10, "ann's message in ben's browser", {
+        texts(&ben, "#chat-messages .message .text").await.iter().any(|t| t == text).then_some(())
+    });
+    assert!(ben.find_all(Locator::Css("#chat-messages img")).await.expect("query").is_empty());
+    assert_eq!(ben.title().await.expect("title"), "Agora", "the message was not run as HTML");
+    let online = texts(&ben, "#chat-who li").await;
+    assert!(online.iter().any(|u| u.contains("ann")), "ann is online in ben's list: {online:?}");
+    screenshot(&ben, "dashboard-chat.png").await;
+
+    // Tasks: submit one in ann's browser and watch it complete.
+    click(&ann, "a[data-tab=tasks]").await;
+    ann.find(Locator::Css("#task-op"))
+        .await
+        .expect("op")
+        .select_by_value("sleep")
+        .await
+        .expect("op");
+    type_into(&ann, "#task-args", r#"{"ms": 1200}"#).await;
+    click(&ann, "#task-submit").await;
+    let row = eventually!(20, "the task to complete", {
+        let rows = ann.find_all(Locator::Css("#tasks-table tr[data-state=completed]")).await;
+        match rows.ok().and_then(|rows| rows.into_iter().next()) {
+            Some(row) => Some(row.text().await.expect("row text")),
+            None => None,
+        }
+    });
+    assert!(row.contains("sleep") && row.contains("100%"), "{row}");
+    screenshot(&ann, "dashboard-tasks.png").await;
+
+    // Likes: ann likes an item; the count changes in her browser and, live, in ben's.
+    click(&ben, "a[data-tab=likes]").await;
+    click(&ann, "a[data-tab=likes]").await;
+    type_into(&ann, "#likes-item", "post-browser").await;
+    click(&ann, "#likes-add").await;
+    let count = "li[data-item=post-browser] .count";
+    eventually!(10, "the first like", (texts(&ann, count).await == ["1"]).then_some(()));
+    click(&ann, "li[data-item=post-browser] .heart").await;
+    eventually!(10, "the second like", (texts(&ann, count).await == ["2"]).then_some(()));
+    eventually!(
+        10,
+        "the count in ben's browser",
+        (texts(&ben, count).await == ["2"]).then_some(())
+    );
+    screenshot(&ann, "dashboard-likes.png").await;
+
+    // Monitoring lists the live services.
+    click(&ann, "a[data-tab=monitoring]").await;
+    eventually!(10, "the instances table", {
+        let services = texts(&ann, "#mon-table tbody td:first-child").await;
+        (services.iter().any(|s| s == "agora-bank") && services.iter().any(|s| s == "agora-likes"))
+            .then_some(())
+    });
+    screenshot(&ann, "dashboard-monitoring.png").await;
+
+    ann.close().await.expect("closes");
+    ben.close().await.expect("closes");
+}
