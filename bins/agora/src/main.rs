@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agora_nats::bench::{
     self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, FilesBenchOptions,
-    LikesBenchOptions, TasksBenchOptions,
+    GatewayBenchOptions, LikesBenchOptions, TasksBenchOptions,
 };
 use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
@@ -106,6 +106,8 @@ enum BenchCommand {
     Coins(CoinsBenchArgs),
     /// Downloads of a cached file by concurrent clients vs raw chunk request-reply, in bytes/s.
     Files(FilesBenchArgs),
+    /// HTTP GET /balance/{account} through the gateway vs the same request over raw NATS.
+    Gateway(GatewayBenchArgs),
     /// The raw NATS baseline: reply to every request on agora.bench.echo with its payload.
     #[command(hide = true)]
     EchoResponder,
@@ -196,6 +198,22 @@ struct FilesBenchArgs {
     /// Size of the cached file, in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     file_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct GatewayBenchArgs {
+    /// Seconds of measurement per side.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// HTTP keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 64)]
+    http_connections: usize,
+    /// NATS connections of the raw side (as many requests in flight as HTTP connections).
+    #[arg(long, default_value_t = 4)]
+    nats_connections: usize,
+    /// Accounts the reads spread over.
+    #[arg(long, default_value_t = 1000)]
+    accounts: usize,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +348,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: args.seconds,
                 clients: args.clients,
                 file_bytes: args.file_bytes,
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Gateway(args)) => {
+            bench::gateway(GatewayBenchOptions {
+                seconds: args.seconds,
+                http_connections: args.http_connections,
+                nats_connections: args.nats_connections,
+                accounts: args.accounts,
             })
             .await?;
             Ok(())

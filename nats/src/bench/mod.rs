@@ -19,11 +19,13 @@ use hdrhistogram::Histogram;
 mod chat;
 mod coins;
 mod files;
+mod gateway;
 mod likes;
 
 pub use chat::{ChatBenchOptions, chat};
 pub use coins::{CoinsBenchOptions, coins};
 pub use files::{FilesBenchOptions, chunk_responder, files};
+pub use gateway::{GatewayBenchOptions, gateway};
 pub use likes::{LikesBenchOptions, likes};
 
 use crate::client::{AgoraClient, ClientError};
