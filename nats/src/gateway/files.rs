@@ -61,7 +61,7 @@ pub async fn content(
         None => None,
         Some(text) => match parse_range(text, stat.size) {
             Ok(range) => range,
-            Err(()) => {
+            Err(Unsatisfiable) => {
                 response_headers.insert(CONTENT_RANGE, header(&format!("bytes */{}", stat.size))?);
                 let error = ApiError::invalid(format!("range {text:?} is outside the file"))
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
@@ -102,35 +102,39 @@ pub async fn content(
     Ok((status, response_headers, Body::from_stream(chunks)).into_response())
 }
 
+/// A `Range` header that no byte of the file satisfies (answered 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// One byte range of a file of `size` bytes as `[start, end)`; `Ok(None)` means the whole
-/// file (no range, or several); `Err` means unsatisfiable.
-pub fn parse_range(text: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// file (no range, or several).
+pub fn parse_range(text: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = text.trim().strip_prefix("bytes=") else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (first, last) = spec.split_once('-').ok_or(())?;
+    let (first, last) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (first, last) = (first.trim(), last.trim());
     let range = if first.is_empty() {
-        let suffix: u64 = last.parse().map_err(|_| ())?;
+        let suffix: u64 = last.parse().map_err(|_| Unsatisfiable)?;
         if suffix == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(suffix), size)
     } else {
-        let start: u64 = first.parse().map_err(|_| ())?;
+        let start: u64 = first.parse().map_err(|_| Unsatisfiable)?;
         let end = if last.is_empty() {
             size
         } else {
-            let last: u64 = last.parse().map_err(|_| ())?;
+            let last: u64 = last.parse().map_err(|_| Unsatisfiable)?;
             if last < start {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             last.saturating_add(1).min(size)
         };
         (start, end)
     };
-    if range.0 >= size { Err(()) } else { Ok(Some(range)) }
+    if range.0 >= size { Err(Unsatisfiable) } else { Ok(Some(range)) }
 }
 
 /// A content type from the name's extension (the common ones; bytes otherwise).
@@ -165,10 +169,10 @@ mod tests {
         assert_eq!(parse_range("bytes=50-500", 100), Ok(Some((50, 100))));
         assert_eq!(parse_range("bytes=0-0,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
-        assert_eq!(parse_range("bytes=-0", 100), Err(()));
-        assert_eq!(parse_range("bytes=a-b", 100), Err(()));
-        assert_eq!(parse_range("bytes=0-", 0), Err(()));
+        assert_eq!(parse_range("bytes=100-", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=9-3", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=-0", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=a-b", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=0-", 0), Err(Unsatisfiable));
     }
 }

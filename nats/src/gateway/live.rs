@@ -95,6 +95,9 @@ impl Topic {
     }
 }
 
+/// Recent log records: (severity 0 error / 1 warn / 2 info, the record, its service).
+type LogRing = Mutex<VecDeque<(u8, Arc<RawValue>, String)>>;
+
 /// One event as every stream sees it.
 #[derive(Debug)]
 pub struct LiveEvent {
@@ -109,7 +112,7 @@ pub struct LiveEvent {
 #[derive(Debug)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<LiveEvent>>,
-    logs: Arc<Mutex<VecDeque<(u8, Arc<RawValue>, String)>>>,
+    logs: Arc<LogRing>,
     clients: Arc<AtomicUsize>,
 }
 
@@ -168,11 +171,7 @@ impl Hub {
 }
 
 /// Builds the event for one NATS message, or `None` when it is not to be forwarded.
-fn event(
-    topic: Topic,
-    message: &async_nats::Message,
-    logs: &Mutex<VecDeque<(u8, Arc<RawValue>, String)>>,
-) -> Option<LiveEvent> {
+fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<LiveEvent> {
     if message.payload.len() > EVENT_BYTES_MAX {
         return None;
     }
