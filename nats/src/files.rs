@@ -612,12 +612,20 @@ impl AgoraClient {
         offset: u64,
         sha256: Option<&str>,
     ) -> Result<Bytes, ClientError> {
-        let request = GetRequest {
-            name: name.to_owned(),
-            offset,
-            length: None,
-            sha256: sha256.map(str::to_owned),
-        };
+        self.file_range(name, offset, None, sha256).await
+    }
+
+    /// At most `length` bytes (one chunk when absent) of `name` at `offset`, if the file still
+    /// has digest `sha256`.
+    pub async fn file_range(
+        &self,
+        name: &str,
+        offset: u64,
+        length: Option<u64>,
+        sha256: Option<&str>,
+    ) -> Result<Bytes, ClientError> {
+        let request =
+            GetRequest { name: name.to_owned(), offset, length, sha256: sha256.map(str::to_owned) };
         let payload = serde_json::to_vec(&request)
             .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
         self.request_bytes(subject::GET_SUBJECT, Bytes::from(payload)).await

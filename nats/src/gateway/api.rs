@@ -283,23 +283,31 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 pub async fn legacy_deposit(
-    StateOf(state): StateOf<State>,
+    state: StateOf<State>,
     headers: HeaderMap,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    let (account, text) = path(params)?;
-    let request = AmountRequest { account, amount: amount(&text)?, id: idempotency_key(&headers)? };
-    forward(&state, subjects::bank::DEPOSIT_SUBJECT, &request).await
+    legacy_amount(state, headers, params, subjects::bank::DEPOSIT_SUBJECT).await
 }
 
 pub async fn legacy_withdraw(
-    StateOf(state): StateOf<State>,
+    state: StateOf<State>,
     headers: HeaderMap,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
+    legacy_amount(state, headers, params, subjects::bank::WITHDRAW_SUBJECT).await
+}
+
+/// `/deposit` and `/withdrawal`: the account and the amount in the path.
+async fn legacy_amount(
+    StateOf(state): StateOf<State>,
+    headers: HeaderMap,
+    params: Result<Path<(String, String)>, PathRejection>,
+    subject: &str,
+) -> ApiResult {
     let (account, text) = path(params)?;
     let request = AmountRequest { account, amount: amount(&text)?, id: idempotency_key(&headers)? };
-    forward(&state, subjects::bank::WITHDRAW_SUBJECT, &request).await
+    forward(&state, subject, &request).await
 }
 
 pub async fn legacy_balance(

@@ -6,7 +6,7 @@
 //! `Content-Length`, `Accept-Ranges`, `ETag` (the sha256), one `Range` (`bytes=a-b`, `a-`,
 //! `-n`; several ranges get the whole file), `If-None-Match`, and `HEAD`.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as StateOf};
 use axum::http::header::{
@@ -20,8 +20,7 @@ use serde::Deserialize;
 
 use super::api::{ApiResult, path, query};
 use super::{ApiError, State};
-use crate::files::{DOWNLOAD_WINDOW, GetRequest};
-use crate::subjects::files as subject;
+use crate::files::DOWNLOAD_WINDOW;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,17 +82,11 @@ pub async fn content(
     let sha256 = stat.sha256.clone();
     let chunks = futures::stream::iter((start..end).step_by(chunk as usize))
         .map(move |offset| {
-            let request = GetRequest {
-                name: name.clone(),
-                offset,
-                length: Some(chunk.min(end - offset)),
-                sha256: Some(sha256.clone()),
-            };
-            let agora = agora.clone();
+            let (agora, name, sha256) = (agora.clone(), name.clone(), sha256.clone());
             async move {
-                let payload = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
+                let length = Some(chunk.min(end - offset));
                 agora
-                    .request_bytes(subject::GET_SUBJECT, Bytes::from(payload))
+                    .file_range(&name, offset, length, Some(&sha256))
                     .await
                     .map_err(std::io::Error::other)
             }
