@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use agora_core::{AccountId, Book, EventKind, Operation, Posting};
 use async_nats::Client;
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use futures::StreamExt;
 use rand::Rng;
 use serde_json::value::RawValue;
@@ -200,10 +200,8 @@ pub async fn run(
         ("bank_id".to_owned(), bank.config.bank_id.clone()),
         ("owner".to_owned(), bank.owner.clone()),
     ]);
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, metadata)
         .description("Agora bank: deposit, withdraw, balance and transfer with group commit")
-        .metadata(metadata)
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);
             data["bank"] = stats_bank.stats.json();

@@ -28,7 +28,7 @@ use std::time::Duration;
 use agora_core::chat::{self, Command, LeaveReason, Target};
 use agora_core::{Chat, ChatConfig, ChatEvent, Name};
 use anyhow::Context as _;
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -169,8 +169,7 @@ pub async fn run(
 
     let stats_errors = errors.clone();
     let stats_counts = counts.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora chat: names, presence, rooms and message history")
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);

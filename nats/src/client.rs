@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::connection;
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::subjects;
 use crate::wire::{
@@ -97,7 +98,21 @@ impl AgoraClient {
     ) -> Result<Bytes, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
         let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-        let message = match self.client.send_request(subject.to_owned(), request).await {
+        let reply = self.client.send_request(subject.to_owned(), request);
+        let result = tokio::select! {
+            biased;
+            result = reply => result,
+            denial = connection::denial_of(subject) => {
+                return Err(ClientError::Service(ServiceError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "NATS refused to {} {} for this connection's user (permission violation)",
+                        denial.operation, denial.subject
+                    ),
+                )));
+            }
+        };
+        let message = match result {
             Err(error) => {
                 return Err(match error.kind() {
                     RequestErrorKind::NoResponders => ClientError::NoResponders(subject.to_owned()),

@@ -17,6 +17,7 @@
 //! operation id until the bank answers. A client retrying with the same order id gets the
 //! order's one outcome. So there are no coins without payment and no payment without coins.
 
+use std::collections::HashMap;
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
@@ -28,7 +29,6 @@ use agora_core::AccountId;
 use agora_core::coins::{self, Asset, Exchange, Side, Symbol};
 use anyhow::Context as _;
 use async_nats::Client;
-use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -119,8 +119,7 @@ pub async fn run(
 
     let errors = ErrorCounts::default();
     let stats_errors = errors.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora coins: assets, a manager role, buying and selling with bank money")
         .stats_handler(move |endpoint, _| stats_errors.snapshot(&endpoint))
         .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))

@@ -21,6 +21,7 @@
 //! are `invalid_request`; a name whose real path (symlinks resolved) leaves the root, or that is
 //! not a regular file, is `not_found`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -477,8 +478,7 @@ pub async fn run(
     let errors = ErrorCounts::default();
     let stats_errors = errors.clone();
     let stats_files = files.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora files: a directory served in chunks, hot files from memory")
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);

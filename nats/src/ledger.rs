@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use agora_core::locks::LOCK_MANY_ACCOUNTS_MAX;
 use agora_core::{AccountId, Balance, Lock, LockTable, OperationId};
 use async_nats::Client;
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::value::RawValue;
@@ -139,8 +139,7 @@ pub async fn run(
 
     let errors = ErrorCounts::default();
     let stats_errors = errors.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora ledger: account balances, leases with fencing tokens, batch commits")
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);

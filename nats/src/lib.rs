@@ -23,6 +23,8 @@
 //! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
 //! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
 //! - [`up`]: `agora up`, the whole system locally.
+//! - [`connection`]: NATS URLs and credentials (`--user`/`--password`, `--creds`, `--nkey`),
+//!   connecting, and permission violations reported to the caller.
 //! - [`telemetry`], [`clock`]: logging/connecting, and the wall clock.
 
 pub mod bank;
@@ -34,6 +36,7 @@ pub mod client;
 pub mod clock;
 pub mod coins;
 pub mod coins_store;
+pub mod connection;
 pub mod error;
 pub mod files;
 pub mod gateway;

@@ -33,7 +33,7 @@ use agora_core::likes::{self as core_likes, Limits, Observed, Record, Vector};
 use agora_core::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -257,10 +257,8 @@ pub async fn run(
     let stats_status = status.clone();
     let mut metadata = HashMap::new();
     metadata.insert("node".to_owned(), node.to_string());
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, metadata)
         .description("Agora likes: counts every node agrees on")
-        .metadata(metadata)
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);
             if endpoint == subject::LIKE {

@@ -11,12 +11,33 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
 use async_nats::service::endpoint::Endpoint;
-use async_nats::service::{Group, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request};
+use async_nats::service::{Group, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request, ServiceExt};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
+
+/// The metadata key holding the host (container) an instance runs on: `agora health` finds
+/// its own container's instance by it.
+pub const METADATA_HOST: &str = "host";
+
+/// This machine's (or container's) host name; empty if the system does not say.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A micro service builder with `metadata` plus the [`METADATA_HOST`] every instance carries.
+pub fn builder(
+    client: &async_nats::Client,
+    mut metadata: HashMap<String, String>,
+) -> async_nats::service::ServiceBuilder {
+    metadata.insert(METADATA_HOST.to_owned(), host_name());
+    client.service_builder().metadata(metadata)
+}
 
 /// Largest request payload any Agora endpoint accepts, in bytes.
 pub const REQUEST_BYTES_MAX: usize = 64 * 1024;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use agora_core::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
-use async_nats::service::{Request, ServiceExt};
+use async_nats::service::Request;
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -191,8 +191,7 @@ pub async fn run(
         std::thread::Builder::new().name("tasks-owner".into()).spawn(move || owner.run(inbox))?;
 
     let stats_errors = errors.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora task service: submit, query and cancel tasks; workers report here")
         .stats_handler(move |endpoint, _| stats_errors.snapshot(&endpoint))
         .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))

@@ -18,6 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::clock::now_ms;
+use crate::connection::{self, NatsArgs};
 use crate::subjects;
 use crate::wire::LogRecord;
 
@@ -186,22 +187,24 @@ fn truncate(text: &mut String, max: usize) {
     }
 }
 
-/// Connects to NATS with a recognisable client name, retrying until the server is reachable
-/// (a component may start before its server).
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let client = options(name).connect(url).await?;
+/// Connects to NATS with a recognisable client name and the given credentials, retrying
+/// until a server is reachable (a component may start before its server); see
+/// [`crate::connection`].
+pub async fn connect(nats: &NatsArgs, name: &str) -> anyhow::Result<async_nats::Client> {
+    let client = connection::connect_with(nats, |options| options.name(name)).await?;
+    tracing::info!(server = %nats.server, as_ = %nats.identity(), "connected to NATS");
     Ok(client)
 }
 
 /// [`connect`], but the server does not deliver this connection's own messages back to its
 /// subscriptions (a likes node needs none of its own events).
-pub async fn connect_without_echo(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let client = options(name).no_echo().connect(url).await?;
+pub async fn connect_without_echo(
+    nats: &NatsArgs,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    let client = connection::connect_with(nats, |options| options.name(name).no_echo()).await?;
+    tracing::info!(server = %nats.server, as_ = %nats.identity(), "connected to NATS");
     Ok(client)
-}
-
-fn options(name: &str) -> async_nats::ConnectOptions {
-    async_nats::ConnectOptions::new().name(name).retry_on_initial_connect()
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the graceful shutdown every binary waits for.

@@ -21,7 +21,6 @@ use std::time::Duration;
 use agora_core::{Op, Output};
 use async_nats::Client;
 use async_nats::jetstream::{self, AckKind, consumer};
-use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -121,8 +120,7 @@ pub async fn run(
         s.concurrency = config.concurrency;
     });
     let stats = shared.clone();
-    let service = client
-        .service_builder()
+    let service = crate::service::builder(&client, HashMap::new())
         .description("Agora worker: runs tasks from the shared work queue")
         .stats_handler(move |_, _| serde_json::to_value(stats.status()).unwrap_or_default())
         .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))

@@ -9,6 +9,7 @@ use agora_nats::bench::{
     GatewayBenchOptions, LikesBenchOptions, TasksBenchOptions,
 };
 use agora_nats::up::{self, UpOptions};
+use agora_nats::connection::{self, NatsArgs};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
@@ -22,9 +23,8 @@ mod task;
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// NATS server URL.
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Print the raw JSON reply instead of readable text.
     #[arg(long, global = true)]
     json: bool,
@@ -269,18 +269,14 @@ pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
-async fn connect(server: &str, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
-    let nats = async_nats::ConnectOptions::new()
-        .name("agora-cli")
-        .connection_timeout(Duration::from_millis(timeout_ms))
-        .connect(server)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {server}: {e}"))?;
+async fn connect(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
+    let timeout = Duration::from_millis(timeout_ms);
+    let nats = connection::connect_once(server, timeout, |options| options.name("agora-cli")).await?;
     Ok(AgoraClient::new(nats).with_timeout(Duration::from_millis(timeout_ms)))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { server, json, timeout_ms, command } = cli;
+    let Cli { nats: server, json, timeout_ms, command } = cli;
     match command {
         Command::Bank(command) => bank(&connect(&server, timeout_ms).await?, command, json).await,
         Command::Task(command) => {
@@ -363,10 +359,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::ChunkResponder) => {
-            bench::chunk_responder(&server, telemetry::shutdown_signal()).await
+            bench::chunk_responder(&server.server, telemetry::shutdown_signal()).await
         }
         Command::Bench(BenchCommand::EchoResponder) => {
-            bench::echo_responder(&server, telemetry::shutdown_signal()).await
+            bench::echo_responder(&server.server, telemetry::shutdown_signal()).await
         }
         Command::Up(args) => {
             up::run(UpOptions {

@@ -1,6 +1,7 @@
 //! `agora-bank`: the client-facing money service; run any number side by side.
 
 use agora_nats::bank::{self, BankConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -13,9 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Name of this instance (a per-process suffix makes its ledger owner id unique).
     #[arg(long, env = "AGORA_BANK_ID", default_value = "bank")]
     bank_id: String,
@@ -46,10 +46,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, &format!("agora-bank {}", args.bank_id)).await?;
+    let client = telemetry::connect(&args.nats, &format!("agora-bank {}", args.bank_id)).await?;
     telemetry::publish_logs(&client, "bank", &args.bank_id);
     let ledger_client =
-        telemetry::connect(&args.server, &format!("agora-bank {} ledger", args.bank_id)).await?;
+        telemetry::connect(&args.nats, &format!("agora-bank {} ledger", args.bank_id)).await?;
     let config = BankConfig {
         bank_id: args.bank_id,
         batch_max: args.batch_max,

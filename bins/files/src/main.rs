@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use agora_nats::files::{self, FilesConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -14,9 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// The served directory (subdirectories included; nothing outside it).
     #[arg(long, env = "AGORA_FILES_ROOT", default_value = "files")]
     root: PathBuf,
@@ -35,7 +35,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, "agora-files").await?;
+    let client = telemetry::connect(&args.nats, "agora-files").await?;
     telemetry::publish_logs(&client, "files", &telemetry::process_instance());
     let config = FilesConfig {
         root: args.root,

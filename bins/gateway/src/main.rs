@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use agora_nats::gateway::{self, GatewayConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -13,9 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// HTTP address to listen on (port 0: any free port).
     #[arg(long, env = "AGORA_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -45,7 +45,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, "agora-gateway").await?;
+    let client = telemetry::connect(&args.nats, "agora-gateway").await?;
     telemetry::publish_logs(&client, "gateway", &telemetry::process_instance());
     let config = GatewayConfig {
         listen: args.listen,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use agora_nats::ledger::{self, LedgerConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -15,9 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Directory of the SQLite database (created if missing).
     #[arg(long, env = "AGORA_LEDGER_DATA_DIR", default_value = "data/ledger")]
     data_dir: PathBuf,
@@ -37,7 +37,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, "agora-ledger").await?;
+    let client = telemetry::connect(&args.nats, "agora-ledger").await?;
     telemetry::publish_logs(&client, "ledger", &telemetry::process_instance());
     let config = LedgerConfig {
         data_dir: args.data_dir,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use agora_nats::likes::{self, LikesConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -14,9 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Directory of this node's SQLite database (one directory per node: it is the node's
     /// identity and its share of the likes).
     #[arg(long, env = "AGORA_LIKES_DATA_DIR", default_value = "data/likes")]
@@ -46,7 +46,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect_without_echo(&args.server, "agora-likes").await?;
+    let client = telemetry::connect_without_echo(&args.nats, "agora-likes").await?;
     let instance = args.node_id.clone().unwrap_or_else(telemetry::process_instance);
     telemetry::publish_logs(&client, "likes", &instance);
     let config = LikesConfig {

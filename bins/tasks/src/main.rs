@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use agora_nats::tasks::{self, TasksConfig};
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use clap::Parser;
 
@@ -14,9 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL (JetStream must be enabled).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Directory of the SQLite database (created if missing).
     #[arg(long, env = "AGORA_TASKS_DATA_DIR", default_value = "data/tasks")]
     data_dir: PathBuf,
@@ -41,7 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let client = telemetry::connect(&args.server, "agora-tasks").await?;
+    let client = telemetry::connect(&args.nats, "agora-tasks").await?;
     telemetry::publish_logs(&client, "tasks", &telemetry::process_instance());
     let config = TasksConfig {
         data_dir: args.data_dir,

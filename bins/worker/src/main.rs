@@ -1,5 +1,6 @@
 //! `agora-worker`: runs tasks from the shared JetStream work queue. Run any number of them.
 
+use agora_nats::connection::NatsArgs;
 use agora_nats::telemetry;
 use agora_nats::worker::{self, WorkerConfig};
 use clap::Parser;
@@ -11,9 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    server: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Unique worker name ([A-Za-z0-9_-]); defaults to worker-<random>.
     #[arg(long, env = "AGORA_WORKER_ID")]
     worker_id: Option<String>,
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let worker_id = args.worker_id.unwrap_or_else(|| format!("worker-{}", &nuid::next()[..10]));
-    let client = telemetry::connect(&args.server, &format!("agora-worker {worker_id}")).await?;
+    let client = telemetry::connect(&args.nats, &format!("agora-worker {worker_id}")).await?;
     telemetry::publish_logs(&client, "worker", &worker_id);
     let config = WorkerConfig {
         worker_id,

@@ -1,0 +1,271 @@
+//! Connecting to NATS: server URLs, credentials, the first connection, and permission reports.
+//!
+//! Every binary flattens [`NatsArgs`] into its flags: `--server` (`NATS_URL`, several URLs
+//! separated by commas), and at most one way to authenticate: `--user`/`--password`
+//! (`NATS_USER`/`NATS_PASSWORD`), `--creds` (`NATS_CREDS`, a JWT credentials file) or `--nkey`
+//! (`NATS_NKEY`, a file holding an NKey seed).
+//!
+//! [`connect_with`] retries until a server answers, so a component may start before the cluster,
+//! but a refused login (wrong password, unknown user) is an error at once: retrying cannot fix
+//! it, and a service that waited forever would hide the mistake.
+//!
+//! nats-server reports a permission violation on the connection (`-ERR 'Permissions Violation
+//! for Publish to "agora.ledger.get.alice"'`), not on the request. Every connection made here
+//! records those reports, and [`crate::AgoraClient`] turns one that names its request's
+//! subject ([`denial_of`]) into a `forbidden` error at once instead of a timeout.
+
+use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr, ServerError};
+use tokio::sync::Notify;
+
+/// Where and how to connect to NATS (flattened into every binary's flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL; several, separated by commas, for a cluster.
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub server: String,
+    /// User name (with --password).
+    #[arg(long, global = true, env = "NATS_USER", requires = "password", conflicts_with_all = ["creds", "nkey"])]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true, requires = "user")]
+    pub password: Option<String>,
+    /// A credentials file (user JWT and NKey seed).
+    #[arg(long, global = true, env = "NATS_CREDS", conflicts_with = "nkey")]
+    pub creds: Option<PathBuf>,
+    /// A file holding an NKey seed (`SU...`).
+    #[arg(long, global = true, env = "NATS_NKEY")]
+    pub nkey: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// No credentials: a server without authorization.
+    pub fn anonymous(server: impl Into<String>) -> Self {
+        Self { server: server.into(), user: None, password: None, creds: None, nkey: None }
+    }
+
+    /// A user and password.
+    pub fn user(server: impl Into<String>, user: &str, password: &str) -> Self {
+        Self {
+            user: Some(user.to_owned()),
+            password: Some(password.to_owned()),
+            ..Self::anonymous(server)
+        }
+    }
+
+    /// The server URLs (`--server` split at commas).
+    pub fn servers(&self) -> anyhow::Result<Vec<ServerAddr>> {
+        let servers = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| url.parse::<ServerAddr>().with_context(|| format!("bad NATS URL {url:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if servers.is_empty() {
+            bail!("no NATS server URL given");
+        }
+        Ok(servers)
+    }
+
+    /// Connect options carrying these credentials.
+    pub async fn options(&self) -> anyhow::Result<ConnectOptions> {
+        let options = match (&self.user, &self.password, &self.creds, &self.nkey) {
+            (Some(user), Some(password), None, None) => {
+                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            (None, None, Some(creds), None) => ConnectOptions::with_credentials_file(creds)
+                .await
+                .with_context(|| format!("cannot read credentials file {}", creds.display()))?,
+            (None, None, None, Some(path)) => {
+                let seed = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read NKey seed file {}", path.display()))?;
+                ConnectOptions::with_nkey(seed.trim().to_owned())
+            }
+            (None, None, None, None) => ConnectOptions::new(),
+            _ => bail!("give one of --user/--password, --creds or --nkey"),
+        };
+        Ok(options.event_callback(|event| async move { report(event) }))
+    }
+
+    /// Who this connects as, for logs (never the secret).
+    pub fn identity(&self) -> String {
+        match (&self.user, &self.creds, &self.nkey) {
+            (Some(user), _, _) => format!("user {user}"),
+            (_, Some(creds), _) => format!("credentials {}", creds.display()),
+            (_, _, Some(nkey)) => format!("nkey {}", nkey.display()),
+            _ => "no credentials".to_owned(),
+        }
+    }
+}
+
+/// How long [`connect`] waits between attempts while no server answers (it doubles up to this).
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Connects, retrying while no server answers; a refused login fails at once. `configure`
+/// adds per-connection options (a name, no echo, ...).
+pub async fn connect_with(
+    nats: &NatsArgs,
+    configure: impl Fn(ConnectOptions) -> ConnectOptions,
+) -> anyhow::Result<async_nats::Client> {
+    let servers = nats.servers()?;
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0u64;
+    loop {
+        let options = configure(nats.options().await?);
+        match options.connect(servers.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication
+                ) =>
+            {
+                bail!("NATS at {} refused {}: {error}", nats.server, nats.identity());
+            }
+            Err(error) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_multiple_of(10) {
+                    tracing::warn!(server = %nats.server, %error, attempts, "cannot reach NATS yet; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_DELAY_MAX);
+            }
+        }
+    }
+}
+
+/// One attempt within `timeout` (a command-line client: fail fast, say why).
+pub async fn connect_once(
+    nats: &NatsArgs,
+    timeout: Duration,
+    configure: impl Fn(ConnectOptions) -> ConnectOptions,
+) -> anyhow::Result<async_nats::Client> {
+    let servers = nats.servers()?;
+    let options = configure(nats.options().await?).connection_timeout(timeout);
+    options
+        .connect(servers)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {} as {}", nats.server, nats.identity()))
+}
+
+/// A permission violation nats-server reported on some connection of this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionDenial {
+    /// `publish` or `subscribe`.
+    pub operation: &'static str,
+    pub subject: String,
+}
+
+/// The last denials, numbered, and a wake-up for requests waiting on them.
+struct Denials {
+    recent: Mutex<VecDeque<(u64, PermissionDenial)>>,
+    next: AtomicU64,
+    notify: Notify,
+}
+
+/// Denials remembered (a request only looks at those reported while it waits).
+const DENIALS_KEPT: usize = 64;
+
+static DENIALS: LazyLock<Denials> = LazyLock::new(|| Denials {
+    recent: Mutex::new(VecDeque::with_capacity(DENIALS_KEPT)),
+    next: AtomicU64::new(0),
+    notify: Notify::new(),
+});
+
+fn report(event: Event) {
+    if let Event::ServerError(ServerError::Other(message)) = &event
+        && let Some(denial) = parse_denial(message)
+    {
+        tracing::warn!(operation = denial.operation, subject = %denial.subject, "NATS permission violation");
+        let mut recent = DENIALS.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == DENIALS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((DENIALS.next.fetch_add(1, Ordering::SeqCst), denial));
+        drop(recent);
+        DENIALS.notify.notify_waiters();
+    }
+}
+
+impl PermissionDenial {
+    /// Whether this denial dooms a request to `subject`: publishing to it was refused, or
+    /// subscribing to a reply inbox was.
+    pub fn stops_request_to(&self, subject: &str) -> bool {
+        match self.operation {
+            "publish" => self.subject == subject,
+            _ => self.subject.starts_with("_INBOX"),
+        }
+    }
+}
+
+/// Resolves with the first permission denial, reported after this call, that dooms a request
+/// to `subject` (on any connection of this process made by [`connect_with`] or
+/// [`connect_once`]); pending forever if none comes.
+pub async fn denial_of(subject: &str) -> PermissionDenial {
+    let mut seen = DENIALS.next.load(Ordering::SeqCst);
+    loop {
+        let notified = DENIALS.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let recent = DENIALS.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for (number, denial) in recent.iter() {
+                if *number >= seen && denial.stops_request_to(subject) {
+                    return denial.clone();
+                }
+            }
+            seen = DENIALS.next.load(Ordering::SeqCst);
+        }
+        notified.await;
+    }
+}
+
+/// Reads nats-server's `Permissions Violation for Publish to "<subject>"` (or `for
+/// Subscription to`).
+pub fn parse_denial(message: &str) -> Option<PermissionDenial> {
+    let rest = message.split("Permissions Violation for ").nth(1)?;
+    let operation = if rest.starts_with("Publish") {
+        "publish"
+    } else if rest.starts_with("Subscription") {
+        "subscribe"
+    } else {
+        return None;
+    };
+    let quoted = rest.split_once(" to \"")?.1;
+    let subject = quoted.split('"').next()?;
+    Some(PermissionDenial { operation, subject: subject.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_are_read_from_server_errors() {
+        assert_eq!(
+            parse_denial("Permissions Violation for Publish to \"agora.ledger.get.alice\""),
+            Some(PermissionDenial { operation: "publish", subject: "agora.ledger.get.alice".into() })
+        );
+        assert_eq!(
+            parse_denial("permissions violation: Permissions Violation for Subscription to \"a.>\""),
+            Some(PermissionDenial { operation: "subscribe", subject: "a.>".into() })
+        );
+        assert_eq!(parse_denial("Maximum Payload Violation"), None);
+        assert_eq!(parse_denial("Permissions Violation for Publish"), None);
+    }
+
+    #[test]
+    fn several_servers_and_one_way_to_log_in() {
+        let args = NatsArgs::anonymous("nats://a:4222, nats://b:4222");
+        assert_eq!(args.servers().expect("two URLs").len(), 2);
+        assert!(NatsArgs::anonymous(" , ").servers().is_err());
+        assert_eq!(NatsArgs::user("nats://a", "bank", "pw").identity(), "user bank");
+    }
+}
