@@ -17,6 +17,8 @@
 //!   settled; pending ones recovered) and its store; its client calls are on [`AgoraClient`].
 //! - [`files`]: the file service (chunks, the bounded LRU cache, confinement) and downloads.
 //! - [`gateway`]: the HTTP API and the live web dashboard (axum), over all of the above.
+//! - [`health`]: `agora health`, the containers' health checks ($SRV.PING of their own
+//!   instance, or an HTTP URL).
 //! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
 //!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
@@ -40,6 +42,7 @@ pub mod connection;
 pub mod error;
 pub mod files;
 pub mod gateway;
+pub mod health;
 pub mod ledger;
 pub mod likes;
 pub mod likes_store;

@@ -10,6 +10,7 @@ use agora_nats::bench::{
 };
 use agora_nats::up::{self, UpOptions};
 use agora_nats::connection::{self, NatsArgs};
+use agora_nats::health;
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
@@ -57,6 +58,9 @@ enum Command {
     /// Measure Agora against raw NATS in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Exit 0 when a service instance on this host answers $SRV.PING, or an HTTP URL answers
+    /// 2xx (the containers' health checks).
+    Health(HealthArgs),
     /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
     /// until Ctrl-C.
     Up(UpArgs),
@@ -217,6 +221,19 @@ struct GatewayBenchArgs {
 }
 
 #[derive(Debug, Args)]
+struct HealthArgs {
+    /// A micro service name (`agora-bank`): an instance on this host must answer $SRV.PING.
+    #[arg(long)]
+    service: Option<String>,
+    /// Look for the instance on this host name instead of this machine's.
+    #[arg(long, requires = "service")]
+    host: Option<String>,
+    /// An http:// URL that must answer 2xx (`http://127.0.0.1:8222/healthz`).
+    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    http: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct UpArgs {
     /// Port of the local nats-server.
     #[arg(long, default_value_t = 4222)]
@@ -363,6 +380,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::EchoResponder) => {
             bench::echo_responder(&server.server, telemetry::shutdown_signal()).await
+        }
+        Command::Health(args) => {
+            let within = Duration::from_millis(timeout_ms);
+            let report = match (args.service, args.http) {
+                (Some(service), _) => {
+                    let client = connect(&server, timeout_ms).await?;
+                    health::check_service(client.nats(), &service, args.host.as_deref(), within)
+                        .await?
+                }
+                (None, Some(url)) => health::check_http(&url, within).await?,
+                (None, None) => anyhow::bail!("give --service or --http"),
+            };
+            println!("{report}");
+            Ok(())
         }
         Command::Up(args) => {
             up::run(UpOptions {

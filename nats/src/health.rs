@@ -1,0 +1,91 @@
+//! `agora health`: the health checks of the compose stack's containers (which have no shell).
+//!
+//! - A service container is healthy when its own instance (the one whose `host` metadata is
+//!   the container's host name) answers `$SRV.PING.<service>`: being connected is not enough,
+//!   the service must be serving.
+//! - nats-server and the gateway are healthy when an HTTP URL answers 2xx
+//!   (`/healthz` on nats-server's monitoring port, `/api/health` on the gateway).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+
+use crate::service::{METADATA_HOST, host_name};
+
+/// The `$SRV.PING` answers of `service`'s instances gathered for `within`: each is the
+/// instance's JSON (`name`, `id`, `version`, `metadata`).
+pub async fn ping(
+    client: &async_nats::Client,
+    service: &str,
+    within: Duration,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    client.publish_with_reply(format!("$SRV.PING.{service}"), inbox, Bytes::new()).await?;
+    client.flush().await?;
+    let mut instances = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+            && info["id"].is_string()
+        {
+            instances.push(info);
+        }
+    }
+    Ok(instances)
+}
+
+/// Succeeds when an instance of `service` on `host` (this host when `None`) answers
+/// `$SRV.PING` within `within`.
+pub async fn check_service(
+    client: &async_nats::Client,
+    service: &str,
+    host: Option<&str>,
+    within: Duration,
+) -> anyhow::Result<String> {
+    let host = host.map_or_else(host_name, str::to_owned);
+    let instances = ping(client, service, within).await?;
+    let mine = instances.iter().find(|info| info["metadata"][METADATA_HOST] == host.as_str());
+    match mine {
+        Some(info) => Ok(format!("{service} {} on {host} answers", info["id"].as_str().unwrap_or(""))),
+        None => bail!(
+            "no instance of {service} on host {host:?} answered $SRV.PING within {within:?} \
+             ({} elsewhere)",
+            instances.len()
+        ),
+    }
+}
+
+/// Succeeds when `GET url` (plain `http://host:port/path`) answers 2xx within `within`.
+pub async fn check_http(url: &str, within: Duration) -> anyhow::Result<String> {
+    let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("only http:// URLs are checked, not {url}");
+    }
+    let authority = uri.authority().context("the URL has no host")?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let check = async {
+        let stream = tokio::net::TcpStream::connect((authority.host(), port)).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, authority.as_str())
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        anyhow::Ok(response.status())
+    };
+    let status = tokio::time::timeout(within, check)
+        .await
+        .with_context(|| format!("{url} did not answer within {within:?}"))?
+        .with_context(|| format!("GET {url}"))?;
+    if !status.is_success() {
+        bail!("GET {url} answered {status}");
+    }
+    Ok(format!("GET {url} answered {status}"))
+}
