@@ -96,8 +96,31 @@ impl AgoraClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, ClientError> {
+        self.send(subject, None, payload, timeout).await
+    }
+
+    /// Sends raw bytes with headers (an upload) and returns the raw successful reply.
+    pub async fn request_with_headers(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        self.send(subject, Some(headers), payload, self.timeout).await
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
-        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        if let Some(headers) = headers {
+            request = request.headers(headers);
+        }
         let reply = self.client.send_request(subject.to_owned(), request);
         let result = tokio::select! {
             biased;

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 const LIST_VISITS_MAX: usize = 100_000;
 /// Requests handled at once at most (beyond: `busy`).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
+/// Uploads handled at once at most (each holds up to a max payload in memory).
+pub const UPLOADS_IN_FLIGHT_MAX: usize = 4;
 /// Room left in a message for headers and protocol next to a chunk.
 const PAYLOAD_HEADROOM: usize = 4 * 1024;
 /// Digests of uncached files remembered at most.
@@ -61,6 +64,11 @@ const DIGESTS_MAX: u64 = 10_000;
 pub const HEADER_SIZE: &str = "Agora-File-Size";
 pub const HEADER_SHA256: &str = "Agora-File-Sha256";
 pub const HEADER_OFFSET: &str = "Agora-Offset";
+/// Headers of an `agora.files.put` request: the name (required) and the body's sha256
+/// (optional; checked when given).
+pub const HEADER_NAME: &str = "Agora-File-Name";
+/// Marks the temporary file of an upload in progress (never listed or served).
+const UPLOAD_MARK: &str = ".agora-upload-";
 
 /// File service configuration (the binary fills it from flags and environment).
 #[derive(Debug, Clone)]
@@ -389,7 +397,10 @@ impl Files {
                     if entry.file_type().is_ok_and(|t| t.is_dir()) {
                         pending.push(entry.path());
                     }
-                } else if metadata.is_file() && name.starts_with(prefix) {
+                } else if metadata.is_file()
+                    && name.starts_with(prefix)
+                    && !name.contains(UPLOAD_MARK)
+                {
                     files.push(FileEntry {
                         name,
                         size: metadata.len(),
@@ -404,6 +415,60 @@ impl Files {
             truncated = true;
         }
         ListFilesReply { files, truncated }
+    }
+
+    /// Writes `bytes` as file `name` (creating its directories), whole or not at all: into a
+    /// temporary file beside it, synced, then renamed over the old one. Readers see the old
+    /// version or the new one, and every server sees the new one at its next access (the
+    /// cache checks size and mtime).
+    fn put(&self, name: &str, bytes: &[u8], sha256: Option<&str>) -> Result<FileStat, ServiceError> {
+        check_name(name)?;
+        if name.contains(UPLOAD_MARK) {
+            return Err(invalid(format!("a file name does not contain {UPLOAD_MARK}")));
+        }
+        let digest = sha256_hex(bytes);
+        if let Some(expected) = sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(invalid(format!(
+                "the body's sha256 is {digest}, not {expected}: it was damaged or cut"
+            )));
+        }
+        let write_error = |error: std::io::Error| {
+            ServiceError::new(ErrorCode::Unavailable, format!("cannot write {name}: {error}"))
+        };
+        let target = self.root.join(name);
+        let (Some(parent), Some(file_name)) = (target.parent(), target.file_name()) else {
+            return Err(invalid("a file name names a file"));
+        };
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+        // A symlinked directory must not lead the write outside the root.
+        let real_parent = parent.canonicalize().map_err(write_error)?;
+        if !real_parent.starts_with(&self.root) {
+            return Err(invalid(format!("{name} is outside the served directory")));
+        }
+        let target = real_parent.join(file_name);
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
+            return Err(ServiceError::new(
+                ErrorCode::Conflict,
+                format!("{name} exists and is not a regular file"),
+            ));
+        }
+        let temporary = real_parent
+            .join(format!(".{}{UPLOAD_MARK}{}", file_name.to_string_lossy(), nuid::next()));
+        let written = (|| {
+            use std::io::Write;
+            let mut file = File::create_new(&temporary)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &target)
+        })();
+        if let Err(error) = written {
+            std::fs::remove_file(&temporary).ok();
+            return Err(write_error(error));
+        }
+        self.cache.invalidate(name);
+        self.stat(name)
     }
 
     fn report(&self, entries: bool) -> CacheReport {
@@ -492,11 +557,13 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
     let group = service.group(subject::GROUP);
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    let uploads = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT_MAX));
     let mut loops = Vec::new();
-    for name in [subject::LIST, subject::STAT, subject::GET, subject::CACHE] {
+    for name in [subject::LIST, subject::STAT, subject::GET, subject::CACHE, subject::PUT] {
         let mut endpoint = add_endpoint(&group, name, name).await?;
         let replier = Replier::new(name, errors.clone());
-        let (files, in_flight) = (files.clone(), in_flight.clone());
+        let in_flight = if name == subject::PUT { uploads.clone() } else { in_flight.clone() };
+        let files = files.clone();
         loops.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -526,6 +593,7 @@ pub async fn run(
 
 async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, request: Request) {
     let payload = request.message.payload.clone();
+    let headers = request.message.headers.clone();
     let work = files.clone();
     // Disk reads and digests block: off the runtime's threads.
     let result =
@@ -554,6 +622,16 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
                     Ok((bytes, Some(headers)))
                 }
                 subject::CACHE => Ok((encode(&work.report(true))?, None)),
+                subject::PUT => {
+                    let header = |key: &str| {
+                        headers.as_ref().and_then(|h| h.get(key)).map(|v| v.as_str().to_owned())
+                    };
+                    let name = header(HEADER_NAME).ok_or_else(|| {
+                        invalid(format!("an upload names its file in the {HEADER_NAME} header"))
+                    })?;
+                    let sha256 = header(HEADER_SHA256);
+                    Ok((encode(&work.put(&name, &payload, sha256.as_deref())?)?, None))
+                }
                 other => {
                     Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")))
                 }
@@ -587,6 +665,24 @@ impl Progress for () {
 pub const DOWNLOAD_WINDOW: usize = 8;
 
 impl AgoraClient {
+    /// Uploads `bytes` as file `name` (at most the server's max payload, less some room for
+    /// headers), replacing any file of that name whole; returns the new file's stat.
+    pub async fn put_file(&self, name: &str, bytes: Bytes) -> Result<FileStat, ClientError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_NAME, name);
+        headers.insert(HEADER_SHA256, sha256_hex(&bytes).as_str());
+        let max = self.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM);
+        if max > 0 && bytes.len() > max {
+            return Err(ClientError::Service(invalid(format!(
+                "{} bytes is more than an upload carries ({max} bytes)",
+                bytes.len()
+            ))));
+        }
+        let reply = self.request_with_headers(subject::PUT_SUBJECT, headers, bytes).await?;
+        serde_json::from_slice(&reply)
+            .map_err(|e| ClientError::Transport(format!("unexpected reply to put: {e}")))
+    }
+
     pub async fn file_stat(&self, name: &str) -> Result<FileStat, ClientError> {
         self.request(subject::STAT_SUBJECT, &StatRequest { name: name.to_owned() }).await
     }

@@ -219,11 +219,14 @@ pub mod files {
     pub const STAT: &str = "stat";
     pub const GET: &str = "get";
     pub const CACHE: &str = "cache";
+    /// Uploads (the manager role only).
+    pub const PUT: &str = "put";
 
     pub const LIST_SUBJECT: &str = "agora.files.list";
     pub const STAT_SUBJECT: &str = "agora.files.stat";
     pub const GET_SUBJECT: &str = "agora.files.get";
     pub const CACHE_SUBJECT: &str = "agora.files.cache";
+    pub const PUT_SUBJECT: &str = "agora.files.put";
 }
 
 /// Likes (`agora-likes`, any number of nodes): a queue group takes likes, every node applies
@@ -394,6 +397,7 @@ mod tests {
             (files::STAT_SUBJECT, files::STAT),
             (files::GET_SUBJECT, files::GET),
             (files::CACHE_SUBJECT, files::CACHE),
+            (files::PUT_SUBJECT, files::PUT),
         ] {
             assert_eq!(subject, format!("{}.{endpoint}", files::GROUP));
         }

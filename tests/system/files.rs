@@ -218,3 +218,66 @@ async fn two_servers_serve_many_concurrent_downloads_correctly() {
     .await;
     assert_eq!(downloads.len(), 36);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_replaces_a_file_whole_on_every_server() {
+    let system = System::with_files(2, &ARGS);
+    let root = system.files_root();
+    let old = content(MIB / 2, 7);
+    write(&root, "report.bin", &old);
+    let client = system.client().await;
+    // Both servers cache the old version (one client's requests spread over both).
+    for _ in 0..6 {
+        fetch_ok(&client, "report.bin", &old).await;
+    }
+
+    let new = content(MIB / 2 + 3, 8);
+    let stat = client.put_file("report.bin", Bytes::from(new.clone())).await.expect("put");
+    assert_eq!((stat.size, stat.sha256.clone()), (new.len() as u64, sha256_hex(&new)));
+    assert_eq!(std::fs::read(root.join("report.bin")).expect("on disk"), new);
+    // Whichever server answers, the new version comes back, never the old one or a mix.
+    for _ in 0..6 {
+        fetch_ok(&client, "report.bin", &new).await;
+    }
+    let nested = client.put_file("new/dir/a.txt", Bytes::from_static(b"hello")).await;
+    assert_eq!(nested.expect("put in new directories").size, 5);
+    fetch_ok(&client, "new/dir/a.txt", b"hello").await;
+
+    // Bad uploads: refused with a code, nothing written, no temporary file left.
+    std::fs::create_dir_all(root.join("adir")).expect("dir");
+    let put = |name: Option<&str>, sha256: Option<&str>, body: &'static [u8]| {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(name) = name {
+            headers.insert(agora_nats::files::HEADER_NAME, name);
+        }
+        if let Some(sha256) = sha256 {
+            headers.insert(agora_nats::files::HEADER_SHA256, sha256);
+        }
+        client.request_with_headers(subject::PUT_SUBJECT, headers, Bytes::from_static(body))
+    };
+    let body_sha = sha256_hex(b"x");
+    let cases = [
+        (None, None, ErrorCode::InvalidRequest),
+        (Some("../escape.txt"), None, ErrorCode::InvalidRequest),
+        (Some("/abs.txt"), None, ErrorCode::InvalidRequest),
+        (Some("a/./b"), None, ErrorCode::InvalidRequest),
+        (Some("x.agora-upload-1"), None, ErrorCode::InvalidRequest),
+        (Some("damaged.txt"), Some("00ff"), ErrorCode::InvalidRequest),
+        (Some("adir"), Some(body_sha.as_str()), ErrorCode::Conflict),
+    ];
+    for (name, sha256, expected) in cases {
+        assert_eq!(code(put(name, sha256, b"x").await), expected, "{name:?} {sha256:?}");
+    }
+    assert!(!system.dir.path().join("escape.txt").exists());
+    assert!(!root.join("damaged.txt").exists());
+    let too_big = vec![0u8; 2 * MIB];
+    assert_eq!(
+        code(client.put_file("big.bin", Bytes::from(too_big)).await),
+        ErrorCode::InvalidRequest
+    );
+    let listed = client.list_files(&Default::default()).await.expect("list");
+    let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["new/dir/a.txt", "report.bin"]);
+    let on_disk = std::fs::read_dir(&root).expect("root").count();
+    assert_eq!(on_disk, 3, "report.bin, new, adir: no temporary files");
+}

@@ -31,6 +31,15 @@ pub enum FilesCommand {
     Stat { name: String },
     /// What one server has cached, and its cache counters.
     Cache,
+    /// Upload a local file (at most the server's max payload), replacing the served file of
+    /// that name whole (the manager role).
+    Put {
+        /// The local file.
+        path: PathBuf,
+        /// The name to serve it as (default: the local file's base name).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 struct Bar(Option<ProgressBar>);
@@ -130,6 +139,24 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 if reply.truncated {
                     println!("(truncated: use --prefix or --limit)");
                 }
+            }
+        }
+        FilesCommand::Put { path, name } => {
+            let name = match name {
+                Some(name) => name,
+                None => path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow::anyhow!("give --name for {}", path.display()))?,
+            };
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let stat = client.put_file(&name, bytes.into()).await?;
+            if json {
+                println!("{}", serde_json::to_value(&stat)?);
+            } else {
+                println!("{}: {} bytes, sha256 {}", stat.name, stat.size, stat.sha256);
             }
         }
         FilesCommand::Stat { name } => {
