@@ -102,6 +102,8 @@ pub struct TasksConfig {
     pub ack_wait_ms: u64,
     /// Deliveries of one task at most (its attempts); then it is a dead letter.
     pub max_deliver: i64,
+    /// Replicas of the work-queue stream (and its consumers).
+    pub stream_replicas: usize,
 }
 
 impl TasksConfig {
@@ -113,6 +115,7 @@ impl TasksConfig {
             "ack-wait-ms is 100..=3600000"
         );
         anyhow::ensure!((1..=100).contains(&self.max_deliver), "max-deliver is 1..=100");
+        anyhow::ensure!((1..=5).contains(&self.stream_replicas), "stream-replicas is 1..=5");
         Ok(())
     }
 }
@@ -130,6 +133,7 @@ pub async fn ensure_queue(js: &jetstream::Context, config: &TasksConfig) -> anyh
         max_messages: queue_max,
         max_message_size: i32::try_from(SUBMIT_BYTES_MAX + 1024).unwrap_or(i32::MAX),
         duplicate_window: Duration::from_secs(120),
+        num_replicas: config.stream_replicas,
         ..Default::default()
     })
     .await

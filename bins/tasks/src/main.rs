@@ -35,6 +35,9 @@ struct Args {
     /// Attempts per task at most; a task failing them all becomes a dead letter.
     #[arg(long, env = "AGORA_TASKS_MAX_DELIVER", default_value_t = 5)]
     max_deliver: i64,
+    /// Replicas of the work-queue stream (3 on a three-node cluster: tasks survive a node loss).
+    #[arg(long, env = "AGORA_TASKS_STREAM_REPLICAS", default_value_t = 1)]
+    stream_replicas: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         tasks_max: args.tasks_max,
         ack_wait_ms: args.ack_wait_ms,
         max_deliver: args.max_deliver,
+        stream_replicas: args.stream_replicas,
     };
     tasks::run(client, config, telemetry::shutdown_signal()).await
 }
