@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_nats::connection::{NatsArgs, connect_once};
 use agora_nats::process::{Component, NatsServer, NatsServerOptions, component_binary};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use tempfile::TempDir;
@@ -42,6 +43,8 @@ pub const TEST_LIKES_SYNC_INTERVAL_MS: u64 = 500;
 /// A running Agora: nats-server plus whichever components a test starts.
 #[derive(Debug)]
 pub struct System {
+    /// Whether nats-server checks users and permissions (see [`System::nats_with_auth`]).
+    pub auth: bool,
     pub dir: TempDir,
     pub nats: NatsServer,
     pub ledger: Option<Component>,
@@ -73,11 +76,22 @@ impl System {
 
     /// Only nats-server.
     pub fn nats_only() -> Self {
+        Self::nats_with(false)
+    }
+
+    /// Only nats-server with the users and permissions of `nats/config/auth.conf`: every
+    /// component started from now on logs in as its role with its development password.
+    pub fn nats_with_auth() -> Self {
+        Self::nats_with(true)
+    }
+
+    fn nats_with(auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let nats =
-            NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })
-                .expect("nats-server starts (scripts/install-nats-server installs it)");
+        let options = NatsServerOptions { port: None, dir: dir.path().join("nats"), auth };
+        let nats = NatsServer::start(&options)
+            .expect("nats-server starts (scripts/install-nats-server installs it)");
         Self {
+            auth,
             dir,
             nats,
             ledger: None,
@@ -130,9 +144,7 @@ impl System {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let binary = component_binary("agora-gateway").expect("agora-gateway is built");
-        let gateway = Component::start("gateway", &binary, &args, &[], &self.logs())
-            .expect("the gateway starts");
+        let gateway = self.spawn("gateway", "agora-gateway", &args, "gateway");
         self.gateway = Some(gateway);
         self.gateway_url = format!("http://{listen}");
     }
@@ -163,9 +175,7 @@ impl System {
             self.files_root().display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let binary = component_binary("agora-files").expect("agora-files is built");
-        let server = Component::start(&format!("files-{index}"), &binary, &args, &[], &self.logs())
-            .expect("a file server starts");
+        let server = self.spawn(&format!("files-{index}"), "agora-files", &args, "files");
         self.files.push(Some(server));
         index
     }
@@ -190,9 +200,7 @@ impl System {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let binary = component_binary("agora-coins").expect("agora-coins is built");
-        let coins = Component::start("coins", &binary, &args, &[], &self.logs())
-            .expect("the coins service starts");
+        let coins = self.spawn("coins", "agora-coins", &args, "coins");
         self.coins = Some(coins);
     }
 
@@ -244,9 +252,7 @@ impl System {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let binary = component_binary("agora-likes").expect("agora-likes is built");
-        let node = Component::start(&format!("likes-{index}"), &binary, &args, &[], &self.logs())
-            .expect("a likes node starts");
+        let node = self.spawn(&format!("likes-{index}"), "agora-likes", &args, "likes");
         self.likes[index] = Some(node);
     }
 
@@ -277,9 +283,7 @@ impl System {
             TEST_PRESENCE_TIMEOUT_MS.to_string(),
         ];
         args.extend(self.chat_args.iter().cloned());
-        let binary = component_binary("agora-chat").expect("agora-chat is built");
-        let chat = Component::start("chat", &binary, &args, &[], &self.logs())
-            .expect("the chat service starts");
+        let chat = self.spawn("chat", "agora-chat", &args, "chat");
         self.chat = Some(chat);
     }
 
@@ -313,9 +317,7 @@ impl System {
             TEST_ACK_WAIT_MS.to_string(),
         ];
         args.extend(self.tasks_args.iter().cloned());
-        let binary = component_binary("agora-tasks").expect("agora-tasks is built");
-        let tasks = Component::start("tasks", &binary, &args, &[], &self.logs())
-            .expect("the task service starts");
+        let tasks = self.spawn("tasks", "agora-tasks", &args, "tasks");
         self.tasks = Some(tasks);
     }
 
@@ -341,9 +343,7 @@ impl System {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let binary = component_binary("agora-worker").expect("agora-worker is built");
-        let worker = Component::start(&format!("w{index}"), &binary, &args, &[], &self.logs())
-            .expect("a worker starts");
+        let worker = self.spawn(&format!("w{index}"), "agora-worker", &args, "worker");
         self.workers.push(Some(worker));
         index
     }
@@ -372,6 +372,19 @@ impl System {
         self.dir.path().join("logs")
     }
 
+    /// Starts component `binary` as `name`, logging in as `role` when the server checks users.
+    fn spawn(&self, name: &str, binary: &str, args: &[String], role: &str) -> Component {
+        let path = component_binary(binary).unwrap_or_else(|e| panic!("{binary} is built: {e}"));
+        let password = agora_nats::process::dev_password(role).unwrap_or_default();
+        let envs: Vec<(&str, &str)> = if self.auth {
+            vec![("NATS_USER", role), ("NATS_PASSWORD", &password)]
+        } else {
+            Vec::new()
+        };
+        Component::start(name, &path, args, &envs, &self.logs())
+            .unwrap_or_else(|e| panic!("{name} starts: {e:#}"))
+    }
+
     /// Starts (or restarts, on the same data directory) the ledger.
     pub fn start_ledger(&mut self) {
         let args = vec![
@@ -380,9 +393,7 @@ impl System {
             "--data-dir".to_owned(),
             self.dir.path().join("ledger").display().to_string(),
         ];
-        let binary = component_binary("agora-ledger").expect("agora-ledger is built");
-        let ledger = Component::start("ledger", &binary, &args, &[], &self.logs())
-            .expect("the ledger starts");
+        let ledger = self.spawn("ledger", "agora-ledger", &args, "ledger");
         self.ledger = Some(ledger);
     }
 
@@ -418,9 +429,7 @@ impl System {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let binary = component_binary("agora-bank").expect("agora-bank is built");
-        let bank = Component::start(&format!("bank-{index}"), &binary, &args, &[], &self.logs())
-            .expect("a bank starts");
+        let bank = self.spawn(&format!("bank-{index}"), "agora-bank", &args, "bank");
         self.banks[index] = Some(bank);
     }
 
@@ -431,10 +440,26 @@ impl System {
         }
     }
 
-    /// A client with its own connection.
+    /// A client with its own connection (as the `client` role when the server checks users).
     pub async fn client(&self) -> AgoraClient {
+        if self.auth {
+            return self.client_as("client").await.expect("the client role logs in");
+        }
         let nats = async_nats::connect(self.url()).await.expect("connects to nats-server");
         AgoraClient::new(nats).with_timeout(Duration::from_secs(3))
+    }
+
+    /// A client logged in as `role` with its development password (`nats/config/dev.env`).
+    pub async fn client_as(&self, role: &str) -> anyhow::Result<AgoraClient> {
+        let password = agora_nats::process::dev_password(role).unwrap_or_default();
+        self.client_with(role, &password).await
+    }
+
+    /// A client logged in as `user` with `password`.
+    pub async fn client_with(&self, user: &str, password: &str) -> anyhow::Result<AgoraClient> {
+        let nats = NatsArgs::user(self.url(), user, password);
+        let client = connect_once(&nats, Duration::from_secs(3), |options| options).await?;
+        Ok(AgoraClient::new(client).with_timeout(Duration::from_secs(3)))
     }
 }
 

@@ -121,11 +121,12 @@ impl AgoraClient {
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
+        let mark = connection::denial_mark();
         let reply = self.client.send_request(subject.to_owned(), request);
         let result = tokio::select! {
             biased;
             result = reply => result,
-            denial = connection::denial_of(subject) => {
+            denial = connection::denial_of(mark, subject) => {
                 return Err(ClientError::Service(ServiceError::new(
                     ErrorCode::Forbidden,
                     format!(

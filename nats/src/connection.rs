@@ -14,8 +14,8 @@
 //! records those reports, and [`crate::AgoraClient`] turns one that names its request's
 //! subject ([`denial_of`]) into a `forbidden` error at once instead of a timeout.
 
-use std::path::PathBuf;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -80,9 +80,11 @@ impl NatsArgs {
             (Some(user), Some(password), None, None) => {
                 ConnectOptions::with_user_and_password(user.clone(), password.clone())
             }
-            (None, None, Some(creds), None) => ConnectOptions::with_credentials_file(creds)
-                .await
-                .with_context(|| format!("cannot read credentials file {}", creds.display()))?,
+            (None, None, Some(creds), None) => {
+                ConnectOptions::with_credentials_file(creds)
+                    .await
+                    .with_context(|| format!("cannot read credentials file {}", creds.display()))?
+            }
             (None, None, None, Some(path)) => {
                 let seed = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read NKey seed file {}", path.display()))?;
@@ -149,10 +151,9 @@ pub async fn connect_once(
 ) -> anyhow::Result<async_nats::Client> {
     let servers = nats.servers()?;
     let options = configure(nats.options().await?).connection_timeout(timeout);
-    options
-        .connect(servers)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {} as {}", nats.server, nats.identity()))
+    options.connect(servers).await.with_context(|| {
+        format!("cannot connect to NATS at {} as {}", nats.server, nats.identity())
+    })
 }
 
 /// A permission violation nats-server reported on some connection of this process.
@@ -205,11 +206,17 @@ impl PermissionDenial {
     }
 }
 
-/// Resolves with the first permission denial, reported after this call, that dooms a request
-/// to `subject` (on any connection of this process made by [`connect_with`] or
+/// Marks now: [`denial_of`] looks at denials reported after its mark. Take it before sending
+/// the request, or a quick denial could be reported before anyone waits for it.
+pub fn denial_mark() -> u64 {
+    DENIALS.next.load(Ordering::SeqCst)
+}
+
+/// Resolves with the first permission denial reported after `mark` that dooms a request to
+/// `subject` (on any connection of this process made by [`connect_with`] or
 /// [`connect_once`]); pending forever if none comes.
-pub async fn denial_of(subject: &str) -> PermissionDenial {
-    let mut seen = DENIALS.next.load(Ordering::SeqCst);
+pub async fn denial_of(mark: u64, subject: &str) -> PermissionDenial {
+    let mut seen = mark;
     loop {
         let notified = DENIALS.notify.notified();
         tokio::pin!(notified);
@@ -251,10 +258,15 @@ mod tests {
     fn denials_are_read_from_server_errors() {
         assert_eq!(
             parse_denial("Permissions Violation for Publish to \"agora.ledger.get.alice\""),
-            Some(PermissionDenial { operation: "publish", subject: "agora.ledger.get.alice".into() })
+            Some(PermissionDenial {
+                operation: "publish",
+                subject: "agora.ledger.get.alice".into()
+            })
         );
         assert_eq!(
-            parse_denial("permissions violation: Permissions Violation for Subscription to \"a.>\""),
+            parse_denial(
+                "permissions violation: Permissions Violation for Subscription to \"a.>\""
+            ),
             Some(PermissionDenial { operation: "subscribe", subject: "a.>".into() })
         );
         assert_eq!(parse_denial("Maximum Payload Violation"), None);

@@ -22,8 +22,8 @@
 //! not a regular file, is `not_found`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::fs::File;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -421,7 +421,12 @@ impl Files {
     /// temporary file beside it, synced, then renamed over the old one. Readers see the old
     /// version or the new one, and every server sees the new one at its next access (the
     /// cache checks size and mtime).
-    fn put(&self, name: &str, bytes: &[u8], sha256: Option<&str>) -> Result<FileStat, ServiceError> {
+    fn put(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: Option<&str>,
+    ) -> Result<FileStat, ServiceError> {
         check_name(name)?;
         if name.contains(UPLOAD_MARK) {
             return Err(invalid(format!("a file name does not contain {UPLOAD_MARK}")));
@@ -454,8 +459,11 @@ impl Files {
                 format!("{name} exists and is not a regular file"),
             ));
         }
-        let temporary = real_parent
-            .join(format!(".{}{UPLOAD_MARK}{}", file_name.to_string_lossy(), nuid::next()));
+        let temporary = real_parent.join(format!(
+            ".{}{UPLOAD_MARK}{}",
+            file_name.to_string_lossy(),
+            nuid::next()
+        ));
         let written = (|| {
             use std::io::Write;
             let mut file = File::create_new(&temporary)?;

@@ -51,7 +51,9 @@ pub async fn check_service(
     let instances = ping(client, service, within).await?;
     let mine = instances.iter().find(|info| info["metadata"][METADATA_HOST] == host.as_str());
     match mine {
-        Some(info) => Ok(format!("{service} {} on {host} answers", info["id"].as_str().unwrap_or(""))),
+        Some(info) => {
+            Ok(format!("{service} {} on {host} answers", info["id"].as_str().unwrap_or("")))
+        }
         None => bail!(
             "no instance of {service} on host {host:?} answered $SRV.PING within {within:?} \
              ({} elsewhere)",

@@ -81,13 +81,40 @@ fn wait_for_text(
     }
 }
 
+/// The single-node server config (`nats/config/single.conf`), compiled in.
+pub const SINGLE_CONF: &str = include_str!("../config/single.conf");
+/// The same with users and permissions (`single-auth.conf` including `auth.conf`).
+pub const SINGLE_AUTH_CONF: &str = include_str!("../config/single-auth.conf");
+pub const AUTH_CONF: &str = include_str!("../config/auth.conf");
+/// The development passwords of the users in `auth.conf` (`nats/config/dev.env`).
+pub const DEV_ENV: &str = include_str!("../config/dev.env");
+
+/// The development password of a role in `auth.conf` (`bank`, `client`, ...).
+pub fn dev_password(role: &str) -> Option<String> {
+    let key = format!("NATS_PASSWORD_{}=", role.to_ascii_uppercase());
+    DEV_ENV.lines().find_map(|line| line.trim().strip_prefix(&key)).map(str::to_owned)
+}
+
+fn dev_env() -> Vec<(String, String)> {
+    DEV_ENV
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
 /// Options for a local nats-server.
 #[derive(Debug, Clone)]
 pub struct NatsServerOptions {
     /// Client port; `None` picks a free one.
     pub port: Option<u16>,
-    /// JetStream store and log directory.
+    /// JetStream store, config and log directory.
     pub dir: PathBuf,
+    /// Users and permissions (`single-auth.conf`, passwords from `dev.env`), or none
+    /// (`single.conf`).
+    pub auth: bool,
 }
 
 /// A running nats-server (JetStream on, loopback only), killed on drop.
@@ -104,11 +131,19 @@ impl NatsServer {
         let binary = nats_server_binary()?;
         let store = options.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
+        std::fs::write(options.dir.join("single.conf"), SINGLE_CONF)?;
+        std::fs::write(options.dir.join("auth.conf"), AUTH_CONF)?;
+        std::fs::write(options.dir.join("single-auth.conf"), SINGLE_AUTH_CONF)?;
+        let config =
+            options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
         let log = options.dir.join("nats-server.log");
         let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
         let mut child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&store)
+            .envs(dev_env())
             .stdin(Stdio::null())
             .stdout(File::create(&log)?)
             .stderr(File::create(&log)?)

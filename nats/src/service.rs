@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
 use async_nats::service::endpoint::Endpoint;
-use async_nats::service::{Group, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request, ServiceExt};
+use async_nats::service::{
+    Group, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, Request, ServiceExt,
+};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -35,8 +35,11 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let logs = dir.join("logs");
-    let nats =
-        NatsServer::start(&NatsServerOptions { port: Some(options.port), dir: dir.join("nats") })?;
+    let nats = NatsServer::start(&NatsServerOptions {
+        port: Some(options.port),
+        dir: dir.join("nats"),
+        auth: false,
+    })?;
     let url = nats.url().to_owned();
     println!(
         "nats-server {} listening on {url} (log: {})",

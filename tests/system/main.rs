@@ -1,6 +1,7 @@
 //! Agora's system tests: one test binary (fast to link), one module per component.
 //! Each test starts its own nats-server and real component processes (see `agora_tests`).
 
+mod auth;
 mod bank;
 mod browser;
 mod chat;

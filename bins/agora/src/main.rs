@@ -8,9 +8,9 @@ use agora_nats::bench::{
     self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, FilesBenchOptions,
     GatewayBenchOptions, LikesBenchOptions, TasksBenchOptions,
 };
-use agora_nats::up::{self, UpOptions};
 use agora_nats::connection::{self, NatsArgs};
 use agora_nats::health;
+use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
@@ -288,7 +288,8 @@ pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
 
 async fn connect(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
     let timeout = Duration::from_millis(timeout_ms);
-    let nats = connection::connect_once(server, timeout, |options| options.name("agora-cli")).await?;
+    let nats =
+        connection::connect_once(server, timeout, |options| options.name("agora-cli")).await?;
     Ok(AgoraClient::new(nats).with_timeout(Duration::from_millis(timeout_ms)))
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use agora_nats::ledger::{self, LedgerConfig};
 use agora_nats::connection::NatsArgs;
+use agora_nats::ledger::{self, LedgerConfig};
 use agora_nats::telemetry;
 use clap::Parser;
 

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use agora_nats::likes::{self, LikesConfig};
 use agora_nats::connection::NatsArgs;
+use agora_nats::likes::{self, LikesConfig};
 use agora_nats::telemetry;
 use clap::Parser;
 

@@ -259,8 +259,11 @@ impl Rig {
     /// nats-server plus `echo_responders` raw echo responders (one queue group).
     fn start(echo_responders: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let nats =
-            NatsServer::start(&NatsServerOptions { port: None, dir: dir.path().join("nats") })?;
+        let nats = NatsServer::start(&NatsServerOptions {
+            port: None,
+            dir: dir.path().join("nats"),
+            auth: false,
+        })?;
         let url = nats.url().to_owned();
         // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
         let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
