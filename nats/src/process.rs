@@ -86,13 +86,18 @@ pub const SINGLE_CONF: &str = include_str!("../config/single.conf");
 /// The same with users and permissions (`single-auth.conf` including `auth.conf`).
 pub const SINGLE_AUTH_CONF: &str = include_str!("../config/single-auth.conf");
 pub const AUTH_CONF: &str = include_str!("../config/auth.conf");
+pub const LIMITS_CONF: &str = include_str!("../config/limits.conf");
 /// The development passwords of the users in `auth.conf` (`nats/config/dev.env`).
 pub const DEV_ENV: &str = include_str!("../config/dev.env");
 
 /// The development password of a role in `auth.conf` (`bank`, `client`, ...).
 pub fn dev_password(role: &str) -> Option<String> {
-    let key = format!("NATS_PASSWORD_{}=", role.to_ascii_uppercase());
-    DEV_ENV.lines().find_map(|line| line.trim().strip_prefix(&key)).map(str::to_owned)
+    dev_value(&format!("NATS_PASSWORD_{}", role.to_ascii_uppercase()))
+}
+
+/// A value in `dev.env` (`AGORA_MANAGER_TOKEN`, ...).
+pub fn dev_value(key: &str) -> Option<String> {
+    dev_env().into_iter().find(|(k, _)| k == key).map(|(_, value)| value)
 }
 
 fn dev_env() -> Vec<(String, String)> {
@@ -133,6 +138,7 @@ impl NatsServer {
         std::fs::create_dir_all(&store)?;
         std::fs::write(options.dir.join("single.conf"), SINGLE_CONF)?;
         std::fs::write(options.dir.join("auth.conf"), AUTH_CONF)?;
+        std::fs::write(options.dir.join("limits.conf"), LIMITS_CONF)?;
         std::fs::write(options.dir.join("single-auth.conf"), SINGLE_AUTH_CONF)?;
         let config =
             options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
