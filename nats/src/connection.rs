@@ -28,19 +28,19 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL; several, separated by commas, for a cluster.
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub server: String,
     /// User name (with --password).
-    #[arg(long, global = true, env = "NATS_USER", requires = "password", conflicts_with_all = ["creds", "nkey"])]
+    #[arg(long, env = "NATS_USER", requires = "password", conflicts_with_all = ["creds", "nkey"])]
     pub user: Option<String>,
     /// Password of --user.
-    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true, requires = "user")]
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, requires = "user")]
     pub password: Option<String>,
     /// A credentials file (user JWT and NKey seed).
-    #[arg(long, global = true, env = "NATS_CREDS", conflicts_with = "nkey")]
+    #[arg(long, env = "NATS_CREDS", conflicts_with = "nkey")]
     pub creds: Option<PathBuf>,
     /// A file holding an NKey seed (`SU...`).
-    #[arg(long, global = true, env = "NATS_NKEY")]
+    #[arg(long, env = "NATS_NKEY")]
     pub nkey: Option<PathBuf>,
 }
 

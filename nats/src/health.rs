@@ -23,6 +23,16 @@ pub async fn ping(
     service: &str,
     within: Duration,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
+    ping_until(client, service, within, |_| false).await
+}
+
+/// [`ping`], returning early once an answer satisfies `enough`.
+async fn ping_until(
+    client: &async_nats::Client,
+    service: &str,
+    within: Duration,
+    enough: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await?;
     client.publish_with_reply(format!("$SRV.PING.{service}"), inbox, Bytes::new()).await?;
@@ -33,7 +43,11 @@ pub async fn ping(
         if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload)
             && info["id"].is_string()
         {
+            let done = enough(&info);
             instances.push(info);
+            if done {
+                break;
+            }
         }
     }
     Ok(instances)
@@ -48,8 +62,9 @@ pub async fn check_service(
     within: Duration,
 ) -> anyhow::Result<String> {
     let host = host.map_or_else(host_name, str::to_owned);
-    let instances = ping(client, service, within).await?;
-    let mine = instances.iter().find(|info| info["metadata"][METADATA_HOST] == host.as_str());
+    let is_mine = |info: &serde_json::Value| info["metadata"][METADATA_HOST] == host.as_str();
+    let instances = ping_until(client, service, within, is_mine).await?;
+    let mine = instances.iter().find(|info| is_mine(info));
     match mine {
         Some(info) => {
             Ok(format!("{service} {} on {host} answers", info["id"].as_str().unwrap_or("")))

@@ -25,7 +25,7 @@ mod task;
 #[command(version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
-    nats: NatsArgs,
+    nats: Login,
     /// Print the raw JSON reply instead of readable text.
     #[arg(long, global = true)]
     json: bool,
@@ -34,6 +34,39 @@ struct Cli {
     timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where and as whom to connect. As [`NatsArgs`], but the user flags are `--nats-user` and
+/// `--nats-password`: `--user` names a coins or likes user in this client's commands.
+#[derive(Debug, Args)]
+struct Login {
+    /// NATS server URL; several, separated by commas, for a cluster.
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    server: String,
+    /// NATS user name (with --nats-password).
+    #[arg(long, global = true, env = "NATS_USER", requires = "nats_password")]
+    nats_user: Option<String>,
+    /// Password of --nats-user.
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// A credentials file (user JWT and NKey seed).
+    #[arg(long, global = true, env = "NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// A file holding an NKey seed.
+    #[arg(long, global = true, env = "NATS_NKEY")]
+    nkey: Option<PathBuf>,
+}
+
+impl Login {
+    fn nats(self) -> NatsArgs {
+        NatsArgs {
+            server: self.server,
+            user: self.nats_user,
+            password: self.nats_password,
+            creds: self.creds,
+            nkey: self.nkey,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,7 +327,8 @@ async fn connect(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraClie
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { nats: server, json, timeout_ms, command } = cli;
+    let Cli { nats, json, timeout_ms, command } = cli;
+    let server = nats.nats();
     match command {
         Command::Bank(command) => bank(&connect(&server, timeout_ms).await?, command, json).await,
         Command::Task(command) => {
