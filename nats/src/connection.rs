@@ -93,7 +93,9 @@ impl NatsArgs {
             (None, None, None, None) => ConnectOptions::new(),
             _ => bail!("give one of --user/--password, --creds or --nkey"),
         };
-        Ok(options.event_callback(|event| async move { report(event) }))
+        Ok(options
+            .ping_interval(PING_INTERVAL)
+            .event_callback(|event| async move { report(event) }))
     }
 
     /// Who this connects as, for logs (never the secret).
@@ -107,7 +109,11 @@ impl NatsArgs {
     }
 }
 
-/// How long [`connect`] waits between attempts while no server answers (it doubles up to this).
+/// How often a connection pings its server: a server that stopped answering (a node lost, a
+/// network cut) is noticed after a few of these, and the client moves to another server.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long [`connect_with`] waits between attempts while no server answers (it doubles up to this).
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 
 /// Connects, retrying while no server answers; a refused login fails at once. `configure`
