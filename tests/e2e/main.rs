@@ -432,6 +432,13 @@ async fn the_compose_stack_survives_faults_under_load() {
             }
         })
         .await;
+    // Cut off for real: the reachable nodes answer, likes-2 does not.
+    let reachable = client
+        .likes_digests(Duration::from_millis(800), &[item.to_owned()], Some(3))
+        .await
+        .expect("digests");
+    let nodes: Vec<&str> = reachable.iter().map(|d| d.node.as_str()).collect();
+    assert!(!nodes.contains(&"likes-2") && nodes.len() == 2, "while cut off: {nodes:?}");
     stack.docker(&["network", "connect", &network, &likes_2]);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
