@@ -227,7 +227,8 @@ pub async fn denial_of(mark: u64, subject: &str) -> PermissionDenial {
         let notified = DENIALS.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        {
+        // The common case, on every request: nothing new, no lock taken.
+        if DENIALS.next.load(Ordering::SeqCst) > seen {
             let recent = DENIALS.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (number, denial) in recent.iter() {
                 if *number >= seen && denial.stops_request_to(subject) {

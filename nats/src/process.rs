@@ -81,12 +81,15 @@ fn wait_for_text(
     }
 }
 
-/// The single-node server config (`nats/config/single.conf`), compiled in.
-pub const SINGLE_CONF: &str = include_str!("../config/single.conf");
-/// The same with users and permissions (`single-auth.conf` including `auth.conf`).
-pub const SINGLE_AUTH_CONF: &str = include_str!("../config/single-auth.conf");
-pub const AUTH_CONF: &str = include_str!("../config/auth.conf");
-pub const LIMITS_CONF: &str = include_str!("../config/limits.conf");
+/// The single-node server configs (`nats/config/`), compiled in: `single.conf`, and
+/// `single-auth.conf` (the same with the users and permissions of `auth.conf`). They are
+/// written next to the store of every server started here.
+const CONFIGS: [(&str, &str); 4] = [
+    ("single.conf", include_str!("../config/single.conf")),
+    ("single-auth.conf", include_str!("../config/single-auth.conf")),
+    ("auth.conf", include_str!("../config/auth.conf")),
+    ("limits.conf", include_str!("../config/limits.conf")),
+];
 /// The development passwords of the users in `auth.conf` (`nats/config/dev.env`).
 pub const DEV_ENV: &str = include_str!("../config/dev.env");
 
@@ -136,10 +139,9 @@ impl NatsServer {
         let binary = nats_server_binary()?;
         let store = options.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
-        std::fs::write(options.dir.join("single.conf"), SINGLE_CONF)?;
-        std::fs::write(options.dir.join("auth.conf"), AUTH_CONF)?;
-        std::fs::write(options.dir.join("limits.conf"), LIMITS_CONF)?;
-        std::fs::write(options.dir.join("single-auth.conf"), SINGLE_AUTH_CONF)?;
+        for (name, text) in CONFIGS {
+            std::fs::write(options.dir.join(name), text)?;
+        }
         let config =
             options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
         let log = options.dir.join("nats-server.log");
