@@ -7,12 +7,17 @@
 //! One stack, phases in order, each checking an invariant:
 //! 1. kill -9 a bank during thousands of concurrent transfers: money is conserved and every
 //!    acknowledged transfer is applied exactly once (balances equal the acknowledged history);
-//! 2. stop a NATS node during transfers and task submissions: clients reconnect, every
-//!    acknowledged transfer and task survives, the node comes back;
+//! 2. stop a NATS node (the one leading the task stream) during transfers and task
+//!    submissions: every component connection it held moves to the other nodes, the stream
+//!    gets a new leader, every acknowledged transfer and task survives, every instance serves
+//!    with the node down, and the node comes back and catches up;
 //! 3. cut a likes node off the network while likes arrive, reconnect it: every node reports
 //!    the exact total;
 //! 4. kill -9 a worker mid-task: every task completes;
 //! 5. chat and coins through the gateway's HTTP API.
+//!
+//! Before the faults: the task stream and the likes bucket are replicated on all three nodes,
+//! and the client role is refused on the ledger and the coin manager's subjects.
 //!
 //! The stack is always taken down (`down -v`), also when a phase fails.
 
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use agora_nats::connection::{NatsArgs, connect_with};
 use agora_nats::health::ping;
 use agora_nats::process::{dev_password, dev_value};
+use agora_nats::subjects;
 use agora_nats::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use futures::StreamExt;
@@ -77,7 +83,9 @@ impl Stack {
             ("AGORA_NATS_PORT_1", free_port()),
             ("AGORA_NATS_PORT_2", free_port()),
             ("AGORA_NATS_PORT_3", free_port()),
-            ("AGORA_NATS_MONITOR_PORT", free_port()),
+            ("AGORA_NATS_MONITOR_PORT_1", free_port()),
+            ("AGORA_NATS_MONITOR_PORT_2", free_port()),
+            ("AGORA_NATS_MONITOR_PORT_3", free_port()),
             ("AGORA_HTTP_PORT", free_port()),
         ]);
         let project = std::env::var("AGORA_E2E_PROJECT")
@@ -156,6 +164,73 @@ impl Stack {
 
     fn http(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports["AGORA_HTTP_PORT"])
+    }
+
+    /// `GET path` on the monitoring port of NATS node `node` (`nats-1`..`nats-3`).
+    async fn monitor(&self, node: &str, path: &str) -> Value {
+        let index = NODES.iter().position(|n| *n == node).expect("a NATS node") + 1;
+        let port = self.ports[format!("AGORA_NATS_MONITOR_PORT_{index}").as_str()];
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        response.json().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// The named component connections NATS node `node` holds, counted by name (the test's
+    /// own and the health checks' short-lived `agora-cli` ones left out).
+    async fn connections(&self, node: &str) -> BTreeMap<String, usize> {
+        let connz = self.monitor(node, "/connz?limit=4096").await;
+        let mut names = BTreeMap::new();
+        for connection in connz["connections"].as_array().into_iter().flatten() {
+            let name = connection["name"].as_str().unwrap_or("");
+            if name.starts_with("agora-") && name != "agora-cli" && name != "agora-e2e" {
+                *names.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+        names
+    }
+
+    /// A JetStream stream as NATS node `node` sees it (its `stream_detail` in `/jsz`).
+    async fn stream(&self, node: &str, stream: &str) -> Value {
+        let jsz = self.monitor(node, "/jsz?accounts=true&streams=true&config=true").await;
+        let streams = jsz["account_details"].as_array().into_iter().flatten();
+        let mut details =
+            streams.flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default());
+        details
+            .find(|d| d["name"] == stream)
+            .unwrap_or_else(|| panic!("{node} has no stream {stream}: {jsz}"))
+    }
+}
+
+/// The compose stack's NATS nodes (service names, and their `server_name`s).
+const NODES: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
+/// The task queue's stream, and the likes leader bucket's.
+const REPLICATED: [&str; 2] = ["AGORA_TASKS", "KV_AGORA_LIKES"];
+
+fn add(total: &mut BTreeMap<String, usize>, more: BTreeMap<String, usize>) {
+    for (name, count) in more {
+        *total.entry(name).or_default() += count;
+    }
+}
+
+/// The named component connections of several nodes, together.
+async fn connections_of(stack: &Stack, nodes: &[&str]) -> BTreeMap<String, usize> {
+    let mut total = BTreeMap::new();
+    for node in nodes {
+        add(&mut total, stack.connections(node).await);
+    }
+    total
+}
+
+/// The node leading `stream` (as `asking` sees it), once there is one.
+async fn stream_leader(stack: &Stack, asking: &str, stream: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let detail = stack.stream(asking, stream).await;
+        if let Some(leader) = detail["cluster"]["leader"].as_str().filter(|l| !l.is_empty()) {
+            return leader.to_owned();
+        }
+        assert!(Instant::now() < deadline, "{stream} has no leader: {detail}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -377,6 +452,21 @@ async fn the_compose_stack_survives_faults_under_load() {
     eprintln!("[e2e] every service instance answers $SRV.PING");
     let started = Instant::now();
 
+    // The state that must survive a node loss has a replica on every node.
+    for stream in REPLICATED {
+        let detail = stack.stream("nats-1", stream).await;
+        assert_eq!(detail["config"]["num_replicas"], 3, "{stream}: {detail}");
+        let peers = detail["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+        assert_eq!(peers, 2, "{stream} has two peers besides nats-1: {detail}");
+    }
+    // The client role may not call the ledger nor the coin manager's subjects.
+    let outsider = login(&stack, "client").await;
+    let alice = agora_core::AccountId::parse("alice").expect("an account");
+    let ledger = outsider.request_bytes(&subjects::ledger::get(&alice), "{}".into()).await;
+    assert_eq!(ledger.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
+    let delisting = outsider.remove_asset("BTC").await;
+    assert_eq!(delisting.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
+
     // 1. kill -9 a bank during thousands of transfers.
     for index in 0..ACCOUNTS {
         let (name, id) = (account(index), format!("open-{index}"));
@@ -390,7 +480,13 @@ async fn the_compose_stack_survives_faults_under_load() {
     wait_instances(&client, "agora-bank", 2).await;
     eprintln!("[e2e] 1. bank killed under load: books balance ({:?})", started.elapsed());
 
-    // 2. Stop a NATS node during transfers and task submissions; bring it back.
+    // 2. Stop the NATS node that leads the task stream during transfers and task submissions;
+    //    bring it back.
+    let victim = stream_leader(&stack, "nats-1", "AGORA_TASKS").await;
+    let survivors: Vec<&str> = NODES.into_iter().filter(|node| *node != victim).collect();
+    let everyone = connections_of(&stack, &NODES).await;
+    let moving: usize = stack.connections(&victim).await.values().sum();
+    assert!(moving > 0, "{victim} holds component connections to move: {everyone:?}");
     let keys: Vec<String> = (0..60).map(|n| format!("nats-down-{n}")).collect();
     let submitter = {
         let client = client.clone();
@@ -405,12 +501,49 @@ async fn the_compose_stack_survives_faults_under_load() {
             ids
         })
     };
-    transfers(&client, "nd", 2_000, 300, || stack.ok(&["stop", "-t", "2", "nats-2"]), &book).await;
+    let stop = || stack.ok(&["stop", "-t", "2", &victim]);
+    transfers(&client, "nd", 2_000, 300, stop, &book).await;
     let tasks = submitter.await.expect("submitter");
     check_books(&client, &book).await;
     all_complete(&client, &tasks).await;
-    stack.ok(&["start", "nats-2"]);
+    // Every component connection the node held is on another node now.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = connections_of(&stack, &survivors).await;
+        let missing: Vec<&String> = everyone
+            .iter()
+            .filter(|(name, n)| now.get(*name) < Some(n))
+            .map(|(name, _)| name)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reconnected from {victim}: {missing:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let leader = stream_leader(&stack, survivors[0], "AGORA_TASKS").await;
+    assert_ne!(leader, victim, "the task stream's leader moved");
+    wait_ready(&stack, &client, Duration::from_secs(60)).await;
+    eprintln!(
+        "[e2e] {victim} down: its {moving} component connections moved, AGORA_TASKS led by \
+         {leader}, every instance serves"
+    );
+    stack.ok(&["start", &victim]);
     wait_ready(&stack, &client, Duration::from_secs(120)).await;
+    // The node is back in the stream's group and has caught up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let leader = stream_leader(&stack, survivors[0], "AGORA_TASKS").await;
+        let detail = stack.stream(&leader, "AGORA_TASKS").await;
+        let replicas = detail["cluster"]["replicas"].as_array().cloned().unwrap_or_default();
+        let current = replicas.iter().filter(|r| r["current"] == true).count();
+        let back = replicas.iter().any(|r| r["name"] == victim.as_str() && r["current"] == true);
+        if back && current == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{victim} did not catch up: {detail}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     eprintln!("[e2e] 2. NATS node stopped under load: nothing lost ({:?})", started.elapsed());
 
     // 3. Cut a likes node off the network while likes arrive; reconnect it.
