@@ -134,24 +134,15 @@ async fn every_role_does_its_job_with_only_its_permissions() {
     }
 
     // The gateway, as its own user, answers over HTTP and sees every service instance.
-    let http = reqwest::Client::new();
-    let balance: serde_json::Value = http
-        .get(format!("{}/api/bank/balance/bob", system.gateway_url))
-        .send()
-        .await
-        .expect("gateway answers")
-        .json()
-        .await
-        .expect("JSON");
-    assert_eq!(balance["balance"], 300);
-    let services: serde_json::Value = http
-        .get(format!("{}/api/services", system.gateway_url))
-        .send()
-        .await
-        .expect("gateway answers")
-        .json()
-        .await
-        .expect("JSON");
+    let get = |path: &str| {
+        let url = format!("{}{path}", system.gateway_url);
+        async move {
+            let response = reqwest::get(&url).await.expect("gateway answers");
+            response.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+    assert_eq!(get("/api/bank/balance/bob").await["balance"], 300);
+    let services = get("/api/services").await;
     let text = services.to_string();
     for name in ["agora-ledger", "agora-bank", "agora-coins", "agora-files", "agora-chat"] {
         assert!(text.contains(name), "{name} in {text}");

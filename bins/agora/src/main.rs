@@ -294,7 +294,9 @@ struct UpArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init("warn");
+    // Failures reach the user as one `error [code]: ...` line; the NATS client's own report of
+    // a refused login and the warning of a refused publish would only say it twice.
+    telemetry::init("warn,async_nats=off,agora_nats::connection=error");
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
