@@ -113,6 +113,11 @@ fn dev_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A port nothing listens on now (the OS picks it; it stays free unless someone takes it first).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// Options for a local nats-server.
 #[derive(Debug, Clone)]
 pub struct NatsServerOptions {
@@ -136,6 +141,42 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a nats-server with its store and log under `options.dir`.
     pub fn start(options: &NatsServerOptions) -> anyhow::Result<Self> {
+        Self::spawn(options, &[])
+    }
+
+    /// Starts a cluster of `nodes` servers on loopback (no authorization), each with its own
+    /// store under `dir/node-<n>` and routes to all the others (`agora bench --nats-nodes`).
+    /// They return once each is ready; routes form just after (see `bench::wait_for_routes`).
+    pub fn start_cluster(dir: &Path, nodes: usize) -> anyhow::Result<Vec<Self>> {
+        let route_ports = (0..nodes).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats-route://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::with_capacity(nodes);
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let options = NatsServerOptions {
+                port: None,
+                dir: dir.join(format!("node-{index}")),
+                auth: false,
+            };
+            let cluster = [
+                "--name".to_owned(),
+                format!("agora-{index}"),
+                "--cluster_name".to_owned(),
+                "agora-local".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{route_port}"),
+                "--routes".to_owned(),
+                routes.clone(),
+            ];
+            servers.push(Self::spawn(&options, &cluster)?);
+        }
+        Ok(servers)
+    }
+
+    fn spawn(options: &NatsServerOptions, extra_args: &[String]) -> anyhow::Result<Self> {
         let binary = nats_server_binary()?;
         let store = options.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
@@ -151,6 +192,7 @@ impl NatsServer {
             .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&store)
+            .args(extra_args)
             .envs(dev_env())
             .stdin(Stdio::null())
             .stdout(File::create(&log)?)

@@ -307,6 +307,12 @@ pub mod bench {
     pub const FANOUT: &str = "agora.bench.fanout";
     /// Raw chunks: the reply is as many bytes as the request asks (`agora bench files`).
     pub const CHUNK: &str = "agora.bench.chunk";
+
+    /// `agora.bench.routes.<node>`: answered by a probe on one node of a benchmark's local
+    /// cluster until every other node reaches it (the routes are up).
+    pub fn routes_probe(node: usize) -> String {
+        format!("agora.bench.routes.{node}")
+    }
 }
 
 /// Requests to `_AGORA.barrier.<unique>` have no responders on purpose: the "no responders"

@@ -167,6 +167,10 @@ struct BankBenchArgs {
     /// Client connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// nats-server nodes: 1, or a local cluster (2 to 5) with the ledger and the echo
+    /// responder on the first node and the banks and client connections on the others.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=bench::NATS_NODES_MAX as i64))]
+    nats_nodes: u8,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 banks: args.banks,
                 accounts: args.accounts,
                 connections: args.connections,
+                nats_nodes: usize::from(args.nats_nodes),
             })
             .await?;
             Ok(())

@@ -44,7 +44,13 @@ pub struct BankBenchOptions {
     pub accounts: usize,
     /// Client connections the load is spread over (the raw baseline uses as many).
     pub connections: usize,
+    /// nats-server nodes: 1, or a cluster on loopback (the ledger and the echo responder on
+    /// the first node, banks and client connections spread over the others).
+    pub nats_nodes: usize,
 }
+
+/// At most this many nodes in a benchmark's local cluster.
+pub const NATS_NODES_MAX: usize = 5;
 
 /// One measured row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -193,12 +199,47 @@ pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> an
 }
 
 async fn connections(url: &str, count: usize) -> anyhow::Result<Vec<AgoraClient>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let client: Client = async_nats::connect(url).await?;
+    connections_to(&vec![url.to_owned(); count.max(1)]).await
+}
+
+/// One client connection to each URL.
+async fn connections_to(urls: &[String]) -> anyhow::Result<Vec<AgoraClient>> {
+    let mut clients = Vec::with_capacity(urls.len());
+    for url in urls {
+        let client: Client = async_nats::connect(url.as_str()).await?;
         clients.push(AgoraClient::new(client).with_timeout(Duration::from_secs(10)));
     }
     Ok(clients)
+}
+
+/// How long a local cluster may take to connect its routes.
+const ROUTES_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits until every node of a cluster reaches a subscriber on every other node (its routes
+/// are up and interest has propagated), so no measured request meets "no responders".
+pub async fn wait_for_routes(urls: &[String]) -> anyhow::Result<()> {
+    let clients = connections_to(urls).await?;
+    let deadline = Instant::now() + ROUTES_TIMEOUT;
+    for (index, listener) in clients.iter().enumerate() {
+        let subject = subjects::bench::routes_probe(index);
+        let mut probes = listener.nats().subscribe(subject.clone()).await?;
+        let nats = listener.nats().clone();
+        let responder = tokio::spawn(async move {
+            while let Some(probe) = probes.next().await {
+                if let Some(reply) = probe.reply {
+                    nats.publish(reply, Bytes::new()).await.ok();
+                }
+            }
+        });
+        for asker in &clients {
+            while asker.nats().request(subject.clone(), Bytes::new()).await.is_err() {
+                anyhow::ensure!(Instant::now() < deadline, "the cluster's routes did not form");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        responder.abort();
+    }
+    Ok(())
 }
 
 /// The raw baseline's load: request-reply echo of `payload`, spread over the connections.
@@ -246,11 +287,15 @@ fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
     );
 }
 
-/// The processes of one benchmark run: nats-server, an echo responder and the components.
+/// The processes of one benchmark run: nats-server (one node, or a cluster), an echo
+/// responder and the components.
 struct Rig {
     dir: tempfile::TempDir,
+    /// The first node's URL: where the echo responders and, unless placed, the components go.
     url: String,
-    _nats: NatsServer,
+    /// Every node's URL (one, unless [`Rig::start_cluster`]).
+    urls: Vec<String>,
+    _nats: Vec<NatsServer>,
     components: Vec<Component>,
     filter: String,
 }
@@ -264,15 +309,48 @@ impl Rig {
             dir: dir.path().join("nats"),
             auth: false,
         })?;
-        let url = nats.url().to_owned();
+        Self::with_servers(dir, vec![nats], echo_responders)
+    }
+
+    /// A cluster of `nodes` nats-servers (its routes formed), plus `echo_responders` raw echo
+    /// responders on the first node.
+    async fn start_cluster(nodes: usize, echo_responders: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!((1..=NATS_NODES_MAX).contains(&nodes), "1 to {NATS_NODES_MAX} nodes");
+        if nodes == 1 {
+            return Self::start(echo_responders);
+        }
+        let dir = tempfile::tempdir()?;
+        let servers = NatsServer::start_cluster(&dir.path().join("nats"), nodes)?;
+        let urls: Vec<String> = servers.iter().map(|s| s.url().to_owned()).collect();
+        wait_for_routes(&urls).await?;
+        Self::with_servers(dir, servers, echo_responders)
+    }
+
+    fn with_servers(
+        dir: tempfile::TempDir,
+        servers: Vec<NatsServer>,
+        echo_responders: usize,
+    ) -> anyhow::Result<Self> {
+        let urls: Vec<String> = servers.iter().map(|s| s.url().to_owned()).collect();
+        let url = urls[0].clone();
         // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
         let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
-        let mut rig = Self { dir, url, _nats: nats, components: Vec::new(), filter };
+        let mut rig = Self { dir, url, urls, _nats: servers, components: Vec::new(), filter };
         for index in 0..echo_responders {
             let args = ["bench", "echo-responder", "--server", rig.url.as_str()].map(str::to_owned);
             rig.start_process(&format!("echo-{index}"), &std::env::current_exe()?, &args)?;
         }
         Ok(rig)
+    }
+
+    /// The node the `index`-th bank or client connection goes to: with a cluster, every node
+    /// but the first (the ledger's and the echo responder's) in turn, so each request and
+    /// reply crosses a route, as it does in production.
+    fn spread(&self, index: usize) -> &str {
+        match self.urls.len() {
+            1 => &self.urls[0],
+            nodes => &self.urls[1 + index % (nodes - 1)],
+        }
     }
 
     fn start_process(
@@ -287,9 +365,21 @@ impl Rig {
         Ok(())
     }
 
-    /// Starts component binary `binary` with `--server <url>` and `args`.
+    /// Starts component binary `binary` with `--server <url>` (the first node) and `args`.
     fn start_component(&mut self, name: &str, binary: &str, args: &[String]) -> anyhow::Result<()> {
-        let mut all = vec!["--server".to_owned(), self.url.clone()];
+        let url = self.url.clone();
+        self.start_component_on(&url, name, binary, args)
+    }
+
+    /// Starts component binary `binary` with `--server <url>` and `args`.
+    fn start_component_on(
+        &mut self,
+        url: &str,
+        name: &str,
+        binary: &str,
+        args: &[String],
+    ) -> anyhow::Result<()> {
+        let mut all = vec!["--server".to_owned(), url.to_owned()];
         all.extend(args.iter().cloned());
         self.start_process(name, &component_binary(binary)?, &all)
     }
@@ -307,8 +397,7 @@ impl Rig {
 
 /// `agora bench bank`: raw echo vs `bank.balance` and `bank.transfer` at 1 and 256 in flight.
 pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>> {
-    let mut rig = Rig::start(1)?;
-    let url = rig.url.clone();
+    let mut rig = Rig::start_cluster(options.nats_nodes, 1).await?;
     rig.start_component(
         "ledger",
         "agora-ledger",
@@ -316,14 +405,24 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     )?;
     for index in 0..options.banks.max(1) {
         let args = ["--bank-id".to_owned(), format!("bench-{index}")];
-        rig.start_component(&format!("bank-{index}"), "agora-bank", &args)?;
+        let url = rig.spread(index).to_owned();
+        rig.start_component_on(&url, &format!("bank-{index}"), "agora-bank", &args)?;
     }
-    let clients = Arc::new(connections(&url, options.connections).await?);
+    let urls: Vec<String> =
+        (0..options.connections.max(1)).map(|index| rig.spread(index).to_owned()).collect();
+    let clients = Arc::new(connections_to(&urls).await?);
     let accounts = options.accounts.max(2);
     let account = move |i: usize| format!("acct-{:06}", i % accounts);
 
+    let topology = match rig.urls.len() {
+        1 => "one node".to_owned(),
+        nodes => format!(
+            "a {nodes}-node cluster: ledger and echo responder on node 1, banks and clients on \
+             nodes 2-{nodes}"
+        ),
+    };
     println!(
-        "agora bench bank: nats-server {}, {} bank instance(s), {} accounts, {} connection(s), {} s per row",
+        "agora bench bank: nats-server {} ({topology}), {} bank instance(s), {} accounts, {} connection(s), {} s per row",
         crate::process::NATS_SERVER_VERSION,
         options.banks.max(1),
         accounts,
