@@ -217,7 +217,7 @@ const ROUTES_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Waits until every node of a cluster reaches a subscriber on every other node (its routes
 /// are up and interest has propagated), so no measured request meets "no responders".
-pub async fn wait_for_routes(urls: &[String]) -> anyhow::Result<()> {
+async fn wait_for_routes(urls: &[String]) -> anyhow::Result<()> {
     let clients = connections_to(urls).await?;
     let deadline = Instant::now() + ROUTES_TIMEOUT;
     for (index, listener) in clients.iter().enumerate() {
