@@ -206,32 +206,46 @@ const NODES: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
 /// The task queue's stream, and the likes leader bucket's.
 const REPLICATED: [&str; 2] = ["AGORA_TASKS", "KV_AGORA_LIKES"];
 
-fn add(total: &mut BTreeMap<String, usize>, more: BTreeMap<String, usize>) {
-    for (name, count) in more {
-        *total.entry(name).or_default() += count;
-    }
-}
-
 /// The named component connections of several nodes, together.
 async fn connections_of(stack: &Stack, nodes: &[&str]) -> BTreeMap<String, usize> {
     let mut total = BTreeMap::new();
     for node in nodes {
-        add(&mut total, stack.connections(node).await);
+        for (name, count) in stack.connections(node).await {
+            *total.entry(name).or_default() += count;
+        }
     }
     total
 }
 
+/// Runs `check` every `every` until it succeeds, and fails the test with its last complaint
+/// once `within` has passed.
+async fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(complaint) => {
+                assert!(Instant::now() < deadline, "{complaint}");
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+}
+
 /// The node leading `stream` (as `asking` sees it), once there is one.
 async fn stream_leader(stack: &Stack, asking: &str, stream: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), Duration::from_millis(500), async || {
         let detail = stack.stream(asking, stream).await;
-        if let Some(leader) = detail["cluster"]["leader"].as_str().filter(|l| !l.is_empty()) {
-            return leader.to_owned();
+        match detail["cluster"]["leader"].as_str().filter(|l| !l.is_empty()) {
+            Some(leader) => Ok(leader.to_owned()),
+            None => Err(format!("{stream} has no leader: {detail}")),
         }
-        assert!(Instant::now() < deadline, "{stream} has no leader: {detail}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await
 }
 
 impl Drop for Stack {
@@ -405,15 +419,14 @@ async fn check_books(client: &AgoraClient, book: &Mutex<Book>) {
 }
 
 async fn wait_instances(client: &AgoraClient, service: &str, expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    eventually(Duration::from_secs(90), Duration::from_secs(1), async || {
         let found = ping(client.nats(), service, Duration::from_millis(700)).await;
-        if found.is_ok_and(|instances| instances.len() == expected) {
-            return;
+        match found.map(|instances| instances.len()) {
+            Ok(count) if count == expected => Ok(()),
+            other => Err(format!("{service}: not {expected} instances ({other:?})")),
         }
-        assert!(Instant::now() < deadline, "{service}: not {expected} instances");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
 }
 
 fn sleep_task(id: &str, ms: u64) -> SubmitRequest {
@@ -507,8 +520,7 @@ async fn the_compose_stack_survives_faults_under_load() {
     check_books(&client, &book).await;
     all_complete(&client, &tasks).await;
     // Every component connection the node held is on another node now.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), Duration::from_secs(1), async || {
         let now = connections_of(&stack, &survivors).await;
         let missing: Vec<&String> = everyone
             .iter()
@@ -516,11 +528,12 @@ async fn the_compose_stack_survives_faults_under_load() {
             .map(|(name, _)| name)
             .collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("not reconnected from {victim}: {missing:?}"))
         }
-        assert!(Instant::now() < deadline, "not reconnected from {victim}: {missing:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     let leader = stream_leader(&stack, survivors[0], "AGORA_TASKS").await;
     assert_ne!(leader, victim, "the task stream's leader moved");
     wait_ready(&stack, &client, Duration::from_secs(60)).await;
@@ -531,19 +544,19 @@ async fn the_compose_stack_survives_faults_under_load() {
     stack.ok(&["start", &victim]);
     wait_ready(&stack, &client, Duration::from_secs(120)).await;
     // The node is back in the stream's group and has caught up.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    eventually(Duration::from_secs(120), Duration::from_secs(1), async || {
         let leader = stream_leader(&stack, survivors[0], "AGORA_TASKS").await;
         let detail = stack.stream(&leader, "AGORA_TASKS").await;
         let replicas = detail["cluster"]["replicas"].as_array().cloned().unwrap_or_default();
         let current = replicas.iter().filter(|r| r["current"] == true).count();
         let back = replicas.iter().any(|r| r["name"] == victim.as_str() && r["current"] == true);
         if back && current == 2 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{victim} did not catch up: {detail}"))
         }
-        assert!(Instant::now() < deadline, "{victim} did not catch up: {detail}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     eprintln!("[e2e] 2. NATS node stopped under load: nothing lost ({:?})", started.elapsed());
 
     // 3. Cut a likes node off the network while likes arrive; reconnect it.
@@ -573,8 +586,7 @@ async fn the_compose_stack_survives_faults_under_load() {
     let nodes: Vec<&str> = reachable.iter().map(|d| d.node.as_str()).collect();
     assert!(!nodes.contains(&"likes-2") && nodes.len() == 2, "while cut off: {nodes:?}");
     stack.docker(&["network", "connect", &network, &likes_2]);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    eventually(Duration::from_secs(180), Duration::from_secs(1), async || {
         let digests = client
             .likes_digests(Duration::from_millis(800), &[item.to_owned()], Some(3))
             .await
@@ -584,11 +596,12 @@ async fn the_compose_stack_survives_faults_under_load() {
             .map(|d| (d.node.clone(), d.counts.get(item).copied().unwrap_or(0)))
             .collect();
         if counts.len() == 3 && counts.values().all(|&count| count == users.len() as u64) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("likes nodes disagree: {counts:?}"))
         }
-        assert!(Instant::now() < deadline, "likes nodes disagree: {counts:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     eprintln!("[e2e] 3. likes node partitioned: all agree on 300 ({:?})", started.elapsed());
 
     // 4. kill -9 a worker mid-task: every task completes.
@@ -598,17 +611,13 @@ async fn the_compose_stack_survives_faults_under_load() {
         let task = sleep_task(&key, 3_000);
         tasks.push(until_settled(&key, || client.submit(&task)).await.expect("submitted").id);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), Duration::from_millis(200), async || {
         let workers = client.workers(Duration::from_millis(700)).await.unwrap_or_default();
         let busy =
             workers.iter().find(|w| w.worker == "worker-1").is_some_and(|w| !w.current.is_empty());
-        if busy {
-            break;
-        }
-        assert!(Instant::now() < deadline, "worker-1 never ran a task: {workers:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if busy { Ok(()) } else { Err(format!("worker-1 never ran a task: {workers:?}")) }
+    })
+    .await;
     stack.ok(&["kill", "-s", "SIGKILL", "worker-1"]);
     all_complete(&client, &tasks).await;
     stack.ok(&["start", "worker-1"]);
