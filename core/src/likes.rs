@@ -21,15 +21,26 @@
 //! Every write carries a **dot** `(origin, batch)`: the node that made it and the number of the
 //! group of writes (a batch) it was made in. Batches count up per origin. A node's
 //! **coverage** (its version vector) says, per origin, the batch up to which it has every write
-//! or one that beats it. Events arrive in order per origin; a batch is covered once all of its
-//! event parts arrived ([`LikeCounter::observe`]). A missed part is a gap: the node asks a peer
+//! or one that beats it. Batches arrive whole and in order per origin (the shell assembles a
+//! batch's event parts and checks its origin's signature first); the next batch is covered
+//! when it arrives ([`LikeCounter::observe`]). A missed batch is a gap: the node asks a peer
 //! for every record whose dot its coverage does not reach, merges them and claims the peer's
 //! coverage ([`LikeCounter::claim`]). [`pull_plan`] is the leader's periodic round: who should
 //! pull from whom.
+//!
+//! ## What a replica takes from others
+//! Only the origin increments its counters, and one batch holds at most [`BATCH_WRITES_MAX`]
+//! writes, so a counter rises by at most that much per batch: [`LikeCounter::admit`] refuses a
+//! record claiming more (a buggy or hostile peer cannot add a million likes in one event).
+//! Which nodes exist, and that a batch really comes from its origin, the shell checks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+
+/// Most writes (likes and unlikes) one batch of one node holds: a counter rises by at most
+/// this much per batch.
+pub const BATCH_WRITES_MAX: u64 = 1_024;
 
 /// Longest item id, user id and node id, in bytes (all ASCII).
 pub const ITEM_BYTES_MAX: usize = 64;
@@ -51,6 +62,11 @@ pub enum LikesError {
     TooManyItems(usize),
     #[error("this node holds {0} user likes, its limit: no new user likes")]
     TooManyUsers(usize),
+    #[error(
+        "{node}'s counter of {item} cannot rise from {from} (batch {from_batch}) to {to} \
+         (batch {to_batch}): at most {BATCH_WRITES_MAX} per batch"
+    )]
+    Implausible { item: String, node: String, from: u64, from_batch: u64, to: u64, to_batch: u64 },
 }
 
 fn checked(text: &str, max: usize, extra: &[u8]) -> bool {
@@ -250,24 +266,15 @@ pub struct Outcome {
     pub record: Option<Record>,
 }
 
-/// What an event's batch part told [`LikeCounter::observe`].
+/// What a peer's whole batch told [`LikeCounter::observe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
     /// A batch already covered (a duplicate, or one a pull brought): nothing to do.
     Old,
-    /// A part of the next batch; more parts are coming.
-    Partial,
-    /// The batch is complete and now covered.
+    /// The batch was the next one and is now covered.
     Covered(u64),
-    /// A batch or a part before it was missed: pull from the origin.
+    /// A batch before it was missed: pull from the origin.
     Gap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Progress {
-    batch: u64,
-    parts: u32,
-    seen: u32,
 }
 
 /// One node's replica of every item's likes.
@@ -283,8 +290,8 @@ pub struct LikeCounter {
     open: Option<u64>,
     /// Whether the open batch wrote anything.
     wrote: bool,
-    /// Per origin, the latest batch whose event parts are arriving.
-    progress: HashMap<NodeId, Progress>,
+    /// Per origin, the latest batch that arrived beyond a gap (covered once the gap is).
+    beyond: HashMap<NodeId, u64>,
 }
 
 impl LikeCounter {
@@ -298,7 +305,7 @@ impl LikeCounter {
             coverage: Vector::new(),
             open: None,
             wrote: false,
-            progress: HashMap::new(),
+            beyond: HashMap::new(),
         }
     }
 
@@ -466,27 +473,19 @@ impl LikeCounter {
         Some(after)
     }
 
-    /// Notes that part of `origin`'s `batch` (which has `parts` event parts) arrived.
-    pub fn observe(&mut self, origin: &NodeId, batch: u64, parts: u32) -> Observed {
+    /// Notes that `origin`'s whole `batch` arrived (its records are merged).
+    pub fn observe(&mut self, origin: &NodeId, batch: u64) -> Observed {
         let have = self.covered(origin);
         if *origin == self.node || batch <= have {
             return Observed::Old;
         }
-        let progress =
-            self.progress.entry(origin.clone()).or_insert(Progress { batch, parts, seen: 0 });
-        if progress.batch != batch {
-            *progress = Progress { batch, parts, seen: 0 };
-        }
-        progress.seen = progress.seen.saturating_add(1);
-        let complete = progress.seen >= progress.parts;
-        match (batch == have + 1, complete) {
-            (true, true) => {
-                self.progress.remove(origin);
-                self.coverage.insert(origin.clone(), batch);
-                Observed::Covered(batch)
-            }
-            (true, false) => Observed::Partial,
-            (false, _) => Observed::Gap,
+        if batch == have + 1 {
+            self.beyond.remove(origin);
+            self.coverage.insert(origin.clone(), batch);
+            Observed::Covered(batch)
+        } else {
+            self.beyond.insert(origin.clone(), batch);
+            Observed::Gap
         }
     }
 
@@ -499,14 +498,13 @@ impl LikeCounter {
                 continue;
             }
             let mut have = self.covered(origin).max(batch);
-            // A batch that arrived whole while it was out of reach is covered now too.
-            if let Some(progress) = self.progress.get(origin).copied() {
-                if progress.batch <= have {
-                    self.progress.remove(origin);
-                } else if progress.batch == have + 1 && progress.seen >= progress.parts {
-                    have = progress.batch;
-                    self.progress.remove(origin);
-                }
+            // A batch that arrived whole while the one before it was out of reach is covered
+            // now too.
+            if let Some(beyond) = self.beyond.get(origin).copied()
+                && beyond <= have + 1
+            {
+                have = have.max(beyond);
+                self.beyond.remove(origin);
             }
             if have > self.covered(origin) {
                 self.coverage.insert(origin.clone(), have);
@@ -514,6 +512,34 @@ impl LikeCounter {
             }
         }
         raised
+    }
+
+    /// Whether a record from elsewhere (an event or a pulled page) is plausible: a counter
+    /// rises by at most [`BATCH_WRITES_MAX`] per batch beyond what this replica has. Records
+    /// that are old news always pass (merging ignores them).
+    pub fn admit(&self, record: &Record) -> Result<(), LikesError> {
+        let Record::Counter { item, node, counter } = record else { return Ok(()) };
+        let current = self
+            .items
+            .get(item)
+            .and_then(|i| i.counters.get(node))
+            .copied()
+            .unwrap_or(Counter { total: 0, batch: 0 });
+        if counter.total <= current.total {
+            return Ok(());
+        }
+        let batches = counter.batch.saturating_sub(current.batch);
+        if counter.total - current.total > batches.saturating_mul(BATCH_WRITES_MAX) {
+            return Err(LikesError::Implausible {
+                item: item.to_string(),
+                node: node.to_string(),
+                from: current.total,
+                from_batch: current.batch,
+                to: counter.total,
+                to_batch: counter.batch,
+            });
+        }
+        Ok(())
     }
 
     /// Whether `peer`'s coverage reaches a write this replica's does not.
@@ -727,13 +753,12 @@ mod tests {
     fn coverage_advances_with_whole_batches_and_reports_gaps() {
         let mut c = LikeCounter::new(node("me"), LIMITS);
         let o = node("o");
-        assert_eq!(c.observe(&o, 1, 2), Observed::Partial);
-        assert_eq!(c.observe(&o, 1, 2), Observed::Covered(1));
-        assert_eq!(c.observe(&o, 1, 2), Observed::Old, "a duplicate");
-        assert_eq!(c.observe(&o, 2, 1), Observed::Covered(2));
+        assert_eq!(c.observe(&o, 1), Observed::Covered(1));
+        assert_eq!(c.observe(&o, 1), Observed::Old, "a duplicate");
+        assert_eq!(c.observe(&o, 2), Observed::Covered(2));
         // Batch 3 lost: batch 4 is a gap, and so is every batch until a pull.
-        assert_eq!(c.observe(&o, 4, 1), Observed::Gap);
-        assert_eq!(c.observe(&o, 5, 1), Observed::Gap);
+        assert_eq!(c.observe(&o, 4), Observed::Gap);
+        assert_eq!(c.observe(&o, 5), Observed::Gap);
         assert_eq!(c.covered(&o), 2);
         // A pull claims the peer's coverage (3); batch 5 arrived whole meanwhile... but 4 is
         // not known to have: the claim stops at what is sure.
@@ -743,12 +768,38 @@ mod tests {
         // Claimed up to 4 (the batch that was the gap's start): batch 5 arrived whole.
         c.claim(&Vector::from([(o.clone(), 4)]));
         assert_eq!(c.covered(&o), 5);
-        assert_eq!(c.observe(&o, 6, 1), Observed::Covered(6));
-        // A missing part of a batch is a gap once the next batch begins.
-        assert_eq!(c.observe(&o, 7, 3), Observed::Partial);
-        assert_eq!(c.observe(&o, 8, 1), Observed::Gap);
-        assert_eq!(c.observe(&c.node().clone(), 99, 1), Observed::Old, "own events");
+        assert_eq!(c.observe(&o, 6), Observed::Covered(6));
+        // A batch that never arrived whole (its parts were not all there, or its signature
+        // failed) is a gap once the next one arrives.
+        assert_eq!(c.observe(&o, 8), Observed::Gap);
+        assert_eq!(c.observe(&c.node().clone(), 99), Observed::Old, "own events");
         assert!(c.claim(&Vector::from([(o.clone(), 2)])).is_empty(), "never lowered");
+    }
+
+    #[test]
+    fn a_counter_rises_by_at_most_a_batch_of_writes_per_batch() {
+        let mut c = LikeCounter::new(node("me"), LIMITS);
+        let counter = |total, batch| Record::Counter {
+            item: item("p"),
+            node: node("o"),
+            counter: Counter { total, batch },
+        };
+        // From nothing: batch 1 may hold BATCH_WRITES_MAX likes, not one more.
+        assert!(c.admit(&counter(BATCH_WRITES_MAX, 1)).is_ok());
+        let error = c.admit(&counter(BATCH_WRITES_MAX + 1, 1)).unwrap_err();
+        assert!(matches!(error, LikesError::Implausible { to: 1_025, .. }), "{error}");
+        assert!(c.admit(&counter(1_000_000, 1)).is_err(), "a million anonymous likes at once");
+        assert!(c.admit(&counter(5, 0)).is_err(), "no batch, no likes");
+        c.merge(counter(10, 2));
+        // Beyond what is held: at most BATCH_WRITES_MAX per batch since the held one.
+        assert!(c.admit(&counter(10 + 3 * BATCH_WRITES_MAX, 5)).is_ok());
+        assert!(c.admit(&counter(11 + 3 * BATCH_WRITES_MAX, 5)).is_err());
+        assert!(c.admit(&counter(11, 2)).is_err(), "a batch cannot grow after the fact");
+        // Old news passes (merging ignores it), and user likes have no counter to inflate.
+        assert!(c.admit(&counter(3, 1)).is_ok());
+        let register = Register { liked: true, ts_ms: 1, origin: node("o"), batch: 1 };
+        assert!(c.admit(&Record::User { item: item("p"), user: user("u"), register }).is_ok());
+        assert_eq!(c.count(&item("p")), 10, "admitting merges nothing");
     }
 
     #[test]

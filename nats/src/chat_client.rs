@@ -298,6 +298,8 @@ enum Arrival<'a> {
 fn arrival<'a>(subject_name: &'a str, payload: &'a [u8]) -> Option<Arrival<'a>> {
     let target = subjects::last_token(subject_name);
     let kind = subject_name.strip_prefix(subject::GROUP)?.split('.').nth(1)?;
+    // The same shape rule as the chat service's: a message or event is a JSON object.
+    crate::service::check_object(payload).ok()?;
     if kind == "presence" {
         let event: PresenceEvent = serde_json::from_slice(payload).ok()?;
         return Name::is_valid(&event.name).then_some(Arrival::Presence(event));

@@ -116,6 +116,26 @@ impl AgoraClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, ClientError> {
+        self.send_message(subject, headers, payload, timeout).await.map(|reply| reply.payload)
+    }
+
+    /// Sends raw bytes and returns the whole successful reply, headers included (a reply
+    /// whose headers matter, such as a signed sync page).
+    pub async fn request_message(
+        &self,
+        subject: &str,
+        payload: Bytes,
+    ) -> Result<async_nats::Message, ClientError> {
+        self.send_message(subject, None, payload, self.timeout).await
+    }
+
+    async fn send_message(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<async_nats::Message, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
         let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         if let Some(headers) = headers {
@@ -152,7 +172,7 @@ impl AgoraClient {
             .and_then(|headers| headers.get(NATS_SERVICE_ERROR_CODE))
             .map(|value| value.as_str().parse::<u16>().unwrap_or(500));
         match status {
-            None => Ok(message.payload),
+            None => Ok(message),
             Some(status) => {
                 let error = serde_json::from_slice::<ErrorBody>(&message.payload)
                     .map(|body| body.error)

@@ -254,6 +254,10 @@ impl Ctx {
         match endpoint {
             subject::ASSETS => {
                 let request: AssetsRequest = decode_or_default(payload, 16 * 1024)?;
+                // `{"symbol"}` asks for one asset (`not_found` if it is not listed);
+                // `{"symbols"}` asks for a list, answered with what was not found, however
+                // many that is.
+                let single = request.symbol.is_some();
                 let symbols = match (request.symbol, request.symbols) {
                     (Some(_), Some(_)) => {
                         return Err(ServiceError::invalid("give `symbol` or `symbols`, not both"));
@@ -266,7 +270,6 @@ impl Ctx {
                     }
                     (None, symbols) => symbols,
                 };
-                let single = symbols.as_ref().is_some_and(|s| s.len() == 1);
                 let Answer::Assets(reply) = self.call(Command::Assets { symbols }).await? else {
                     return Err(wrong_answer());
                 };

@@ -236,7 +236,8 @@ impl From<LikesError> for ServiceError {
             LikesError::InvalidItem(_)
             | LikesError::InvalidUser(_)
             | LikesError::InvalidNode(_)
-            | LikesError::AnonymousUnlike => ErrorCode::InvalidRequest,
+            | LikesError::AnonymousUnlike
+            | LikesError::Implausible { .. } => ErrorCode::InvalidRequest,
             LikesError::TooManyItems(_) | LikesError::TooManyUsers(_) => ErrorCode::Busy,
         };
         Self::new(code, error.to_string())

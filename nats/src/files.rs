@@ -84,12 +84,16 @@ pub struct FilesConfig {
 }
 
 /// Body of `agora.files.list` (optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListFilesRequest {
+    /// Only names starting with this (`docs/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub prefix: Option<String>,
+    /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
     pub limit: Option<usize>,
 }
 
@@ -107,9 +111,11 @@ pub struct ListFilesReply {
 }
 
 /// Body of `agora.files.stat`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatRequest {
+    /// A relative path of normal components (`docs/report.pdf`), at most 1024 bytes.
+    #[schemars(length(min = 1, max = 1024))]
     pub name: String,
 }
 
@@ -629,7 +635,10 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
                     headers.insert(HEADER_OFFSET, request.offset.to_string().as_str());
                     Ok((bytes, Some(headers)))
                 }
-                subject::CACHE => Ok((encode(&work.report(true))?, None)),
+                subject::CACHE => {
+                    crate::service::no_fields(&payload)?;
+                    Ok((encode(&work.report(true))?, None))
+                }
                 subject::PUT => {
                     let header = |key: &str| {
                         headers.as_ref().and_then(|h| h.get(key)).map(|v| v.as_str().to_owned())

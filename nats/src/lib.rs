@@ -20,7 +20,8 @@
 //! - [`health`]: `agora health`, the containers' health checks ($SRV.PING of their own
 //!   instance, or an HTTP URL).
 //! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
-//!   the leader lease) and its store; the likes client calls are on [`AgoraClient`].
+//!   the leader lease) and its store; the likes client calls are on [`AgoraClient`];
+//!   [`likes_trust`]: the roster of nodes and their signing keys, signed batches and pages.
 //! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
 //! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
 //! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
@@ -46,6 +47,7 @@ pub mod health;
 pub mod ledger;
 pub mod likes;
 pub mod likes_store;
+pub mod likes_trust;
 pub mod process;
 pub mod service;
 pub mod sqlite;

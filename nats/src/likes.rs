@@ -34,15 +34,17 @@ use agora_core::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use async_nats::service::Request;
-use async_nats::{Client, Subject};
+use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
+use nkeys::KeyPair;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::likes_store::{LikesStore, StoreError};
+use crate::likes_trust::{self, Assembler, Refused, Roster};
 use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, encode, publish_reply,
 };
@@ -64,7 +66,7 @@ pub const TOP_LIMIT_MAX: usize = 1_000;
 pub const DIGEST_ITEMS_MAX: usize = 100;
 /// Most envelopes (so at most that many writes: one batch) in one SQLite transaction. A batch
 /// is never split across sync pages, so this also bounds a page.
-pub const GROUP_ENVELOPES_MAX: usize = 1_024;
+pub const GROUP_ENVELOPES_MAX: usize = core_likes::BATCH_WRITES_MAX as usize;
 /// Envelopes queued for the owner thread at most (beyond: `busy`).
 pub const QUEUE_MAX: usize = 65_536;
 /// About this many bytes of records per sync page (plus at most one batch).
@@ -146,6 +148,8 @@ pub async fn run(
     let store = LikesStore::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let node = resolve_node_id(&store, config.node_id.as_deref())?;
+    let key = Arc::new(likes_trust::signing_key(&store)?);
+    let roster = Roster::join(&client, config.kv_replicas, &node, &key).await?;
     let errors = ErrorCounts::default();
     let status: Status = Arc::new(Mutex::new(NodeDigest {
         node: node.to_string(),
@@ -161,6 +165,7 @@ pub async fn run(
         status: status.clone(),
         queued: queued.clone(),
         orders: orders.clone(),
+        key,
     };
     let owner = Owner::new(store, node.clone(), config.limits(), links)?;
     tracing::info!(
@@ -176,24 +181,14 @@ pub async fn run(
     let mut loops = Vec::new();
 
     // Events first, so nothing falls between the startup pulls and them.
-    let mut events = client.subscribe(subject::EVENTS_ALL).await?;
-    let events_queue = queue.clone();
-    let me = node.clone();
-    loops.push(tokio::spawn(async move {
-        while let Some(message) = events.next().await {
-            match parse_event(&me, &message.payload) {
-                Ok(Some(event)) => {
-                    if events_queue.send(event).is_err() {
-                        tracing::debug!(
-                            "owner queue full: an event was dropped (a pull repairs it)"
-                        );
-                    }
-                }
-                Ok(None) => {}
-                Err(error) => tracing::debug!(%error, "ignored a malformed like event"),
-            }
-        }
-    }));
+    let events = client.subscribe(subject::EVENTS_ALL).await?;
+    loops.push(tokio::spawn(take_events(
+        events,
+        node.clone(),
+        Assembler::new(roster.clone()),
+        queue.clone(),
+        status.clone(),
+    )));
     let mut digests = client.subscribe(subject::DIGEST_SUBJECT).await?;
     let digest_queue = queue.clone();
     let digest_client = client.clone();
@@ -213,14 +208,13 @@ pub async fn run(
     let mut pull_orders = client.subscribe(subject::pull(node.as_str())).await?;
     let order_sender = orders.clone();
     loops.push(tokio::spawn(async move {
-        let mut epoch_seen = 0;
+        // An order is a hint, not an authority: a pull only merges pages the peer signed (a
+        // peer must be in the roster), so a late order of a deposed leader, or one anybody
+        // published, costs a pull at most.
         while let Some(message) = pull_orders.next().await {
-            let Ok(order) = serde_json::from_slice::<PullOrder>(&message.payload) else { continue };
-            // A deposed leader's late orders are ignored (they would be harmless, only wasted).
-            if order.epoch < epoch_seen {
+            let Ok(order) = crate::service::from_object::<PullOrder>(&message.payload) else {
                 continue;
-            }
-            epoch_seen = order.epoch;
+            };
             for peer in order.from.iter().filter_map(|p| NodeId::parse(p).ok()) {
                 order_sender.try_send(peer).ok();
             }
@@ -233,6 +227,7 @@ pub async fn run(
         node: node.clone(),
         queue: queue.clone(),
         status: status.clone(),
+        roster,
     };
     // Startup anti-entropy: catch up with every peer that is ahead before serving.
     let digests = syncer.client.likes_digests(DIGEST_WINDOW, &[], None).await.unwrap_or_default();
@@ -389,11 +384,10 @@ enum Envelope {
         endpoint: &'static str,
         command: Command,
     },
-    /// A peer's batch part from `agora.likes.events.<item>`.
+    /// A peer's whole batch (its events on `agora.likes.events.<item>`), signed by it.
     Event {
         origin: NodeId,
         batch: u64,
-        parts: u32,
         records: Vec<Record>,
     },
     /// A page this node pulled; the last one claims the peer's coverage.
@@ -451,8 +445,11 @@ fn parse_request(endpoint: &str, subject: &str, payload: &[u8]) -> Result<Comman
     })
 }
 
+/// An event as decoded: the event, its origin and its records.
+type ParsedEvent = (LikeEvent, NodeId, Vec<Record>);
+
 /// Decodes an event; `None` for this node's own events.
-fn parse_event(me: &NodeId, payload: &[u8]) -> Result<Option<Envelope>, ServiceError> {
+fn parse_event(me: &NodeId, payload: &[u8]) -> Result<Option<ParsedEvent>, ServiceError> {
     let event: LikeEvent = decode_limited(payload, SYNC_REQUEST_BYTES_MAX * 4)?;
     if event.origin == me.as_str() {
         return Ok(None);
@@ -461,7 +458,46 @@ fn parse_event(me: &NodeId, payload: &[u8]) -> Result<Option<Envelope>, ServiceE
         return Err(ServiceError::invalid("an event has a batch and at least one part"));
     }
     let (origin, records) = event.records()?;
-    Ok(Some(Envelope::Event { origin, batch: event.batch, parts: event.parts, records }))
+    Ok(Some((event, origin, records)))
+}
+
+/// Takes every peer's events: assembles each batch, checks it came from its origin (see
+/// `likes_trust`), and queues the whole batch for the owner.
+async fn take_events(
+    mut events: async_nats::Subscriber,
+    me: NodeId,
+    mut assembler: Assembler,
+    queue: Queue,
+    status: Status,
+) {
+    while let Some(message) = events.next().await {
+        let (event, origin, records) = match parse_event(&me, &message.payload) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "ignored a malformed like event");
+                continue;
+            }
+        };
+        let payload = message.payload.clone();
+        match assembler.take(&event, origin, records, payload, message.headers.as_ref()).await {
+            Ok(batch) => {
+                let envelope = Envelope::Event {
+                    origin: batch.origin,
+                    batch: batch.batch,
+                    records: batch.records,
+                };
+                if queue.send(envelope).is_err() {
+                    tracing::debug!("owner queue full: a batch was dropped (a pull repairs it)");
+                }
+            }
+            Err(Refused::Incomplete) => {}
+            Err(refused) => {
+                lock(&status).refused += 1;
+                tracing::warn!(?refused, "refused a likes batch");
+            }
+        }
+    }
 }
 
 fn parse_digest(payload: &[u8]) -> Result<Vec<ItemId>, ServiceError> {
@@ -483,7 +519,8 @@ struct ItemWrites {
 #[derive(Debug, Default)]
 struct Outbox {
     replies: Vec<(Box<Request>, &'static str, Result<Bytes, ServiceError>)>,
-    events: Vec<(String, Bytes)>,
+    /// Subject, headers (the batch's signature, on its last event), payload.
+    events: Vec<(String, Option<HeaderMap>, Bytes)>,
     digests: Vec<(Subject, Vec<ItemId>)>,
     done: Vec<oneshot::Sender<()>>,
 }
@@ -496,6 +533,8 @@ struct OwnerLinks {
     queued: Arc<AtomicU64>,
     /// Gaps found in events: pull from their origin.
     orders: mpsc::Sender<NodeId>,
+    /// This node's signing key: its batches and sync pages carry its signature.
+    key: Arc<KeyPair>,
 }
 
 struct Owner {
@@ -510,6 +549,7 @@ struct Owner {
     queued: Arc<AtomicU64>,
     /// Gaps found in events: pull from their origin.
     orders: mpsc::Sender<NodeId>,
+    key: Arc<KeyPair>,
     accepted: u64,
     accepted_last_second: u64,
     second_started_ms: u64,
@@ -526,7 +566,7 @@ impl Owner {
         limits: Limits,
         links: OwnerLinks,
     ) -> anyhow::Result<Self> {
-        let OwnerLinks { client, errors, status, queued, orders } = links;
+        let OwnerLinks { client, errors, status, queued, orders, key } = links;
         let endpoints = ENDPOINTS.iter().map(|(name, _)| *name).chain([subject::SYNC]);
         let repliers = endpoints.map(|name| (name, Replier::new(name, errors.clone()))).collect();
         let mut owner = Self {
@@ -540,6 +580,7 @@ impl Owner {
             status,
             queued,
             orders,
+            key,
             accepted: 0,
             accepted_last_second: 0,
             second_started_ms: now_ms(),
@@ -588,14 +629,14 @@ impl Owner {
                         let reply = self.execute(now, command, &mut writes, &mut accepted)?;
                         out.replies.push((request, endpoint, reply));
                     }
-                    Envelope::Event { origin, batch, parts, records } => {
+                    Envelope::Event { origin, batch, records } => {
                         self.merge_all(records)?;
-                        match self.counter.observe(&origin, batch, parts) {
+                        match self.counter.observe(&origin, batch) {
                             Observed::Covered(batch) => self.store.set_coverage(&origin, batch)?,
                             Observed::Gap => {
                                 gaps.insert(origin);
                             }
-                            Observed::Old | Observed::Partial => {}
+                            Observed::Old => {}
                         }
                     }
                     Envelope::Merge { records, claim, peer, done } => {
@@ -643,8 +684,15 @@ impl Owner {
         self.deliver(out);
     }
 
+    /// Merges records from a peer (an event or a pulled page), leaving out the implausible
+    /// ones (`LikeCounter::admit`).
     fn merge_all(&mut self, records: Vec<Record>) -> Result<(), StoreError> {
         for record in records {
+            if let Err(error) = self.counter.admit(&record) {
+                lock(&self.status).refused += 1;
+                tracing::warn!(%error, "refused a likes record");
+                continue;
+            }
             if self.counter.merge(record.clone()).is_some() {
                 self.store.put(&record)?;
             }
@@ -722,9 +770,11 @@ impl Owner {
         }
     }
 
-    /// The events of this node's `batch`: one per item it wrote.
+    /// The events of this node's `batch`: one per item it wrote, the last one carrying the
+    /// node's signature of the whole batch.
     fn events(&self, batch: u64, writes: BTreeMap<ItemId, ItemWrites>, out: &mut Outbox) {
         let parts = u32::try_from(writes.len()).unwrap_or(u32::MAX);
+        let first = out.events.len();
         for (item, writes) in writes {
             let event = LikeEvent {
                 item: item.to_string(),
@@ -736,8 +786,13 @@ impl Owner {
                 users: writes.users.into_values().collect(),
             };
             if let Ok(payload) = serde_json::to_vec(&event) {
-                out.events.push((subject::events(item.as_str()), Bytes::from(payload)));
+                out.events.push((subject::events(item.as_str()), None, Bytes::from(payload)));
             }
+        }
+        let payloads = out.events[first..].iter().map(|(_, _, payload)| &payload[..]);
+        let digest = likes_trust::batch_digest(self.node.as_str(), batch, payloads);
+        if let Some(last) = out.events.last_mut() {
+            last.1 = Some(likes_trust::signed(&self.key, &digest));
         }
     }
 
@@ -775,13 +830,25 @@ impl Owner {
             .collect();
         self.runtime.block_on(async {
             // Events before replies: once a client has its reply, every node can have the like.
-            for (subject, payload) in events {
-                if let Err(error) = self.client.publish(subject, payload).await {
+            for (subject, headers, payload) in events {
+                let published = match headers {
+                    Some(headers) => self.client.publish_with_headers(subject, headers, payload).await,
+                    None => self.client.publish(subject, payload).await,
+                };
+                if let Err(error) = published {
                     tracing::warn!(%error, "could not publish a like event (anti-entropy repairs it)");
                 }
             }
             for (request, endpoint, reply) in replies {
-                self.repliers[endpoint].reply_bytes(&request, reply).await;
+                // A sync page is signed: the puller merges only what the node it asked served.
+                let headers = match (&reply, endpoint) {
+                    (Ok(page), subject::SYNC) => {
+                        let digest = likes_trust::page_digest(self.node.as_str(), page);
+                        Some(likes_trust::signed(&self.key, &digest))
+                    }
+                    _ => None,
+                };
+                self.repliers[endpoint].reply_bytes_with(&request, reply, headers).await;
             }
             for (reply, digest) in digests {
                 publish_reply(&self.client, reply, digest).await.ok();
@@ -800,6 +867,7 @@ struct Syncer {
     node: NodeId,
     queue: Queue,
     status: Status,
+    roster: Roster,
 }
 
 impl Syncer {
@@ -824,11 +892,33 @@ impl Syncer {
         let mut after = None;
         let mut claim = None;
         let mut merged = 0;
+        let key = self
+            .roster
+            .key(peer.as_str())
+            .await
+            .with_context(|| format!("{peer} is not in the likes roster"))?;
         for _ in 0..PULL_PAGES_MAX {
             let request =
                 SyncRequest { node: self.node.to_string(), vector: vector.clone(), after };
-            let reply: SyncReply =
-                self.client.request(&subject::sync(peer.as_str()), &request).await?;
+            let payload = Bytes::from(serde_json::to_vec(&request)?);
+            let message =
+                self.client.request_message(&subject::sync(peer.as_str()), payload).await?;
+            let digest = likes_trust::page_digest(peer.as_str(), &message.payload);
+            if !likes_trust::verify(&key, &digest, message.headers.as_ref()) {
+                lock(&self.status).refused += 1;
+                anyhow::bail!("a sync page that {peer} did not sign");
+            }
+            let reply = crate::service::from_object::<SyncReply>(&message.payload)
+                .map_err(|e| anyhow::anyhow!("{peer} sent a bad page: {e}"))
+                .and_then(|reply| {
+                    anyhow::ensure!(
+                        reply.node == peer.as_str(),
+                        "{peer} answered as {}",
+                        reply.node
+                    );
+                    Ok(reply)
+                })
+                .inspect_err(|_| lock(&self.status).refused += 1)?;
             let claim = claim.get_or_insert(reply.vector);
             let mut records = Vec::with_capacity(reply.counters.len() + reply.users.len());
             for counter in reply.counters {
@@ -837,10 +927,34 @@ impl Syncer {
             for user in reply.users {
                 records.extend(Record::try_from(user).ok());
             }
+            // Records and coverage of nodes that do not exist are not taken from anyone.
+            let mut known = Vec::with_capacity(records.len());
+            for record in records {
+                if self.roster.key(record.dot().0.as_str()).await.is_some() {
+                    known.push(record);
+                } else {
+                    lock(&self.status).refused += 1;
+                }
+            }
+            let records = known;
             merged += records.len();
             let last = reply.next.is_none();
             let (done, merged_page) = oneshot::channel();
-            let claim = if last { Some(vector_from_wire(claim)?) } else { None };
+            let claim = if last {
+                let mut vector = vector_from_wire(claim)?;
+                let mut unknown = Vec::new();
+                for origin in vector.keys() {
+                    if self.roster.key(origin.as_str()).await.is_none() {
+                        unknown.push(origin.clone());
+                    }
+                }
+                for origin in unknown {
+                    vector.remove(&origin);
+                }
+                Some(vector)
+            } else {
+                None
+            };
             let envelope = Envelope::Merge { records, claim, peer: peer.clone(), done };
             if self.queue.send_waiting(envelope).await.is_err() {
                 anyhow::bail!("the owner's queue stayed full");
@@ -1033,19 +1147,21 @@ async fn lead(
         };
         // The first round before answering: `nodes` is never empty.
         round(&agora, &client, &status, &mut lead).await;
-        lead.answering = tokio::spawn(answer_nodes(client.clone(), nodes));
+        lead.answering = tokio::spawn(answer_nodes(client.clone(), status.clone(), nodes));
         leadership = Some(lead);
     }
 }
 
-/// One anti-entropy round: gather every node's digest, order the lagging ones to pull.
-async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut Leadership) {
-    let mut digests = match agora.likes_digests(DIGEST_WINDOW, &[], None).await {
-        Ok(digests) => digests,
-        Err(error) => {
-            tracing::warn!(%error, "round: cannot gather digests");
-            return;
-        }
+/// Every live node's digest, this one's included: gathered for [`DIGEST_WINDOW`], or until
+/// `peers` other nodes answered (`Some(0)`: only this node's).
+async fn gather_digests(
+    agora: &AgoraClient,
+    status: &Status,
+    peers: Option<usize>,
+) -> Result<Vec<NodeDigest>, ClientError> {
+    let mut digests = match peers {
+        Some(0) => Vec::new(),
+        peers => agora.likes_digests(DIGEST_WINDOW, &[], peers).await?,
     };
     // A connection without echo does not hear its own digest request.
     let own = lock(status).clone();
@@ -1053,6 +1169,19 @@ async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut
         digests.push(own);
         digests.sort_by(|a, b| a.node.cmp(&b.node));
     }
+    Ok(digests)
+}
+
+/// One anti-entropy round: gather every node's digest, order the lagging ones to pull.
+async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut Leadership) {
+    let as_of_ms = now_ms();
+    let digests = match gather_digests(agora, status, None).await {
+        Ok(digests) => digests,
+        Err(error) => {
+            tracing::warn!(%error, "round: cannot gather digests");
+            return;
+        }
+    };
     let current: BTreeMap<NodeId, Vector> = digests
         .iter()
         .filter_map(|d| Some((NodeId::parse(&d.node).ok()?, vector_from_wire(&d.vector).ok()?)))
@@ -1076,20 +1205,37 @@ async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut
     }
     lead.previous = current;
     let mut nodes = lead.nodes.lock().unwrap_or_else(|p| p.into_inner());
-    nodes.as_of_ms = now_ms();
+    nodes.as_of_ms = as_of_ms;
     nodes.nodes = digests;
 }
 
-/// Answers `agora.likes.nodes` from the last round, while this node leads.
-async fn answer_nodes(client: Client, nodes: Arc<Mutex<NodesReply>>) {
+/// Answers `agora.likes.nodes` while this node leads, with digests gathered for the request
+/// (as of when it came), so a like answered before it shows. It waits until every node of the
+/// last round answered, or [`DIGEST_WINDOW`]; if gathering fails, the last round answers.
+async fn answer_nodes(client: Client, status: Status, nodes: Arc<Mutex<NodesReply>>) {
     let Ok(mut requests) = client.subscribe(subject::NODES_SUBJECT).await else {
         tracing::error!("cannot subscribe to {}", subject::NODES_SUBJECT);
         return;
     };
+    let agora = AgoraClient::new(client.clone());
     while let Some(message) = requests.next().await {
         let Some(reply) = message.reply else { continue };
-        let payload = encode(&*nodes.lock().unwrap_or_else(|p| p.into_inner()));
-        publish_reply(&client, reply, payload).await.ok();
+        if let Err(error) = crate::service::no_fields(&message.payload) {
+            publish_reply(&client, reply, Err(error)).await.ok();
+            continue;
+        }
+        let (mut answer, known) = {
+            let last = nodes.lock().unwrap_or_else(|p| p.into_inner());
+            (last.clone(), last.nodes.len())
+        };
+        let as_of_ms = now_ms();
+        // The last round's nodes less this one (its connection does not hear itself).
+        let peers = known.saturating_sub(1);
+        if let Ok(digests) = gather_digests(&agora, &status, Some(peers)).await {
+            answer.as_of_ms = as_of_ms;
+            answer.nodes = digests;
+        }
+        publish_reply(&client, reply, encode(&answer)).await.ok();
     }
 }
 
@@ -1239,7 +1385,7 @@ mod tests {
             })
             .expect("encodes")
         };
-        let Ok(Some(Envelope::Event { records, .. })) = parse_event(&me, &event("n2", 4, 1)) else {
+        let Ok(Some((_, _, records))) = parse_event(&me, &event("n2", 4, 1)) else {
             panic!("a peer's event");
         };
         assert_eq!(records.len(), 2);

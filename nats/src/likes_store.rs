@@ -70,16 +70,33 @@ impl LikesStore {
 
     /// The node id this store belongs to, if it was ever set.
     pub fn node_id(&self) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |row| row.get(0))
-            .optional()
+        self.meta("node_id")
     }
 
     pub fn set_node_id(&self, node: &str) -> Result<(), StoreError> {
+        self.set_meta("node_id", node)
+    }
+
+    /// The seed of the node's signing key (an nkey), if it was ever made.
+    pub fn seed(&self) -> Result<Option<String>, StoreError> {
+        self.meta("seed")
+    }
+
+    pub fn set_seed(&self, seed: &str) -> Result<(), StoreError> {
+        self.set_meta("seed", seed)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0))
+            .optional()
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('node_id', ?1)
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [node],
+            [key, value],
         )?;
         Ok(())
     }

@@ -63,7 +63,37 @@ pub fn decode_limited<T: DeserializeOwned>(
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(ServiceError::invalid("empty request: a JSON object is required"));
     }
-    serde_json::from_slice(payload).map_err(|e| ServiceError::invalid(format!("bad JSON: {e}")))
+    from_object(payload).map_err(ServiceError::invalid)
+}
+
+/// What kind of JSON value a text starts with, for error messages.
+fn json_kind(payload: &[u8]) -> &'static str {
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "not JSON",
+        None => "empty",
+    }
+}
+
+/// Checks that a JSON text is an object (`{...}`), whatever it holds. serde reads a JSON array
+/// as a struct's fields in order, so without this `["alice", 5]` would pass for
+/// `{"account":"alice","amount":5}`; every request and every message Agora reads is an object.
+pub fn check_object(payload: &[u8]) -> Result<(), String> {
+    match json_kind(payload) {
+        "an object" => Ok(()),
+        kind => Err(format!("a JSON object ({{...}}) is required; this is {kind}")),
+    }
+}
+
+/// Parses a JSON object into `T` (see [`check_object`]); the error says what was wrong.
+pub fn from_object<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    check_object(payload)?;
+    serde_json::from_slice(payload).map_err(|e| format!("bad JSON: {e}"))
 }
 
 /// Parses a JSON body that may be empty (then `T::default()`).
@@ -75,6 +105,17 @@ pub fn decode_or_default<T: DeserializeOwned + Default>(
         return Ok(T::default());
     }
     decode_limited(payload, bytes_max)
+}
+
+/// The request of an endpoint that takes no fields: empty, or `{}`. Anything else (an
+/// unknown field, an array, a string) is refused like any other bad request.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// Checks the body of an endpoint that takes no fields (see [`NoFields`]).
+pub fn no_fields(payload: &[u8]) -> Result<(), ServiceError> {
+    decode_or_default::<NoFields>(payload, 4 * 1024).map(drop)
 }
 
 /// Serializes a reply. Serializing our own wire types cannot fail; if it ever does, that is
@@ -187,9 +228,22 @@ impl Replier {
     }
 
     pub async fn reply_bytes(&self, request: &Request, result: Result<Bytes, ServiceError>) {
-        let sent = match result {
-            Ok(payload) => request.respond(Ok(payload)).await,
-            Err(error) => {
+        self.reply_bytes_with(request, result, None).await;
+    }
+
+    /// [`Self::reply_bytes`], with `headers` on a successful reply.
+    pub async fn reply_bytes_with(
+        &self,
+        request: &Request,
+        result: Result<Bytes, ServiceError>,
+        headers: Option<HeaderMap>,
+    ) {
+        let sent = match (result, headers) {
+            (Ok(payload), Some(headers)) => {
+                request.respond_with_headers(Ok(payload), headers).await
+            }
+            (Ok(payload), None) => request.respond(Ok(payload)).await,
+            (Err(error), _) => {
                 self.errors.record(&self.endpoint, error.code);
                 let (headers, body) = error_reply(&error);
                 request.respond_with_headers(Ok(body), headers).await
@@ -212,7 +266,14 @@ mod tests {
             (&b""[..], "empty"),
             (&b"   "[..], "empty"),
             (&b"{"[..], "bad JSON"),
-            (&b"[1,2]"[..], "bad JSON"),
+            (&b"[1,2]"[..], "this is an array"),
+            (&b" [\"a\",5]"[..], "this is an array"),
+            (&b"\"a\""[..], "this is a string"),
+            (&b"42"[..], "this is a number"),
+            (&b"-1"[..], "this is a number"),
+            (&b"true"[..], "this is a boolean"),
+            (&b"null"[..], "this is null"),
+            (&b"<x/>"[..], "not JSON"),
             (&b"{\"account\":\"a\"}"[..], "missing field `amount`"),
         ] {
             let error = decode::<AmountRequest>(payload).expect_err("refused");
@@ -221,6 +282,16 @@ mod tests {
         }
         let huge = vec![b' '; REQUEST_BYTES_MAX + 1];
         assert!(decode::<AmountRequest>(&huge).expect_err("too big").message.contains("limit"));
+    }
+
+    #[test]
+    fn endpoints_without_fields_take_empty_or_an_empty_object() {
+        assert!(no_fields(b"").is_ok());
+        assert!(no_fields(b"{}").is_ok());
+        assert!(no_fields(b" { } ").is_ok());
+        for bad in [&b"[]"[..], b"[1]", b"{\"x\":1}", b"null", b"\"\"", b"0"] {
+            assert_eq!(no_fields(bad).expect_err("refused").code, ErrorCode::InvalidRequest);
+        }
     }
 
     #[test]

@@ -275,6 +275,13 @@ pub mod likes {
     /// The JetStream KV bucket holding the leader lease, and its key.
     pub const LEADER_BUCKET: &str = "AGORA_LIKES";
     pub const LEADER_KEY: &str = "leader";
+    /// The JetStream KV bucket of the nodes that exist: key = node id, value = its public
+    /// signing key. A batch or a sync page from a node not in it, or not signed by its key,
+    /// is refused.
+    pub const NODES_BUCKET: &str = "AGORA_LIKES_NODES";
+    /// The header carrying a node's signature: on the last event of a batch, and on a sync
+    /// page.
+    pub const SIGNATURE_HEADER: &str = "Agora-Signature";
 }
 
 /// Workers (`agora-worker`): each one is an instance of one micro service.

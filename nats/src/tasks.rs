@@ -359,10 +359,13 @@ fn parse_command(endpoint: &str, payload: &[u8]) -> Result<Command, ServiceError
             if wait_ms > WAIT_MS_MAX {
                 return Err(ServiceError::invalid(format!("wait_ms is at most {WAIT_MS_MAX}")));
             }
+            // serde_json maps sort their keys: the same args give the same text.
+            let args = serde_json::from_str::<serde_json::Value>(submit.args.get())
+                .map_err(|e| ServiceError::invalid(format!("bad args: {e}")))?
+                .to_string();
             Command::Submit {
                 op: op.name(),
-                // serde_json maps sort their keys: the same args give the same text.
-                args: submit.args.to_string(),
+                args,
                 priority: Priority::parse(submit.priority.as_deref())?,
                 client_id: submit.id,
                 wait_ms,
@@ -447,10 +450,8 @@ fn parse_command(endpoint: &str, payload: &[u8]) -> Result<Command, ServiceError
 #[derive(Debug)]
 struct Active {
     life: Lifecycle,
-    op: String,
     /// History events stored so far.
     events: u32,
-    submitted_ms: u64,
 }
 
 #[derive(Debug)]
@@ -570,15 +571,7 @@ impl Owner {
             .store
             .active()?
             .into_iter()
-            .map(|(row, events)| {
-                let active = Active {
-                    life: row.lifecycle,
-                    op: row.op,
-                    events,
-                    submitted_ms: row.submitted_ms,
-                };
-                (row.id, active)
-            })
+            .map(|(row, events)| (row.id, Active { life: row.lifecycle, events }))
             .collect();
         self.next_id = self.store.max_id()? + 1;
         Ok(())
@@ -936,10 +929,7 @@ impl Owner {
         self.next_id += 1;
         let queued = TaskEventWire { event: "queued".to_owned(), at_ms: now, ..Default::default() };
         self.store.append_event(id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
-        self.active.insert(
-            id,
-            Active { life: Lifecycle::new(), op: op.to_owned(), events: 1, submitted_ms: now },
-        );
+        self.active.insert(id, Active { life: Lifecycle::new(), events: 1 });
         out.events.push((subject::events(&id.to_string()), event_payload(id, queued)));
         out.enqueue.push((id, priority, queue_message(id, op, args)));
         Ok(Ok((id, TaskState::Queued)))
@@ -1007,16 +997,13 @@ impl Owner {
             wires.push(wire);
         }
         if life.state.is_terminal() {
-            let active = self.active.remove(&id).expect("present");
+            self.active.remove(&id);
             let result = result.and_then(raw);
             if let Some(waiters) = self.waiters.remove(&id) {
                 self.waiter_count -= waiters.len();
-                let reply = encode(&TaskView {
-                    op: Some(active.op),
-                    submitted_ms: Some(active.submitted_ms),
-                    result: result.clone(),
-                    ..finished_view(id, &life)
-                });
+                // The task as `get` and `wait` show it (read inside this transaction, so it
+                // is the row just written): one view of a task, whoever asks.
+                let reply = self.full_view(id);
                 for waiter in waiters {
                     out.replies.push((waiter.pending, reply.clone()));
                 }
@@ -1040,19 +1027,6 @@ fn refusal(id: u64, refused: &Refused) -> ServiceError {
         }
         Refused::Missing => not_found(id),
         Refused::Invalid(error) => ServiceError::invalid(error.to_string()),
-    }
-}
-
-fn finished_view(id: u64, life: &Lifecycle) -> TaskView {
-    TaskView {
-        attempts: Some(life.attempts),
-        worker: life.worker.clone(),
-        progress: Some(life.progress),
-        started_ms: life.started_ms,
-        finished_ms: life.finished_ms,
-        error: life.error.clone(),
-        dead_letter: life.dead_letter,
-        ..brief(id, life.state)
     }
 }
 
@@ -1107,7 +1081,14 @@ mod tests {
         let b: SubmitRequest =
             serde_json::from_str(r#"{"op":"sort","args":{"descending":true,"strings":["a"]}}"#)
                 .unwrap();
-        assert_eq!(a.args.to_string(), b.args.to_string());
+        let text = |request: &SubmitRequest| match parse_command(
+            subject::SUBMIT,
+            &serde_json::to_vec(request).unwrap(),
+        ) {
+            Ok(Command::Submit { args, .. }) => args,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(&a), text(&b));
         let message = queue_message(7, "sum", r#"{"numbers":[1]}"#);
         let task: QueuedTask = serde_json::from_slice(&message).unwrap();
         assert_eq!(

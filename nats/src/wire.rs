@@ -12,40 +12,78 @@ use agora_core::{
 use std::collections::BTreeMap;
 
 use agora_core::likes::{Counter, ItemId, NodeId, Record, Register, UserId, Vector};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ServiceError;
+
+/// The name rules of `agora-core` as JSON-schema patterns, so that the gateway's OpenAPI
+/// document (derived from these types) describes what the services accept. The core parsers
+/// decide; a unit test checks that each pattern agrees with its parser.
+pub mod pattern {
+    /// A bank account (also a coins user): `agora_core::AccountId`.
+    pub const ACCOUNT: &str = "^[A-Za-z0-9_-]{1,64}$";
+    /// An operation id: `agora_core::OperationId`.
+    pub const OPERATION_ID: &str = "^[!-~]{1,128}$";
+    /// A coin symbol: `agora_core::coins::Symbol`.
+    pub const SYMBOL: &str = "^[A-Z0-9]{1,10}$";
+    /// A coin order id: `agora_core::coins::check_order_id`.
+    pub const ORDER_ID: &str = "^[A-Za-z0-9_.:-]{1,48}$";
+    /// A chat user or room name: `agora_core::chat::Name`.
+    pub const CHAT_NAME: &str = "^[A-Za-z0-9_-]{1,32}$";
+    /// A chat session token: `agora_core::chat::check_session`.
+    pub const SESSION: &str = "^[!-~]{8,64}$";
+    /// A likes item: `agora_core::likes::ItemId`.
+    pub const ITEM: &str = "^[A-Za-z0-9_:-]{1,64}$";
+    /// A likes user: `agora_core::likes::UserId`.
+    pub const LIKES_USER: &str = "^[A-Za-z0-9_:.@+-]{1,64}$";
+    /// A task id: a positive decimal integer.
+    pub const TASK_ID: &str = "^[1-9][0-9]{0,19}$";
+}
 
 // ---------------------------------------------------------------------------------------------
 // Bank (client-facing)
 // ---------------------------------------------------------------------------------------------
 
 /// `agora.bank.deposit` and `agora.bank.withdraw`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountRequest {
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub account: String,
+    /// Minor units (cents).
+    #[schemars(range(min = 1))]
     pub amount: i64,
+    /// The operation id: the same id again gets the first reply, applied once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::OPERATION_ID))]
     pub id: Option<String>,
 }
 
 /// `agora.bank.balance`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceRequest {
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub account: String,
 }
 
 /// `agora.bank.transfer`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub from: String,
+    /// Another account than `from`.
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub to: String,
+    /// Minor units (cents).
+    #[schemars(range(min = 1))]
     pub amount: i64,
+    /// The operation id: the same id again gets the first reply, applied once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::OPERATION_ID))]
     pub id: Option<String>,
 }
 
@@ -313,6 +351,62 @@ pub struct LocksReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_patterns_agree_with_the_core_parsers() {
+        let samples = [
+            "",
+            "a",
+            "A-z_09",
+            "a.b",
+            "a b",
+            "a:b",
+            "a@b.c",
+            "u+1",
+            "ÄBC",
+            "BTC",
+            "btc",
+            "X1",
+            "ABCDEFGHIJK",
+            "order-1.2:3",
+            "bank-1-x",
+            "!#$%&'()*+,",
+            "tab\there",
+            "12345678",
+            "1234567",
+            "0",
+            "42",
+            "007",
+            "-1",
+        ];
+        let long = |n: usize| "x".repeat(n);
+        let lengths = [long(8), long(10), long(11), long(32), long(33), long(48), long(49)];
+        let lengths2 = [long(64), long(65), long(128), long(129)];
+        let all = samples
+            .iter()
+            .map(|s| s.to_string())
+            .chain(lengths)
+            .chain(lengths2)
+            .chain(["BTC".repeat(4), "Z".repeat(10)]);
+        type Parser = fn(&str) -> bool;
+        let checks: [(&str, Parser); 9] = [
+            (pattern::ACCOUNT, |s| AccountId::parse(s).is_ok()),
+            (pattern::OPERATION_ID, |s| OperationId::parse(s).is_ok()),
+            (pattern::SYMBOL, |s| agora_core::coins::Symbol::parse(s).is_ok()),
+            (pattern::ORDER_ID, |s| agora_core::coins::check_order_id(s).is_ok()),
+            (pattern::CHAT_NAME, agora_core::chat::Name::is_valid),
+            (pattern::SESSION, |s| agora_core::chat::check_session(s).is_ok()),
+            (pattern::ITEM, |s| ItemId::parse(s).is_ok()),
+            (pattern::LIKES_USER, |s| UserId::parse(s).is_ok()),
+            (pattern::TASK_ID, |s| s.parse::<u64>().is_ok_and(|id| id > 0) && !s.starts_with('0')),
+        ];
+        for text in all {
+            for (pattern, parse) in checks {
+                let regex = regex::Regex::new(pattern).expect("a valid pattern");
+                assert_eq!(regex.is_match(&text), parse(&text), "{pattern} on {text:?}");
+            }
+        }
+    }
     use crate::error::ErrorCode;
 
     #[test]
@@ -347,26 +441,50 @@ mod tests {
 // ---------------------------------------------------------------------------------------------
 
 /// `agora.tasks.submit`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
+    #[schemars(extend("enum" = agora_core::ops::OP_NAMES))]
     pub op: String,
+    /// The op's arguments, per op: `{"numbers":[1,2.5]}` (sum, average, max, min; integers
+    /// within ±2^53, floats finite within ±1e300), `{"n":90}` (fibonacci),
+    /// `{"numbers":[...]}` or `{"strings":[...]}` and `"descending"` (sort), `{"text":"..."}`,
+    /// `{"ms":1000}` (sleep), `{"message":"..."}` (fail).
+    // Kept as written: numbers keep their text, so an integer too large for an `i64` is
+    // refused rather than read as a float (see `parse_op`).
     #[serde(default = "empty_object")]
-    pub args: serde_json::Value,
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub args: Box<RawValue>,
     /// Client id: submitting the same id again returns the same task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub id: Option<String>,
     /// `normal` (default) or `high`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["normal", "high"]))]
     pub priority: Option<String>,
-    /// Reply only when the task is finished, or after this many milliseconds (at most
-    /// `tasks::WAIT_MS_MAX`), with the task as it is then.
+    /// Reply when the task has finished, or after this many milliseconds, with the whole
+    /// task as it is then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 60_000))]
     pub wait_ms: Option<u64>,
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("{} is JSON")
+}
+
+impl SubmitRequest {
+    /// A submission of `op` with `args` (normal priority, no client id, no wait).
+    pub fn new(op: impl Into<String>, args: &serde_json::Value) -> Self {
+        Self {
+            op: op.into(),
+            args: RawValue::from_string(args.to_string()).unwrap_or_else(|_| empty_object()),
+            id: None,
+            priority: None,
+            wait_ms: None,
+        }
+    }
 }
 
 /// Task priority on the wire.
@@ -397,8 +515,9 @@ impl Priority {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NumbersArgs {
-    numbers: Vec<serde_json::Number>,
+struct NumbersArgs<'a> {
+    #[serde(borrow)]
+    numbers: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -409,9 +528,9 @@ struct FibonacciArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SortArgs {
-    #[serde(default)]
-    numbers: Option<Vec<serde_json::Number>>,
+struct SortArgs<'a> {
+    #[serde(default, borrow)]
+    numbers: Option<Vec<&'a RawValue>>,
     #[serde(default)]
     strings: Option<Vec<String>>,
     #[serde(default)]
@@ -437,34 +556,40 @@ struct FailArgs {
     message: String,
 }
 
-fn number(value: &serde_json::Number) -> Result<Number, ServiceError> {
-    if let Some(i) = value.as_i64() {
-        Ok(Number::Int(i))
-    } else if value.is_u64() {
-        Err(ServiceError::invalid(format!(
-            "{value} is out of range; integers must be within ±2^53"
-        )))
-    } else {
-        value
-            .as_f64()
-            .map(Number::Float)
-            .ok_or_else(|| ServiceError::invalid(format!("{value} is not a number")))
+/// A number as it was written. JSON has one number type; here an integer literal (no `.`, no
+/// exponent) must fit an `i64` (then `Op::new` bounds it to ±2^53) and anything else is a
+/// finite float. Reading the text, not a parsed `f64`, is what refuses 2^64 instead of
+/// silently rounding it to 1.8446744073709552e19.
+fn number(raw: &RawValue) -> Result<Number, ServiceError> {
+    let text = raw.get();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(ServiceError::invalid(format!("{text} is not a number")));
     }
+    if text.contains(['.', 'e', 'E']) {
+        return match text.parse::<f64>() {
+            Ok(float) if float.is_finite() => Ok(Number::Float(float)),
+            _ => Err(ServiceError::invalid(format!(
+                "{text} is out of range; floats must be finite within ±1e300"
+            ))),
+        };
+    }
+    text.parse::<i64>().map(Number::Int).map_err(|_| {
+        ServiceError::invalid(format!("{text} is out of range; integers must be within ±2^53"))
+    })
 }
 
-fn numbers(values: &[serde_json::Number]) -> Result<Vec<Number>, ServiceError> {
-    values.iter().map(number).collect()
+fn numbers(values: &[&RawValue]) -> Result<Vec<Number>, ServiceError> {
+    values.iter().map(|value| number(value)).collect()
 }
 
 /// Decodes and bounds-checks an op and its arguments (`agora_core::Op::new`).
-pub fn parse_op(op: &str, args: &serde_json::Value) -> Result<Op, ServiceError> {
-    fn args_of<T: serde::de::DeserializeOwned>(
-        op: &str,
-        args: &serde_json::Value,
-    ) -> Result<T, ServiceError> {
-        T::deserialize(args).map_err(|e| {
-            ServiceError::invalid(format!("{op}: bad args ({e}); expected {}", Op::usage(op)))
-        })
+pub fn parse_op(op: &str, args: &RawValue) -> Result<Op, ServiceError> {
+    fn args_of<'a, T: Deserialize<'a>>(op: &str, args: &'a RawValue) -> Result<T, ServiceError> {
+        crate::service::check_object(args.get().as_bytes())
+            .and_then(|()| serde_json::from_str(args.get()).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                ServiceError::invalid(format!("{op}: bad args ({e}); expected {}", Op::usage(op)))
+            })
     }
     let raw = match op {
         "sum" | "average" | "max" | "min" => {
@@ -603,9 +728,10 @@ impl TaskEventWire {
 }
 
 /// `agora.tasks.get` and `agora.tasks.cancel`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskIdRequest {
+    #[schemars(pattern(pattern::TASK_ID))]
     pub id: String,
 }
 
@@ -619,18 +745,22 @@ pub struct WaitRequest {
 }
 
 /// `agora.tasks.list`: newest first, filtered.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["queued", "running", "completed", "failed", "cancelled"]))]
     pub state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = agora_core::ops::OP_NAMES))]
     pub op: Option<String>,
-    /// At most `tasks::LIST_LIMIT_MAX` (default `tasks::LIST_LIMIT_DEFAULT`).
+    /// Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000))]
     pub limit: Option<usize>,
     /// Only tasks older than this task id (the previous page's `next_before`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::TASK_ID))]
     pub before: Option<String>,
     /// Only dead letters (tasks that exhausted their attempts).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -789,10 +919,12 @@ pub struct RegisterReply {
 }
 
 /// `agora.chat.heartbeat` and `agora.chat.leave`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
+    #[schemars(pattern(pattern::CHAT_NAME))]
     pub name: String,
+    #[schemars(pattern(pattern::SESSION))]
     pub session: String,
 }
 
@@ -820,11 +952,12 @@ pub struct RoomsReply {
 }
 
 /// `agora.chat.who`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhoRequest {
     /// Only members of this room (everyone is in `all`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
     pub room: Option<String>,
     /// Also list known names that are offline.
     #[serde(default)]
@@ -853,14 +986,17 @@ pub struct WhoReply {
 
 /// `agora.chat.history`: give `room`; or `with` and `as` (a direct conversation); or only `as`
 /// (everything `as` could have seen: its direct messages and its rooms' messages).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
     pub room: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
     pub with: Option<String>,
     #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
     pub as_user: Option<String>,
     /// Only messages with `seq` below this (a page further back)...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -868,7 +1004,9 @@ pub struct HistoryRequest {
     /// ...or above this (what arrived since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
+    /// Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<usize>,
 }
 
@@ -923,12 +1061,13 @@ pub struct PresenceEvent {
 /// Body of `agora.likes.like.<item>`, `agora.likes.unlike.<item>` and
 /// `agora.likes.count.<item>` (all optional: an empty body is an anonymous like, or a plain
 /// count).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LikeRequest {
     /// Makes a like idempotent per user; needed to unlike; with a count, says whether this
     /// user likes the item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::LIKES_USER))]
     pub user: Option<String>,
 }
 
@@ -948,10 +1087,12 @@ pub struct LikeCount {
 }
 
 /// Body of `agora.likes.top` (optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopRequest {
+    /// Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000))]
     pub limit: Option<usize>,
 }
 
@@ -1091,6 +1232,10 @@ pub struct NodeDigest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_from: Option<String>,
     pub syncs: u64,
+    /// Batches, sync pages and records from peers this node refused: from a node not in the
+    /// roster, not signed by their node, or claiming more likes than a batch can hold.
+    #[serde(default)]
+    pub refused: u64,
     /// The counts asked for in the digest request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
@@ -1217,23 +1362,29 @@ pub struct AssetsReply {
 }
 
 /// Body of `agora.coins.buy` and `agora.coins.sell`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     /// The user's bank account.
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub user: String,
+    #[schemars(pattern(pattern::SYMBOL))]
     pub symbol: String,
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
     pub quantity: i64,
     /// The order id (per user): a retry with the same id is applied once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::ORDER_ID))]
     pub id: Option<String>,
 }
 
 /// Body of `agora.coins.order`: one order's state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLookup {
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub user: String,
+    #[schemars(pattern(pattern::ORDER_ID))]
     pub id: String,
 }
 
@@ -1263,9 +1414,10 @@ pub struct OrderView {
 }
 
 /// Body of `agora.coins.portfolio`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortfolioRequest {
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub user: String,
 }
 
@@ -1289,17 +1441,20 @@ pub struct PortfolioReply {
 }
 
 /// Body of `agora.coins.history` (optional): done orders, newest first.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoinsHistoryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::ACCOUNT))]
     pub user: Option<String>,
     /// Settled at or after / before (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<u64>,
+    /// Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000))]
     pub limit: Option<usize>,
 }
 
@@ -1310,30 +1465,42 @@ pub struct CoinsHistoryReply {
 }
 
 /// Body of `agora.coins.admin.add`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddAssetRequest {
+    #[schemars(pattern(pattern::SYMBOL))]
     pub symbol: String,
+    #[schemars(length(min = 1, max = 64))]
     pub name: String,
+    /// Minor units per unit.
+    #[schemars(range(min = 1))]
     pub price: i64,
+    /// Units available to buy.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
     pub quantity: i64,
 }
 
 /// Body of `agora.coins.admin.remove`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveAssetRequest {
+    #[schemars(pattern(pattern::SYMBOL))]
     pub symbol: String,
 }
 
 /// Body of `agora.coins.admin.update`: a new price and/or available quantity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAssetRequest {
+    #[schemars(pattern(pattern::SYMBOL))]
     pub symbol: String,
+    /// Minor units per unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub price: Option<i64>,
+    /// Units available to buy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
     pub quantity: Option<i64>,
 }
 

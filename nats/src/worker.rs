@@ -40,6 +40,9 @@ pub const CONCURRENCY_MAX: usize = 1_024;
 pub const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
 /// How often an unreachable task service is retried while the worker holds a message.
 const REPORT_RETRY: Duration = Duration::from_millis(500);
+/// How often a running task's progress is looked at; it is reported when it moved (so a
+/// progress bar moves while a task runs, not only at the `ack_wait / 3` heartbeat).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Worker configuration (the binary fills it from flags and environment).
 #[derive(Debug, Clone)]
@@ -134,14 +137,16 @@ pub async fn run(
     let replier = Replier::new(subject::STATUS, ErrorCounts::default());
     let status_loop = tokio::spawn(async move {
         while let Some(request) = status.next().await {
-            replier.reply(&request, Ok(status_shared.status())).await;
+            let status = crate::service::no_fields(&request.message.payload)
+                .map(|()| status_shared.status());
+            replier.reply(&request, status).await;
         }
     });
     let mut cancels = client.subscribe(task_subject::CONTROL_CANCEL).await?;
     let cancel_shared = shared.clone();
     let cancel_loop = tokio::spawn(async move {
         while let Some(message) = cancels.next().await {
-            if let Ok(request) = serde_json::from_slice::<TaskIdRequest>(&message.payload) {
+            if let Ok(request) = crate::service::from_object::<TaskIdRequest>(&message.payload) {
                 let running = cancel_shared.running.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(token) = running.get(&request.id) {
                     token.cancel();
@@ -265,9 +270,7 @@ impl Context {
                 return;
             }
         };
-        let op = serde_json::from_str(task.args.get())
-            .map_err(|e| e.to_string())
-            .and_then(|args| parse_op(&task.op, &args).map_err(|e| e.message));
+        let op = parse_op(&task.op, &task.args).map_err(|e| e.message);
         // Quick ops (microseconds of CPU) run at once and are claimed together with their
         // outcome; others are claimed first, so a cancelled task never starts.
         let quick = op.as_ref().is_ok_and(Op::is_quick);
@@ -393,26 +396,37 @@ impl Context {
         tokio::pin!(work);
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.tick().await;
+        let mut look = tokio::time::interval(PROGRESS_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = 0;
         let ending = loop {
-            tokio::select! {
+            // A heartbeat keeps the message (an in-progress ack) and reports progress even
+            // if it did not move; in between, progress is reported whenever it moved.
+            let heartbeat = tokio::select! {
                 output = &mut work => break match output {
                     Ok(output) => done(&output),
                     Err(error) => Ending::Failed(error),
                 },
                 () = token.cancelled() => break Ending::Stopped,
-                _ = beat.tick() => {
-                    message.ack_with(AckKind::Progress).await.ok();
-                    let progress = ProgressRequest {
-                        id: id.to_owned(),
-                        worker: self.config.worker_id.clone(),
-                        percent: percent.load(std::sync::atomic::Ordering::Relaxed),
-                    };
-                    if let Ok(ProgressReply { stop: true }) =
-                        self.tasks.request(task_subject::PROGRESS_SUBJECT, &progress).await
-                    {
-                        break Ending::Stopped;
-                    }
-                }
+                _ = beat.tick() => true,
+                _ = look.tick() => false,
+            };
+            let now = percent.load(std::sync::atomic::Ordering::Relaxed);
+            if heartbeat {
+                message.ack_with(AckKind::Progress).await.ok();
+            } else if now == reported {
+                continue;
+            }
+            reported = now;
+            let progress = ProgressRequest {
+                id: id.to_owned(),
+                worker: self.config.worker_id.clone(),
+                percent: now,
+            };
+            if let Ok(ProgressReply { stop: true }) =
+                self.tasks.request(task_subject::PROGRESS_SUBJECT, &progress).await
+            {
+                break Ending::Stopped;
             }
         };
         self.shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);

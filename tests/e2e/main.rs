@@ -430,13 +430,7 @@ async fn wait_instances(client: &AgoraClient, service: &str, expected: usize) {
 }
 
 fn sleep_task(id: &str, ms: u64) -> SubmitRequest {
-    SubmitRequest {
-        op: "sleep".into(),
-        args: json!({ "ms": ms }),
-        id: Some(id.to_owned()),
-        priority: None,
-        wait_ms: None,
-    }
+    SubmitRequest { id: Some(id.to_owned()), ..SubmitRequest::new("sleep", &json!({ "ms": ms })) }
 }
 
 /// Waits until every task completed (none may fail or be lost).

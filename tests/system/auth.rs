@@ -103,11 +103,9 @@ async fn every_role_does_its_job_with_only_its_permissions() {
 
     // Tasks: submitted by a client, run by a worker through the JetStream work queue.
     let request = SubmitRequest {
-        op: "sleep".into(),
-        args: serde_json::json!({"ms": 10}),
         id: Some("task-1".into()),
-        priority: None,
         wait_ms: Some(10_000),
+        ..SubmitRequest::new("sleep", &serde_json::json!({"ms": 10}))
     };
     let task = client.submit(&request).await.expect("submitted");
     let task = client.wait_task(&task.id, 10_000).await.expect("waited");

@@ -270,7 +270,11 @@ async fn files_commands_get_resume_list_stat_and_cache() {
 
     let (ok, stdout, _) = agora(&system, &["files", "list"]);
     assert!(ok);
-    assert_eq!(stdout.trim(), "300000  docs/report.bin");
+    // Size, modification time (UTC), name.
+    let columns: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(columns.len(), 3, "{stdout}");
+    assert_eq!((columns[0], columns[2]), ("300000", "docs/report.bin"), "{stdout}");
+    assert!(columns[1].starts_with("20") && columns[1].ends_with('Z'), "{stdout}");
     let (ok, stdout, _) = agora(&system, &["files", "stat", "docs/report.bin"]);
     assert!(ok);
     assert!(stdout.contains("5 chunks of 65536 bytes"), "{stdout}");

@@ -396,8 +396,215 @@ async fn bad_input_gets_coded_errors_and_the_nodes_keep_serving() {
         .collect();
         Component::start("refused", &binary, &args, &[], &system.dir.path().join("logs"))
     };
+    // A new node taking a registered id: its new key is not the registered one.
     let twin = start("twin", "likes-0").expect_err("a second likes-0 is refused");
-    assert!(twin.to_string().contains("another likes node with id likes-0"), "{twin:#}");
+    assert!(twin.to_string().contains("registered with another signing key"), "{twin:#}");
+    // A copy of a running node's directory has its key: the running node answers with the id.
+    let copy = system.dir.path().join("copy");
+    std::fs::create_dir_all(&copy).expect("a directory");
+    for entry in std::fs::read_dir(system.dir.path().join("likes-0")).expect("likes-0's files") {
+        let entry = entry.expect("a file");
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copied");
+    }
+    let copied = start("copy", "likes-0").expect_err("a copy of likes-0 is refused");
+    assert!(copied.to_string().contains("another likes node with id likes-0"), "{copied:#}");
     let stolen = start("likes-1", "likes-9").expect_err("another node's directory is refused");
     assert!(stolen.to_string().contains("belongs to likes node likes-1"), "{stolen:#}");
+}
+
+/// Publishes one batch of `events` (all of one origin and batch) as a node would: the last
+/// event carries `signer`'s signature of the batch (none without a signer).
+async fn publish_batch(
+    client: &AgoraClient,
+    origin: &str,
+    batch: u64,
+    events: &[agora_nats::wire::LikeEvent],
+    signer: Option<&nkeys::KeyPair>,
+) {
+    use agora_nats::likes_trust::{batch_digest, signed};
+    let payloads: Vec<Vec<u8>> =
+        events.iter().map(|e| serde_json::to_vec(e).expect("JSON")).collect();
+    let digest = batch_digest(origin, batch, payloads.iter().map(Vec::as_slice));
+    for (index, (event, payload)) in events.iter().zip(payloads).enumerate() {
+        let subject = subject::events(&event.item);
+        let last = index + 1 == events.len();
+        match signer.filter(|_| last) {
+            Some(key) => client
+                .nats()
+                .publish_with_headers(subject, signed(key, &digest), payload.into())
+                .await
+                .expect("published"),
+            None => client.nats().publish(subject, payload.into()).await.expect("published"),
+        }
+    }
+    client.nats().flush().await.expect("flushed");
+}
+
+fn counter_event(item: &str, origin: &str, batch: u64, total: u64) -> agora_nats::wire::LikeEvent {
+    agora_nats::wire::LikeEvent {
+        item: item.to_owned(),
+        count: total,
+        origin: origin.to_owned(),
+        batch,
+        parts: 1,
+        total: Some(total),
+        users: Vec::new(),
+    }
+}
+
+/// Waits until every node's `refused` count reached `at_least` (and returns the digests).
+async fn refused_at_least(
+    client: &AgoraClient,
+    nodes: usize,
+    at_least: impl Fn(&str) -> u64,
+) -> Vec<agora_nats::wire::NodeDigest> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let digests = client
+            .likes_digests(Duration::from_millis(500), &["p".into(), "q".into()], Some(nodes))
+            .await
+            .expect("digests");
+        if digests.len() == nodes && digests.iter().all(|d| d.refused >= at_least(&d.node)) {
+            return digests;
+        }
+        assert!(Instant::now() < deadline, "refusals not counted: {digests:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_merges_only_what_its_origin_signed_and_a_batch_can_hold() {
+    use agora_nats::likes_trust::{page_digest, signed};
+    let system = System::with_likes(2);
+    let client = system.client().await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let roster = js.get_key_value(subject::NODES_BUCKET).await.expect("the roster exists");
+    for node in ["likes-0", "likes-1"] {
+        let entry = roster.entry(node).await.expect("read").expect("every node registered");
+        assert!(String::from_utf8_lossy(&entry.value).starts_with('U'), "an nkey: {entry:?}");
+    }
+    // The test plays a node that exists (registered with its own key)...
+    let rogue = nkeys::KeyPair::new_user();
+    roster.create("rogue", rogue.public_key().into()).await.expect("registered");
+    // ...and one that does not.
+    let ghost = nkeys::KeyPair::new_user();
+
+    // 1. Unsigned: "likes-1 took a million likes".
+    publish_batch(&client, "likes-1", 1, &[counter_event("p", "likes-1", 1, 1_000_000)], None)
+        .await;
+    // 2. Claiming to be likes-1, signed by another key.
+    let forged = counter_event("p", "likes-1", 1, 1_000_000);
+    publish_batch(&client, "likes-1", 1, &[forged], Some(&rogue)).await;
+    // 3. A node that is not in the roster, signing its own batch.
+    publish_batch(&client, "ghost", 1, &[counter_event("p", "ghost", 1, 500)], Some(&ghost)).await;
+    // 4. A node that exists, signed, but more likes than one batch can hold.
+    publish_batch(&client, "rogue", 1, &[counter_event("p", "rogue", 1, 1_000_000)], Some(&rogue))
+        .await;
+    // 5. A batch whose last part never comes (so neither does its signature).
+    let mut half = counter_event("q", "rogue", 2, 7);
+    half.parts = 2;
+    publish_batch(&client, "rogue", 2, &[half], None).await;
+    // 6. What rogue can hold: 5 likes in batch 3.
+    publish_batch(&client, "rogue", 3, &[counter_event("p", "rogue", 3, 5)], Some(&rogue)).await;
+
+    // Batches are merged in order per origin: once the last one counts, the others were judged.
+    let expected = BTreeMap::from([("p".to_owned(), 5), ("q".to_owned(), 0)]);
+    agree(&client, &expected, 2, Duration::from_secs(20)).await;
+    // likes-0 refused all four; likes-1 takes no event of its own id from anyone, so it
+    // judged only the ghost's and rogue's.
+    let refused =
+        |zero: u64, one: u64| move |node: &str| if node == "likes-0" { zero } else { one };
+    refused_at_least(&client, 2, refused(4, 2)).await;
+
+    // Sync pages: likes-0 is told to pull from rogue; the test answers as rogue.
+    let mut requests = client.nats().subscribe(subject::sync("rogue")).await.expect("subscribed");
+    agora_nats::client::barrier(client.nats()).await.expect("barrier");
+    let page = |node: &str, counters: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "node": node,
+            "vector": {"likes-1": 900, "rogue": 3, "ghost": 9},
+            "counters": counters,
+        }))
+        .expect("JSON")
+    };
+    let huge =
+        serde_json::json!([{"item": "q", "node": "likes-1", "total": 1_000_000, "batch": 1}]);
+    let ghostly = serde_json::json!([{"item": "q", "node": "ghost", "total": 3, "batch": 1}]);
+    let answers: Vec<(Vec<u8>, &nkeys::KeyPair, &str)> = vec![
+        (page("rogue", ghostly.clone()), &ghost, "signed by another key"),
+        (page("likes-1", ghostly.clone()), &rogue, "answered as another node"),
+        (page("rogue", huge), &rogue, "more than a batch can hold"),
+        (page("rogue", ghostly), &rogue, "a record of a node that does not exist"),
+    ];
+    for (index, (payload, key, what)) in answers.into_iter().enumerate() {
+        let order = serde_json::json!({"leader": "x", "epoch": 1_000_000, "from": ["rogue"]});
+        client
+            .nats()
+            .publish(subject::pull("likes-0"), order.to_string().into())
+            .await
+            .expect("ordered");
+        let reply = loop {
+            let request = tokio::time::timeout(Duration::from_secs(20), requests.next())
+                .await
+                .unwrap_or_else(|_| panic!("likes-0 pulls from rogue ({what})"))
+                .expect("a request");
+            let asked: serde_json::Value = serde_json::from_slice(&request.payload).expect("JSON");
+            if asked["node"] == "likes-0" {
+                break request.reply.expect("a reply subject");
+            }
+        };
+        let headers = signed(key, &page_digest("rogue", &payload));
+        client.nats().publish_with_headers(reply, headers, payload.into()).await.expect("answered");
+        refused_at_least(&client, 2, refused(5 + index as u64, 2)).await;
+    }
+    // Nothing of it was taken, coverage included: likes-1's own batches still count.
+    agree(&client, &expected, 2, Duration::from_secs(5)).await;
+    let liked = client.like("q", Some("amy")).await.expect("a real like");
+    assert_eq!(liked.count, 1);
+    let expected = BTreeMap::from([("p".to_owned(), 5), ("q".to_owned(), 1)]);
+    agree(&client, &expected, 2, Duration::from_secs(20)).await;
+    // A revoked node's batches are refused from then on.
+    roster.delete("rogue").await.expect("revoked");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        publish_batch(&client, "rogue", 4, &[counter_event("p", "rogue", 4, 6)], Some(&rogue))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let digests = client
+            .likes_digests(Duration::from_millis(500), &["p".into()], Some(2))
+            .await
+            .expect("digests");
+        if digests.iter().all(|d| d.refused >= refused(9, 3)(&d.node)) {
+            assert!(digests.iter().all(|d| d.counts["p"] == 5), "{digests:#?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked node was not refused: {digests:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_table_shows_likes_answered_before_it_was_asked() {
+    let system = System::with_likes(3);
+    let client = system.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.like_nodes().await.map(|n| n.nodes.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "no leader with three nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut took: BTreeMap<String, u64> = BTreeMap::new();
+    for round in 0..5u64 {
+        for _ in 0..6 {
+            let reply = client.like(&format!("fresh-{round}"), None).await.expect("liked");
+            *took.entry(reply.node).or_default() += 1;
+        }
+        let asked_ms = agora_nats::clock::now_ms();
+        let table = client.like_nodes().await.expect("the leader answers");
+        assert!(table.as_of_ms + 5 >= asked_ms, "a table from before the question: {table:?}");
+        for (node, likes) in &took {
+            let digest = table.nodes.iter().find(|d| &d.node == node).expect("every node");
+            // What a node answered is in its own digest at once.
+            assert!(digest.accepted >= *likes, "{node} took {likes}: {digest:?}");
+            assert!(digest.likes >= *likes, "{node} took {likes}: {digest:?}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod browser;
 mod chat;
 mod cli;
 mod coins;
+mod contract;
 mod faults;
 mod files;
 mod gateway;

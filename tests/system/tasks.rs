@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn request(op: &str, args: Value, id: Option<&str>) -> SubmitRequest {
-    SubmitRequest { op: op.into(), args, id: id.map(str::to_owned), priority: None, wait_ms: None }
+    SubmitRequest { id: id.map(str::to_owned), ..SubmitRequest::new(op, &args) }
 }
 
 /// Waits until the task finished (fails the test after 60 s).

@@ -139,12 +139,6 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
     }
 }
 
-/// `HH:MM:SSZ` of a time in ms since the epoch (UTC).
-fn clock(ms: u64) -> String {
-    let seconds = (ms / 1000) % 86_400;
-    format!("{:02}:{:02}:{:02}Z", seconds / 3600, seconds / 60 % 60, seconds % 60)
-}
-
 fn history_line(message: &StoredMessage) -> String {
     let place = match (&message.room, &message.to) {
         (Some(room), _) => format!("#{room}"),
@@ -154,7 +148,7 @@ fn history_line(message: &StoredMessage) -> String {
     format!(
         "#{:<6} {} [{place}] {}: {}",
         message.seq,
-        clock(message.at),
+        crate::utc(message.at),
         message.from,
         message.text
     )
@@ -174,11 +168,15 @@ fn print_who(reply: &WhoReply) {
             Some(since) if user.online => println!(
                 "{:<32} online since {}, last seen {}{rooms}",
                 user.name,
-                clock(since),
-                clock(user.last_seen_ms)
+                crate::utc(since),
+                crate::utc(user.last_seen_ms)
             ),
             _ => {
-                println!("{:<32} offline, last seen {}{rooms}", user.name, clock(user.last_seen_ms))
+                println!(
+                    "{:<32} offline, last seen {}{rooms}",
+                    user.name,
+                    crate::utc(user.last_seen_ms)
+                )
             }
         }
     }

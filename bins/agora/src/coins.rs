@@ -93,6 +93,7 @@ fn order_line(order: &OrderView) -> String {
     if let Some(error) = &order.error {
         line += &format!(" ({}: {})", error.code, error.message);
     }
+    line += &format!(" at {}", crate::utc(order.settled_ms.unwrap_or(order.created_ms)));
     line
 }
 

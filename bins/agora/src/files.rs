@@ -134,7 +134,7 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 println!("{}", serde_json::to_value(&reply)?);
             } else {
                 for file in &reply.files {
-                    println!("{:>12}  {}", file.size, file.name);
+                    println!("{:>12}  {}  {}", file.size, crate::utc(file.modified_ms), file.name);
                 }
                 if reply.truncated {
                     println!("(truncated: use --prefix or --limit)");
@@ -165,10 +165,10 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 println!("{}", serde_json::to_value(&stat)?);
             } else {
                 println!(
-                    "{}: {} bytes, modified {} ms, sha256 {}, {} chunks of {} bytes{}",
+                    "{}: {} bytes, modified {}, sha256 {}, {} chunks of {} bytes{}",
                     stat.name,
                     stat.size,
-                    stat.modified_ms,
+                    crate::utc(stat.modified_ms),
                     stat.sha256,
                     stat.chunks,
                     stat.chunk_bytes,

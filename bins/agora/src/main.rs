@@ -316,6 +316,13 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A time on the wire (milliseconds since the Unix epoch) as people read it, in UTC:
+/// `2026-12-05T04:55:45.123Z`. `--json` output keeps the milliseconds.
+pub(crate) fn utc(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// Prints a reply: its JSON with `--json`, else the readable text.
 pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
     if json {

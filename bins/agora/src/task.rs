@@ -7,7 +7,8 @@ use agora_nats::subjects::tasks as subject;
 use agora_nats::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
 use clap::Subcommand;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -67,17 +68,16 @@ pub enum TaskCommand {
     Workers,
 }
 
-/// Builds an op's JSON arguments from command-line words.
-fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Result<Value> {
-    let numbers = || -> anyhow::Result<Vec<Value>> {
-        words
-            .iter()
-            .map(|w| {
-                serde_json::from_str::<serde_json::Number>(w)
-                    .map(Value::Number)
-                    .map_err(|_| anyhow::anyhow!("{w:?} is not a number"))
-            })
-            .collect()
+/// Builds an op's JSON arguments from command-line words. Numbers go out as they were typed
+/// (not through an `f64`), so the task service judges exactly what the user wrote.
+fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Result<Box<RawValue>> {
+    let numbers = || -> anyhow::Result<String> {
+        for word in words {
+            let number = word.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+                && serde_json::from_str::<&RawValue>(word).is_ok();
+            anyhow::ensure!(number, "{word:?} is not a number");
+        }
+        Ok(format!("[{}]", words.join(",")))
     };
     let one_integer = || -> anyhow::Result<u64> {
         match words {
@@ -85,28 +85,29 @@ fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Resu
             _ => anyhow::bail!("{op} takes one whole number"),
         }
     };
-    Ok(match op {
-        "sum" | "average" | "max" | "min" => json!({ "numbers": numbers()? }),
-        "fibonacci" => json!({ "n": one_integer()? }),
-        "sleep" => json!({ "ms": one_integer()? }),
+    let text = match op {
+        "sum" | "average" | "max" | "min" => format!(r#"{{"numbers":{}}}"#, numbers()?),
+        "fibonacci" => json!({ "n": one_integer()? }).to_string(),
+        "sleep" => json!({ "ms": one_integer()? }).to_string(),
         "sort" => match numbers() {
-            Ok(numbers) => json!({ "numbers": numbers, "descending": descending }),
-            Err(_) => json!({ "strings": words, "descending": descending }),
+            Ok(numbers) => format!(r#"{{"numbers":{numbers},"descending":{descending}}}"#),
+            Err(_) => json!({ "strings": words, "descending": descending }).to_string(),
         },
         "count_words" | "count_chars" | "uppercase" | "lowercase" => {
-            json!({ "text": words.join(" ") })
+            json!({ "text": words.join(" ") }).to_string()
         }
-        "fail" => json!({ "message": words.join(" ") }),
+        "fail" => json!({ "message": words.join(" ") }).to_string(),
         // Unknown ops go to the service, which names the valid ones.
-        _ => json!({}),
-    })
+        _ => "{}".to_owned(),
+    };
+    Ok(RawValue::from_string(text)?)
 }
 
 pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyhow::Result<()> {
     match command {
         TaskCommand::Submit { op, words, args, id, high, descending, wait } => {
             let args = match args {
-                Some(text) => serde_json::from_str(&text)
+                Some(text) => RawValue::from_string(text)
                     .map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))?,
                 None => args_from_words(&op, &words, descending)?,
             };
@@ -310,8 +311,8 @@ fn print_task(task: &TaskView, json: bool, history: bool) {
     if history && let Some(events) = &task.history {
         for event in events {
             println!(
-                "  {:>13}  {}",
-                event.at_ms,
+                "  {}  {}",
+                crate::utc(event.at_ms),
                 describe(event).split_once(' ').map_or("", |(_, rest)| rest)
             );
         }
@@ -325,20 +326,28 @@ mod tests {
     #[test]
     fn words_become_args() {
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let args = |op, w: &[&str], descending| {
+            args_from_words(op, &words(w), descending).map(|raw| raw.get().to_owned())
+        };
+        assert_eq!(args("sum", &["1", "2.5"], false).unwrap(), r#"{"numbers":[1,2.5]}"#);
+        // Typed numbers go out as typed: the service, not an f64 here, judges 2^64.
         assert_eq!(
-            args_from_words("sum", &words(&["1", "2.5"]), false).unwrap(),
-            json!({"numbers": [1, 2.5]})
+            args("sum", &["18446744073709551616", "-0.5e3"], false).unwrap(),
+            r#"{"numbers":[18446744073709551616,-0.5e3]}"#
         );
-        assert!(args_from_words("sum", &words(&["x"]), false).is_err());
-        assert_eq!(args_from_words("fibonacci", &words(&["90"]), false).unwrap(), json!({"n": 90}));
-        assert!(args_from_words("sleep", &words(&["1", "2"]), false).is_err());
+        for bad in ["x", "1,2", "[1]", "NaN", "1 2", "{}", "\"1\""] {
+            assert!(args("sum", &[bad], false).is_err(), "{bad}");
+        }
+        assert_eq!(args("fibonacci", &["90"], false).unwrap(), r#"{"n":90}"#);
+        assert!(args("sleep", &["1", "2"], false).is_err());
         assert_eq!(
-            args_from_words("sort", &words(&["b", "a"]), true).unwrap(),
-            json!({"strings": ["b", "a"], "descending": true})
+            args("sort", &["b", "a"], true).unwrap(),
+            json!({"strings": ["b", "a"], "descending": true}).to_string()
         );
         assert_eq!(
-            args_from_words("uppercase", &words(&["a", "b"]), false).unwrap(),
-            json!({"text": "a b"})
+            args("sort", &["2", "1"], false).unwrap(),
+            r#"{"numbers":[2,1],"descending":false}"#
         );
+        assert_eq!(args("uppercase", &["a", "b"], false).unwrap(), r#"{"text":"a b"}"#);
     }
 }

@@ -64,8 +64,12 @@ pub(crate) fn json_body(
     if body.is_empty() && empty_ok {
         return Ok(body);
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-        .map_err(|e| ApiError::invalid(format!("the body is not JSON: {e}")))?;
+    crate::service::check_object(&body)
+        .and_then(|()| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .map_err(|e| format!("not JSON: {e}"))
+        })
+        .map_err(|e| ApiError::invalid(format!("bad body: {e}")))?;
     Ok(body)
 }
 
@@ -74,7 +78,7 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = json_body(body, false)?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("bad body: {e}")))
+    crate::service::from_object(&body).map_err(|e| ApiError::invalid(format!("bad body: {e}")))
 }
 
 pub(crate) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
@@ -201,11 +205,16 @@ async fn gather_services(state: &State) -> Result<Vec<Value>, ApiError> {
     Ok(instances.into_values().collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
+    /// Only this component's records (`bank`, `ledger`, ...).
     pub service: Option<String>,
+    /// The least severe level shown (default `info`).
+    #[schemars(extend("enum" = ["info", "warn", "error"]))]
     pub level: Option<String>,
+    /// Default 200.
+    #[schemars(range(min = 1, max = 1_000))]
     pub limit: Option<usize>,
 }
 
@@ -332,10 +341,10 @@ pub async fn legacy_transfer(
 // Coins
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetsQuery {
-    /// Comma-separated symbols.
+    /// Comma-separated symbols (at most 100); every listed asset without it.
     pub symbols: Option<String>,
 }
 
@@ -420,11 +429,23 @@ pub async fn add_asset(
     forward_bytes(&state, subjects::coins::ADD_SUBJECT, json_body(body, false)?).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A new price and/or available quantity.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetChange {
+    /// Minor units per unit.
+    #[schemars(range(min = 1))]
     pub price: Option<i64>,
+    /// Units available to buy.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_i64))]
     pub quantity: Option<i64>,
+}
+
+/// The item of a likes route's path.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ItemPath {
+    #[schemars(pattern(crate::wire::pattern::ITEM))]
+    pub item: String,
 }
 
 pub async fn update_asset(

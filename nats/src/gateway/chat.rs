@@ -158,9 +158,10 @@ pub async fn reap(gateway: State) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
+    #[schemars(pattern(crate::wire::pattern::CHAT_NAME))]
     pub name: String,
 }
 
@@ -193,12 +194,18 @@ pub async fn close(
     Ok(Json(json!({ "name": name, "online": false })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Give `room` or `to`, not both.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    #[schemars(pattern(crate::wire::pattern::SESSION))]
     pub session: String,
+    #[schemars(pattern(crate::wire::pattern::CHAT_NAME))]
     pub room: Option<String>,
+    #[schemars(pattern(crate::wire::pattern::CHAT_NAME))]
     pub to: Option<String>,
+    /// 1-4096 bytes of plain text; no control characters but newline and tab.
+    #[schemars(length(min = 1, max = 4096))]
     pub text: String,
 }
 
@@ -222,10 +229,12 @@ pub async fn send(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoomChange {
+    #[schemars(pattern(crate::wire::pattern::SESSION))]
     pub session: String,
+    #[schemars(pattern(crate::wire::pattern::CHAT_NAME))]
     pub room: String,
 }
 

@@ -22,10 +22,11 @@ use super::api::{ApiResult, path, query};
 use super::{ApiError, State};
 use crate::files::DOWNLOAD_WINDOW;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentQuery {
     /// `download=1`: ask the browser to save the file rather than show it.
+    #[schemars(range(min = 0, max = 1))]
     pub download: Option<u8>,
 }
 

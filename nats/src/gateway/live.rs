@@ -205,7 +205,7 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
     Some(LiveEvent { topic, direct, json })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Comma-separated topics (default: all).
