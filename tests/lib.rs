@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_devtools::process::{Component, NatsServer, NatsServerOptions, component_binary};
 use agora_nats::connection::{NatsArgs, connect_once};
-use agora_nats::process::{Component, NatsServer, NatsServerOptions, component_binary};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use tempfile::TempDir;
 
@@ -375,7 +375,7 @@ impl System {
     /// Starts component `binary` as `name`, logging in as `role` when the server checks users.
     fn spawn(&self, name: &str, binary: &str, args: &[String], role: &str) -> Component {
         let path = component_binary(binary).unwrap_or_else(|e| panic!("{binary} is built: {e}"));
-        let password = agora_nats::process::dev_password(role).unwrap_or_default();
+        let password = agora_devtools::process::dev_password(role).unwrap_or_default();
         let envs: Vec<(&str, &str)> = if self.auth {
             vec![("NATS_USER", role), ("NATS_PASSWORD", &password)]
         } else {
@@ -451,7 +451,7 @@ impl System {
 
     /// A client logged in as `role` with its development password (`nats/config/dev.env`).
     pub async fn client_as(&self, role: &str) -> anyhow::Result<AgoraClient> {
-        let password = agora_nats::process::dev_password(role).unwrap_or_default();
+        let password = agora_devtools::process::dev_password(role).unwrap_or_default();
         self.client_with(role, &password).await
     }
 

@@ -31,7 +31,6 @@
 //! - [`telemetry`], [`clock`]: logging/connecting, and the wall clock.
 
 pub mod bank;
-pub mod bench;
 pub mod chat;
 pub mod chat_client;
 pub mod chat_store;
@@ -42,13 +41,11 @@ pub mod coins_store;
 pub mod connection;
 pub mod error;
 pub mod files;
-pub mod gateway;
-pub mod health;
 pub mod ledger;
 pub mod likes;
 pub mod likes_store;
 pub mod likes_trust;
-pub mod process;
+pub mod owner;
 pub mod service;
 pub mod sqlite;
 pub mod store;
@@ -56,7 +53,6 @@ pub mod subjects;
 pub mod task_store;
 pub mod tasks;
 pub mod telemetry;
-pub mod up;
 pub mod wire;
 pub mod worker;
 

@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+/// A storage failure of any store. The service answers `unavailable`, and its owner rolls the
+/// group back and reloads (see `owner`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
 /// Opens (creating if needed) `data_dir/file` in WAL mode with `synchronous=NORMAL` (a commit
 /// survives `kill -9`), a page cache of `cache_bytes`, and the schema `migration` (version 1)
 /// applied once.

@@ -229,7 +229,11 @@ pub async fn shutdown_signal() {
     interrupt.await.ok();
 }
 
+/// What a component prints on stdout once it serves (followed by its name): supervising
+/// processes (tests, `agora up`) wait for it.
+pub const READY_LINE: &str = "AGORA_READY";
+
 /// Tells a supervising process (tests, `agora up`) that the component is serving.
 pub fn announce_ready(component: &str) {
-    println!("{} {component}", crate::process::READY_LINE);
+    println!("{READY_LINE} {component}");
 }

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agora_devtools::health::ping;
+use agora_devtools::process::{dev_password, dev_value};
 use agora_nats::connection::{NatsArgs, connect_with};
-use agora_nats::health::ping;
-use agora_nats::process::{dev_password, dev_value};
 use agora_nats::subjects;
 use agora_nats::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use agora_devtools::process::component_binary;
 use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming};
-use agora_nats::process::component_binary;
 use agora_nats::subjects::chat as subject;
 use agora_nats::wire::{ChatMessage, HistoryRequest, PresenceEvent, WhoRequest};
 use agora_nats::{AgoraClient, ErrorCode};

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use agora_nats::process::component_binary;
+use agora_devtools::process::component_binary;
 use agora_tests::System;
 
 fn agora(system: &System, args: &[&str]) -> (bool, String, String) {

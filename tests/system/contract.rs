@@ -367,7 +367,7 @@ async fn numbers_are_judged_as_written_and_hopeless_tasks_refused_at_submit() {
     }
 
     // The CLI sends numbers as typed: the service judges them.
-    let cli = agora_nats::process::component_binary("agora").expect("built");
+    let cli = agora_devtools::process::component_binary("agora").expect("built");
     let output = std::process::Command::new(cli)
         .args(["task", "submit", "sum", "1", "18446744073709551616"])
         .env("NATS_URL", system.url())
@@ -422,7 +422,7 @@ async fn the_cli_prints_times_people_read_and_json_keeps_milliseconds() {
     system.start_tasks();
     system.add_worker(&[]);
     std::fs::write(system.files_root().join("notes.txt"), b"hello").expect("a file");
-    let cli = agora_nats::process::component_binary("agora").expect("built");
+    let cli = agora_devtools::process::component_binary("agora").expect("built");
     let agora = |args: &[&str]| {
         let output = std::process::Command::new(&cli)
             .args(args)

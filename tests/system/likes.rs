@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_nats::process::{Component, component_binary};
+use agora_devtools::process::{Component, component_binary};
 use agora_nats::subjects::likes as subject;
 use agora_nats::wire::NodesReply;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};

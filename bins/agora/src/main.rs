@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_nats::bench::{
+use agora_devtools::bench::{
     self, BankBenchOptions, ChatBenchOptions, CoinsBenchOptions, FilesBenchOptions,
     GatewayBenchOptions, LikesBenchOptions, TasksBenchOptions,
 };
+use agora_devtools::health;
+use agora_devtools::up::{self, UpOptions};
 use agora_nats::connection::{self, NatsArgs};
-use agora_nats::health;
-use agora_nats::up::{self, UpOptions};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 

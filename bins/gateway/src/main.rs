@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
+use agora_gateway::{self as gateway, GatewayConfig};
 use agora_nats::connection::NatsArgs;
-use agora_nats::gateway::{self, GatewayConfig};
 use agora_nats::telemetry;
 use clap::Parser;
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Goal, Measurement, Rig, Sample, connections, print_goal, sample};
-use crate::client::ClientError;
-use crate::files::DOWNLOAD_WINDOW;
-use crate::subjects;
+use agora_nats::client::ClientError;
+use agora_nats::files::DOWNLOAD_WINDOW;
+use agora_nats::subjects;
 
 /// Options of `agora bench files`.
 #[derive(Debug, Clone)]
@@ -39,8 +39,8 @@ pub async fn chunk_responder(
     let client = async_nats::connect(url).await?;
     let mut requests =
         client.queue_subscribe(subjects::bench::CHUNK, subjects::bench::CHUNK.to_owned()).await?;
-    crate::client::barrier(&client).await?;
-    crate::telemetry::announce_ready("chunk-responder");
+    agora_nats::client::barrier(&client).await?;
+    agora_nats::telemetry::announce_ready("chunk-responder");
     let buffer = Bytes::from(vec![7u8; 1024 * 1024]);
     let serve = async {
         while let Some(message) = requests.next().await {

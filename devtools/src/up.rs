@@ -191,7 +191,7 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         token = options.manager_token,
     );
 
-    let shutdown = crate::telemetry::shutdown_signal();
+    let shutdown = agora_nats::telemetry::shutdown_signal();
     tokio::pin!(shutdown);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {

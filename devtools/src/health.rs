@@ -14,7 +14,7 @@ use futures::StreamExt;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
-use crate::service::{METADATA_HOST, host_name};
+use agora_nats::service::{METADATA_HOST, host_name};
 
 /// The `$SRV.PING` answers of `service`'s instances gathered for `within`: each is the
 /// instance's JSON (`name`, `id`, `version`, `metadata`).

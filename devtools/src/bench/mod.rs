@@ -28,10 +28,10 @@ pub use files::{FilesBenchOptions, chunk_responder, files};
 pub use gateway::{GatewayBenchOptions, gateway};
 pub use likes::{LikesBenchOptions, likes};
 
-use crate::client::{AgoraClient, ClientError};
 use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
-use crate::subjects;
-use crate::wire::{BalanceRequest, TransferRequest};
+use agora_nats::client::{AgoraClient, ClientError};
+use agora_nats::subjects;
+use agora_nats::wire::{BalanceRequest, TransferRequest};
 
 /// Options of `agora bench bank`.
 #[derive(Debug, Clone)]
@@ -182,8 +182,8 @@ pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> an
     let mut requests =
         client.queue_subscribe(subjects::bench::ECHO, subjects::bench::ECHO.to_owned()).await?;
     // Subscriptions are in place at the server before anyone is told we are ready.
-    crate::client::barrier(&client).await?;
-    crate::telemetry::announce_ready("echo-responder");
+    agora_nats::client::barrier(&client).await?;
+    agora_nats::telemetry::announce_ready("echo-responder");
     let serve = async {
         while let Some(message) = requests.next().await {
             if let Some(reply) = message.reply {

@@ -16,7 +16,7 @@ pub const NATS_SERVER_VERSION: &str = "2.15.1";
 /// How long a process may take to report that it is ready.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line a component prints on stdout once it is serving.
-pub const READY_LINE: &str = "AGORA_READY";
+pub use agora_nats::telemetry::READY_LINE;
 
 /// Finds `nats-server`: `$AGORA_NATS_SERVER`, then `PATH`.
 pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
@@ -85,13 +85,13 @@ fn wait_for_text(
 /// `single-auth.conf` (the same with the users and permissions of `auth.conf`). They are
 /// written next to the store of every server started here.
 const CONFIGS: [(&str, &str); 4] = [
-    ("single.conf", include_str!("../config/single.conf")),
-    ("single-auth.conf", include_str!("../config/single-auth.conf")),
-    ("auth.conf", include_str!("../config/auth.conf")),
-    ("limits.conf", include_str!("../config/limits.conf")),
+    ("single.conf", include_str!("../../nats/config/single.conf")),
+    ("single-auth.conf", include_str!("../../nats/config/single-auth.conf")),
+    ("auth.conf", include_str!("../../nats/config/auth.conf")),
+    ("limits.conf", include_str!("../../nats/config/limits.conf")),
 ];
 /// The development passwords of the users in `auth.conf` (`nats/config/dev.env`).
-pub const DEV_ENV: &str = include_str!("../config/dev.env");
+pub const DEV_ENV: &str = include_str!("../../nats/config/dev.env");
 
 /// The development password of a role in `auth.conf` (`bank`, `client`, ...).
 pub fn dev_password(role: &str) -> Option<String> {

@@ -24,8 +24,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::client::{AgoraClient, ClientError};
-use crate::error::{ErrorBody, ErrorCode, ServiceError};
+use agora_nats::client::{AgoraClient, ClientError};
+use agora_nats::error::{ErrorBody, ErrorCode, ServiceError};
 
 pub mod api;
 pub mod assets;
@@ -93,7 +93,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    crate::client::barrier(&client).await?;
+    agora_nats::client::barrier(&client).await?;
     let agora = AgoraClient::new(client.clone())
         .with_timeout(Duration::from_millis(config.request_timeout_ms));
     let live = live::Hub::start(&client).await?;

@@ -25,10 +25,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use super::{Goal, Measurement, Rig, print_goal, print_header, print_row};
-use crate::chat_client::{ChatInbox, ChatSession, Incoming};
-use crate::client::AgoraClient;
-use crate::subjects;
-use crate::wire::{ChatMessage, HistoryRequest, MessageAck};
+use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming};
+use agora_nats::client::AgoraClient;
+use agora_nats::subjects;
+use agora_nats::wire::{ChatMessage, HistoryRequest, MessageAck};
 
 /// Options of `agora bench chat`.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ fn message_bytes(n: u64, from: &str) -> Bytes {
         id: n.to_string(),
         from: from.to_owned(),
         text: "the quick brown fox jumps over the lazy dog, again and again and again".to_owned(),
-        at: Some(crate::clock::now_ms()),
+        at: Some(agora_nats::clock::now_ms()),
     };
     Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
 }
@@ -314,7 +314,7 @@ pub async fn chat(options: ChatBenchOptions) -> anyhow::Result<Vec<Measurement>>
         let mut tasks = Vec::new();
         for (index, client) in receiver_clients.iter().enumerate() {
             let mut subscription = client.subscribe(raw_subject).await?;
-            crate::client::barrier(client).await?;
+            agora_nats::client::barrier(client).await?;
             let tracker = tracker.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(message) = subscription.next().await {
@@ -356,7 +356,7 @@ pub async fn chat(options: ChatBenchOptions) -> anyhow::Result<Vec<Measurement>>
         }
         let reply_prefix = sender.new_inbox();
         let mut acks = sender.subscribe(format!("{reply_prefix}.*")).await?;
-        crate::client::barrier(&sender).await?;
+        agora_nats::client::barrier(&sender).await?;
         let ack_tracker = tracker.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(ack) = acks.next().await {

@@ -14,8 +14,8 @@ use super::chat::{OpenRequest, RoomChange, SendRequest};
 use super::files::ContentQuery;
 use super::live::EventsQuery;
 use super::{State, api, assets, chat, files, live};
-use crate::files::{ListFilesRequest, StatRequest};
-use crate::wire::{
+use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::wire::{
     AddAssetRequest, AmountRequest, BalanceRequest, CoinsHistoryRequest, HistoryRequest,
     LikeRequest, ListRequest, OrderLookup, OrderRequest, PortfolioRequest, RemoveAssetRequest,
     SessionRequest, SubmitRequest, TaskIdRequest, TopRequest, TransferRequest, WhoRequest,
@@ -527,9 +527,9 @@ pub const ROUTES: &[Route] = &[
 #[derive(Debug, schemars::JsonSchema)]
 #[allow(dead_code)] // a schema only: the handler reads `ItemPath` and `LikeRequest`
 struct ItemUser {
-    #[schemars(pattern(crate::wire::pattern::ITEM))]
+    #[schemars(pattern(agora_nats::wire::pattern::ITEM))]
     item: String,
-    #[schemars(pattern(crate::wire::pattern::LIKES_USER))]
+    #[schemars(pattern(agora_nats::wire::pattern::LIKES_USER))]
     user: Option<String>,
 }
 

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Mutex;
 
 use super::{Measurement, Rig, compare, connections, print_header, print_row};
-use crate::client::ClientError;
-use crate::subjects;
+use agora_nats::client::ClientError;
+use agora_nats::subjects;
 
 /// Options of `agora bench gateway`.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Measurement, Rig, Sample, connections, echo_load, print_header, print_row, sample};
-use crate::subjects;
+use agora_nats::subjects;
 
 /// Options of `agora bench coins`.
 #[derive(Debug, Clone)]

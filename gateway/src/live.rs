@@ -26,10 +26,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::api::query;
 use super::{ApiError, State};
-use crate::chat_client::{Incoming, parse_incoming};
-use crate::error::ErrorCode;
-use crate::subjects;
-use crate::wire::LogRecord;
+use agora_nats::chat_client::{Incoming, parse_incoming};
+use agora_nats::error::ErrorCode;
+use agora_nats::subjects;
+use agora_nats::wire::LogRecord;
 
 /// Events a slow browser may fall behind before it misses some.
 pub const BROADCAST_CAPACITY: usize = 4_096;
@@ -128,7 +128,7 @@ impl Hub {
                 streams.push(subscriber.map(move |message| (topic, message)).boxed());
             }
         }
-        crate::client::barrier(client).await?;
+        agora_nats::client::barrier(client).await?;
         let mut all = futures::stream::select_all(streams);
         let fan_out = sender.clone();
         let ring = logs.clone();

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use super::{
     Goal, Measurement, Rig, compare, connections, echo_load, print_goal, print_header, print_row,
 };
-use crate::client::AgoraClient;
-use crate::subjects;
+use agora_nats::client::AgoraClient;
+use agora_nats::subjects;
 
 /// Options of `agora bench likes`.
 #[derive(Debug, Clone)]

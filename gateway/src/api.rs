@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, State};
-use crate::clock::now_ms;
-use crate::error::ErrorCode;
-use crate::files::{ListFilesRequest, StatRequest};
-use crate::subjects;
-use crate::wire::{
+use agora_nats::clock::now_ms;
+use agora_nats::error::ErrorCode;
+use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::subjects;
+use agora_nats::wire::{
     AmountRequest, BalanceRequest, CoinsHistoryRequest, LikeRequest, ListRequest, OrderLookup,
     PortfolioRequest, RemoveAssetRequest, SubmitRequest, TaskIdRequest, TopRequest,
     TransferRequest, UpdateAssetRequest,
@@ -64,7 +64,7 @@ pub(crate) fn json_body(
     if body.is_empty() && empty_ok {
         return Ok(body);
     }
-    crate::service::check_object(&body)
+    agora_nats::service::check_object(&body)
         .and_then(|()| {
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| format!("not JSON: {e}"))
@@ -78,7 +78,7 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = json_body(body, false)?;
-    crate::service::from_object(&body).map_err(|e| ApiError::invalid(format!("bad body: {e}")))
+    agora_nats::service::from_object(&body).map_err(|e| ApiError::invalid(format!("bad body: {e}")))
 }
 
 pub(crate) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
@@ -355,7 +355,7 @@ pub async fn coin_assets(
     let symbols = query(assets)?
         .symbols
         .map(|list| list.split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>());
-    let request = crate::wire::AssetsRequest { symbol: None, symbols };
+    let request = agora_nats::wire::AssetsRequest { symbol: None, symbols };
     forward(&state, subjects::coins::ASSETS_SUBJECT, &request).await
 }
 
@@ -444,7 +444,7 @@ pub struct AssetChange {
 /// The item of a likes route's path.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ItemPath {
-    #[schemars(pattern(crate::wire::pattern::ITEM))]
+    #[schemars(pattern(agora_nats::wire::pattern::ITEM))]
     pub item: String,
 }
 

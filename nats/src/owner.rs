@@ -1,0 +1,484 @@
+//! The one owner runtime: every stateful service (ledger, tasks, chat, coins, likes) keeps its
+//! state and its SQLite database in one **owner thread** that this module runs.
+//!
+//! ## What the runtime does, once for all
+//! - A bounded [`Queue`] feeds the thread: endpoint tasks decode and validate on the async
+//!   runtime, then hand typed envelopes over without waiting; a full queue is the caller's
+//!   `busy`.
+//! - The thread takes whatever is queued (up to `group_max`) as one **group** and applies it in
+//!   one SQLite transaction ([`rusqlite::Transaction`]), so many requests share one commit (and
+//!   one fsync). Only after the commit does it deliver the group's replies and events: no reply
+//!   reports what is not durable.
+//! - If any envelope of the group fails on storage, the transaction is rolled back (dropping it
+//!   does that), the state rebuilds its memory from the store ([`State::rolled_back`]), and the
+//!   group's replies become `unavailable`; nothing of it is half-applied.
+//! - Between groups, [`State::tick`] is asked for periodic work (expiries, sweeps, pruning),
+//!   which runs as a group of its own, under the same rules.
+//! - When every [`Queue`] handle is dropped the thread drains what is queued, commits, and
+//!   stops ([`OwnerThread::join`]).
+//!
+//! ## What a service writes
+//! Its [`State`]: how to apply one envelope inside a transaction, how to reload, and how to
+//! deliver an outbox. The SQL lives in the service's `store` module, as functions over a
+//! `&Connection` (a `&Transaction` derefs to one).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::sqlite::StoreError;
+
+/// What a stateful service plugs into the owner runtime.
+pub trait State: Send + 'static {
+    /// What is queued for the owner: validated requests, peers' events, internal work.
+    type Envelope: Send + 'static;
+    /// What a group produces, delivered once it committed (replies, events, ...).
+    type Outbox: Default;
+
+    /// Applies one envelope inside the group's transaction. `Err` is a storage failure: the
+    /// whole group is rolled back (a refused request is an `Ok` whose reply is the refusal).
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        envelope: Self::Envelope,
+        out: &mut Self::Outbox,
+    ) -> Result<(), StoreError>;
+
+    /// Runs after the group's last envelope, still inside its transaction.
+    fn close(
+        &mut self,
+        _tx: &Transaction<'_>,
+        _now_ms: u64,
+        _out: &mut Self::Outbox,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether this envelope needs a durable commit (`synchronous=FULL`): a group with one
+    /// commits durably. By default every commit is as durable as the database was opened.
+    fn durable(&self, _envelope: &Self::Envelope) -> bool {
+        false
+    }
+
+    /// Periodic work, asked for every tick (with or without requests): run as a group.
+    fn tick(&mut self, _now_ms: u64) -> Vec<Self::Envelope> {
+        Vec::new()
+    }
+
+    /// The group's transaction was rolled back because of `error`: rebuild the in-memory state
+    /// from `conn`, and turn the outbox into what may be sent now (replies become
+    /// `unavailable`; events of what was not committed are dropped).
+    fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Self::Outbox);
+
+    /// Sends a group's outbox (after its commit, or after its rollback).
+    fn deliver(&mut self, now_ms: u64, out: Self::Outbox);
+
+    /// After every group: a chance to publish counters.
+    fn after_group(&mut self, _report: &GroupReport) {}
+}
+
+/// What one group was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupReport {
+    pub envelopes: usize,
+    pub committed: bool,
+    pub durable: bool,
+    /// Time spent applying and committing.
+    pub elapsed: Duration,
+}
+
+/// The owner's limits and pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Envelopes queued at most; beyond, [`Queue::try_send`] gives the envelope back.
+    pub queue_max: usize,
+    /// Envelopes applied in one transaction at most.
+    pub group_max: usize,
+    /// How often [`State::tick`] is asked for periodic work.
+    pub tick: Duration,
+    /// The `synchronous` level of commits that are not durable ones (`"NORMAL"`, `"FULL"`).
+    pub synchronous: &'static str,
+}
+
+/// The sending side of an owner's queue: cheap to clone, counts what is queued.
+#[derive(Debug)]
+pub struct Queue<E> {
+    sender: mpsc::SyncSender<E>,
+    queued: Arc<AtomicU64>,
+}
+
+impl<E> Clone for Queue<E> {
+    fn clone(&self) -> Self {
+        Self { sender: self.sender.clone(), queued: self.queued.clone() }
+    }
+}
+
+/// How long [`Queue::send_waiting`] retries a full queue, at most.
+pub const SEND_WAIT_MAX: Duration = Duration::from_secs(10);
+
+impl<E> Queue<E> {
+    /// Queues without waiting; gives the envelope back if the queue is full or the owner gone.
+    pub fn try_send(&self, envelope: E) -> Result<(), E> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.sender.try_send(envelope).map_err(|error| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            match error {
+                mpsc::TrySendError::Full(e) | mpsc::TrySendError::Disconnected(e) => e,
+            }
+        })
+    }
+
+    /// Queues, retrying briefly while the queue is full, for at most [`SEND_WAIT_MAX`]
+    /// (internal work that must not be dropped lightly, such as a pulled page).
+    pub async fn send_waiting(&self, mut envelope: E) -> Result<(), E> {
+        let deadline = tokio::time::Instant::now() + SEND_WAIT_MAX;
+        loop {
+            match self.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(back) if tokio::time::Instant::now() < deadline => envelope = back,
+                Err(back) => return Err(back),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Envelopes queued and not yet taken by the owner.
+    pub fn len(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A running owner thread.
+#[derive(Debug)]
+pub struct OwnerThread {
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl OwnerThread {
+    /// Waits (off the async runtime) until the owner drained its queue and stopped: drop every
+    /// [`Queue`] first.
+    pub async fn join(self) {
+        tokio::task::spawn_blocking(move || self.handle.join()).await.ok();
+    }
+}
+
+/// Starts the owner thread `name` over `conn` and `state`.
+pub fn spawn<S: State>(
+    name: &str,
+    conn: Connection,
+    state: S,
+    limits: Limits,
+) -> std::io::Result<(Queue<S::Envelope>, OwnerThread)> {
+    let (sender, inbox) = mpsc::sync_channel(limits.queue_max.max(1));
+    let queued = Arc::new(AtomicU64::new(0));
+    let queue = Queue { sender, queued: queued.clone() };
+    let mut owner = Owner { conn, state, limits, queued, synchronous: None };
+    let handle = std::thread::Builder::new()
+        .name(format!("{name}-owner"))
+        .spawn(move || owner.run(&inbox))?;
+    Ok((queue, OwnerThread { handle }))
+}
+
+struct Owner<S: State> {
+    conn: Connection,
+    state: S,
+    limits: Limits,
+    queued: Arc<AtomicU64>,
+    /// The connection's current `synchronous` level, to switch only on change.
+    synchronous: Option<&'static str>,
+}
+
+impl<S: State> Owner<S> {
+    fn run(&mut self, inbox: &mpsc::Receiver<S::Envelope>) {
+        let mut next_tick = Instant::now() + self.limits.tick;
+        while let Some(group) = next_group(inbox, next_tick, self.limits.group_max) {
+            self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
+            if !group.is_empty() {
+                self.run_group(group);
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.limits.tick;
+                let work = self.state.tick(crate::clock::now_ms());
+                if !work.is_empty() {
+                    self.run_group(work);
+                }
+            }
+        }
+    }
+
+    fn run_group(&mut self, group: Vec<S::Envelope>) {
+        let started = Instant::now();
+        let now_ms = crate::clock::now_ms();
+        let envelopes = group.len();
+        let durable = group.iter().any(|envelope| self.state.durable(envelope));
+        let mut out = S::Outbox::default();
+        let result = self.commit(now_ms, group, durable, &mut out);
+        let committed = result.is_ok();
+        if let Err(error) = result {
+            // The transaction was dropped: SQLite rolled it back.
+            tracing::error!(%error, "transaction failed; rolled back, reloading from the store");
+            self.synchronous = None;
+            self.state.rolled_back(&self.conn, &error, &mut out);
+        }
+        let elapsed = started.elapsed();
+        self.state.deliver(now_ms, out);
+        self.state.after_group(&GroupReport { envelopes, committed, durable, elapsed });
+    }
+
+    fn commit(
+        &mut self,
+        now_ms: u64,
+        group: Vec<S::Envelope>,
+        durable: bool,
+        out: &mut S::Outbox,
+    ) -> Result<(), StoreError> {
+        let level = if durable { "FULL" } else { self.limits.synchronous };
+        if self.synchronous != Some(level) {
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.synchronous = Some(level);
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for envelope in group {
+            self.state.apply(&tx, now_ms, envelope, out)?;
+        }
+        self.state.close(&tx, now_ms, out)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The next group: whatever is queued (at most `max`), after waiting until `until` for the
+/// first. Empty when nothing came; `None` once every sender is gone and the queue is empty.
+fn next_group<T>(inbox: &mpsc::Receiver<T>, until: Instant, max: usize) -> Option<Vec<T>> {
+    let wait = until.saturating_duration_since(Instant::now());
+    let first = match inbox.recv_timeout(wait) {
+        Ok(item) => Some(item),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+    };
+    let mut group: Vec<T> = first.into_iter().collect();
+    while group.len() < max {
+        match inbox.try_recv() {
+            Ok(item) => group.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    /// A toy service: counters in memory mirrored in a table; an envelope can ask for a
+    /// storage failure.
+    #[derive(Debug)]
+    enum Toy {
+        Add { key: &'static str, by: i64, reply: mpsc::Sender<Result<i64, String>> },
+        Fail,
+    }
+
+    #[derive(Debug, Default)]
+    struct Seen {
+        groups: Vec<GroupReport>,
+        reloads: usize,
+        delivered: Vec<Result<i64, String>>,
+        ticks: usize,
+    }
+
+    struct Counters {
+        memory: std::collections::HashMap<&'static str, i64>,
+        seen: Arc<Mutex<Seen>>,
+        tick_work: Vec<Toy>,
+    }
+
+    type Replies = Vec<(mpsc::Sender<Result<i64, String>>, Result<i64, String>)>;
+
+    impl State for Counters {
+        type Envelope = Toy;
+        type Outbox = Replies;
+
+        fn apply(
+            &mut self,
+            tx: &Transaction<'_>,
+            _now_ms: u64,
+            envelope: Toy,
+            out: &mut Replies,
+        ) -> Result<(), StoreError> {
+            match envelope {
+                Toy::Add { key, by, reply } => {
+                    let value = self.memory.get(key).copied().unwrap_or(0) + by;
+                    tx.execute(
+                        "INSERT INTO counters (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        rusqlite::params![key, value],
+                    )?;
+                    self.memory.insert(key, value);
+                    out.push((reply, Ok(value)));
+                    Ok(())
+                }
+                Toy::Fail => Err(StoreError::Corrupt("asked to fail".into())),
+            }
+        }
+
+        fn durable(&self, envelope: &Toy) -> bool {
+            matches!(envelope, Toy::Add { by: 100.., .. })
+        }
+
+        fn tick(&mut self, _now_ms: u64) -> Vec<Toy> {
+            self.seen.lock().unwrap().ticks += 1;
+            std::mem::take(&mut self.tick_work)
+        }
+
+        fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Replies) {
+            self.seen.lock().unwrap().reloads += 1;
+            let mut statement = conn.prepare("SELECT key, value FROM counters").unwrap();
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+                .unwrap();
+            let stored: std::collections::HashMap<String, i64> = rows.map(Result::unwrap).collect();
+            self.memory.retain(|key, value| match stored.get(*key) {
+                Some(stored) => {
+                    *value = *stored;
+                    true
+                }
+                None => false,
+            });
+            for (_, reply) in out.iter_mut() {
+                *reply = Err(format!("unavailable: {error}"));
+            }
+        }
+
+        fn deliver(&mut self, _now_ms: u64, out: Replies) {
+            let mut seen = self.seen.lock().unwrap();
+            for (to, reply) in out {
+                seen.delivered.push(reply.clone());
+                to.send(reply).ok();
+            }
+        }
+
+        fn after_group(&mut self, report: &GroupReport) {
+            self.seen.lock().unwrap().groups.push(*report);
+        }
+    }
+
+    fn open(path: Option<&std::path::Path>) -> Connection {
+        let conn = match path {
+            Some(path) => Connection::open(path.join("toy.db")).unwrap(),
+            None => Connection::open_in_memory().unwrap(),
+        };
+        conn.execute_batch("CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            .unwrap();
+        conn
+    }
+
+    fn stored(conn: &Connection, key: &str) -> Option<i64> {
+        conn.query_row("SELECT value FROM counters WHERE key = ?1", [key], |row| row.get(0)).ok()
+    }
+
+    const LIMITS: Limits = Limits {
+        queue_max: 64,
+        group_max: 16,
+        tick: Duration::from_millis(20),
+        synchronous: "NORMAL",
+    };
+
+    /// Queues `envelopes` before the owner starts, so they form groups as the limits allow.
+    /// The owner stops once the returned sender is dropped.
+    fn run(
+        conn: Connection,
+        envelopes: Vec<Toy>,
+        tick_work: Vec<Toy>,
+    ) -> (Arc<Mutex<Seen>>, mpsc::SyncSender<Toy>, std::thread::JoinHandle<()>) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let state = Counters { memory: Default::default(), seen: seen.clone(), tick_work };
+        let (sender, inbox) = mpsc::sync_channel(LIMITS.queue_max);
+        let queued = Arc::new(AtomicU64::new(envelopes.len() as u64));
+        for envelope in envelopes {
+            sender.send(envelope).unwrap();
+        }
+        let mut owner = Owner { conn, state, limits: LIMITS, queued, synchronous: None };
+        let handle = std::thread::spawn(move || owner.run(&inbox));
+        (seen, sender, handle)
+    }
+
+    fn add(key: &'static str, by: i64) -> (Toy, mpsc::Receiver<Result<i64, String>>) {
+        let (reply, answer) = mpsc::channel();
+        (Toy::Add { key, by, reply }, answer)
+    }
+
+    fn groups_and_one_transaction_each(conn: Connection) {
+        // 20 adds queued at once: one group of 16 and one of 4, each one transaction.
+        let (envelopes, answers): (Vec<_>, Vec<_>) = (0..20).map(|_| add("a", 1)).unzip();
+        let (seen, sender, handle) = run(conn, envelopes, Vec::new());
+        drop(sender);
+        handle.join().unwrap();
+        let values: Vec<i64> = answers.iter().map(|a| a.recv().unwrap().unwrap()).collect();
+        assert_eq!(values, (1..=20).collect::<Vec<_>>());
+        let seen = seen.lock().unwrap();
+        let sizes: Vec<usize> = seen.groups.iter().map(|g| g.envelopes).collect();
+        assert_eq!(sizes, vec![16, 4]);
+        assert!(seen.groups.iter().all(|g| g.committed && !g.durable));
+    }
+
+    fn a_failed_group_leaves_nothing(conn: Connection) {
+        // A group with a storage failure: nothing of it stays, every reply is unavailable, the
+        // memory is rebuilt, and the next group (the tick's work) goes on from what is stored.
+        let (first, first_answer) = add("b", 5);
+        let (big, big_answer) = add("b", 100);
+        let (after, after_answer) = add("b", 1);
+        let (seen, sender, handle) = run(conn, vec![first, big, Toy::Fail], vec![after]);
+        let answer = after_answer.recv_timeout(Duration::from_secs(5)).expect("tick work");
+        assert_eq!(answer, Ok(1), "the failed group left nothing behind");
+        assert!(first_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
+        assert!(big_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
+        drop(sender);
+        handle.join().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.reloads, 1);
+        assert!(seen.ticks >= 1);
+        let failed = seen.groups[0];
+        assert!(!failed.committed && failed.durable && failed.envelopes == 3, "{failed:?}");
+        assert!(seen.groups[1].committed);
+    }
+
+    #[test]
+    fn groups_commit_together_and_a_failed_group_rolls_back_in_memory() {
+        groups_and_one_transaction_each(open(None));
+        a_failed_group_leaves_nothing(open(None));
+    }
+
+    #[test]
+    fn groups_commit_together_and_a_failed_group_rolls_back_on_disk() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        groups_and_one_transaction_each(open(Some(one.path())));
+        a_failed_group_leaves_nothing(open(Some(two.path())));
+        // What the owner committed is on disk, for another connection; the failed group not.
+        let other = Connection::open(two.path().join("toy.db")).unwrap();
+        assert_eq!(stored(&other, "b"), Some(1));
+        let other = Connection::open(one.path().join("toy.db")).unwrap();
+        assert_eq!(stored(&other, "a"), Some(20));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_counts_what_waits() {
+        let (sender, inbox) = mpsc::sync_channel::<u8>(2);
+        let queue = Queue { sender, queued: Arc::new(AtomicU64::new(0)) };
+        assert!(queue.try_send(1).is_ok());
+        assert!(queue.try_send(2).is_ok());
+        assert_eq!(queue.try_send(3), Err(3), "full: given back");
+        assert_eq!(queue.len(), 2);
+        drop(inbox);
+        assert_eq!(queue.try_send(4), Err(4), "gone: given back");
+    }
+}
