@@ -17,15 +17,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, State};
+use agora_nats::bank::wire::{AmountRequest, BalanceRequest, TransferRequest};
 use agora_nats::clock::now_ms;
+use agora_nats::coins::wire::{
+    CoinsHistoryRequest, OrderLookup, PortfolioRequest, RemoveAssetRequest, UpdateAssetRequest,
+};
 use agora_nats::error::ErrorCode;
 use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::likes::wire::{LikeRequest, TopRequest};
 use agora_nats::subjects;
-use agora_nats::wire::{
-    AmountRequest, BalanceRequest, CoinsHistoryRequest, LikeRequest, ListRequest, OrderLookup,
-    PortfolioRequest, RemoveAssetRequest, SubmitRequest, TaskIdRequest, TopRequest,
-    TransferRequest, UpdateAssetRequest,
-};
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
 
 pub type ApiResult = Result<Response, ApiError>;
 
@@ -355,7 +356,7 @@ pub async fn coin_assets(
     let symbols = query(assets)?
         .symbols
         .map(|list| list.split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>());
-    let request = agora_nats::wire::AssetsRequest { symbol: None, symbols };
+    let request = agora_nats::coins::wire::AssetsRequest { symbol: None, symbols };
     forward(&state, subjects::coins::ASSETS_SUBJECT, &request).await
 }
 
@@ -444,7 +445,7 @@ pub struct AssetChange {
 /// The item of a likes route's path.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ItemPath {
-    #[schemars(pattern(agora_nats::wire::pattern::ITEM))]
+    #[schemars(pattern(agora_nats::pattern::ITEM))]
     pub item: String,
 }
 

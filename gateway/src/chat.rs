@@ -1,7 +1,7 @@
 //! Chat sessions the gateway holds for browsers.
 //!
 //! A name is online while its session heartbeats on NATS; a browser cannot, so the gateway
-//! registers the name ([`agora_nats::chat_client::ChatSession`]) and heartbeats for it. The
+//! registers the name ([`agora_nats::chat::client::ChatSession`]) and heartbeats for it. The
 //! browser holds the session token the chat service issued and sends it with every call.
 //! A session lives while a live stream ([`super::live`]) carries its direct messages, or
 //! while calls keep coming; after [`super::GatewayConfig::chat_idle_ms`] without either, the
@@ -22,10 +22,10 @@ use serde_json::json;
 
 use super::api::{ApiResult, forward, parse_body, path, query};
 use super::{ApiError, State};
-use agora_nats::chat_client::{ChatSession, SessionStatus};
+use agora_nats::chat::client::{ChatSession, SessionStatus};
+use agora_nats::chat::wire::{HistoryRequest, RoomsReply, WhoRequest};
 use agora_nats::error::{ErrorCode, ServiceError};
 use agora_nats::subjects::chat as subject;
-use agora_nats::wire::{HistoryRequest, RoomsReply, WhoRequest};
 
 /// How often idle sessions are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -161,7 +161,7 @@ pub async fn reap(gateway: State) {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
-    #[schemars(pattern(agora_nats::wire::pattern::CHAT_NAME))]
+    #[schemars(pattern(agora_nats::pattern::CHAT_NAME))]
     pub name: String,
 }
 
@@ -198,11 +198,11 @@ pub async fn close(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    #[schemars(pattern(agora_nats::wire::pattern::SESSION))]
+    #[schemars(pattern(agora_nats::pattern::SESSION))]
     pub session: String,
-    #[schemars(pattern(agora_nats::wire::pattern::CHAT_NAME))]
+    #[schemars(pattern(agora_nats::pattern::CHAT_NAME))]
     pub room: Option<String>,
-    #[schemars(pattern(agora_nats::wire::pattern::CHAT_NAME))]
+    #[schemars(pattern(agora_nats::pattern::CHAT_NAME))]
     pub to: Option<String>,
     /// 1-4096 bytes of plain text; no control characters but newline and tab.
     #[schemars(length(min = 1, max = 4096))]
@@ -232,9 +232,9 @@ pub async fn send(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoomChange {
-    #[schemars(pattern(agora_nats::wire::pattern::SESSION))]
+    #[schemars(pattern(agora_nats::pattern::SESSION))]
     pub session: String,
-    #[schemars(pattern(agora_nats::wire::pattern::CHAT_NAME))]
+    #[schemars(pattern(agora_nats::pattern::CHAT_NAME))]
     pub room: String,
 }
 

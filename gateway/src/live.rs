@@ -26,10 +26,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::api::query;
 use super::{ApiError, State};
-use agora_nats::chat_client::{Incoming, parse_incoming};
+use agora_nats::chat::client::{Incoming, parse_incoming};
 use agora_nats::error::ErrorCode;
 use agora_nats::subjects;
-use agora_nats::wire::LogRecord;
+use agora_nats::telemetry::LogRecord;
 
 /// Events a slow browser may fall behind before it misses some.
 pub const BROADCAST_CAPACITY: usize = 4_096;

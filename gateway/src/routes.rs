@@ -14,12 +14,15 @@ use super::chat::{OpenRequest, RoomChange, SendRequest};
 use super::files::ContentQuery;
 use super::live::EventsQuery;
 use super::{State, api, assets, chat, files, live};
-use agora_nats::files::{ListFilesRequest, StatRequest};
-use agora_nats::wire::{
-    AddAssetRequest, AmountRequest, BalanceRequest, CoinsHistoryRequest, HistoryRequest,
-    LikeRequest, ListRequest, OrderLookup, OrderRequest, PortfolioRequest, RemoveAssetRequest,
-    SessionRequest, SubmitRequest, TaskIdRequest, TopRequest, TransferRequest, WhoRequest,
+use agora_nats::bank::wire::{AmountRequest, BalanceRequest, TransferRequest};
+use agora_nats::chat::wire::{HistoryRequest, SessionRequest, WhoRequest};
+use agora_nats::coins::wire::{
+    AddAssetRequest, CoinsHistoryRequest, OrderLookup, OrderRequest, PortfolioRequest,
+    RemoveAssetRequest,
 };
+use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::likes::wire::{LikeRequest, TopRequest};
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
 
 /// Builds the JSON schema of one type (a `$ref` into `components.schemas`).
 pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
@@ -527,9 +530,9 @@ pub const ROUTES: &[Route] = &[
 #[derive(Debug, schemars::JsonSchema)]
 #[allow(dead_code)] // a schema only: the handler reads `ItemPath` and `LikeRequest`
 struct ItemUser {
-    #[schemars(pattern(agora_nats::wire::pattern::ITEM))]
+    #[schemars(pattern(agora_nats::pattern::ITEM))]
     item: String,
-    #[schemars(pattern(agora_nats::wire::pattern::LIKES_USER))]
+    #[schemars(pattern(agora_nats::pattern::LIKES_USER))]
     user: Option<String>,
 }
 

@@ -10,12 +10,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bank::wire::{
+    AccountBalance, AmountRequest, BalanceRequest, TransferReply, TransferRequest,
+};
 use crate::connection;
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::subjects;
-use crate::wire::{
-    AccountBalance, AmountRequest, BalanceRequest, ListReply, ListRequest, SubmitRequest,
-    TaskIdRequest, TaskView, TransferReply, TransferRequest, WaitRequest, WorkerStatus,
+use crate::tasks::wire::{
+    ListReply, ListRequest, SubmitRequest, TaskIdRequest, TaskView, WaitRequest, WorkerStatus,
 };
 
 /// How long a client waits for a reply unless told otherwise.

@@ -32,29 +32,21 @@
 
 pub mod bank;
 pub mod chat;
-pub mod chat_client;
-pub mod chat_store;
 pub mod client;
 pub mod clock;
 pub mod coins;
-pub mod coins_store;
 pub mod connection;
 pub mod error;
 pub mod files;
 pub mod ledger;
 pub mod likes;
-pub mod likes_store;
-pub mod likes_trust;
 pub mod owner;
+pub mod pattern;
 pub mod service;
 pub mod sqlite;
-pub mod store;
 pub mod subjects;
-pub mod task_store;
 pub mod tasks;
 pub mod telemetry;
-pub mod wire;
-pub mod worker;
 
 pub use client::{AgoraClient, ClientError};
 pub use error::{ErrorCode, ServiceError};

@@ -258,7 +258,7 @@ impl Replier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::AmountRequest;
+    use crate::bank::wire::AmountRequest;
 
     #[test]
     fn decode_refuses_empty_oversized_and_malformed_bodies() {

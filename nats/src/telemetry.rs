@@ -6,6 +6,7 @@
 //! queue ([`LOG_QUEUE_MAX`]) and counts what it had to drop; one task drains the queue into
 //! NATS once the binary is connected (records logged before that wait in the queue).
 
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -20,7 +21,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::clock::now_ms;
 use crate::connection::{self, NatsArgs};
 use crate::subjects;
-use crate::wire::LogRecord;
 
 /// Log records waiting to be published; more are dropped (and counted).
 pub const LOG_QUEUE_MAX: usize = 1_024;
@@ -236,4 +236,30 @@ pub const READY_LINE: &str = "AGORA_READY";
 /// Tells a supervising process (tests, `agora up`) that the component is serving.
 pub fn announce_ready(component: &str) {
     println!("{READY_LINE} {component}");
+}
+
+/// Published on `agora.logs.<service>`: one info, warn or error event of a component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// When it was logged (ms since the epoch).
+    pub ts_ms: u64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    /// The component's short name (`bank`), as in the subject.
+    pub service: String,
+    /// Which instance of the component (its id, or its process id).
+    pub instance: String,
+    /// The Rust module that logged it.
+    pub target: String,
+    pub message: String,
+    /// The event's other fields (at most 16, each cut to 256 bytes).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Records this process dropped since the previous one it published (its queue was full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }

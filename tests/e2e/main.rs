@@ -31,7 +31,7 @@ use agora_devtools::health::ping;
 use agora_devtools::process::{dev_password, dev_value};
 use agora_nats::connection::{NatsArgs, connect_with};
 use agora_nats::subjects;
-use agora_nats::wire::SubmitRequest;
+use agora_nats::tasks::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use futures::StreamExt;
 use serde_json::{Value, json};

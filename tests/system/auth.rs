@@ -7,9 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use agora_devtools::process::{NatsServer, NatsServerOptions, component_binary, dev_password};
-use agora_nats::chat_client::ChatSession;
+use agora_nats::chat::client::ChatSession;
+use agora_nats::coins::wire::AddAssetRequest;
 use agora_nats::subjects;
-use agora_nats::wire::{AddAssetRequest, SubmitRequest};
+use agora_nats::tasks::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use agora_tests::{System, code};
 use bytes::Bytes;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use agora_nats::bank::wire::{AccountBalance, BankEvent, TransferReply};
 use agora_nats::subjects::bank as subject;
-use agora_nats::wire::{AccountBalance, BankEvent, TransferReply};
 use agora_nats::{ClientError, ErrorCode};
 use agora_tests::{System, code};
 use futures::StreamExt;

@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agora_devtools::process::component_binary;
-use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming};
+use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming};
+use agora_nats::chat::wire::{ChatMessage, HistoryRequest, PresenceEvent, WhoRequest};
 use agora_nats::subjects::chat as subject;
-use agora_nats::wire::{ChatMessage, HistoryRequest, PresenceEvent, WhoRequest};
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, TEST_PRESENCE_TIMEOUT_MS, code};
 use bytes::Bytes;

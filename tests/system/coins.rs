@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use agora_nats::coins::wire::{
+    AddAssetRequest, CoinsHistoryRequest, OrderView, UpdateAssetRequest,
+};
 use agora_nats::subjects::coins as subject;
-use agora_nats::wire::{AddAssetRequest, CoinsHistoryRequest, OrderView, UpdateAssetRequest};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use agora_tests::{System, code};
 use bytes::Bytes;

@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use agora_core::AccountId;
+use agora_nats::chat::wire::HistoryRequest;
 use agora_nats::subjects::{bank, chat, coins, files, ledger, likes, tasks, worker};
-use agora_nats::wire::{HistoryRequest, TaskEventWire, TaskView};
+use agora_nats::tasks::wire::{TaskEventWire, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, TEST_MANAGER_TOKEN, code};
 use bytes::Bytes;

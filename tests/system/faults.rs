@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use agora_core::AccountId;
 use agora_nats::ErrorCode;
+use agora_nats::ledger::wire::{LockGrant, LockRequest};
 use agora_nats::subjects::ledger as ledger_subject;
-use agora_nats::wire::{LockGrant, LockRequest};
 use agora_tests::{System, code};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

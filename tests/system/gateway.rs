@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use agora_nats::wire::LogRecord;
+use agora_nats::telemetry::LogRecord;
 use agora_tests::{System, TEST_MANAGER_TOKEN};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};

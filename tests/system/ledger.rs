@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use agora_core::AccountId;
-use agora_nats::subjects::ledger as subject;
-use agora_nats::wire::{
-    AccountBalance, BatchCommitReply, BatchCommitRequest, BatchLockReply, BatchLockRequest,
-    GetRequest, LockGrant, LockRequest, LocksReply, LocksRequest, Release, SetRequest, UnlockReply,
-    UnlockRequest, Write,
+use agora_nats::bank::wire::AccountBalance;
+use agora_nats::ledger::wire::{
+    BatchCommitReply, BatchCommitRequest, BatchLockReply, BatchLockRequest, GetRequest, LockGrant,
+    LockRequest, LocksReply, LocksRequest, Release, SetRequest, UnlockReply, UnlockRequest, Write,
 };
+use agora_nats::subjects::ledger as subject;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use agora_tests::{System, code};
 
@@ -130,7 +130,7 @@ async fn batch_lock_is_all_or_nothing_and_commit_is_atomic() {
             Write { account: "a".into(), token: a.token, balance: 70 },
             Write { account: "b".into(), token: b_token, balance: 30 },
         ],
-        operations: vec![agora_nats::wire::OperationEntry {
+        operations: vec![agora_nats::ledger::wire::OperationEntry {
             id: "op-1".into(),
             record: serde_json::value::to_raw_value(&serde_json::json!({"note": 1})).expect("json"),
         }],

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agora_devtools::process::{Component, component_binary};
+use agora_nats::likes::wire::NodesReply;
 use agora_nats::subjects::likes as subject;
-use agora_nats::wire::NodesReply;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use agora_tests::{System, TEST_LIKES_LEASE_MS, code};
 use bytes::Bytes;
@@ -418,10 +418,10 @@ async fn publish_batch(
     client: &AgoraClient,
     origin: &str,
     batch: u64,
-    events: &[agora_nats::wire::LikeEvent],
+    events: &[agora_nats::likes::wire::LikeEvent],
     signer: Option<&nkeys::KeyPair>,
 ) {
-    use agora_nats::likes_trust::{batch_digest, signed};
+    use agora_nats::likes::trust::{batch_digest, signed};
     let payloads: Vec<Vec<u8>> =
         events.iter().map(|e| serde_json::to_vec(e).expect("JSON")).collect();
     let digest = batch_digest(origin, batch, payloads.iter().map(Vec::as_slice));
@@ -440,8 +440,13 @@ async fn publish_batch(
     client.nats().flush().await.expect("flushed");
 }
 
-fn counter_event(item: &str, origin: &str, batch: u64, total: u64) -> agora_nats::wire::LikeEvent {
-    agora_nats::wire::LikeEvent {
+fn counter_event(
+    item: &str,
+    origin: &str,
+    batch: u64,
+    total: u64,
+) -> agora_nats::likes::wire::LikeEvent {
+    agora_nats::likes::wire::LikeEvent {
         item: item.to_owned(),
         count: total,
         origin: origin.to_owned(),
@@ -457,7 +462,7 @@ async fn refused_at_least(
     client: &AgoraClient,
     nodes: usize,
     at_least: impl Fn(&str) -> u64,
-) -> Vec<agora_nats::wire::NodeDigest> {
+) -> Vec<agora_nats::likes::wire::NodeDigest> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let digests = client
@@ -474,7 +479,7 @@ async fn refused_at_least(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_merges_only_what_its_origin_signed_and_a_batch_can_hold() {
-    use agora_nats::likes_trust::{page_digest, signed};
+    use agora_nats::likes::trust::{page_digest, signed};
     let system = System::with_likes(2);
     let client = system.client().await;
     let js = async_nats::jetstream::new(client.nats().clone());

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_nats::clock::now_ms;
+use agora_nats::ledger::wire::{LocksReply, LocksRequest};
 use agora_nats::subjects::ledger as ledger_subject;
-use agora_nats::wire::{LocksReply, LocksRequest};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use agora_tests::{System, TEST_LEASE_MS};
 use rand::{Rng, SeedableRng};

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use agora_nats::subjects::tasks as subject;
-use agora_nats::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, code};
 use bytes::Bytes;

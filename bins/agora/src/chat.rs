@@ -1,7 +1,7 @@
 //! `agora chat`: an interactive terminal chat, and one-shot `send`, `history` and `who`.
 
-use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming, SessionStatus};
-use agora_nats::wire::{HistoryRequest, PresenceEvent, StoredMessage, WhoReply, WhoRequest};
+use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming, SessionStatus};
+use agora_nats::chat::wire::{HistoryRequest, PresenceEvent, StoredMessage, WhoReply, WhoRequest};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use clap::{Args, Subcommand};
 use tokio::io::AsyncBufReadExt;
@@ -84,7 +84,7 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
             };
             let message = match &session {
                 Some(session) => session.message(&text),
-                None => agora_nats::wire::ChatMessage {
+                None => agora_nats::chat::wire::ChatMessage {
                     id: format!("cli-{}", nuid::next()),
                     from: name.clone(),
                     text: text.clone(),

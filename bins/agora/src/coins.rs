@@ -2,7 +2,7 @@
 //! manager's add / remove / update.
 
 use agora_nats::AgoraClient;
-use agora_nats::wire::{
+use agora_nats::coins::wire::{
     AddAssetRequest, AssetView, CoinsHistoryRequest, OrderView, UpdateAssetRequest,
 };
 use clap::Subcommand;

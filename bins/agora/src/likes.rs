@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use agora_nats::AgoraClient;
-use agora_nats::wire::{LikeCount, NodeDigest};
+use agora_nats::likes::wire::{LikeCount, NodeDigest};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use agora_nats::AgoraClient;
 use agora_nats::subjects::tasks as subject;
-use agora_nats::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
 use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::json;

@@ -1,8 +1,8 @@
 //! `agora-worker`: runs tasks from the shared JetStream work queue. Run any number of them.
 
 use agora_nats::connection::NatsArgs;
+use agora_nats::tasks::worker::{self, WorkerConfig};
 use agora_nats::telemetry;
-use agora_nats::worker::{self, WorkerConfig};
 use clap::Parser;
 
 #[global_allocator]

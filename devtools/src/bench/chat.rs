@@ -25,10 +25,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use super::{Goal, Measurement, Rig, print_goal, print_header, print_row};
-use agora_nats::chat_client::{ChatInbox, ChatSession, Incoming};
+use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming};
+use agora_nats::chat::wire::{ChatMessage, HistoryRequest, MessageAck};
 use agora_nats::client::AgoraClient;
 use agora_nats::subjects;
-use agora_nats::wire::{ChatMessage, HistoryRequest, MessageAck};
 
 /// Options of `agora bench chat`.
 #[derive(Debug, Clone)]

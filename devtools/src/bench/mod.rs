@@ -29,9 +29,9 @@ pub use gateway::{GatewayBenchOptions, gateway};
 pub use likes::{LikesBenchOptions, likes};
 
 use crate::process::{Component, NatsServer, NatsServerOptions, component_binary};
+use agora_nats::bank::wire::{BalanceRequest, TransferRequest};
 use agora_nats::client::{AgoraClient, ClientError};
 use agora_nats::subjects;
-use agora_nats::wire::{BalanceRequest, TransferRequest};
 
 /// Options of `agora bench bank`.
 #[derive(Debug, Clone)]

@@ -22,6 +22,10 @@
 //! deliveries without an outcome (its workers kept dying) is turned into a dead letter when
 //! JetStream's max-deliveries advisory arrives.
 
+pub mod store;
+pub mod wire;
+pub mod worker;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,8 +45,8 @@ use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_limited, encode};
 use crate::subjects::tasks as subject;
-use crate::task_store::{ListFilter, NewTask, StoreError, TaskRow, TaskStore};
-use crate::wire::{
+use crate::tasks::store::{ListFilter, NewTask, StoreError, TaskRow, TaskStore};
+use crate::tasks::wire::{
     ClaimReply, ClaimRequest, FinishReply, FinishRequest, ListReply, ListRequest, Priority,
     ProgressReply, ProgressRequest, QueuedTask, SubmitRequest, TaskEventWire, TaskIdRequest,
     TaskView, WaitRequest, parse_op,

@@ -21,6 +21,10 @@
 //!   revision that created it. The leader answers `agora.likes.nodes` and runs the rounds.
 //!   No like waits on the leader.
 
+pub mod store;
+pub mod trust;
+pub mod wire;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,17 +47,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::likes_store::{LikesStore, StoreError};
-use crate::likes_trust::{self, Assembler, Refused, Roster};
-use crate::service::{
-    ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, encode, publish_reply,
-};
-use crate::subjects::{self, likes as subject};
-use crate::wire::{
+use crate::likes::store::{LikesStore, StoreError};
+use crate::likes::wire::{
     DigestRequest, ItemCount, LeaderLease, LikeCount, LikeEvent, LikeRequest, NodeDigest,
     NodesReply, PullOrder, SyncReply, SyncRequest, TopReply, TopRequest, UserLike,
     vector_from_wire, vector_to_wire,
 };
+use crate::service::{
+    ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, encode, publish_reply,
+};
+use crate::subjects::{self, likes as subject};
+use trust::{Assembler, Refused, Roster};
 
 /// Request bodies of like, unlike, count, top and digest are small.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024;
@@ -148,7 +152,7 @@ pub async fn run(
     let store = LikesStore::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let node = resolve_node_id(&store, config.node_id.as_deref())?;
-    let key = Arc::new(likes_trust::signing_key(&store)?);
+    let key = Arc::new(trust::signing_key(&store)?);
     let roster = Roster::join(&client, config.kv_replicas, &node, &key).await?;
     let errors = ErrorCounts::default();
     let status: Status = Arc::new(Mutex::new(NodeDigest {
@@ -790,9 +794,9 @@ impl Owner {
             }
         }
         let payloads = out.events[first..].iter().map(|(_, _, payload)| &payload[..]);
-        let digest = likes_trust::batch_digest(self.node.as_str(), batch, payloads);
+        let digest = trust::batch_digest(self.node.as_str(), batch, payloads);
         if let Some(last) = out.events.last_mut() {
-            last.1 = Some(likes_trust::signed(&self.key, &digest));
+            last.1 = Some(trust::signed(&self.key, &digest));
         }
     }
 
@@ -843,8 +847,8 @@ impl Owner {
                 // A sync page is signed: the puller merges only what the node it asked served.
                 let headers = match (&reply, endpoint) {
                     (Ok(page), subject::SYNC) => {
-                        let digest = likes_trust::page_digest(self.node.as_str(), page);
-                        Some(likes_trust::signed(&self.key, &digest))
+                        let digest = trust::page_digest(self.node.as_str(), page);
+                        Some(trust::signed(&self.key, &digest))
                     }
                     _ => None,
                 };
@@ -903,8 +907,8 @@ impl Syncer {
             let payload = Bytes::from(serde_json::to_vec(&request)?);
             let message =
                 self.client.request_message(&subject::sync(peer.as_str()), payload).await?;
-            let digest = likes_trust::page_digest(peer.as_str(), &message.payload);
-            if !likes_trust::verify(&key, &digest, message.headers.as_ref()) {
+            let digest = trust::page_digest(peer.as_str(), &message.payload);
+            if !trust::verify(&key, &digest, message.headers.as_ref()) {
                 lock(&self.status).refused += 1;
                 anyhow::bail!("a sync page that {peer} did not sign");
             }

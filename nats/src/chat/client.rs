@@ -31,14 +31,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamMap;
 
+use crate::chat::wire::{
+    ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
+    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, WhoReply, WhoRequest,
+};
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
 use crate::error::ErrorCode;
 use crate::subjects::{self, chat as subject};
-use crate::wire::{
-    ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
-    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, WhoReply, WhoRequest,
-};
 
 /// Sends of one message at most before giving up on an acknowledgement.
 pub const SEND_ATTEMPTS: u32 = 3;

@@ -17,6 +17,10 @@
 //! transaction, commits, and only then replies and publishes presence events
 //! (`agora.chat.presence.<name>`). It also sweeps sessions whose heartbeats stopped.
 
+pub mod client;
+pub mod store;
+pub mod wire;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,18 +37,18 @@ use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::chat_store::{ChatStore, Conversation, NewMessage, StoreError};
+use crate::chat::store::{ChatStore, Conversation, NewMessage, StoreError};
+use crate::chat::wire::{
+    ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
+    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, UserView, WhoReply,
+    WhoRequest,
+};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode, decode_limited, encode, publish_reply,
 };
 use crate::subjects::{self, chat as subject};
-use crate::wire::{
-    ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
-    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, UserView, WhoReply,
-    WhoRequest,
-};
 
 /// Every endpoint of the chat service (names, also subjects below [`subject::GROUP`]).
 const ENDPOINTS: [&str; 7] = [

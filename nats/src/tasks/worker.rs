@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{AgoraClient, ClientError};
 use crate::service::{ErrorCounts, Replier, add_endpoint};
 use crate::subjects::{tasks as task_subject, worker as subject};
-use crate::wire::{
+use crate::tasks::wire::{
     ClaimReply, ClaimRequest, FinishReply, FinishRequest, ProgressReply, ProgressRequest,
     QueuedTask, TaskIdRequest, WorkerStatus, output_json, parse_op,
 };

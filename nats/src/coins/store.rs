@@ -10,9 +10,9 @@ use agora_core::AccountId;
 use agora_core::coins::{Asset, Order, Side, Symbol};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::coins::wire::OrderView;
 use crate::error::ServiceError;
 use crate::sqlite::{self, i, u};
-use crate::wire::OrderView;
 
 /// File name of the coins database inside its data directory.
 pub const DATABASE_FILE: &str = "coins.db";

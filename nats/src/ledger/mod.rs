@@ -11,6 +11,9 @@
 //! a refused command changes nothing. If SQLite itself fails, the transaction is rolled back,
 //! every command in the group gets `unavailable`, and the lock table is reloaded from disk.
 
+pub mod store;
+pub mod wire;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,16 +28,17 @@ use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::bank::wire::AccountBalance;
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, add_endpoint, encode};
-use crate::store::{LockSetRow, Store, StoreError};
-use crate::subjects::{self, ledger as subject};
-use crate::wire::{
-    AccountBalance, BatchCommitReply, BatchCommitRequest, BatchGetReply, BatchGetRequest,
-    BatchLockReply, BatchLockRequest, GetRequest, LockGrant, LockInfo, LockRequest, LocksReply,
-    LocksRequest, OperationEntry, SetRequest, UnlockReply, UnlockRequest,
+use crate::ledger::store::{LockSetRow, Store, StoreError};
+use crate::ledger::wire::{
+    BatchCommitReply, BatchCommitRequest, BatchGetReply, BatchGetRequest, BatchLockReply,
+    BatchLockRequest, GetRequest, LockGrant, LockInfo, LockRequest, LocksReply, LocksRequest,
+    OperationEntry, SetRequest, UnlockReply, UnlockRequest,
 };
+use crate::service::{ErrorCounts, Replier, add_endpoint, encode};
+use crate::subjects::{self, ledger as subject};
 
 /// Largest request the ledger accepts, in bytes (a batch commit of a full bank batch).
 pub const LEDGER_REQUEST_BYTES_MAX: usize = 1024 * 1024;

@@ -29,6 +29,8 @@
 //!
 //! Balance reads are batched too (`agora.ledger.batch.get`), several batches in flight.
 
+pub mod wire;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,16 +46,19 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
+use crate::bank::wire::{
+    AccountBalance, AmountRequest, BalanceRequest, BankEvent, BankRecord, OperationWire,
+    ParsedOperation, TransferReply, TransferRequest,
+};
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
+use crate::ledger::wire::{
+    BatchCommitRequest, BatchGetReply, BatchGetRequest, BatchLockReply, BatchLockRequest,
+    OperationEntry, Release, Write,
+};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode};
 use crate::subjects::{bank as subject, ledger as ledger_subject};
-use crate::wire::{
-    AccountBalance, AmountRequest, BalanceRequest, BankEvent, BankRecord, BatchCommitRequest,
-    BatchGetReply, BatchGetRequest, BatchLockReply, BatchLockRequest, OperationEntry,
-    OperationWire, ParsedOperation, Release, TransferReply, TransferRequest, Write,
-};
 
 /// Upper bound for `batch_max`: a full batch's commit must fit one NATS message.
 pub const BATCH_MAX_LIMIT: usize = 1024;

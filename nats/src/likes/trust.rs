@@ -37,9 +37,9 @@ use futures::StreamExt;
 use nkeys::KeyPair;
 use sha2::{Digest, Sha256};
 
-use crate::likes_store::LikesStore;
+use crate::likes::store::LikesStore;
+use crate::likes::wire::LikeEvent;
 use crate::subjects::likes as subject;
-use crate::wire::LikeEvent;
 
 /// Events of one batch held while the rest arrive, per origin: at most this many bytes.
 pub const ASSEMBLY_BYTES_MAX: usize = 16 * 1024 * 1024;

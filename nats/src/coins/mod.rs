@@ -17,6 +17,9 @@
 //! operation id until the bank answers. A client retrying with the same order id gets the
 //! order's one outcome. So there are no coins without payment and no payment without coins.
 
+pub mod store;
+pub mod wire;
+
 use std::collections::HashMap;
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
@@ -34,15 +37,15 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
-use crate::coins_store::{CoinsStore, StoreError, order_of};
-use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
-use crate::subjects::coins as subject;
-use crate::wire::{
+use crate::coins::store::{CoinsStore, StoreError, order_of};
+use crate::coins::wire::{
     AddAssetRequest, AssetView, AssetsReply, AssetsRequest, CoinsHistoryReply, CoinsHistoryRequest,
     HoldingView, OrderLookup, OrderRequest, OrderView, PortfolioReply, PortfolioRequest,
     PriceEvent, RemoveAssetRequest, UpdateAssetRequest,
 };
+use crate::error::{ErrorCode, ServiceError};
+use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
+use crate::subjects::coins as subject;
 
 /// User endpoints (below [`subject::GROUP`]) and manager endpoints (below
 /// [`subject::ADMIN_GROUP`]).

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::sqlite::{self, i, u};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::wire::StoredMessage;
+use crate::chat::wire::StoredMessage;
 
 /// File name of the chat database inside its data directory.
 pub const DATABASE_FILE: &str = "chat.db";

@@ -13,8 +13,8 @@ use std::path::Path;
 use agora_core::likes::{Counter, ItemId, NodeId, Record, Register, UserId, Vector};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::likes::wire::{CounterRecord, SyncCursor, UserRecord};
 use crate::sqlite::{self, i, u};
-use crate::wire::{CounterRecord, SyncCursor, UserRecord};
 
 /// File name of the likes database inside its data directory.
 pub const DATABASE_FILE: &str = "likes.db";
