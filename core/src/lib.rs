@@ -10,13 +10,14 @@
 //! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
 //! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
 //!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
-//! - [`ops`]: the operations tasks run ([`Op`]), their input bounds and their computation.
 //! - [`chat`]: [`Chat`], chat names, presence sessions, room memberships and send rates.
 //! - [`coins`]: [`Exchange`], the coin exchange's assets, holdings and two-step orders
 //!   (reserve, then settle once the bank moved the money).
 //! - [`likes`]: [`LikeCounter`], a node's replica of every item's likes: a state-based CRDT
 //!   (per-node counters, per-user registers) with version vectors for anti-entropy.
-//! - [`task`]: a task's [`Lifecycle`], the rules for claims, outcomes, retries and cancels.
+//! - [`tasks`]: [`tasks::ops`], the operations tasks run ([`Op`]), their input bounds and
+//!   their computation; [`tasks::lifecycle`], a task's [`Lifecycle`], the rules for claims,
+//!   outcomes, retries and cancels.
 #![deny(clippy::float_arithmetic)]
 
 pub mod account;
@@ -25,8 +26,7 @@ pub mod chat;
 pub mod coins;
 pub mod likes;
 pub mod locks;
-pub mod ops;
-pub mod task;
+pub mod tasks;
 
 pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
 pub use bank::{BankError, Book, EventKind, Operation, Posting};
@@ -34,5 +34,5 @@ pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
 pub use coins::{CoinsError, Exchange, Symbol};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 pub use locks::{Grant, Lock, LockError, LockTable};
-pub use ops::{Number, Op, OpError, Output, RawArgs, SortItems};
-pub use task::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
+pub use tasks::lifecycle::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
+pub use tasks::ops::{Number, Op, OpError, Output, RawArgs, SortItems};

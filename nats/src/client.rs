@@ -16,9 +16,6 @@ use crate::bank::wire::{
 use crate::connection;
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::subjects;
-use crate::tasks::wire::{
-    ListReply, ListRequest, SubmitRequest, TaskIdRequest, TaskView, WaitRequest, WorkerStatus,
-};
 
 /// How long a client waits for a reply unless told otherwise.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -65,6 +62,34 @@ pub async fn barrier(client: &Client) -> Result<(), ClientError> {
     }
 }
 
+/// Scatter-gather: publishes `payload` on `subject` with a fresh inbox as its reply subject,
+/// and collects every reply for `within`, or until `expected` replies came (whichever is
+/// first). For subjects many instances answer (`$SRV.PING`, `agora.likes.digest`).
+pub async fn gather(
+    client: &Client,
+    subject: impl Into<String>,
+    payload: Bytes,
+    within: Duration,
+    expected: Option<usize>,
+) -> Result<Vec<async_nats::Message>, ClientError> {
+    let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| transport(&e))?;
+    client.publish_with_reply(subject.into(), inbox, payload).await.map_err(|e| transport(&e))?;
+    client.flush().await.map_err(|e| transport(&e))?;
+    let mut gathered = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while expected.is_none_or(|n| gathered.len() < n) {
+        match tokio::time::timeout_at(deadline, replies.next()).await {
+            // "No responders" comes back as an empty status message: not an answer.
+            Ok(Some(message)) if message.status.is_none() => gathered.push(message),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(gathered)
+}
+
 /// A NATS connection plus a timeout, speaking Agora's JSON.
 #[derive(Debug, Clone)]
 pub struct AgoraClient {
@@ -80,6 +105,11 @@ impl AgoraClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// How long a request waits for its reply.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn nats(&self) -> &Client {
@@ -264,62 +294,5 @@ impl AgoraClient {
             id: id.map(str::to_owned),
         };
         self.request(subjects::bank::TRANSFER_SUBJECT, &request).await
-    }
-
-    /// Submits a task. With `wait_ms`, the reply comes when the task finished (or the wait is
-    /// over) and is the whole task.
-    pub async fn submit(&self, request: &SubmitRequest) -> Result<TaskView, ClientError> {
-        let timeout = self.timeout + Duration::from_millis(request.wait_ms.unwrap_or(0));
-        self.request_within(subjects::tasks::SUBMIT_SUBJECT, request, timeout).await
-    }
-
-    /// A task with its history.
-    pub async fn task(&self, id: &str) -> Result<TaskView, ClientError> {
-        let request = TaskIdRequest { id: id.to_owned() };
-        self.request(subjects::tasks::GET_SUBJECT, &request).await
-    }
-
-    pub async fn tasks(&self, request: &ListRequest) -> Result<ListReply, ClientError> {
-        self.request(subjects::tasks::LIST_SUBJECT, request).await
-    }
-
-    pub async fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
-        let request = TaskIdRequest { id: id.to_owned() };
-        self.request(subjects::tasks::CANCEL_SUBJECT, &request).await
-    }
-
-    /// Waits up to `timeout_ms` for a task to finish; returns it as it is then.
-    pub async fn wait_task(&self, id: &str, timeout_ms: u64) -> Result<TaskView, ClientError> {
-        let request = WaitRequest { id: id.to_owned(), timeout_ms };
-        let timeout = self.timeout + Duration::from_millis(timeout_ms);
-        self.request_within(subjects::tasks::WAIT_SUBJECT, &request, timeout).await
-    }
-
-    /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.
-    pub async fn workers(&self, within: Duration) -> Result<Vec<WorkerStatus>, ClientError> {
-        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
-        let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| transport(&e))?;
-        let subject = format!("$SRV.STATS.{}", subjects::worker::SERVICE);
-        self.client
-            .publish_with_reply(subject, inbox, Bytes::new())
-            .await
-            .map_err(|e| transport(&e))?;
-        self.client.flush().await.map_err(|e| transport(&e))?;
-        let mut workers = Vec::new();
-        let deadline = tokio::time::Instant::now() + within;
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            let stats: serde_json::Value = match serde_json::from_slice(&message.payload) {
-                Ok(stats) => stats,
-                Err(_) => continue,
-            };
-            let data =
-                stats["endpoints"].as_array().and_then(|e| e.first()).map(|e| e["data"].clone());
-            if let Some(Ok(status)) = data.map(serde_json::from_value::<WorkerStatus>) {
-                workers.push(status);
-            }
-        }
-        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
-        Ok(workers)
     }
 }

@@ -27,17 +27,20 @@ pub fn open_wal(
     file: &str,
     cache_bytes: i64,
     migration: &str,
-) -> rusqlite::Result<Connection> {
+) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(data_dir)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    let conn = Connection::open(data_dir.join(file))?;
+        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    let mut conn = Connection::open(data_dir.join(file))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Negative cache_size is in KiB.
     conn.pragma_update(None, "cache_size", -(cache_bytes / 1024))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version < 1 {
-        conn.execute_batch(&format!("BEGIN; {migration} PRAGMA user_version = 1; COMMIT;"))?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
     }
     Ok(conn)
 }

@@ -322,6 +322,22 @@ pub mod bench {
     }
 }
 
+/// The discovery subjects every NATS micro service answers (`nats micro ls`, `nats micro stats`).
+pub mod micro {
+    /// Every service instance answers: `{"name","id","version","metadata"}`.
+    pub const PING: &str = "$SRV.PING";
+    /// Every service instance answers with its endpoints' counters and `data`.
+    pub const STATS: &str = "$SRV.STATS";
+
+    /// The instances of one service.
+    pub fn ping(service: &str) -> String {
+        format!("{PING}.{service}")
+    }
+    pub fn stats(service: &str) -> String {
+        format!("{STATS}.{service}")
+    }
+}
+
 /// Requests to `_AGORA.barrier.<unique>` have no responders on purpose: the "no responders"
 /// answer proves the server processed everything the connection sent before (see
 /// [`crate::client::barrier`]).

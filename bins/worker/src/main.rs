@@ -14,28 +14,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
-    /// Unique worker name ([A-Za-z0-9_-]); defaults to worker-<random>.
-    #[arg(long, env = "AGORA_WORKER_ID")]
-    worker_id: Option<String>,
-    /// Tasks run at once (and pulled ahead per priority).
-    #[arg(long, env = "AGORA_WORKER_CONCURRENCY", default_value_t = 32)]
-    concurrency: usize,
-    /// Delay before the first retry of a failed task, doubling each time (max 60 s).
-    #[arg(long, env = "AGORA_WORKER_RETRY_BACKOFF_MS", default_value_t = 1_000)]
-    retry_backoff_ms: u64,
+    #[command(flatten)]
+    worker: WorkerConfig,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
-    let worker_id = args.worker_id.unwrap_or_else(|| format!("worker-{}", &nuid::next()[..10]));
-    let client = telemetry::connect(&args.nats, &format!("agora-worker {worker_id}")).await?;
-    telemetry::publish_logs(&client, "worker", &worker_id);
-    let config = WorkerConfig {
-        worker_id,
-        concurrency: args.concurrency,
-        retry_backoff_ms: args.retry_backoff_ms,
-    };
-    worker::run(client, config, telemetry::shutdown_signal()).await
+    let id = args.worker.worker_id.clone();
+    let client = telemetry::connect(&args.nats, &format!("agora-worker {id}")).await?;
+    telemetry::publish_logs(&client, "worker", &id);
+    worker::run(client, args.worker, telemetry::shutdown_signal()).await
 }

@@ -123,7 +123,8 @@ fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 impl ChatStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
+        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Self { conn })
     }
 

@@ -100,7 +100,8 @@ pub struct CoinsStore {
 
 impl CoinsStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
+        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(Self { conn })
     }

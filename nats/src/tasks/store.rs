@@ -1,7 +1,8 @@
 //! The task service's SQLite store: every task, its lifecycle columns and its history.
 //!
-//! One owner thread holds the one [`TaskStore`] (see `tasks`); nothing else opens the
-//! database. The database runs in WAL mode with `synchronous=NORMAL`: a committed transaction
+//! Functions over the connection of the service's owner thread (see `crate::owner`); they run
+//! inside the transaction it opened. The database runs in WAL mode with `synchronous=NORMAL`: a
+//! committed transaction
 //! survives a crash of the process (`kill -9`), and the last transactions before a power loss
 //! may be lost. That matches the work queue it records (JetStream's file store also syncs on
 //! an interval, not per message); the task service re-enqueues from this store at startup.
@@ -11,14 +12,17 @@
 
 use std::path::Path;
 
-use crate::sqlite::{self, i, u};
 use agora_core::{Lifecycle, TaskState};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::sqlite::{self, StoreError};
 
 /// File name of the task database inside its data directory.
 pub const DATABASE_FILE: &str = "tasks.db";
 /// SQLite page cache of the task database.
 const PAGE_CACHE_BYTES_MAX: i64 = 4 * 1024 * 1024;
+/// Commits that are not asked to be durable survive a process crash, not a power loss.
+pub const SYNCHRONOUS: &str = "NORMAL";
 
 const MIGRATION_1: &str = "
     CREATE TABLE tasks (
@@ -48,8 +52,6 @@ const MIGRATION_1: &str = "
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
 ";
-
-pub type StoreError = rusqlite::Error;
 
 /// A new task's row.
 #[derive(Debug, Clone)]
@@ -85,227 +87,203 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-/// The SQLite connection; its methods run inside the transaction the owner opened.
-#[derive(Debug)]
-pub struct TaskStore {
-    conn: Connection,
-}
-
 const ROW_COLUMNS: &str = "id, client_id, op, priority, state, attempts, worker, progress, \
     submitted_ms, started_ms, finished_ms, error, dead_letter";
 
 fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let state: String = row.get(4)?;
+    let state = TaskState::parse(&state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            4,
+            rusqlite::types::Type::Text,
+            format!("{state:?} is not a task state").into(),
+        )
+    })?;
     Ok(TaskRow {
-        id: u(row.get(0)?),
+        id: row.get(0)?,
         client_id: row.get(1)?,
         op: row.get(2)?,
         args: None,
         priority: row.get(3)?,
         lifecycle: Lifecycle {
-            state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+            state,
             attempts: row.get(5)?,
             worker: row.get(6)?,
             progress: row.get(7)?,
-            started_ms: row.get::<_, Option<i64>>(9)?.map(u),
-            finished_ms: row.get::<_, Option<i64>>(10)?.map(u),
+            started_ms: row.get(9)?,
+            finished_ms: row.get(10)?,
             error: row.get(11)?,
             dead_letter: row.get(12)?,
         },
-        submitted_ms: u(row.get(8)?),
+        submitted_ms: row.get(8)?,
         result: None,
     })
 }
 
-impl TaskStore {
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
-        Ok(Self { conn })
-    }
+/// Opens (creating if needed) the task database in `data_dir`.
+pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+}
 
-    pub fn begin(&self) -> Result<(), StoreError> {
-        sqlite::begin(&self.conn)
-    }
+pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
+    let max: Option<u64> = conn.query_row("SELECT max(id) FROM tasks", [], |r| r.get(0))?;
+    Ok(max.unwrap_or(0))
+}
 
-    pub fn commit(&self) -> Result<(), StoreError> {
-        sqlite::commit(&self.conn)
-    }
+pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+    )?
+    .execute(params![
+        task.id,
+        task.client_id,
+        task.op,
+        task.args,
+        task.priority,
+        task.submitted_ms
+    ])?;
+    Ok(())
+}
 
-    pub fn rollback(&self) {
-        sqlite::rollback(&self.conn);
-    }
+/// Writes a task's lifecycle columns, and its result when it has one.
+pub fn update(
+    conn: &Connection,
+    id: u64,
+    life: &Lifecycle,
+    result: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE tasks SET state = ?2, attempts = ?3, worker = ?4, progress = ?5, \
+         started_ms = ?6, finished_ms = ?7, error = ?8, dead_letter = ?9, \
+         result = coalesce(?10, result) WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        life.state.as_str(),
+        life.attempts,
+        life.worker,
+        life.progress,
+        life.started_ms,
+        life.finished_ms,
+        life.error,
+        life.dead_letter,
+        result
+    ])?;
+    Ok(())
+}
 
-    pub fn max_id(&self) -> Result<u64, StoreError> {
-        let max: Option<i64> =
-            self.conn.query_row("SELECT max(id) FROM tasks", [], |r| r.get(0))?;
-        Ok(max.map_or(0, u))
-    }
+pub fn append_event(conn: &Connection, id: u64, seq: u32, event: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO task_events (task_id, seq, event) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, seq, event])?;
+    Ok(())
+}
 
-    pub fn insert(&self, task: &NewTask<'_>) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-            )?
-            .execute(params![
-                i(task.id),
-                task.client_id,
-                task.op,
-                task.args,
-                task.priority,
-                i(task.submitted_ms)
-            ])?;
-        Ok(())
+/// The task a client id names, with its args (to compare a resubmission).
+pub fn by_client_id(conn: &Connection, client_id: &str) -> Result<Option<TaskRow>, StoreError> {
+    let id: Option<u64> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE client_id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => get(conn, id, false),
+        None => Ok(None),
     }
+}
 
-    /// Writes a task's lifecycle columns, and its result when it has one.
-    pub fn update(
-        &self,
-        id: u64,
-        life: &Lifecycle,
-        result: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE tasks SET state = ?2, attempts = ?3, worker = ?4, progress = ?5, \
-                 started_ms = ?6, finished_ms = ?7, error = ?8, dead_letter = ?9, \
-                 result = coalesce(?10, result) WHERE id = ?1",
-            )?
-            .execute(params![
-                i(id),
-                life.state.as_str(),
-                life.attempts,
-                life.worker,
-                life.progress,
-                life.started_ms.map(i),
-                life.finished_ms.map(i),
-                life.error,
-                life.dead_letter,
-                result
-            ])?;
-        Ok(())
-    }
+/// A task with its args and result (`full`), or without them.
+pub fn get(conn: &Connection, id: u64, full: bool) -> Result<Option<TaskRow>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(&format!("SELECT {ROW_COLUMNS}, args, result FROM tasks WHERE id = ?1"))?;
+    let task = statement
+        .query_row([id], |row| {
+            let mut task = row_of(row)?;
+            task.args = Some(row.get(13)?);
+            if full {
+                task.result = row.get(14)?;
+            }
+            Ok(task)
+        })
+        .optional()?;
+    Ok(task)
+}
 
-    pub fn append_event(&self, id: u64, seq: u32, event: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("INSERT INTO task_events (task_id, seq, event) VALUES (?1, ?2, ?3)")?
-            .execute(params![i(id), seq, event])?;
-        Ok(())
-    }
+/// The task's history, oldest first (stored event JSON).
+pub fn history(conn: &Connection, id: u64) -> Result<Vec<String>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT event FROM task_events WHERE task_id = ?1 ORDER BY seq")?;
+    let rows = statement.query_map([id], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
-    /// The task a client id names, with its args (to compare a resubmission).
-    pub fn by_client_id(&self, client_id: &str) -> Result<Option<TaskRow>, StoreError> {
-        let id: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT id FROM tasks WHERE client_id = ?1")?
-            .query_row([client_id], |r| r.get(0))
-            .optional()?;
-        match id {
-            Some(id) => self.get(u(id), false),
-            None => Ok(None),
-        }
+/// Newest first, filtered, at most `filter.limit`.
+pub fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<TaskRow>, StoreError> {
+    let mut sql = format!("SELECT {ROW_COLUMNS} FROM tasks WHERE id < ?1");
+    if filter.state.is_some() {
+        sql.push_str(" AND state = ?2");
     }
+    if filter.op.is_some() {
+        sql.push_str(" AND op = ?3");
+    }
+    if filter.dead_letter {
+        sql.push_str(" AND dead_letter = 1");
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?4");
+    let mut statement = conn.prepare_cached(&sql)?;
+    let before = filter.before.unwrap_or(i64::MAX as u64);
+    let state = filter.state.map(TaskState::as_str);
+    let limit = filter.limit;
+    let mut bound: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &before), (4, &limit)];
+    if let Some(state) = &state {
+        bound.push((2, state));
+    }
+    if let Some(op) = &filter.op {
+        bound.push((3, op));
+    }
+    for (index, value) in bound {
+        statement.raw_bind_parameter(index, value)?;
+    }
+    let mut rows = statement.raw_query();
+    let mut tasks = Vec::new();
+    while let Some(row) = rows.next()? {
+        tasks.push(row_of(row)?);
+    }
+    Ok(tasks)
+}
 
-    /// A task with its args and result (`full`), or without them.
-    pub fn get(&self, id: u64, full: bool) -> Result<Option<TaskRow>, StoreError> {
-        let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS}, args, result FROM tasks WHERE id = ?1"
-        ))?;
-        statement
-            .query_row([i(id)], |row| {
-                let mut task = row_of(row)?;
-                task.args = Some(row.get(13)?);
-                if full {
-                    task.result = row.get(14)?;
-                }
-                Ok(task)
-            })
-            .optional()
-    }
+/// Every task not yet finished, oldest first, with the number of history events it has.
+pub fn active(conn: &Connection) -> Result<Vec<(TaskRow, u32)>, StoreError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT {ROW_COLUMNS}, (SELECT count(*) FROM task_events WHERE task_id = tasks.id) \
+         FROM tasks WHERE state IN ('queued', 'running') ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(13)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
-    /// The task's history, oldest first (stored event JSON).
-    pub fn history(&self, id: u64) -> Result<Vec<String>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT event FROM task_events WHERE task_id = ?1 ORDER BY seq")?;
-        let rows = statement.query_map([i(id)], |row| row.get(0))?;
-        rows.collect()
+/// Deletes up to `batch` finished tasks that finished before `finished_before_ms`, or beyond
+/// the newest `keep` tasks; returns how many went.
+pub fn prune(
+    conn: &Connection,
+    finished_before_ms: u64,
+    keep: u64,
+    batch: usize,
+) -> Result<usize, StoreError> {
+    let oldest_kept = max_id(conn)?.saturating_sub(keep);
+    let ids: Vec<u64> = {
+        let mut statement = conn.prepare_cached(
+            "SELECT id FROM tasks WHERE state IN ('completed', 'failed', 'cancelled') \
+             AND (finished_ms < ?1 OR id <= ?2) ORDER BY id LIMIT ?3",
+        )?;
+        let rows = statement
+            .query_map(params![finished_before_ms, oldest_kept, batch], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in &ids {
+        conn.prepare_cached("DELETE FROM task_events WHERE task_id = ?1")?.execute([id])?;
+        conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute([id])?;
     }
-
-    /// Newest first, filtered, at most `filter.limit`.
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<TaskRow>, StoreError> {
-        let mut sql = format!("SELECT {ROW_COLUMNS} FROM tasks WHERE id < ?1");
-        if filter.state.is_some() {
-            sql.push_str(" AND state = ?2");
-        }
-        if filter.op.is_some() {
-            sql.push_str(" AND op = ?3");
-        }
-        if filter.dead_letter {
-            sql.push_str(" AND dead_letter = 1");
-        }
-        sql.push_str(" ORDER BY id DESC LIMIT ?4");
-        let mut statement = self.conn.prepare_cached(&sql)?;
-        let before = filter.before.map_or(i64::MAX, i);
-        let state = filter.state.map(TaskState::as_str);
-        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let mut bound: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &before), (4, &limit)];
-        if let Some(state) = &state {
-            bound.push((2, state));
-        }
-        if let Some(op) = &filter.op {
-            bound.push((3, op));
-        }
-        for (index, value) in bound {
-            statement.raw_bind_parameter(index, value)?;
-        }
-        let mut rows = statement.raw_query();
-        let mut tasks = Vec::new();
-        while let Some(row) = rows.next()? {
-            tasks.push(row_of(row)?);
-        }
-        Ok(tasks)
-    }
-
-    /// Every task not yet finished, oldest first, with the number of history events it has.
-    pub fn active(&self) -> Result<Vec<(TaskRow, u32)>, StoreError> {
-        let mut statement = self.conn.prepare(&format!(
-            "SELECT {ROW_COLUMNS}, (SELECT count(*) FROM task_events WHERE task_id = tasks.id) \
-             FROM tasks WHERE state IN ('queued', 'running') ORDER BY id"
-        ))?;
-        let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(13)?)))?;
-        rows.collect()
-    }
-
-    /// Deletes up to `batch` finished tasks that finished before `finished_before_ms`, or
-    /// beyond the newest `keep` tasks; returns how many went.
-    pub fn prune(
-        &self,
-        finished_before_ms: u64,
-        keep: u64,
-        batch: usize,
-    ) -> Result<usize, StoreError> {
-        let max = self.max_id()?;
-        let oldest_kept = max.saturating_sub(keep);
-        let ids: Vec<i64> = {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT id FROM tasks WHERE state IN ('completed', 'failed', 'cancelled') \
-                 AND (finished_ms < ?1 OR id <= ?2) ORDER BY id LIMIT ?3",
-            )?;
-            let rows = statement.query_map(
-                params![i(finished_before_ms), i(oldest_kept), i64::try_from(batch).unwrap_or(0)],
-                |row| row.get(0),
-            )?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for id in &ids {
-            self.conn
-                .prepare_cached("DELETE FROM task_events WHERE task_id = ?1")?
-                .execute([id])?;
-            self.conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute([id])?;
-        }
-        Ok(ids.len())
-    }
+    Ok(ids.len())
 }
 
 #[cfg(test)]
@@ -327,28 +305,29 @@ mod tests {
     #[test]
     fn tasks_round_trip_and_list_newest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = TaskStore::open(dir.path()).expect("open");
-        store.begin().unwrap();
+        let mut conn = open(dir.path()).expect("open");
+        let store = conn.transaction().unwrap();
         for id in 1..=5 {
-            store.insert(&new_task(id, Some(&format!("c{id}")))).unwrap();
+            insert(&store, &new_task(id, Some(&format!("c{id}")))).unwrap();
         }
         let mut life = Lifecycle::new();
         life.apply(9, Report::Claim { worker: "w".into() }).unwrap();
         life.apply(10, Report::Complete { worker: "w".into() }).unwrap();
-        store.update(2, &life, Some(r#"{"value":1}"#)).unwrap();
-        store.append_event(2, 0, r#"{"event":"queued"}"#).unwrap();
-        store.append_event(2, 1, r#"{"event":"completed"}"#).unwrap();
+        update(&store, 2, &life, Some(r#"{"value":1}"#)).unwrap();
+        append_event(&store, 2, 0, r#"{"event":"queued"}"#).unwrap();
+        append_event(&store, 2, 1, r#"{"event":"completed"}"#).unwrap();
         store.commit().unwrap();
+        let store = &conn;
 
-        let task = store.get(2, true).unwrap().expect("exists");
+        let task = get(store, 2, true).unwrap().expect("exists");
         assert_eq!(task.lifecycle, life);
         assert_eq!(task.result.as_deref(), Some(r#"{"value":1}"#));
-        assert_eq!(store.history(2).unwrap().len(), 2);
-        assert_eq!(store.by_client_id("c3").unwrap().map(|t| t.id), Some(3));
-        assert!(store.by_client_id("nope").unwrap().is_none());
+        assert_eq!(history(store, 2).unwrap().len(), 2);
+        assert_eq!(by_client_id(store, "c3").unwrap().map(|t| t.id), Some(3));
+        assert!(by_client_id(store, "nope").unwrap().is_none());
 
         let ids = |filter: &ListFilter| {
-            store.list(filter).unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>()
+            list(store, filter).unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>()
         };
         assert_eq!(ids(&ListFilter { limit: 3, ..Default::default() }), [5, 4, 3]);
         assert_eq!(ids(&ListFilter { limit: 9, before: Some(3), ..Default::default() }), [2, 1]);
@@ -357,25 +336,30 @@ mod tests {
         assert_eq!(ids(&completed), [2]);
         let by_op = ListFilter { limit: 9, op: Some("max".into()), ..Default::default() };
         assert!(ids(&by_op).is_empty());
-        assert_eq!(store.active().unwrap().len(), 4);
-        assert_eq!(store.max_id().unwrap(), 5);
+        assert_eq!(active(store).unwrap().len(), 4);
+        assert_eq!(max_id(store).unwrap(), 5);
 
         // Only finished tasks are pruned.
-        store.begin().unwrap();
-        assert_eq!(store.prune(u64::MAX, 0, 100).unwrap(), 1);
-        store.commit().unwrap();
-        assert!(store.get(2, false).unwrap().is_none());
-        assert!(store.history(2).unwrap().is_empty());
-        assert_eq!(store.active().unwrap().len(), 4);
+        assert_eq!(prune(store, u64::MAX, 0, 100).unwrap(), 1);
+        assert!(get(store, 2, false).unwrap().is_none());
+        assert!(history(store, 2).unwrap().is_empty());
+        assert_eq!(active(store).unwrap().len(), 4);
     }
 
     #[test]
     fn client_ids_are_unique() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = TaskStore::open(dir.path()).expect("open");
-        store.insert(&new_task(1, Some("same"))).unwrap();
-        assert!(store.insert(&new_task(2, Some("same"))).is_err());
-        store.insert(&new_task(3, None)).unwrap();
-        store.insert(&new_task(4, None)).unwrap();
+        let store = open(dir.path()).expect("open");
+        insert(&store, &new_task(1, Some("same"))).unwrap();
+        assert!(insert(&store, &new_task(2, Some("same"))).is_err());
+        insert(&store, &new_task(3, None)).unwrap();
+        insert(&store, &new_task(4, None)).unwrap();
+        // A corrupt value is an error, never read as something else.
+        store.execute("UPDATE tasks SET state = 'weird' WHERE id = 3", []).unwrap();
+        assert!(get(&store, 3, false).is_err());
+        store
+            .execute("UPDATE tasks SET state = 'queued', submitted_ms = -5 WHERE id = 3", [])
+            .unwrap();
+        assert!(get(&store, 3, false).is_err());
     }
 }

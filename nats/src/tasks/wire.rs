@@ -17,7 +17,7 @@ use crate::pattern;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    #[schemars(extend("enum" = agora_core::ops::OP_NAMES))]
+    #[schemars(extend("enum" = agora_core::tasks::ops::OP_NAMES))]
     pub op: String,
     /// The op's arguments, per op: `{"numbers":[1,2.5]}` (sum, average, max, min; integers
     /// within ±2^53, floats finite within ±1e300), `{"n":90}` (fibonacci),
@@ -325,7 +325,7 @@ pub struct ListRequest {
     #[schemars(extend("enum" = ["queued", "running", "completed", "failed", "cancelled"]))]
     pub state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = agora_core::ops::OP_NAMES))]
+    #[schemars(extend("enum" = agora_core::tasks::ops::OP_NAMES))]
     pub op: Option<String>,
     /// Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,15 +44,25 @@ const REPORT_RETRY: Duration = Duration::from_millis(500);
 /// progress bar moves while a task runs, not only at the `ack_wait / 3` heartbeat).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-/// Worker configuration (the binary fills it from flags and environment).
-#[derive(Debug, Clone)]
+/// Worker configuration: the flags of `agora-worker`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
-    /// Unique name, also a subject token (`agora.worker.<id>.status`).
+    /// Unique worker name ([A-Za-z0-9_-]), also a subject token (`agora.worker.<id>.status`);
+    /// defaults to worker-<random>.
+    #[arg(long = "worker-id", env = "AGORA_WORKER_ID", default_value_t = random_worker_id(),
+          hide_default_value = true)]
     pub worker_id: String,
-    /// Tasks run at once; also how many messages are pulled ahead per priority.
+    /// Tasks run at once (and pulled ahead per priority).
+    #[arg(long, env = "AGORA_WORKER_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
-    /// First retry's delay; each further one doubles, up to [`RETRY_BACKOFF_MS_MAX`].
+    /// Delay before the first retry of a failed task, doubling each time (max 60 s).
+    #[arg(long, env = "AGORA_WORKER_RETRY_BACKOFF_MS", default_value_t = 1_000)]
     pub retry_backoff_ms: u64,
+}
+
+/// `worker-` and ten random characters.
+fn random_worker_id() -> String {
+    format!("worker-{}", &nuid::next()[..10])
 }
 
 impl WorkerConfig {

@@ -1,0 +1,60 @@
+//! The task service's calls on [`AgoraClient`]: submit, get, list, cancel, wait, workers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::wire::{
+    ListReply, ListRequest, SubmitRequest, TaskIdRequest, TaskView, WaitRequest, WorkerStatus,
+};
+use crate::client::{AgoraClient, ClientError, gather};
+use crate::subjects::{self, tasks as subject};
+
+impl AgoraClient {
+    /// Submits a task. With `wait_ms`, the reply comes when the task finished (or the wait is
+    /// over) and is the whole task.
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<TaskView, ClientError> {
+        let timeout = self.timeout() + Duration::from_millis(request.wait_ms.unwrap_or(0));
+        self.request_within(subject::SUBMIT_SUBJECT, request, timeout).await
+    }
+
+    /// A task with its history.
+    pub async fn task(&self, id: &str) -> Result<TaskView, ClientError> {
+        let request = TaskIdRequest { id: id.to_owned() };
+        self.request(subject::GET_SUBJECT, &request).await
+    }
+
+    pub async fn tasks(&self, request: &ListRequest) -> Result<ListReply, ClientError> {
+        self.request(subject::LIST_SUBJECT, request).await
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        let request = TaskIdRequest { id: id.to_owned() };
+        self.request(subject::CANCEL_SUBJECT, &request).await
+    }
+
+    /// Waits up to `timeout_ms` for a task to finish; returns it as it is then.
+    pub async fn wait_task(&self, id: &str, timeout_ms: u64) -> Result<TaskView, ClientError> {
+        let request = WaitRequest { id: id.to_owned(), timeout_ms };
+        let timeout = self.timeout() + Duration::from_millis(timeout_ms);
+        self.request_within(subject::WAIT_SUBJECT, &request, timeout).await
+    }
+
+    /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.
+    pub async fn workers(&self, within: Duration) -> Result<Vec<WorkerStatus>, ClientError> {
+        let stats_subject = subjects::micro::stats(subjects::worker::SERVICE);
+        let replies = gather(self.nats(), stats_subject, Bytes::new(), within, None).await?;
+        let mut workers: Vec<WorkerStatus> = replies
+            .iter()
+            .filter_map(|message| {
+                serde_json::from_slice::<serde_json::Value>(&message.payload).ok()
+            })
+            .filter_map(|stats| {
+                let data = stats["endpoints"].as_array()?.first()?["data"].clone();
+                serde_json::from_value(data).ok()
+            })
+            .collect();
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(workers)
+    }
+}

@@ -1,0 +1,672 @@
+//! The task service's owner state (see `crate::owner`): the unfinished tasks in memory, the
+//! waiting requests, and what a group of requests does to the store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use agora_core::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
+use async_nats::jetstream;
+use async_nats::service::Request;
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use rusqlite::{Connection, Transaction};
+use serde_json::value::RawValue;
+
+use super::store::{self, ListFilter, NewTask, TaskRow};
+use super::wire::{
+    ClaimReply, FinishReply, ListReply, Priority, ProgressReply, TaskEventWire, TaskView,
+};
+use super::{HISTORY_MAX, PRUNE_BATCH, PRUNE_EVERY_MS, TasksConfig, WAITERS_MAX};
+use crate::error::{ErrorCode, ServiceError};
+use crate::owner::State;
+use crate::service::{ErrorCounts, Replier, encode};
+use crate::sqlite::StoreError;
+use crate::subjects::tasks as subject;
+
+/// Pause before republishing a task whose publish failed.
+const REPUBLISH_AFTER_MS: u64 = 1_000;
+/// Progress events kept in a task's history stop this many events before [`HISTORY_MAX`], so
+/// the outcome always has room.
+const HISTORY_OUTCOME_ROOM: u32 = 20;
+
+/// A request waiting for its reply.
+#[derive(Debug)]
+pub struct Pending {
+    pub request: Request,
+    pub endpoint: &'static str,
+}
+
+/// A validated request for the owner.
+#[derive(Debug)]
+pub enum Command {
+    Submit {
+        op: &'static str,
+        args: String,
+        priority: Priority,
+        client_id: Option<String>,
+        wait_ms: u64,
+    },
+    Get {
+        id: u64,
+    },
+    List(ListFilter),
+    Cancel {
+        id: u64,
+    },
+    Wait {
+        id: u64,
+        timeout_ms: u64,
+    },
+    Claim {
+        id: u64,
+        worker: String,
+    },
+    Progress {
+        id: u64,
+        worker: String,
+        percent: u8,
+    },
+    Finish {
+        id: u64,
+        worker: String,
+        claim: bool,
+        outcome: Result<String, (String, Option<u64>)>,
+    },
+}
+
+/// What the owner is asked to do.
+#[derive(Debug)]
+pub enum Envelope {
+    Request(Box<Pending>, Command),
+    /// JetStream gave up on a task's message (max deliveries) without an outcome.
+    DeadLetter {
+        id: u64,
+        reason: String,
+    },
+    /// Periodic work: waiters whose time is up, failed publishes, pruning.
+    Sweep,
+}
+
+/// Ids of unfinished tasks whose publish to the stream failed, shared with the publishing
+/// tasks. Bounded: it only ever holds unfinished tasks (at most `--pending-max`), once each.
+pub type Unqueued = Arc<Mutex<BTreeSet<u64>>>;
+
+/// An unfinished task, kept in memory by the owner.
+#[derive(Debug)]
+struct Active {
+    life: Lifecycle,
+    /// History events stored so far.
+    events: u32,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    pending: Pending,
+    deadline_ms: u64,
+}
+
+/// What a group produced, sent once it committed.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    replies: Vec<(Pending, Result<Bytes, ServiceError>)>,
+    events: Vec<(String, Bytes)>,
+    cancels: Vec<u64>,
+    /// Cancelled queued tasks whose message can go from the stream.
+    purges: Vec<u64>,
+    enqueue: Vec<(u64, Priority, Bytes)>,
+}
+
+/// Why a report changed nothing.
+#[derive(Debug)]
+enum Refused {
+    Finished(TaskState),
+    Missing,
+    Invalid(TaskError),
+}
+
+/// The task service's state, owned by its owner thread.
+pub struct Tasks {
+    client: Client,
+    js: jetstream::Context,
+    runtime: tokio::runtime::Handle,
+    config: TasksConfig,
+    repliers: HashMap<&'static str, Replier>,
+    active: HashMap<u64, Active>,
+    next_id: u64,
+    waiters: HashMap<u64, Vec<Waiter>>,
+    waiter_count: usize,
+    /// Tasks to publish again, and when.
+    republish: Vec<(u64, u64)>,
+    unqueued: Unqueued,
+    last_prune_ms: u64,
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks").field("active", &self.active.len()).finish_non_exhaustive()
+    }
+}
+
+fn not_found(id: u64) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("no task {id}"))
+}
+
+fn unavailable(error: &StoreError) -> ServiceError {
+    ServiceError::new(ErrorCode::Unavailable, format!("task store failed ({error}); retry"))
+}
+
+fn raw(text: &str) -> Option<Box<RawValue>> {
+    RawValue::from_string(text.to_owned()).ok()
+}
+
+/// A task as every reply shows it (without history).
+fn view_of(row: &TaskRow) -> TaskView {
+    let life = &row.lifecycle;
+    TaskView {
+        id: row.id.to_string(),
+        state: life.state.as_str().to_owned(),
+        op: Some(row.op.clone()),
+        args: row.args.as_deref().and_then(raw),
+        client_id: row.client_id.clone(),
+        priority: Some(row.priority.clone()),
+        attempts: Some(life.attempts),
+        worker: life.worker.clone(),
+        progress: Some(life.progress),
+        submitted_ms: Some(row.submitted_ms),
+        started_ms: life.started_ms,
+        finished_ms: life.finished_ms,
+        result: row.result.as_deref().and_then(raw),
+        error: life.error.clone(),
+        dead_letter: life.dead_letter,
+        history: None,
+    }
+}
+
+fn brief(id: u64, state: TaskState) -> TaskView {
+    TaskView { id: id.to_string(), state: state.as_str().to_owned(), ..TaskView::default() }
+}
+
+/// The whole task as `get` (without history) and `wait` show it.
+fn full_view(conn: &Connection, id: u64) -> Result<Bytes, ServiceError> {
+    match store::get(conn, id, true) {
+        Ok(Some(row)) => encode(&view_of(&row)),
+        Ok(None) => Err(not_found(id)),
+        Err(error) => Err(unavailable(&error)),
+    }
+}
+
+fn refusal(id: u64, refused: &Refused) -> ServiceError {
+    match refused {
+        Refused::Finished(state) => {
+            ServiceError::new(ErrorCode::Conflict, format!("task {id} is already {state}"))
+        }
+        Refused::Missing => not_found(id),
+        Refused::Invalid(error) => ServiceError::invalid(error.to_string()),
+    }
+}
+
+fn event_payload(id: u64, mut wire: TaskEventWire) -> Bytes {
+    wire.id = Some(id.to_string());
+    Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
+}
+
+/// The work-queue message of a task.
+pub fn queue_message(id: u64, op: &str, args: &str) -> Bytes {
+    let op = serde_json::to_string(op).unwrap_or_default();
+    Bytes::from(format!(r#"{{"id":"{id}","op":{op},"args":{args}}}"#))
+}
+
+impl Tasks {
+    /// The state as the store has it.
+    pub fn load(
+        conn: &Connection,
+        client: Client,
+        js: jetstream::Context,
+        config: TasksConfig,
+        errors: &ErrorCounts,
+    ) -> Result<Self, StoreError> {
+        let repliers = super::ENDPOINTS
+            .into_iter()
+            .map(|name| (name, Replier::new(name, errors.clone())))
+            .collect();
+        let mut tasks = Self {
+            client,
+            js,
+            runtime: tokio::runtime::Handle::current(),
+            config,
+            repliers,
+            active: HashMap::new(),
+            next_id: 1,
+            waiters: HashMap::new(),
+            waiter_count: 0,
+            republish: Vec::new(),
+            unqueued: Unqueued::default(),
+            last_prune_ms: 0,
+        };
+        tasks.reload(conn)?;
+        Ok(tasks)
+    }
+
+    /// (Re)builds the in-memory table of unfinished tasks from the store.
+    fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.active = store::active(conn)?
+            .into_iter()
+            .map(|(row, events)| (row.id, Active { life: row.lifecycle, events }))
+            .collect();
+        self.next_id = store::max_id(conn)? + 1;
+        Ok(())
+    }
+
+    /// Unfinished tasks now.
+    pub fn unfinished(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Publishes every unfinished task that has no message in the stream (at startup).
+    pub fn republish_missing(
+        &mut self,
+        conn: &Connection,
+        present: &std::collections::HashSet<u64>,
+    ) -> Result<usize, StoreError> {
+        let mut missing: Vec<u64> =
+            self.active.keys().filter(|id| !present.contains(id)).copied().collect();
+        missing.sort_unstable();
+        let mut outbox = Outbox::default();
+        for id in &missing {
+            self.enqueue_stored(conn, *id, &mut outbox)?;
+        }
+        self.publish_queue(outbox.enqueue);
+        Ok(missing.len())
+    }
+
+    fn enqueue_stored(
+        &self,
+        conn: &Connection,
+        id: u64,
+        outbox: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        if let Some(row) = store::get(conn, id, false)? {
+            let priority = Priority::parse(Some(&row.priority)).unwrap_or(Priority::Normal);
+            let message = queue_message(id, &row.op, row.args.as_deref().unwrap_or("{}"));
+            outbox.enqueue.push((id, priority, message));
+        }
+        Ok(())
+    }
+
+    /// Publishes tasks to the work queue; a failed publish is noted in `unqueued` for the next
+    /// sweep.
+    fn publish_queue(&self, enqueue: Vec<(u64, Priority, Bytes)>) {
+        for (id, priority, payload) in enqueue {
+            let js = self.js.clone();
+            let unqueued = self.unqueued.clone();
+            self.runtime.spawn(async move {
+                let subject = subject::queue(priority == Priority::High, &id.to_string());
+                let mut headers = HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
+                let acked = match js.publish_with_headers(subject, headers, payload).await {
+                    Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = acked {
+                    tracing::warn!(id, %error, "could not queue task; will retry");
+                    unqueued.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                }
+            });
+        }
+    }
+
+    fn sweep(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        let failed = std::mem::take(&mut *self.unqueued.lock().unwrap_or_else(|p| p.into_inner()));
+        self.republish.extend(failed.into_iter().map(|id| (id, now + REPUBLISH_AFTER_MS)));
+        // Waiters whose time is up get the task as it is.
+        let expired: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter(|(_, list)| list.iter().any(|w| w.deadline_ms <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(list) = self.waiters.remove(&id) else { continue };
+            let (due, keep): (Vec<_>, Vec<_>) =
+                list.into_iter().partition(|w| w.deadline_ms <= now);
+            self.waiter_count -= due.len();
+            if !keep.is_empty() {
+                self.waiters.insert(id, keep);
+            }
+            let reply = full_view(tx, id);
+            for waiter in due {
+                out.replies.push((waiter.pending, reply.clone()));
+            }
+        }
+        // Tasks whose publish failed go out again.
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.republish).into_iter().partition(|(_, at)| *at <= now);
+        self.republish = later;
+        for (id, _) in due {
+            if self.active.contains_key(&id) {
+                self.enqueue_stored(tx, id, out)?;
+            }
+        }
+        if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            self.last_prune_ms = now;
+            let before = now.saturating_sub(self.config.retain_ms);
+            let pruned = store::prune(tx, before, self.config.tasks_max, PRUNE_BATCH)?;
+            if pruned > 0 {
+                tracing::debug!(pruned, "pruned finished tasks");
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        pending: Pending,
+        command: Command,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        let reply: Result<Bytes, ServiceError> = match command {
+            Command::Submit { op, args, priority, client_id, wait_ms } => {
+                match self.submit(tx, now, op, &args, priority, client_id.as_deref(), out)? {
+                    Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
+                        self.add_waiter(id, pending, now + wait_ms, out);
+                        return Ok(());
+                    }
+                    Ok((id, _)) if wait_ms > 0 => full_view(tx, id),
+                    Ok((id, state)) => encode(&brief(id, state)),
+                    Err(error) => Err(error),
+                }
+            }
+            Command::Get { id } => match store::get(tx, id, true)? {
+                Some(row) => {
+                    let mut view = view_of(&row);
+                    let history = store::history(tx, id)?;
+                    view.history =
+                        Some(history.iter().filter_map(|e| serde_json::from_str(e).ok()).collect());
+                    encode(&view)
+                }
+                None => Err(not_found(id)),
+            },
+            Command::List(filter) => {
+                let rows = store::list(tx, &filter)?;
+                let next_before = (rows.len() == filter.limit)
+                    .then(|| rows.last().map(|row| row.id.to_string()))
+                    .flatten();
+                let tasks = rows
+                    .iter()
+                    .map(|row| TaskView { args: None, result: None, ..view_of(row) })
+                    .collect();
+                encode(&ListReply { tasks, next_before })
+            }
+            Command::Cancel { id } => {
+                match self.report_all(tx, now, id, vec![Report::Cancel], None, out)? {
+                    Ok(_) => encode(&brief(id, TaskState::Cancelled)),
+                    Err(refused) => Err(refusal(id, &refused)),
+                }
+            }
+            Command::Wait { id, timeout_ms } => {
+                if self.active.contains_key(&id) && timeout_ms > 0 {
+                    self.add_waiter(id, pending, now + timeout_ms, out);
+                    return Ok(());
+                }
+                full_view(tx, id)
+            }
+            Command::Claim { id, worker } => {
+                match self.report_all(tx, now, id, vec![Report::Claim { worker }], None, out)? {
+                    Ok(life) => encode(&ClaimReply {
+                        run: true,
+                        state: life.state.as_str().to_owned(),
+                        attempt: life.attempts,
+                    }),
+                    Err(Refused::Finished(state)) => encode(&ClaimReply {
+                        run: false,
+                        state: state.as_str().to_owned(),
+                        attempt: 0,
+                    }),
+                    Err(refused) => Err(refusal(id, &refused)),
+                }
+            }
+            Command::Progress { id, worker, percent } => {
+                let report = Report::Progress { worker, percent };
+                match self.report_all(tx, now, id, vec![report], None, out)? {
+                    Ok(_) => encode(&ProgressReply { stop: false }),
+                    Err(Refused::Finished(_)) => encode(&ProgressReply { stop: true }),
+                    Err(refused) => Err(refusal(id, &refused)),
+                }
+            }
+            Command::Finish { id, worker, claim, outcome } => {
+                let mut reports = Vec::with_capacity(2);
+                if claim {
+                    reports.push(Report::Claim { worker: worker.clone() });
+                }
+                let result = match outcome {
+                    Ok(result) => {
+                        reports.push(Report::Complete { worker });
+                        Some(result)
+                    }
+                    Err((error, retry_in_ms)) => {
+                        reports.push(Report::Fail { worker, error, retry_in_ms });
+                        None
+                    }
+                };
+                match self.report_all(tx, now, id, reports, result.as_deref(), out)? {
+                    Ok(life) => encode(&FinishReply {
+                        state: life.state.as_str().to_owned(),
+                        accepted: true,
+                    }),
+                    Err(Refused::Finished(state)) => {
+                        encode(&FinishReply { state: state.as_str().to_owned(), accepted: false })
+                    }
+                    Err(refused) => Err(refusal(id, &refused)),
+                }
+            }
+        };
+        out.replies.push((pending, reply));
+        Ok(())
+    }
+
+    fn add_waiter(&mut self, id: u64, pending: Pending, deadline_ms: u64, out: &mut Outbox) {
+        if self.waiter_count >= WAITERS_MAX {
+            let busy =
+                ServiceError::new(ErrorCode::Busy, "too many waiting requests; poll with get");
+            out.replies.push((pending, Err(busy)));
+            return;
+        }
+        self.waiter_count += 1;
+        self.waiters.entry(id).or_default().push(Waiter { pending, deadline_ms });
+    }
+
+    /// Accepts a submission: `Ok(Ok((id, state)))`, or a refusal.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        op: &str,
+        args: &str,
+        priority: Priority,
+        client_id: Option<&str>,
+        out: &mut Outbox,
+    ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
+        if let Some(client_id) = client_id
+            && let Some(existing) = store::by_client_id(tx, client_id)?
+        {
+            let same = existing.op == op
+                && existing.priority == priority.as_str()
+                && existing.args.as_deref() == Some(args);
+            return Ok(if same {
+                Ok((existing.id, existing.lifecycle.state))
+            } else {
+                Err(ServiceError::invalid(format!(
+                    "id {client_id:?} was already used for a different task ({})",
+                    existing.id
+                )))
+            });
+        }
+        if self.active.len() >= self.config.pending_max {
+            return Ok(Err(ServiceError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{} tasks are waiting or running (the limit); retry later",
+                    self.active.len()
+                ),
+            )));
+        }
+        let id = self.next_id;
+        let task =
+            NewTask { id, client_id, op, args, priority: priority.as_str(), submitted_ms: now };
+        store::insert(tx, &task)?;
+        self.next_id += 1;
+        let queued = TaskEventWire { event: "queued".to_owned(), at_ms: now, ..Default::default() };
+        store::append_event(tx, id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
+        self.active.insert(id, Active { life: Lifecycle::new(), events: 1 });
+        out.events.push((subject::events(&id.to_string()), event_payload(id, queued)));
+        out.enqueue.push((id, priority, queue_message(id, op, args)));
+        Ok(Ok((id, TaskState::Queued)))
+    }
+
+    /// Applies reports in order (all or nothing) to an unfinished task, stores the task once
+    /// and its events, and answers the task's waiters once it finished.
+    fn report_all(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        id: u64,
+        reports: Vec<Report>,
+        result: Option<&str>,
+        out: &mut Outbox,
+    ) -> Result<Result<Lifecycle, Refused>, StoreError> {
+        let Some(active) = self.active.get_mut(&id) else {
+            return Ok(match store::get(tx, id, false)? {
+                Some(row) => Err(Refused::Finished(row.lifecycle.state)),
+                None => Err(Refused::Missing),
+            });
+        };
+        let mut life = active.life.clone();
+        let mut events = Vec::with_capacity(reports.len());
+        for report in reports {
+            match life.apply(now, report) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(TaskError::Finished(state)) => return Ok(Err(Refused::Finished(state))),
+                Err(error) => return Ok(Err(Refused::Invalid(error))),
+            }
+        }
+        active.life = life.clone();
+        if events.is_empty() {
+            return Ok(Ok(life));
+        }
+        store::update(tx, id, &life, result)?;
+        let mut wires = Vec::with_capacity(events.len());
+        for event in &events {
+            let wire = TaskEventWire::from_event(event, now);
+            let keep = !matches!(event, TaskEvent::Progress { .. })
+                || active.events < HISTORY_MAX.saturating_sub(HISTORY_OUTCOME_ROOM);
+            if keep && active.events < HISTORY_MAX {
+                let text = serde_json::to_string(&wire).unwrap_or_default();
+                store::append_event(tx, id, active.events, &text)?;
+                active.events += 1;
+            }
+            match event {
+                TaskEvent::Cancelled { was_running: true } => out.cancels.push(id),
+                TaskEvent::Cancelled { was_running: false } => out.purges.push(id),
+                _ => {}
+            }
+            wires.push(wire);
+        }
+        if life.state.is_terminal() {
+            self.active.remove(&id);
+            if let Some(waiters) = self.waiters.remove(&id) {
+                self.waiter_count -= waiters.len();
+                // The task as `get` and `wait` show it (read inside this transaction, so it is
+                // the row just written): one view of a task, whoever asks.
+                let reply = full_view(tx, id);
+                for waiter in waiters {
+                    out.replies.push((waiter.pending, reply.clone()));
+                }
+            }
+            if let Some(last) = wires.last_mut() {
+                last.result = result.and_then(raw);
+            }
+        }
+        let subject = subject::events(&id.to_string());
+        for wire in wires {
+            out.events.push((subject.clone(), event_payload(id, wire)));
+        }
+        Ok(Ok(life))
+    }
+}
+
+impl State for Tasks {
+    type Envelope = Envelope;
+    type Outbox = Outbox;
+
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        envelope: Envelope,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        match envelope {
+            Envelope::Request(pending, command) => self.execute(tx, now_ms, *pending, command, out),
+            Envelope::DeadLetter { id, reason } => {
+                let report = Report::DeadLetter { reason };
+                self.report_all(tx, now_ms, id, vec![report], None, out).map(drop)
+            }
+            Envelope::Sweep => self.sweep(tx, now_ms, out),
+        }
+    }
+
+    fn tick(&mut self, _now_ms: u64) -> Vec<Envelope> {
+        vec![Envelope::Sweep]
+    }
+
+    fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Outbox) {
+        if let Err(error) = self.reload(conn) {
+            tracing::error!(%error, "cannot reload the task store");
+        }
+        let failure = unavailable(error);
+        out.replies.iter_mut().for_each(|(_, reply)| *reply = Err(failure.clone()));
+        out.events.clear();
+        out.cancels.clear();
+        out.purges.clear();
+        out.enqueue.clear();
+    }
+
+    /// Sends replies, events and cancel notices, then hands new work to the stream.
+    fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
+        let Outbox { replies, events, cancels, purges, enqueue } = outbox;
+        self.runtime.block_on(async {
+            for (pending, reply) in replies {
+                self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
+            }
+            for (subject, payload) in events {
+                self.client.publish(subject, payload).await.ok();
+            }
+            for id in cancels {
+                let payload = Bytes::from(format!(r#"{{"id":"{id}"}}"#));
+                self.client.publish(subject::CONTROL_CANCEL, payload).await.ok();
+            }
+        });
+        self.publish_queue(enqueue);
+        if !purges.is_empty() {
+            let js = self.js.clone();
+            self.runtime.spawn(async move {
+                let Ok(stream) = js.get_stream(subject::STREAM).await else { return };
+                for id in purges {
+                    for high in [true, false] {
+                        let queued = subject::queue(high, &id.to_string());
+                        stream.purge().filter(queued).await.ok();
+                    }
+                }
+            });
+        }
+    }
+}
