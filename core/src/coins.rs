@@ -55,6 +55,12 @@ pub enum CoinsError {
     Overflow,
     #[error("{0} is held by users or in pending orders; it cannot be removed")]
     InUse(String),
+    #[error("the order is {0} already: only a pending order settles")]
+    Settled(OrderState),
+    #[error("{0:?} is not an order side (buy, sell)")]
+    InvalidSide(String),
+    #[error("{0:?} is not an order state (pending, done, failed)")]
+    InvalidState(String),
 }
 
 /// An asset symbol: 1..=10 characters of `[A-Z0-9]`.
@@ -138,6 +144,65 @@ impl Side {
             Self::Buy => "buy",
             Self::Sell => "sell",
         }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CoinsError> {
+        match text {
+            "buy" => Ok(Self::Buy),
+            "sell" => Ok(Self::Sell),
+            other => Err(CoinsError::InvalidSide(other.chars().take(20).collect())),
+        }
+    }
+}
+
+/// Where an order is: reserved and waiting for its payment, or settled one way or the other.
+/// `Pending` is the only state an order leaves, once ([`OrderState::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    /// Reserved (durably) and waiting for the bank's answer.
+    Pending,
+    /// Paid: the units are the buyer's (a sale's units are available again).
+    Done,
+    /// Refused by the bank: the reservation was given back.
+    Failed,
+}
+
+impl OrderState {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Done, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CoinsError> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| CoinsError::InvalidState(text.chars().take(20).collect()))
+    }
+
+    /// The state after the bank's answer: `Done` if it paid, `Failed` if it refused. Only a
+    /// pending order settles; a settled one stays as it is (the caller reports it).
+    pub fn settle(self, paid: bool) -> Result<Self, CoinsError> {
+        match (self, paid) {
+            (Self::Pending, true) => Ok(Self::Done),
+            (Self::Pending, false) => Ok(Self::Failed),
+            (settled, _) => Err(CoinsError::Settled(settled)),
+        }
+    }
+
+    pub fn is_pending(self) -> bool {
+        self == Self::Pending
+    }
+}
+
+impl fmt::Display for OrderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -341,6 +406,29 @@ pub fn seed() -> Vec<Asset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_settles_once_from_pending() {
+        for state in OrderState::ALL {
+            assert_eq!(OrderState::parse(state.as_str()), Ok(state));
+            for paid in [true, false] {
+                let next = state.settle(paid);
+                match state {
+                    OrderState::Pending => {
+                        let expected = if paid { OrderState::Done } else { OrderState::Failed };
+                        assert_eq!(next, Ok(expected));
+                        assert!(!expected.is_pending());
+                    }
+                    settled => assert_eq!(next, Err(CoinsError::Settled(settled))),
+                }
+            }
+        }
+        assert!(OrderState::parse("PENDING").is_err());
+        assert!(OrderState::parse("").is_err());
+        assert_eq!(Side::parse("buy"), Ok(Side::Buy));
+        assert_eq!(Side::parse("sell"), Ok(Side::Sell));
+        assert!(Side::parse("hold").is_err(), "a corrupt side is an error, never a sale");
+    }
 
     fn user(name: &str) -> AccountId {
         AccountId::parse(name).expect("valid")

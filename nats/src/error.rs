@@ -216,7 +216,11 @@ impl From<CoinsError> for ServiceError {
             CoinsError::InsufficientQuantity { .. } | CoinsError::InsufficientHolding { .. } => {
                 ErrorCode::InsufficientQuantity
             }
-            CoinsError::Exists(_) | CoinsError::InUse(_) => ErrorCode::Conflict,
+            CoinsError::Exists(_) | CoinsError::InUse(_) | CoinsError::Settled(_) => {
+                ErrorCode::Conflict
+            }
+            // A stored order that does not parse: the store is corrupt, not the request.
+            CoinsError::InvalidSide(_) | CoinsError::InvalidState(_) => ErrorCode::Internal,
             CoinsError::InvalidSymbol(_)
             | CoinsError::InvalidName
             | CoinsError::InvalidOrderId(_)

@@ -94,8 +94,6 @@ pub struct GroupReport {
 /// The owner's limits and pace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Envelopes queued at most; beyond, [`Queue::try_send`] gives the envelope back.
-    pub queue_max: usize,
     /// Envelopes applied in one transaction at most.
     pub group_max: usize,
     /// How often [`State::tick`] is asked for periodic work.
@@ -154,6 +152,36 @@ impl<E> Queue<E> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A handle that reads how many envelopes wait (for a state that reports its load).
+    pub fn depth(&self) -> Depth {
+        Depth(self.queued.clone())
+    }
+}
+
+/// How many envelopes wait in an owner's queue (see [`Queue::depth`]).
+#[derive(Debug, Clone)]
+pub struct Depth(Arc<AtomicU64>);
+
+impl Depth {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The receiving side of an owner's queue, handed to [`spawn`].
+#[derive(Debug)]
+pub struct Inbox<E> {
+    receiver: mpsc::Receiver<E>,
+    queued: Arc<AtomicU64>,
+}
+
+/// An owner's queue: at most `queue_max` envelopes wait; beyond, [`Queue::try_send`] gives
+/// the envelope back (the caller's `busy`).
+pub fn queue<E>(queue_max: usize) -> (Queue<E>, Inbox<E>) {
+    let (sender, receiver) = mpsc::sync_channel(queue_max.max(1));
+    let queued = Arc::new(AtomicU64::new(0));
+    (Queue { sender, queued: queued.clone() }, Inbox { receiver, queued })
 }
 
 /// A running owner thread.
@@ -170,21 +198,20 @@ impl OwnerThread {
     }
 }
 
-/// Starts the owner thread `name` over `conn` and `state`.
+/// Starts the owner thread `name` over `conn` and `state`, taking what comes into `inbox`.
 pub fn spawn<S: State>(
     name: &str,
     conn: Connection,
     state: S,
+    inbox: Inbox<S::Envelope>,
     limits: Limits,
-) -> std::io::Result<(Queue<S::Envelope>, OwnerThread)> {
-    let (sender, inbox) = mpsc::sync_channel(limits.queue_max.max(1));
-    let queued = Arc::new(AtomicU64::new(0));
-    let queue = Queue { sender, queued: queued.clone() };
+) -> std::io::Result<OwnerThread> {
+    let Inbox { receiver, queued } = inbox;
     let mut owner = Owner { conn, state, limits, queued, synchronous: None };
     let handle = std::thread::Builder::new()
         .name(format!("{name}-owner"))
-        .spawn(move || owner.run(&inbox))?;
-    Ok((queue, OwnerThread { handle }))
+        .spawn(move || owner.run(&receiver))?;
+    Ok(OwnerThread { handle })
 }
 
 struct Owner<S: State> {
@@ -386,12 +413,9 @@ mod tests {
         conn.query_row("SELECT value FROM counters WHERE key = ?1", [key], |row| row.get(0)).ok()
     }
 
-    const LIMITS: Limits = Limits {
-        queue_max: 64,
-        group_max: 16,
-        tick: Duration::from_millis(20),
-        synchronous: "NORMAL",
-    };
+    const QUEUE_MAX: usize = 64;
+    const LIMITS: Limits =
+        Limits { group_max: 16, tick: Duration::from_millis(20), synchronous: "NORMAL" };
 
     /// Queues `envelopes` before the owner starts, so they form groups as the limits allow.
     /// The owner stops once the returned sender is dropped.
@@ -402,7 +426,7 @@ mod tests {
     ) -> (Arc<Mutex<Seen>>, mpsc::SyncSender<Toy>, std::thread::JoinHandle<()>) {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = Counters { memory: Default::default(), seen: seen.clone(), tick_work };
-        let (sender, inbox) = mpsc::sync_channel(LIMITS.queue_max);
+        let (sender, inbox) = mpsc::sync_channel(QUEUE_MAX);
         let queued = Arc::new(AtomicU64::new(envelopes.len() as u64));
         for envelope in envelopes {
             sender.send(envelope).unwrap();

@@ -45,14 +45,15 @@ pub fn open_wal(
     Ok(conn)
 }
 
-/// An INTEGER column as a u64 (ours are never negative; a corrupt one reads as 0).
-pub fn u(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+/// A `u64` bound where SQLite wants an `i64`, saturating: for query bounds that may exceed
+/// what is stored (`seq < 2^64-1`), never for values written.
+pub fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// A u64 as an INTEGER (saturating at i64::MAX).
-pub fn i(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// A rowid handed out by SQLite (never negative) as a `u64`.
+pub fn rowid(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("rowid {value}")))
 }
 
 pub fn begin(conn: &Connection) -> rusqlite::Result<()> {

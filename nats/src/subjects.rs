@@ -261,7 +261,11 @@ pub mod likes {
     pub const DIGEST_SUBJECT: &str = "agora.likes.digest";
     /// One node's anti-entropy endpoint: pages of the records the asker lacks.
     pub fn sync(node: &str) -> String {
-        format!("{GROUP}.{SYNC}.{node}")
+        format!("{GROUP}.{}", sync_endpoint(node))
+    }
+    /// The same, below [`GROUP`] (the endpoint's subject in the node's service group).
+    pub fn sync_endpoint(node: &str) -> String {
+        format!("{SYNC}.{node}")
     }
     /// The leader's order to one node: pull from these peers.
     pub fn pull(node: &str) -> String {

@@ -17,35 +17,35 @@
 //! operation id until the bank answers. A client retrying with the same order id gets the
 //! order's one outcome. So there are no coins without payment and no payment without coins.
 
+pub mod client;
+pub mod state;
 pub mod store;
 pub mod wire;
 
-use std::collections::HashMap;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_core::AccountId;
-use agora_core::coins::{self, Asset, Exchange, Side, Symbol};
+use agora_core::coins::{self, Asset, OrderState, Side, Symbol};
 use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::client::{AgoraClient, ClientError};
-use crate::clock::now_ms;
-use crate::coins::store::{CoinsStore, StoreError, order_of};
-use crate::coins::wire::{
-    AddAssetRequest, AssetView, AssetsReply, AssetsRequest, CoinsHistoryReply, CoinsHistoryRequest,
-    HoldingView, OrderLookup, OrderRequest, OrderView, PortfolioReply, PortfolioRequest,
-    PriceEvent, RemoveAssetRequest, UpdateAssetRequest,
-};
 use crate::error::{ErrorCode, ServiceError};
+use crate::owner::{self, Limits};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
 use crate::subjects::coins as subject;
+use state::{Answer, Call, Coins, Command};
+use store::StoredOrder;
+use wire::{
+    AddAssetRequest, AssetsRequest, CoinsHistoryRequest, OrderLookup, OrderRequest, OrderView,
+    PortfolioReply, PortfolioRequest, RemoveAssetRequest, UpdateAssetRequest,
+};
 
 /// User endpoints (below [`subject::GROUP`]) and manager endpoints (below
 /// [`subject::ADMIN_GROUP`]).
@@ -72,20 +72,28 @@ pub const HISTORY_LIMIT_DEFAULT: usize = 50;
 pub const HISTORY_LIMIT_MAX: usize = 1_000;
 /// Pending orders retried per recovery round at most.
 const RECOVERY_BATCH: usize = 256;
+/// Largest `agora.coins.assets` request, in bytes (100 symbols).
+const ASSETS_BYTES_MAX: usize = 16 * 1024;
+/// Largest `agora.coins.history` request, in bytes.
+const HISTORY_BYTES_MAX: usize = 4 * 1024;
 /// How often pending orders are retried, and how old one must be (a live order task is
 /// usually still on it before that).
 const RECOVERY_EVERY: Duration = Duration::from_secs(1);
 const RECOVERY_AFTER_MS: u64 = 2_000;
 const TICK: Duration = Duration::from_millis(200);
 
-/// Coins service configuration (the binary fills it from flags and environment).
-#[derive(Debug, Clone)]
+/// Coins service configuration: the flags of `agora-coins`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct CoinsConfig {
-    /// Directory holding `coins.db`.
+    /// Directory of the SQLite database (created if missing; seeded on first start).
+    #[arg(long, env = "AGORA_COINS_DATA_DIR", default_value = "data/coins")]
     pub data_dir: PathBuf,
     /// The exchange's own bank account: buyers pay into it, sellers are paid from it.
-    pub exchange_account: String,
-    /// How long one bank call may take before its outcome counts as unknown.
+    #[arg(long, env = "AGORA_COINS_EXCHANGE_ACCOUNT", default_value = "coins-exchange",
+          value_parser = |text: &str| AccountId::parse(text))]
+    pub exchange_account: AccountId,
+    /// How long a bank call may take before its outcome counts as unknown, in milliseconds.
+    #[arg(long, env = "AGORA_COINS_BANK_TIMEOUT_MS", default_value_t = 5_000)]
     pub bank_timeout_ms: u64,
 }
 
@@ -95,18 +103,18 @@ pub async fn run(
     config: CoinsConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let exchange_account = AccountId::parse(&config.exchange_account)?;
+    let exchange_account = config.exchange_account.clone();
     anyhow::ensure!(
         (100..=600_000).contains(&config.bank_timeout_ms),
         "bank-timeout-ms is 100..=600000"
     );
     crate::service::refuse_second_instance(&client, subject::SERVICE).await?;
-    let store = CoinsStore::open(&config.data_dir)
+    let mut conn = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let (calls, inbox) = std_mpsc::sync_channel(QUEUE_MAX);
-    let owner = Owner::new(store, client.clone())?;
-    let owner_thread =
-        std::thread::Builder::new().name("coins-owner".into()).spawn(move || owner.run(inbox))?;
+    let state = Coins::load(&mut conn, client.clone())?;
+    let limits = Limits { group_max: GROUP_CALLS_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let (calls, inbox) = owner::queue(QUEUE_MAX);
+    let owner_thread = owner::spawn("coins", conn, state, inbox, limits)?;
     let bank = AgoraClient::new(client.clone())
         .with_timeout(Duration::from_millis(config.bank_timeout_ms));
     let ctx = Arc::new(Ctx {
@@ -170,7 +178,7 @@ pub async fn run(
     drop(loops);
     drop(service);
     drop(ctx);
-    tokio::task::spawn_blocking(move || owner_thread.join()).await.ok();
+    owner_thread.join().await;
     client.flush().await.ok();
     Ok(())
 }
@@ -179,49 +187,9 @@ fn busy() -> ServiceError {
     ServiceError::new(ErrorCode::Busy, "the coins service is overloaded; retry")
 }
 
-fn unavailable(error: &StoreError) -> ServiceError {
-    ServiceError::new(ErrorCode::Unavailable, format!("coins store failed ({error}); retry"))
-}
-
-fn asset_view(asset: &Asset) -> AssetView {
-    AssetView {
-        symbol: asset.symbol.to_string(),
-        name: asset.name.clone(),
-        price: asset.price,
-        available: asset.available,
-    }
-}
-
-/// What the owner thread is asked to do.
-#[derive(Debug)]
-enum Command {
-    Assets { symbols: Option<Vec<String>> },
-    Reserve { user: AccountId, id: String, symbol: Symbol, side: Side, quantity: u64 },
-    Settle { seq: u64, refusal: Option<ServiceError> },
-    Lookup { user: AccountId, id: String },
-    Holdings { user: AccountId },
-    History { user: Option<AccountId>, from: Option<u64>, to: Option<u64>, limit: usize },
-    Pending { older_than_ms: u64 },
-    Add { asset: Asset },
-    Remove { symbol: Symbol },
-    Update { symbol: Symbol, price: Option<u64>, available: Option<u64> },
-}
-
-#[derive(Debug)]
-enum Answer {
-    Assets(AssetsReply),
-    Asset(AssetView),
-    Order(Box<OrderView>),
-    Orders(Vec<OrderView>),
-    Holdings(Vec<HoldingView>),
-    History(CoinsHistoryReply),
-}
-
-type Call = (Command, oneshot::Sender<Result<Answer, ServiceError>>);
-
 /// What request tasks share.
 struct Ctx {
-    calls: std_mpsc::SyncSender<Call>,
+    calls: owner::Queue<Call>,
     bank: AgoraClient,
     exchange_account: AccountId,
     in_flight: Arc<Semaphore>,
@@ -256,7 +224,7 @@ impl Ctx {
     async fn handle(&self, endpoint: &str, payload: &[u8]) -> Result<bytes::Bytes, ServiceError> {
         match endpoint {
             subject::ASSETS => {
-                let request: AssetsRequest = decode_or_default(payload, 16 * 1024)?;
+                let request: AssetsRequest = decode_or_default(payload, ASSETS_BYTES_MAX)?;
                 // `{"symbol"}` asks for one asset (`not_found` if it is not listed);
                 // `{"symbols"}` asks for a list, answered with what was not found, however
                 // many that is.
@@ -298,7 +266,7 @@ impl Ctx {
                 else {
                     return Err(wrong_answer());
                 };
-                encode(&*order)
+                encode(&OrderView::from(&*order))
             }
             subject::PORTFOLIO => {
                 let request: PortfolioRequest = decode(payload)?;
@@ -318,7 +286,7 @@ impl Ctx {
                 })
             }
             subject::HISTORY => {
-                let request: CoinsHistoryRequest = decode_or_default(payload, 4 * 1024)?;
+                let request: CoinsHistoryRequest = decode_or_default(payload, HISTORY_BYTES_MAX)?;
                 let user = request.user.as_deref().map(AccountId::parse).transpose()?;
                 let limit = request.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
                 if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
@@ -393,44 +361,34 @@ impl Ctx {
 
     /// Takes an order to its end: the order as it is once settled (a refused order is its
     /// error), or `unavailable` if the bank's answer is unknown (the order stays pending).
-    async fn drive(&self, order: OrderView) -> Result<OrderView, ServiceError> {
-        let settled = match order.state.as_str() {
-            "pending" => {
-                if !self.paying.lock().unwrap_or_else(|p| p.into_inner()).insert(order.seq) {
-                    return Err(ServiceError::new(
-                        ErrorCode::Busy,
-                        "the order is being paid right now; ask agora.coins.order, or retry \
-                         with the same id",
-                    ));
-                }
-                let _paying = Paying { ctx: self, seq: order.seq };
-                // Settled meanwhile by the payer that just finished? Then that is the outcome.
-                let Answer::Order(current) = self
-                    .call(Command::Lookup { user: order_user(&order)?, id: order.id.clone() })
-                    .await?
-                else {
-                    return Err(wrong_answer());
-                };
-                if current.state != "pending" {
-                    return finished(*current);
-                }
-                let Some(parsed) = order_of(&order) else {
-                    return Err(ServiceError::new(
-                        ErrorCode::Internal,
-                        "a stored order is corrupt",
-                    ));
-                };
-                let refusal = self.pay(&parsed).await?;
-                let Answer::Order(settled) =
-                    self.call(Command::Settle { seq: order.seq, refusal }).await?
-                else {
-                    return Err(wrong_answer());
-                };
-                *settled
-            }
-            _ => order,
+    async fn drive(&self, stored: StoredOrder) -> Result<OrderView, ServiceError> {
+        if !stored.state.is_pending() {
+            return finished(&stored);
+        }
+        if !self.paying.lock().unwrap_or_else(|p| p.into_inner()).insert(stored.seq) {
+            return Err(ServiceError::new(
+                ErrorCode::Busy,
+                "the order is being paid right now; ask agora.coins.order, or retry with the \
+                 same id",
+            ));
+        }
+        let _paying = Paying { ctx: self, seq: stored.seq };
+        // Settled meanwhile by the payer that just finished? Then that is the outcome.
+        let lookup =
+            Command::Lookup { user: stored.order.user.clone(), id: stored.order.id.clone() };
+        let Answer::Order(current) = self.call(lookup).await? else {
+            return Err(wrong_answer());
         };
-        finished(settled)
+        if !current.state.is_pending() {
+            return finished(&current);
+        }
+        let refusal = self.pay(&stored.order).await?;
+        let Answer::Order(settled) =
+            self.call(Command::Settle { seq: stored.seq, refusal }).await?
+        else {
+            return Err(wrong_answer());
+        };
+        finished(&settled)
     }
 
     /// Moves an order's money: `Ok(None)` paid, `Ok(Some(refusal))` definitively refused (the
@@ -470,9 +428,9 @@ impl Ctx {
             return 0;
         };
         let mut ended = 0;
-        for order in pending {
-            let (user, id) = (order.user.clone(), order.id.clone());
-            match self.drive(order).await {
+        for stored in pending {
+            let (user, id) = (stored.order.user.clone(), stored.order.id.clone());
+            match self.drive(stored).await {
                 Ok(_) => ended += 1,
                 Err(error) if error.code == ErrorCode::Unavailable => {
                     tracing::warn!(%user, %id, %error, "pending order: the bank's answer is unknown");
@@ -490,17 +448,15 @@ impl Ctx {
     }
 }
 
-/// A settled order as a reply: a failed one is its error.
-fn finished(order: OrderView) -> Result<OrderView, ServiceError> {
-    match (&order.state[..], &order.error) {
-        ("failed", Some(error)) => Err(error.clone()),
-        ("failed", None) => Err(ServiceError::new(ErrorCode::Internal, "failed, reason lost")),
-        _ => Ok(order),
+/// An order as a reply: a failed one is its error.
+fn finished(stored: &StoredOrder) -> Result<OrderView, ServiceError> {
+    match (stored.state, &stored.error) {
+        (OrderState::Failed, Some(error)) => Err(error.clone()),
+        (OrderState::Failed, None) => {
+            Err(ServiceError::new(ErrorCode::Internal, "failed, reason lost"))
+        }
+        _ => Ok(OrderView::from(stored)),
     }
-}
-
-fn order_user(order: &OrderView) -> Result<AccountId, ServiceError> {
-    Ok(AccountId::parse(&order.user)?)
 }
 
 /// A failed bank call, as the coins service reports it.
@@ -522,338 +478,4 @@ fn payment_unknown(error: ClientError) -> ServiceError {
              agora.coins.order, or retry with the same id"
         ),
     )
-}
-
-struct Owner {
-    exchange: Exchange,
-    store: CoinsStore,
-    client: Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Owner {
-    fn new(store: CoinsStore, client: Client) -> anyhow::Result<Self> {
-        let mut owner = Self {
-            exchange: Exchange::new(),
-            store,
-            client,
-            runtime: tokio::runtime::Handle::current(),
-        };
-        if !owner.store.seeded()? {
-            owner.store.begin()?;
-            for asset in coins::seed() {
-                owner.store.put_asset(&asset)?;
-            }
-            owner.store.mark_seeded()?;
-            owner.store.commit()?;
-            tracing::info!("seeded the catalogue: BTC, ETH, AMZN, MSFT, TSLA");
-        }
-        owner.reload()?;
-        Ok(owner)
-    }
-
-    fn reload(&mut self) -> Result<(), StoreError> {
-        self.exchange = Exchange::new();
-        for asset in self.store.assets()? {
-            self.exchange.restore_asset(asset);
-        }
-        for (user, symbol, quantity) in self.store.holdings()? {
-            self.exchange.restore_holding(user, symbol, quantity);
-        }
-        for order in self.store.pending(usize::MAX >> 1)? {
-            if let Some(order) = order_of(&order) {
-                self.exchange.restore_pending(&order);
-            }
-        }
-        Ok(())
-    }
-
-    fn run(mut self, inbox: std_mpsc::Receiver<Call>) {
-        while let Some(group) = crate::sqlite::next_group(&inbox, TICK, GROUP_CALLS_MAX) {
-            if !group.is_empty() {
-                self.run_group(now_ms(), group);
-            }
-        }
-        tracing::info!("coins owner stopped");
-    }
-
-    fn run_group(&mut self, now: u64, group: Vec<Call>) {
-        let mut answers = Vec::with_capacity(group.len());
-        let mut prices = Vec::new();
-        let result = self.store.begin().and_then(|()| {
-            for (command, reply) in group {
-                let answer = self.execute(now, command, &mut prices)?;
-                answers.push((reply, answer));
-            }
-            self.store.commit()
-        });
-        if let Err(error) = result {
-            tracing::error!(%error, "coins store transaction failed; rolling back");
-            self.store.rollback();
-            if let Err(error) = self.reload() {
-                tracing::error!(%error, "cannot reload the coins store");
-            }
-            let failure = unavailable(&error);
-            answers.iter_mut().for_each(|(_, answer)| *answer = Err(failure.clone()));
-            prices.clear();
-        }
-        if !prices.is_empty() {
-            self.runtime.block_on(async {
-                for event in prices {
-                    if let Ok(payload) = serde_json::to_vec(&event) {
-                        let subject = subject::prices(&event.symbol);
-                        self.client.publish(subject, payload.into()).await.ok();
-                    }
-                }
-            });
-        }
-        for (reply, answer) in answers {
-            reply.send(answer).ok();
-        }
-    }
-
-    fn execute(
-        &mut self,
-        now: u64,
-        command: Command,
-        prices: &mut Vec<PriceEvent>,
-    ) -> Result<Result<Answer, ServiceError>, StoreError> {
-        Ok(match command {
-            Command::Assets { symbols } => Ok(Answer::Assets(self.assets(symbols))),
-            Command::Reserve { user, id, symbol, side, quantity } => {
-                if let Some(existing) = self.store.find_order(user.as_str(), &id)? {
-                    let same = existing.symbol == symbol.as_str()
-                        && existing.side == side.as_str()
-                        && existing.quantity == quantity;
-                    return Ok(if same {
-                        Ok(Answer::Order(Box::new(existing)))
-                    } else {
-                        Err(ServiceError::invalid(format!(
-                            "order id {id} of {user} was used for another order"
-                        )))
-                    });
-                }
-                let order = match self.exchange.reserve(user, id, symbol, side, quantity) {
-                    Ok(order) => order,
-                    Err(error) => return Ok(Err(error.into())),
-                };
-                self.write_positions(&order.user, &order.symbol)?;
-                let seq = self.store.insert_order(&order, now)?;
-                match self.store.order(seq)? {
-                    Some(view) => Ok(Answer::Order(Box::new(view))),
-                    None => Err(ServiceError::new(ErrorCode::Internal, "order vanished")),
-                }
-            }
-            Command::Settle { seq, refusal } => {
-                let Some(view) = self.store.order(seq)? else {
-                    return Ok(Err(ServiceError::new(ErrorCode::NotFound, "no such order")));
-                };
-                if view.state != "pending" {
-                    return Ok(Ok(Answer::Order(Box::new(view))));
-                }
-                let Some(order) = order_of(&view) else {
-                    return Ok(Err(ServiceError::new(ErrorCode::Internal, "corrupt order")));
-                };
-                let holding = self.exchange.settle(&order, refusal.is_none());
-                self.write_positions(&order.user, &order.symbol)?;
-                self.store.settle_order(seq, refusal.as_ref(), now, holding)?;
-                match self.store.order(seq)? {
-                    Some(view) => Ok(Answer::Order(Box::new(view))),
-                    None => Err(ServiceError::new(ErrorCode::Internal, "order vanished")),
-                }
-            }
-            Command::Lookup { user, id } => match self.store.find_order(user.as_str(), &id)? {
-                Some(view) => Ok(Answer::Order(Box::new(view))),
-                None => {
-                    Err(ServiceError::new(ErrorCode::NotFound, format!("{user} has no order {id}")))
-                }
-            },
-            Command::Holdings { user } => {
-                let holdings = self
-                    .exchange
-                    .holdings_of(&user)
-                    .into_iter()
-                    .map(|(symbol, quantity)| {
-                        let price = self.exchange.asset(&symbol).map_or(0, |a| a.price);
-                        HoldingView {
-                            symbol: symbol.to_string(),
-                            quantity,
-                            price,
-                            value: price.saturating_mul(quantity),
-                        }
-                    })
-                    .collect();
-                Ok(Answer::Holdings(holdings))
-            }
-            Command::History { user, from, to, limit } => {
-                let user = user.as_ref().map(AccountId::as_str);
-                let (orders, more) = self.store.history(user, from, to, limit)?;
-                Ok(Answer::History(CoinsHistoryReply { orders, more }))
-            }
-            Command::Pending { older_than_ms } => {
-                let cutoff = now.saturating_sub(older_than_ms);
-                let pending = self.store.pending(RECOVERY_BATCH)?;
-                Ok(Answer::Orders(pending.into_iter().filter(|o| o.created_ms <= cutoff).collect()))
-            }
-            Command::Add { asset } => match self.exchange.add(asset.clone()) {
-                Ok(()) => {
-                    self.store.put_asset(&asset)?;
-                    prices.push(PriceEvent {
-                        symbol: asset.symbol.to_string(),
-                        price: Some(asset.price),
-                        previous: None,
-                        event: "listed".into(),
-                        at_ms: now,
-                    });
-                    Ok(Answer::Asset(asset_view(&asset)))
-                }
-                Err(error) => Err(error.into()),
-            },
-            Command::Remove { symbol } => match self.exchange.remove(&symbol) {
-                Ok(asset) => {
-                    self.store.delete_asset(&symbol)?;
-                    prices.push(PriceEvent {
-                        symbol: symbol.to_string(),
-                        price: None,
-                        previous: Some(asset.price),
-                        event: "delisted".into(),
-                        at_ms: now,
-                    });
-                    Ok(Answer::Asset(asset_view(&asset)))
-                }
-                Err(coins::CoinsError::UnknownSymbol(s)) => {
-                    Err(ServiceError::new(ErrorCode::NotFound, format!("no asset {s}")))
-                }
-                Err(error) => Err(error.into()),
-            },
-            Command::Update { symbol, price, available } => {
-                match self.exchange.update(&symbol, price, available) {
-                    Ok((before, after)) => {
-                        self.store.put_asset(&after)?;
-                        if before.price != after.price {
-                            prices.push(PriceEvent {
-                                symbol: symbol.to_string(),
-                                price: Some(after.price),
-                                previous: Some(before.price),
-                                event: "price".into(),
-                                at_ms: now,
-                            });
-                        }
-                        Ok(Answer::Asset(asset_view(&after)))
-                    }
-                    Err(coins::CoinsError::UnknownSymbol(s)) => {
-                        Err(ServiceError::new(ErrorCode::NotFound, format!("no asset {s}")))
-                    }
-                    Err(error) => Err(error.into()),
-                }
-            }
-        })
-    }
-
-    /// Stores the asset's available units and the user's holding as the exchange has them.
-    fn write_positions(&self, user: &AccountId, symbol: &Symbol) -> Result<(), StoreError> {
-        if let Some(asset) = self.exchange.asset(symbol) {
-            self.store.put_asset(asset)?;
-        }
-        self.store.set_holding(user, symbol, self.exchange.holding(user, symbol))
-    }
-
-    fn assets(&self, symbols: Option<Vec<String>>) -> AssetsReply {
-        let Some(symbols) = symbols else {
-            return AssetsReply {
-                assets: self.exchange.assets().map(asset_view).collect(),
-                not_found: Vec::new(),
-            };
-        };
-        let mut assets = Vec::new();
-        let mut not_found = Vec::new();
-        let unique: BTreeSet<String> = symbols.into_iter().collect();
-        for text in unique {
-            match Symbol::parse(&text).ok().and_then(|s| self.exchange.asset(&s)) {
-                Some(asset) => assets.push(asset_view(asset)),
-                None => not_found.push(text),
-            }
-        }
-        AssetsReply { assets, not_found }
-    }
-}
-
-/// Manager and user calls for the CLI, tests and the gateway.
-impl AgoraClient {
-    pub async fn coin_assets(
-        &self,
-        symbols: Option<Vec<String>>,
-    ) -> Result<AssetsReply, ClientError> {
-        let request = AssetsRequest { symbol: None, symbols };
-        self.request(subject::ASSETS_SUBJECT, &request).await
-    }
-
-    pub async fn buy_coins(
-        &self,
-        user: &str,
-        symbol: &str,
-        quantity: i64,
-        id: Option<&str>,
-    ) -> Result<OrderView, ClientError> {
-        self.coin_order_request(subject::BUY_SUBJECT, user, symbol, quantity, id).await
-    }
-
-    pub async fn sell_coins(
-        &self,
-        user: &str,
-        symbol: &str,
-        quantity: i64,
-        id: Option<&str>,
-    ) -> Result<OrderView, ClientError> {
-        self.coin_order_request(subject::SELL_SUBJECT, user, symbol, quantity, id).await
-    }
-
-    async fn coin_order_request(
-        &self,
-        subject: &str,
-        user: &str,
-        symbol: &str,
-        quantity: i64,
-        id: Option<&str>,
-    ) -> Result<OrderView, ClientError> {
-        let request = OrderRequest {
-            user: user.to_owned(),
-            symbol: symbol.to_owned(),
-            quantity,
-            id: id.map(str::to_owned),
-        };
-        self.request(subject, &request).await
-    }
-
-    pub async fn coin_order(&self, user: &str, id: &str) -> Result<OrderView, ClientError> {
-        let request = OrderLookup { user: user.to_owned(), id: id.to_owned() };
-        self.request(subject::ORDER_SUBJECT, &request).await
-    }
-
-    pub async fn portfolio(&self, user: &str) -> Result<PortfolioReply, ClientError> {
-        self.request(subject::PORTFOLIO_SUBJECT, &PortfolioRequest { user: user.to_owned() }).await
-    }
-
-    pub async fn coin_history(
-        &self,
-        request: &CoinsHistoryRequest,
-    ) -> Result<CoinsHistoryReply, ClientError> {
-        self.request(subject::HISTORY_SUBJECT, request).await
-    }
-
-    pub async fn add_asset(&self, request: &AddAssetRequest) -> Result<AssetView, ClientError> {
-        self.request(subject::ADD_SUBJECT, request).await
-    }
-
-    pub async fn remove_asset(&self, symbol: &str) -> Result<AssetView, ClientError> {
-        let request = RemoveAssetRequest { symbol: symbol.to_owned() };
-        self.request(subject::REMOVE_SUBJECT, &request).await
-    }
-
-    pub async fn update_asset(
-        &self,
-        request: &UpdateAssetRequest,
-    ) -> Result<AssetView, ClientError> {
-        self.request(subject::UPDATE_SUBJECT, request).await
-    }
 }

@@ -4,60 +4,65 @@
 //! ## Shape
 //! - `agora.likes.like.<item>`, `unlike.<item>`, `count.<item>` and `top` are micro-service
 //!   endpoints, so the nodes form one queue group: any node takes a request.
-//! - **One owner thread** per node holds the [`LikeCounter`] replica (the CRDT, see
-//!   `agora_core::likes`) and the [`LikesStore`]. It applies whatever is queued in one SQLite
+//! - **The owner thread** ([`crate::owner`], state [`state::Likes`]) holds the node's replica
+//!   (`agora_core::LikeCounter`, the CRDT). It applies whatever is queued in one SQLite
 //!   transaction (one *batch* of this node's writes), commits, then publishes the batch's
 //!   records on `agora.likes.events.<item>` (one event per item, each saying how many parts the
-//!   batch has) and only then replies. A reply therefore means "durable here and on its way to
-//!   every node".
+//!   batch has; the last one signed, see [`trust`]) and only then replies. A reply therefore
+//!   means "durable here and on its way to every node".
 //! - Every node subscribes to every event and merges it. A batch whose parts all arrived, in
 //!   order, is *covered*; a missing batch or part is a gap, and the node pulls from the origin.
 //! - **Anti-entropy**: `agora.likes.sync.<node>` serves pages of "every record your coverage
 //!   lacks". A node pulls from every peer that is ahead on startup and after a reconnect; the
 //!   leader's round (every `--sync-interval-ms`) gathers every node's coverage over
 //!   `agora.likes.digest` and orders lagging nodes to pull (`agora.likes.pull.<node>`).
-//! - **Leader**: whoever creates the `leader` key of the KV bucket `AGORA_LIKES` (whose
-//!   `max_age` is the lease) leads, renewing every third of the lease; its epoch is the KV
-//!   revision that created it. The leader answers `agora.likes.nodes` and runs the rounds.
+//! - **Leader** ([`leader`]): whoever creates the `leader` key of the KV bucket `AGORA_LIKES`
+//!   (whose `max_age` is the lease) leads, renewing every third of the lease; its epoch is the
+//!   KV revision that created it. The leader answers `agora.likes.nodes` and runs the rounds.
 //!   No like waits on the leader.
+//!
+//! ## Files
+//! `mod.rs` the node, [`state`] the owner's state, [`store`] its SQL, [`wire`] the JSON,
+//! [`sync`] events and pulls, [`leader`] the lease and rounds, [`trust`] the roster and
+//! signatures, `client.rs` the calls on `AgoraClient`.
 
+pub mod client;
+pub mod leader;
+pub mod state;
 pub mod store;
+pub mod sync;
 pub mod trust;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_core::likes::{self as core_likes, Limits, Observed, Record, Vector};
-use agora_core::{ItemId, LikeCounter, LikesError, NodeId, UserId};
+use agora_core::likes::{self as core_likes, Limits, Record};
+use agora_core::{ItemId, LikesError, NodeId, UserId};
 use anyhow::Context as _;
-use async_nats::jetstream::{self, kv};
-use async_nats::service::Request;
-use async_nats::{Client, HeaderMap, Subject};
-use bytes::Bytes;
+use async_nats::Client;
 use futures::StreamExt;
-use nkeys::KeyPair;
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::Connection;
+use tokio::sync::mpsc;
 
-use crate::client::{AgoraClient, ClientError};
+use crate::client::AgoraClient;
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::likes::store::{LikesStore, StoreError};
-use crate::likes::wire::{
-    DigestRequest, ItemCount, LeaderLease, LikeCount, LikeEvent, LikeRequest, NodeDigest,
-    NodesReply, PullOrder, SyncReply, SyncRequest, TopReply, TopRequest, UserLike,
-    vector_from_wire, vector_to_wire,
-};
+use crate::owner::{self, Limits as OwnerLimits};
 use crate::service::{
-    ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, encode, publish_reply,
+    ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, publish_reply,
 };
 use crate::subjects::{self, likes as subject};
-use trust::{Assembler, Refused, Roster};
+use state::{Command, Envelope, Likes, Links};
+use sync::Syncer;
+use trust::{Assembler, Roster};
+use wire::{
+    DigestRequest, LikeEvent, LikeRequest, NodeDigest, PullOrder, SyncRequest, TopRequest,
+    vector_from_wire,
+};
 
 /// Request bodies of like, unlike, count, top and digest are small.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024;
@@ -94,22 +99,31 @@ const ENDPOINTS: [(&str, &str); 4] = [
     (subject::TOP, subject::TOP),
 ];
 
-/// A likes node's configuration (the binary fills it from flags and environment).
-#[derive(Debug, Clone)]
+/// A likes node's configuration: the flags of `agora-likes`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct LikesConfig {
-    /// Directory holding `likes.db` (the node's identity: one directory per node).
+    /// Directory of this node's SQLite database (one directory per node: it is the node's
+    /// identity and its share of the likes).
+    #[arg(long, env = "AGORA_LIKES_DATA_DIR", default_value = "data/likes")]
     pub data_dir: PathBuf,
-    /// The node id; on first start it is stored, later starts must give the same or none.
-    /// None on a new directory: a random `likes-xxxxxxxx`.
+    /// This node's id (1-32 of A-Z a-z 0-9 _ -); stored on first start. Default: the stored
+    /// one, or a new random `likes-xxxxxxxx`.
+    #[arg(long, env = "AGORA_LIKES_NODE_ID")]
     pub node_id: Option<String>,
-    /// Leader lease (the KV bucket's `max_age`).
+    /// Leader lease, in milliseconds: a dead leader is replaced within about this long.
+    #[arg(long, env = "AGORA_LIKES_LEASE_MS", default_value_t = 3_000)]
     pub lease_ms: u64,
-    /// How often the leader runs an anti-entropy round.
+    /// How often the leader runs an anti-entropy round, in milliseconds.
+    #[arg(long, env = "AGORA_LIKES_SYNC_INTERVAL_MS", default_value_t = 1_000)]
     pub sync_interval_ms: u64,
-    /// Items and user likes this node takes new ones for at most.
+    /// Items this node takes new likes for at most.
+    #[arg(long, env = "AGORA_LIKES_ITEMS_MAX", default_value_t = 1_000_000)]
     pub items_max: usize,
+    /// (item, user) likes this node takes new ones for at most.
+    #[arg(long, env = "AGORA_LIKES_USERS_MAX", default_value_t = 5_000_000)]
     pub users_max: usize,
-    /// Replicas of the leader bucket (3 in a three-node NATS cluster).
+    /// Replicas of the leader-lease and roster KV buckets (3 on a three-node NATS cluster).
+    #[arg(long, env = "AGORA_LIKES_KV_REPLICAS", default_value_t = 1)]
     pub kv_replicas: usize,
 }
 
@@ -149,10 +163,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let store = LikesStore::open(&config.data_dir)
+    let conn = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let node = resolve_node_id(&store, config.node_id.as_deref())?;
-    let key = Arc::new(trust::signing_key(&store)?);
+    let node = resolve_node_id(&conn, config.node_id.as_deref())?;
+    let key = Arc::new(trust::signing_key(&conn)?);
     let roster = Roster::join(&client, config.kv_replicas, &node, &key).await?;
     let errors = ErrorCounts::default();
     let status: Status = Arc::new(Mutex::new(NodeDigest {
@@ -160,33 +174,25 @@ pub async fn run(
         started_ms: now_ms(),
         ..NodeDigest::default()
     }));
-    let queued = Arc::new(AtomicU64::new(0));
-    let (envelopes, inbox) = std_mpsc::sync_channel(QUEUE_MAX);
+    let (queue, inbox) = owner::queue(QUEUE_MAX);
     let (orders, order_inbox) = mpsc::channel::<NodeId>(PULL_QUEUE_MAX);
-    let links = OwnerLinks {
+    let links = Links {
         client: client.clone(),
         errors: errors.clone(),
         status: status.clone(),
-        queued: queued.clone(),
+        queued: queue.depth(),
         orders: orders.clone(),
         key,
     };
-    let owner = Owner::new(store, node.clone(), config.limits(), links)?;
-    tracing::info!(
-        node = %node,
-        items = owner.counter.items_len(),
-        likes = owner.counter.total(),
-        batch = owner.counter.batch(),
-        "likes store loaded"
-    );
-    let owner_thread =
-        std::thread::Builder::new().name("likes-owner".into()).spawn(move || owner.run(inbox))?;
-    let queue = Queue { envelopes, queued };
+    let likes = Likes::load(&conn, node.clone(), config.limits(), links)?;
+    let limits =
+        OwnerLimits { group_max: GROUP_ENVELOPES_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let owner_thread = owner::spawn("likes", conn, likes, inbox, limits)?;
     let mut loops = Vec::new();
 
     // Events first, so nothing falls between the startup pulls and them.
     let events = client.subscribe(subject::EVENTS_ALL).await?;
-    loops.push(tokio::spawn(take_events(
+    loops.push(tokio::spawn(sync::take_events(
         events,
         node.clone(),
         Assembler::new(roster.clone()),
@@ -201,7 +207,7 @@ pub async fn run(
             let Some(reply) = message.reply else { continue };
             let result = parse_digest(&message.payload).and_then(|items| {
                 digest_queue
-                    .send(Envelope::Digest { reply: reply.clone(), items })
+                    .try_send(Envelope::Digest { reply: reply.clone(), items })
                     .map_err(|_| busy())
             });
             if let Err(error) = result {
@@ -239,13 +245,13 @@ pub async fn run(
     if digests.iter().any(|digest| digest.node == node.as_str()) {
         anyhow::bail!("another likes node with id {node} is running; every node needs its own id");
     }
-    for peer in ahead_of(&node, &status, digests) {
+    for peer in sync::ahead_of(&node, &status, digests) {
         if let Err(error) = syncer.pull(&peer).await {
             tracing::warn!(%peer, %error, "startup pull failed; the leader's round retries");
         }
     }
     loops.push(tokio::spawn(syncer.run(order_inbox)));
-    loops.push(tokio::spawn(pull_after_reconnect(
+    loops.push(tokio::spawn(sync::pull_after_reconnect(
         client.clone(),
         node.clone(),
         status.clone(),
@@ -269,7 +275,7 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
     let group = service.group(subject::GROUP);
-    let sync_subject = format!("{}.{node}", subject::SYNC);
+    let sync_subject = subject::sync_endpoint(node.as_str());
     let all_endpoints = ENDPOINTS.into_iter().chain([(subject::SYNC, sync_subject.as_str())]);
     for (name, endpoint_subject) in all_endpoints {
         let mut endpoint = add_endpoint(&group, name, endpoint_subject).await?;
@@ -288,37 +294,42 @@ pub async fn run(
                 };
                 let envelope =
                     Envelope::Request { request: Box::new(request), endpoint: name, command };
-                if let Err(Envelope::Request { request, .. }) = queue.send(envelope) {
+                if let Err(Envelope::Request { request, .. }) = queue.try_send(envelope) {
                     replier.reply_bytes(&request, Err(busy())).await;
                 }
             }
         }));
     }
-    let leader =
-        tokio::spawn(lead(client.clone(), node.clone(), config.clone(), status.clone(), orders));
+    let leader = tokio::spawn(leader::lead(
+        client.clone(),
+        node.clone(),
+        config.clone(),
+        status.clone(),
+        orders,
+    ));
     crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);
     shutdown.await;
 
     leader.abort();
     leader.await.ok();
-    resign(&client, &node).await;
+    leader::resign(&client, &node).await;
     for task in &loops {
         task.abort();
     }
     drop(queue);
     drop(loops);
     drop(service);
-    // The owner drains what is queued, commits and stops once every sender is gone.
-    tokio::task::spawn_blocking(move || owner_thread.join()).await.ok();
+    // The owner drains what is queued, commits and stops once every queue handle is gone.
+    owner_thread.join().await;
     client.flush().await.ok();
     Ok(())
 }
 
 /// The node id: the stored one, which a given `--node-id` must match; else the given one or a
 /// new random one, stored.
-fn resolve_node_id(store: &LikesStore, given: Option<&str>) -> anyhow::Result<NodeId> {
-    let stored = store.node_id()?;
+fn resolve_node_id(conn: &Connection, given: Option<&str>) -> anyhow::Result<NodeId> {
+    let stored = store::node_id(conn)?;
     let id = match (stored, given) {
         (Some(stored), Some(given)) if stored != given => anyhow::bail!(
             "this data directory belongs to likes node {stored}, not {given}; \
@@ -332,79 +343,12 @@ fn resolve_node_id(store: &LikesStore, given: Option<&str>) -> anyhow::Result<No
         }
     };
     let node = NodeId::parse(&id)?;
-    store.set_node_id(node.as_str())?;
+    store::set_node_id(conn, node.as_str())?;
     Ok(node)
 }
 
 fn busy() -> ServiceError {
     ServiceError::new(ErrorCode::Busy, "the likes node is overloaded; retry")
-}
-
-/// The owner's queue, counting what is in it (for the node's load).
-#[derive(Debug, Clone)]
-struct Queue {
-    envelopes: std_mpsc::SyncSender<Envelope>,
-    queued: Arc<AtomicU64>,
-}
-
-impl Queue {
-    /// Queues without waiting; gives the envelope back if the queue is full or gone.
-    fn send(&self, envelope: Envelope) -> Result<(), Envelope> {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.envelopes.try_send(envelope).map_err(|error| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            match error {
-                std_mpsc::TrySendError::Full(e) | std_mpsc::TrySendError::Disconnected(e) => e,
-            }
-        })
-    }
-
-    /// Queues, waiting (briefly, repeatedly) while the queue is full.
-    async fn send_waiting(&self, mut envelope: Envelope) -> Result<(), ()> {
-        for _ in 0..1_000 {
-            match self.send(envelope) {
-                Ok(()) => return Ok(()),
-                Err(back) => envelope = back,
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Err(())
-    }
-}
-
-/// A validated request for the owner.
-#[derive(Debug)]
-enum Command {
-    Like { item: ItemId, user: Option<UserId>, liked: bool },
-    Count { item: ItemId, user: Option<UserId> },
-    Top { limit: usize },
-    Serve { vector: Vector, after: Option<(NodeId, u64)> },
-}
-
-#[derive(Debug)]
-enum Envelope {
-    Request {
-        request: Box<Request>,
-        endpoint: &'static str,
-        command: Command,
-    },
-    /// A peer's whole batch (its events on `agora.likes.events.<item>`), signed by it.
-    Event {
-        origin: NodeId,
-        batch: u64,
-        records: Vec<Record>,
-    },
-    /// A page this node pulled; the last one claims the peer's coverage.
-    Merge {
-        records: Vec<Record>,
-        claim: Option<Vector>,
-        peer: NodeId,
-        done: oneshot::Sender<()>,
-    },
-    Digest {
-        reply: Subject,
-        items: Vec<ItemId>,
-    },
 }
 
 /// Decodes and validates a request (on the runtime, before it reaches the owner thread).
@@ -450,10 +394,13 @@ fn parse_request(endpoint: &str, subject: &str, payload: &[u8]) -> Result<Comman
 }
 
 /// An event as decoded: the event, its origin and its records.
-type ParsedEvent = (LikeEvent, NodeId, Vec<Record>);
+pub(crate) type ParsedEvent = (LikeEvent, NodeId, Vec<Record>);
 
 /// Decodes an event; `None` for this node's own events.
-fn parse_event(me: &NodeId, payload: &[u8]) -> Result<Option<ParsedEvent>, ServiceError> {
+pub(crate) fn parse_event(
+    me: &NodeId,
+    payload: &[u8],
+) -> Result<Option<ParsedEvent>, ServiceError> {
     let event: LikeEvent = decode_limited(payload, SYNC_REQUEST_BYTES_MAX * 4)?;
     if event.origin == me.as_str() {
         return Ok(None);
@@ -465,45 +412,6 @@ fn parse_event(me: &NodeId, payload: &[u8]) -> Result<Option<ParsedEvent>, Servi
     Ok(Some((event, origin, records)))
 }
 
-/// Takes every peer's events: assembles each batch, checks it came from its origin (see
-/// `likes_trust`), and queues the whole batch for the owner.
-async fn take_events(
-    mut events: async_nats::Subscriber,
-    me: NodeId,
-    mut assembler: Assembler,
-    queue: Queue,
-    status: Status,
-) {
-    while let Some(message) = events.next().await {
-        let (event, origin, records) = match parse_event(&me, &message.payload) {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => continue,
-            Err(error) => {
-                tracing::debug!(%error, "ignored a malformed like event");
-                continue;
-            }
-        };
-        let payload = message.payload.clone();
-        match assembler.take(&event, origin, records, payload, message.headers.as_ref()).await {
-            Ok(batch) => {
-                let envelope = Envelope::Event {
-                    origin: batch.origin,
-                    batch: batch.batch,
-                    records: batch.records,
-                };
-                if queue.send(envelope).is_err() {
-                    tracing::debug!("owner queue full: a batch was dropped (a pull repairs it)");
-                }
-            }
-            Err(Refused::Incomplete) => {}
-            Err(refused) => {
-                lock(&status).refused += 1;
-                tracing::warn!(?refused, "refused a likes batch");
-            }
-        }
-    }
-}
-
 fn parse_digest(payload: &[u8]) -> Result<Vec<ItemId>, ServiceError> {
     let request: DigestRequest = decode_or_default(payload, REQUEST_BYTES_MAX * 4)?;
     if request.items.len() > DIGEST_ITEMS_MAX {
@@ -512,832 +420,10 @@ fn parse_digest(payload: &[u8]) -> Result<Vec<ItemId>, ServiceError> {
     request.items.iter().map(|item| Ok(ItemId::parse(item)?)).collect()
 }
 
-/// What one batch wrote to one item: the body of its event.
-#[derive(Debug, Default)]
-struct ItemWrites {
-    total: Option<u64>,
-    users: BTreeMap<String, UserLike>,
-}
-
-/// What a group produced, sent once it committed.
-#[derive(Debug, Default)]
-struct Outbox {
-    replies: Vec<(Box<Request>, &'static str, Result<Bytes, ServiceError>)>,
-    /// Subject, headers (the batch's signature, on its last event), payload.
-    events: Vec<(String, Option<HeaderMap>, Bytes)>,
-    digests: Vec<(Subject, Vec<ItemId>)>,
-    done: Vec<oneshot::Sender<()>>,
-}
-
-/// What the owner thread shares with the rest of the node.
-struct OwnerLinks {
-    client: Client,
-    errors: ErrorCounts,
-    status: Status,
-    queued: Arc<AtomicU64>,
-    /// Gaps found in events: pull from their origin.
-    orders: mpsc::Sender<NodeId>,
-    /// This node's signing key: its batches and sync pages carry its signature.
-    key: Arc<KeyPair>,
-}
-
-struct Owner {
-    counter: LikeCounter,
-    store: LikesStore,
-    node: NodeId,
-    limits: Limits,
-    client: Client,
-    runtime: tokio::runtime::Handle,
-    repliers: HashMap<&'static str, Replier>,
-    status: Status,
-    queued: Arc<AtomicU64>,
-    /// Gaps found in events: pull from their origin.
-    orders: mpsc::Sender<NodeId>,
-    key: Arc<KeyPair>,
-    accepted: u64,
-    accepted_last_second: u64,
-    second_started_ms: u64,
-}
-
-fn unavailable(error: &StoreError) -> ServiceError {
-    ServiceError::new(ErrorCode::Unavailable, format!("likes store failed ({error}); retry"))
-}
-
-impl Owner {
-    fn new(
-        store: LikesStore,
-        node: NodeId,
-        limits: Limits,
-        links: OwnerLinks,
-    ) -> anyhow::Result<Self> {
-        let OwnerLinks { client, errors, status, queued, orders, key } = links;
-        let endpoints = ENDPOINTS.iter().map(|(name, _)| *name).chain([subject::SYNC]);
-        let repliers = endpoints.map(|name| (name, Replier::new(name, errors.clone()))).collect();
-        let mut owner = Self {
-            counter: LikeCounter::new(node.clone(), limits),
-            store,
-            node,
-            limits,
-            client,
-            runtime: tokio::runtime::Handle::current(),
-            repliers,
-            status,
-            queued,
-            orders,
-            key,
-            accepted: 0,
-            accepted_last_second: 0,
-            second_started_ms: now_ms(),
-        };
-        owner.reload()?;
-        owner.publish_status(now_ms());
-        Ok(owner)
-    }
-
-    /// (Re)builds the replica from the store.
-    fn reload(&mut self) -> Result<(), StoreError> {
-        self.counter = LikeCounter::new(self.node.clone(), self.limits);
-        for record in self.store.records()? {
-            self.counter.restore(record);
-        }
-        for (origin, batch) in self.store.coverage()? {
-            self.counter.restore_coverage(origin, batch);
-        }
-        Ok(())
-    }
-
-    fn run(mut self, inbox: std_mpsc::Receiver<Envelope>) {
-        while let Some(group) = crate::sqlite::next_group(&inbox, TICK, GROUP_ENVELOPES_MAX) {
-            let now = now_ms();
-            self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
-            if group.is_empty() {
-                self.publish_status(now);
-            } else {
-                // Refreshes the status too, before answering digests.
-                self.run_group(now, group);
-            }
-        }
-        tracing::info!("likes owner stopped");
-    }
-
-    fn run_group(&mut self, now: u64, group: Vec<Envelope>) {
-        let mut out = Outbox::default();
-        let mut writes: BTreeMap<ItemId, ItemWrites> = BTreeMap::new();
-        let mut gaps = BTreeSet::new();
-        let mut synced = None;
-        let mut accepted = 0;
-        let result = self.store.begin().and_then(|()| {
-            for envelope in group {
-                match envelope {
-                    Envelope::Request { request, endpoint, command } => {
-                        let reply = self.execute(now, command, &mut writes, &mut accepted)?;
-                        out.replies.push((request, endpoint, reply));
-                    }
-                    Envelope::Event { origin, batch, records } => {
-                        self.merge_all(records)?;
-                        match self.counter.observe(&origin, batch) {
-                            Observed::Covered(batch) => self.store.set_coverage(&origin, batch)?,
-                            Observed::Gap => {
-                                gaps.insert(origin);
-                            }
-                            Observed::Old => {}
-                        }
-                    }
-                    Envelope::Merge { records, claim, peer, done } => {
-                        self.merge_all(records)?;
-                        if let Some(vector) = claim {
-                            for (origin, batch) in self.counter.claim(&vector) {
-                                self.store.set_coverage(&origin, batch)?;
-                            }
-                            synced = Some(peer);
-                        }
-                        out.done.push(done);
-                    }
-                    Envelope::Digest { reply, items } => out.digests.push((reply, items)),
-                }
-            }
-            if let Some(batch) = self.counter.finish() {
-                self.store.set_coverage(&self.node, batch)?;
-                self.events(batch, writes, &mut out);
-            }
-            self.store.commit()
-        });
-        if let Err(error) = result {
-            tracing::error!(%error, "likes store transaction failed; rolling back");
-            self.store.rollback();
-            if let Err(error) = self.reload() {
-                tracing::error!(%error, "cannot reload the likes store");
-            }
-            let failure = unavailable(&error);
-            out.replies.iter_mut().for_each(|(_, _, reply)| *reply = Err(failure.clone()));
-            out.events.clear();
-            // Pullers see their page refused (the sender is dropped) and retry later.
-            out.done.clear();
-        } else {
-            self.accepted += accepted;
-            if let Some(peer) = synced {
-                let mut status = lock(&self.status);
-                status.last_sync_ms = Some(now);
-                status.last_sync_from = Some(peer.to_string());
-                status.syncs += 1;
-            }
-        }
-        for origin in gaps {
-            self.orders.try_send(origin).ok();
-        }
-        self.deliver(out);
-    }
-
-    /// Merges records from a peer (an event or a pulled page), leaving out the implausible
-    /// ones (`LikeCounter::admit`).
-    fn merge_all(&mut self, records: Vec<Record>) -> Result<(), StoreError> {
-        for record in records {
-            if let Err(error) = self.counter.admit(&record) {
-                lock(&self.status).refused += 1;
-                tracing::warn!(%error, "refused a likes record");
-                continue;
-            }
-            if self.counter.merge(record.clone()).is_some() {
-                self.store.put(&record)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn execute(
-        &mut self,
-        now: u64,
-        command: Command,
-        writes: &mut BTreeMap<ItemId, ItemWrites>,
-        accepted: &mut u64,
-    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
-        let node = self.node.to_string();
-        match command {
-            Command::Like { item, user, liked } => {
-                let outcome = match self.counter.like(now, &item, user.as_ref(), liked) {
-                    Ok(outcome) => outcome,
-                    Err(error) => return Ok(Err(error.into())),
-                };
-                *accepted += 1;
-                if let Some(record) = &outcome.record {
-                    self.store.put(record)?;
-                    let entry = writes.entry(item.clone()).or_default();
-                    match record {
-                        Record::Counter { counter, .. } => entry.total = Some(counter.total),
-                        Record::User { user, register, .. } => {
-                            let like = UserLike {
-                                user: user.to_string(),
-                                liked: register.liked,
-                                ts: register.ts_ms,
-                            };
-                            entry.users.insert(user.to_string(), like);
-                        }
-                    }
-                }
-                Ok(encode(&LikeCount {
-                    item: item.to_string(),
-                    count: outcome.count,
-                    liked: outcome.liked,
-                    changed: Some(outcome.record.is_some()),
-                    node,
-                }))
-            }
-            Command::Count { item, user } => Ok(encode(&LikeCount {
-                count: self.counter.count(&item),
-                liked: user.map(|user| self.counter.likes(&item, &user)),
-                item: item.to_string(),
-                changed: None,
-                node,
-            })),
-            Command::Top { limit } => {
-                let items = self
-                    .counter
-                    .top(limit)
-                    .into_iter()
-                    .map(|(item, count)| ItemCount { item: item.to_string(), count })
-                    .collect();
-                let items_total = self.counter.items_len() as u64;
-                Ok(encode(&TopReply { items, items_total, node }))
-            }
-            Command::Serve { vector, after } => {
-                let origins: Vec<NodeId> = self.counter.vector().keys().cloned().collect();
-                let after = after.as_ref().map(|(origin, batch)| (origin, *batch));
-                let page = self.store.page(&origins, &vector, after, SYNC_PAGE_BYTES)?;
-                Ok(encode(&SyncReply {
-                    node,
-                    vector: vector_to_wire(self.counter.vector()),
-                    counters: page.counters,
-                    users: page.users,
-                    next: page.next,
-                }))
-            }
-        }
-    }
-
-    /// The events of this node's `batch`: one per item it wrote, the last one carrying the
-    /// node's signature of the whole batch.
-    fn events(&self, batch: u64, writes: BTreeMap<ItemId, ItemWrites>, out: &mut Outbox) {
-        let parts = u32::try_from(writes.len()).unwrap_or(u32::MAX);
-        let first = out.events.len();
-        for (item, writes) in writes {
-            let event = LikeEvent {
-                item: item.to_string(),
-                count: self.counter.count(&item),
-                origin: self.node.to_string(),
-                batch,
-                parts,
-                total: writes.total,
-                users: writes.users.into_values().collect(),
-            };
-            if let Ok(payload) = serde_json::to_vec(&event) {
-                out.events.push((subject::events(item.as_str()), None, Bytes::from(payload)));
-            }
-        }
-        let payloads = out.events[first..].iter().map(|(_, _, payload)| &payload[..]);
-        let digest = trust::batch_digest(self.node.as_str(), batch, payloads);
-        if let Some(last) = out.events.last_mut() {
-            last.1 = Some(trust::signed(&self.key, &digest));
-        }
-    }
-
-    fn digest(&self, items: &[ItemId]) -> NodeDigest {
-        let mut digest = lock(&self.status).clone();
-        digest.counts =
-            items.iter().map(|item| (item.to_string(), self.counter.count(item))).collect();
-        digest
-    }
-
-    /// Refreshes the shared status (stats, digests) after a group or a tick.
-    fn publish_status(&mut self, now: u64) {
-        if now.saturating_sub(self.second_started_ms) >= 1_000 {
-            let mut status = lock(&self.status);
-            status.accepted_per_sec = (self.accepted - self.accepted_last_second) * 1_000
-                / now.saturating_sub(self.second_started_ms).max(1);
-            self.accepted_last_second = self.accepted;
-            self.second_started_ms = now;
-        }
-        let mut status = lock(&self.status);
-        status.vector = vector_to_wire(self.counter.vector());
-        status.items = self.counter.items_len() as u64;
-        status.users = self.counter.registers_len() as u64;
-        status.likes = self.counter.total();
-        status.accepted = self.accepted;
-        status.queue = self.queued.load(Ordering::Relaxed);
-    }
-
-    fn deliver(&mut self, out: Outbox) {
-        let Outbox { replies, events, digests, done } = out;
-        self.publish_status(now_ms());
-        let digests: Vec<(Subject, Result<Bytes, ServiceError>)> = digests
-            .into_iter()
-            .map(|(reply, items)| (reply, encode(&self.digest(&items))))
-            .collect();
-        self.runtime.block_on(async {
-            // Events before replies: once a client has its reply, every node can have the like.
-            for (subject, headers, payload) in events {
-                let published = match headers {
-                    Some(headers) => self.client.publish_with_headers(subject, headers, payload).await,
-                    None => self.client.publish(subject, payload).await,
-                };
-                if let Err(error) = published {
-                    tracing::warn!(%error, "could not publish a like event (anti-entropy repairs it)");
-                }
-            }
-            for (request, endpoint, reply) in replies {
-                // A sync page is signed: the puller merges only what the node it asked served.
-                let headers = match (&reply, endpoint) {
-                    (Ok(page), subject::SYNC) => {
-                        let digest = trust::page_digest(self.node.as_str(), page);
-                        Some(trust::signed(&self.key, &digest))
-                    }
-                    _ => None,
-                };
-                self.repliers[endpoint].reply_bytes_with(&request, reply, headers).await;
-            }
-            for (reply, digest) in digests {
-                publish_reply(&self.client, reply, digest).await.ok();
-            }
-        });
-        for done in done {
-            done.send(()).ok();
-        }
-    }
-}
-
-/// Pulls records from peers: on the leader's orders and on gaps the owner found.
-#[derive(Debug, Clone)]
-struct Syncer {
-    client: AgoraClient,
-    node: NodeId,
-    queue: Queue,
-    status: Status,
-    roster: Roster,
-}
-
-impl Syncer {
-    async fn run(self, mut orders: mpsc::Receiver<NodeId>) {
-        while let Some(first) = orders.recv().await {
-            let mut peers = BTreeSet::from([first]);
-            while let Ok(peer) = orders.try_recv() {
-                peers.insert(peer);
-            }
-            for peer in peers.into_iter().filter(|peer| *peer != self.node) {
-                if let Err(error) = self.pull(&peer).await {
-                    tracing::debug!(%peer, %error, "pull failed; the next round retries");
-                }
-            }
-        }
-    }
-
-    /// Fetches every record `peer` has that this node's coverage lacks, page by page, and
-    /// claims the peer's coverage once the last page is merged. Returns the records merged.
-    async fn pull(&self, peer: &NodeId) -> anyhow::Result<usize> {
-        let vector = lock(&self.status).vector.clone();
-        let mut after = None;
-        let mut claim = None;
-        let mut merged = 0;
-        let key = self
-            .roster
-            .key(peer.as_str())
-            .await
-            .with_context(|| format!("{peer} is not in the likes roster"))?;
-        for _ in 0..PULL_PAGES_MAX {
-            let request =
-                SyncRequest { node: self.node.to_string(), vector: vector.clone(), after };
-            let payload = Bytes::from(serde_json::to_vec(&request)?);
-            let message =
-                self.client.request_message(&subject::sync(peer.as_str()), payload).await?;
-            let digest = trust::page_digest(peer.as_str(), &message.payload);
-            if !trust::verify(&key, &digest, message.headers.as_ref()) {
-                lock(&self.status).refused += 1;
-                anyhow::bail!("a sync page that {peer} did not sign");
-            }
-            let reply = crate::service::from_object::<SyncReply>(&message.payload)
-                .map_err(|e| anyhow::anyhow!("{peer} sent a bad page: {e}"))
-                .and_then(|reply| {
-                    anyhow::ensure!(
-                        reply.node == peer.as_str(),
-                        "{peer} answered as {}",
-                        reply.node
-                    );
-                    Ok(reply)
-                })
-                .inspect_err(|_| lock(&self.status).refused += 1)?;
-            let claim = claim.get_or_insert(reply.vector);
-            let mut records = Vec::with_capacity(reply.counters.len() + reply.users.len());
-            for counter in reply.counters {
-                records.extend(Record::try_from(counter).ok());
-            }
-            for user in reply.users {
-                records.extend(Record::try_from(user).ok());
-            }
-            // Records and coverage of nodes that do not exist are not taken from anyone.
-            let mut known = Vec::with_capacity(records.len());
-            for record in records {
-                if self.roster.key(record.dot().0.as_str()).await.is_some() {
-                    known.push(record);
-                } else {
-                    lock(&self.status).refused += 1;
-                }
-            }
-            let records = known;
-            merged += records.len();
-            let last = reply.next.is_none();
-            let (done, merged_page) = oneshot::channel();
-            let claim = if last {
-                let mut vector = vector_from_wire(claim)?;
-                let mut unknown = Vec::new();
-                for origin in vector.keys() {
-                    if self.roster.key(origin.as_str()).await.is_none() {
-                        unknown.push(origin.clone());
-                    }
-                }
-                for origin in unknown {
-                    vector.remove(&origin);
-                }
-                Some(vector)
-            } else {
-                None
-            };
-            let envelope = Envelope::Merge { records, claim, peer: peer.clone(), done };
-            if self.queue.send_waiting(envelope).await.is_err() {
-                anyhow::bail!("the owner's queue stayed full");
-            }
-            merged_page.await.context("the page was not merged")?;
-            if last {
-                tracing::debug!(%peer, merged, "pulled");
-                return Ok(merged);
-            }
-            after = reply.next;
-        }
-        anyhow::bail!("more than {PULL_PAGES_MAX} pages; the rest comes with the next pull")
-    }
-}
-
-/// The peers whose coverage reaches writes this node's does not.
-async fn peers_ahead(client: &AgoraClient, node: &NodeId, status: &Status) -> Vec<NodeId> {
-    match client.likes_digests(DIGEST_WINDOW, &[], None).await {
-        Ok(digests) => ahead_of(node, status, digests),
-        Err(error) => {
-            tracing::warn!(%error, "cannot gather the other nodes' digests");
-            Vec::new()
-        }
-    }
-}
-
-/// Of `digests`, the peers whose coverage reaches writes this node's does not.
-fn ahead_of(node: &NodeId, status: &Status, digests: Vec<NodeDigest>) -> Vec<NodeId> {
-    let mine = vector_from_wire(&lock(status).vector).unwrap_or_default();
-    digests
-        .into_iter()
-        .filter(|digest| digest.node != node.as_str())
-        .filter_map(|digest| {
-            let theirs = vector_from_wire(&digest.vector).ok()?;
-            core_likes::lacks(&mine, &theirs).then(|| NodeId::parse(&digest.node).ok()).flatten()
-        })
-        .collect()
-}
-
-/// After the connection comes back (a partition healed), pulls from every peer that is ahead.
-async fn pull_after_reconnect(
-    client: Client,
-    node: NodeId,
-    status: Status,
-    orders: mpsc::Sender<NodeId>,
-) {
-    let agora = AgoraClient::new(client.clone());
-    let mut was_connected = true;
-    loop {
-        tokio::time::sleep(RECONNECT_POLL).await;
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
-        if connected && !was_connected {
-            tracing::info!("reconnected; pulling from the nodes that are ahead");
-            for peer in peers_ahead(&agora, &node, &status).await {
-                orders.try_send(peer).ok();
-            }
-        }
-        was_connected = connected;
-    }
-}
-
-/// The leader bucket: `max_age` is the lease, so a leader that stops renewing loses its key.
-async fn leader_bucket(client: &Client, config: &LikesConfig) -> anyhow::Result<kv::Store> {
-    let js = jetstream::new(client.clone());
-    let wanted = kv::Config {
-        bucket: subject::LEADER_BUCKET.to_owned(),
-        description: "agora-likes leader lease".to_owned(),
-        history: 1,
-        max_age: Duration::from_millis(config.lease_ms),
-        storage: jetstream::stream::StorageType::Memory,
-        num_replicas: config.kv_replicas,
-        ..kv::Config::default()
-    };
-    match js.create_key_value(wanted).await {
-        Ok(store) => Ok(store),
-        Err(error) => {
-            // It exists with another lease (another node's flags): use it as it is.
-            let store = js.get_key_value(subject::LEADER_BUCKET).await.map_err(|e| {
-                anyhow::anyhow!("cannot create ({error}) or open ({e}) the leader bucket")
-            })?;
-            tracing::warn!(%error, "using the existing leader bucket as it is");
-            Ok(store)
-        }
-    }
-}
-
-/// This node's leadership while it lasts.
-struct Leadership {
-    lease: LeaderLease,
-    /// This node's own pull orders go straight to its syncer.
-    orders: mpsc::Sender<NodeId>,
-    revision: u64,
-    renew_at_ms: u64,
-    nodes: Arc<Mutex<NodesReply>>,
-    answering: tokio::task::JoinHandle<()>,
-    previous: BTreeMap<NodeId, Vector>,
-    next_round_ms: u64,
-}
-
-/// Campaigns for the leader lease forever; while leading, renews it, answers
-/// `agora.likes.nodes` and runs the anti-entropy rounds.
-async fn lead(
-    client: Client,
-    node: NodeId,
-    config: LikesConfig,
-    status: Status,
-    orders: mpsc::Sender<NodeId>,
-) {
-    let bucket = loop {
-        match leader_bucket(&client, &config).await {
-            Ok(bucket) => break bucket,
-            Err(error) => {
-                tracing::warn!(%error, "no leader bucket (is JetStream on?); retrying");
-                tokio::time::sleep(Duration::from_millis(config.lease_ms)).await;
-            }
-        }
-    };
-    let max_age = match bucket.status().await {
-        Ok(bucket) => bucket.info.config.max_age,
-        Err(_) => Duration::from_millis(config.lease_ms),
-    };
-    let lease_ms = u64::try_from(max_age.as_millis()).unwrap_or(config.lease_ms).max(300);
-    let renew_ms = lease_ms / 3;
-    let poll = Duration::from_millis((lease_ms / 10).max(30));
-    let agora = AgoraClient::new(client.clone());
-    let mut leadership: Option<Leadership> = None;
-    loop {
-        tokio::time::sleep(poll).await;
-        let now = now_ms();
-        if let Some(lead) = &mut leadership {
-            if now >= lead.renew_at_ms {
-                let value = serde_json::to_vec(&lead.lease).unwrap_or_default();
-                match bucket.update(subject::LEADER_KEY, value.into(), lead.revision).await {
-                    Ok(revision) => {
-                        lead.revision = revision;
-                        lead.renew_at_ms = now + renew_ms;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, epoch = lead.lease.epoch, "lost the leader lease");
-                        if let Some(lead) = leadership.take() {
-                            lead.answering.abort();
-                        }
-                        lock(&status).leader = false;
-                        continue;
-                    }
-                }
-            }
-            if now >= lead.next_round_ms {
-                lead.next_round_ms = now + config.sync_interval_ms;
-                round(&agora, &client, &status, lead).await;
-            }
-            continue;
-        }
-        // Not leading: take the lease if nobody holds it (or this node held it before a restart).
-        let mut candidate = LeaderLease { node: node.to_string(), epoch: 0, since_ms: now };
-        let created = match bucket.entry(subject::LEADER_KEY).await {
-            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-                match serde_json::from_slice::<LeaderLease>(&entry.value) {
-                    Ok(lease) if lease.node == node.as_str() => {
-                        bucket.update(subject::LEADER_KEY, Bytes::new(), entry.revision).await.ok()
-                    }
-                    _ => None,
-                }
-            }
-            Ok(_) => bucket.create(subject::LEADER_KEY, Bytes::new()).await.ok(),
-            Err(_) => None,
-        };
-        let Some(epoch) = created else { continue };
-        candidate.epoch = epoch;
-        let value = serde_json::to_vec(&candidate).unwrap_or_default();
-        let Ok(revision) = bucket.update(subject::LEADER_KEY, value.into(), epoch).await else {
-            continue;
-        };
-        tracing::info!(epoch, "leading the likes nodes");
-        lock(&status).leader = true;
-        let nodes = Arc::new(Mutex::new(NodesReply {
-            leader: candidate.clone(),
-            as_of_ms: now,
-            nodes: Vec::new(),
-        }));
-        let mut lead = Leadership {
-            lease: candidate,
-            orders: orders.clone(),
-            revision,
-            renew_at_ms: now + renew_ms,
-            nodes: nodes.clone(),
-            answering: tokio::spawn(async {}),
-            previous: BTreeMap::new(),
-            next_round_ms: now + config.sync_interval_ms,
-        };
-        // The first round before answering: `nodes` is never empty.
-        round(&agora, &client, &status, &mut lead).await;
-        lead.answering = tokio::spawn(answer_nodes(client.clone(), status.clone(), nodes));
-        leadership = Some(lead);
-    }
-}
-
-/// Every live node's digest, this one's included: gathered for [`DIGEST_WINDOW`], or until
-/// `peers` other nodes answered (`Some(0)`: only this node's).
-async fn gather_digests(
-    agora: &AgoraClient,
-    status: &Status,
-    peers: Option<usize>,
-) -> Result<Vec<NodeDigest>, ClientError> {
-    let mut digests = match peers {
-        Some(0) => Vec::new(),
-        peers => agora.likes_digests(DIGEST_WINDOW, &[], peers).await?,
-    };
-    // A connection without echo does not hear its own digest request.
-    let own = lock(status).clone();
-    if !digests.iter().any(|d| d.node == own.node) {
-        digests.push(own);
-        digests.sort_by(|a, b| a.node.cmp(&b.node));
-    }
-    Ok(digests)
-}
-
-/// One anti-entropy round: gather every node's digest, order the lagging ones to pull.
-async fn round(agora: &AgoraClient, client: &Client, status: &Status, lead: &mut Leadership) {
-    let as_of_ms = now_ms();
-    let digests = match gather_digests(agora, status, None).await {
-        Ok(digests) => digests,
-        Err(error) => {
-            tracing::warn!(%error, "round: cannot gather digests");
-            return;
-        }
-    };
-    let current: BTreeMap<NodeId, Vector> = digests
-        .iter()
-        .filter_map(|d| Some((NodeId::parse(&d.node).ok()?, vector_from_wire(&d.vector).ok()?)))
-        .collect();
-    for (node, from) in core_likes::pull_plan(&current, &lead.previous) {
-        let order = PullOrder {
-            leader: lead.lease.node.clone(),
-            epoch: lead.lease.epoch,
-            from: from.iter().map(NodeId::to_string).collect(),
-        };
-        tracing::debug!(%node, from = ?order.from, "round: ordering a pull");
-        if node.as_str() == lead.lease.node {
-            for peer in from {
-                lead.orders.try_send(peer).ok();
-            }
-            continue;
-        }
-        if let Ok(payload) = serde_json::to_vec(&order) {
-            client.publish(subject::pull(node.as_str()), payload.into()).await.ok();
-        }
-    }
-    lead.previous = current;
-    let mut nodes = lead.nodes.lock().unwrap_or_else(|p| p.into_inner());
-    nodes.as_of_ms = as_of_ms;
-    nodes.nodes = digests;
-}
-
-/// Answers `agora.likes.nodes` while this node leads, with digests gathered for the request
-/// (as of when it came), so a like answered before it shows. It waits until every node of the
-/// last round answered, or [`DIGEST_WINDOW`]; if gathering fails, the last round answers.
-async fn answer_nodes(client: Client, status: Status, nodes: Arc<Mutex<NodesReply>>) {
-    let Ok(mut requests) = client.subscribe(subject::NODES_SUBJECT).await else {
-        tracing::error!("cannot subscribe to {}", subject::NODES_SUBJECT);
-        return;
-    };
-    let agora = AgoraClient::new(client.clone());
-    while let Some(message) = requests.next().await {
-        let Some(reply) = message.reply else { continue };
-        if let Err(error) = crate::service::no_fields(&message.payload) {
-            publish_reply(&client, reply, Err(error)).await.ok();
-            continue;
-        }
-        let (mut answer, known) = {
-            let last = nodes.lock().unwrap_or_else(|p| p.into_inner());
-            (last.clone(), last.nodes.len())
-        };
-        let as_of_ms = now_ms();
-        // The last round's nodes less this one (its connection does not hear itself).
-        let peers = known.saturating_sub(1);
-        if let Ok(digests) = gather_digests(&agora, &status, Some(peers)).await {
-            answer.as_of_ms = as_of_ms;
-            answer.nodes = digests;
-        }
-        publish_reply(&client, reply, encode(&answer)).await.ok();
-    }
-}
-
-/// On a graceful stop, gives the lease up at once (if this node holds it).
-async fn resign(client: &Client, node: &NodeId) {
-    let Ok(bucket) = jetstream::new(client.clone()).get_key_value(subject::LEADER_BUCKET).await
-    else {
-        return;
-    };
-    if let Ok(Some(entry)) = bucket.entry(subject::LEADER_KEY).await {
-        let ours = serde_json::from_slice::<LeaderLease>(&entry.value)
-            .is_ok_and(|lease| lease.node == node.as_str());
-        if ours && entry.operation == kv::Operation::Put {
-            bucket.delete_expect_revision(subject::LEADER_KEY, Some(entry.revision)).await.ok();
-            tracing::info!("gave up the leader lease");
-        }
-    }
-}
-
-/// The subject for `item`: an item that is not one subject token would reach no node (or the
-/// wrong one), so it is refused here with the error a node would give.
-fn item_subject(item: &str, subject: fn(&str) -> String) -> Result<String, ClientError> {
-    ItemId::parse(item).map_err(|error| ClientError::Service(error.into()))?;
-    Ok(subject(item))
-}
-
-impl AgoraClient {
-    /// Likes `item` (anonymously, or once per `user`).
-    pub async fn like(&self, item: &str, user: Option<&str>) -> Result<LikeCount, ClientError> {
-        let request = LikeRequest { user: user.map(str::to_owned) };
-        self.request(&item_subject(item, subject::like)?, &request).await
-    }
-
-    /// Takes `user`'s like of `item` back.
-    pub async fn unlike(&self, item: &str, user: &str) -> Result<LikeCount, ClientError> {
-        let request = LikeRequest { user: Some(user.to_owned()) };
-        self.request(&item_subject(item, subject::unlike)?, &request).await
-    }
-
-    /// The count of `item` (and whether `user` likes it).
-    pub async fn like_count(
-        &self,
-        item: &str,
-        user: Option<&str>,
-    ) -> Result<LikeCount, ClientError> {
-        let request = LikeRequest { user: user.map(str::to_owned) };
-        self.request(&item_subject(item, subject::count)?, &request).await
-    }
-
-    pub async fn top_likes(&self, limit: usize) -> Result<TopReply, ClientError> {
-        self.request(subject::TOP_SUBJECT, &TopRequest { limit: Some(limit) }).await
-    }
-
-    /// The live nodes and the leader, from the leader.
-    pub async fn like_nodes(&self) -> Result<NodesReply, ClientError> {
-        self.request_bytes(subject::NODES_SUBJECT, Bytes::new()).await.and_then(|reply| {
-            serde_json::from_slice(&reply)
-                .map_err(|e| ClientError::Transport(format!("unexpected nodes reply: {e}")))
-        })
-    }
-
-    /// Every node's digest (with the counts of `items`), gathered for `within` or until
-    /// `expected` nodes answered.
-    pub async fn likes_digests(
-        &self,
-        within: Duration,
-        items: &[String],
-        expected: Option<usize>,
-    ) -> Result<Vec<NodeDigest>, ClientError> {
-        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
-        let client = self.nats();
-        let inbox = client.new_inbox();
-        let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| transport(&e))?;
-        let payload = serde_json::to_vec(&DigestRequest { items: items.to_vec() })
-            .map_err(|e| transport(&e))?;
-        client
-            .publish_with_reply(subject::DIGEST_SUBJECT, inbox, payload.into())
-            .await
-            .map_err(|e| transport(&e))?;
-        client.flush().await.map_err(|e| transport(&e))?;
-        let mut digests = Vec::new();
-        let deadline = tokio::time::Instant::now() + within;
-        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            if let Ok(digest) = serde_json::from_slice::<NodeDigest>(&message.payload) {
-                digests.push(digest);
-            }
-            if expected.is_some_and(|n| digests.len() >= n) {
-                break;
-            }
-        }
-        digests.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(digests)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::likes::wire::UserLike;
 
     #[test]
     fn bad_requests_are_refused_before_the_owner() {

@@ -37,7 +37,9 @@ use futures::StreamExt;
 use nkeys::KeyPair;
 use sha2::{Digest, Sha256};
 
-use crate::likes::store::LikesStore;
+use rusqlite::Connection;
+
+use super::store;
 use crate::likes::wire::LikeEvent;
 use crate::subjects::likes as subject;
 
@@ -51,14 +53,14 @@ const UNKNOWN_MAX: usize = 1_024;
 const REGISTER_WITHIN: Duration = Duration::from_secs(30);
 
 /// This node's signing key: the stored one, or a new one (stored).
-pub fn signing_key(store: &LikesStore) -> anyhow::Result<KeyPair> {
-    if let Some(seed) = store.seed()? {
+pub fn signing_key(conn: &Connection) -> anyhow::Result<KeyPair> {
+    if let Some(seed) = store::seed(conn)? {
         return KeyPair::from_seed(&seed)
             .map_err(|e| anyhow::anyhow!("the stored signing key is unreadable: {e}"));
     }
     let key = KeyPair::new_user();
     let seed = key.seed().map_err(|e| anyhow::anyhow!("cannot encode a new key: {e}"))?;
-    store.set_seed(&seed)?;
+    store::set_seed(conn, &seed)?;
     Ok(key)
 }
 

@@ -211,13 +211,10 @@ pub async fn run(
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
     let republished = tasks.republish_missing(&conn, &present)?;
     tracing::info!(unfinished = tasks.unfinished(), republished, "task store loaded");
-    let limits = Limits {
-        queue_max: COMMAND_QUEUE_MAX,
-        group_max: GROUP_COMMANDS_MAX,
-        tick: TICK,
-        synchronous: store::SYNCHRONOUS,
-    };
-    let (queue, owner_thread) = owner::spawn("tasks", conn, tasks, limits)?;
+    let limits =
+        Limits { group_max: GROUP_COMMANDS_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let (queue, inbox) = owner::queue(COMMAND_QUEUE_MAX);
+    let owner_thread = owner::spawn("tasks", conn, tasks, inbox, limits)?;
 
     let stats_errors = errors.clone();
     let service = crate::service::builder(&client, HashMap::new())

@@ -230,7 +230,7 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<TaskRow>, Stor
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?4");
     let mut statement = conn.prepare_cached(&sql)?;
-    let before = filter.before.unwrap_or(i64::MAX as u64);
+    let before = sqlite::saturating_i64(filter.before.unwrap_or(u64::MAX));
     let state = filter.state.map(TaskState::as_str);
     let limit = filter.limit;
     let mut bound: Vec<(usize, &dyn rusqlite::ToSql)> = vec![(1, &before), (4, &limit)];
@@ -275,8 +275,10 @@ pub fn prune(
             "SELECT id FROM tasks WHERE state IN ('completed', 'failed', 'cancelled') \
              AND (finished_ms < ?1 OR id <= ?2) ORDER BY id LIMIT ?3",
         )?;
-        let rows = statement
-            .query_map(params![finished_before_ms, oldest_kept, batch], |row| row.get(0))?;
+        let rows = statement.query_map(
+            params![sqlite::saturating_i64(finished_before_ms), oldest_kept, batch],
+            |row| row.get(0),
+        )?;
         rows.collect::<Result<_, _>>()?
     };
     for id in &ids {

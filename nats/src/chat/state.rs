@@ -1,0 +1,505 @@
+//! The chat service's owner state (see `crate::owner`): names, sessions and rooms
+//! (`agora_core::Chat`) in memory, and what a group of requests and messages does to the
+//! store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use agora_core::chat::{self, Command, LeaveReason, Target};
+use agora_core::{Chat, ChatEvent, Name};
+use async_nats::service::Request;
+use async_nats::{Client, Subject};
+use bytes::Bytes;
+use rusqlite::{Connection, Transaction};
+
+use super::store::{self, Conversation, NewMessage};
+use super::wire::{
+    HistoryReply, MessageAck, PresenceEvent, RegisterReply, RoomsReply, SessionReply, UserView,
+    WhoReply,
+};
+use super::{
+    ChatServiceConfig, ENDPOINTS, MessageCounts, PRUNE_BATCH, PRUNE_EVERY_MS, WHO_USERS_MAX,
+};
+use crate::clock::now_ms;
+use crate::error::{ErrorCode, ServiceError};
+use crate::owner::State;
+use crate::service::{ErrorCounts, Replier, encode, publish_reply};
+use crate::sqlite::StoreError;
+use crate::subjects::chat as subject;
+
+/// A message taken off a fan-out subject, checked.
+#[derive(Debug)]
+pub struct Incoming {
+    pub room: Option<Name>,
+    pub to: Option<Name>,
+    pub from: Name,
+    pub id: String,
+    pub text: String,
+    pub at_ms: Option<u64>,
+}
+
+/// A validated request for the owner.
+#[derive(Debug)]
+pub enum RequestCommand {
+    Chat(Command),
+    Who { room: Option<Name>, offline: bool },
+    History { query: HistoryQuery },
+}
+
+#[derive(Debug)]
+pub struct HistoryQuery {
+    pub room: Option<Name>,
+    pub with: Option<Name>,
+    pub as_user: Option<Name>,
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+/// What the owner is asked to do.
+#[derive(Debug)]
+pub enum Envelope {
+    Request {
+        request: Box<Request>,
+        endpoint: &'static str,
+        command: RequestCommand,
+    },
+    Message {
+        incoming: Incoming,
+        reply: Option<Subject>,
+    },
+    /// Periodic work: silent sessions end, history is pruned.
+    Sweep,
+}
+
+/// Where a reply goes: a micro-service request, or the reply subject of a plain message.
+#[derive(Debug)]
+enum ReplyTo {
+    Request(Box<Request>, &'static str),
+    Subject(Subject),
+}
+
+/// What a group produced, sent once it committed.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    replies: Vec<(ReplyTo, Result<Bytes, ServiceError>)>,
+    presence: Vec<(String, Bytes)>,
+    /// Messages recorded and resends found, counted once committed.
+    recorded: u64,
+    duplicates: u64,
+}
+
+/// The chat service's state, owned by its owner thread.
+pub struct ChatState {
+    chat: Chat,
+    client: Client,
+    runtime: tokio::runtime::Handle,
+    config: ChatServiceConfig,
+    repliers: HashMap<&'static str, Replier>,
+    counts: Arc<MessageCounts>,
+    last_seq: u64,
+    last_prune_ms: u64,
+}
+
+impl std::fmt::Debug for ChatState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatState").field("last_seq", &self.last_seq).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: &StoreError) -> ServiceError {
+    ServiceError::new(ErrorCode::Unavailable, format!("chat store failed ({error}); retry"))
+}
+
+fn user_view(name: &Name, user: &chat::User) -> UserView {
+    UserView {
+        name: name.to_string(),
+        online: user.is_online(),
+        since_ms: user.session.as_ref().map(|s| s.since_ms),
+        last_seen_ms: user.session.as_ref().map_or(user.last_seen_ms, |s| s.last_seen_ms),
+        rooms: user.rooms.iter().map(Name::to_string).collect(),
+    }
+}
+
+/// The presence event for `event`; room events happen at `now_ms`.
+fn presence_payload(now_ms: u64, event: &ChatEvent) -> (String, PresenceEvent) {
+    let (name, wire) = match event {
+        ChatEvent::Online { name, since_ms, .. } => (
+            name,
+            PresenceEvent {
+                name: name.to_string(),
+                event: "join".into(),
+                room: None,
+                reason: None,
+                since_ms: Some(*since_ms),
+                at_ms: *since_ms,
+            },
+        ),
+        ChatEvent::Offline { name, reason, since_ms, at_ms } => (
+            name,
+            PresenceEvent {
+                name: name.to_string(),
+                event: "leave".into(),
+                room: None,
+                reason: Some(reason.as_str().into()),
+                since_ms: Some(*since_ms),
+                at_ms: *at_ms,
+            },
+        ),
+        ChatEvent::Entered { name, room } | ChatEvent::Exited { name, room } => (
+            name,
+            PresenceEvent {
+                name: name.to_string(),
+                event: if matches!(event, ChatEvent::Entered { .. }) { "enter" } else { "exit" }
+                    .into(),
+                room: Some(room.to_string()),
+                reason: None,
+                since_ms: None,
+                at_ms: now_ms,
+            },
+        ),
+    };
+    (subject::presence(name.as_str()), wire)
+}
+
+impl ChatState {
+    /// The state as the store has it.
+    pub fn load(
+        conn: &Connection,
+        client: Client,
+        config: ChatServiceConfig,
+        errors: &ErrorCounts,
+        counts: Arc<MessageCounts>,
+    ) -> Result<Self, StoreError> {
+        let repliers =
+            ENDPOINTS.into_iter().map(|name| (name, Replier::new(name, errors.clone()))).collect();
+        let mut state = Self {
+            chat: Chat::new(config.core()),
+            client,
+            runtime: tokio::runtime::Handle::current(),
+            config,
+            repliers,
+            counts,
+            last_seq: 0,
+            last_prune_ms: 0,
+        };
+        state.reload(conn)?;
+        tracing::info!(
+            users = state.chat.users().count(),
+            online = state.chat.online_count(),
+            last_seq = state.last_seq,
+            "chat store loaded"
+        );
+        Ok(state)
+    }
+
+    /// (Re)builds the in-memory state from the store.
+    fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.chat = Chat::new(self.config.core());
+        for row in store::users(conn)? {
+            let Ok(name) = Name::user(&row.name) else { continue };
+            let rooms: BTreeSet<Name> =
+                row.rooms.iter().filter_map(|room| Name::room(room).ok()).collect();
+            self.chat.restore(now, name, row.registered_ms, row.last_seen_ms, row.session, rooms);
+        }
+        self.last_seq = store::last_seq(conn)?;
+        Ok(())
+    }
+
+    /// Records one message (or finds it recorded already).
+    fn record(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        incoming: &Incoming,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        let target = match (&incoming.room, &incoming.to) {
+            (Some(room), _) => Target::Room(room),
+            (None, Some(to)) => Target::Direct(to),
+            (None, None) => return Ok(Err(ServiceError::invalid("a message needs a target"))),
+        };
+        let mut duplicate = |seq| {
+            out.duplicates += 1;
+            encode(&MessageAck { seq, duplicate: true })
+        };
+        if let Err(error) = self.chat.accept_message(now, &incoming.from, target) {
+            // A resend is acknowledged again, never refused (not even for the rate).
+            if let Some(seq) = store::find(tx, incoming.from.as_str(), &incoming.id)? {
+                return Ok(duplicate(seq));
+            }
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Err(error.into()));
+        }
+        let inserted = store::insert(
+            tx,
+            &NewMessage {
+                room: incoming.room.as_ref().map(Name::as_str),
+                to: incoming.to.as_ref().map(Name::as_str),
+                from: incoming.from.as_str(),
+                id: &incoming.id,
+                text: &incoming.text,
+                at_ms: incoming.at_ms.unwrap_or(now),
+                recorded_ms: now,
+            },
+        )?;
+        let Some(seq) = inserted else {
+            self.chat.refund_message(&incoming.from);
+            let seq = store::find(tx, incoming.from.as_str(), &incoming.id)?.unwrap_or_default();
+            return Ok(duplicate(seq));
+        };
+        self.last_seq = self.last_seq.max(seq);
+        out.recorded += 1;
+        Ok(encode(&MessageAck { seq, duplicate: false }))
+    }
+
+    fn execute(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        command: RequestCommand,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        match command {
+            RequestCommand::Chat(command) => self.execute_chat(tx, now, command, out),
+            RequestCommand::Who { room, offline } => Ok(self.who(room.as_ref(), offline)),
+            RequestCommand::History { query } => self.history(tx, &query),
+        }
+    }
+
+    fn execute_chat(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        command: Command,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        let (name, register, leave) = match &command {
+            Command::Register { name, .. } => (name.clone(), true, false),
+            Command::Leave { name, .. } => (name.clone(), false, true),
+            Command::Heartbeat { name, .. }
+            | Command::Join { name, .. }
+            | Command::Part { name, .. } => (name.clone(), false, false),
+            Command::Expire => return Ok(Err(ServiceError::invalid("not a request"))),
+        };
+        let rooms_request = matches!(command, Command::Join { .. } | Command::Part { .. });
+        let events = match self.chat.apply(now, command) {
+            Ok(events) => events,
+            Err(error) => return Ok(Err(error.into())),
+        };
+        self.persist(tx, now, &events, out)?;
+        let Some(user) = self.chat.user(&name) else {
+            return Ok(Err(ServiceError::new(ErrorCode::Internal, "user vanished")));
+        };
+        let rooms: Vec<String> = user.rooms.iter().map(Name::to_string).collect();
+        if register {
+            let Some(session) = &user.session else {
+                return Ok(Err(ServiceError::new(ErrorCode::Internal, "no session")));
+            };
+            let (first, previous_last_seen_ms) = events
+                .iter()
+                .find_map(|event| match event {
+                    ChatEvent::Online { first, previous_last_seen_ms, .. } => {
+                        Some((*first, *previous_last_seen_ms))
+                    }
+                    _ => None,
+                })
+                .unwrap_or((false, None));
+            let missed_after = if first { None } else { store::left_seq(tx, name.as_str())? };
+            return Ok(encode(&RegisterReply {
+                name: name.to_string(),
+                session: session.token.clone(),
+                since_ms: session.since_ms,
+                heartbeat_ms: self.config.heartbeat_ms(),
+                timeout_ms: self.config.presence_timeout_ms,
+                first,
+                previous_last_seen_ms,
+                missed_after,
+                rooms,
+            }));
+        }
+        if rooms_request {
+            return Ok(encode(&RoomsReply { name: name.to_string(), rooms }));
+        }
+        Ok(encode(&SessionReply { name: name.to_string(), online: !leave }))
+    }
+
+    /// Writes what events changed and queues them for publishing.
+    fn persist(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        events: &[ChatEvent],
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        for event in events {
+            match event {
+                ChatEvent::Online { name, since_ms, .. } => {
+                    // The session that began is the user's session now.
+                    let user = self.chat.user(name);
+                    let token = user.and_then(|u| u.session.as_ref()).map(|s| s.token.as_str());
+                    let registered = user.map_or(*since_ms, |u| u.registered_ms);
+                    let token = token.unwrap_or_default();
+                    store::set_online(tx, name.as_str(), token, *since_ms, registered)?;
+                }
+                ChatEvent::Offline { name, at_ms, .. } => {
+                    store::set_offline(tx, name.as_str(), *at_ms, self.last_seq)?;
+                }
+                ChatEvent::Entered { name, room } => {
+                    store::set_member(tx, name.as_str(), room.as_str(), true)?;
+                }
+                ChatEvent::Exited { name, room } => {
+                    store::set_member(tx, name.as_str(), room.as_str(), false)?;
+                }
+            }
+            let (subject, wire) = presence_payload(now, event);
+            if let Ok(payload) = serde_json::to_vec(&wire) {
+                out.presence.push((subject, Bytes::from(payload)));
+            }
+        }
+        Ok(())
+    }
+
+    fn who(&self, room: Option<&Name>, offline: bool) -> Result<Bytes, ServiceError> {
+        let mut users: Vec<UserView> = self
+            .chat
+            .users()
+            .filter(|(_, user)| offline || user.is_online())
+            .filter(|(_, user)| {
+                room.is_none_or(|room| room.is_broadcast() || user.rooms.contains(room))
+            })
+            .map(|(name, user)| user_view(name, user))
+            .collect();
+        users.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.name.cmp(&b.name)));
+        let truncated = users.len() > WHO_USERS_MAX;
+        users.truncate(WHO_USERS_MAX);
+        encode(&WhoReply { users, truncated })
+    }
+
+    fn history(
+        &self,
+        conn: &Connection,
+        query: &HistoryQuery,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        let known = |name: &Name| {
+            self.chat.user(name).ok_or_else(|| {
+                ServiceError::from(agora_core::ChatError::UnknownUser(name.to_string()))
+            })
+        };
+        let conversation = match (&query.room, &query.with, &query.as_user) {
+            (Some(room), _, _) => Conversation::Room(room.to_string()),
+            (None, Some(with), Some(me)) => {
+                if let Err(error) = known(with).and(known(me)) {
+                    return Ok(Err(error));
+                }
+                Conversation::Direct(with.to_string(), me.to_string())
+            }
+            (None, None, Some(me)) => match known(me) {
+                Ok(user) => Conversation::Inbox {
+                    name: me.to_string(),
+                    rooms: user.rooms.iter().map(Name::to_string).collect(),
+                },
+                Err(error) => return Ok(Err(error)),
+            },
+            _ => return Ok(Err(ServiceError::invalid("no conversation given"))),
+        };
+        let (messages, more) =
+            store::history(conn, &conversation, query.before, query.after, query.limit)?;
+        Ok(encode(&HistoryReply { messages, more }))
+    }
+
+    /// Ends silent sessions and prunes history.
+    fn sweep(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        let events = self.chat.apply(now, Command::Expire).unwrap_or_default();
+        self.persist(tx, now, &events, out)?;
+        for event in &events {
+            if let ChatEvent::Offline { name, reason: LeaveReason::Timeout, .. } = event {
+                tracing::info!(%name, "presence timed out");
+            }
+        }
+        if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            self.last_prune_ms = now;
+            let pruned = store::prune(tx, self.config.history_max, PRUNE_BATCH)?;
+            if pruned > 0 {
+                tracing::debug!(pruned, "pruned chat history");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State for ChatState {
+    type Envelope = Envelope;
+    type Outbox = Outbox;
+
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        envelope: Envelope,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        match envelope {
+            Envelope::Request { request, endpoint, command } => {
+                let reply = self.execute(tx, now_ms, command, out)?;
+                out.replies.push((ReplyTo::Request(request, endpoint), reply));
+            }
+            Envelope::Message { incoming, reply } => {
+                let ack = self.record(tx, now_ms, &incoming, out)?;
+                if let Some(reply) = reply {
+                    out.replies.push((ReplyTo::Subject(reply), ack));
+                }
+            }
+            Envelope::Sweep => self.sweep(tx, now_ms, out)?,
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, _now_ms: u64) -> Vec<Envelope> {
+        vec![Envelope::Sweep]
+    }
+
+    fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Outbox) {
+        if let Err(error) = self.reload(conn) {
+            tracing::error!(%error, "cannot reload the chat store");
+        }
+        let failure = unavailable(error);
+        out.replies.iter_mut().for_each(|(_, reply)| *reply = Err(failure.clone()));
+        out.presence.clear();
+        out.recorded = 0;
+        out.duplicates = 0;
+    }
+
+    fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
+        let Outbox { replies, presence, recorded, duplicates } = outbox;
+        self.counts.recorded.fetch_add(recorded, Ordering::Relaxed);
+        self.counts.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        if replies.is_empty() && presence.is_empty() {
+            return;
+        }
+        self.runtime.block_on(async {
+            for (to, reply) in replies {
+                match to {
+                    ReplyTo::Request(request, endpoint) => {
+                        self.repliers[endpoint].reply_bytes(&request, reply).await;
+                    }
+                    ReplyTo::Subject(subject) => {
+                        if let Err(error) = publish_reply(&self.client, subject, reply).await {
+                            tracing::warn!(%error, "could not acknowledge a message");
+                        }
+                    }
+                }
+            }
+            for (subject, payload) in presence {
+                self.client.publish(subject, payload).await.ok();
+            }
+        });
+    }
+}
