@@ -7,10 +7,18 @@
 //!
 //! Invariants asserted here: a balance never goes below zero, arithmetic never wraps, and a
 //! transfer leaves the sum of the balances it touches unchanged.
+//!
+//! ## Idempotency
+//! An operation may carry a client-chosen [`OperationId`]. [`apply_batch`] decides, per
+//! operation of a batch, from what the ledger has recorded for those ids: a recorded id with
+//! the same operation gets its recorded reply again (applied once, answered the same, byte for
+//! byte); an id recorded, or already taken, for another operation is refused; the same id twice
+//! in one batch is applied once (the second gets the first's answer) or, for another operation,
+//! refused. Everything else is applied to the [`Book`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::account::{AccountId, Amount, Balance};
+use crate::account::{AccountId, Amount, Balance, OperationId};
 
 /// One client operation that changes money.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,9 +179,108 @@ impl Book {
     }
 }
 
+/// What became of one operation of a batch (see [`apply_batch`]). `R` is a recorded reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<R> {
+    /// Applied to the book: write the postings, record the reply under its id.
+    Applied(Vec<Posting>),
+    /// Refused by the money rules; nothing changed (not recorded: the id may be retried).
+    Refused(BankError),
+    /// Its id was committed before for this same operation: answer with the recorded reply.
+    Replay(R),
+    /// Its id belongs to another operation (recorded, taken, or earlier in this batch).
+    IdReused,
+    /// The same id and operation as the batch's operation at this index: its answer.
+    SameAs(usize),
+}
+
+/// Applies a batch in arrival order to `book`, honouring operation ids: `recorded` holds what
+/// the ledger has committed for the batch's ids (the operation and its reply), `taken` the ids
+/// the ledger refused as already recorded at commit time (a race with another instance).
+pub fn apply_batch<R: Clone>(
+    book: &mut Book,
+    batch: &[(Option<&OperationId>, &Operation)],
+    recorded: &HashMap<OperationId, (Operation, R)>,
+    taken: &BTreeSet<OperationId>,
+) -> Vec<Outcome<R>> {
+    let mut first_with_id: HashMap<&OperationId, usize> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (index, (id, operation)) in batch.iter().enumerate() {
+        if let Some(id) = id {
+            if let Some((recorded_operation, reply)) = recorded.get(*id) {
+                outcomes.push(if recorded_operation == *operation {
+                    Outcome::Replay(reply.clone())
+                } else {
+                    Outcome::IdReused
+                });
+                continue;
+            }
+            if taken.contains(*id) {
+                outcomes.push(Outcome::IdReused);
+                continue;
+            }
+            if let Some(&first) = first_with_id.get(id) {
+                outcomes.push(if batch[first].1 == *operation {
+                    Outcome::SameAs(first)
+                } else {
+                    Outcome::IdReused
+                });
+                continue;
+            }
+            first_with_id.insert(id, index);
+        }
+        outcomes.push(match book.apply(operation) {
+            Ok(postings) => Outcome::Applied(postings),
+            Err(error) => Outcome::Refused(error),
+        });
+    }
+    outcomes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op_id(text: &str) -> OperationId {
+        OperationId::parse(text).expect("valid")
+    }
+
+    #[test]
+    fn ids_make_a_batch_idempotent_whatever_the_order() {
+        let deposit = Operation::Deposit { account: id("a"), amount: amount(5) };
+        let other = Operation::Deposit { account: id("a"), amount: amount(6) };
+        let withdraw = Operation::Withdraw { account: id("a"), amount: amount(100) };
+        let (one, two, three, four, five) =
+            (op_id("one"), op_id("two"), op_id("three"), op_id("four"), op_id("five"));
+        let recorded = HashMap::from([
+            (one.clone(), (deposit.clone(), "first reply")),
+            (two.clone(), (deposit.clone(), "second reply")),
+        ]);
+        let taken = BTreeSet::from([three.clone()]);
+        let batch = [
+            (Some(&one), &deposit),   // recorded, same operation: replayed
+            (Some(&two), &other),     // recorded for another operation: refused
+            (Some(&three), &deposit), // taken at commit by someone else: refused
+            (Some(&four), &deposit),  // new: applied
+            (Some(&four), &deposit),  // again in the batch: the first's answer
+            (Some(&four), &other),    // same id, another operation: refused
+            (None, &deposit),         // no id: applied every time
+            (None, &deposit),
+            (Some(&five), &withdraw), // refused by the rules: not recorded
+        ];
+        let mut book = book(&[("a", 0)]);
+        let outcomes = apply_batch(&mut book, &batch, &recorded, &taken);
+        assert_eq!(outcomes[0], Outcome::Replay("first reply"));
+        assert_eq!(outcomes[1], Outcome::IdReused);
+        assert_eq!(outcomes[2], Outcome::IdReused);
+        assert!(matches!(&outcomes[3], Outcome::Applied(p) if p[0].balance == 5));
+        assert_eq!(outcomes[4], Outcome::SameAs(3));
+        assert_eq!(outcomes[5], Outcome::IdReused);
+        assert!(matches!(&outcomes[6], Outcome::Applied(p) if p[0].balance == 10));
+        assert!(matches!(&outcomes[7], Outcome::Applied(p) if p[0].balance == 15));
+        assert!(matches!(&outcomes[8], Outcome::Refused(BankError::InsufficientFunds { .. })));
+        assert_eq!(book.balance(&id("a")), Some(15), "applied exactly three deposits");
+    }
 
     fn id(name: &str) -> AccountId {
         AccountId::parse(name).expect("valid")

@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`account`]: validated names and quantities: [`AccountId`], [`Amount`], [`OperationId`].
 //! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
+//! - [`ledger`]: [`ledger::check_commit`], what a batch commit must satisfy before it writes.
 //! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
 //!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
 //! - [`chat`]: [`Chat`], chat names, presence sessions, room memberships and send rates.
@@ -24,12 +25,13 @@ pub mod account;
 pub mod bank;
 pub mod chat;
 pub mod coins;
+pub mod ledger;
 pub mod likes;
 pub mod locks;
 pub mod tasks;
 
 pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
-pub use bank::{BankError, Book, EventKind, Operation, Posting};
+pub use bank::{BankError, Book, EventKind, Operation, Outcome, Posting, apply_batch};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
 pub use coins::{CoinsError, Exchange, Symbol};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};

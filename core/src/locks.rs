@@ -99,6 +99,17 @@ impl LockTable {
         Self { locks: BTreeMap::new(), next_token: first_token.max(1) }
     }
 
+    /// The token the next lock will get.
+    pub fn next_token(&self) -> u64 {
+        self.next_token
+    }
+
+    /// Makes the next token at least `token` (a table rebuilt from storage keeps counting up
+    /// from the tokens its predecessor handed out).
+    pub fn raise_next_token(&mut self, token: u64) {
+        self.next_token = self.next_token.max(token);
+    }
+
     /// Puts back a lock read from storage at startup; later tokens stay above it.
     pub fn restore(&mut self, account: AccountId, lock: Lock) {
         self.next_token = self.next_token.max(lock.token.saturating_add(1));
@@ -265,6 +276,21 @@ impl LockTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebuilt_table_keeps_counting_up() {
+        let mut old = LockTable::new(10);
+        let account = AccountId::parse("a").expect("valid");
+        let token =
+            old.lock_many(0, "o", std::slice::from_ref(&account), 100).expect("locks")[0].token;
+        old.release(0, "o", &account, token).expect("released");
+        let mut rebuilt = LockTable::new(10);
+        rebuilt.raise_next_token(old.next_token());
+        let again = rebuilt.lock_many(0, "o", &[account], 100).expect("locks")[0].token;
+        assert!(again > token, "a released token is never handed out again");
+        rebuilt.raise_next_token(1);
+        assert_eq!(rebuilt.next_token(), again + 1, "never lowered");
+    }
 
     fn ids(names: &[&str]) -> Vec<AccountId> {
         names.iter().map(|n| AccountId::parse(n).expect("valid")).collect()

@@ -10,9 +10,6 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bank::wire::{
-    AccountBalance, AmountRequest, BalanceRequest, TransferReply, TransferRequest,
-};
 use crate::connection;
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
 use crate::subjects;
@@ -243,56 +240,5 @@ impl AgoraClient {
         let reply = self.request_bytes_within(subject, Bytes::from(payload), timeout).await?;
         serde_json::from_slice(&reply)
             .map_err(|e| ClientError::Transport(format!("unexpected reply on {subject}: {e}")))
-    }
-
-    pub async fn deposit(
-        &self,
-        account: &str,
-        amount: i64,
-        id: Option<&str>,
-    ) -> Result<AccountBalance, ClientError> {
-        self.amount_request(subjects::bank::DEPOSIT_SUBJECT, account, amount, id).await
-    }
-
-    pub async fn withdraw(
-        &self,
-        account: &str,
-        amount: i64,
-        id: Option<&str>,
-    ) -> Result<AccountBalance, ClientError> {
-        self.amount_request(subjects::bank::WITHDRAW_SUBJECT, account, amount, id).await
-    }
-
-    async fn amount_request(
-        &self,
-        subject: &str,
-        account: &str,
-        amount: i64,
-        id: Option<&str>,
-    ) -> Result<AccountBalance, ClientError> {
-        let request =
-            AmountRequest { account: account.to_owned(), amount, id: id.map(str::to_owned) };
-        self.request(subject, &request).await
-    }
-
-    pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {
-        let request = BalanceRequest { account: account.to_owned() };
-        self.request(subjects::bank::BALANCE_SUBJECT, &request).await
-    }
-
-    pub async fn transfer(
-        &self,
-        from: &str,
-        to: &str,
-        amount: i64,
-        id: Option<&str>,
-    ) -> Result<TransferReply, ClientError> {
-        let request = TransferRequest {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            amount,
-            id: id.map(str::to_owned),
-        };
-        self.request(subjects::bank::TRANSFER_SUBJECT, &request).await
     }
 }

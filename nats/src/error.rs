@@ -8,7 +8,10 @@
 
 use std::fmt;
 
-use agora_core::{AccountId, BankError, ChatError, CoinsError, LikesError, LockError, ParseError};
+use agora_core::ledger::CommitError;
+use agora_core::{
+    AccountId, BankError, ChatError, CoinsError, LikesError, LockError, OperationId, ParseError,
+};
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes. Never renumber or rename one: clients match on `as_str()`.
@@ -174,6 +177,23 @@ impl From<LockError> for ServiceError {
             LockError::InvalidLease(_) | LockError::InvalidOwner | LockError::InvalidAccountSet => {
                 Self::invalid(message)
             }
+        }
+    }
+}
+
+impl From<CommitError> for ServiceError {
+    fn from(error: CommitError) -> Self {
+        let message = error.to_string();
+        match error {
+            CommitError::Lock(error) => error.into(),
+            CommitError::Duplicate(ids) => {
+                let mut error = Self::new(ErrorCode::DuplicateId, message);
+                error.ids = ids.iter().map(OperationId::to_string).collect();
+                error
+            }
+            CommitError::NegativeBalance(_)
+            | CommitError::WrittenTwice(_)
+            | CommitError::ReleasedTwice(_) => Self::invalid(message),
         }
     }
 }

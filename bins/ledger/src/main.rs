@@ -1,7 +1,5 @@
 //! `agora-ledger`: the data server that owns balances, locks and operation records.
 
-use std::path::PathBuf;
-
 use agora_nats::connection::NatsArgs;
 use agora_nats::ledger::{self, LedgerConfig};
 use agora_nats::telemetry;
@@ -18,19 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     nats: NatsArgs,
-    /// Directory of the SQLite database (created if missing).
-    #[arg(long, env = "AGORA_LEDGER_DATA_DIR", default_value = "data/ledger")]
-    data_dir: PathBuf,
-    /// How long idempotency records of operation ids are kept, in milliseconds.
-    #[arg(long, env = "AGORA_LEDGER_OPERATION_RETENTION_MS", default_value_t = 24 * 60 * 60 * 1000)]
-    operation_retention_ms: u64,
-    /// How many idempotency records are kept at most (the oldest go first); about 24 bytes of
-    /// memory each.
-    #[arg(long, env = "AGORA_LEDGER_OPERATION_RECORDS_MAX", default_value_t = 2_000_000)]
-    operation_records_max: usize,
-    /// Most requests queued for the storage thread before new ones get `busy`.
-    #[arg(long, env = "AGORA_LEDGER_QUEUE_MAX", default_value_t = 16_384)]
-    queue_max: usize,
+    #[command(flatten)]
+    ledger: LedgerConfig,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,15 +26,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-ledger").await?;
     telemetry::publish_logs(&client, "ledger", &telemetry::process_instance());
-    let config = LedgerConfig {
-        data_dir: args.data_dir,
-        operation_retention_ms: args.operation_retention_ms,
-        operation_records_max: args.operation_records_max,
-        queue_max: args.queue_max,
-    };
     ledger::run(
         client,
-        config,
+        args.ledger,
         || telemetry::announce_ready("agora-ledger"),
         telemetry::shutdown_signal(),
     )

@@ -29,36 +29,29 @@
 //!
 //! Balance reads are batched too (`agora.ledger.batch.get`), several batches in flight.
 
+pub mod batch;
+pub mod client;
+pub mod reads;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agora_core::{AccountId, Book, EventKind, Operation, Posting};
+use agora_core::AccountId;
 use async_nats::Client;
 use async_nats::service::Request;
 use futures::StreamExt;
-use rand::Rng;
-use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bank::wire::{
-    AccountBalance, AmountRequest, BalanceRequest, BankEvent, BankRecord, OperationWire,
-    ParsedOperation, TransferReply, TransferRequest,
-};
-use crate::client::{AgoraClient, ClientError};
-use crate::clock::now_ms;
+use crate::bank::wire::{AmountRequest, BalanceRequest, ParsedOperation, TransferRequest};
+use crate::client::AgoraClient;
 use crate::error::{ErrorCode, ServiceError};
-use crate::ledger::wire::{
-    BatchCommitRequest, BatchGetReply, BatchGetRequest, BatchLockReply, BatchLockRequest,
-    OperationEntry, Release, Write,
-};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode};
-use crate::subjects::{bank as subject, ledger as ledger_subject};
+use crate::subjects::bank as subject;
 
 /// Upper bound for `batch_max`: a full batch's commit must fit one NATS message.
 pub const BATCH_MAX_LIMIT: usize = 1024;
@@ -75,24 +68,32 @@ const COMMIT_ATTEMPTS_MAX: usize = 3;
 /// Pause before retrying operations that waited on another instance's locks.
 const RETRY_BACKOFF_MS_MAX: u64 = 3;
 
-/// Bank configuration (the binary fills it from flags and environment).
-#[derive(Debug, Clone)]
+/// Bank configuration: the flags of `agora-bank`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct BankConfig {
-    /// Stable name of this instance (`bank-1`); the ledger owner id adds a per-process suffix.
+    /// Name of this instance (a per-process suffix makes its ledger owner id unique).
+    #[arg(long, env = "AGORA_BANK_ID", default_value = "bank")]
     pub bank_id: String,
-    /// Most operations per group commit (1..=[`BATCH_MAX_LIMIT`]).
+    /// Most operations per group commit (1-1024).
+    #[arg(long, env = "AGORA_BANK_BATCH_MAX", default_value_t = 256)]
     pub batch_max: usize,
-    /// Batches in flight at once (1..=[`PIPELINE_DEPTH_MAX`]), over disjoint accounts.
+    /// Batches in flight at once, over disjoint accounts (1-16).
+    #[arg(long, env = "AGORA_BANK_PIPELINE_DEPTH", default_value_t = 2)]
     pub pipeline_depth: usize,
-    /// How long to linger for more operations after the first one arrives (0: none).
+    /// Milliseconds to wait for more operations after the first of a batch (0: none).
+    #[arg(long, env = "AGORA_BANK_BATCH_WINDOW_MS", default_value_t = 0)]
     pub batch_window_ms: u64,
-    /// Lease asked of the ledger; a crashed instance blocks its accounts at most this long.
+    /// Lease on locked accounts, in milliseconds: how long a crashed instance can block them.
+    #[arg(long, env = "AGORA_BANK_LEASE_MS", default_value_t = 2_000)]
     pub lease_ms: u64,
-    /// How long an operation may wait for locks before it gets `busy`.
+    /// How long an operation may wait for locked accounts before it gets `busy`.
+    #[arg(long, env = "AGORA_BANK_LOCK_WAIT_MS", default_value_t = 5_000)]
     pub lock_wait_ms: u64,
-    /// How long to wait for a ledger reply.
+    /// How long to wait for the ledger's reply, in milliseconds.
+    #[arg(long, env = "AGORA_BANK_LEDGER_TIMEOUT_MS", default_value_t = 2_000)]
     pub ledger_timeout_ms: u64,
-    /// Bound of the queue of accepted, not yet batched requests.
+    /// Most accepted requests waiting for a batch before new ones get `busy`.
+    #[arg(long, env = "AGORA_BANK_QUEUE_MAX", default_value_t = 8_192)]
     pub queue_max: usize,
 }
 
@@ -274,8 +275,8 @@ pub async fn run(
             }
         }));
     }
-    tasks.push(tokio::spawn(batcher(bank.clone(), ops_rx)));
-    tasks.push(tokio::spawn(reader(bank.clone(), reads_rx, reads_tx.clone())));
+    tasks.push(tokio::spawn(batch::batcher(bank.clone(), ops_rx)));
+    tasks.push(tokio::spawn(reads::reader(bank.clone(), reads_rx, reads_tx.clone())));
     drop(ops_tx);
     drop(reads_tx);
     // Subscriptions are in place at the server before anyone is told we are ready.
@@ -298,519 +299,6 @@ fn parse_operation(endpoint: &str, payload: &[u8]) -> Result<ParsedOperation, Se
         subject::DEPOSIT => decode::<AmountRequest>(payload)?.into_deposit(),
         subject::WITHDRAW => decode::<AmountRequest>(payload)?.into_withdraw(),
         _ => ParsedOperation::try_from(decode::<TransferRequest>(payload)?),
-    }
-}
-
-fn jitter_ms() -> u64 {
-    rand::rng().random_range(1..=RETRY_BACKOFF_MS_MAX)
-}
-
-/// What a finished batch hands back to the batcher.
-struct BatchDone {
-    accounts: Vec<AccountId>,
-    /// Operations that found accounts locked by another instance; they retry later.
-    waiting: Vec<Pending>,
-}
-
-/// Forms batches from queued operations and runs up to `pipeline_depth` of them at once.
-///
-/// Batches in flight at the same time never share an account: an operation whose accounts
-/// are held by an in-flight batch of this instance waits until that batch is done. (Two
-/// batches of one owner on one account would both "renew" its lease and compute from the
-/// same balance.) Operations deferred because another instance holds their accounts retry
-/// after a short, jittered pause.
-async fn batcher(bank: Arc<Bank>, mut queue: mpsc::Receiver<Pending>) {
-    let depth = bank.config.pipeline_depth;
-    let (done_tx, mut done_rx) = mpsc::channel::<BatchDone>(depth);
-    let mut waiting: VecDeque<Pending> = VecDeque::new();
-    let mut busy: HashSet<AccountId> = HashSet::new();
-    let mut in_flight = 0usize;
-    let mut queue_open = true;
-    loop {
-        let retry_at = waiting.iter().map(|p| p.not_before).min();
-        let accepting = queue_open && in_flight < depth;
-        tokio::select! {
-            biased;
-            Some(done) = done_rx.recv() => {
-                in_flight -= 1;
-                for account in &done.accounts {
-                    busy.remove(account);
-                }
-                let not_before = Instant::now() + Duration::from_millis(jitter_ms());
-                for mut pending in done.waiting {
-                    pending.not_before = not_before;
-                    waiting.push_back(pending);
-                }
-            }
-            next = queue.recv(), if accepting => match next {
-                Some(pending) => {
-                    waiting.push_back(pending);
-                    if bank.config.batch_window_ms > 0 && in_flight == 0 {
-                        tokio::time::sleep(Duration::from_millis(bank.config.batch_window_ms)).await;
-                    }
-                }
-                None => queue_open = false,
-            },
-            () = sleep_until_or_forever(retry_at), if in_flight < depth => {}
-        }
-        if !queue_open && in_flight == 0 && waiting.is_empty() {
-            return;
-        }
-        while in_flight < depth {
-            while waiting.len() < bank.config.batch_max * depth {
-                match queue.try_recv() {
-                    Ok(pending) => waiting.push_back(pending),
-                    Err(_) => break,
-                }
-            }
-            let batch = take_batch(&bank, &mut waiting, &busy).await;
-            if batch.is_empty() {
-                break;
-            }
-            let accounts: Vec<AccountId> = batch
-                .iter()
-                .flat_map(|p| p.parsed.operation.accounts())
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            busy.extend(accounts.iter().cloned());
-            in_flight += 1;
-            let bank = bank.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let waiting = bank.run_batch(batch).await;
-                done.send(BatchDone { accounts, waiting }).await.ok();
-            });
-        }
-    }
-}
-
-async fn sleep_until_or_forever(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Takes up to `batch_max` operations that are due and whose accounts no in-flight batch
-/// holds, in arrival order; answers `busy` to those past their deadline.
-async fn take_batch(
-    bank: &Bank,
-    waiting: &mut VecDeque<Pending>,
-    busy: &HashSet<AccountId>,
-) -> Vec<Pending> {
-    let now = Instant::now();
-    let mut batch = Vec::new();
-    let mut kept = VecDeque::with_capacity(waiting.len());
-    while let Some(pending) = waiting.pop_front() {
-        if pending.deadline <= now {
-            let busy = ServiceError::new(
-                ErrorCode::Busy,
-                format!("accounts stayed locked for {} ms; retry", bank.config.lock_wait_ms),
-            );
-            pending.replier.reply_bytes(&pending.request, Err(busy)).await;
-            continue;
-        }
-        let runnable = batch.len() < bank.config.batch_max
-            && pending.not_before <= now
-            && !pending.parsed.operation.accounts().iter().any(|a| busy.contains(*a));
-        if runnable {
-            batch.push(pending);
-        } else {
-            kept.push_back(pending);
-        }
-    }
-    *waiting = kept;
-    batch
-}
-
-/// How one operation of a batch ends.
-enum Outcome {
-    /// Refused or answered from a record; nothing to write.
-    Done(Result<Box<RawValue>, ServiceError>),
-    /// Applied to the book: written and recorded at commit. The reply is serialized once and
-    /// used both for the client and inside the idempotency record.
-    Applied { postings: Vec<Posting>, reply: Box<RawValue> },
-    /// Same id and operation as an earlier operation in this batch: gets its reply.
-    SameAs(usize),
-}
-
-impl Bank {
-    /// Runs one batch; returns the operations that must wait for another instance's locks.
-    async fn run_batch(&self, mut batch: Vec<Pending>) -> Vec<Pending> {
-        let mut waiting = Vec::new();
-        let mut splits = 0;
-        let started = Instant::now();
-        let locked = loop {
-            if batch.is_empty() {
-                return waiting;
-            }
-            let accounts: BTreeSet<&AccountId> =
-                batch.iter().flat_map(|p| p.parsed.operation.accounts()).collect();
-            let ids: BTreeSet<&str> =
-                batch.iter().filter_map(|p| p.parsed.id.as_ref().map(|id| id.as_str())).collect();
-            let request = BatchLockRequest {
-                owner: self.owner.clone(),
-                accounts: accounts.iter().map(|a| a.to_string()).collect(),
-                lease_ms: self.config.lease_ms,
-                ids: ids.iter().map(|id| (*id).to_owned()).collect(),
-            };
-            let reply = self
-                .ledger
-                .request::<_, BatchLockReply>(ledger_subject::BATCH_LOCK_SUBJECT, &request)
-                .await;
-            match reply {
-                Ok(reply) => break reply,
-                Err(ClientError::Service(error)) if error.code == ErrorCode::Locked => {
-                    self.stats.lock_conflicts.fetch_add(1, Ordering::Relaxed);
-                    let held: BTreeSet<&str> = error.accounts.iter().map(String::as_str).collect();
-                    splits += 1;
-                    if held.is_empty() || splits > LOCK_SPLITS_MAX {
-                        waiting.append(&mut batch);
-                        return waiting;
-                    }
-                    let (blocked, free): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| {
-                        p.parsed.operation.accounts().iter().any(|a| held.contains(a.as_str()))
-                    });
-                    waiting.extend(blocked);
-                    batch = free;
-                }
-                Err(error) => {
-                    let error = unavailable("could not lock accounts at the ledger", &error);
-                    reply_all(&batch, &error).await;
-                    return waiting;
-                }
-            }
-        };
-        let lock_elapsed = started.elapsed();
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
-
-        let mut tokens = BTreeMap::new();
-        let mut balances = Vec::new();
-        for grant in &locked.locks {
-            let Ok(account) = AccountId::parse(&grant.account) else {
-                let error = ServiceError::new(ErrorCode::Internal, "ledger sent a bad account");
-                reply_all(&batch, &error).await;
-                return waiting;
-            };
-            tokens.insert(account.clone(), grant.token);
-            balances.push((account, grant.balance));
-        }
-        let recorded: HashMap<&str, &RawValue> =
-            locked.operations.iter().map(|e| (e.id.as_str(), &*e.record)).collect();
-        let release: Vec<Release> = tokens
-            .iter()
-            .map(|(account, token)| Release { account: account.to_string(), token: *token })
-            .collect();
-
-        let mut taken_ids: BTreeSet<String> = BTreeSet::new();
-        for _ in 0..COMMIT_ATTEMPTS_MAX {
-            let outcomes = self.apply(&batch, &balances, &recorded, &taken_ids);
-            let (writes, operations) = match self.changes(&batch, &outcomes, &balances, &tokens) {
-                Ok(changes) => changes,
-                Err(error) => {
-                    // Nothing was written; the leases expire on their own.
-                    reply_all(&batch, &error).await;
-                    return waiting;
-                }
-            };
-            let commit = BatchCommitRequest {
-                owner: self.owner.clone(),
-                writes,
-                operations,
-                release: release.clone(),
-            };
-            let committed = self
-                .ledger
-                .request::<_, serde_json::Value>(ledger_subject::BATCH_COMMIT_SUBJECT, &commit)
-                .await;
-            match committed {
-                Ok(_) => {
-                    let commit_elapsed = started.elapsed();
-                    let size = batch.len();
-                    self.finish(batch, outcomes).await;
-                    tracing::debug!(
-                        size,
-                        lock_us = lock_elapsed.as_micros() as u64,
-                        commit_us = commit_elapsed.as_micros() as u64,
-                        total_us = started.elapsed().as_micros() as u64,
-                        "batch committed"
-                    );
-                    return waiting;
-                }
-                Err(ClientError::Service(error)) if error.code == ErrorCode::DuplicateId => {
-                    taken_ids.extend(error.ids);
-                }
-                Err(ClientError::Service(error)) if error.code == ErrorCode::StaleToken => {
-                    // The leases ran out before the commit: nothing was written. Try again.
-                    tracing::warn!(%error, "batch commit refused: leases expired; retrying");
-                    waiting.extend(batch);
-                    return waiting;
-                }
-                Err(error) => {
-                    let error = unavailable("commit outcome unknown", &error);
-                    reply_all(&batch, &error).await;
-                    return waiting;
-                }
-            }
-        }
-        let error = ServiceError::new(ErrorCode::Busy, "operation ids kept conflicting; retry");
-        reply_all(&batch, &error).await;
-        waiting
-    }
-
-    /// Applies the batch to a fresh book of the locked balances.
-    fn apply(
-        &self,
-        batch: &[Pending],
-        balances: &[(AccountId, i64)],
-        recorded: &HashMap<&str, &RawValue>,
-        taken_ids: &BTreeSet<String>,
-    ) -> Vec<Outcome> {
-        let mut book = Book::new(balances.iter().cloned());
-        let mut first_with_id: HashMap<&str, usize> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (index, pending) in batch.iter().enumerate() {
-            let operation = &pending.parsed.operation;
-            if let Some(id) = pending.parsed.id.as_ref().map(|id| id.as_str()) {
-                if let Some(record) = recorded.get(id) {
-                    outcomes.push(Outcome::Done(replay(id, operation, record)));
-                    continue;
-                }
-                if taken_ids.contains(id) {
-                    outcomes.push(Outcome::Done(Err(id_reused(id))));
-                    continue;
-                }
-                if let Some(&first) = first_with_id.get(id) {
-                    let same = batch[first].parsed.operation == *operation;
-                    outcomes.push(if same {
-                        Outcome::SameAs(first)
-                    } else {
-                        Outcome::Done(Err(id_reused(id)))
-                    });
-                    continue;
-                }
-                first_with_id.insert(id, index);
-            }
-            outcomes.push(match book.apply(operation).map_err(ServiceError::from) {
-                Ok(postings) => match reply_for(&postings) {
-                    Ok(reply) => Outcome::Applied { reply, postings },
-                    Err(error) => Outcome::Done(Err(error)),
-                },
-                Err(error) => Outcome::Done(Err(error)),
-            });
-        }
-        outcomes
-    }
-
-    /// The balance writes and idempotency records of a batch's outcomes.
-    fn changes(
-        &self,
-        batch: &[Pending],
-        outcomes: &[Outcome],
-        balances: &[(AccountId, i64)],
-        tokens: &BTreeMap<AccountId, u64>,
-    ) -> Result<(Vec<Write>, Vec<OperationEntry>), ServiceError> {
-        let mut latest: BTreeMap<&AccountId, i64> = BTreeMap::new();
-        let mut operations = Vec::new();
-        for (pending, outcome) in batch.iter().zip(outcomes) {
-            let Outcome::Applied { postings, reply } = outcome else {
-                continue;
-            };
-            for posting in postings {
-                latest.insert(&posting.account, posting.balance);
-            }
-            if let Some(id) = &pending.parsed.id {
-                let record = BankRecord {
-                    op: OperationWire::from(&pending.parsed.operation),
-                    reply: reply.clone(),
-                };
-                // Serializing our own types cannot fail; if it ever did, the batch must not
-                // commit: an operation without its record would be applied again on retry.
-                let record = serde_json::value::to_raw_value(&record).map_err(|e| {
-                    ServiceError::new(ErrorCode::Internal, format!("cannot record {id}: {e}"))
-                })?;
-                operations.push(OperationEntry { id: id.to_string(), record });
-            }
-        }
-        let unchanged: BTreeMap<&AccountId, i64> = balances.iter().map(|(a, b)| (a, *b)).collect();
-        let writes = latest
-            .into_iter()
-            .filter(|(account, balance)| unchanged.get(account) != Some(balance))
-            .map(|(account, balance)| Write {
-                account: account.to_string(),
-                token: tokens[account],
-                balance,
-            })
-            .collect();
-        Ok((writes, operations))
-    }
-
-    /// After a durable commit: reply to every operation, then publish the events (both only
-    /// after the commit; replies first, so clients are not kept waiting behind the events).
-    async fn finish(&self, batch: Vec<Pending>, outcomes: Vec<Outcome>) {
-        for (pending, outcome) in batch.iter().zip(&outcomes) {
-            let result = resolve(outcome, &outcomes);
-            pending.replier.reply(&pending.request, result).await;
-        }
-        let at = now_ms();
-        let mut applied = 0u64;
-        for (pending, outcome) in batch.iter().zip(&outcomes) {
-            let Outcome::Applied { postings, .. } = outcome else { continue };
-            applied += 1;
-            for posting in postings {
-                let event = BankEvent {
-                    op: posting.kind.as_str().to_owned(),
-                    account: posting.account.to_string(),
-                    amount: posting.amount.get(),
-                    balance: posting.balance,
-                    id: pending.parsed.id.as_ref().map(|id| id.to_string()),
-                    at,
-                };
-                if let Ok(payload) = serde_json::to_vec(&event) {
-                    let subject = subject::events(&posting.account);
-                    if let Err(error) = self.client.publish(subject, payload.into()).await {
-                        tracing::warn!(%error, "could not publish bank event");
-                    }
-                }
-            }
-        }
-        self.stats.operations_committed.fetch_add(applied, Ordering::Relaxed);
-    }
-}
-
-/// The reply of an outcome, following `SameAs` to the first operation with that id.
-fn resolve(outcome: &Outcome, outcomes: &[Outcome]) -> Result<Box<RawValue>, ServiceError> {
-    match outcome {
-        Outcome::Done(result) => result.clone(),
-        Outcome::Applied { reply, .. } => Ok(reply.clone()),
-        Outcome::SameAs(first) => resolve(&outcomes[*first], outcomes),
-    }
-}
-
-/// The reply of a successful operation, from its postings.
-fn reply_for(postings: &[Posting]) -> Result<Box<RawValue>, ServiceError> {
-    let balance_of = |posting: &Posting| AccountBalance {
-        account: posting.account.to_string(),
-        balance: posting.balance,
-    };
-    let raw = match postings {
-        [from, to] if from.kind == EventKind::TransferOut => {
-            serde_json::value::to_raw_value(&TransferReply {
-                from: balance_of(from),
-                to: balance_of(to),
-            })
-        }
-        [single] => serde_json::value::to_raw_value(&balance_of(single)),
-        _ => return Err(ServiceError::new(ErrorCode::Internal, "unexpected postings")),
-    };
-    raw.map_err(|e| ServiceError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
-}
-
-/// The reply for a retried id: the recorded reply if the operation is the same.
-fn replay(
-    id: &str,
-    operation: &Operation,
-    record: &RawValue,
-) -> Result<Box<RawValue>, ServiceError> {
-    match serde_json::from_str::<BankRecord>(record.get()) {
-        Ok(record) if record.op == OperationWire::from(operation) => Ok(record.reply),
-        Ok(_) => Err(id_reused(id)),
-        Err(error) => Err(ServiceError::new(
-            ErrorCode::Internal,
-            format!("unreadable record for id {id}: {error}"),
-        )),
-    }
-}
-
-fn id_reused(id: &str) -> ServiceError {
-    ServiceError::invalid(format!("id {id} was already used for a different operation"))
-}
-
-fn unavailable(what: &str, error: &ClientError) -> ServiceError {
-    ServiceError::new(ErrorCode::Unavailable, format!("{what} ({error}); retry with the same id"))
-}
-
-async fn reply_all(batch: &[Pending], error: &ServiceError) {
-    for pending in batch {
-        pending.replier.reply_bytes(&pending.request, Err(error.clone())).await;
-    }
-}
-
-/// Takes queued balance reads in batches; several batches may be in flight.
-async fn reader(bank: Arc<Bank>, mut queue: mpsc::Receiver<Read>, requeue: mpsc::Sender<Read>) {
-    let permits = Arc::new(Semaphore::new(READS_IN_FLIGHT_MAX));
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < READ_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(read) => batch.push(read),
-                Err(_) => break,
-            }
-        }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let bank = bank.clone();
-        let requeue = requeue.clone();
-        tokio::spawn(async move {
-            bank.read_batch(batch, requeue).await;
-            drop(permit);
-        });
-    }
-}
-
-impl Bank {
-    async fn read_batch(&self, batch: Vec<Read>, requeue: mpsc::Sender<Read>) {
-        let accounts: BTreeSet<&AccountId> = batch.iter().map(|r| &r.account).collect();
-        let request = BatchGetRequest {
-            owner: Some(self.owner.clone()),
-            accounts: accounts.iter().map(|a| a.to_string()).collect(),
-        };
-        let reply = self
-            .ledger
-            .request::<_, BatchGetReply>(ledger_subject::BATCH_GET_SUBJECT, &request)
-            .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(error) => {
-                let error = unavailable("could not read balances at the ledger", &error);
-                for read in batch {
-                    read.replier.reply_bytes(&read.request, Err(error.clone())).await;
-                }
-                return;
-            }
-        };
-        self.stats.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let balances: HashMap<&str, &AccountBalance> =
-            reply.balances.iter().map(|b| (b.account.as_str(), b)).collect();
-        let mut retry = Vec::new();
-        for read in batch {
-            match balances.get(read.account.as_str()) {
-                Some(balance) => read.replier.reply(&read.request, Ok(balance)).await,
-                None if Instant::now() >= read.deadline => {
-                    let busy = ServiceError::new(
-                        ErrorCode::Busy,
-                        format!("account {} stayed locked; retry", read.account),
-                    );
-                    read.replier.reply_bytes(&read.request, Err(busy)).await;
-                }
-                None => retry.push(read),
-            }
-        }
-        if retry.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(jitter_ms())).await;
-        for read in retry {
-            if let Err(refused) = requeue.try_send(read) {
-                let read = refused.into_inner();
-                let busy = ServiceError::new(ErrorCode::Busy, "bank queue is full; retry");
-                read.replier.reply_bytes(&read.request, Err(busy)).await;
-            }
-        }
     }
 }
 

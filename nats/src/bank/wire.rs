@@ -144,6 +144,28 @@ impl From<&Operation> for OperationWire {
     }
 }
 
+impl TryFrom<&OperationWire> for Operation {
+    type Error = ServiceError;
+
+    fn try_from(wire: &OperationWire) -> Result<Self, ServiceError> {
+        Ok(match wire {
+            OperationWire::Deposit { account, amount } => Operation::Deposit {
+                account: AccountId::parse(account)?,
+                amount: Amount::parse(*amount)?,
+            },
+            OperationWire::Withdraw { account, amount } => Operation::Withdraw {
+                account: AccountId::parse(account)?,
+                amount: Amount::parse(*amount)?,
+            },
+            OperationWire::Transfer { from, to, amount } => Operation::transfer(
+                AccountId::parse(from)?,
+                AccountId::parse(to)?,
+                Amount::parse(*amount)?,
+            )?,
+        })
+    }
+}
+
 /// What the bank records with each committed operation that carries an id: the operation and
 /// the exact reply it got, so a retry gets the first result byte for byte.
 #[derive(Debug, Clone, Serialize, Deserialize)]
