@@ -23,7 +23,7 @@ use agora_nats::coins::wire::{
     CoinsHistoryRequest, OrderLookup, PortfolioRequest, RemoveAssetRequest, UpdateAssetRequest,
 };
 use agora_nats::error::ErrorCode;
-use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::likes::wire::{LikeRequest, TopRequest};
 use agora_nats::subjects;
 use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::api::{ApiResult, path, query};
 use super::{ApiError, State};
-use agora_nats::files::DOWNLOAD_WINDOW;
+use agora_nats::files::client::DOWNLOAD_WINDOW;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -20,7 +20,7 @@ use agora_nats::coins::wire::{
     AddAssetRequest, CoinsHistoryRequest, OrderLookup, OrderRequest, PortfolioRequest,
     RemoveAssetRequest,
 };
-use agora_nats::files::{ListFilesRequest, StatRequest};
+use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::likes::wire::{LikeRequest, TopRequest};
 use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
 

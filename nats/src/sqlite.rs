@@ -1,9 +1,8 @@
-//! What the task and chat stores share: opening a database in WAL mode with its schema, and
-//! the transaction commands their owner threads group work in.
+//! What every store shares: opening a database in WAL mode with its schema, the one storage
+//! error, and the conversions between SQLite's `i64` and our `u64`s where rusqlite's own
+//! checked ones (`fallible_uint`) do not apply.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -54,39 +53,4 @@ pub fn saturating_i64(value: u64) -> i64 {
 /// A rowid handed out by SQLite (never negative) as a `u64`.
 pub fn rowid(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("rowid {value}")))
-}
-
-pub fn begin(conn: &Connection) -> rusqlite::Result<()> {
-    conn.prepare_cached("BEGIN")?.execute([])?;
-    Ok(())
-}
-
-pub fn commit(conn: &Connection) -> rusqlite::Result<()> {
-    conn.prepare_cached("COMMIT")?.execute([])?;
-    Ok(())
-}
-
-/// Rolls back the open transaction, if there is one.
-pub fn rollback(conn: &Connection) {
-    if !conn.is_autocommit() {
-        conn.execute_batch("ROLLBACK").ok();
-    }
-}
-
-/// An owner thread's next group: whatever is queued (at most `max`), after waiting up to
-/// `tick` for the first. Empty when nothing came; `None` once every sender is gone.
-pub fn next_group<T>(inbox: &mpsc::Receiver<T>, tick: Duration, max: usize) -> Option<Vec<T>> {
-    let first = match inbox.recv_timeout(tick) {
-        Ok(item) => Some(item),
-        Err(mpsc::RecvTimeoutError::Timeout) => None,
-        Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-    };
-    let mut group: Vec<T> = first.into_iter().collect();
-    while group.len() < max {
-        match inbox.try_recv() {
-            Ok(item) => group.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(group)
 }

@@ -78,7 +78,7 @@ async fn every_size_downloads_intact_in_chunks() {
         client.file_chunk("dir/sub/many-chunks.bin", 3 * CHUNK as u64, None).await.expect("chunk");
     assert!(chunk[..] == files[3].1[3 * CHUNK..], "the last, short chunk");
     let listed = client
-        .list_files(&agora_nats::files::ListFilesRequest {
+        .list_files(&agora_nats::files::wire::ListFilesRequest {
             prefix: Some("dir/".into()),
             limit: None,
         })
@@ -248,10 +248,10 @@ async fn an_upload_replaces_a_file_whole_on_every_server() {
     let put = |name: Option<&str>, sha256: Option<&str>, body: &'static [u8]| {
         let mut headers = async_nats::HeaderMap::new();
         if let Some(name) = name {
-            headers.insert(agora_nats::files::HEADER_NAME, name);
+            headers.insert(agora_nats::files::wire::HEADER_NAME, name);
         }
         if let Some(sha256) = sha256 {
-            headers.insert(agora_nats::files::HEADER_SHA256, sha256);
+            headers.insert(agora_nats::files::wire::HEADER_SHA256, sha256);
         }
         client.request_with_headers(subject::PUT_SUBJECT, headers, Bytes::from_static(body))
     };

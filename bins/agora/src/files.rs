@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use agora_nats::AgoraClient;
-use agora_nats::files::{FileHasher, FileStat, ListFilesRequest, Progress, finish_hex};
+use agora_nats::files::client::Progress;
+use agora_nats::files::wire::{FileStat, ListFilesRequest};
+use agora_nats::files::{FileHasher, finish_hex};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::Digest;

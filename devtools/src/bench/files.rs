@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{Goal, Measurement, Rig, Sample, connections, print_goal, sample};
 use agora_nats::client::ClientError;
-use agora_nats::files::DOWNLOAD_WINDOW;
+use agora_nats::files::client::DOWNLOAD_WINDOW;
 use agora_nats::subjects;
 
 /// Options of `agora bench files`.

@@ -21,14 +21,18 @@
 //! are `invalid_request`; a name whose real path (symlinks resolved) leaves the root, or that is
 //! not a regular file, is `not_found`.
 
+pub mod client;
+mod disk;
+pub mod wire;
+
+pub use disk::check_name;
+
 use std::collections::HashMap;
-use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::UNIX_EPOCH;
 
 use anyhow::Context as _;
 use async_nats::service::Request;
@@ -37,14 +41,16 @@ use bytes::Bytes;
 use futures::StreamExt;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::client::{AgoraClient, ClientError};
 use crate::error::{ErrorCode, ServiceError};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
 use crate::subjects::files as subject;
+use wire::{
+    CacheReport, CachedEntry, FileEntry, FileStat, GetRequest, HEADER_NAME, HEADER_OFFSET,
+    HEADER_SHA256, HEADER_SIZE, ListFilesReply, ListFilesRequest, StatRequest,
+};
 
 /// Longest file name (relative path), in bytes.
 pub const NAME_BYTES_MAX: usize = 1_024;
@@ -57,117 +63,25 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
 /// Uploads handled at once at most (each holds up to a max payload in memory).
 pub const UPLOADS_IN_FLIGHT_MAX: usize = 4;
 /// Room left in a message for headers and protocol next to a chunk.
-const PAYLOAD_HEADROOM: usize = 4 * 1024;
+pub const PAYLOAD_HEADROOM: usize = 4 * 1024;
 /// Digests of uncached files remembered at most.
 const DIGESTS_MAX: u64 = 10_000;
-/// Headers of a chunk reply.
-pub const HEADER_SIZE: &str = "Agora-File-Size";
-pub const HEADER_SHA256: &str = "Agora-File-Sha256";
-pub const HEADER_OFFSET: &str = "Agora-Offset";
-/// Headers of an `agora.files.put` request: the name (required) and the body's sha256
-/// (optional; checked when given).
-pub const HEADER_NAME: &str = "Agora-File-Name";
-/// Marks the temporary file of an upload in progress (never listed or served).
-const UPLOAD_MARK: &str = ".agora-upload-";
 
-/// File service configuration (the binary fills it from flags and environment).
-#[derive(Debug, Clone)]
+/// File service configuration: the flags of `agora-files`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct FilesConfig {
-    /// The served directory.
+    /// The served directory (subdirectories included; nothing outside it).
+    #[arg(long, env = "AGORA_FILES_ROOT", default_value = "files")]
     pub root: PathBuf,
-    /// Cache capacity in bytes.
+    /// Cache capacity, in bytes.
+    #[arg(long, env = "AGORA_FILES_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_bytes: u64,
-    /// Files larger than this are streamed from disk, never cached.
+    /// Files larger than this are read from disk chunk by chunk, never cached, in bytes.
+    #[arg(long, env = "AGORA_FILES_CACHE_FILE_BYTES_MAX", default_value_t = 32 * 1024 * 1024)]
     pub cache_file_bytes_max: u64,
-    /// Chunk size (lowered to fit the server's max payload).
+    /// Chunk size, in bytes (lowered to fit the server's max payload).
+    #[arg(long, env = "AGORA_FILES_CHUNK_BYTES", default_value_t = 512 * 1024)]
     pub chunk_bytes: usize,
-}
-
-/// Body of `agora.files.list` (optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListFilesRequest {
-    /// Only names starting with this (`docs/`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub prefix: Option<String>,
-    /// Default 1000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10_000))]
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub name: String,
-    pub size: u64,
-    pub modified_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListFilesReply {
-    pub files: Vec<FileEntry>,
-    pub truncated: bool,
-}
-
-/// Body of `agora.files.stat`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatRequest {
-    /// A relative path of normal components (`docs/report.pdf`), at most 1024 bytes.
-    #[schemars(length(min = 1, max = 1024))]
-    pub name: String,
-}
-
-/// Reply of `agora.files.stat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStat {
-    pub name: String,
-    pub size: u64,
-    pub modified_ms: u64,
-    /// Lower-case hex.
-    pub sha256: String,
-    /// The largest chunk `get` returns.
-    pub chunk_bytes: u64,
-    pub chunks: u64,
-    /// Whether the file is in this server's cache now.
-    pub cached: bool,
-}
-
-/// Body of `agora.files.get`: one chunk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GetRequest {
-    pub name: String,
-    #[serde(default)]
-    pub offset: u64,
-    /// At most `chunk_bytes` (the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u64>,
-    /// Only if the file still has this digest (`conflict` otherwise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedEntry {
-    pub name: String,
-    pub bytes: u64,
-    pub modified_ms: u64,
-}
-
-/// Reply of `agora.files.cache`: what this server has cached, and its counters.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct CacheReport {
-    pub capacity_bytes: u64,
-    pub file_bytes_max: u64,
-    pub bytes: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-    pub invalidations: u64,
-    #[serde(default)]
-    pub entries: Vec<CachedEntry>,
 }
 
 /// A cached file: its bytes and the version they are.
@@ -209,11 +123,11 @@ struct Files {
     chunk_bytes: u64,
 }
 
-fn invalid(message: impl Into<String>) -> ServiceError {
+pub(crate) fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::invalid(message)
 }
 
-fn not_found(name: &str) -> ServiceError {
+pub(crate) fn not_found(name: &str) -> ServiceError {
     ServiceError::new(ErrorCode::NotFound, format!("no file {name}"))
 }
 
@@ -221,57 +135,15 @@ fn io_error(error: &std::io::Error) -> ServiceError {
     ServiceError::new(ErrorCode::Unavailable, format!("cannot read the file: {error}"))
 }
 
-/// Checks that `name` is a relative path of normal components.
-pub fn check_name(name: &str) -> Result<(), ServiceError> {
-    if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(invalid(format!("a file name is 1..={NAME_BYTES_MAX} bytes")));
-    }
-    if name.contains('\\') || name.contains('\0') || name.chars().any(char::is_control) {
-        return Err(invalid("a file name has no backslashes or control characters"));
-    }
-    let path = Path::new(name);
-    if path.is_absolute() || name.starts_with('/') {
-        return Err(invalid("a file name is relative to the served directory"));
-    }
-    // Checked on the text: `Path::components` would quietly drop an inner `.` or `//`.
-    let normal = name.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-    if !normal || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(invalid("a file name has no `..`, `.` or empty parts"));
-    }
-    Ok(())
-}
-
-fn modified_ms(metadata: &std::fs::Metadata) -> u64 {
-    metadata
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn hex(digest: &[u8]) -> String {
+pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Files {
-    /// The real path of `name`, if it is a regular file inside the root.
-    fn resolve(&self, name: &str) -> Result<(PathBuf, std::fs::Metadata), ServiceError> {
-        check_name(name)?;
-        let path = self.root.join(name).canonicalize().map_err(|_| not_found(name))?;
-        if !path.starts_with(&self.root) {
-            return Err(not_found(name));
-        }
-        let metadata = std::fs::metadata(&path).map_err(|_| not_found(name))?;
-        if !metadata.is_file() {
-            return Err(not_found(name));
-        }
-        Ok((path, metadata))
-    }
-
     /// A file as it is on disk now, from the cache when the cache has this version.
     fn find(&self, name: &str) -> Result<Found, ServiceError> {
-        let (path, metadata) = self.resolve(name)?;
-        let (size, modified_ms) = (metadata.len(), modified_ms(&metadata));
+        let (path, metadata) = disk::resolve(&self.root, name)?;
+        let (size, modified_ms) = (metadata.len(), disk::modified_ms(&metadata));
         let found = |sha256: String, cached| Found {
             name: name.to_owned(),
             path: path.clone(),
@@ -405,12 +277,12 @@ impl Files {
                     }
                 } else if metadata.is_file()
                     && name.starts_with(prefix)
-                    && !name.contains(UPLOAD_MARK)
+                    && !name.contains(disk::UPLOAD_MARK)
                 {
                     files.push(FileEntry {
                         name,
                         size: metadata.len(),
-                        modified_ms: modified_ms(&metadata),
+                        modified_ms: disk::modified_ms(&metadata),
                     });
                 }
             }
@@ -433,10 +305,7 @@ impl Files {
         bytes: &[u8],
         sha256: Option<&str>,
     ) -> Result<FileStat, ServiceError> {
-        check_name(name)?;
-        if name.contains(UPLOAD_MARK) {
-            return Err(invalid(format!("a file name does not contain {UPLOAD_MARK}")));
-        }
+        disk::check_upload_name(name)?;
         let digest = sha256_hex(bytes);
         if let Some(expected) = sha256
             && !expected.eq_ignore_ascii_case(&digest)
@@ -445,42 +314,7 @@ impl Files {
                 "the body's sha256 is {digest}, not {expected}: it was damaged or cut"
             )));
         }
-        let write_error = |error: std::io::Error| {
-            ServiceError::new(ErrorCode::Unavailable, format!("cannot write {name}: {error}"))
-        };
-        let target = self.root.join(name);
-        let (Some(parent), Some(file_name)) = (target.parent(), target.file_name()) else {
-            return Err(invalid("a file name names a file"));
-        };
-        std::fs::create_dir_all(parent).map_err(write_error)?;
-        // A symlinked directory must not lead the write outside the root.
-        let real_parent = parent.canonicalize().map_err(write_error)?;
-        if !real_parent.starts_with(&self.root) {
-            return Err(invalid(format!("{name} is outside the served directory")));
-        }
-        let target = real_parent.join(file_name);
-        if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
-            return Err(ServiceError::new(
-                ErrorCode::Conflict,
-                format!("{name} exists and is not a regular file"),
-            ));
-        }
-        let temporary = real_parent.join(format!(
-            ".{}{UPLOAD_MARK}{}",
-            file_name.to_string_lossy(),
-            nuid::next()
-        ));
-        let written = (|| {
-            use std::io::Write;
-            let mut file = File::create_new(&temporary)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &target)
-        })();
-        if let Err(error) = written {
-            std::fs::remove_file(&temporary).ok();
-            return Err(write_error(error));
-        }
+        disk::write_whole(&self.root, name, bytes)?;
         self.cache.invalidate(name);
         self.stat(name)
     }
@@ -664,139 +498,6 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
         }
         Ok((bytes, None)) => replier.reply_bytes(&request, Ok(bytes)).await,
         Err(error) => replier.reply_bytes(&request, Err(error)).await,
-    }
-}
-
-/// A download's progress, reported after each chunk.
-pub trait Progress {
-    fn started(&mut self, stat: &FileStat, resumed_from: u64);
-    fn advanced(&mut self, bytes: u64);
-}
-
-impl Progress for () {
-    fn started(&mut self, _: &FileStat, _: u64) {}
-    fn advanced(&mut self, _: u64) {}
-}
-
-/// Chunks a download keeps in flight.
-pub const DOWNLOAD_WINDOW: usize = 8;
-
-impl AgoraClient {
-    /// Uploads `bytes` as file `name` (at most the server's max payload, less some room for
-    /// headers), replacing any file of that name whole; returns the new file's stat.
-    pub async fn put_file(&self, name: &str, bytes: Bytes) -> Result<FileStat, ClientError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_NAME, name);
-        headers.insert(HEADER_SHA256, sha256_hex(&bytes).as_str());
-        let max = self.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM);
-        if max > 0 && bytes.len() > max {
-            return Err(ClientError::Service(invalid(format!(
-                "{} bytes is more than an upload carries ({max} bytes)",
-                bytes.len()
-            ))));
-        }
-        let reply = self.request_with_headers(subject::PUT_SUBJECT, headers, bytes).await?;
-        serde_json::from_slice(&reply)
-            .map_err(|e| ClientError::Transport(format!("unexpected reply to put: {e}")))
-    }
-
-    pub async fn file_stat(&self, name: &str) -> Result<FileStat, ClientError> {
-        self.request(subject::STAT_SUBJECT, &StatRequest { name: name.to_owned() }).await
-    }
-
-    pub async fn list_files(
-        &self,
-        request: &ListFilesRequest,
-    ) -> Result<ListFilesReply, ClientError> {
-        self.request(subject::LIST_SUBJECT, request).await
-    }
-
-    pub async fn file_cache(&self) -> Result<CacheReport, ClientError> {
-        self.request_bytes(subject::CACHE_SUBJECT, Bytes::new()).await.and_then(|reply| {
-            serde_json::from_slice(&reply)
-                .map_err(|e| ClientError::Transport(format!("unexpected cache reply: {e}")))
-        })
-    }
-
-    /// One chunk of `name` at `offset`, if the file still has digest `sha256`.
-    pub async fn file_chunk(
-        &self,
-        name: &str,
-        offset: u64,
-        sha256: Option<&str>,
-    ) -> Result<Bytes, ClientError> {
-        self.file_range(name, offset, None, sha256).await
-    }
-
-    /// At most `length` bytes (one chunk when absent) of `name` at `offset`, if the file still
-    /// has digest `sha256`.
-    pub async fn file_range(
-        &self,
-        name: &str,
-        offset: u64,
-        length: Option<u64>,
-        sha256: Option<&str>,
-    ) -> Result<Bytes, ClientError> {
-        let request =
-            GetRequest { name: name.to_owned(), offset, length, sha256: sha256.map(str::to_owned) };
-        let payload = serde_json::to_vec(&request)
-            .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
-        self.request_bytes(subject::GET_SUBJECT, Bytes::from(payload)).await
-    }
-
-    /// Downloads `name` into `out` from byte `resume_from` on (the bytes before it are already
-    /// in `out`, and are fed to `hasher` by the caller): chunks fetched [`DOWNLOAD_WINDOW`] at
-    /// a time, in order, all of one version of the file. Returns the stat; the caller checks
-    /// the digest (`hasher` has seen every byte written).
-    pub async fn download(
-        &self,
-        name: &str,
-        resume_from: u64,
-        out: &mut (impl std::io::Write + ?Sized),
-        hasher: &mut Sha256,
-        progress: &mut (dyn Progress + Send),
-    ) -> Result<FileStat, ClientError> {
-        let stat = self.file_stat(name).await?;
-        if resume_from > stat.size {
-            return Err(ClientError::Service(ServiceError::invalid(
-                "the local part is longer than the file",
-            )));
-        }
-        progress.started(&stat, resume_from);
-        let offsets = (resume_from..stat.size).step_by(stat.chunk_bytes.max(1) as usize);
-        let sha256 = stat.sha256.clone();
-        let mut chunks = futures::stream::iter(offsets)
-            .map(|offset| {
-                let sha256 = sha256.clone();
-                async move { self.file_chunk(name, offset, Some(&sha256)).await }
-            })
-            .buffered(DOWNLOAD_WINDOW);
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            if chunk.is_empty() {
-                return Err(ClientError::Transport("an empty chunk before the end".into()));
-            }
-            out.write_all(&chunk)
-                .map_err(|e| ClientError::Transport(format!("cannot write: {e}")))?;
-            hasher.update(&chunk);
-            progress.advanced(chunk.len() as u64);
-        }
-        Ok(stat)
-    }
-
-    /// Downloads a whole file into memory and checks its digest.
-    pub async fn fetch_file(&self, name: &str) -> Result<(FileStat, Vec<u8>), ClientError> {
-        let mut bytes = Vec::new();
-        let mut hasher = Sha256::new();
-        let stat = self.download(name, 0, &mut bytes, &mut hasher, &mut ()).await?;
-        let digest = hex(&hasher.finalize());
-        if digest != stat.sha256 {
-            return Err(ClientError::Transport(format!(
-                "digest mismatch: got {digest}, the server said {}",
-                stat.sha256
-            )));
-        }
-        Ok((stat, bytes))
     }
 }
 

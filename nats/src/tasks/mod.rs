@@ -26,6 +26,7 @@
 //! `client.rs` the calls on `AgoraClient`, [`worker`] the worker (`agora-worker`).
 
 pub mod client;
+pub mod queue;
 pub mod state;
 pub mod store;
 pub mod wire;
@@ -462,7 +463,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(text(&a), text(&b));
-        let message = state::queue_message(7, "sum", r#"{"numbers":[1]}"#);
+        let message = queue::message(7, "sum", r#"{"numbers":[1]}"#);
         let task: QueuedTask = serde_json::from_slice(&message).unwrap();
         assert_eq!(
             (task.id.as_str(), task.op.as_str(), task.args.get()),

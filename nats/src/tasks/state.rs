@@ -1,18 +1,18 @@
 //! The task service's owner state (see `crate::owner`): the unfinished tasks in memory, the
 //! waiting requests, and what a group of requests does to the store.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use agora_core::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
+use async_nats::Client;
 use async_nats::jetstream;
 use async_nats::service::Request;
-use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use rusqlite::{Connection, Transaction};
 use serde_json::value::RawValue;
 
-use super::store::{self, ListFilter, NewTask, TaskRow};
+use super::queue::{self, WorkQueue};
+use super::store::{self, ListFilter, NewTask};
 use super::wire::{
     ClaimReply, FinishReply, ListReply, Priority, ProgressReply, TaskEventWire, TaskView,
 };
@@ -23,8 +23,6 @@ use crate::service::{ErrorCounts, Replier, encode};
 use crate::sqlite::StoreError;
 use crate::subjects::tasks as subject;
 
-/// Pause before republishing a task whose publish failed.
-const REPUBLISH_AFTER_MS: u64 = 1_000;
 /// Progress events kept in a task's history stop this many events before [`HISTORY_MAX`], so
 /// the outcome always has room.
 const HISTORY_OUTCOME_ROOM: u32 = 20;
@@ -87,10 +85,6 @@ pub enum Envelope {
     Sweep,
 }
 
-/// Ids of unfinished tasks whose publish to the stream failed, shared with the publishing
-/// tasks. Bounded: it only ever holds unfinished tasks (at most `--pending-max`), once each.
-pub type Unqueued = Arc<Mutex<BTreeSet<u64>>>;
-
 /// An unfinished task, kept in memory by the owner.
 #[derive(Debug)]
 struct Active {
@@ -127,17 +121,14 @@ enum Refused {
 /// The task service's state, owned by its owner thread.
 pub struct Tasks {
     client: Client,
-    js: jetstream::Context,
     runtime: tokio::runtime::Handle,
+    queue: WorkQueue,
     config: TasksConfig,
     repliers: HashMap<&'static str, Replier>,
     active: HashMap<u64, Active>,
     next_id: u64,
     waiters: HashMap<u64, Vec<Waiter>>,
     waiter_count: usize,
-    /// Tasks to publish again, and when.
-    republish: Vec<(u64, u64)>,
-    unqueued: Unqueued,
     last_prune_ms: u64,
 }
 
@@ -155,41 +146,10 @@ fn unavailable(error: &StoreError) -> ServiceError {
     ServiceError::new(ErrorCode::Unavailable, format!("task store failed ({error}); retry"))
 }
 
-fn raw(text: &str) -> Option<Box<RawValue>> {
-    RawValue::from_string(text.to_owned()).ok()
-}
-
-/// A task as every reply shows it (without history).
-fn view_of(row: &TaskRow) -> TaskView {
-    let life = &row.lifecycle;
-    TaskView {
-        id: row.id.to_string(),
-        state: life.state.as_str().to_owned(),
-        op: Some(row.op.clone()),
-        args: row.args.as_deref().and_then(raw),
-        client_id: row.client_id.clone(),
-        priority: Some(row.priority.clone()),
-        attempts: Some(life.attempts),
-        worker: life.worker.clone(),
-        progress: Some(life.progress),
-        submitted_ms: Some(row.submitted_ms),
-        started_ms: life.started_ms,
-        finished_ms: life.finished_ms,
-        result: row.result.as_deref().and_then(raw),
-        error: life.error.clone(),
-        dead_letter: life.dead_letter,
-        history: None,
-    }
-}
-
-fn brief(id: u64, state: TaskState) -> TaskView {
-    TaskView { id: id.to_string(), state: state.as_str().to_owned(), ..TaskView::default() }
-}
-
 /// The whole task as `get` (without history) and `wait` show it.
 fn full_view(conn: &Connection, id: u64) -> Result<Bytes, ServiceError> {
     match store::get(conn, id, true) {
-        Ok(Some(row)) => encode(&view_of(&row)),
+        Ok(Some(row)) => encode(&row.view()),
         Ok(None) => Err(not_found(id)),
         Err(error) => Err(unavailable(&error)),
     }
@@ -210,12 +170,6 @@ fn event_payload(id: u64, mut wire: TaskEventWire) -> Bytes {
     Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
 }
 
-/// The work-queue message of a task.
-pub fn queue_message(id: u64, op: &str, args: &str) -> Bytes {
-    let op = serde_json::to_string(op).unwrap_or_default();
-    Bytes::from(format!(r#"{{"id":"{id}","op":{op},"args":{args}}}"#))
-}
-
 impl Tasks {
     /// The state as the store has it.
     pub fn load(
@@ -231,16 +185,14 @@ impl Tasks {
             .collect();
         let mut tasks = Self {
             client,
-            js,
             runtime: tokio::runtime::Handle::current(),
+            queue: WorkQueue::new(js, tokio::runtime::Handle::current()),
             config,
             repliers,
             active: HashMap::new(),
             next_id: 1,
             waiters: HashMap::new(),
             waiter_count: 0,
-            republish: Vec::new(),
-            unqueued: Unqueued::default(),
             last_prune_ms: 0,
         };
         tasks.reload(conn)?;
@@ -275,7 +227,7 @@ impl Tasks {
         for id in &missing {
             self.enqueue_stored(conn, *id, &mut outbox)?;
         }
-        self.publish_queue(outbox.enqueue);
+        self.queue.publish(outbox.enqueue);
         Ok(missing.len())
     }
 
@@ -287,32 +239,10 @@ impl Tasks {
     ) -> Result<(), StoreError> {
         if let Some(row) = store::get(conn, id, false)? {
             let priority = Priority::parse(Some(&row.priority)).unwrap_or(Priority::Normal);
-            let message = queue_message(id, &row.op, row.args.as_deref().unwrap_or("{}"));
+            let message = queue::message(id, &row.op, row.args.as_deref().unwrap_or("{}"));
             outbox.enqueue.push((id, priority, message));
         }
         Ok(())
-    }
-
-    /// Publishes tasks to the work queue; a failed publish is noted in `unqueued` for the next
-    /// sweep.
-    fn publish_queue(&self, enqueue: Vec<(u64, Priority, Bytes)>) {
-        for (id, priority, payload) in enqueue {
-            let js = self.js.clone();
-            let unqueued = self.unqueued.clone();
-            self.runtime.spawn(async move {
-                let subject = subject::queue(priority == Priority::High, &id.to_string());
-                let mut headers = HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
-                let acked = match js.publish_with_headers(subject, headers, payload).await {
-                    Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                    Err(error) => Err(error.to_string()),
-                };
-                if let Err(error) = acked {
-                    tracing::warn!(id, %error, "could not queue task; will retry");
-                    unqueued.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-                }
-            });
-        }
     }
 
     fn sweep(
@@ -321,8 +251,6 @@ impl Tasks {
         now: u64,
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
-        let failed = std::mem::take(&mut *self.unqueued.lock().unwrap_or_else(|p| p.into_inner()));
-        self.republish.extend(failed.into_iter().map(|id| (id, now + REPUBLISH_AFTER_MS)));
         // Waiters whose time is up get the task as it is.
         let expired: Vec<u64> = self
             .waiters
@@ -344,10 +272,7 @@ impl Tasks {
             }
         }
         // Tasks whose publish failed go out again.
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.republish).into_iter().partition(|(_, at)| *at <= now);
-        self.republish = later;
-        for (id, _) in due {
+        for id in self.queue.due(now) {
             if self.active.contains_key(&id) {
                 self.enqueue_stored(tx, id, out)?;
             }
@@ -379,13 +304,13 @@ impl Tasks {
                         return Ok(());
                     }
                     Ok((id, _)) if wait_ms > 0 => full_view(tx, id),
-                    Ok((id, state)) => encode(&brief(id, state)),
+                    Ok((id, state)) => encode(&TaskView::brief(id, state)),
                     Err(error) => Err(error),
                 }
             }
             Command::Get { id } => match store::get(tx, id, true)? {
                 Some(row) => {
-                    let mut view = view_of(&row);
+                    let mut view = row.view();
                     let history = store::history(tx, id)?;
                     view.history =
                         Some(history.iter().filter_map(|e| serde_json::from_str(e).ok()).collect());
@@ -400,13 +325,13 @@ impl Tasks {
                     .flatten();
                 let tasks = rows
                     .iter()
-                    .map(|row| TaskView { args: None, result: None, ..view_of(row) })
+                    .map(|row| TaskView { args: None, result: None, ..row.view() })
                     .collect();
                 encode(&ListReply { tasks, next_before })
             }
             Command::Cancel { id } => {
                 match self.report_all(tx, now, id, vec![Report::Cancel], None, out)? {
-                    Ok(_) => encode(&brief(id, TaskState::Cancelled)),
+                    Ok(_) => encode(&TaskView::brief(id, TaskState::Cancelled)),
                     Err(refused) => Err(refusal(id, &refused)),
                 }
             }
@@ -527,7 +452,7 @@ impl Tasks {
         store::append_event(tx, id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
         self.active.insert(id, Active { life: Lifecycle::new(), events: 1 });
         out.events.push((subject::events(&id.to_string()), event_payload(id, queued)));
-        out.enqueue.push((id, priority, queue_message(id, op, args)));
+        out.enqueue.push((id, priority, queue::message(id, op, args)));
         Ok(Ok((id, TaskState::Queued)))
     }
 
@@ -592,7 +517,7 @@ impl Tasks {
                 }
             }
             if let Some(last) = wires.last_mut() {
-                last.result = result.and_then(raw);
+                last.result = result.and_then(|text| RawValue::from_string(text.to_owned()).ok());
             }
         }
         let subject = subject::events(&id.to_string());
@@ -655,18 +580,7 @@ impl State for Tasks {
                 self.client.publish(subject::CONTROL_CANCEL, payload).await.ok();
             }
         });
-        self.publish_queue(enqueue);
-        if !purges.is_empty() {
-            let js = self.js.clone();
-            self.runtime.spawn(async move {
-                let Ok(stream) = js.get_stream(subject::STREAM).await else { return };
-                for id in purges {
-                    for high in [true, false] {
-                        let queued = subject::queue(high, &id.to_string());
-                        stream.purge().filter(queued).await.ok();
-                    }
-                }
-            });
-        }
+        self.queue.publish(enqueue);
+        self.queue.purge(purges);
     }
 }

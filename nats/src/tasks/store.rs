@@ -14,6 +14,9 @@ use std::path::Path;
 
 use agora_core::{Lifecycle, TaskState};
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+
+use super::wire::TaskView;
 
 use crate::sqlite::{self, StoreError};
 
@@ -75,6 +78,32 @@ pub struct TaskRow {
     pub lifecycle: Lifecycle,
     pub submitted_ms: u64,
     pub result: Option<String>,
+}
+
+impl TaskRow {
+    /// The task as every reply shows it (without history).
+    pub fn view(&self) -> TaskView {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).ok();
+        let life = &self.lifecycle;
+        TaskView {
+            id: self.id.to_string(),
+            state: life.state.as_str().to_owned(),
+            op: Some(self.op.clone()),
+            args: self.args.as_deref().and_then(raw),
+            client_id: self.client_id.clone(),
+            priority: Some(self.priority.clone()),
+            attempts: Some(life.attempts),
+            worker: life.worker.clone(),
+            progress: Some(life.progress),
+            submitted_ms: Some(self.submitted_ms),
+            started_ms: life.started_ms,
+            finished_ms: life.finished_ms,
+            result: self.result.as_deref().and_then(raw),
+            error: life.error.clone(),
+            dead_letter: life.dead_letter,
+            history: None,
+        }
+    }
 }
 
 /// What `list` filters on.

@@ -251,6 +251,13 @@ pub struct TaskView {
     pub history: Option<Vec<TaskEventWire>>,
 }
 
+impl TaskView {
+    /// Only a task's id and state.
+    pub fn brief(id: u64, state: agora_core::TaskState) -> Self {
+        Self { id: id.to_string(), state: state.as_str().to_owned(), ..Self::default() }
+    }
+}
+
 /// One lifecycle event: published on `agora.tasks.events.<id>` (with `id`, and `result` on
 /// `completed`) and kept in the task's history (without them).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
