@@ -152,7 +152,7 @@ impl Lifecycle {
     }
 
     /// Applies a report. `Ok(None)`: accepted, nothing to record (progress from a worker
-    /// whose attempt was superseded, or while a retry waits).
+    /// whose attempt was superseded, while a retry waits, or that did not move).
     pub fn apply(&mut self, now_ms: u64, report: Report) -> Result<Option<TaskEvent>, TaskError> {
         if self.state.is_terminal() {
             return Err(TaskError::Finished(self.state));
@@ -170,7 +170,12 @@ impl Lifecycle {
                 if percent > 100 {
                     return Err(TaskError::BadPercent(percent));
                 }
-                if self.state != TaskState::Running || self.worker.as_deref() != Some(&worker) {
+                // A report of the percent the task already has (a heartbeat's) changes
+                // nothing, so it is not an event: history and watchers see each step once.
+                if self.state != TaskState::Running
+                    || self.worker.as_deref() != Some(&worker)
+                    || percent == self.progress
+                {
                     return Ok(None);
                 }
                 self.progress = percent;
@@ -347,6 +352,11 @@ mod tests {
         task.apply(1, claim("w")).unwrap();
         assert_eq!(task.apply(2, progress(101)), Err(TaskError::BadPercent(101)));
         assert_eq!(task.progress, 0);
+        assert_eq!(task.apply(3, progress(0)).unwrap(), None, "no move from the claim's 0");
+        assert_eq!(task.apply(4, progress(40)).unwrap(), Some(TaskEvent::Progress { percent: 40 }));
+        assert_eq!(task.apply(5, progress(40)).unwrap(), None, "a heartbeat's repeat");
+        assert_eq!(task.apply(6, progress(41)).unwrap(), Some(TaskEvent::Progress { percent: 41 }));
+        assert_eq!(task.progress, 41);
     }
 
     #[test]
