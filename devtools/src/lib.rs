@@ -10,7 +10,7 @@
 //! - [`up`]: `agora up`, the whole system locally.
 //! - [`health`]: `agora health`, the containers' checks (`$SRV.PING` of their own instance, or
 //!   an HTTP URL).
-//! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
+//! - [`bench`](mod@bench): `agora bench` scenarios, each measured against raw NATS in the same run.
 
 pub mod bench;
 pub mod health;

@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::http::ApiError;
 use agora_nats::error::ErrorCode;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");

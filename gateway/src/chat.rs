@@ -11,21 +11,98 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_core::Name;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as StateOf};
 use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{ApiResult, forward, parse_body, path, query};
-use super::{ApiError, State};
+use super::State;
+use super::http::{ApiError, ApiResult, forward, parse_body, path, query};
+use super::routes::{Route, schema};
+use agora_core::Name;
 use agora_nats::chat::client::{ChatSession, SessionStatus};
+use agora_nats::chat::wire::SessionRequest;
 use agora_nats::chat::wire::{HistoryRequest, RoomsReply, WhoRequest};
 use agora_nats::error::{ErrorCode, ServiceError};
 use agora_nats::subjects::chat as subject;
+
+/// The chat routes: sessions the gateway holds, send, join, part, who, history.
+pub const ROUTES: &[Route] = &[
+    route!(
+        "POST",
+        "/api/chat/sessions",
+        "chat",
+        "Register a name: the gateway holds the session while it is used",
+        None,
+        [],
+        Some(schema::<OpenRequest>),
+        post(open)
+    ),
+    route!(
+        "DELETE",
+        "/api/chat/sessions/{session}",
+        "chat",
+        "Go offline now",
+        Some(schema::<SessionRequest>),
+        [],
+        None,
+        delete(close)
+    ),
+    route!(
+        "POST",
+        "/api/chat/send",
+        "chat",
+        "Say something in a room, or to one user; answers once it is in history",
+        None,
+        [],
+        Some(schema::<SendRequest>),
+        post(send)
+    ),
+    route!(
+        "POST",
+        "/api/chat/join",
+        "chat",
+        "Join a room",
+        None,
+        [],
+        Some(schema::<RoomChange>),
+        post(join)
+    ),
+    route!(
+        "POST",
+        "/api/chat/part",
+        "chat",
+        "Leave a room",
+        None,
+        [],
+        Some(schema::<RoomChange>),
+        post(part)
+    ),
+    route!(
+        "GET",
+        "/api/chat/who",
+        "chat",
+        "Who is online (room=, offline=true)",
+        Some(schema::<WhoRequest>),
+        ["room", "offline"],
+        None,
+        get(who)
+    ),
+    route!(
+        "GET",
+        "/api/chat/history",
+        "chat",
+        "History of a room, of a direct conversation (with + as), or of what a user could see",
+        Some(schema::<HistoryRequest>),
+        ["room", "with", "as", "before", "after", "limit"],
+        None,
+        get(history)
+    ),
+];
 
 /// How often idle sessions are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -147,7 +224,7 @@ async fn leave(session: Arc<ChatSession>) {
     }
 }
 
-/// Ends idle sessions, every [`REAP_EVERY`].
+/// Ends idle sessions, every second (`REAP_EVERY`).
 pub async fn reap(gateway: State) {
     let mut ticks = tokio::time::interval(REAP_EVERY);
     loop {

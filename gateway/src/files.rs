@@ -7,6 +7,7 @@
 //! `-n`; several ranges get the whole file), `If-None-Match`, and `HEAD`.
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as StateOf};
 use axum::http::header::{
@@ -15,12 +16,90 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
+use axum::routing::get;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::api::{ApiResult, path, query};
-use super::{ApiError, State};
+use super::State;
+use super::http::{ApiError, ApiResult, forward, forward_bytes, path, query};
+use super::routes::{Reply, Route, schema};
 use agora_nats::files::client::DOWNLOAD_WINDOW;
+use agora_nats::files::wire::{ListFilesRequest, StatRequest};
+use agora_nats::subjects;
+
+/// The file routes: list, stat, download, cache.
+pub const ROUTES: &[Route] = &[
+    route!(
+        "GET",
+        "/api/files",
+        "files",
+        "List files",
+        Some(schema::<ListFilesRequest>),
+        ["prefix", "limit"],
+        None,
+        get(list_files)
+    ),
+    route!(
+        "GET",
+        "/api/files/stat/{*name}",
+        "files",
+        "A file's size, digest and chunks",
+        Some(schema::<StatRequest>),
+        [],
+        None,
+        get(file_stat)
+    ),
+    route!(
+        "GET",
+        "/api/files/content/{*name}",
+        "files",
+        "Download (streamed; Range, If-None-Match and HEAD supported)",
+        Some(schema::<ContentPath>),
+        ["download"],
+        None,
+        get(content),
+        Reply::Bytes
+    ),
+    route!(
+        "GET",
+        "/api/files/cache",
+        "files",
+        "The answering file server's cache",
+        None,
+        [],
+        None,
+        get(file_cache)
+    ),
+];
+
+/// The parameters of a download: the file's name, and `download=1`.
+#[derive(Debug, schemars::JsonSchema)]
+#[allow(dead_code)] // a schema only: the handler reads the name and `ContentQuery`
+struct ContentPath {
+    #[schemars(length(min = 1, max = 1024))]
+    name: String,
+    #[serde(flatten)]
+    query: ContentQuery,
+}
+
+pub async fn list_files(
+    StateOf(state): StateOf<State>,
+    request: Result<Query<ListFilesRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&state, subjects::files::LIST_SUBJECT, &query(request)?).await
+}
+
+pub async fn file_stat(
+    StateOf(state): StateOf<State>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let name = path(name)?;
+    forward(&state, subjects::files::STAT_SUBJECT, &StatRequest { name }).await
+}
+
+pub async fn file_cache(StateOf(state): StateOf<State>) -> ApiResult {
+    forward_bytes(&state, subjects::files::CACHE_SUBJECT, Bytes::new()).await
+}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,16 +1,19 @@
 //! The gateway (`agora-gateway`): Agora's HTTP API and its live web dashboard, one process
 //! that talks to every service over NATS and to browsers over HTTP.
 //!
-//! - [`routes`]: the route table. The router and the OpenAPI document (`/api/openapi.json`)
-//!   are both built from it, so they cannot disagree.
-//! - [`api`]: the handlers. Most forward one JSON request to one subject and pass the reply
-//!   through byte for byte; a service's coded error becomes the HTTP status of its code with
-//!   the same JSON body ([`ApiError`]).
-//! - [`chat`]: chat sessions the gateway holds for browsers (a browser cannot heartbeat on
-//!   NATS itself), ended when idle.
+//! - [`routes`]: a route is a row (method, path, summary, parameter and body types, handler);
+//!   each capability's module declares its rows and [`routes::all`] is the API. The router and
+//!   the OpenAPI document (`/api/openapi.json`) are both built from it, so they cannot
+//!   disagree.
+//! - [`http`]: what handlers share. Most forward one JSON request to one subject and pass the
+//!   reply through byte for byte; a service's coded error becomes the HTTP status of its code
+//!   with the same JSON body ([`ApiError`]).
+//! - One module per capability: [`system`] (health, OpenAPI, services, logs), [`bank`],
+//!   [`coins`], [`tasks`], [`likes`], [`files`] (downloads streamed chunk by chunk, with
+//!   `Range`, `ETag` and `Content-Length`) and [`chat`] (sessions the gateway holds for
+//!   browsers, which cannot heartbeat on NATS themselves, ended when idle).
 //! - [`live`]: one set of NATS subscriptions fanned out to every browser over Server-Sent
 //!   Events, plus the recent log records.
-//! - [`files`]: downloads streamed chunk by chunk, with `Range`, `ETag` and `Content-Length`.
 //! - [`assets`]: the dashboard (plain HTML, CSS and JavaScript compiled into the binary).
 //!
 //! Limits: request bodies ([`GatewayConfig::body_bytes_max`]), live clients, chat sessions,
@@ -20,19 +23,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use agora_nats::client::AgoraClient;
 
-use agora_nats::client::{AgoraClient, ClientError};
-use agora_nats::error::{ErrorBody, ErrorCode, ServiceError};
-
-pub mod api;
-pub mod assets;
-pub mod chat;
-pub mod files;
-pub mod live;
+#[macro_use]
 pub mod routes;
+pub mod assets;
+pub mod bank;
+pub mod chat;
+pub mod coins;
+pub mod files;
+pub mod http;
+pub mod likes;
+pub mod live;
+pub mod system;
+pub mod tasks;
+
+pub use http::ApiError;
 
 /// Most live (SSE) clients at once by default.
 pub const LIVE_CLIENTS_MAX_DEFAULT: usize = 256;
@@ -80,7 +86,7 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     pub(crate) live: live::Hub,
     pub(crate) chat: Arc<chat::Sessions>,
-    pub(crate) services: api::ServicesCache,
+    pub(crate) services: system::ServicesCache,
 }
 
 pub type State = Arc<Gateway>;
@@ -103,7 +109,7 @@ pub async fn run(
         config: config.clone(),
         live,
         chat,
-        services: api::ServicesCache::default(),
+        services: system::ServicesCache::default(),
     });
     let reaper = tokio::spawn(chat::reap(gateway.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -115,53 +121,4 @@ pub async fn run(
     reaper.abort();
     gateway.chat.leave_all().await;
     Ok(())
-}
-
-/// A failed API call: the service's coded error (or one of the gateway's own), answered with
-/// the code's HTTP status and the body `{"error":{"code","message"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub error: ServiceError,
-    /// A status other than the code's own (405, 413, 416).
-    pub status: Option<StatusCode>,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ServiceError::new(code, message), status: None }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidRequest, message)
-    }
-
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = Some(status);
-        self
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(error: ServiceError) -> Self {
-        Self { error, status: None }
-    }
-}
-
-impl From<ClientError> for ApiError {
-    fn from(error: ClientError) -> Self {
-        match error {
-            ClientError::Service(error) => error.into(),
-            other => Self::new(ErrorCode::Unavailable, other.to_string()),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status.unwrap_or_else(|| {
-            StatusCode::from_u16(self.error.code.status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        });
-        (status, Json(ErrorBody { error: self.error })).into_response()
-    }
 }

@@ -17,6 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State as StateOf};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,12 +25,27 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::api::query;
-use super::{ApiError, State};
+use super::State;
+use super::http::{ApiError, query};
+use super::routes::{Reply, Route, schema};
 use agora_nats::chat::client::{Incoming, parse_incoming};
 use agora_nats::error::ErrorCode;
 use agora_nats::subjects;
 use agora_nats::telemetry::LogRecord;
+
+/// The live event stream.
+pub const ROUTES: &[Route] = &[route!(
+    "GET",
+    "/api/events",
+    "system",
+    "Server-Sent Events: bank, chat, presence, tasks, likes, prices, logs (topics=a,b; \
+         session=<chat session> adds its direct messages)",
+    Some(schema::<EventsQuery>),
+    ["topics", "session"],
+    None,
+    get(events),
+    Reply::EventStream
+)];
 
 /// Events a slow browser may fall behind before it misses some.
 pub const BROADCAST_CAPACITY: usize = 4_096;
@@ -37,6 +53,8 @@ pub const BROADCAST_CAPACITY: usize = 4_096;
 pub const EVENT_BYTES_MAX: usize = 16 * 1024;
 /// Log records kept for `/api/logs`.
 pub const LOG_RING_MAX: usize = 1_000;
+/// How often an idle event stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What a browser can subscribe to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +300,6 @@ pub async fn events(
         };
         futures::future::ready(event.map(Ok))
     });
-    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15));
+    let keep_alive = KeepAlive::new().interval(KEEP_ALIVE);
     Ok(Sse::new(first.chain(updates)).keep_alive(keep_alive).into_response())
 }

@@ -1,33 +1,20 @@
-//! Every HTTP route of the gateway in one table. The router and the OpenAPI document are both
-//! built from [`ROUTES`], so `/api/openapi.json` always matches what the gateway serves, and
+//! Every HTTP route of the gateway: each capability's module declares its own `ROUTES`, and
+//! [`all`] is the whole API. The router and the OpenAPI document are both built from [`all`], so `/api/openapi.json` always matches what the gateway serves, and
 //! every body and parameter schema is derived (schemars) from the type the handler parses.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, get};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use super::api::{AssetChange, AssetsQuery, ItemPath, LogsQuery};
-use super::chat::{OpenRequest, RoomChange, SendRequest};
-use super::files::ContentQuery;
-use super::live::EventsQuery;
-use super::{State, api, assets, chat, files, live};
-use agora_nats::bank::wire::{AmountRequest, BalanceRequest, TransferRequest};
-use agora_nats::chat::wire::{HistoryRequest, SessionRequest, WhoRequest};
-use agora_nats::coins::wire::{
-    AddAssetRequest, CoinsHistoryRequest, OrderLookup, OrderRequest, PortfolioRequest,
-    RemoveAssetRequest,
-};
-use agora_nats::files::wire::{ListFilesRequest, StatRequest};
-use agora_nats::likes::wire::{LikeRequest, TopRequest};
-use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
+use super::{State, assets, bank, chat, coins, files, http, likes, live, system, tasks};
 
 /// Builds the JSON schema of one type (a `$ref` into `components.schemas`).
 pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
 
-fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+pub(crate) fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
@@ -62,10 +49,11 @@ pub struct Route {
     pub handler: fn() -> MethodRouter<State>,
 }
 
+/// A [`Route`] (`Reply::Json` unless a reply is given last).
 macro_rules! route {
     ($method:literal, $path:literal, $tag:literal, $summary:literal, $fields:expr,
      [$($query:literal),*], $body:expr, $handler:expr $(, $reply:expr)?) => {
-        Route {
+        $crate::routes::Route {
             method: $method,
             path: $path,
             tag: $tag,
@@ -77,487 +65,38 @@ macro_rules! route {
             handler: || $handler,
         }
     };
-    (@reply) => { Reply::Json };
+    (@reply) => { $crate::routes::Reply::Json };
     (@reply $reply:expr) => { $reply };
 }
 
-/// The whole HTTP API.
-pub const ROUTES: &[Route] = &[
-    route!(
-        "GET",
-        "/api/health",
-        "system",
-        "Liveness, and whether NATS is connected",
-        None,
-        [],
-        None,
-        get(api::health)
-    ),
-    route!(
-        "GET",
-        "/api/openapi.json",
-        "system",
-        "This document",
-        None,
-        [],
-        None,
-        get(api::openapi)
-    ),
-    route!(
-        "GET",
-        "/api/services",
-        "system",
-        "Every live service instance ($SRV.PING and $SRV.STATS), at most a second old",
-        None,
-        [],
-        None,
-        get(api::services)
-    ),
-    route!(
-        "GET",
-        "/api/logs",
-        "system",
-        "Recent log records of every component, newest last",
-        Some(schema::<LogsQuery>),
-        ["service", "level", "limit"],
-        None,
-        get(api::logs)
-    ),
-    route!(
-        "GET",
-        "/api/events",
-        "system",
-        "Server-Sent Events: bank, chat, presence, tasks, likes, prices, logs (topics=a,b; \
-         session=<chat session> adds its direct messages)",
-        Some(schema::<EventsQuery>),
-        ["topics", "session"],
-        None,
-        get(live::events),
-        Reply::EventStream
-    ),
-    // Bank.
-    route!(
-        "GET",
-        "/api/bank/balance/{account}",
-        "bank",
-        "An account's balance",
-        Some(schema::<BalanceRequest>),
-        [],
-        None,
-        get(api::balance)
-    ),
-    route!(
-        "POST",
-        "/api/bank/deposit",
-        "bank",
-        "Deposit",
-        None,
-        [],
-        Some(schema::<AmountRequest>),
-        post(api::deposit)
-    ),
-    route!(
-        "POST",
-        "/api/bank/withdraw",
-        "bank",
-        "Withdraw",
-        None,
-        [],
-        Some(schema::<AmountRequest>),
-        post(api::withdraw)
-    ),
-    route!(
-        "POST",
-        "/api/bank/transfer",
-        "bank",
-        "Transfer between two accounts",
-        None,
-        [],
-        Some(schema::<TransferRequest>),
-        post(api::transfer)
-    ),
-    // The original business server's routes (an Idempotency-Key header sets the op id).
-    route!(
-        "POST",
-        "/deposit/{account}/{amount}",
-        "legacy",
-        "Deposit (original route)",
-        Some(schema::<AmountRequest>),
-        [],
-        None,
-        post(api::legacy_deposit)
-    ),
-    route!(
-        "POST",
-        "/withdrawal/{account}/{amount}",
-        "legacy",
-        "Withdraw (original route)",
-        Some(schema::<AmountRequest>),
-        [],
-        None,
-        post(api::legacy_withdraw)
-    ),
-    route!(
-        "GET",
-        "/balance/{account}",
-        "legacy",
-        "Balance (original route)",
-        Some(schema::<BalanceRequest>),
-        [],
-        None,
-        get(api::legacy_balance)
-    ),
-    route!(
-        "POST",
-        "/transfer/{from}/{to}/{amount}",
-        "legacy",
-        "Transfer (original route)",
-        Some(schema::<TransferRequest>),
-        [],
-        None,
-        post(api::legacy_transfer)
-    ),
-    // Coins.
-    route!(
-        "GET",
-        "/api/coins/assets",
-        "coins",
-        "Listed assets (all, or symbols=A,B)",
-        Some(schema::<AssetsQuery>),
-        ["symbols"],
-        None,
-        get(api::coin_assets)
-    ),
-    route!(
-        "POST",
-        "/api/coins/buy",
-        "coins",
-        "Buy units with bank money",
-        None,
-        [],
-        Some(schema::<OrderRequest>),
-        post(api::buy)
-    ),
-    route!(
-        "POST",
-        "/api/coins/sell",
-        "coins",
-        "Sell units for bank money",
-        None,
-        [],
-        Some(schema::<OrderRequest>),
-        post(api::sell)
-    ),
-    route!(
-        "GET",
-        "/api/coins/orders/{user}/{id}",
-        "coins",
-        "One order's state",
-        Some(schema::<OrderLookup>),
-        [],
-        None,
-        get(api::coin_order)
-    ),
-    route!(
-        "GET",
-        "/api/coins/portfolio/{user}",
-        "coins",
-        "Holdings and bank balance",
-        Some(schema::<PortfolioRequest>),
-        [],
-        None,
-        get(api::portfolio)
-    ),
-    route!(
-        "GET",
-        "/api/coins/history",
-        "coins",
-        "Done orders, newest first",
-        Some(schema::<CoinsHistoryRequest>),
-        ["user", "from", "to", "limit"],
-        None,
-        get(api::coin_history)
-    ),
-    route!(
-        "POST",
-        "/api/coins/admin/assets",
-        "coins-manager",
-        "List an asset (Authorization: Bearer <manager token>)",
-        None,
-        [],
-        Some(schema::<AddAssetRequest>),
-        post(api::add_asset)
-    ),
-    route!(
-        "PATCH",
-        "/api/coins/admin/assets/{symbol}",
-        "coins-manager",
-        "Reprice or restock an asset (manager)",
-        Some(schema::<RemoveAssetRequest>),
-        [],
-        Some(schema::<AssetChange>),
-        patch(api::update_asset)
-    ),
-    route!(
-        "DELETE",
-        "/api/coins/admin/assets/{symbol}",
-        "coins-manager",
-        "Delist an asset nobody holds (manager)",
-        Some(schema::<RemoveAssetRequest>),
-        [],
-        None,
-        delete(api::remove_asset)
-    ),
-    // Tasks.
-    route!(
-        "POST",
-        "/api/tasks",
-        "tasks",
-        "Submit a task",
-        None,
-        [],
-        Some(schema::<SubmitRequest>),
-        post(api::submit_task)
-    ),
-    route!(
-        "GET",
-        "/api/tasks",
-        "tasks",
-        "Tasks, newest first",
-        Some(schema::<ListRequest>),
-        ["state", "op", "limit", "before", "dead_letter"],
-        None,
-        get(api::list_tasks)
-    ),
-    route!(
-        "GET",
-        "/api/tasks/{id}",
-        "tasks",
-        "One task with its history",
-        Some(schema::<TaskIdRequest>),
-        [],
-        None,
-        get(api::task)
-    ),
-    route!(
-        "POST",
-        "/api/tasks/{id}/cancel",
-        "tasks",
-        "Cancel a task",
-        Some(schema::<TaskIdRequest>),
-        [],
-        None,
-        post(api::cancel_task)
-    ),
-    route!(
-        "GET",
-        "/api/workers",
-        "tasks",
-        "Every live worker's status",
-        None,
-        [],
-        None,
-        get(api::workers)
-    ),
-    // Chat.
-    route!(
-        "POST",
-        "/api/chat/sessions",
-        "chat",
-        "Register a name: the gateway holds the session while it is used",
-        None,
-        [],
-        Some(schema::<OpenRequest>),
-        post(chat::open)
-    ),
-    route!(
-        "DELETE",
-        "/api/chat/sessions/{session}",
-        "chat",
-        "Go offline now",
-        Some(schema::<SessionRequest>),
-        [],
-        None,
-        delete(chat::close)
-    ),
-    route!(
-        "POST",
-        "/api/chat/send",
-        "chat",
-        "Say something in a room, or to one user; answers once it is in history",
-        None,
-        [],
-        Some(schema::<SendRequest>),
-        post(chat::send)
-    ),
-    route!(
-        "POST",
-        "/api/chat/join",
-        "chat",
-        "Join a room",
-        None,
-        [],
-        Some(schema::<RoomChange>),
-        post(chat::join)
-    ),
-    route!(
-        "POST",
-        "/api/chat/part",
-        "chat",
-        "Leave a room",
-        None,
-        [],
-        Some(schema::<RoomChange>),
-        post(chat::part)
-    ),
-    route!(
-        "GET",
-        "/api/chat/who",
-        "chat",
-        "Who is online (room=, offline=true)",
-        Some(schema::<WhoRequest>),
-        ["room", "offline"],
-        None,
-        get(chat::who)
-    ),
-    route!(
-        "GET",
-        "/api/chat/history",
-        "chat",
-        "History of a room, of a direct conversation (with + as), or of what a user could see",
-        Some(schema::<HistoryRequest>),
-        ["room", "with", "as", "before", "after", "limit"],
-        None,
-        get(chat::history)
-    ),
-    // Likes.
-    route!(
-        "GET",
-        "/api/likes/top",
-        "likes",
-        "The most-liked items",
-        Some(schema::<TopRequest>),
-        ["limit"],
-        None,
-        get(api::top_likes)
-    ),
-    route!(
-        "GET",
-        "/api/likes/nodes",
-        "likes",
-        "The likes nodes and the current leader",
-        None,
-        [],
-        None,
-        get(api::like_nodes)
-    ),
-    route!(
-        "GET",
-        "/api/likes/items/{item}",
-        "likes",
-        "An item's count (user= says if liked)",
-        Some(schema::<ItemUser>),
-        ["user"],
-        None,
-        get(api::like_count)
-    ),
-    route!(
-        "POST",
-        "/api/likes/items/{item}/like",
-        "likes",
-        "Like an item",
-        Some(schema::<ItemPath>),
-        [],
-        Some(schema::<LikeRequest>),
-        post(api::like)
-    ),
-    route!(
-        "POST",
-        "/api/likes/items/{item}/unlike",
-        "likes",
-        "Take a user's like back",
-        Some(schema::<ItemPath>),
-        [],
-        Some(schema::<LikeRequest>),
-        post(api::unlike)
-    ),
-    // Files.
-    route!(
-        "GET",
-        "/api/files",
-        "files",
-        "List files",
-        Some(schema::<ListFilesRequest>),
-        ["prefix", "limit"],
-        None,
-        get(api::list_files)
-    ),
-    route!(
-        "GET",
-        "/api/files/stat/{*name}",
-        "files",
-        "A file's size, digest and chunks",
-        Some(schema::<StatRequest>),
-        [],
-        None,
-        get(api::file_stat)
-    ),
-    route!(
-        "GET",
-        "/api/files/content/{*name}",
-        "files",
-        "Download (streamed; Range, If-None-Match and HEAD supported)",
-        Some(schema::<ContentPath>),
-        ["download"],
-        None,
-        get(files::content),
-        Reply::Bytes
-    ),
-    route!(
-        "GET",
-        "/api/files/cache",
-        "files",
-        "The answering file server's cache",
-        None,
-        [],
-        None,
-        get(api::file_cache)
-    ),
-];
-
-/// The parameters of `GET /api/likes/items/{item}`: the item, and a user asking if they like
-/// it.
-#[derive(Debug, schemars::JsonSchema)]
-#[allow(dead_code)] // a schema only: the handler reads `ItemPath` and `LikeRequest`
-struct ItemUser {
-    #[schemars(pattern(agora_nats::pattern::ITEM))]
-    item: String,
-    #[schemars(pattern(agora_nats::pattern::LIKES_USER))]
-    user: Option<String>,
+/// The whole HTTP API: every capability's routes.
+pub fn all() -> impl Iterator<Item = &'static Route> {
+    [
+        system::ROUTES,
+        live::ROUTES,
+        bank::ROUTES,
+        coins::ROUTES,
+        tasks::ROUTES,
+        chat::ROUTES,
+        likes::ROUTES,
+        files::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
 }
 
-/// The parameters of a download: the file's name, and `download=1`.
-#[derive(Debug, schemars::JsonSchema)]
-#[allow(dead_code)] // a schema only: the handler reads the name and `ContentQuery`
-struct ContentPath {
-    #[schemars(length(min = 1, max = 1024))]
-    name: String,
-    #[serde(flatten)]
-    query: ContentQuery,
-}
-
-/// The gateway's router: [`ROUTES`], the dashboard, and JSON errors for unknown routes.
+/// The gateway's router: [`all`], the dashboard, and JSON errors for unknown routes.
 pub fn router(state: State) -> Router {
     let body_bytes_max = state.config.body_bytes_max;
     let mut router = Router::new();
-    for route in ROUTES {
+    for route in all() {
         router = router.route(route.path, (route.handler)());
     }
     router
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::asset))
-        .fallback(api::no_route)
-        .method_not_allowed_fallback(api::wrong_method)
+        .fallback(http::no_route)
+        .method_not_allowed_fallback(http::wrong_method)
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)
 }
@@ -608,11 +147,11 @@ fn parameter_schema(field: &Value) -> Value {
     schema
 }
 
-/// The OpenAPI 3.1 document of [`ROUTES`].
+/// The OpenAPI 3.1 document of [`all`].
 pub fn openapi() -> Value {
     let mut generator = generator();
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in all() {
         let path = route.path.replace("{*", "{");
         let fields = route.fields.map(|fields| {
             let schema = fields(&mut generator);
@@ -706,7 +245,7 @@ mod tests {
     fn every_route_is_in_the_document_once() {
         let document = openapi();
         let mut seen = std::collections::HashSet::new();
-        for route in ROUTES {
+        for route in all() {
             assert!(
                 seen.insert((route.method, route.path)),
                 "{} {} twice",
@@ -733,6 +272,6 @@ mod tests {
             .values()
             .map(|operations| operations.as_object().expect("operations").len())
             .sum();
-        assert_eq!(documented, ROUTES.len());
+        assert_eq!(documented, all().count());
     }
 }

@@ -1,0 +1,188 @@
+//! The system routes: health, this API's OpenAPI document, the live service instances
+//! (`$SRV.PING` and `$SRV.STATS`, gathered at most once a second) and recent log records.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State as StateOf};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::State;
+use super::http::{ApiError, ApiResult, json_bytes, query};
+use super::routes::{Route, schema};
+use agora_nats::client::gather;
+use agora_nats::clock::now_ms;
+use agora_nats::error::ErrorCode;
+use agora_nats::subjects::micro;
+
+/// Health, the API document, service instances, logs.
+pub const ROUTES: &[Route] = &[
+    route!(
+        "GET",
+        "/api/health",
+        "system",
+        "Liveness, and whether NATS is connected",
+        None,
+        [],
+        None,
+        get(health)
+    ),
+    route!("GET", "/api/openapi.json", "system", "This document", None, [], None, get(openapi)),
+    route!(
+        "GET",
+        "/api/services",
+        "system",
+        "Every live service instance ($SRV.PING and $SRV.STATS), at most a second old",
+        None,
+        [],
+        None,
+        get(services)
+    ),
+    route!(
+        "GET",
+        "/api/logs",
+        "system",
+        "Recent log records of every component, newest last",
+        Some(schema::<LogsQuery>),
+        ["service", "level", "limit"],
+        None,
+        get(logs)
+    ),
+];
+
+/// How long a services snapshot is reused, and how long one gathers replies.
+pub const SERVICES_TTL: Duration = Duration::from_secs(1);
+pub const SERVICES_GATHER: Duration = Duration::from_millis(300);
+/// Most replies a services snapshot reads.
+pub const SERVICES_REPLIES_MAX: usize = 4_096;
+
+pub async fn health(StateOf(state): StateOf<State>) -> ApiResult {
+    let connection = state.agora.nats().connection_state();
+    let connected = matches!(connection, async_nats::connection::State::Connected);
+    let info = state.agora.nats().server_info();
+    let body = json!({
+        "status": if connected { "ok" } else { "degraded" },
+        "nats": connection.to_string(),
+        "server": {"name": info.server_name, "version": info.version},
+        "manager": state.config.manager_token.is_some(),
+        "live_clients": state.live.clients(),
+        "chat_sessions": state.chat.len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if connected {
+        Ok(Json(body).into_response())
+    } else {
+        Err(ApiError::new(ErrorCode::Unavailable, format!("NATS is {connection}")))
+    }
+}
+
+pub async fn openapi() -> Response {
+    Json(super::routes::openapi()).into_response()
+}
+
+/// A shared, short-lived snapshot of every service instance.
+#[derive(Debug, Default)]
+pub struct ServicesCache {
+    snapshot: Mutex<Option<(Instant, Bytes)>>,
+    /// One gathering at a time; the others wait for it and share its snapshot.
+    gathering: tokio::sync::Mutex<()>,
+}
+
+impl ServicesCache {
+    fn fresh(&self) -> Option<Bytes> {
+        let snapshot = self.snapshot.lock().ok()?;
+        let (at, bytes) = snapshot.as_ref()?;
+        (at.elapsed() < SERVICES_TTL).then(|| bytes.clone())
+    }
+}
+
+pub async fn services(StateOf(state): StateOf<State>) -> ApiResult {
+    if let Some(bytes) = state.services.fresh() {
+        return Ok(json_bytes(bytes));
+    }
+    let _gathering = state.services.gathering.lock().await;
+    if let Some(bytes) = state.services.fresh() {
+        return Ok(json_bytes(bytes));
+    }
+    let instances = gather_services(&state).await?;
+    let bytes = Bytes::from(
+        serde_json::to_vec(&json!({"as_of_ms": now_ms(), "instances": instances}))
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+    );
+    if let Ok(mut snapshot) = state.services.snapshot.lock() {
+        *snapshot = Some((Instant::now(), bytes.clone()));
+    }
+    Ok(json_bytes(bytes))
+}
+
+/// Asks `$SRV.PING` and `$SRV.STATS` and merges the answers per instance id.
+async fn gather_services(state: &State) -> Result<Vec<Value>, ApiError> {
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, e.to_string());
+    let client = state.agora.nats();
+    let (pings, stats) = tokio::join!(
+        gather(client, micro::PING, Bytes::new(), SERVICES_GATHER, Some(SERVICES_REPLIES_MAX)),
+        gather(client, micro::STATS, Bytes::new(), SERVICES_GATHER, Some(SERVICES_REPLIES_MAX)),
+    );
+    let (pings, stats) = (pings.map_err(|e| unavailable(&e))?, stats.map_err(|e| unavailable(&e))?);
+    let mut instances: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let answers = pings.iter().map(|m| (true, m)).chain(stats.iter().map(|m| (false, m)));
+    for (ping, message) in answers {
+        let Ok(reply) = serde_json::from_slice::<Value>(&message.payload) else { continue };
+        let (Some(name), Some(id)) = (reply["name"].as_str(), reply["id"].as_str()) else {
+            continue;
+        };
+        let entry = instances
+            .entry((name.to_owned(), id.to_owned()))
+            .or_insert_with(|| json!({"name": name, "id": id}));
+        entry["version"] = reply["version"].clone();
+        if ping {
+            entry["metadata"] = reply["metadata"].clone();
+        } else {
+            entry["started"] = reply["started"].clone();
+            entry["endpoints"] = reply["endpoints"].clone();
+        }
+    }
+    Ok(instances.into_values().collect())
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Only this component's records (`bank`, `ledger`, ...).
+    pub service: Option<String>,
+    /// The least severe level shown (default `info`).
+    #[schemars(extend("enum" = ["info", "warn", "error"]))]
+    pub level: Option<String>,
+    /// Default 200.
+    #[schemars(range(min = 1, max = 1_000))]
+    pub limit: Option<usize>,
+}
+
+pub async fn logs(
+    StateOf(state): StateOf<State>,
+    logs_query: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult {
+    let logs_query = query(logs_query)?;
+    let minimum = match logs_query.level.as_deref() {
+        None | Some("info") => 2,
+        Some("warn") => 1,
+        Some("error") => 0,
+        Some(other) => {
+            return Err(ApiError::invalid(format!("level is info, warn or error, not {other:?}")));
+        }
+    };
+    let limit = logs_query.limit.unwrap_or(200);
+    if !(1..=super::live::LOG_RING_MAX).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit is 1 to {}", super::live::LOG_RING_MAX)));
+    }
+    let records = state.live.recent_logs(logs_query.service.as_deref(), minimum, limit);
+    Ok(Json(json!({ "records": records })).into_response())
+}

@@ -1,0 +1,106 @@
+//! The task queue's routes: submit, list, get, cancel, and the live workers.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State as StateOf};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::State;
+use super::http::{ApiResult, forward, parse_body, path, query};
+use super::routes::{Route, schema};
+use super::system::SERVICES_GATHER;
+use agora_nats::subjects;
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
+
+/// The task queue's routes.
+pub const ROUTES: &[Route] = &[
+    route!(
+        "POST",
+        "/api/tasks",
+        "tasks",
+        "Submit a task",
+        None,
+        [],
+        Some(schema::<SubmitRequest>),
+        post(submit_task)
+    ),
+    route!(
+        "GET",
+        "/api/tasks",
+        "tasks",
+        "Tasks, newest first",
+        Some(schema::<ListRequest>),
+        ["state", "op", "limit", "before", "dead_letter"],
+        None,
+        get(list_tasks)
+    ),
+    route!(
+        "GET",
+        "/api/tasks/{id}",
+        "tasks",
+        "One task with its history",
+        Some(schema::<TaskIdRequest>),
+        [],
+        None,
+        get(task)
+    ),
+    route!(
+        "POST",
+        "/api/tasks/{id}/cancel",
+        "tasks",
+        "Cancel a task",
+        Some(schema::<TaskIdRequest>),
+        [],
+        None,
+        post(cancel_task)
+    ),
+    route!(
+        "GET",
+        "/api/workers",
+        "tasks",
+        "Every live worker's status",
+        None,
+        [],
+        None,
+        get(workers)
+    ),
+];
+
+pub async fn submit_task(
+    StateOf(state): StateOf<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let request: SubmitRequest = parse_body(body)?;
+    Ok(Json(state.agora.submit(&request).await?).into_response())
+}
+
+pub async fn list_tasks(
+    StateOf(state): StateOf<State>,
+    request: Result<Query<ListRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&state, subjects::tasks::LIST_SUBJECT, &query(request)?).await
+}
+
+pub async fn task(
+    StateOf(state): StateOf<State>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = path(id)?;
+    forward(&state, subjects::tasks::GET_SUBJECT, &TaskIdRequest { id }).await
+}
+
+pub async fn cancel_task(
+    StateOf(state): StateOf<State>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = path(id)?;
+    forward(&state, subjects::tasks::CANCEL_SUBJECT, &TaskIdRequest { id }).await
+}
+
+pub async fn workers(StateOf(state): StateOf<State>) -> ApiResult {
+    let workers = state.agora.workers(SERVICES_GATHER).await?;
+    Ok(Json(json!({ "workers": workers })).into_response())
+}
