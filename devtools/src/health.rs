@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
+use agora_nats::client::ping_instances;
 use agora_nats::service::{METADATA_HOST, host_name};
 
 /// The `$SRV.PING` answers of `service`'s instances gathered for `within`: each is the
@@ -23,34 +23,7 @@ pub async fn ping(
     service: &str,
     within: Duration,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    ping_until(client, service, within, |_| false).await
-}
-
-/// [`ping`], returning early once an answer satisfies `enough`.
-async fn ping_until(
-    client: &async_nats::Client,
-    service: &str,
-    within: Duration,
-    enough: impl Fn(&serde_json::Value) -> bool,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client.publish_with_reply(format!("$SRV.PING.{service}"), inbox, Bytes::new()).await?;
-    client.flush().await?;
-    let mut instances = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload)
-            && info["id"].is_string()
-        {
-            let done = enough(&info);
-            instances.push(info);
-            if done {
-                break;
-            }
-        }
-    }
-    Ok(instances)
+    Ok(ping_instances(client, Some(service), within, |_| false).await?)
 }
 
 /// Succeeds when an instance of `service` on `host` (this host when `None`) answers
@@ -63,7 +36,7 @@ pub async fn check_service(
 ) -> anyhow::Result<String> {
     let host = host.map_or_else(host_name, str::to_owned);
     let is_mine = |info: &serde_json::Value| info["metadata"][METADATA_HOST] == host.as_str();
-    let instances = ping_until(client, service, within, is_mine).await?;
+    let instances = ping_instances(client, Some(service), within, is_mine).await?;
     let mine = instances.iter().find(|info| is_mine(info));
     match mine {
         Some(info) => {

@@ -69,6 +69,22 @@ pub async fn gather(
     within: Duration,
     expected: Option<usize>,
 ) -> Result<Vec<async_nats::Message>, ClientError> {
+    let mut count = 0;
+    gather_until(client, subject, payload, within, |_| {
+        count += 1;
+        expected.is_some_and(|n| count >= n)
+    })
+    .await
+}
+
+/// [`gather`], stopping after the first reply `done` accepts.
+pub async fn gather_until(
+    client: &Client,
+    subject: impl Into<String>,
+    payload: Bytes,
+    within: Duration,
+    mut done: impl FnMut(&async_nats::Message) -> bool,
+) -> Result<Vec<async_nats::Message>, ClientError> {
     let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| transport(&e))?;
@@ -76,15 +92,46 @@ pub async fn gather(
     client.flush().await.map_err(|e| transport(&e))?;
     let mut gathered = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
-    while expected.is_none_or(|n| gathered.len() < n) {
+    loop {
         match tokio::time::timeout_at(deadline, replies.next()).await {
             // "No responders" comes back as an empty status message: not an answer.
-            Ok(Some(message)) if message.status.is_none() => gathered.push(message),
+            Ok(Some(message)) if message.status.is_none() => {
+                let stop = done(&message);
+                gathered.push(message);
+                if stop {
+                    break;
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
     Ok(gathered)
+}
+
+/// The `$SRV.PING` answers of micro service instances (of `service`, or of every service),
+/// gathered for `within` or until `done` accepts one: each is the instance's JSON (`name`,
+/// `id`, `version`, `metadata`).
+pub async fn ping_instances(
+    client: &Client,
+    service: Option<&str>,
+    within: Duration,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Result<Vec<serde_json::Value>, ClientError> {
+    let subject = service.map_or_else(|| subjects::micro::PING.to_owned(), subjects::micro::ping);
+    let mut instances = Vec::new();
+    gather_until(client, subject, Bytes::new(), within, |message| {
+        match serde_json::from_slice::<serde_json::Value>(&message.payload) {
+            Ok(info) if info["id"].is_string() => {
+                let stop = done(&info);
+                instances.push(info);
+                stop
+            }
+            _ => false,
+        }
+    })
+    .await?;
+    Ok(instances)
 }
 
 /// A NATS connection plus a timeout, speaking Agora's JSON.

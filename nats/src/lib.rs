@@ -5,30 +5,26 @@
 //! publishes. Binaries in `bins/` only parse flags and call a `run` function from here.
 //!
 //! ## Layout
-//! - [`subjects`]: every subject, as constants and builders.
-//! - [`wire`]: every JSON payload; [`error`]: the one error-code enum and error body.
-//! - [`service`]: decoding within limits, replying with JSON or a coded error.
-//! - [`client`]: a typed request-reply client ([`client::AgoraClient`]).
-//! - [`ledger`] + [`store`]: the ledger service and its SQLite store.
-//! - [`bank`]: the bank service with group commit.
-//! - [`chat`] + [`chat_store`]: the chat service (names, presence, history) and its store;
-//!   [`chat_client`]: sessions that heartbeat and send until recorded, and inboxes.
-//! - [`coins`] + [`coins_store`]: the coin exchange (orders reserved, paid through the bank,
-//!   settled; pending ones recovered) and its store; its client calls are on [`AgoraClient`].
-//! - [`files`]: the file service (chunks, the bounded LRU cache, confinement) and downloads.
-//! - [`gateway`]: the HTTP API and the live web dashboard (axum), over all of the above.
-//! - [`health`]: `agora health`, the containers' health checks ($SRV.PING of their own
-//!   instance, or an HTTP URL).
-//! - [`likes`] + [`likes_store`]: a likes node (the CRDT replica's owner, events, anti-entropy,
-//!   the leader lease) and its store; the likes client calls are on [`AgoraClient`];
-//!   [`likes_trust`]: the roster of nodes and their signing keys, signed batches and pages.
-//! - [`sqlite`]: opening the task and chat databases, transactions, owner-thread groups.
-//! - [`process`]: starting nats-server and component processes (tests, bench, `agora up`).
-//! - [`bench`]: `agora bench` scenarios, each measured against raw NATS in the same run.
-//! - [`up`]: `agora up`, the whole system locally.
+//! Shared by every capability:
+//! - [`subjects`]: every subject, as constants and builders; [`error`]: the one error-code
+//!   enum and error body; [`pattern`]: the wire formats as regexes (for the OpenAPI document).
+//! - [`service`]: decoding within limits (a request is a JSON object or refused), replying
+//!   with JSON or a coded error, micro-service set-up.
+//! - [`client`]: the typed request-reply client ([`client::AgoraClient`]; each capability
+//!   adds its calls in its own `client.rs`) and the one scatter-gather ([`client::gather`]).
+//! - [`owner`]: the one owner runtime of the stateful services: a bounded queue, one owner
+//!   thread, groups applied in one transaction, rollback and reload, delivery after commit.
+//! - [`sqlite`]: opening a store, the storage error, checked integer conversions.
 //! - [`connection`]: NATS URLs and credentials (`--user`/`--password`, `--creds`, `--nkey`),
 //!   connecting, and permission violations reported to the caller.
-//! - [`telemetry`], [`clock`]: logging/connecting, and the wall clock.
+//! - [`telemetry`], [`clock`]: logging (also on `agora.logs.<service>`), connecting, the
+//!   ready line, and the wall clock.
+//!
+//! One folder per capability, each with `mod.rs` (its config and service), `wire.rs` (its
+//! payloads), `client.rs` (its client calls) and, when it keeps state, `state.rs` (what its
+//! owner thread holds and does) and `store.rs` (its SQL): [`ledger`], [`bank`] (+ batching and
+//! reads), [`tasks`] (+ the work queue and the worker), [`chat`], [`coins`], [`files`] (+ the
+//! disk), [`likes`] (+ anti-entropy, the leader, the roster of signing keys).
 
 pub mod bank;
 pub mod chat;

@@ -117,6 +117,8 @@ impl<E> Clone for Queue<E> {
 
 /// How long [`Queue::send_waiting`] retries a full queue, at most.
 pub const SEND_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How often a waiting send tries again.
+const SEND_RETRY: Duration = Duration::from_millis(10);
 
 impl<E> Queue<E> {
     /// Queues without waiting; gives the envelope back if the queue is full or the owner gone.
@@ -140,7 +142,7 @@ impl<E> Queue<E> {
                 Err(back) if tokio::time::Instant::now() < deadline => envelope = back,
                 Err(back) => return Err(back),
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(SEND_RETRY).await;
         }
     }
 

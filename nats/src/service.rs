@@ -43,6 +43,10 @@ pub fn builder(
 
 /// Largest request payload any Agora endpoint accepts, in bytes.
 pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// The largest body of an endpoint that takes no fields (`{}`).
+pub const NO_FIELDS_BYTES_MAX: usize = 4 * 1024;
+/// How long a service that must run once listens for another instance before it starts.
+const SECOND_INSTANCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Parses a JSON request body of at most [`REQUEST_BYTES_MAX`] bytes.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {
@@ -115,7 +119,7 @@ pub struct NoFields {}
 
 /// Checks the body of an endpoint that takes no fields (see [`NoFields`]).
 pub fn no_fields(payload: &[u8]) -> Result<(), ServiceError> {
-    decode_or_default::<NoFields>(payload, 4 * 1024).map(drop)
+    decode_or_default::<NoFields>(payload, NO_FIELDS_BYTES_MAX).map(drop)
 }
 
 /// Serializes a reply. Serializing our own wire types cannot fail; if it ever does, that is
@@ -159,18 +163,11 @@ pub async fn refuse_second_instance(
     client: &async_nats::Client,
     service: &str,
 ) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client.publish_with_reply(format!("$SRV.PING.{service}"), inbox, Bytes::new()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
-    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        // No responders come back as an empty status message.
-        let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-        if let Some(id) = info["id"].as_str() {
-            anyhow::bail!("another {service} (id {id}) is running on this NATS system; run one");
-        }
+    let running =
+        crate::client::ping_instances(client, Some(service), SECOND_INSTANCE_WAIT, |_| true)
+            .await?;
+    if let Some(id) = running.first().and_then(|info| info["id"].as_str()) {
+        anyhow::bail!("another {service} (id {id}) is running on this NATS system; run one");
     }
     Ok(())
 }

@@ -295,9 +295,16 @@ pub mod worker {
     /// Endpoint name of a worker's status.
     pub const STATUS: &str = "status";
 
-    /// One worker's status subject.
+    /// The prefix of every worker endpoint.
+    pub const GROUP: &str = "agora.worker";
+
+    /// One worker's status subject, `agora.worker.<worker>.status`.
     pub fn status(worker: &str) -> String {
-        format!("agora.worker.{worker}.status")
+        format!("{GROUP}.{}", status_endpoint(worker))
+    }
+    /// The same subject within [`GROUP`].
+    pub fn status_endpoint(worker: &str) -> String {
+        format!("{worker}.{STATUS}")
     }
 }
 

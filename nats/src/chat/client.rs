@@ -42,6 +42,8 @@ use crate::subjects::{self, chat as subject};
 
 /// Sends of one message at most before giving up on an acknowledgement.
 pub const SEND_ATTEMPTS: u32 = 3;
+/// Pause before sending again after `busy`.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
 /// Recent (sender, id) pairs an inbox remembers to drop repeats.
 pub const DEDUP_WINDOW: usize = 4_096;
 
@@ -86,7 +88,7 @@ impl AgoraClient {
                     if error.code == ErrorCode::Busy && attempt < SEND_ATTEMPTS =>
                 {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(BUSY_RETRY).await;
                 }
                 other => return other,
             }

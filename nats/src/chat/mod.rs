@@ -6,7 +6,7 @@
 //! (`agora.chat.room.<room>`, `agora.chat.dm.<to>`), where members and recipients receive them
 //! straight from NATS. This service is one more subscriber: it checks each message (known
 //! names, text limits, the sender's rate), records it in SQLite and, when the message came
-//! with a reply subject, answers with its history position ([`MessageAck`]) or a coded error
+//! with a reply subject, answers with its history position ([`wire::MessageAck`]) or a coded error
 //! (`unknown_user` for a direct message to a name never registered, `rate_limited`, ...).
 //! Clients send with a reply subject and resend with the same id until acknowledged; history
 //! keeps one copy per sender and id.

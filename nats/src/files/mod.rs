@@ -57,6 +57,11 @@ pub const NAME_BYTES_MAX: usize = 1_024;
 /// `agora.files.list` sizes, and the most directory entries one listing visits.
 pub const LIST_LIMIT_DEFAULT: usize = 1_000;
 pub const LIST_LIMIT_MAX: usize = 10_000;
+/// The largest `agora.files.list` body.
+pub const LIST_BYTES_MAX: usize = 4 * 1024;
+/// The smallest chunk, and the chunk size when the server states no max payload.
+pub const CHUNK_BYTES_MIN: usize = 1024;
+const CHUNK_BYTES_UNSTATED: usize = 1024 * 1024;
 const LIST_VISITS_MAX: usize = 100_000;
 /// Requests handled at once at most (beyond: `busy`).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
@@ -357,15 +362,18 @@ pub async fn run(
         format!("the served directory {} does not exist", config.root.display())
     })?;
     anyhow::ensure!(root.is_dir(), "{} is not a directory", root.display());
-    anyhow::ensure!(config.chunk_bytes >= 1024, "chunk-bytes is at least 1024");
+    anyhow::ensure!(
+        config.chunk_bytes >= CHUNK_BYTES_MIN,
+        "chunk-bytes is at least {CHUNK_BYTES_MIN}"
+    );
     // The server's INFO (its max payload) is known once connected: a round trip first.
     crate::client::barrier(&client).await?;
     let max_payload = match client.server_info().max_payload {
-        0 => 1024 * 1024,
+        0 => CHUNK_BYTES_UNSTATED,
         known => known,
     };
     let chunk_bytes =
-        config.chunk_bytes.min(max_payload.saturating_sub(PAYLOAD_HEADROOM)).max(1024);
+        config.chunk_bytes.min(max_payload.saturating_sub(PAYLOAD_HEADROOM)).max(CHUNK_BYTES_MIN);
     let counters = Counters::default();
     let evictions = counters.evictions.clone();
     let cache = moka::sync::Cache::builder()
@@ -448,7 +456,7 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
         tokio::task::spawn_blocking(move || -> Result<(Bytes, Option<HeaderMap>), ServiceError> {
             match endpoint {
                 subject::LIST => {
-                    let request: ListFilesRequest = decode_or_default(&payload, 4 * 1024)?;
+                    let request: ListFilesRequest = decode_or_default(&payload, LIST_BYTES_MAX)?;
                     let limit = request.limit.unwrap_or(LIST_LIMIT_DEFAULT);
                     if !(1..=LIST_LIMIT_MAX).contains(&limit) {
                         return Err(invalid(format!("limit is 1..={LIST_LIMIT_MAX}")));

@@ -7,7 +7,7 @@
 //! order, so a batch of records fills a few consecutive pages, with an in-memory hash index
 //! (id hash -> row) rebuilt from the table at startup. A SQLite index keyed by client ids would
 //! put every record of a batch on its own page: measured, it cost a third of the transfer
-//! throughput. The log is bounded by age and by count (see [`Store::prune_operations`]), so the
+//! throughput. The log is bounded by age and by count (see [`Operations::prune`]), so the
 //! index is bounded too (about 24 bytes a record).
 //! Locks are stored as *lock sets*, one row per lock request (a bank batch leases hundreds of
 //! accounts at once), so leasing and releasing a batch costs one statement each, not one per
@@ -42,7 +42,8 @@ pub const MMAP_BYTES_MAX: i64 = 256 * 1024 * 1024;
 /// committed with `synchronous=FULL` (see the owner state's `durable`).
 pub const SYNCHRONOUS: &str = "NORMAL";
 
-const SCHEMA_VERSION: i64 = 1;
+/// How long a statement waits for a lock another connection holds (a backup, `sqlite3`).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const MIGRATION_1: &str = "
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE accounts (
@@ -222,23 +223,11 @@ impl Operations {
 /// Opens (creating if needed) the database in `data_dir`, migrates it and records a new boot
 /// epoch durably; returns the connection and the epoch.
 pub fn open(data_dir: &Path) -> Result<(Connection, u64), StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
-    let mut conn = Connection::open(data_dir.join(DATABASE_FILE))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Negative cache_size is in KiB.
-    conn.pragma_update(None, "cache_size", -(PAGE_CACHE_BYTES_MAX / 1024))?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES_MAX)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version < 1 {
-        let tx = conn.transaction()?;
-        tx.execute_batch(MIGRATION_1)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
-    }
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     let previous: Option<u64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'boot_epoch'", [], |row| row.get(0))
         .optional()?;

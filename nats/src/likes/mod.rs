@@ -68,6 +68,10 @@ use wire::{
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024;
 /// A sync request carries a version vector: one entry per node.
 pub const SYNC_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// The largest event (one part of a batch) a node accepts.
+pub const EVENT_BYTES_MAX: usize = 256 * 1024;
+/// The largest `agora.likes.digest` request.
+pub const DIGEST_REQUEST_BYTES_MAX: usize = 16 * 1024;
 /// `agora.likes.top` sizes.
 pub const TOP_LIMIT_DEFAULT: usize = 10;
 pub const TOP_LIMIT_MAX: usize = 1_000;
@@ -401,7 +405,7 @@ pub(crate) fn parse_event(
     me: &NodeId,
     payload: &[u8],
 ) -> Result<Option<ParsedEvent>, ServiceError> {
-    let event: LikeEvent = decode_limited(payload, SYNC_REQUEST_BYTES_MAX * 4)?;
+    let event: LikeEvent = decode_limited(payload, EVENT_BYTES_MAX)?;
     if event.origin == me.as_str() {
         return Ok(None);
     }
@@ -413,7 +417,7 @@ pub(crate) fn parse_event(
 }
 
 fn parse_digest(payload: &[u8]) -> Result<Vec<ItemId>, ServiceError> {
-    let request: DigestRequest = decode_or_default(payload, REQUEST_BYTES_MAX * 4)?;
+    let request: DigestRequest = decode_or_default(payload, DIGEST_REQUEST_BYTES_MAX)?;
     if request.items.len() > DIGEST_ITEMS_MAX {
         return Err(ServiceError::invalid(format!("at most {DIGEST_ITEMS_MAX} items")));
     }

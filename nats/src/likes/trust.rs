@@ -51,6 +51,8 @@ const UNKNOWN_RETRY: Duration = Duration::from_secs(1);
 const UNKNOWN_MAX: usize = 1_024;
 /// How long a node keeps trying to register itself when it starts.
 const REGISTER_WITHIN: Duration = Duration::from_secs(30);
+/// Pause between tries to open or write the roster.
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// This node's signing key: the stored one, or a new one (stored).
 pub fn signing_key(conn: &Connection) -> anyhow::Result<KeyPair> {
@@ -113,7 +115,7 @@ impl Roster {
                 Ok(bucket) => break bucket,
                 Err(error) if Instant::now() < deadline => {
                     tracing::warn!(%error, "cannot open the likes roster yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(REGISTER_RETRY).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -152,7 +154,7 @@ impl Roster {
                 }
                 Err(error) if Instant::now() < deadline => {
                     tracing::warn!(%error, "cannot register in the likes roster yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(REGISTER_RETRY).await;
                 }
                 Err(error) => return Err(error),
             }

@@ -72,6 +72,8 @@ const ENDPOINTS: [&str; 8] = [
 pub const SUBMIT_BYTES_MAX: usize = 256 * 1024;
 /// Largest finish report (a result), in bytes.
 pub const FINISH_BYTES_MAX: usize = 768 * 1024;
+/// Room for headers next to a submitted task's message in the work queue.
+const QUEUE_HEADROOM: usize = 1024;
 /// Largest `agora.tasks.list` request, in bytes.
 pub const LIST_BYTES_MAX: usize = 4 * 1024;
 /// Longest `wait_ms` / `timeout_ms`.
@@ -153,7 +155,7 @@ pub async fn ensure_queue(js: &jetstream::Context, config: &TasksConfig) -> anyh
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::New,
         max_messages: queue_max,
-        max_message_size: i32::try_from(SUBMIT_BYTES_MAX + 1024).unwrap_or(i32::MAX),
+        max_message_size: i32::try_from(SUBMIT_BYTES_MAX + QUEUE_HEADROOM).unwrap_or(i32::MAX),
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: config.stream_replicas,
         ..Default::default()

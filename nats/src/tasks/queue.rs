@@ -78,7 +78,7 @@ impl WorkQueue {
     }
 
     /// The tasks whose failed publish is due for another try at `now`; failures seen since the
-    /// last call are scheduled [`REPUBLISH_AFTER_MS`] from now.
+    /// last call are scheduled a second (`REPUBLISH_AFTER_MS`) from now.
     pub fn due(&mut self, now: u64) -> Vec<u64> {
         let failed = std::mem::take(&mut *self.unqueued.lock().unwrap_or_else(|p| p.into_inner()));
         self.republish.extend(failed.into_iter().map(|id| (id, now + REPUBLISH_AFTER_MS)));

@@ -43,12 +43,18 @@ const REPORT_RETRY: Duration = Duration::from_millis(500);
 /// How often a running task's progress is looked at; it is reported when it moved (so a
 /// progress bar moves while a task runs, not only at the `ack_wait / 3` heartbeat).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// How long a report to the task service waits for its reply.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed pull from the work queue.
+const PULL_RETRY: Duration = Duration::from_millis(200);
+/// Pause between looks for the work queue the task service creates.
+const QUEUE_POLL: Duration = Duration::from_millis(250);
 
 /// Worker configuration: the flags of `agora-worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
     /// Unique worker name ([A-Za-z0-9_-]), also a subject token (`agora.worker.<id>.status`);
-    /// defaults to worker-<random>.
+    /// defaults to `worker-<random>`.
     #[arg(long = "worker-id", env = "AGORA_WORKER_ID", default_value_t = random_worker_id(),
           hide_default_value = true)]
     pub worker_id: String,
@@ -139,10 +145,9 @@ pub async fn run(
         .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
-    let status_subject = subject::status(&config.worker_id);
+    let status_endpoint = subject::status_endpoint(&config.worker_id);
     let mut status =
-        add_endpoint(&service.group("agora"), subject::STATUS, &status_subject["agora.".len()..])
-            .await?;
+        add_endpoint(&service.group(subject::GROUP), subject::STATUS, &status_endpoint).await?;
     let status_shared = shared.clone();
     let replier = Replier::new(subject::STATUS, ErrorCounts::default());
     let status_loop = tokio::spawn(async move {
@@ -169,7 +174,7 @@ pub async fn run(
     let mut high_messages = high.stream().max_messages_per_batch(prefetch).messages().await?;
     let mut normal_messages = normal.stream().max_messages_per_batch(prefetch).messages().await?;
     let context = Arc::new(Context {
-        tasks: AgoraClient::new(client.clone()).with_timeout(Duration::from_secs(5)),
+        tasks: AgoraClient::new(client.clone()).with_timeout(REPORT_TIMEOUT),
         config: config.clone(),
         shared: shared.clone(),
         max_deliver,
@@ -204,7 +209,7 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::warn!(%error, "pulling tasks failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(PULL_RETRY).await;
             }
         }
     }
@@ -248,7 +253,7 @@ async fn consumers(
             }
             Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(QUEUE_POLL).await;
     }
 }
 
