@@ -16,6 +16,58 @@ use agora_nats::connection::{NatsArgs, connect_once};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use tempfile::TempDir;
 
+/// What the gateway prints once it listens, before its URL.
+const GATEWAY_LISTENING: &str = "agora-gateway listening on ";
+
+/// Runs `check` every `every` until it gives a value, and returns it; once `within` has passed
+/// the test fails with `check`'s last complaint. Every wait in the tests is this one (or a
+/// receive with a deadline): none waits without one.
+pub async fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(complaint) => {
+                assert!(tokio::time::Instant::now() < deadline, "after {within:?}: {complaint}");
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+}
+
+/// [`eventually`] for a condition: waits until `check` holds, failing with `what` after
+/// `within`.
+pub async fn wait_until(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    eventually(within, POLL, async || if check().await { Ok(()) } else { Err(what.to_owned()) })
+        .await;
+}
+
+/// How often [`wait_until`] looks.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// [`eventually`] for threads that are not async (the browser driver's callers, harness
+/// start-up).
+pub fn eventually_blocking<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(complaint) => {
+                assert!(std::time::Instant::now() < deadline, "after {within:?}: {complaint}");
+                std::thread::sleep(every);
+            }
+        }
+    }
+}
+
 /// The error code of a request that must be refused (panics if it succeeded).
 pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     result.expect_err("the request must be refused").code()
@@ -124,18 +176,14 @@ impl System {
         system
     }
 
-    /// Starts the gateway on a free loopback port.
+    /// Starts the gateway on a loopback port the OS picks when it binds (no race with other
+    /// tests for a port); its URL is the one it announces.
     pub fn start_gateway(&mut self) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let listen = format!("127.0.0.1:{port}");
         let args: Vec<String> = [
             "--server",
             self.url(),
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--manager-token",
             TEST_MANAGER_TOKEN,
             "--chat-idle-ms",
@@ -145,8 +193,16 @@ impl System {
         .map(|s| s.to_string())
         .collect();
         let gateway = self.spawn("gateway", "agora-gateway", &args, "gateway");
+        let log = std::fs::read_to_string(gateway.log()).expect("the gateway's log");
+        let url = log
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(GATEWAY_LISTENING))
+            .expect("the gateway says where it listens")
+            .trim()
+            .to_owned();
         self.gateway = Some(gateway);
-        self.gateway_url = format!("http://{listen}");
+        self.gateway_url = url;
     }
 
     /// The directory the test file servers serve.

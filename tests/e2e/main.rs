@@ -33,6 +33,7 @@ use agora_nats::connection::{NatsArgs, connect_with};
 use agora_nats::subjects;
 use agora_nats::tasks::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
+use agora_tests::eventually;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -215,25 +216,6 @@ async fn connections_of(stack: &Stack, nodes: &[&str]) -> BTreeMap<String, usize
         }
     }
     total
-}
-
-/// Runs `check` every `every` until it succeeds, and fails the test with its last complaint
-/// once `within` has passed.
-async fn eventually<T>(
-    within: Duration,
-    every: Duration,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(complaint) => {
-                assert!(Instant::now() < deadline, "{complaint}");
-                tokio::time::sleep(every).await;
-            }
-        }
-    }
 }
 
 /// The node leading `stream` (as `asking` sees it), once there is one.

@@ -12,7 +12,7 @@ use agora_nats::coins::wire::AddAssetRequest;
 use agora_nats::subjects;
 use agora_nats::tasks::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::{System, code};
+use agora_tests::{System, code, eventually};
 use bytes::Bytes;
 
 /// The whole system under the auth config: ledger, two banks, coins, two file servers, chat,
@@ -116,21 +116,17 @@ async fn every_role_does_its_job_with_only_its_permissions() {
     for user in ["u1", "u2", "u3"] {
         client.like("post-1", Some(user)).await.expect("like");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), Duration::from_millis(200), async || {
         let digests = client
             .likes_digests(Duration::from_millis(500), &["post-1".to_owned()], Some(2))
             .await
-            .expect("digests");
+            .map_err(|e| e.to_string())?;
         let agreed =
             digests.len() == 2 && digests.iter().all(|d| d.counts.get("post-1") == Some(&3));
         let leader = client.like_nodes().await.is_ok();
-        if agreed && leader {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "likes nodes agree: {digests:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if agreed && leader { Ok(()) } else { Err(format!("likes nodes agree: {digests:?}")) }
+    })
+    .await;
 
     // The gateway, as its own user, answers over HTTP and sees every service instance.
     let get = |path: &str| {

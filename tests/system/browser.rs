@@ -13,7 +13,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-/// chromedriver on a free port, killed on drop.
+/// chromedriver on a port of its own, killed on drop.
 struct Driver {
     child: Child,
     url: String,
@@ -27,15 +27,13 @@ impl Drop for Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver on a port it picks itself (`--port=0`) and reads the port from
+    /// what it prints: no race with other processes for a port.
     fn start() -> Self {
         let binary = std::env::var("AGORA_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(&binary)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        let mut child = Command::new(&binary)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| {
@@ -45,14 +43,24 @@ impl Driver {
                      chromium-driver), or point AGORA_CHROMEDRIVER at a chromedriver"
                 )
             });
-        let driver = Self { child, url: format!("http://127.0.0.1:{port}") };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return driver;
+        // The line arrives within a second or two; a reader thread keeps the wait bounded.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (found, port) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let port = line
+                    .split_once("started successfully on port ")
+                    .and_then(|(_, rest)| rest.trim_end_matches('.').trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    found.send(port).ok();
+                }
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("chromedriver did not listen on port {port} within 10 s");
+        });
+        let port = port
+            .recv_timeout(Duration::from_secs(10))
+            .expect("chromedriver says where it listens within 10 s");
+        Self { child, url: format!("http://127.0.0.1:{port}") }
     }
 
     async fn session(&self) -> Client {
@@ -70,18 +78,16 @@ impl Driver {
     }
 }
 
-/// Polls `check` until it returns `Some`, for up to `seconds`.
+/// Polls `check` until it returns `Some`, for up to `seconds` ([`agora_tests::eventually`]).
 macro_rules! eventually {
-    ($seconds:expr, $what:expr, $check:expr) => {{
-        let deadline = tokio::time::Instant::now() + Duration::from_secs($seconds);
-        loop {
-            if let Some(value) = $check {
-                break value;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {}", $what);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }};
+    ($seconds:expr, $what:expr, $check:expr) => {
+        agora_tests::eventually(
+            Duration::from_secs($seconds),
+            Duration::from_millis(100),
+            async || $check.ok_or_else(|| format!("timed out waiting for {}", $what)),
+        )
+        .await
+    };
 }
 
 async fn texts(browser: &Client, css: &str) -> Vec<String> {

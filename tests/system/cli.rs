@@ -1,9 +1,10 @@
 //! The `agora` command-line client against a running system.
 
 use std::process::Command;
+use std::time::Duration;
 
 use agora_devtools::process::component_binary;
-use agora_tests::System;
+use agora_tests::{POLL, System, eventually};
 
 fn agora(system: &System, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(component_binary("agora").expect("agora is built"))
@@ -162,31 +163,23 @@ async fn likes_commands_like_unlike_count_top_and_list_nodes() {
     assert!(err.starts_with("error [invalid_request]:"), "{err}");
 
     // Any node answers the count; wait until the last like reached all of them.
-    let mut top = String::new();
-    for _ in 0..100 {
-        let (ok, out, _) = agora(&system, &["likes", "top", "--limit", "1"]);
-        assert!(ok);
-        top = out;
-        if top.contains("post-42") && top.trim_end().ends_with(" 2") && top.starts_with("2 items") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let top = eventually(Duration::from_secs(5), POLL, async || {
+        let (ok, top, err) = agora(&system, &["likes", "top", "--limit", "1"]);
+        assert!(ok, "{err}");
+        let all = top.contains("post-42") && top.trim_end().ends_with(" 2");
+        if all && top.starts_with("2 items") { Ok(top) } else { Err(format!("top: {top}")) }
+    })
+    .await;
     assert!(top.contains("1. post-42"), "{top}");
 
     // The leader lists the nodes of its last round (every 500 ms in tests).
-    let mut nodes = String::new();
-    for _ in 0..100 {
-        let (ok, out, err) = agora(&system, &["likes", "nodes"]);
+    let nodes = eventually(Duration::from_secs(5), POLL, async || {
+        let (ok, nodes, err) = agora(&system, &["likes", "nodes"]);
         assert!(ok, "{err}");
-        nodes = out;
-        if nodes.contains("3 live nodes") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        if nodes.contains("3 live nodes") { Ok(nodes) } else { Err(format!("nodes: {nodes}")) }
+    })
+    .await;
     assert!(nodes.starts_with("leader likes-"), "{nodes}");
-    assert!(nodes.contains("3 live nodes"), "{nodes}");
     let (ok, out, _) = agora(&system, &["likes", "nodes", "--all", "--json"]);
     assert!(ok);
     let nodes: Vec<serde_json::Value> = serde_json::from_str(out.trim()).expect("JSON output");

@@ -11,7 +11,7 @@ use agora_nats::coins::wire::{
 };
 use agora_nats::subjects::coins as subject;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::{System, code};
+use agora_tests::{System, code, eventually, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -95,6 +95,7 @@ async fn order_until_known(
     quantity: i64,
     id: &str,
 ) -> Result<OrderView, ErrorCode> {
+    // A retry, not a poll (and spawned: the shared `eventually` is not `Send` here).
     for _ in 0..400 {
         let result = if buy {
             client.buy_coins(user, "AMZN", quantity, Some(id)).await
@@ -118,7 +119,7 @@ async fn order_until_known(
             }
         }
     }
-    panic!("order {user}/{id} never got an outcome");
+    panic!("order {user}/{id} never got an outcome within 400 tries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,9 +151,10 @@ async fn orders_survive_kill_9_all_or_nothing_and_a_retried_id_applies_once() {
             (user, outcomes)
         }));
     }
-    while finished.load(Ordering::Relaxed) < USERS * ORDERS / 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(60), "a quarter of the orders done", async || {
+        finished.load(Ordering::Relaxed) >= USERS * ORDERS / 4
+    })
+    .await;
     tokio::task::block_in_place(|| system.kill_coins());
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| system.start_coins());
@@ -405,15 +407,11 @@ async fn an_order_whose_payment_is_unknown_is_finished_once_the_bank_answers() {
     assert_eq!(tsla, 9_999, "the unit is reserved meanwhile");
 
     system.start_bank(0);
-    let started = std::time::Instant::now();
-    let done = loop {
+    let done = eventually(Duration::from_secs(15), Duration::from_millis(100), async || {
         let order = client.coin_order("dora", "d-1").await.expect("recorded");
-        if order.state != "pending" {
-            break order;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        if order.state == "pending" { Err(format!("never finished: {order:?}")) } else { Ok(order) }
+    })
+    .await;
     assert_eq!((done.state.as_str(), done.holding), ("done", Some(1)));
     let money = balances(&client, &["dora".into(), EXCHANGE.into()]).await;
     assert_eq!((money["dora"], money[EXCHANGE]), (75_000, 25_000), "paid exactly once");

@@ -3,14 +3,14 @@
 //! cannot succeed is refused at once, lists of unknown symbols answer alike, and the OpenAPI
 //! document describes exactly what the gateway accepts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_core::AccountId;
 use agora_nats::chat::wire::HistoryRequest;
 use agora_nats::subjects::{bank, chat, coins, files, ledger, likes, tasks, worker};
 use agora_nats::tasks::wire::{TaskEventWire, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
-use agora_tests::{System, TEST_MANAGER_TOKEN, code};
+use agora_tests::{POLL, System, TEST_MANAGER_TOKEN, code, eventually, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -95,11 +95,10 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
         (likes::sync("likes-0"), r#"["likes-9",{}]"#),
     ];
     // The leader answers `nodes` once it leads.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.like_nodes().await.is_err() {
-        assert!(Instant::now() < deadline, "no likes leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(20), "a likes leader", async || {
+        client.like_nodes().await.is_ok()
+    })
+    .await;
     let mut all = cases.clone();
     all.push((likes::NODES_SUBJECT.into(), "[]"));
     refused_everywhere(&client, &all).await;
@@ -227,18 +226,16 @@ async fn submit_with_wait_answers_the_whole_task_whatever_its_outcome() {
             submit_raw(&client, body).await.expect("submitted")
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
+    let id = eventually(Duration::from_secs(20), POLL, async || {
         let listed = client.tasks(&Default::default()).await.expect("list");
-        if let Some(task) =
-            listed.tasks.iter().find(|t| t.client_id.as_deref() == Some("cancel-me"))
-            && task.state == "running"
-        {
-            break task.id.clone();
-        }
-        assert!(Instant::now() < deadline, "the sleep never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        listed
+            .tasks
+            .iter()
+            .find(|t| t.client_id.as_deref() == Some("cancel-me") && t.state == "running")
+            .map(|task| task.id.clone())
+            .ok_or_else(|| "the sleep never ran".to_owned())
+    })
+    .await;
     client.cancel_task(&id).await.expect("cancelled");
     let cancelled = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await

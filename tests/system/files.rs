@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use agora_nats::client::gather;
 use agora_nats::files::sha256_hex;
 use agora_nats::subjects::files as subject;
+use agora_nats::subjects::micro;
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, code};
 use bytes::Bytes;
@@ -209,14 +211,38 @@ async fn two_servers_serve_many_concurrent_downloads_correctly() {
     for _ in 0..12 {
         clients.push(system.client().await.with_timeout(Duration::from_secs(20)));
     }
-    let downloads = futures::stream::iter(clients.iter().enumerate().flat_map(|(c, client)| {
+    futures::stream::iter(clients.iter().enumerate().flat_map(|(c, client)| {
         files.iter().cycle().skip(c).take(3).map(move |(name, bytes)| (client, name, bytes))
     }))
     .map(|(client, name, bytes)| async move { fetch_ok(client, name, bytes).await })
     .buffer_unordered(36)
     .collect::<Vec<()>>()
     .await;
-    assert_eq!(downloads.len(), 36);
+    // Every download checked its bytes; and the chunks were spread over both servers, each
+    // chunk asked once (36 downloads, each file six times).
+    let chunks: u64 =
+        6 * files.iter().map(|(_, bytes)| bytes.len().div_ceil(CHUNK) as u64).sum::<u64>();
+    let stats = gather(
+        clients[0].nats(),
+        micro::stats(subject::SERVICE),
+        Bytes::new(),
+        Duration::from_secs(1),
+        Some(2),
+    )
+    .await
+    .expect("stats");
+    let gets: Vec<u64> = stats
+        .iter()
+        .map(|reply| {
+            let stats: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON");
+            let endpoints = stats["endpoints"].as_array().expect("endpoints");
+            let get = endpoints.iter().find(|e| e["name"] == subject::GET).expect("get");
+            get["num_requests"].as_u64().expect("a count")
+        })
+        .collect();
+    assert_eq!(gets.len(), 2, "both servers answer: {gets:?}");
+    assert!(gets.iter().all(|&n| n > 0), "both servers served chunks: {gets:?}");
+    assert_eq!(gets.iter().sum::<u64>(), chunks, "each chunk asked once: {gets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

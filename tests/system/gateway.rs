@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use agora_nats::telemetry::LogRecord;
-use agora_tests::{System, TEST_MANAGER_TOKEN};
+use agora_tests::{System, TEST_MANAGER_TOKEN, eventually};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+/// How long a test waits for a live event it expects.
+const EVENT_WITHIN: Duration = Duration::from_secs(20);
 
 /// A small JSON HTTP client for the gateway.
 struct Http {
@@ -119,9 +122,18 @@ impl Sse {
 
     /// The next event named `name` (skipping others).
     async fn next_named(&mut self, name: &str) -> Value {
+        self.next_where(name, |_| true).await
+    }
+
+    /// The next event named `name` whose data `wanted` accepts (skipping others), within
+    /// [`EVENT_WITHIN`].
+    async fn next_where(&mut self, name: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + EVENT_WITHIN;
         loop {
-            let (event, data) = self.next().await;
-            if event == name {
+            let (event, data) = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("no such {name} event within {EVENT_WITHIN:?}"));
+            if event == name && wanted(&data) {
                 return data;
             }
         }
@@ -289,17 +301,16 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     assert_eq!(http.ok("POST", "/api/likes/items/p-1/unlike", Body::Json(&u1)).await["count"], 1);
     let top = http.ok("GET", "/api/likes/top?limit=5", Body::None).await;
     assert_eq!(top["items"], json!([{"item": "p-1", "count": 1}]));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    let nodes = eventually(Duration::from_secs(15), Duration::from_millis(200), async || {
         let (status, nodes) = http.call("GET", "/api/likes/nodes", Body::None).await;
-        if status == StatusCode::OK {
-            assert_eq!(nodes["leader"]["node"], "likes-0");
-            break;
+        match status {
+            StatusCode::OK => Ok(nodes),
+            StatusCode::SERVICE_UNAVAILABLE => Err(format!("a leader answers: {nodes}")),
+            other => panic!("{other}: {nodes}"),
         }
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{nodes}");
-        assert!(tokio::time::Instant::now() < deadline, "a leader answers: {nodes}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert_eq!(nodes["leader"]["node"], "likes-0");
 
     // Files: list, stat, whole and partial downloads, conditional requests, HEAD.
     let root = system.files_root();
@@ -663,13 +674,9 @@ async fn live_events_reach_browsers_and_direct_messages_only_their_parties() {
 
     let submit = json!({"op": "sum", "args": {"numbers": [1, 2]}});
     let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
-    loop {
-        let event = everything.next_named("tasks").await;
-        if event["data"]["event"] == "completed" {
-            assert_eq!(event["data"]["id"], task["id"]);
-            break;
-        }
-    }
+    let completed =
+        everything.next_where("tasks", |event| event["data"]["event"] == "completed").await;
+    assert_eq!(completed["data"]["id"], task["id"]);
 
     // A direct message reaches its recipient's stream, not a stream without that session.
     let dm = json!({"session": ben_token, "to": "ann", "text": "psst"});

@@ -11,7 +11,7 @@ use agora_devtools::process::{Component, component_binary};
 use agora_nats::likes::wire::NodesReply;
 use agora_nats::subjects::likes as subject;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::{System, TEST_LIKES_LEASE_MS, code};
+use agora_tests::{POLL, System, TEST_LIKES_LEASE_MS, code, eventually, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -24,19 +24,18 @@ async fn agree(
 ) -> Duration {
     let items: Vec<String> = expected.keys().cloned().collect();
     let started = Instant::now();
-    let mut last = Vec::new();
-    while started.elapsed() < within {
+    eventually(within, POLL, async || {
         let digests = client
             .likes_digests(Duration::from_millis(500), &items, Some(nodes))
             .await
-            .expect("digests");
+            .map_err(|e| e.to_string())?;
         if digests.len() == nodes && digests.iter().all(|d| &d.counts == expected) {
-            return started.elapsed();
+            Ok(started.elapsed())
+        } else {
+            Err(format!("the nodes did not agree on {expected:?}: {digests:#?}"))
         }
-        last = digests;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the nodes did not agree on {expected:?} within {within:?}: {last:#?}");
+    })
+    .await
 }
 
 /// Likes until accepted: a user's like is idempotent, so a retry after a lost reply is safe.
@@ -132,19 +131,27 @@ async fn a_node_killed_mid_load_and_restarted_ends_with_exact_totals_everywhere(
         }));
     }
     let total = CLIENTS * PER_CLIENT;
-    while accepted.load(Ordering::Relaxed) < total / 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let load_runs = Duration::from_secs(60);
+    wait_until(load_runs, "a quarter of the likes", async || {
+        accepted.load(Ordering::Relaxed) >= total / 4
+    })
+    .await;
     tokio::task::block_in_place(|| system.kill_likes(1));
     let killed_at = accepted.load(Ordering::Relaxed);
-    while accepted.load(Ordering::Relaxed) < killed_at + total / 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(load_runs, "another quarter of the likes", async || {
+        accepted.load(Ordering::Relaxed) >= killed_at + total / 4
+    })
+    .await;
+    // The fault hit the load: likes were still coming while the node was dead.
+    let restarting_at = accepted.load(Ordering::Relaxed);
+    assert!(restarting_at < total, "the load was over before the restart");
     tokio::task::block_in_place(|| system.start_likes(1));
     for task in load {
-        task.await.expect("load task");
+        tokio::time::timeout(load_runs, task)
+            .await
+            .expect("the load ends")
+            .expect("every like was accepted");
     }
-    assert!(accepted.load(Ordering::Relaxed) == total);
     let expected: BTreeMap<String, u64> =
         (0..ITEMS).map(|i| (format!("item-{i}"), (total / ITEMS) as u64)).collect();
     let client = system.client().await;
@@ -167,11 +174,10 @@ async fn a_node_cut_off_from_nats_catches_up_by_anti_entropy_alone() {
 
     system.likes_proxies[cut_off].as_ref().expect("proxied").cut();
     // Wait until the server dropped the node: then no like can reach it.
-    let started = Instant::now();
-    while client.likes_digests(Duration::from_millis(300), &[], None).await.expect("ok").len() != 2
-    {
-        assert!(started.elapsed() < Duration::from_secs(10), "the node is still connected");
-    }
+    wait_until(Duration::from_secs(10), "the node is disconnected", async || {
+        client.likes_digests(Duration::from_millis(300), &[], None).await.expect("ok").len() == 2
+    })
+    .await;
     let mut expected = BTreeMap::from([("before".to_owned(), 30), ("during".to_owned(), 0)]);
     for i in 0..400 {
         let user = (i % 2 == 0).then(|| format!("d{i}"));
@@ -238,16 +244,11 @@ async fn a_node_that_silently_missed_events_converges_by_the_leaders_round() {
 
 /// The leader's `agora.likes.nodes` answer once it lists `nodes` nodes.
 async fn nodes_reply(client: &AgoraClient, nodes: usize, within: Duration) -> NodesReply {
-    let started = Instant::now();
-    loop {
-        if let Ok(reply) = client.like_nodes().await
-            && reply.nodes.len() == nodes
-        {
-            return reply;
-        }
-        assert!(started.elapsed() < within, "no leader listing {nodes} nodes within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(within, Duration::from_millis(20), async || match client.like_nodes().await {
+        Ok(reply) if reply.nodes.len() == nodes => Ok(reply),
+        other => Err(format!("no leader listing {nodes} nodes: {other:?}")),
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,17 +263,16 @@ async fn a_dead_leader_is_replaced_within_the_lease_and_likes_never_wait_for_it(
     system.kill_likes(index);
     let killed = Instant::now();
     let mut likes_while_leaderless = 0;
-    let after = loop {
+    let after = eventually(Duration::from_secs(10), Duration::from_millis(10), async || {
         // Likes go on while there is no leader.
         client.like("leaderless", None).await.expect("a like needs no leader");
         likes_while_leaderless += 1;
         match client.like_nodes().await {
-            Ok(reply) if reply.leader.node != before.leader.node => break reply,
-            Ok(_) | Err(_) => {}
+            Ok(reply) if reply.leader.node != before.leader.node => Ok(reply),
+            other => Err(format!("no new leader: {other:?}")),
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "no new leader");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     let took = killed.elapsed();
     eprintln!(
         "new leader {} after {took:?} ({likes_while_leaderless} likes meanwhile)",
@@ -463,18 +463,18 @@ async fn refused_at_least(
     nodes: usize,
     at_least: impl Fn(&str) -> u64,
 ) -> Vec<agora_nats::likes::wire::NodeDigest> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), POLL, async || {
         let digests = client
             .likes_digests(Duration::from_millis(500), &["p".into(), "q".into()], Some(nodes))
             .await
-            .expect("digests");
+            .map_err(|e| e.to_string())?;
         if digests.len() == nodes && digests.iter().all(|d| d.refused >= at_least(&d.node)) {
-            return digests;
+            Ok(digests)
+        } else {
+            Err(format!("refusals not counted: {digests:#?}"))
         }
-        assert!(Instant::now() < deadline, "refusals not counted: {digests:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,32 +570,28 @@ async fn a_node_merges_only_what_its_origin_signed_and_a_batch_can_hold() {
     agree(&client, &expected, 2, Duration::from_secs(20)).await;
     // A revoked node's batches are refused from then on.
     roster.delete("rogue").await.expect("revoked");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let digests = eventually(Duration::from_secs(20), Duration::from_millis(200), async || {
         publish_batch(&client, "rogue", 4, &[counter_event("p", "rogue", 4, 6)], Some(&rogue))
             .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let digests = client
             .likes_digests(Duration::from_millis(500), &["p".into()], Some(2))
             .await
-            .expect("digests");
+            .map_err(|e| e.to_string())?;
         if digests.iter().all(|d| d.refused >= refused(9, 3)(&d.node)) {
-            assert!(digests.iter().all(|d| d.counts["p"] == 5), "{digests:#?}");
-            break;
+            Ok(digests)
+        } else {
+            Err(format!("the revoked node was not refused: {digests:#?}"))
         }
-        assert!(Instant::now() < deadline, "the revoked node was not refused: {digests:#?}");
-    }
+    })
+    .await;
+    assert!(digests.iter().all(|d| d.counts["p"] == 5), "{digests:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_table_shows_likes_answered_before_it_was_asked() {
     let system = System::with_likes(3);
     let client = system.client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.like_nodes().await.map(|n| n.nodes.len()).unwrap_or(0) < 3 {
-        assert!(Instant::now() < deadline, "no leader with three nodes");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    nodes_reply(&client, 3, Duration::from_secs(20)).await;
     let mut took: BTreeMap<String, u64> = BTreeMap::new();
     for round in 0..5u64 {
         for _ in 0..6 {

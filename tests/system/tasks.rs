@@ -7,7 +7,7 @@ use std::time::Duration;
 use agora_nats::subjects::tasks as subject;
 use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
-use agora_tests::{System, code};
+use agora_tests::{POLL, System, code, eventually, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -18,27 +18,14 @@ fn request(op: &str, args: Value, id: Option<&str>) -> SubmitRequest {
 
 /// Waits until the task finished (fails the test after 60 s).
 async fn finished(client: &AgoraClient, id: &str) -> TaskView {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = client.wait_task(id, 10_000).await.expect("wait");
-        if task.state != "queued" && task.state != "running" {
-            return task;
+    eventually(Duration::from_secs(60), Duration::ZERO, async || {
+        let task = client.wait_task(id, 10_000).await.map_err(|e| e.to_string())?;
+        match task.state.as_str() {
+            "queued" | "running" => Err(format!("task {id} did not finish: {task:?}")),
+            _ => Ok(task),
         }
-        assert!(tokio::time::Instant::now() < deadline, "task {id} did not finish: {task:?}");
-    }
-}
-
-/// Polls `check` every 50 ms until it holds (fails the test after `seconds`).
-async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Collects task events from a subscription into per-task lists.
@@ -118,21 +105,17 @@ async fn a_worker_killed_mid_task_leaves_its_tasks_to_another_worker() {
     // Wait until the first worker is running some of them, then kill it.
     let running =
         ListRequest { state: Some("running".into()), limit: Some(50), ..Default::default() };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let on_w0: Vec<String> = loop {
-        let list = client.tasks(&running).await.expect("list");
+    let on_w0: Vec<String> = eventually(Duration::from_secs(10), POLL, async || {
+        let list = client.tasks(&running).await.map_err(|e| e.to_string())?;
         let mine: Vec<String> = list
             .tasks
             .into_iter()
             .filter(|t| t.worker.as_deref() == Some("w0"))
             .map(|t| t.id)
             .collect();
-        if !mine.is_empty() {
-            break mine;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "w0 never ran a task");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        if mine.is_empty() { Err("w0 never ran a task".to_owned()) } else { Ok(mine) }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     system.kill_worker(0);
 
@@ -222,7 +205,7 @@ async fn cancelled_tasks_never_run_or_stop_running() {
     let blocker =
         client.submit(&request("sleep", json!({"ms": 1_500}), None)).await.expect("submit");
     let queued = client.submit(&request("sleep", json!({"ms": 10}), None)).await.expect("submit");
-    eventually(5, "the blocker runs", || async {
+    wait_until(Duration::from_secs(5), "the blocker runs", async || {
         client.task(&blocker.id).await.expect("get").state == "running"
     })
     .await;
@@ -235,12 +218,12 @@ async fn cancelled_tasks_never_run_or_stop_running() {
     assert!(never.history.expect("history").iter().all(|e| e.event != "started"));
 
     let long = client.submit(&request("sleep", json!({"ms": 60_000}), None)).await.expect("submit");
-    eventually(5, "the long task runs", || async {
+    wait_until(Duration::from_secs(5), "the long task runs", async || {
         client.task(&long.id).await.expect("get").state == "running"
     })
     .await;
     assert_eq!(client.cancel_task(&long.id).await.expect("cancel").state, "cancelled");
-    eventually(5, "the worker stops it", || async {
+    wait_until(Duration::from_secs(5), "the worker stops it", async || {
         let workers = client.workers(Duration::from_millis(300)).await.expect("workers");
         workers.len() == 1 && workers[0].current.is_empty()
     })
@@ -336,7 +319,7 @@ async fn high_priority_tasks_jump_the_queue() {
     system.add_worker(&["--concurrency", "1"]);
     let client = system.client().await;
     let blocker = client.submit(&request("sleep", json!({"ms": 800}), None)).await.expect("submit");
-    eventually(5, "the blocker runs", || async {
+    wait_until(Duration::from_secs(5), "the blocker runs", async || {
         client.task(&blocker.id).await.expect("get").state == "running"
     })
     .await;
@@ -457,7 +440,7 @@ async fn a_task_whose_workers_keep_dying_becomes_a_dead_letter() {
     for attempt in 1..=2u32 {
         let worker = system.add_worker(&[]);
         let name = format!("w{worker}");
-        eventually(10, "a worker runs the task", || async {
+        wait_until(Duration::from_secs(10), "a worker runs the task", async || {
             let now = client.task(&task.id).await.expect("get");
             now.state == "running" && now.worker.as_deref() == Some(name.as_str())
         })
