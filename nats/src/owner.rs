@@ -1,11 +1,11 @@
 //! The one owner runtime: every stateful service (ledger, tasks, chat, coins, likes) keeps its
-//! state and its SQLite database in one **owner thread** that this module runs.
+//! state and its SQLite database in one **owner** that this module runs.
 //!
 //! ## What the runtime does, once for all
-//! - A bounded [`Queue`] feeds the thread: endpoint tasks decode and validate on the async
+//! - A bounded [`Queue`] feeds the owner: endpoint tasks decode and validate on the async
 //!   runtime, then hand typed envelopes over without waiting; a full queue is the caller's
 //!   `busy`.
-//! - The thread takes whatever is queued (up to `group_max`) as one **group** and applies it in
+//! - The owner takes whatever is queued (up to `group_max`) as one **group** and applies it in
 //!   one SQLite transaction ([`rusqlite::Transaction`]), so many requests share one commit (and
 //!   one fsync). Only after the commit does it deliver the group's replies and events: no reply
 //!   reports what is not durable.
@@ -14,20 +14,29 @@
 //!   group's replies become `unavailable`; nothing of it is half-applied.
 //! - Between groups, [`State::tick`] is asked for periodic work (expiries, sweeps, pruning),
 //!   which runs as a group of its own, under the same rules.
-//! - When every [`Queue`] handle is dropped the thread drains what is queued, commits, and
-//!   stops ([`OwnerThread::join`]).
+//! - When every [`Queue`] handle is dropped the owner drains what is queued, commits, and
+//!   stops ([`OwnerHandle::join`]).
+//!
+//! ## Where the owner runs ([`Mode`])
+//! - [`Mode::Thread`]: a thread of its own (with a small runtime for delivering), for services
+//!   whose groups are big transactions (tasks, chat, coins, likes): they never hold up the
+//!   service's runtime.
+//! - [`Mode::Task`]: a task on the service's runtime, for a service whose groups are small and
+//!   whose requests must not pay two thread hops (the ledger, on every bank call): a durable
+//!   commit (an fsync) leaves the runtime's thread with `block_in_place` first.
 //!
 //! ## What a service writes
 //! Its [`State`]: how to apply one envelope inside a transaction, how to reload, and how to
 //! deliver an outbox. The SQL lives in the service's `store` module, as functions over a
 //! `&Connection` (a `&Transaction` derefs to one).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::mpsc;
 
 use crate::sqlite::StoreError;
 
@@ -36,7 +45,7 @@ pub trait State: Send + 'static {
     /// What is queued for the owner: validated requests, peers' events, internal work.
     type Envelope: Send + 'static;
     /// What a group produces, delivered once it committed (replies, events, ...).
-    type Outbox: Default;
+    type Outbox: Default + Send;
 
     /// Applies one envelope inside the group's transaction. `Err` is a storage failure: the
     /// whole group is rolled back (a refused request is an `Ok` whose reply is the refusal).
@@ -74,8 +83,9 @@ pub trait State: Send + 'static {
     /// `unavailable`; events of what was not committed are dropped).
     fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Self::Outbox);
 
-    /// Sends a group's outbox (after its commit, or after its rollback).
-    fn deliver(&mut self, now_ms: u64, out: Self::Outbox);
+    /// Sends a group's outbox (after its commit, or after its rollback). The owner awaits it
+    /// before the next group.
+    fn deliver(&mut self, now_ms: u64, out: Self::Outbox) -> impl Future<Output = ()> + Send;
 
     /// After every group: a chance to publish counters.
     fn after_group(&mut self, _report: &GroupReport) {}
@@ -100,12 +110,23 @@ pub struct Limits {
     pub tick: Duration,
     /// The `synchronous` level of commits that are not durable ones (`"NORMAL"`, `"FULL"`).
     pub synchronous: &'static str,
+    /// Where the owner runs.
+    pub mode: Mode,
+}
+
+/// Where an owner runs (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A thread of its own.
+    Thread,
+    /// A task on the service's (multi-threaded) runtime.
+    Task,
 }
 
 /// The sending side of an owner's queue: cheap to clone, counts what is queued.
 #[derive(Debug)]
 pub struct Queue<E> {
-    sender: mpsc::SyncSender<E>,
+    sender: mpsc::Sender<E>,
     queued: Arc<AtomicU64>,
 }
 
@@ -115,10 +136,8 @@ impl<E> Clone for Queue<E> {
     }
 }
 
-/// How long [`Queue::send_waiting`] retries a full queue, at most.
+/// How long [`Queue::send_waiting`] waits for room in a full queue, at most.
 pub const SEND_WAIT_MAX: Duration = Duration::from_secs(10);
-/// How often a waiting send tries again.
-const SEND_RETRY: Duration = Duration::from_millis(10);
 
 impl<E> Queue<E> {
     /// Queues without waiting; gives the envelope back if the queue is full or the owner gone.
@@ -127,23 +146,22 @@ impl<E> Queue<E> {
         self.sender.try_send(envelope).map_err(|error| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             match error {
-                mpsc::TrySendError::Full(e) | mpsc::TrySendError::Disconnected(e) => e,
+                mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e) => e,
             }
         })
     }
 
-    /// Queues, retrying briefly while the queue is full, for at most [`SEND_WAIT_MAX`]
-    /// (internal work that must not be dropped lightly, such as a pulled page).
-    pub async fn send_waiting(&self, mut envelope: E) -> Result<(), E> {
-        let deadline = tokio::time::Instant::now() + SEND_WAIT_MAX;
-        loop {
-            match self.try_send(envelope) {
-                Ok(()) => return Ok(()),
-                Err(back) if tokio::time::Instant::now() < deadline => envelope = back,
-                Err(back) => return Err(back),
+    /// Queues, waiting while the queue is full for at most [`SEND_WAIT_MAX`] (internal work
+    /// that must not be dropped lightly, such as a pulled page).
+    pub async fn send_waiting(&self, envelope: E) -> Result<(), E> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.sender.send_timeout(envelope, SEND_WAIT_MAX).await.map_err(|error| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            match error {
+                mpsc::error::SendTimeoutError::Timeout(e)
+                | mpsc::error::SendTimeoutError::Closed(e) => e,
             }
-            tokio::time::sleep(SEND_RETRY).await;
-        }
+        })
     }
 
     /// Envelopes queued and not yet taken by the owner.
@@ -181,39 +199,55 @@ pub struct Inbox<E> {
 /// An owner's queue: at most `queue_max` envelopes wait; beyond, [`Queue::try_send`] gives
 /// the envelope back (the caller's `busy`).
 pub fn queue<E>(queue_max: usize) -> (Queue<E>, Inbox<E>) {
-    let (sender, receiver) = mpsc::sync_channel(queue_max.max(1));
+    let (sender, receiver) = mpsc::channel(queue_max.max(1));
     let queued = Arc::new(AtomicU64::new(0));
     (Queue { sender, queued: queued.clone() }, Inbox { receiver, queued })
 }
 
-/// A running owner thread.
+/// A running owner.
 #[derive(Debug)]
-pub struct OwnerThread {
-    handle: std::thread::JoinHandle<()>,
+pub enum OwnerHandle {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
-impl OwnerThread {
-    /// Waits (off the async runtime) until the owner drained its queue and stopped: drop every
-    /// [`Queue`] first.
+impl OwnerHandle {
+    /// Waits until the owner drained its queue and stopped: drop every [`Queue`] first.
     pub async fn join(self) {
-        tokio::task::spawn_blocking(move || self.handle.join()).await.ok();
+        match self {
+            Self::Thread(handle) => {
+                tokio::task::spawn_blocking(move || handle.join()).await.ok();
+            }
+            Self::Task(handle) => {
+                handle.await.ok();
+            }
+        }
     }
 }
 
-/// Starts the owner thread `name` over `conn` and `state`, taking what comes into `inbox`.
+/// Starts the owner `name` over `conn` and `state`, taking what comes into `inbox`, where
+/// `limits.mode` says ([`Mode::Task`] must be called on a multi-threaded runtime).
 pub fn spawn<S: State>(
     name: &str,
     conn: Connection,
     state: S,
     inbox: Inbox<S::Envelope>,
     limits: Limits,
-) -> std::io::Result<OwnerThread> {
+) -> std::io::Result<OwnerHandle> {
     let Inbox { receiver, queued } = inbox;
-    let mut owner = Owner { conn, state, limits, queued, synchronous: None };
-    let handle = std::thread::Builder::new()
-        .name(format!("{name}-owner"))
-        .spawn(move || owner.run(&receiver))?;
-    Ok(OwnerThread { handle })
+    let owner = Owner { conn, state, limits, queued, synchronous: None };
+    match limits.mode {
+        Mode::Thread => {
+            // The owner's own small runtime only awaits deliveries (publishes go to the
+            // service's NATS connection, which lives on the service's runtime).
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-owner"))
+                .spawn(move || runtime.block_on(owner.run(receiver)))?;
+            Ok(OwnerHandle::Thread(handle))
+        }
+        Mode::Task => Ok(OwnerHandle::Task(tokio::spawn(owner.run(receiver)))),
+    }
 }
 
 struct Owner<S: State> {
@@ -226,30 +260,39 @@ struct Owner<S: State> {
 }
 
 impl<S: State> Owner<S> {
-    fn run(&mut self, inbox: &mpsc::Receiver<S::Envelope>) {
+    async fn run(mut self, mut inbox: mpsc::Receiver<S::Envelope>) {
         let mut next_tick = Instant::now() + self.limits.tick;
-        while let Some(group) = next_group(inbox, next_tick, self.limits.group_max) {
+        while let Some(group) = next_group(&mut inbox, next_tick, self.limits.group_max).await {
             self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
             if !group.is_empty() {
-                self.run_group(group);
+                self.run_group(group).await;
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + self.limits.tick;
                 let work = self.state.tick(crate::clock::now_ms());
                 if !work.is_empty() {
-                    self.run_group(work);
+                    self.run_group(work).await;
                 }
             }
         }
     }
 
-    fn run_group(&mut self, group: Vec<S::Envelope>) {
+    async fn run_group(&mut self, group: Vec<S::Envelope>) {
         let started = Instant::now();
         let now_ms = crate::clock::now_ms();
         let envelopes = group.len();
         let durable = group.iter().any(|envelope| self.state.durable(envelope));
         let mut out = S::Outbox::default();
-        let result = self.commit(now_ms, group, durable, &mut out);
+        // On the service's runtime, a durable commit waits for an fsync: off its thread.
+        let leave_runtime = durable
+            && self.limits.mode == Mode::Task
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+        let result = if leave_runtime {
+            tokio::task::block_in_place(|| self.commit(now_ms, group, durable, &mut out))
+        } else {
+            self.commit(now_ms, group, durable, &mut out)
+        };
         let committed = result.is_ok();
         if let Err(error) = result {
             // The transaction was dropped: SQLite rolled it back.
@@ -258,7 +301,7 @@ impl<S: State> Owner<S> {
             self.state.rolled_back(&self.conn, &error, &mut out);
         }
         let elapsed = started.elapsed();
-        self.state.deliver(now_ms, out);
+        self.state.deliver(now_ms, out).await;
         self.state.after_group(&GroupReport { envelopes, committed, durable, elapsed });
     }
 
@@ -286,12 +329,15 @@ impl<S: State> Owner<S> {
 
 /// The next group: whatever is queued (at most `max`), after waiting until `until` for the
 /// first. Empty when nothing came; `None` once every sender is gone and the queue is empty.
-fn next_group<T>(inbox: &mpsc::Receiver<T>, until: Instant, max: usize) -> Option<Vec<T>> {
-    let wait = until.saturating_duration_since(Instant::now());
-    let first = match inbox.recv_timeout(wait) {
-        Ok(item) => Some(item),
-        Err(mpsc::RecvTimeoutError::Timeout) => None,
-        Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+async fn next_group<T>(
+    inbox: &mut mpsc::Receiver<T>,
+    until: Instant,
+    max: usize,
+) -> Option<Vec<T>> {
+    let first = match tokio::time::timeout_at(until.into(), inbox.recv()).await {
+        Ok(Some(item)) => Some(item),
+        Ok(None) => return None,
+        Err(_) => None,
     };
     let mut group: Vec<T> = first.into_iter().collect();
     while group.len() < max {
@@ -307,7 +353,7 @@ fn next_group<T>(inbox: &mpsc::Receiver<T>, until: Instant, max: usize) -> Optio
 mod tests {
     use super::*;
 
-    use std::sync::Mutex;
+    use std::sync::{Mutex, mpsc};
 
     /// A toy service: counters in memory mirrored in a table; an envelope can ask for a
     /// storage failure.
@@ -388,7 +434,7 @@ mod tests {
             }
         }
 
-        fn deliver(&mut self, _now_ms: u64, out: Replies) {
+        async fn deliver(&mut self, _now_ms: u64, out: Replies) {
             let mut seen = self.seen.lock().unwrap();
             for (to, reply) in out {
                 seen.delivered.push(reply.clone());
@@ -416,26 +462,49 @@ mod tests {
     }
 
     const QUEUE_MAX: usize = 64;
-    const LIMITS: Limits =
-        Limits { group_max: 16, tick: Duration::from_millis(20), synchronous: "NORMAL" };
+    const LIMITS: Limits = Limits {
+        group_max: 16,
+        tick: Duration::from_millis(20),
+        synchronous: "NORMAL",
+        mode: Mode::Thread,
+    };
+
+    /// A running toy owner: its runtime (the service's, in task mode), its queue and handle.
+    struct Running {
+        runtime: tokio::runtime::Runtime,
+        queue: Queue<Toy>,
+        handle: OwnerHandle,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    impl Running {
+        /// Drops the queue and waits until the owner drained it and stopped.
+        fn stop(self) -> Arc<Mutex<Seen>> {
+            let Self { runtime, queue, handle, seen } = self;
+            drop(queue);
+            runtime.block_on(handle.join());
+            seen
+        }
+    }
 
     /// Queues `envelopes` before the owner starts, so they form groups as the limits allow.
-    /// The owner stops once the returned sender is dropped.
-    fn run(
-        conn: Connection,
-        envelopes: Vec<Toy>,
-        tick_work: Vec<Toy>,
-    ) -> (Arc<Mutex<Seen>>, mpsc::SyncSender<Toy>, std::thread::JoinHandle<()>) {
+    fn run(conn: Connection, envelopes: Vec<Toy>, tick_work: Vec<Toy>, mode: Mode) -> Running {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = Counters { memory: Default::default(), seen: seen.clone(), tick_work };
-        let (sender, inbox) = mpsc::sync_channel(QUEUE_MAX);
-        let queued = Arc::new(AtomicU64::new(envelopes.len() as u64));
+        let (queue, inbox) = queue(QUEUE_MAX);
         for envelope in envelopes {
-            sender.send(envelope).unwrap();
+            queue.try_send(envelope).unwrap();
         }
-        let mut owner = Owner { conn, state, limits: LIMITS, queued, synchronous: None };
-        let handle = std::thread::spawn(move || owner.run(&inbox));
-        (seen, sender, handle)
+        let handle = {
+            let _inside = runtime.enter();
+            spawn("toy", conn, state, inbox, Limits { mode, ..LIMITS }).unwrap()
+        };
+        Running { runtime, queue, handle, seen }
     }
 
     fn add(key: &'static str, by: i64) -> (Toy, mpsc::Receiver<Result<i64, String>>) {
@@ -443,12 +512,10 @@ mod tests {
         (Toy::Add { key, by, reply }, answer)
     }
 
-    fn groups_and_one_transaction_each(conn: Connection) {
+    fn groups_and_one_transaction_each(conn: Connection, mode: Mode) {
         // 20 adds queued at once: one group of 16 and one of 4, each one transaction.
         let (envelopes, answers): (Vec<_>, Vec<_>) = (0..20).map(|_| add("a", 1)).unzip();
-        let (seen, sender, handle) = run(conn, envelopes, Vec::new());
-        drop(sender);
-        handle.join().unwrap();
+        let seen = run(conn, envelopes, Vec::new(), mode).stop();
         let values: Vec<i64> = answers.iter().map(|a| a.recv().unwrap().unwrap()).collect();
         assert_eq!(values, (1..=20).collect::<Vec<_>>());
         let seen = seen.lock().unwrap();
@@ -457,19 +524,18 @@ mod tests {
         assert!(seen.groups.iter().all(|g| g.committed && !g.durable));
     }
 
-    fn a_failed_group_leaves_nothing(conn: Connection) {
+    fn a_failed_group_leaves_nothing(conn: Connection, mode: Mode) {
         // A group with a storage failure: nothing of it stays, every reply is unavailable, the
         // memory is rebuilt, and the next group (the tick's work) goes on from what is stored.
         let (first, first_answer) = add("b", 5);
         let (big, big_answer) = add("b", 100);
         let (after, after_answer) = add("b", 1);
-        let (seen, sender, handle) = run(conn, vec![first, big, Toy::Fail], vec![after]);
+        let running = run(conn, vec![first, big, Toy::Fail], vec![after], mode);
         let answer = after_answer.recv_timeout(Duration::from_secs(5)).expect("tick work");
         assert_eq!(answer, Ok(1), "the failed group left nothing behind");
         assert!(first_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
         assert!(big_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
-        drop(sender);
-        handle.join().unwrap();
+        let seen = running.stop();
         let seen = seen.lock().unwrap();
         assert_eq!(seen.reloads, 1);
         assert!(seen.ticks >= 1);
@@ -480,26 +546,30 @@ mod tests {
 
     #[test]
     fn groups_commit_together_and_a_failed_group_rolls_back_in_memory() {
-        groups_and_one_transaction_each(open(None));
-        a_failed_group_leaves_nothing(open(None));
+        for mode in [Mode::Thread, Mode::Task] {
+            groups_and_one_transaction_each(open(None), mode);
+            a_failed_group_leaves_nothing(open(None), mode);
+        }
     }
 
     #[test]
     fn groups_commit_together_and_a_failed_group_rolls_back_on_disk() {
-        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        groups_and_one_transaction_each(open(Some(one.path())));
-        a_failed_group_leaves_nothing(open(Some(two.path())));
-        // What the owner committed is on disk, for another connection; the failed group not.
-        let other = Connection::open(two.path().join("toy.db")).unwrap();
-        assert_eq!(stored(&other, "b"), Some(1));
-        let other = Connection::open(one.path().join("toy.db")).unwrap();
-        assert_eq!(stored(&other, "a"), Some(20));
+        for mode in [Mode::Thread, Mode::Task] {
+            let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            groups_and_one_transaction_each(open(Some(one.path())), mode);
+            a_failed_group_leaves_nothing(open(Some(two.path())), mode);
+            // What the owner committed is on disk, for another connection; the failed group
+            // not.
+            let other = Connection::open(two.path().join("toy.db")).unwrap();
+            assert_eq!(stored(&other, "b"), Some(1));
+            let other = Connection::open(one.path().join("toy.db")).unwrap();
+            assert_eq!(stored(&other, "a"), Some(20));
+        }
     }
 
     #[test]
     fn the_queue_is_bounded_and_counts_what_waits() {
-        let (sender, inbox) = mpsc::sync_channel::<u8>(2);
-        let queue = Queue { sender, queued: Arc::new(AtomicU64::new(0)) };
+        let (queue, inbox) = queue::<u8>(2);
         assert!(queue.try_send(1).is_ok());
         assert!(queue.try_send(2).is_ok());
         assert_eq!(queue.try_send(3), Err(3), "full: given back");

@@ -37,7 +37,7 @@ use async_nats::Client;
 use futures::StreamExt;
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::owner::{self, Limits};
+use crate::owner::{self, Limits, Mode};
 use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default, publish_reply,
 };
@@ -164,8 +164,12 @@ pub async fn run(
     let errors = ErrorCounts::default();
     let counts = Arc::new(MessageCounts::default());
     let state = ChatState::load(&conn, client.clone(), config, &errors, counts.clone())?;
-    let limits =
-        Limits { group_max: GROUP_ENVELOPES_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let limits = Limits {
+        group_max: GROUP_ENVELOPES_MAX,
+        tick: TICK,
+        synchronous: store::SYNCHRONOUS,
+        mode: Mode::Thread,
+    };
     let (envelopes, inbox) = owner::queue(QUEUE_MAX);
     let owner_thread = owner::spawn("chat", conn, state, inbox, limits)?;
 

@@ -94,7 +94,6 @@ pub struct Outbox {
 pub struct ChatState {
     chat: Chat,
     client: Client,
-    runtime: tokio::runtime::Handle,
     config: ChatServiceConfig,
     repliers: HashMap<&'static str, Replier>,
     counts: Arc<MessageCounts>,
@@ -177,7 +176,6 @@ impl ChatState {
         let mut state = Self {
             chat: Chat::new(config.core()),
             client,
-            runtime: tokio::runtime::Handle::current(),
             config,
             repliers,
             counts,
@@ -477,29 +475,27 @@ impl State for ChatState {
         out.duplicates = 0;
     }
 
-    fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
+    async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
         let Outbox { replies, presence, recorded, duplicates } = outbox;
         self.counts.recorded.fetch_add(recorded, Ordering::Relaxed);
         self.counts.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         if replies.is_empty() && presence.is_empty() {
             return;
         }
-        self.runtime.block_on(async {
-            for (to, reply) in replies {
-                match to {
-                    ReplyTo::Request(request, endpoint) => {
-                        self.repliers[endpoint].reply_bytes(&request, reply).await;
-                    }
-                    ReplyTo::Subject(subject) => {
-                        if let Err(error) = publish_reply(&self.client, subject, reply).await {
-                            tracing::warn!(%error, "could not acknowledge a message");
-                        }
+        for (to, reply) in replies {
+            match to {
+                ReplyTo::Request(request, endpoint) => {
+                    self.repliers[endpoint].reply_bytes(&request, reply).await;
+                }
+                ReplyTo::Subject(subject) => {
+                    if let Err(error) = publish_reply(&self.client, subject, reply).await {
+                        tracing::warn!(%error, "could not acknowledge a message");
                     }
                 }
             }
-            for (subject, payload) in presence {
-                self.client.publish(subject, payload).await.ok();
-            }
-        });
+        }
+        for (subject, payload) in presence {
+            self.client.publish(subject, payload).await.ok();
+        }
     }
 }

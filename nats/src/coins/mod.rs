@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::client::{AgoraClient, ClientError};
 use crate::error::{ErrorCode, ServiceError};
-use crate::owner::{self, Limits};
+use crate::owner::{self, Limits, Mode};
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
 use crate::subjects::coins as subject;
 use state::{Answer, Call, Coins, Command};
@@ -112,7 +112,12 @@ pub async fn run(
     let mut conn = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let state = Coins::load(&mut conn, client.clone())?;
-    let limits = Limits { group_max: GROUP_CALLS_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let limits = Limits {
+        group_max: GROUP_CALLS_MAX,
+        tick: TICK,
+        synchronous: store::SYNCHRONOUS,
+        mode: Mode::Thread,
+    };
     let (calls, inbox) = owner::queue(QUEUE_MAX);
     let owner_thread = owner::spawn("coins", conn, state, inbox, limits)?;
     let bank = AgoraClient::new(client.clone())

@@ -59,7 +59,6 @@ pub struct Outbox {
 pub struct Coins {
     exchange: Exchange,
     client: Client,
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Coins {
@@ -97,8 +96,7 @@ impl Coins {
             tx.commit()?;
             tracing::info!("seeded the catalogue: BTC, ETH, AMZN, MSFT, TSLA");
         }
-        let mut state =
-            Self { exchange: Exchange::new(), client, runtime: tokio::runtime::Handle::current() };
+        let mut state = Self { exchange: Exchange::new(), client };
         state.reload(conn)?;
         Ok(state)
     }
@@ -315,17 +313,13 @@ impl State for Coins {
         out.prices.clear();
     }
 
-    fn deliver(&mut self, _now_ms: u64, out: Outbox) {
+    async fn deliver(&mut self, _now_ms: u64, out: Outbox) {
         let Outbox { answers, prices } = out;
-        if !prices.is_empty() {
-            self.runtime.block_on(async {
-                for event in prices {
-                    if let Ok(payload) = serde_json::to_vec(&event) {
-                        let subject = subject::prices(&event.symbol);
-                        self.client.publish(subject, payload.into()).await.ok();
-                    }
-                }
-            });
+        for event in prices {
+            if let Ok(payload) = serde_json::to_vec(&event) {
+                let subject = subject::prices(&event.symbol);
+                self.client.publish(subject, payload.into()).await.ok();
+            }
         }
         for (reply, answer) in answers {
             reply.send(answer).ok();

@@ -25,7 +25,7 @@ use async_nats::service::Request;
 use futures::StreamExt;
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::owner::{self, Limits};
+use crate::owner::{self, Limits, Mode};
 use crate::service::{ErrorCounts, Replier, add_endpoint};
 use crate::subjects::{self, ledger as subject};
 use state::{Action, Command, Ledger};
@@ -97,6 +97,9 @@ pub async fn run(
         group_max: GROUP_COMMANDS_MAX,
         tick: SWEEP_INTERVAL,
         synchronous: store::SYNCHRONOUS,
+        // Every bank call waits on the ledger: no thread hops on the way (its groups are small;
+        // a durable commit leaves the runtime's thread for its fsync).
+        mode: Mode::Task,
     };
     let owner_thread = owner::spawn("ledger", conn, ledger, inbox, limits)?;
 

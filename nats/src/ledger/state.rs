@@ -155,7 +155,6 @@ pub struct Ledger {
     operation_retention_ms: u64,
     operation_records_max: usize,
     stats: Arc<Mutex<LedgerStats>>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -182,7 +181,6 @@ impl Ledger {
             operation_retention_ms,
             operation_records_max,
             stats,
-            runtime: tokio::runtime::Handle::current(),
         };
         ledger.reload(conn)?;
         Ok(ledger)
@@ -457,15 +455,13 @@ impl State for Ledger {
         out.replies.iter_mut().for_each(|(_, _, result)| *result = Err(error.clone()));
     }
 
-    fn deliver(&mut self, _now_ms: u64, out: Outbox) {
+    async fn deliver(&mut self, _now_ms: u64, out: Outbox) {
         if out.replies.is_empty() {
             return;
         }
-        self.runtime.block_on(async {
-            for (request, replier, result) in out.replies {
-                replier.reply_bytes(&request, result).await;
-            }
-        });
+        for (request, replier, result) in out.replies {
+            replier.reply_bytes(&request, result).await;
+        }
     }
 
     fn after_group(&mut self, report: &GroupReport) {

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use crate::client::AgoraClient;
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::owner::{self, Limits as OwnerLimits};
+use crate::owner::{self, Limits as OwnerLimits, Mode};
 use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode_limited, decode_or_default, publish_reply,
 };
@@ -189,8 +189,12 @@ pub async fn run(
         key,
     };
     let likes = Likes::load(&conn, node.clone(), config.limits(), links)?;
-    let limits =
-        OwnerLimits { group_max: GROUP_ENVELOPES_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let limits = OwnerLimits {
+        group_max: GROUP_ENVELOPES_MAX,
+        tick: TICK,
+        synchronous: store::SYNCHRONOUS,
+        mode: Mode::Thread,
+    };
     let owner_thread = owner::spawn("likes", conn, likes, inbox, limits)?;
     let mut loops = Vec::new();
 

@@ -104,7 +104,6 @@ pub struct Likes {
     node: NodeId,
     limits: Limits,
     client: Client,
-    runtime: tokio::runtime::Handle,
     repliers: HashMap<&'static str, Replier>,
     status: Status,
     queued: Depth,
@@ -142,7 +141,6 @@ impl Likes {
             node,
             limits,
             client,
-            runtime: tokio::runtime::Handle::current(),
             repliers,
             status,
             queued,
@@ -390,7 +388,7 @@ impl State for Likes {
         out.accepted = 0;
     }
 
-    fn deliver(&mut self, now_ms: u64, out: Outbox) {
+    async fn deliver(&mut self, now_ms: u64, out: Outbox) {
         let Outbox { replies, events, digests, done, gaps, synced, accepted, .. } = out;
         self.accepted += accepted;
         if let Some(peer) = synced {
@@ -408,32 +406,31 @@ impl State for Likes {
             .into_iter()
             .map(|(reply, items)| (reply, encode(&self.digest(&items))))
             .collect();
-        self.runtime.block_on(async {
-            // Events before replies: once a client has its reply, every node can have the like.
-            for (subject, headers, payload) in events {
-                let published = match headers {
-                    Some(headers) => self.client.publish_with_headers(subject, headers, payload).await,
-                    None => self.client.publish(subject, payload).await,
-                };
-                if let Err(error) = published {
-                    tracing::warn!(%error, "could not publish a like event (anti-entropy repairs it)");
+        // Events before replies: once a client has its reply, every node can have the like.
+        for (subject, headers, payload) in events {
+            let published = match headers {
+                Some(headers) => self.client.publish_with_headers(subject, headers, payload).await,
+                None => self.client.publish(subject, payload).await,
+            };
+            if let Err(error) = published {
+                tracing::warn!(%error, "could not publish a like event (anti-entropy repairs it)");
+            }
+        }
+        for (request, endpoint, reply) in replies {
+            // A sync page is signed: the puller merges only what the node it asked served.
+            let headers = match (&reply, endpoint) {
+                (Ok(page), subject::SYNC) => {
+                    let digest = trust::page_digest(self.node.as_str(), page);
+                    Some(trust::signed(&self.key, &digest))
                 }
-            }
-            for (request, endpoint, reply) in replies {
-                // A sync page is signed: the puller merges only what the node it asked served.
-                let headers = match (&reply, endpoint) {
-                    (Ok(page), subject::SYNC) => {
-                        let digest = trust::page_digest(self.node.as_str(), page);
-                        Some(trust::signed(&self.key, &digest))
-                    }
-                    _ => None,
-                };
-                self.repliers[endpoint].reply_bytes_with(&request, reply, headers).await;
-            }
-            for (reply, digest) in digests {
-                publish_reply(&self.client, reply, digest).await.ok();
-            }
-        });
+                _ => None,
+            };
+            self.repliers[endpoint].reply_bytes_with(&request, reply, headers).await;
+        }
+        for (reply, digest) in digests {
+            publish_reply(&self.client, reply, digest).await.ok();
+        }
+
         for done in done {
             done.send(()).ok();
         }

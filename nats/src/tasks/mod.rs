@@ -44,7 +44,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::owner::{self, Limits};
+use crate::owner::{self, Limits, Mode};
 use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default,
 };
@@ -214,8 +214,12 @@ pub async fn run(
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
     let republished = tasks.republish_missing(&conn, &present)?;
     tracing::info!(unfinished = tasks.unfinished(), republished, "task store loaded");
-    let limits =
-        Limits { group_max: GROUP_COMMANDS_MAX, tick: TICK, synchronous: store::SYNCHRONOUS };
+    let limits = Limits {
+        group_max: GROUP_COMMANDS_MAX,
+        tick: TICK,
+        synchronous: store::SYNCHRONOUS,
+        mode: Mode::Thread,
+    };
     let (queue, inbox) = owner::queue(COMMAND_QUEUE_MAX);
     let owner_thread = owner::spawn("tasks", conn, tasks, inbox, limits)?;
 

@@ -121,7 +121,6 @@ enum Refused {
 /// The task service's state, owned by its owner thread.
 pub struct Tasks {
     client: Client,
-    runtime: tokio::runtime::Handle,
     queue: WorkQueue,
     config: TasksConfig,
     repliers: HashMap<&'static str, Replier>,
@@ -185,7 +184,6 @@ impl Tasks {
             .collect();
         let mut tasks = Self {
             client,
-            runtime: tokio::runtime::Handle::current(),
             queue: WorkQueue::new(js, tokio::runtime::Handle::current()),
             config,
             repliers,
@@ -566,20 +564,19 @@ impl State for Tasks {
     }
 
     /// Sends replies, events and cancel notices, then hands new work to the stream.
-    fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
+    async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
         let Outbox { replies, events, cancels, purges, enqueue } = outbox;
-        self.runtime.block_on(async {
-            for (pending, reply) in replies {
-                self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
-            }
-            for (subject, payload) in events {
-                self.client.publish(subject, payload).await.ok();
-            }
-            for id in cancels {
-                let payload = Bytes::from(format!(r#"{{"id":"{id}"}}"#));
-                self.client.publish(subject::CONTROL_CANCEL, payload).await.ok();
-            }
-        });
+        for (pending, reply) in replies {
+            self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
+        }
+        for (subject, payload) in events {
+            self.client.publish(subject, payload).await.ok();
+        }
+        for id in cancels {
+            let payload = Bytes::from(format!(r#"{{"id":"{id}"}}"#));
+            self.client.publish(subject::CONTROL_CANCEL, payload).await.ok();
+        }
+
         self.queue.publish(enqueue);
         self.queue.purge(purges);
     }
