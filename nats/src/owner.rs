@@ -240,7 +240,7 @@ pub fn spawn<S: State>(
         Mode::Thread => {
             // The owner's own small runtime only awaits deliveries (publishes go to the
             // service's NATS connection, which lives on the service's runtime).
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
             let handle = std::thread::Builder::new()
                 .name(format!("{name}-owner"))
                 .spawn(move || runtime.block_on(owner.run(receiver)))?;
