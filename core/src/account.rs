@@ -9,6 +9,10 @@ use std::fmt;
 pub const ACCOUNT_ID_LENGTH_MAX: usize = 64;
 /// Longest client-chosen operation id, in bytes.
 pub const OPERATION_ID_LENGTH_MAX: usize = 128;
+/// Longest operation id as recorded: a person's ids are recorded as `<user>/<id>`, so one
+/// person's ids can neither collide with nor reveal another's.
+pub const OPERATION_ID_RECORDED_MAX: usize =
+    OPERATION_ID_LENGTH_MAX + crate::identity::USER_NAME_BYTES_MAX + 1;
 
 /// A balance in integer minor units. Never negative in a committed state.
 pub type Balance = i64;
@@ -75,14 +79,27 @@ impl Amount {
 pub struct OperationId(String);
 
 impl OperationId {
+    /// A client's id: 1 to [`OPERATION_ID_LENGTH_MAX`] printable ASCII characters.
     pub fn parse(id: &str) -> Result<Self, ParseError> {
-        if id.is_empty()
-            || id.len() > OPERATION_ID_LENGTH_MAX
-            || !id.chars().all(|c| c.is_ascii_graphic())
-        {
+        Self::parse_within(id, OPERATION_ID_LENGTH_MAX)
+    }
+
+    /// An id as recorded (a client's, or a person's scoped one): at most
+    /// [`OPERATION_ID_RECORDED_MAX`].
+    pub fn parse_recorded(id: &str) -> Result<Self, ParseError> {
+        Self::parse_within(id, OPERATION_ID_RECORDED_MAX)
+    }
+
+    fn parse_within(id: &str, max: usize) -> Result<Self, ParseError> {
+        if id.is_empty() || id.len() > max || !id.chars().all(|c| c.is_ascii_graphic()) {
             return Err(ParseError::OperationId);
         }
         Ok(Self(id.to_owned()))
+    }
+
+    /// The id `owner` chose, as recorded: `<owner>/<id>`.
+    pub fn scoped(owner: &crate::identity::UserName, id: &OperationId) -> Self {
+        Self(format!("{owner}/{id}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -123,6 +140,12 @@ mod tests {
         assert_eq!(Amount::parse(0), Err(ParseError::Amount(0)));
         assert_eq!(Amount::parse(-5), Err(ParseError::Amount(-5)));
         assert!(Amount::parse(i64::MIN).is_err());
+        let alice = crate::identity::UserName::parse(&"a".repeat(32)).unwrap();
+        let longest = OperationId::parse(&"x".repeat(OPERATION_ID_LENGTH_MAX)).unwrap();
+        let scoped = OperationId::scoped(&alice, &longest);
+        assert_eq!(scoped.as_str().len(), OPERATION_ID_RECORDED_MAX);
+        assert_eq!(OperationId::parse_recorded(scoped.as_str()), Ok(scoped.clone()));
+        assert!(OperationId::parse(scoped.as_str()).is_err(), "a client's ids are shorter");
     }
 
     #[test]

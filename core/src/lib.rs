@@ -7,6 +7,8 @@
 //!
 //! ## Layout
 //! - [`account`]: validated names and quantities: [`AccountId`], [`Amount`], [`OperationId`].
+//! - [`identity`]: who asks ([`Caller`]: a user with a [`Role`], a service, or anonymous) and
+//!   what each may do; [`auth`]: the credential rules (passwords, tokens and their lives).
 //! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
 //! - [`ledger`]: [`ledger::check_commit`], what a batch commit must satisfy before it writes.
 //! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
@@ -22,9 +24,11 @@
 #![deny(clippy::float_arithmetic)]
 
 pub mod account;
+pub mod auth;
 pub mod bank;
 pub mod chat;
 pub mod coins;
+pub mod identity;
 pub mod ledger;
 pub mod likes;
 pub mod locks;
@@ -34,6 +38,7 @@ pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
 pub use bank::{BankError, Book, EventKind, Operation, Outcome, Posting, apply_batch};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
 pub use coins::{CoinsError, Exchange, Symbol};
+pub use identity::{Caller, IdentityError, Role, UserName};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 pub use locks::{Grant, Lock, LockError, LockTable};
 pub use tasks::lifecycle::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
