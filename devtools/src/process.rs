@@ -82,18 +82,19 @@ fn wait_for_text(
 }
 
 /// The single-node server configs (`nats/config/`), compiled in: `single.conf`, and
-/// `single-auth.conf` (the same with the users and permissions of `auth.conf`). They are
-/// written next to the store of every server started here.
+/// `single-auth.conf` (the same with the accounts, users and permissions of
+/// `accounts.conf`). They are written next to the store of every server started here.
 const CONFIGS: [(&str, &str); 4] = [
     ("single.conf", include_str!("../../nats/config/single.conf")),
     ("single-auth.conf", include_str!("../../nats/config/single-auth.conf")),
-    ("auth.conf", include_str!("../../nats/config/auth.conf")),
+    ("accounts.conf", include_str!("../../nats/config/accounts.conf")),
     ("limits.conf", include_str!("../../nats/config/limits.conf")),
 ];
-/// The development passwords of the users in `auth.conf` (`nats/config/dev.env`).
+/// The development secrets (`nats/config/dev.env`): the passwords of the components' users in
+/// `accounts.conf`, the callout's issuer key, the first manager's password.
 pub const DEV_ENV: &str = include_str!("../../nats/config/dev.env");
 
-/// The development password of a role in `auth.conf` (`bank`, `client`, ...).
+/// The development password of a component's user in `accounts.conf` (`bank`, `auth`, ...).
 pub fn dev_password(role: &str) -> Option<String> {
     dev_value(&format!("NATS_PASSWORD_{}", role.to_ascii_uppercase()))
 }

@@ -139,11 +139,21 @@ pub async fn ping_instances(
 pub struct AgoraClient {
     client: Client,
     timeout: Duration,
+    /// The identity headers of a component acting for a person (see [`Self::acting_for`]).
+    acting_for: Option<async_nats::HeaderMap>,
 }
 
 impl AgoraClient {
     pub fn new(client: Client) -> Self {
-        Self { client, timeout: REQUEST_TIMEOUT_DEFAULT }
+        Self { client, timeout: REQUEST_TIMEOUT_DEFAULT, acting_for: None }
+    }
+
+    /// The same connection, each request of which says it is made for `caller` (the
+    /// `Agora-User` headers of [`crate::identity`]). Only a component's connection may: the
+    /// services believe those headers only from inside Agora's account.
+    pub fn acting_for(&self, caller: &agora_core::Caller) -> Self {
+        let headers = crate::identity::headers_for(caller);
+        Self { acting_for: (!headers.is_empty()).then_some(headers), ..self.clone() }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -214,6 +224,19 @@ impl AgoraClient {
     ) -> Result<async_nats::Message, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
         let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let headers = match (headers, &self.acting_for) {
+            (None, None) => None,
+            (Some(headers), None) => Some(headers),
+            (None, Some(acting)) => Some(acting.clone()),
+            (Some(mut headers), Some(acting)) => {
+                for (name, values) in acting.iter() {
+                    for value in values {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+                Some(headers)
+            }
+        };
         if let Some(headers) = headers {
             request = request.headers(headers);
         }

@@ -2,8 +2,13 @@
 //!
 //! Every binary flattens [`NatsArgs`] into its flags: `--server` (`NATS_URL`, several URLs
 //! separated by commas), and at most one way to authenticate: `--user`/`--password`
-//! (`NATS_USER`/`NATS_PASSWORD`), `--creds` (`NATS_CREDS`, a JWT credentials file) or `--nkey`
-//! (`NATS_NKEY`, a file holding an NKey seed).
+//! (`NATS_USER`/`NATS_PASSWORD`), `--token` (`NATS_TOKEN`, an Agora API token), `--creds`
+//! (`NATS_CREDS`, a JWT credentials file) or `--nkey` (`NATS_NKEY`, a file holding an NKey
+//! seed).
+//!
+//! A person's connection may read replies only under its own inbox prefix (`_INBOX.<user>`;
+//! see `subjects::accounts`), so the prefix follows the user name: `--user`'s, or the name a
+//! token belongs to ([`NatsArgs::token_user`]); an anonymous connection uses `_INBOX._anon`.
 //!
 //! [`connect_with`] retries until a server answers, so a component may start before the cluster,
 //! but a refused login (wrong password, unknown user) is an error at once: retrying cannot fix
@@ -36,18 +41,42 @@ pub struct NatsArgs {
     /// Password of --user.
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, requires = "user")]
     pub password: Option<String>,
+    /// An Agora API token (`agora login` makes one).
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true,
+          conflicts_with_all = ["user", "creds", "nkey"])]
+    pub token: Option<String>,
     /// A credentials file (user JWT and NKey seed).
     #[arg(long, env = "NATS_CREDS", conflicts_with = "nkey")]
     pub creds: Option<PathBuf>,
     /// A file holding an NKey seed (`SU...`).
     #[arg(long, env = "NATS_NKEY")]
     pub nkey: Option<PathBuf>,
+    /// Whose `--token` is (its replies come to `_INBOX.<user>`).
+    #[arg(skip)]
+    pub token_user: Option<String>,
 }
 
 impl NatsArgs {
     /// No credentials: a server without authorization.
     pub fn anonymous(server: impl Into<String>) -> Self {
-        Self { server: server.into(), user: None, password: None, creds: None, nkey: None }
+        Self {
+            server: server.into(),
+            user: None,
+            password: None,
+            token: None,
+            creds: None,
+            nkey: None,
+            token_user: None,
+        }
+    }
+
+    /// An API token of `user`.
+    pub fn token(server: impl Into<String>, user: &str, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            token_user: Some(user.to_owned()),
+            ..Self::anonymous(server)
+        }
     }
 
     /// A user and password.
@@ -76,22 +105,30 @@ impl NatsArgs {
 
     /// Connect options carrying these credentials.
     pub async fn options(&self) -> anyhow::Result<ConnectOptions> {
-        let options = match (&self.user, &self.password, &self.creds, &self.nkey) {
-            (Some(user), Some(password), None, None) => {
+        let inbox_user = |user: &str| crate::subjects::accounts::inbox_prefix(Some(user));
+        let options = match (&self.user, &self.password, &self.token, &self.creds, &self.nkey) {
+            (Some(user), Some(password), None, None, None) => {
                 ConnectOptions::with_user_and_password(user.clone(), password.clone())
+                    .custom_inbox_prefix(inbox_user(user))
             }
-            (None, None, Some(creds), None) => {
-                ConnectOptions::with_credentials_file(creds)
-                    .await
-                    .with_context(|| format!("cannot read credentials file {}", creds.display()))?
+            (None, None, Some(token), None, None) => {
+                let options = ConnectOptions::with_token(token.clone());
+                match &self.token_user {
+                    Some(user) => options.custom_inbox_prefix(inbox_user(user)),
+                    None => options,
+                }
             }
-            (None, None, None, Some(path)) => {
+            (None, None, None, Some(creds), None) => ConnectOptions::with_credentials_file(creds)
+                .await
+                .with_context(|| format!("cannot read credentials file {}", creds.display()))?,
+            (None, None, None, None, Some(path)) => {
                 let seed = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read NKey seed file {}", path.display()))?;
                 ConnectOptions::with_nkey(seed.trim().to_owned())
             }
-            (None, None, None, None) => ConnectOptions::new(),
-            _ => bail!("give one of --user/--password, --creds or --nkey"),
+            (None, None, None, None, None) => ConnectOptions::new()
+                .custom_inbox_prefix(crate::subjects::accounts::inbox_prefix(None)),
+            _ => bail!("give one of --user/--password, --token, --creds or --nkey"),
         };
         Ok(options
             .ping_interval(PING_INTERVAL)
@@ -100,10 +137,13 @@ impl NatsArgs {
 
     /// Who this connects as, for logs (never the secret).
     pub fn identity(&self) -> String {
-        match (&self.user, &self.creds, &self.nkey) {
-            (Some(user), _, _) => format!("user {user}"),
-            (_, Some(creds), _) => format!("credentials {}", creds.display()),
-            (_, _, Some(nkey)) => format!("nkey {}", nkey.display()),
+        match (&self.user, &self.token, &self.creds, &self.nkey) {
+            (Some(user), ..) => format!("user {user}"),
+            (_, Some(_), ..) => {
+                format!("the token of {}", self.token_user.as_deref().unwrap_or("a user"))
+            }
+            (_, _, Some(creds), _) => format!("credentials {}", creds.display()),
+            (_, _, _, Some(nkey)) => format!("nkey {}", nkey.display()),
             _ => "no credentials".to_owned(),
         }
     }

@@ -8,9 +8,11 @@
 
 use std::fmt;
 
+use agora_core::auth::AuthError;
 use agora_core::ledger::CommitError;
 use agora_core::{
-    AccountId, BankError, ChatError, CoinsError, LikesError, LockError, OperationId, ParseError,
+    AccountId, BankError, ChatError, CoinsError, IdentityError, LikesError, LockError, OperationId,
+    ParseError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +52,10 @@ pub enum ErrorCode {
     RateLimited,
     /// Coins: not enough units available to buy, or held to sell.
     InsufficientQuantity,
-    /// Gateway: the operation needs a role the caller did not prove (the manager token).
+    /// The caller may not do this: it is someone else's, or needs the manager's role.
     Forbidden,
+    /// No identity, or a bad one: wrong name, password or token, an expired token, no session.
+    Unauthenticated,
 }
 
 impl ErrorCode {
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::InsufficientQuantity => "insufficient_quantity",
             Self::Forbidden => "forbidden",
+            Self::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -81,7 +86,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::InvalidRequest => 400,
-            Self::NotRegistered => 401,
+            Self::NotRegistered | Self::Unauthenticated => 401,
             Self::NotOwner | Self::Forbidden => 403,
             Self::NotFound | Self::UnknownUser => 404,
             Self::InsufficientFunds
@@ -157,6 +162,34 @@ impl ServiceError {
 impl From<ParseError> for ServiceError {
     fn from(error: ParseError) -> Self {
         Self::invalid(error.to_string())
+    }
+}
+
+impl From<IdentityError> for ServiceError {
+    fn from(error: IdentityError) -> Self {
+        let message = error.to_string();
+        match error {
+            IdentityError::InvalidName(_)
+            | IdentityError::Reserved(_)
+            | IdentityError::InvalidRole(_) => Self::invalid(message),
+            IdentityError::NotYours { .. }
+            | IdentityError::ManagerOnly(_)
+            | IdentityError::UserOnly(_)
+            | IdentityError::ServiceOnly(_) => Self::new(ErrorCode::Forbidden, message),
+            IdentityError::SignInFirst(_) => Self::new(ErrorCode::Unauthenticated, message),
+        }
+    }
+}
+
+impl From<AuthError> for ServiceError {
+    fn from(error: AuthError) -> Self {
+        let message = error.to_string();
+        match error {
+            AuthError::BadCredentials | AuthError::Expired => {
+                Self::new(ErrorCode::Unauthenticated, message)
+            }
+            AuthError::WeakPassword | AuthError::BadTtl { .. } => Self::invalid(message),
+        }
     }
 }
 
@@ -292,6 +325,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::InsufficientQuantity,
             ErrorCode::Forbidden,
+            ErrorCode::Unauthenticated,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

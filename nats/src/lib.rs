@@ -26,6 +26,7 @@
 //! reads), [`tasks`] (+ the work queue and the worker), [`chat`], [`coins`], [`files`] (+ the
 //! disk), [`likes`] (+ anti-entropy, the leader, the roster of signing keys).
 
+pub mod auth;
 pub mod bank;
 pub mod chat;
 pub mod client;
@@ -34,6 +35,7 @@ pub mod coins;
 pub mod connection;
 pub mod error;
 pub mod files;
+pub mod identity;
 pub mod ledger;
 pub mod likes;
 pub mod owner;

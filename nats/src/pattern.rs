@@ -18,6 +18,8 @@ pub const SESSION: &str = "^[!-~]{8,64}$";
 pub const ITEM: &str = "^[A-Za-z0-9_:-]{1,64}$";
 /// A likes user: `agora_core::likes::UserId`.
 pub const LIKES_USER: &str = "^[A-Za-z0-9_:.@+-]{1,64}$";
+/// A user name: `agora_core::identity::UserName`.
+pub const USER_NAME: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$";
 /// A task id: a positive decimal integer.
 pub const TASK_ID: &str = "^[1-9][0-9]{0,19}$";
 
@@ -53,6 +55,8 @@ mod tests {
             "42",
             "007",
             "-1",
+            "_x",
+            "x_",
         ];
         let long = |n: usize| "x".repeat(n);
         let lengths = [long(8), long(10), long(11), long(32), long(33), long(48), long(49)];
@@ -64,7 +68,7 @@ mod tests {
             .chain(lengths2)
             .chain(["BTC".repeat(4), "Z".repeat(10)]);
         type Parser = fn(&str) -> bool;
-        let checks: [(&str, Parser); 9] = [
+        let checks: [(&str, Parser); 10] = [
             (ACCOUNT, |s| AccountId::parse(s).is_ok()),
             (OPERATION_ID, |s| OperationId::parse(s).is_ok()),
             (SYMBOL, |s| agora_core::coins::Symbol::parse(s).is_ok()),
@@ -73,6 +77,7 @@ mod tests {
             (SESSION, |s| agora_core::chat::check_session(s).is_ok()),
             (ITEM, |s| ItemId::parse(s).is_ok()),
             (LIKES_USER, |s| UserId::parse(s).is_ok()),
+            (USER_NAME, |s| agora_core::UserName::parse(s).is_ok()),
             (TASK_ID, |s| s.parse::<u64>().is_ok_and(|id| id > 0) && !s.starts_with('0')),
         ];
         for text in all {

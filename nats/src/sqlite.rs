@@ -19,13 +19,14 @@ pub enum StoreError {
 }
 
 /// Opens (creating if needed) `data_dir/file` in WAL mode with `synchronous=NORMAL` (a commit
-/// survives `kill -9`), a page cache of `cache_bytes`, and the schema `migration` (version 1)
-/// applied once.
+/// survives `kill -9`) and a page cache of `cache_bytes`, and brings its schema up to date:
+/// `migrations[n]` takes the schema from version `n` to `n + 1` (`PRAGMA user_version`), each
+/// in one transaction, so a store is at one version or the next, never between.
 pub fn open_wal(
     data_dir: &Path,
     file: &str,
     cache_bytes: i64,
-    migration: &str,
+    migrations: &[&str],
 ) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
@@ -35,10 +36,18 @@ pub fn open_wal(
     // Negative cache_size is in KiB.
     conn.pragma_update(None, "cache_size", -(cache_bytes / 1024))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version < 1 {
+    let version = usize::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {version}")))?;
+    if version > migrations.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{file} has schema version {version}, newer than this program knows ({})",
+            migrations.len()
+        )));
+    }
+    for (index, migration) in migrations.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", 1)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
     }
     Ok(conn)

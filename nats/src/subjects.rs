@@ -12,6 +12,55 @@ use agora_core::AccountId;
 /// Prefix of every Agora subject.
 pub const ROOT: &str = "agora";
 
+/// The NATS accounts of an authorized deployment (`nats/config/accounts.conf`): Agora's
+/// components sign in to `AGORA` with their own passwords; people are placed by the auth
+/// service in `USERS`, or, for managers, in `MANAGERS`. Those two import the services people
+/// use (sharing who asked) and the events they may read.
+pub mod accounts {
+    pub const AGORA: &str = "AGORA";
+    pub const USERS: &str = "USERS";
+    pub const MANAGERS: &str = "MANAGERS";
+
+    /// The inbox prefix of a person's connection: its replies come to `_INBOX.<user>.>`, which
+    /// only that user may subscribe to (`_INBOX._anon` for a connection that did not sign in).
+    pub fn inbox_prefix(user: Option<&str>) -> String {
+        format!("_INBOX.{}", user.unwrap_or(ANONYMOUS_INBOX))
+    }
+    /// The inbox token of anonymous connections (no user name starts with `_`).
+    pub const ANONYMOUS_INBOX: &str = "_anon";
+}
+
+/// Users and their credentials (`agora-auth`), and the NATS server's auth callout.
+pub mod auth {
+    /// NATS micro service name.
+    pub const SERVICE: &str = "agora-auth";
+    /// Group (subject prefix) of every auth endpoint.
+    pub const GROUP: &str = "agora.auth";
+
+    pub const SIGNUP: &str = "signup";
+    pub const LOGIN: &str = "login";
+    pub const TOKEN: &str = "token";
+    pub const CHECK: &str = "check";
+    pub const LOGOUT: &str = "logout";
+    pub const WHOAMI: &str = "whoami";
+    pub const PASSWORD: &str = "password";
+    pub const USERS: &str = "users";
+    pub const ROLE: &str = "role";
+
+    pub const SIGNUP_SUBJECT: &str = "agora.auth.signup";
+    pub const LOGIN_SUBJECT: &str = "agora.auth.login";
+    pub const TOKEN_SUBJECT: &str = "agora.auth.token";
+    pub const CHECK_SUBJECT: &str = "agora.auth.check";
+    pub const LOGOUT_SUBJECT: &str = "agora.auth.logout";
+    pub const WHOAMI_SUBJECT: &str = "agora.auth.whoami";
+    pub const PASSWORD_SUBJECT: &str = "agora.auth.password";
+    pub const USERS_SUBJECT: &str = "agora.auth.users";
+    pub const ROLE_SUBJECT: &str = "agora.auth.role";
+
+    /// Where the NATS server asks who a connecting client is (auth callout).
+    pub const CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+}
+
 /// The ledger, the data server that owns balances and locks (an internal API for the bank).
 pub mod ledger {
     use super::AccountId;
@@ -103,9 +152,14 @@ pub mod tasks {
     pub const PROGRESS_SUBJECT: &str = "agora.tasks.progress";
     pub const FINISH_SUBJECT: &str = "agora.tasks.finish";
 
-    /// Every task's lifecycle events.
-    pub fn events(id: &str) -> String {
-        format!("{GROUP}.events.{id}")
+    /// A task's lifecycle events: `agora.tasks.events.<owner>.<id>`, the owner being the
+    /// user who submitted it (`_agora` for a service), so a user may subscribe to their own.
+    pub fn events(owner: &str, id: &str) -> String {
+        format!("{GROUP}.events.{owner}.{id}")
+    }
+    /// Every task of one owner.
+    pub fn events_of(owner: &str) -> String {
+        format!("{GROUP}.events.{owner}.*")
     }
     pub const EVENTS_ALL: &str = "agora.tasks.events.>";
     /// The task service tells every worker to stop a cancelled task (plain fan-out).
@@ -144,6 +198,7 @@ pub mod chat {
     pub const PART: &str = "part";
     pub const WHO: &str = "who";
     pub const HISTORY: &str = "history";
+    pub const SEND: &str = "send";
 
     pub const REGISTER_SUBJECT: &str = "agora.chat.register";
     pub const HEARTBEAT_SUBJECT: &str = "agora.chat.heartbeat";
@@ -152,13 +207,15 @@ pub mod chat {
     pub const PART_SUBJECT: &str = "agora.chat.part";
     pub const WHO_SUBJECT: &str = "agora.chat.who";
     pub const HISTORY_SUBJECT: &str = "agora.chat.history";
+    /// A message to a room or to one user: the service records it, then publishes it.
+    pub const SEND_SUBJECT: &str = "agora.chat.send";
 
-    /// Messages to a room: every member subscribes; the chat service records them.
+    /// Messages to a room, as the chat service recorded them: every member subscribes.
     pub fn room(room: &str) -> String {
         format!("{GROUP}.room.{room}")
     }
     pub const ROOM_ALL: &str = "agora.chat.room.*";
-    /// Direct messages to one user: only that user subscribes; the chat service records them.
+    /// Direct messages to one user, as recorded: only that user may subscribe.
     pub fn dm(to: &str) -> String {
         format!("{GROUP}.dm.{to}")
     }
@@ -400,7 +457,8 @@ mod tests {
         ] {
             assert_eq!(subject, format!("{}.{endpoint}", tasks::GROUP));
         }
-        assert_eq!(tasks::events("42"), "agora.tasks.events.42");
+        assert_eq!(tasks::events("alice", "42"), "agora.tasks.events.alice.42");
+        assert_eq!(tasks::events_of("alice"), "agora.tasks.events.alice.*");
         assert_eq!(tasks::queue(true, "7"), "agora.tasks.queue.high.7");
         assert_eq!(tasks::queue(false, "7"), "agora.tasks.queue.normal.7");
         assert_eq!(worker::status("w-1"), "agora.worker.w-1.status");
@@ -412,6 +470,7 @@ mod tests {
             (chat::PART_SUBJECT, chat::PART),
             (chat::WHO_SUBJECT, chat::WHO),
             (chat::HISTORY_SUBJECT, chat::HISTORY),
+            (chat::SEND_SUBJECT, chat::SEND),
         ] {
             assert_eq!(subject, format!("{}.{endpoint}", chat::GROUP));
         }
@@ -449,5 +508,20 @@ mod tests {
         assert_eq!(likes::pull("n1"), "agora.likes.pull.n1");
         assert_eq!(likes::events("p-1"), "agora.likes.events.p-1");
         assert_eq!(logs::subject("bank"), "agora.logs.bank");
+        for (subject, endpoint) in [
+            (auth::SIGNUP_SUBJECT, auth::SIGNUP),
+            (auth::LOGIN_SUBJECT, auth::LOGIN),
+            (auth::TOKEN_SUBJECT, auth::TOKEN),
+            (auth::CHECK_SUBJECT, auth::CHECK),
+            (auth::LOGOUT_SUBJECT, auth::LOGOUT),
+            (auth::WHOAMI_SUBJECT, auth::WHOAMI),
+            (auth::PASSWORD_SUBJECT, auth::PASSWORD),
+            (auth::USERS_SUBJECT, auth::USERS),
+            (auth::ROLE_SUBJECT, auth::ROLE),
+        ] {
+            assert_eq!(subject, format!("{}.{endpoint}", auth::GROUP));
+        }
+        assert_eq!(accounts::inbox_prefix(Some("alice")), "_INBOX.alice");
+        assert_eq!(accounts::inbox_prefix(None), "_INBOX._anon");
     }
 }

@@ -82,20 +82,22 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
                 Err(error) if error.code() == ErrorCode::NameTaken => None,
                 Err(error) => return Err(error.into()),
             };
+            let room = match &to {
+                Some(_) => None,
+                None => Some(room.clone().unwrap_or_else(|| "all".to_owned())),
+            };
             let message = match &session {
-                Some(session) => session.message(&text),
-                None => agora_nats::chat::wire::ChatMessage {
+                Some(session) => session.message(room.as_deref(), to.as_deref(), &text),
+                None => agora_nats::chat::wire::SendRequest {
+                    room,
+                    to,
                     id: format!("cli-{}", nuid::next()),
-                    from: name.clone(),
+                    from: Some(name.clone()),
                     text: text.clone(),
                     at: Some(agora_nats::clock::now_ms()),
                 },
             };
-            let subject = match (&room, &to) {
-                (_, Some(to)) => agora_nats::subjects::chat::dm(to),
-                (room, None) => agora_nats::subjects::chat::room(room.as_deref().unwrap_or("all")),
-            };
-            let sent = client.chat_send(&subject, &message).await;
+            let sent = client.chat_send(&message).await;
             if let Some(session) = session {
                 session.leave().await.ok();
             }

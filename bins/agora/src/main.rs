@@ -14,6 +14,7 @@ use agora_nats::connection::{self, NatsArgs};
 use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
+mod account;
 mod chat;
 mod coins;
 mod files;
@@ -32,6 +33,9 @@ struct Cli {
     /// How long to wait for a reply, in milliseconds.
     #[arg(long, global = true, env = "AGORA_TIMEOUT_MS", default_value_t = 5_000)]
     timeout_ms: u64,
+    /// Where `agora login` keeps its token (default ~/.config/agora/credentials.json).
+    #[arg(long, global = true, env = "AGORA_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,14 +67,18 @@ impl Login {
             server: self.server,
             user: self.nats_user,
             password: self.nats_password,
+            token: None,
             creds: self.creds,
             nkey: self.nkey,
+            token_user: None,
         }
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Account(account::AccountCommand),
     /// Money: deposit, withdraw, balance, transfer.
     #[command(subcommand)]
     Bank(BankCommand),
@@ -332,17 +340,58 @@ pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
-async fn connect(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
+async fn connect_as(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraClient> {
     let timeout = Duration::from_millis(timeout_ms);
     let nats =
         connection::connect_once(server, timeout, |options| options.name("agora-cli")).await?;
     Ok(AgoraClient::new(nats).with_timeout(Duration::from_millis(timeout_ms)))
 }
 
+/// Connects with the flags' credentials, else `agora login`'s saved token, else anonymously.
+async fn connect_saved(
+    server: &NatsArgs,
+    credentials: Option<&std::path::Path>,
+    timeout_ms: u64,
+) -> anyhow::Result<AgoraClient> {
+    let explicit = server.user.is_some() || server.creds.is_some() || server.nkey.is_some();
+    let saved = match credentials {
+        Some(path) if !explicit => account::load(path)?,
+        _ => None,
+    };
+    match saved {
+        Some(saved) => {
+            let args = NatsArgs::token(server.server.clone(), &saved.name, &saved.token);
+            connect_as(&args, timeout_ms).await
+        }
+        None => connect_as(server, timeout_ms).await,
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { nats, json, timeout_ms, command } = cli;
+    let Cli { nats, json, timeout_ms, credentials, command } = cli;
     let server = nats.nats();
+    let credentials = account::credentials_path(credentials.as_deref());
+    let connect = |server: &NatsArgs, timeout_ms: u64| {
+        let (server, credentials) = (server.clone(), credentials.clone());
+        async move { connect_saved(&server, credentials.as_deref(), timeout_ms).await }
+    };
     match command {
+        Command::Account(command) => {
+            let as_user = |login: Option<(String, String)>| {
+                let server = server.clone();
+                let saved = connect(&server, timeout_ms);
+                async move {
+                    match login {
+                        Some((name, password)) => {
+                            let args = NatsArgs::user(server.server.clone(), &name, &password);
+                            connect_as(&args, timeout_ms).await
+                        }
+                        None => saved.await,
+                    }
+                }
+            };
+            account::run(command, credentials.clone(), as_user, json).await
+        }
         Command::Bank(command) => bank(&connect(&server, timeout_ms).await?, command, json).await,
         Command::Task(command) => {
             task::run(&connect(&server, timeout_ms).await?, command, json).await

@@ -119,8 +119,11 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
                 wait_ms: None,
             };
             // Subscribe first, so no progress event is missed while waiting.
-            let mut events =
-                if wait { Some(client.nats().subscribe(subject::EVENTS_ALL).await?) } else { None };
+            let mut events = if wait {
+                Some(client.nats().subscribe(events_filter(client, None).await?).await?)
+            } else {
+                None
+            };
             let task = client.submit(&request).await?;
             match events.as_mut() {
                 None => print_task(&task, json, false),
@@ -166,8 +169,7 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
             print_task(&client.wait_task(&id, timeout_ms).await?, json, false)
         }
         TaskCommand::Watch { id } => {
-            let filter =
-                id.map_or_else(|| subject::EVENTS_ALL.to_owned(), |id| subject::events(&id));
+            let filter = events_filter(client, id.as_deref()).await?;
             let mut events = client.nats().subscribe(filter).await?;
             while let Some(message) = events.next().await {
                 if json {
@@ -221,7 +223,7 @@ async fn follow(
             .progress_chars("=> "),
     );
     bar.set_message(format!("{id} queued"));
-    let subject = subject::events(id);
+    let suffix = format!(".{id}");
     let waiting = client.wait_task(id, agora_nats::tasks::WAIT_MS_MAX);
     tokio::pin!(waiting);
     loop {
@@ -237,7 +239,7 @@ async fn follow(
                 return Ok(done);
             }
             Some(message) = events.next() => {
-                if message.subject.as_str() != subject {
+                if !message.subject.as_str().ends_with(&suffix) {
                     continue;
                 }
                 if let Ok(event) = serde_json::from_slice::<TaskEventWire>(&message.payload) {
@@ -249,6 +251,23 @@ async fn follow(
             }
         }
     }
+}
+
+/// The task events this connection may watch: a user's own (`agora.tasks.events.<me>.*`),
+/// or every task's for a server without users; of task `id` only, when given.
+async fn events_filter(client: &AgoraClient, id: Option<&str>) -> anyhow::Result<String> {
+    // No auth service: a server without users, where every task's events may be watched.
+    let name = match client.whoami().await {
+        Ok(me) => me.name,
+        Err(agora_nats::ClientError::NoResponders(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(match (name, id) {
+        (Some(name), Some(id)) => subject::events(&name, id),
+        (Some(name), None) => subject::events_of(&name),
+        (None, Some(id)) => subject::events("*", id),
+        (None, None) => subject::EVENTS_ALL.to_owned(),
+    })
 }
 
 fn describe(event: &TaskEventWire) -> String {

@@ -9,9 +9,10 @@
 //!
 //! - Raw receivers are plain subscriptions that read the message number from the payload.
 //! - Agora receivers are [`ChatInbox`]es (what `agora chat` uses): they parse and check every
-//!   message and drop repeats. The sender is a registered user publishing with a reply subject,
-//!   and the chat service acknowledges each message once it is committed to SQLite: the
-//!   acknowledgement's delay is the history write lag.
+//!   message and drop repeats. The sender is a registered user sending to the chat service
+//!   (`agora.chat.send`, with a reply subject), which records each message, publishes it to
+//!   the room and acknowledges it once it is committed to SQLite: the acknowledgement's delay
+//!   is the history write lag.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use tokio::sync::Notify;
 
 use super::{Goal, Measurement, Rig, print_goal, print_header, print_row};
 use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming};
-use agora_nats::chat::wire::{ChatMessage, HistoryRequest, MessageAck};
+use agora_nats::chat::wire::{ChatMessage, HistoryRequest, MessageAck, SendRequest};
 use agora_nats::client::AgoraClient;
 use agora_nats::subjects;
 
@@ -127,14 +128,31 @@ fn number_of(payload: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
+const TEXT: &str = "the quick brown fox jumps over the lazy dog, again and again and again";
+
+/// A raw side's message: what the chat service publishes (`{"id":"<n>",...}`).
 fn message_bytes(n: u64, from: &str) -> Bytes {
     let message = ChatMessage {
         id: n.to_string(),
         from: from.to_owned(),
-        text: "the quick brown fox jumps over the lazy dog, again and again and again".to_owned(),
+        text: TEXT.to_owned(),
         at: Some(agora_nats::clock::now_ms()),
+        seq: None,
     };
     Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
+}
+
+/// The Agora side's request: message `n` to the room.
+fn send_bytes(n: u64, from: &str) -> Bytes {
+    let request = SendRequest {
+        room: Some(ROOM.to_owned()),
+        to: None,
+        id: n.to_string(),
+        from: Some(from.to_owned()),
+        text: TEXT.to_owned(),
+        at: Some(agora_nats::clock::now_ms()),
+    };
+    Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
 }
 
 /// One slice's result.
@@ -183,7 +201,8 @@ async fn publish(
                 );
             }
         }
-        let payload = message_bytes(n, from);
+        let payload =
+            if reply_prefix.is_some() { send_bytes(n, from) } else { message_bytes(n, from) };
         tracker.sent_at[n as usize % RING].store(tracker.now_us(), Ordering::Relaxed);
         match reply_prefix {
             Some(prefix) => {
@@ -299,7 +318,7 @@ pub async fn chat(options: ChatBenchOptions) -> anyhow::Result<Vec<Measurement>>
         member.join(ROOM).await?;
         members.push(member);
     }
-    let room_subject = subjects::chat::room(ROOM);
+    let send_subject = subjects::chat::SEND_SUBJECT;
     let raw_subject = subjects::bench::FANOUT;
     let duration = Duration::from_secs(options.seconds.max(1)) / SLICES;
     let (mut raw_side, mut agora_side) =
@@ -369,7 +388,7 @@ pub async fn chat(options: ChatBenchOptions) -> anyhow::Result<Vec<Measurement>>
         }));
         let publisher = Publisher {
             client: &sender,
-            subject: &room_subject,
+            subject: send_subject,
             from: speaker.name(),
             reply_prefix: Some(&reply_prefix),
             window,

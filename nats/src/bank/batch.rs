@@ -262,7 +262,9 @@ impl Bank {
                     return waiting;
                 }
                 Err(ClientError::Service(error)) if error.code == ErrorCode::DuplicateId => {
-                    taken_ids.extend(error.ids.iter().filter_map(|id| OperationId::parse(id).ok()));
+                    taken_ids.extend(
+                        error.ids.iter().filter_map(|id| OperationId::parse_recorded(id).ok()),
+                    );
                 }
                 Err(ClientError::Service(error)) if error.code == ErrorCode::StaleToken => {
                     // The leases ran out before the commit: nothing was written. Try again.
@@ -376,7 +378,7 @@ impl Bank {
                     account: posting.account.to_string(),
                     amount: posting.amount.get(),
                     balance: posting.balance,
-                    id: pending.parsed.id.as_ref().map(|id| id.to_string()),
+                    id: pending.parsed.client_id.as_ref().map(|id| id.to_string()),
                     at,
                 };
                 if let Ok(payload) = serde_json::to_vec(&event) {
@@ -435,7 +437,7 @@ fn recorded_operations(
             let record: BankRecord =
                 serde_json::from_str(entry.record.get()).map_err(|e| unreadable(&e))?;
             let operation = Operation::try_from(&record.op).map_err(|e| unreadable(&e))?;
-            let id = OperationId::parse(&entry.id).map_err(|e| unreadable(&e))?;
+            let id = OperationId::parse_recorded(&entry.id).map_err(|e| unreadable(&e))?;
             Ok((id, (operation, record.reply)))
         })
         .collect()

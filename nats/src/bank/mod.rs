@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agora_core::AccountId;
+use agora_core::{AccountId, Caller};
 use async_nats::Client;
 use async_nats::service::Request;
 use futures::StreamExt;
@@ -226,7 +226,10 @@ pub async fn run(
         let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
         tasks.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
-                let parsed = match parse_operation(name, &request.message.payload) {
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let parsed = caller
+                    .and_then(|caller| parse_operation(name, &caller, &request.message.payload));
+                let parsed = match parsed {
                     Ok(parsed) => parsed,
                     Err(error) => {
                         replier.reply_bytes(&request, Err(error)).await;
@@ -256,8 +259,14 @@ pub async fn run(
         let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
         tasks.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
-                let account = decode::<BalanceRequest>(&request.message.payload)
-                    .and_then(|body| AccountId::parse(&body.account).map_err(ServiceError::from));
+                // A person reads their own balance (a manager anyone's).
+                let account =
+                    crate::identity::caller(request.message.headers.as_ref()).and_then(|caller| {
+                        let body = decode::<BalanceRequest>(&request.message.payload)?;
+                        let account = AccountId::parse(&body.account)?;
+                        caller.may_read("account", &body.account)?;
+                        Ok(account)
+                    });
                 let account = match account {
                     Ok(account) => account,
                     Err(error) => {
@@ -294,11 +303,15 @@ pub async fn run(
     Ok(())
 }
 
-fn parse_operation(endpoint: &str, payload: &[u8]) -> Result<ParsedOperation, ServiceError> {
+fn parse_operation(
+    endpoint: &str,
+    caller: &Caller,
+    payload: &[u8],
+) -> Result<ParsedOperation, ServiceError> {
     match endpoint {
-        subject::DEPOSIT => decode::<AmountRequest>(payload)?.into_deposit(),
-        subject::WITHDRAW => decode::<AmountRequest>(payload)?.into_withdraw(),
-        _ => ParsedOperation::try_from(decode::<TransferRequest>(payload)?),
+        subject::DEPOSIT => decode::<AmountRequest>(payload)?.into_deposit(caller),
+        subject::WITHDRAW => decode::<AmountRequest>(payload)?.into_withdraw(caller),
+        _ => decode::<TransferRequest>(payload)?.into_transfer(caller),
     }
 }
 

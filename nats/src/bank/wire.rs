@@ -1,7 +1,7 @@
 //! The bank's JSON payloads (`agora.bank.*`), converted into `agora-core` values with
 //! `TryFrom` at the edge.
 
-use agora_core::{AccountId, Amount, Balance, Operation, OperationId};
+use agora_core::{AccountId, Amount, Balance, Caller, Operation, OperationId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -84,38 +84,53 @@ pub struct BankEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedOperation {
     pub operation: Operation,
+    /// The id it is recorded under (a person's: `<user>/<id>`).
     pub id: Option<OperationId>,
+    /// The id as the client gave it (what its events show).
+    pub client_id: Option<OperationId>,
 }
 
-fn parse_id(id: Option<&str>) -> Result<Option<OperationId>, ServiceError> {
-    id.map(OperationId::parse).transpose().map_err(ServiceError::from)
+impl ParsedOperation {
+    /// `operation` with the client's `id`, for `caller`.
+    fn new(operation: Operation, id: Option<&str>, caller: &Caller) -> Result<Self, ServiceError> {
+        let client_id = id.map(OperationId::parse).transpose()?;
+        let id = match (caller.name(), &client_id) {
+            (Some(owner), Some(id)) => Some(OperationId::scoped(owner, id)),
+            _ => client_id.clone(),
+        };
+        Ok(Self { operation, id, client_id })
+    }
+}
+
+/// The account `caller` may move money out of (or into): their own, or any for a service.
+fn own_account(caller: &Caller, named: &str) -> Result<AccountId, ServiceError> {
+    // The name's shape first: a malformed one is bad input, whoever sends it.
+    let account = AccountId::parse(named)?;
+    caller.acting_on("account", Some(named))?;
+    Ok(account)
 }
 
 impl AmountRequest {
-    pub fn into_deposit(self) -> Result<ParsedOperation, ServiceError> {
-        let account = AccountId::parse(&self.account)?;
+    pub fn into_deposit(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
+        let account = own_account(caller, &self.account)?;
         let amount = Amount::parse(self.amount)?;
-        let id = parse_id(self.id.as_deref())?;
-        Ok(ParsedOperation { operation: Operation::Deposit { account, amount }, id })
+        ParsedOperation::new(Operation::Deposit { account, amount }, self.id.as_deref(), caller)
     }
 
-    pub fn into_withdraw(self) -> Result<ParsedOperation, ServiceError> {
-        let account = AccountId::parse(&self.account)?;
+    pub fn into_withdraw(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
+        let account = own_account(caller, &self.account)?;
         let amount = Amount::parse(self.amount)?;
-        let id = parse_id(self.id.as_deref())?;
-        Ok(ParsedOperation { operation: Operation::Withdraw { account, amount }, id })
+        ParsedOperation::new(Operation::Withdraw { account, amount }, self.id.as_deref(), caller)
     }
 }
 
-impl TryFrom<TransferRequest> for ParsedOperation {
-    type Error = ServiceError;
-
-    fn try_from(request: TransferRequest) -> Result<Self, ServiceError> {
-        let from = AccountId::parse(&request.from)?;
-        let to = AccountId::parse(&request.to)?;
-        let amount = Amount::parse(request.amount)?;
-        let id = parse_id(request.id.as_deref())?;
-        Ok(ParsedOperation { operation: Operation::transfer(from, to, amount)?, id })
+impl TransferRequest {
+    /// A transfer out of `caller`'s own account (any, for a service), to anyone's.
+    pub fn into_transfer(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
+        let from = own_account(caller, &self.from)?;
+        let to = AccountId::parse(&self.to)?;
+        let amount = Amount::parse(self.amount)?;
+        ParsedOperation::new(Operation::transfer(from, to, amount)?, self.id.as_deref(), caller)
     }
 }
 
@@ -187,8 +202,44 @@ mod tests {
         assert!(fraction.is_err());
         let request: TransferRequest =
             serde_json::from_str(r#"{"from":"a","to":"a","amount":5}"#).expect("shape is fine");
-        let refused = ParsedOperation::try_from(request).expect_err("self transfer");
+        let refused = request.into_transfer(&Caller::Service).expect_err("self transfer");
         assert_eq!(refused.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_person_moves_only_their_own_money_under_their_own_ids() {
+        let alice =
+            Caller::user(agora_core::UserName::parse("alice").unwrap(), agora_core::Role::User);
+        let amount = |account: &str, id: Option<&str>| AmountRequest {
+            account: account.into(),
+            amount: 5,
+            id: id.map(str::to_owned),
+        };
+        let transfer = |from: &str| TransferRequest {
+            from: from.into(),
+            to: "bob".into(),
+            amount: 5,
+            id: Some("t-1".into()),
+        };
+        let mine = amount("alice", Some("op-1")).into_deposit(&alice).unwrap();
+        assert_eq!(mine.id.unwrap().as_str(), "alice/op-1", "recorded under her name");
+        assert_eq!(mine.client_id.unwrap().as_str(), "op-1", "shown as she gave it");
+        assert!(amount("alice", None).into_withdraw(&alice).unwrap().id.is_none());
+        assert!(transfer("alice").into_transfer(&alice).is_ok());
+        for refused in [
+            amount("bob", None).into_deposit(&alice),
+            amount("bob", None).into_withdraw(&alice),
+            transfer("bob").into_transfer(&alice),
+            amount("alice", None).into_deposit(&Caller::Anonymous),
+        ] {
+            let code = refused.expect_err("not hers").code;
+            assert!(matches!(code, ErrorCode::Forbidden | ErrorCode::Unauthenticated), "{code}");
+        }
+        // A service moves whatever it names, under the id it gives.
+        let service = transfer("bob").into_transfer(&Caller::Service);
+        assert!(service.is_err(), "bob to bob");
+        let paid = TransferRequest { to: "carol".into(), ..transfer("bob") };
+        assert_eq!(paid.into_transfer(&Caller::Service).unwrap().id.unwrap().as_str(), "t-1");
     }
 
     #[test]

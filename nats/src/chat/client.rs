@@ -8,14 +8,13 @@
 //!   asked for, registers again (same token) when the service forgot the session, and reports
 //!   what happened on a [`watch`] channel. Dropping it stops the heartbeats (the name goes
 //!   offline one timeout later); [`ChatSession::leave`] goes offline at once.
-//! - Sending publishes the message on its fan-out subject with a reply subject. The chat
-//!   service acknowledges once the message is in history; without an acknowledgement the same
-//!   message (same id) is sent again, up to [`SEND_ATTEMPTS`] times. Receivers therefore drop
-//!   repeats by sender and id ([`ChatInbox`]).
+//! - Sending asks the chat service (`agora.chat.send`): it records the message, publishes it on
+//!   its fan-out subject and acknowledges; without an acknowledgement the same message (same
+//!   id) is sent again, up to [`SEND_ATTEMPTS`] times (history keeps it once, and publishes
+//!   it once). Receivers still drop repeats by sender and id ([`ChatInbox`]).
 //! - [`ChatInbox`] subscribes to `agora.chat.dm.<me>`, `agora.chat.room.all`, the rooms it is
 //!   told to listen to and, optionally, every presence event. It drops what does not pass the
-//!   service's format checks (a raw publisher can send anything), so what it yields is plain,
-//!   bounded text.
+//!   service's format checks, so what it yields is plain, bounded text.
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
@@ -33,7 +32,8 @@ use tokio_stream::StreamMap;
 
 use crate::chat::wire::{
     ChatMessage, HistoryReply, HistoryRequest, MessageAck, PresenceEvent, RegisterReply,
-    RegisterRequest, RoomRequest, RoomsReply, SessionReply, SessionRequest, WhoReply, WhoRequest,
+    RegisterRequest, RoomRequest, RoomsReply, SendRequest, SessionReply, SessionRequest, WhoReply,
+    WhoRequest,
 };
 use crate::client::{AgoraClient, ClientError};
 use crate::clock::now_ms;
@@ -69,16 +69,12 @@ impl AgoraClient {
         self.request(subject::HISTORY_SUBJECT, request).await
     }
 
-    /// Publishes a message on `subject` and waits until the chat service recorded it, sending
+    /// Sends a message and waits until the chat service recorded (and published) it, sending
     /// it again (same id) when no acknowledgement comes.
-    pub async fn chat_send(
-        &self,
-        subject: &str,
-        message: &ChatMessage,
-    ) -> Result<MessageAck, ClientError> {
+    pub async fn chat_send(&self, message: &SendRequest) -> Result<MessageAck, ClientError> {
         let mut attempt = 1;
         loop {
-            match self.request(subject, message).await {
+            match self.request(subject::SEND_SUBJECT, message).await {
                 Err(ClientError::Timeout(_) | ClientError::NoResponders(_))
                     if attempt < SEND_ATTEMPTS =>
                 {
@@ -129,7 +125,7 @@ impl Drop for ChatSession {
 impl ChatSession {
     /// Registers `name` with a fresh session token and starts heartbeating.
     pub async fn register(client: AgoraClient, name: &str) -> Result<Self, ClientError> {
-        let token = nuid::next().to_string();
+        let token = crate::auth::secrets::new_token().map_err(ClientError::Service)?;
         let registration = client.chat_register(name, Some(&token)).await?;
         let (status_tx, status) = watch::channel(SessionStatus::Online);
         let beat = Duration::from_millis(registration.heartbeat_ms.max(50));
@@ -163,12 +159,14 @@ impl ChatSession {
         self.status.clone()
     }
 
-    /// A message from this session with a fresh id.
-    pub fn message(&self, text: &str) -> ChatMessage {
+    /// A message from this session with a fresh id, to `room` or to `to`.
+    pub fn message(&self, room: Option<&str>, to: Option<&str>, text: &str) -> SendRequest {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        ChatMessage {
+        SendRequest {
+            room: room.map(str::to_owned),
+            to: to.map(str::to_owned),
             id: format!("{}-{n}", self.id_prefix),
-            from: self.name().to_owned(),
+            from: Some(self.name().to_owned()),
             text: text.to_owned(),
             at: Some(now_ms()),
         }
@@ -177,14 +175,14 @@ impl ChatSession {
     /// Says `text` in `room`; returns once it is in history.
     pub async fn say(&self, room: &str, text: &str) -> Result<MessageAck, ClientError> {
         let room = Name::room(room).map_err(|e| ClientError::Service(e.into()))?;
-        self.client.chat_send(&subject::room(room.as_str()), &self.message(text)).await
+        self.client.chat_send(&self.message(Some(room.as_str()), None, text)).await
     }
 
     /// Sends `text` to `to` directly; returns once it is in history (`unknown_user` when `to`
     /// was never registered).
     pub async fn dm(&self, to: &str, text: &str) -> Result<MessageAck, ClientError> {
         let to = Name::user(to).map_err(|e| ClientError::Service(e.into()))?;
-        self.client.chat_send(&subject::dm(to.as_str()), &self.message(text)).await
+        self.client.chat_send(&self.message(None, Some(to.as_str()), text)).await
     }
 
     fn room_request(&self, room: &str) -> RoomRequest {
@@ -271,6 +269,8 @@ struct ReceivedMessage<'a> {
     text: Cow<'a, str>,
     #[serde(default)]
     at: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 impl ReceivedMessage<'_> {
@@ -285,6 +285,7 @@ impl ReceivedMessage<'_> {
             from: self.from.into_owned(),
             text: self.text.into_owned(),
             at: self.at,
+            seq: self.seq,
         }
     }
 }

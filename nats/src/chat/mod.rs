@@ -2,16 +2,18 @@
 //! every message.
 //!
 //! ## Shape
-//! Messages do not pass through this service: clients publish them on the fan-out subjects
-//! (`agora.chat.room.<room>`, `agora.chat.dm.<to>`), where members and recipients receive them
-//! straight from NATS. This service is one more subscriber: it checks each message (known
-//! names, text limits, the sender's rate), records it in SQLite and, when the message came
-//! with a reply subject, answers with its history position ([`wire::MessageAck`]) or a coded error
-//! (`unknown_user` for a direct message to a name never registered, `rate_limited`, ...).
-//! Clients send with a reply subject and resend with the same id until acknowledged; history
-//! keeps one copy per sender and id.
+//! A message is sent to this service (`agora.chat.send`): it checks the message (known names,
+//! text limits, the sender's rate), records it in SQLite with its sender as the server vouched
+//! for them ([`crate::identity`]: a payload cannot speak for someone else), publishes it on its
+//! fan-out subject (`agora.chat.room.<room>`, or `agora.chat.dm.<to>` which only `<to>` may
+//! read), and then answers with its history position ([`wire::MessageAck`]) or a coded error
+//! (`unknown_user` for a direct message to a name never registered, `rate_limited`, ...). Only
+//! this service publishes on those subjects, so what members receive is what history has.
+//! Clients resend with the same id until acknowledged; history keeps one copy per sender and
+//! id, and a resend is not published again.
 //!
-//! Requests (register, heartbeat, leave, join, part, who, history) are micro-service endpoints.
+//! Requests (register, heartbeat, leave, join, part, who, history, send) are micro-service
+//! endpoints. A person registers, heartbeats, joins and reads history only as themselves.
 //! Like the task service, endpoint and subscription tasks only decode; the owner thread
 //! ([`crate::owner`], state [`state::ChatState`]) holds the `agora_core::Chat` state machine,
 //! applies whatever is queued in one transaction, commits, and only then replies and publishes
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agora_core::chat::{self, Command};
-use agora_core::{ChatConfig, Name};
+use agora_core::{Caller, ChatConfig, Name};
 use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
@@ -39,11 +41,11 @@ use futures::StreamExt;
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::{self, Limits, Mode};
 use crate::service::{
-    ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default, publish_reply,
+    ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default,
 };
-use crate::subjects::{self, chat as subject};
+use crate::subjects::chat as subject;
 use state::{ChatState, Envelope, HistoryQuery, Incoming, RequestCommand};
-use wire::{ChatMessage, HistoryRequest, RegisterRequest, RoomRequest, SessionRequest, WhoRequest};
+use wire::{HistoryRequest, RegisterRequest, RoomRequest, SendRequest, SessionRequest, WhoRequest};
 
 /// Every endpoint of the chat service (names, also subjects below [`subject::GROUP`]).
 const ENDPOINTS: [&str; 7] = [
@@ -195,7 +197,10 @@ pub async fn run(
         let replier = Replier::new(name, errors.clone());
         loops.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
-                let command = match parse_request(name, &request.message.payload) {
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let parsed = caller
+                    .and_then(|caller| parse_request(name, &caller, &request.message.payload));
+                let command = match parsed {
                     Ok(command) => command,
                     Err(error) => {
                         replier.reply_bytes(&request, Err(error)).await;
@@ -210,36 +215,27 @@ pub async fn run(
             }
         }));
     }
-    for (wildcard, direct) in [(subject::ROOM_ALL, false), (subject::DM_ALL, true)] {
-        let mut messages = client.subscribe(wildcard).await?;
+    {
+        let mut endpoint = add_endpoint(&group, subject::SEND, subject::SEND).await?;
         let envelopes = envelopes.clone();
-        let client = client.clone();
+        let replier = Replier::new(subject::SEND, errors.clone());
         let counts = counts.clone();
         loops.push(tokio::spawn(async move {
-            while let Some(message) = messages.next().await {
-                let target = subjects::last_token(&message.subject);
-                let reply = message.reply.clone();
-                let refusal = match parse_message(target, direct, &message.payload) {
-                    Ok(incoming) => {
-                        let envelope = Envelope::Message { incoming, reply };
-                        match envelopes.try_send(envelope) {
-                            Ok(()) => continue,
-                            Err(Envelope::Message { reply, .. }) => {
-                                if reply.is_none() {
-                                    counts.dropped.fetch_add(1, Ordering::Relaxed);
-                                }
-                                busy()
-                            }
-                            Err(_) => continue,
-                        }
-                    }
+            while let Some(request) = endpoint.next().await {
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let parsed =
+                    caller.and_then(|caller| parse_message(&caller, &request.message.payload));
+                let incoming = match parsed {
+                    Ok(incoming) => incoming,
                     Err(error) => {
                         counts.refused.fetch_add(1, Ordering::Relaxed);
-                        error
+                        replier.reply_bytes(&request, Err(error)).await;
+                        continue;
                     }
                 };
-                if let Some(reply) = message.reply {
-                    publish_reply(&client, reply, Err(refusal)).await.ok();
+                let envelope = Envelope::Message { incoming, request: Box::new(request) };
+                if let Err(Envelope::Message { request, .. }) = envelopes.try_send(envelope) {
+                    replier.reply_bytes(&request, Err(busy())).await;
                 }
             }
         }));
@@ -264,31 +260,51 @@ fn busy() -> ServiceError {
     ServiceError::new(ErrorCode::Busy, "the chat service is overloaded; retry")
 }
 
-fn parse_message(target: &str, direct: bool, payload: &[u8]) -> Result<Incoming, ServiceError> {
-    let message: ChatMessage = decode_limited(payload, MESSAGE_BYTES_MAX)?;
-    let (room, to) =
-        if direct { (None, Some(Name::user(target)?)) } else { (Some(Name::room(target)?), None) };
-    chat::check_message(&message.from, &message.id, &message.text)?;
-    let from = Name::user(&message.from)?;
+/// A message `caller` sends: from themselves (a service names the sender), to one room or one
+/// user.
+fn parse_message(caller: &Caller, payload: &[u8]) -> Result<Incoming, ServiceError> {
+    let message: SendRequest = decode_limited(payload, MESSAGE_BYTES_MAX)?;
+    let (room, to) = match (&message.room, &message.to) {
+        (Some(room), None) => (Some(Name::room(room)?), None),
+        (None, Some(to)) => (None, Some(Name::user(to)?)),
+        _ => return Err(ServiceError::invalid("give `room` or `to`, one of them")),
+    };
+    message.from.as_deref().map(Name::user).transpose()?;
+    let from = caller.acting_on("name", message.from.as_deref())?;
+    chat::check_message(from, &message.id, &message.text)?;
+    let from = Name::user(from)?;
     Ok(Incoming { room, to, from, id: message.id, text: message.text, at_ms: message.at })
 }
 
-fn session_of(request: SessionRequest) -> Result<(Name, String), ServiceError> {
-    chat::check_session(&request.session)?;
-    Ok((Name::user(&request.name)?, request.session))
+/// The name `caller` acts as (theirs; the named one for a service).
+fn own_name(caller: &Caller, named: &str) -> Result<Name, ServiceError> {
+    let name = Name::user(named)?;
+    caller.acting_on("name", Some(named))?;
+    Ok(name)
 }
 
-fn room_command(payload: &[u8], join: bool) -> Result<Command, ServiceError> {
+fn session_of(caller: &Caller, request: SessionRequest) -> Result<(Name, String), ServiceError> {
+    chat::check_session(&request.session)?;
+    Ok((own_name(caller, &request.name)?, request.session))
+}
+
+fn room_command(caller: &Caller, payload: &[u8], join: bool) -> Result<Command, ServiceError> {
     let request: RoomRequest = decode(payload)?;
     chat::check_session(&request.session)?;
-    let name = Name::user(&request.name)?;
+    let name = own_name(caller, &request.name)?;
     let room = Name::room(&request.room)?;
     let token = request.session;
     Ok(if join { Command::Join { name, token, room } } else { Command::Part { name, token, room } })
 }
 
-/// Decodes and validates a request (on the runtime, before it reaches the owner thread).
-fn parse_request(endpoint: &str, payload: &[u8]) -> Result<RequestCommand, ServiceError> {
+/// Decodes and validates a request of `caller` (on the runtime, before it reaches the owner
+/// thread).
+fn parse_request(
+    endpoint: &str,
+    caller: &Caller,
+    payload: &[u8],
+) -> Result<RequestCommand, ServiceError> {
+    caller.signed_in("chat")?;
     Ok(match endpoint {
         subject::REGISTER => {
             let request: RegisterRequest = decode(payload)?;
@@ -297,20 +313,21 @@ fn parse_request(endpoint: &str, payload: &[u8]) -> Result<RequestCommand, Servi
                     chat::check_session(&token)?;
                     token
                 }
-                None => nuid::next().to_string(),
+                None => crate::auth::secrets::new_token()?,
             };
-            RequestCommand::Chat(Command::Register { name: Name::user(&request.name)?, token })
+            let name = own_name(caller, &request.name)?;
+            RequestCommand::Chat(Command::Register { name, token })
         }
         subject::HEARTBEAT => {
-            let (name, token) = session_of(decode(payload)?)?;
+            let (name, token) = session_of(caller, decode(payload)?)?;
             RequestCommand::Chat(Command::Heartbeat { name, token })
         }
         subject::LEAVE => {
-            let (name, token) = session_of(decode(payload)?)?;
+            let (name, token) = session_of(caller, decode(payload)?)?;
             RequestCommand::Chat(Command::Leave { name, token })
         }
-        subject::JOIN => RequestCommand::Chat(room_command(payload, true)?),
-        subject::PART => RequestCommand::Chat(room_command(payload, false)?),
+        subject::JOIN => RequestCommand::Chat(room_command(caller, payload, true)?),
+        subject::PART => RequestCommand::Chat(room_command(caller, payload, false)?),
         subject::WHO => {
             let request: WhoRequest = decode_or_default(payload, WHO_BYTES_MAX)?;
             let room = request.room.as_deref().map(Name::room).transpose()?;
@@ -320,7 +337,11 @@ fn parse_request(endpoint: &str, payload: &[u8]) -> Result<RequestCommand, Servi
             let request: HistoryRequest = decode(payload)?;
             let room = request.room.as_deref().map(Name::room).transpose()?;
             let with = request.with.as_deref().map(Name::user).transpose()?;
-            let as_user = request.as_user.as_deref().map(Name::user).transpose()?;
+            // A conversation, or what a name could see, is read only as that name.
+            let as_user = match &request.as_user {
+                Some(named) => Some(own_name(caller, named)?),
+                None => None,
+            };
             match (&room, &with, &as_user) {
                 (Some(_), None, None) | (None, Some(_), Some(_)) | (None, None, Some(_)) => {}
                 _ => {
@@ -355,27 +376,37 @@ fn parse_request(endpoint: &str, payload: &[u8]) -> Result<RequestCommand, Servi
 mod tests {
     use super::*;
 
+    fn alice() -> Caller {
+        Caller::user(agora_core::UserName::parse("alice").unwrap(), agora_core::Role::User)
+    }
+
     #[test]
     fn bad_messages_are_refused_before_the_owner() {
-        let good = br#"{"id":"m1","from":"alice","text":"hi <b>there</b>"}"#;
-        let incoming = parse_message("all", false, good).expect("valid");
+        let good = br#"{"room":"all","id":"m1","text":"hi <b>there</b>"}"#;
+        let incoming = parse_message(&alice(), good).expect("valid");
         assert_eq!(incoming.room.as_ref().map(Name::as_str), Some("all"));
+        assert_eq!(incoming.from.as_str(), "alice", "the sender is the caller");
         assert_eq!(incoming.at_ms, None);
-        assert!(parse_message("bob", true, good).expect("valid").to.is_some());
-        let long = format!(r#"{{"id":"m1","from":"alice","text":"{}"}}"#, "x".repeat(5000));
-        for (target, payload) in [
-            ("all", &b""[..]),
-            ("all", &b"not json"[..]),
-            ("all", &br#"{"id":"m1","from":"alice"}"#[..]),
-            ("all", &br#"{"id":"m1","from":"alice","text":"hi","extra":1}"#[..]),
-            ("all", &br#"{"id":"m1","from":"al ice","text":"hi"}"#[..]),
-            ("all", &br#"{"id":"","from":"alice","text":"hi"}"#[..]),
-            ("all", &br#"{"id":"m1","from":"alice","text":""}"#[..]),
-            ("all", &br#"{"id":"m1","from":"alice","text":"\u001b[2J"}"#[..]),
-            ("all", long.as_bytes()),
-            ("bad$room", good),
+        let direct = br#"{"to":"bob","id":"m1","text":"hi"}"#;
+        assert!(parse_message(&alice(), direct).expect("valid").to.is_some());
+        let named = br#"{"room":"all","id":"m1","from":"alice","text":"hi"}"#;
+        assert!(parse_message(&alice(), named).is_ok(), "she may name herself");
+        let long = format!(r#"{{"room":"all","id":"m1","text":"{}"}}"#, "x".repeat(5000));
+        for payload in [
+            &b""[..],
+            &b"not json"[..],
+            &br#"["all","m1","hi"]"#[..],
+            &br#"{"room":"all","id":"m1"}"#[..],
+            &br#"{"id":"m1","text":"hi"}"#[..],
+            &br#"{"room":"all","to":"bob","id":"m1","text":"hi"}"#[..],
+            &br#"{"room":"all","id":"m1","text":"hi","extra":1}"#[..],
+            &br#"{"room":"all","id":"","text":"hi"}"#[..],
+            &br#"{"room":"all","id":"m1","text":""}"#[..],
+            &br#"{"room":"all","id":"m1","text":"\u001b[2J"}"#[..],
+            &br#"{"room":"bad$room","id":"m1","text":"hi"}"#[..],
+            long.as_bytes(),
         ] {
-            let error = parse_message(target, false, payload).expect_err("refused");
+            let error = parse_message(&alice(), payload).expect_err("refused");
             assert_eq!(
                 error.code,
                 ErrorCode::InvalidRequest,
@@ -383,6 +414,13 @@ mod tests {
                 String::from_utf8_lossy(payload)
             );
         }
+        // Nobody speaks for someone else; a service names the sender, and must.
+        let forged = br#"{"room":"all","id":"m1","from":"bob","text":"hi"}"#;
+        assert_eq!(parse_message(&alice(), forged).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(parse_message(&Caller::Service, forged).unwrap().from.as_str(), "bob");
+        assert_eq!(parse_message(&Caller::Service, good).unwrap_err().code, ErrorCode::Forbidden);
+        let anonymous = parse_message(&Caller::Anonymous, good).unwrap_err();
+        assert_eq!(anonymous.code, ErrorCode::Unauthenticated);
     }
 
     #[test]
@@ -402,15 +440,30 @@ mod tests {
             (subject::HISTORY, r#"{"room":"all","limit":0}"#),
         ];
         for (endpoint, payload) in cases {
-            let error = parse_request(endpoint, payload.as_bytes()).expect_err(payload);
+            let error =
+                parse_request(endpoint, &Caller::Service, payload.as_bytes()).expect_err(payload);
             assert_eq!(error.code, ErrorCode::InvalidRequest, "{endpoint} {payload}");
         }
-        assert!(parse_request(subject::WHO, b"").is_ok());
+        assert!(parse_request(subject::WHO, &alice(), b"").is_ok());
         let RequestCommand::Chat(Command::Register { token, .. }) =
-            parse_request(subject::REGISTER, br#"{"name":"alice"}"#).expect("valid")
+            parse_request(subject::REGISTER, &alice(), br#"{"name":"alice"}"#).expect("valid")
         else {
             panic!("a register command");
         };
         chat::check_session(&token).expect("a made-up token is a valid token");
+        // A person registers, beats, joins and reads conversations only as themselves.
+        for (endpoint, payload) in [
+            (subject::REGISTER, r#"{"name":"bob"}"#),
+            (subject::HEARTBEAT, r#"{"name":"bob","session":"token-b12"}"#),
+            (subject::LEAVE, r#"{"name":"bob","session":"token-b12"}"#),
+            (subject::JOIN, r#"{"name":"bob","session":"token-b12","room":"r"}"#),
+            (subject::HISTORY, r#"{"with":"alice","as":"bob"}"#),
+            (subject::HISTORY, r#"{"as":"bob"}"#),
+        ] {
+            let error = parse_request(endpoint, &alice(), payload.as_bytes()).expect_err(payload);
+            assert_eq!(error.code, ErrorCode::Forbidden, "{endpoint} {payload}");
+        }
+        let error = parse_request(subject::WHO, &Caller::Anonymous, b"").unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unauthenticated);
     }
 }

@@ -8,15 +8,15 @@ use std::sync::atomic::Ordering;
 
 use agora_core::chat::{self, Command, LeaveReason, Target};
 use agora_core::{Chat, ChatEvent, Name};
+use async_nats::Client;
 use async_nats::service::Request;
-use async_nats::{Client, Subject};
 use bytes::Bytes;
 use rusqlite::{Connection, Transaction};
 
 use super::store::{self, Conversation, NewMessage};
 use super::wire::{
-    HistoryReply, MessageAck, PresenceEvent, RegisterReply, RoomsReply, SessionReply, UserView,
-    WhoReply,
+    ChatMessage, HistoryReply, MessageAck, PresenceEvent, RegisterReply, RoomsReply, SessionReply,
+    UserView, WhoReply,
 };
 use super::{
     ChatServiceConfig, ENDPOINTS, MessageCounts, PRUNE_BATCH, PRUNE_EVERY_MS, WHO_USERS_MAX,
@@ -24,7 +24,7 @@ use super::{
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::State;
-use crate::service::{ErrorCounts, Replier, encode, publish_reply};
+use crate::service::{ErrorCounts, Replier, encode};
 use crate::sqlite::StoreError;
 use crate::subjects::chat as subject;
 
@@ -65,9 +65,10 @@ pub enum Envelope {
         endpoint: &'static str,
         command: RequestCommand,
     },
+    /// A message to record, publish and acknowledge (`agora.chat.send`).
     Message {
         incoming: Incoming,
-        reply: Option<Subject>,
+        request: Box<Request>,
     },
     /// Periodic work: silent sessions end, history is pruned.
     Sweep,
@@ -77,13 +78,14 @@ pub enum Envelope {
 #[derive(Debug)]
 enum ReplyTo {
     Request(Box<Request>, &'static str),
-    Subject(Subject),
 }
 
 /// What a group produced, sent once it committed.
 #[derive(Debug, Default)]
 pub struct Outbox {
     replies: Vec<(ReplyTo, Result<Bytes, ServiceError>)>,
+    /// Recorded messages, for their fan-out subjects.
+    messages: Vec<(String, Bytes)>,
     presence: Vec<(String, Bytes)>,
     /// Messages recorded and resends found, counted once committed.
     recorded: u64,
@@ -171,8 +173,11 @@ impl ChatState {
         errors: &ErrorCounts,
         counts: Arc<MessageCounts>,
     ) -> Result<Self, StoreError> {
-        let repliers =
-            ENDPOINTS.into_iter().map(|name| (name, Replier::new(name, errors.clone()))).collect();
+        let repliers = ENDPOINTS
+            .into_iter()
+            .chain([subject::SEND])
+            .map(|name| (name, Replier::new(name, errors.clone())))
+            .collect();
         let mut state = Self {
             chat: Chat::new(config.core()),
             client,
@@ -250,6 +255,21 @@ impl ChatState {
         };
         self.last_seq = self.last_seq.max(seq);
         out.recorded += 1;
+        // Published as recorded: the sender the server vouched for, its place in history.
+        let published = ChatMessage {
+            id: incoming.id.clone(),
+            from: incoming.from.to_string(),
+            text: incoming.text.clone(),
+            at: Some(incoming.at_ms.unwrap_or(now)),
+            seq: Some(seq),
+        };
+        let subject = match (&incoming.room, &incoming.to) {
+            (Some(room), _) => subject::room(room.as_str()),
+            (None, to) => subject::dm(to.as_ref().map_or("", Name::as_str)),
+        };
+        if let Ok(payload) = encode(&published) {
+            out.messages.push((subject, payload));
+        }
         Ok(encode(&MessageAck { seq, duplicate: false }))
     }
 
@@ -449,11 +469,9 @@ impl State for ChatState {
                 let reply = self.execute(tx, now_ms, command, out)?;
                 out.replies.push((ReplyTo::Request(request, endpoint), reply));
             }
-            Envelope::Message { incoming, reply } => {
+            Envelope::Message { incoming, request } => {
                 let ack = self.record(tx, now_ms, &incoming, out)?;
-                if let Some(reply) = reply {
-                    out.replies.push((ReplyTo::Subject(reply), ack));
-                }
+                out.replies.push((ReplyTo::Request(request, subject::SEND), ack));
             }
             Envelope::Sweep => self.sweep(tx, now_ms, out)?,
         }
@@ -471,26 +489,25 @@ impl State for ChatState {
         let failure = unavailable(error);
         out.replies.iter_mut().for_each(|(_, reply)| *reply = Err(failure.clone()));
         out.presence.clear();
+        out.messages.clear();
         out.recorded = 0;
         out.duplicates = 0;
     }
 
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
-        let Outbox { replies, presence, recorded, duplicates } = outbox;
+        let Outbox { replies, messages, presence, recorded, duplicates } = outbox;
         self.counts.recorded.fetch_add(recorded, Ordering::Relaxed);
         self.counts.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        if replies.is_empty() && presence.is_empty() {
-            return;
+        // Messages before acknowledgements: once a sender has its ack, members have it.
+        for (subject, payload) in messages {
+            if let Err(error) = self.client.publish(subject, payload).await {
+                tracing::warn!(%error, "could not publish a recorded message");
+            }
         }
         for (to, reply) in replies {
             match to {
                 ReplyTo::Request(request, endpoint) => {
                     self.repliers[endpoint].reply_bytes(&request, reply).await;
-                }
-                ReplyTo::Subject(subject) => {
-                    if let Err(error) = publish_reply(&self.client, subject, reply).await {
-                        tracing::warn!(%error, "could not acknowledge a message");
-                    }
                 }
             }
         }

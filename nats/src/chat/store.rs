@@ -119,7 +119,7 @@ fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 /// Opens (creating if needed) the chat database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])
 }
 
 /// Every known name with its rooms.

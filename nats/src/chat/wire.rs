@@ -9,20 +9,50 @@ use crate::pattern;
 // Chat
 // ---------------------------------------------------------------------------------------------
 
-/// A chat message as published on `agora.chat.room.<room>` and `agora.chat.dm.<to>`.
+/// A chat message as the chat service publishes it on `agora.chat.room.<room>` and
+/// `agora.chat.dm.<to>`, once it is in history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     /// The sender's message id; with `from`, the dedup key of history.
     pub id: String,
+    /// The sender, as the server vouched for them.
     pub from: String,
     pub text: String,
-    /// When the sender sent it (ms since the epoch); the service's clock when absent.
+    /// When the sender sent it (ms since the epoch; the service's clock when the sender did
+    /// not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+    /// Its position in history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `agora.chat.send`: a message to a room (`room`) or to one user (`to`). The sender is the
+/// caller; `from` may repeat their name (a service names the sender).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub to: Option<String>,
+    /// The sender's id of the message: a resend with the same id is recorded once.
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub from: Option<String>,
+    #[schemars(length(min = 1, max = 4_096))]
+    pub text: String,
+    /// When the sender sent it (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<u64>,
 }
 
-/// The chat service's reply to a message sent with a reply subject: it is in history.
+/// The chat service's reply to `agora.chat.send`: the message is in history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageAck {
     /// Its position in history.

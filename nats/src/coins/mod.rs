@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_core::AccountId;
 use agora_core::coins::{self, Asset, OrderState, Side, Symbol};
+use agora_core::{AccountId, Caller, Role};
 use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
@@ -159,7 +159,11 @@ pub async fn run(
                     };
                     let (ctx, replier) = (ctx.clone(), replier.clone());
                     tokio::spawn(async move {
-                        let reply = ctx.handle(name, &request.message.payload).await;
+                        let reply = match crate::identity::caller(request.message.headers.as_ref())
+                        {
+                            Ok(caller) => ctx.handle(name, &caller, &request.message.payload).await,
+                            Err(error) => Err(error),
+                        };
                         replier.reply_bytes(&request, reply).await;
                         drop(permit);
                     });
@@ -226,7 +230,15 @@ impl Ctx {
         answer.await.map_err(|_| ServiceError::new(ErrorCode::Unavailable, "coins stopping"))?
     }
 
-    async fn handle(&self, endpoint: &str, payload: &[u8]) -> Result<bytes::Bytes, ServiceError> {
+    /// One request of `caller`: a person trades, and reads orders and portfolios, as
+    /// themselves (a manager reads anyone's); listings are the manager's.
+    async fn handle(
+        &self,
+        endpoint: &str,
+        caller: &Caller,
+        payload: &[u8],
+    ) -> Result<bytes::Bytes, ServiceError> {
+        caller.signed_in("the exchange")?;
         match endpoint {
             subject::ASSETS => {
                 let request: AssetsRequest = decode_or_default(payload, ASSETS_BYTES_MAX)?;
@@ -260,11 +272,15 @@ impl Ctx {
             }
             subject::BUY | subject::SELL => {
                 let side = if endpoint == subject::BUY { Side::Buy } else { Side::Sell };
-                encode(&self.order(decode(payload)?, side).await?)
+                let request: OrderRequest = decode(payload)?;
+                AccountId::parse(&request.user)?;
+                caller.acting_on("user", Some(&request.user))?;
+                encode(&self.order(request, side).await?)
             }
             subject::ORDER => {
                 let request: OrderLookup = decode(payload)?;
                 let user = AccountId::parse(&request.user)?;
+                caller.may_read("order", &request.user)?;
                 coins::check_order_id(&request.id)?;
                 let Answer::Order(order) =
                     self.call(Command::Lookup { user, id: request.id }).await?
@@ -276,6 +292,7 @@ impl Ctx {
             subject::PORTFOLIO => {
                 let request: PortfolioRequest = decode(payload)?;
                 let user = AccountId::parse(&request.user)?;
+                caller.may_read("portfolio", &request.user)?;
                 let Answer::Holdings(holdings) =
                     self.call(Command::Holdings { user: user.clone() }).await?
                 else {
@@ -292,7 +309,16 @@ impl Ctx {
             }
             subject::HISTORY => {
                 let request: CoinsHistoryRequest = decode_or_default(payload, HISTORY_BYTES_MAX)?;
-                let user = request.user.as_deref().map(AccountId::parse).transpose()?;
+                // A person's history is their own orders; a manager's and a service's anyone's.
+                let user = match caller {
+                    Caller::User { name, role: Role::User } => {
+                        request.user.as_deref().map(AccountId::parse).transpose()?;
+                        caller.acting_on("user", request.user.as_deref())?;
+                        Some(name.to_string())
+                    }
+                    _ => request.user,
+                };
+                let user = user.as_deref().map(AccountId::parse).transpose()?;
                 let limit = request.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
                 if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
                     return Err(ServiceError::invalid(format!("limit is 1..={HISTORY_LIMIT_MAX}")));
@@ -307,6 +333,11 @@ impl Ctx {
                     return Err(wrong_answer());
                 };
                 encode(&reply)
+            }
+            subject::ADD | subject::REMOVE | subject::UPDATE
+                if let Err(error) = caller.require_manager("listing coins") =>
+            {
+                Err(error.into())
             }
             subject::ADD => {
                 let request: AddAssetRequest = decode(payload)?;

@@ -135,7 +135,7 @@ fn stored_order(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredOrder> {
 
 /// Opens (creating if needed) the coins database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])
 }
 
 /// Whether the catalogue was ever seeded (it is seeded once, on the first start).

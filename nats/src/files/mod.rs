@@ -454,6 +454,12 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
     // Disk reads and digests block: off the runtime's threads.
     let result =
         tokio::task::spawn_blocking(move || -> Result<(Bytes, Option<HeaderMap>), ServiceError> {
+            // Anyone signed in reads; uploading is the manager's.
+            let caller = crate::identity::caller(headers.as_ref())?;
+            caller.signed_in("the files")?;
+            if endpoint == subject::PUT {
+                caller.require_manager("uploading a file")?;
+            }
             match endpoint {
                 subject::LIST => {
                     let request: ListFilesRequest = decode_or_default(&payload, LIST_BYTES_MAX)?;

@@ -192,6 +192,9 @@ fn decode_or_default<T: serde::de::DeserializeOwned + Default>(
 }
 
 fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
+    // The ledger is the bank's: no person reaches it (their accounts import no ledger subject,
+    // and a request stamped as a person's is refused here too).
+    crate::identity::caller(request.message.headers.as_ref())?.require_service("the ledger")?;
     let payload = &request.message.payload;
     match endpoint {
         "lock" => {
@@ -285,7 +288,7 @@ fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {
     let operations = operations
         .into_iter()
         .map(|entry: OperationEntry| {
-            Ok((OperationId::parse(&entry.id)?, entry.record.get().to_owned()))
+            Ok((OperationId::parse_recorded(&entry.id)?, entry.record.get().to_owned()))
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     let release = release

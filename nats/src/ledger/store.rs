@@ -223,7 +223,7 @@ impl Operations {
 /// Opens (creating if needed) the database in `data_dir`, migrates it and records a new boot
 /// epoch durably; returns the connection and the epoch.
 pub fn open(data_dir: &Path) -> Result<(Connection, u64), StoreError> {
-    let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)?;
+    let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES_MAX)?;

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_core::likes::{self as core_likes, Limits, Record};
-use agora_core::{ItemId, LikesError, NodeId, UserId};
+use agora_core::{Caller, ItemId, LikesError, NodeId, UserId};
 use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
@@ -292,7 +292,10 @@ pub async fn run(
         loops.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let parsed =
-                    parse_request(name, &request.message.subject, &request.message.payload);
+                    crate::identity::caller(request.message.headers.as_ref()).and_then(|caller| {
+                        let message = &request.message;
+                        parse_request(name, &caller, &message.subject, &message.payload)
+                    });
                 let command = match parsed {
                     Ok(command) => command,
                     Err(error) => {
@@ -359,10 +362,24 @@ fn busy() -> ServiceError {
     ServiceError::new(ErrorCode::Busy, "the likes node is overloaded; retry")
 }
 
-/// Decodes and validates a request (on the runtime, before it reaches the owner thread).
-fn parse_request(endpoint: &str, subject: &str, payload: &[u8]) -> Result<Command, ServiceError> {
+/// Decodes and validates a request of `caller` (on the runtime, before it reaches the owner
+/// thread): a person likes as themselves; the nodes' own endpoints are for the nodes.
+fn parse_request(
+    endpoint: &str,
+    caller: &Caller,
+    subject: &str,
+    payload: &[u8],
+) -> Result<Command, ServiceError> {
+    if endpoint == subject::SYNC {
+        caller.require_service("a likes node's pages")?;
+    }
+    caller.signed_in("likes")?;
     let item = || ItemId::parse(subjects::last_token(subject));
-    let user = |request: LikeRequest| request.user.as_deref().map(UserId::parse).transpose();
+    let user = |request: LikeRequest| -> Result<Option<UserId>, ServiceError> {
+        request.user.as_deref().map(UserId::parse).transpose()?;
+        let user = caller.acting_as("user", request.user.as_deref())?;
+        Ok(user.map(UserId::parse).transpose()?)
+    };
     Ok(match endpoint {
         subject::LIKE | subject::UNLIKE => {
             let item = item()?;
@@ -449,21 +466,27 @@ mod tests {
             (subject::SYNC, "agora.likes.sync.n1", r#"{"node":"n2","vector":{"a b":1}}"#),
         ];
         for (endpoint, subject, payload) in cases {
-            let error = parse_request(endpoint, subject, payload.as_bytes()).expect_err(payload);
+            let error = parse_request(endpoint, &Caller::Service, subject, payload.as_bytes())
+                .expect_err(payload);
             assert_eq!(error.code, ErrorCode::InvalidRequest, "{endpoint} {payload}");
         }
         let long_item = format!("agora.likes.like.{}", "i".repeat(65));
-        assert!(parse_request(subject::LIKE, &long_item, b"").is_err());
+        assert!(parse_request(subject::LIKE, &Caller::Service, &long_item, b"").is_err());
         assert!(matches!(
-            parse_request(subject::LIKE, "agora.likes.like.p", b""),
+            parse_request(subject::LIKE, &Caller::Service, "agora.likes.like.p", b""),
             Ok(Command::Like { user: None, liked: true, .. })
         ));
         assert!(matches!(
-            parse_request(subject::UNLIKE, "agora.likes.unlike.p", br#"{"user":"a@b.c"}"#),
+            parse_request(
+                subject::UNLIKE,
+                &Caller::Service,
+                "agora.likes.unlike.p",
+                br#"{"user":"a@b.c"}"#
+            ),
             Ok(Command::Like { user: Some(_), liked: false, .. })
         ));
         assert!(matches!(
-            parse_request(subject::TOP, subject::TOP_SUBJECT, b""),
+            parse_request(subject::TOP, &Caller::Service, subject::TOP_SUBJECT, b""),
             Ok(Command::Top { limit: TOP_LIMIT_DEFAULT })
         ));
     }

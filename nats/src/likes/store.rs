@@ -62,7 +62,7 @@ pub struct Page {
 
 /// Opens (creating if needed) a likes node's database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])
 }
 
 /// A column that does not parse: the row is corrupt (an error, never skipped or defaulted).

@@ -37,7 +37,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agora_core::TaskState;
+use agora_core::{Caller, Role, TaskState};
 use anyhow::Context as _;
 use async_nats::Client;
 use async_nats::jetstream::{self, consumer, stream};
@@ -238,9 +238,13 @@ pub async fn run(
         let replier = Replier::new(name, errors.clone());
         loops.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
-                match parse_command(name, &request.message.payload) {
-                    Ok(command) => {
-                        let pending = Box::new(Pending { request, endpoint: name });
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let parsed = caller.and_then(|caller| {
+                    Ok((parse_command(name, &caller, &request.message.payload)?, caller))
+                });
+                match parsed {
+                    Ok((command, caller)) => {
+                        let pending = Box::new(Pending { request, endpoint: name, caller });
                         if let Err(Envelope::Request(pending, _)) =
                             queue.try_send(Envelope::Request(pending, command))
                         {
@@ -320,8 +324,13 @@ fn check_name(what: &str, text: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Decodes and validates a request (on the runtime, before it reaches the owner thread).
-fn parse_command(endpoint: &str, payload: &[u8]) -> Result<Command, ServiceError> {
+/// Decodes and validates a request of `caller` (on the runtime, before it reaches the owner
+/// thread): workers' reports come only from Agora's workers; a person lists their own tasks.
+fn parse_command(endpoint: &str, caller: &Caller, payload: &[u8]) -> Result<Command, ServiceError> {
+    if [subject::CLAIM, subject::PROGRESS, subject::FINISH].contains(&endpoint) {
+        caller.require_service("a worker's report")?;
+    }
+    caller.signed_in("a task")?;
     Ok(match endpoint {
         subject::SUBMIT => {
             let submit: SubmitRequest = decode_limited(payload, SUBMIT_BYTES_MAX)?;
@@ -374,7 +383,13 @@ fn parse_command(endpoint: &str, payload: &[u8]) -> Result<Command, ServiceError
                 return Err(ServiceError::invalid(format!("limit is 1..={LIST_LIMIT_MAX}")));
             }
             let before = list.before.as_deref().map(parse_id).transpose()?;
+            // A person sees their own tasks; a manager and a service see everyone's.
+            let owner = match caller {
+                Caller::User { name, role: Role::User } => Some(name.to_string()),
+                _ => None,
+            };
             Command::List(ListFilter {
+                owner,
                 state,
                 op: list.op,
                 before,
@@ -443,13 +458,15 @@ mod tests {
             (subject::FINISH, r#"{"id":"1","worker":"w"}"#, "exactly one"),
         ];
         for (endpoint, payload, needle) in cases {
-            let Err(error) = parse_command(endpoint, payload.as_bytes()) else {
+            let Err(error) = parse_command(endpoint, &Caller::Service, payload.as_bytes()) else {
                 panic!("{endpoint} {payload} was accepted");
             };
             assert_eq!(error.code, ErrorCode::InvalidRequest, "{payload}");
             assert!(error.message.contains(needle), "{payload}: {}", error.message);
         }
-        let Ok(Command::List(filter)) = parse_command(subject::LIST, b"") else { panic!("list") };
+        let Ok(Command::List(filter)) = parse_command(subject::LIST, &Caller::Service, b"") else {
+            panic!("list")
+        };
         assert_eq!(filter.limit, LIST_LIMIT_DEFAULT);
     }
 
@@ -463,6 +480,7 @@ mod tests {
                 .unwrap();
         let text = |request: &SubmitRequest| match parse_command(
             subject::SUBMIT,
+            &Caller::Service,
             &serde_json::to_vec(request).unwrap(),
         ) {
             Ok(Command::Submit { args, .. }) => args,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use agora_core::{Lifecycle, Report, TaskError, TaskEvent, TaskState};
+use agora_core::{Caller, Lifecycle, Report, TaskError, TaskEvent, TaskState};
 use async_nats::Client;
 use async_nats::jetstream;
 use async_nats::service::Request;
@@ -32,6 +32,8 @@ const HISTORY_OUTCOME_ROOM: u32 = 20;
 pub struct Pending {
     pub request: Request,
     pub endpoint: &'static str,
+    /// Who asked (see `crate::identity`).
+    pub caller: Caller,
 }
 
 /// A validated request for the owner.
@@ -85,9 +87,20 @@ pub enum Envelope {
     Sweep,
 }
 
+/// A task to add: who, what, how urgent.
+#[derive(Debug, Clone, Copy)]
+struct Submission<'a> {
+    owner: &'a str,
+    op: &'a str,
+    args: &'a str,
+    priority: Priority,
+}
+
 /// An unfinished task, kept in memory by the owner.
 #[derive(Debug)]
 struct Active {
+    /// Who submitted it (its events' subject names them).
+    owner: String,
     life: Lifecycle,
     /// History events stored so far.
     events: u32,
@@ -201,7 +214,7 @@ impl Tasks {
     fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.active = store::active(conn)?
             .into_iter()
-            .map(|(row, events)| (row.id, Active { life: row.lifecycle, events }))
+            .map(|(row, events)| (row.id, Active { owner: row.owner, life: row.lifecycle, events }))
             .collect();
         self.next_id = store::max_id(conn)? + 1;
         Ok(())
@@ -296,7 +309,9 @@ impl Tasks {
     ) -> Result<(), StoreError> {
         let reply: Result<Bytes, ServiceError> = match command {
             Command::Submit { op, args, priority, client_id, wait_ms } => {
-                match self.submit(tx, now, op, &args, priority, client_id.as_deref(), out)? {
+                let owner = pending.caller.owner().to_owned();
+                let task = Submission { owner: &owner, op, args: &args, priority };
+                match self.submit(tx, now, &task, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
                         self.add_waiter(id, pending, now + wait_ms, out);
                         return Ok(());
@@ -307,6 +322,9 @@ impl Tasks {
                 }
             }
             Command::Get { id } => match store::get(tx, id, true)? {
+                Some(row) if let Err(error) = pending.caller.may_read("task", &row.owner) => {
+                    Err(error.into())
+                }
                 Some(row) => {
                     let mut view = row.view();
                     let history = store::history(tx, id)?;
@@ -328,12 +346,24 @@ impl Tasks {
                 encode(&ListReply { tasks, next_before })
             }
             Command::Cancel { id } => {
+                if let Some(owner) = self.owner_of(tx, id)?
+                    && let Err(error) = pending.caller.may_change("task", &owner)
+                {
+                    out.replies.push((pending, Err(error.into())));
+                    return Ok(());
+                }
                 match self.report_all(tx, now, id, vec![Report::Cancel], None, out)? {
                     Ok(_) => encode(&TaskView::brief(id, TaskState::Cancelled)),
                     Err(refused) => Err(refusal(id, &refused)),
                 }
             }
             Command::Wait { id, timeout_ms } => {
+                if let Some(owner) = self.owner_of(tx, id)?
+                    && let Err(error) = pending.caller.may_read("task", &owner)
+                {
+                    out.replies.push((pending, Err(error.into())));
+                    return Ok(());
+                }
                 if self.active.contains_key(&id) && timeout_ms > 0 {
                     self.add_waiter(id, pending, now + timeout_ms, out);
                     return Ok(());
@@ -405,20 +435,26 @@ impl Tasks {
         self.waiters.entry(id).or_default().push(Waiter { pending, deadline_ms });
     }
 
+    /// Who owns task `id`, if it exists.
+    fn owner_of(&self, tx: &Transaction<'_>, id: u64) -> Result<Option<String>, StoreError> {
+        if let Some(active) = self.active.get(&id) {
+            return Ok(Some(active.owner.clone()));
+        }
+        Ok(store::get(tx, id, false)?.map(|row| row.owner))
+    }
+
     /// Accepts a submission: `Ok(Ok((id, state)))`, or a refusal.
-    #[allow(clippy::too_many_arguments)]
     fn submit(
         &mut self,
         tx: &Transaction<'_>,
         now: u64,
-        op: &str,
-        args: &str,
-        priority: Priority,
+        task: &Submission<'_>,
         client_id: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
+        let Submission { owner, op, args, priority } = *task;
         if let Some(client_id) = client_id
-            && let Some(existing) = store::by_client_id(tx, client_id)?
+            && let Some(existing) = store::by_client_id(tx, owner, client_id)?
         {
             let same = existing.op == op
                 && existing.priority == priority.as_str()
@@ -442,14 +478,22 @@ impl Tasks {
             )));
         }
         let id = self.next_id;
-        let task =
-            NewTask { id, client_id, op, args, priority: priority.as_str(), submitted_ms: now };
+        let task = NewTask {
+            id,
+            owner,
+            client_id,
+            op,
+            args,
+            priority: priority.as_str(),
+            submitted_ms: now,
+        };
         store::insert(tx, &task)?;
         self.next_id += 1;
         let queued = TaskEventWire { event: "queued".to_owned(), at_ms: now, ..Default::default() };
         store::append_event(tx, id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
-        self.active.insert(id, Active { life: Lifecycle::new(), events: 1 });
-        out.events.push((subject::events(&id.to_string()), event_payload(id, queued)));
+        self.active
+            .insert(id, Active { owner: owner.to_owned(), life: Lifecycle::new(), events: 1 });
+        out.events.push((subject::events(owner, &id.to_string()), event_payload(id, queued)));
         out.enqueue.push((id, priority, queue::message(id, op, args)));
         Ok(Ok((id, TaskState::Queued)))
     }
@@ -472,6 +516,7 @@ impl Tasks {
             });
         };
         let mut life = active.life.clone();
+        let owner = active.owner.clone();
         let mut events = Vec::with_capacity(reports.len());
         for report in reports {
             match life.apply(now, report) {
@@ -518,7 +563,7 @@ impl Tasks {
                 last.result = result.and_then(|text| RawValue::from_string(text.to_owned()).ok());
             }
         }
-        let subject = subject::events(&id.to_string());
+        let subject = subject::events(&owner, &id.to_string());
         for wire in wires {
             out.events.push((subject.clone(), event_payload(id, wire)));
         }

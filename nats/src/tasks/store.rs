@@ -56,10 +56,46 @@ const MIGRATION_1: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// Every task has an owner (who submitted it; `_agora` for the tasks of before), and a client
+/// id names one task per owner, not one for everyone.
+const MIGRATION_2: &str = "
+    CREATE TABLE tasks_owned (
+        id INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL,
+        client_id TEXT,
+        op TEXT NOT NULL,
+        args TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        progress INTEGER NOT NULL DEFAULT 0,
+        submitted_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        finished_ms INTEGER,
+        result TEXT,
+        error TEXT,
+        dead_letter INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (owner, client_id)
+    );
+    INSERT INTO tasks_owned (id, owner, client_id, op, args, priority, state, attempts, worker,
+                             progress, submitted_ms, started_ms, finished_ms, result, error,
+                             dead_letter)
+        SELECT id, '_agora', client_id, op, args, priority, state, attempts, worker, progress,
+               submitted_ms, started_ms, finished_ms, result, error, dead_letter FROM tasks;
+    DROP TABLE tasks;
+    ALTER TABLE tasks_owned RENAME TO tasks;
+    CREATE INDEX tasks_by_state ON tasks (state, id);
+    CREATE INDEX tasks_by_op ON tasks (op, id);
+    CREATE INDEX tasks_dead_letters ON tasks (id) WHERE dead_letter = 1;
+    CREATE INDEX tasks_by_owner ON tasks (owner, id);
+";
+
 /// A new task's row.
 #[derive(Debug, Clone)]
 pub struct NewTask<'a> {
     pub id: u64,
+    pub owner: &'a str,
     pub client_id: Option<&'a str>,
     pub op: &'a str,
     pub args: &'a str,
@@ -71,6 +107,7 @@ pub struct NewTask<'a> {
 #[derive(Debug, Clone)]
 pub struct TaskRow {
     pub id: u64,
+    pub owner: String,
     pub client_id: Option<String>,
     pub op: String,
     pub args: Option<String>,
@@ -87,6 +124,7 @@ impl TaskRow {
         let life = &self.lifecycle;
         TaskView {
             id: self.id.to_string(),
+            owner: Some(self.owner.clone()),
             state: life.state.as_str().to_owned(),
             op: Some(self.op.clone()),
             args: self.args.as_deref().and_then(raw),
@@ -109,6 +147,8 @@ impl TaskRow {
 /// What `list` filters on.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only this owner's tasks.
+    pub owner: Option<String>,
     pub state: Option<TaskState>,
     pub op: Option<String>,
     pub before: Option<u64>,
@@ -117,7 +157,7 @@ pub struct ListFilter {
 }
 
 const ROW_COLUMNS: &str = "id, client_id, op, priority, state, attempts, worker, progress, \
-    submitted_ms, started_ms, finished_ms, error, dead_letter";
+    submitted_ms, started_ms, finished_ms, error, dead_letter, owner";
 
 fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let state: String = row.get(4)?;
@@ -130,6 +170,7 @@ fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     })?;
     Ok(TaskRow {
         id: row.get(0)?,
+        owner: row.get(13)?,
         client_id: row.get(1)?,
         op: row.get(2)?,
         args: None,
@@ -151,7 +192,7 @@ fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 
 /// Opens (creating if needed) the task database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, MIGRATION_1)
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1, MIGRATION_2])
 }
 
 pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
@@ -161,8 +202,8 @@ pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
 
 pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+        "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
     )?
     .execute(params![
         task.id,
@@ -170,7 +211,8 @@ pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
         task.op,
         task.args,
         task.priority,
-        task.submitted_ms
+        task.submitted_ms,
+        task.owner
     ])?;
     Ok(())
 }
@@ -208,11 +250,15 @@ pub fn append_event(conn: &Connection, id: u64, seq: u32, event: &str) -> Result
     Ok(())
 }
 
-/// The task a client id names, with its args (to compare a resubmission).
-pub fn by_client_id(conn: &Connection, client_id: &str) -> Result<Option<TaskRow>, StoreError> {
+/// The task of `owner` a client id names, with its args (to compare a resubmission).
+pub fn by_client_id(
+    conn: &Connection,
+    owner: &str,
+    client_id: &str,
+) -> Result<Option<TaskRow>, StoreError> {
     let id: Option<u64> = conn
-        .prepare_cached("SELECT id FROM tasks WHERE client_id = ?1")?
-        .query_row([client_id], |r| r.get(0))
+        .prepare_cached("SELECT id FROM tasks WHERE owner = ?1 AND client_id = ?2")?
+        .query_row([owner, client_id], |r| r.get(0))
         .optional()?;
     match id {
         Some(id) => get(conn, id, false),
@@ -227,9 +273,9 @@ pub fn get(conn: &Connection, id: u64, full: bool) -> Result<Option<TaskRow>, St
     let task = statement
         .query_row([id], |row| {
             let mut task = row_of(row)?;
-            task.args = Some(row.get(13)?);
+            task.args = Some(row.get(14)?);
             if full {
-                task.result = row.get(14)?;
+                task.result = row.get(15)?;
             }
             Ok(task)
         })
@@ -257,6 +303,9 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<TaskRow>, Stor
     if filter.dead_letter {
         sql.push_str(" AND dead_letter = 1");
     }
+    if filter.owner.is_some() {
+        sql.push_str(" AND owner = ?5");
+    }
     sql.push_str(" ORDER BY id DESC LIMIT ?4");
     let mut statement = conn.prepare_cached(&sql)?;
     let before = sqlite::saturating_i64(filter.before.unwrap_or(u64::MAX));
@@ -268,6 +317,9 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<TaskRow>, Stor
     }
     if let Some(op) = &filter.op {
         bound.push((3, op));
+    }
+    if let Some(owner) = &filter.owner {
+        bound.push((5, owner));
     }
     for (index, value) in bound {
         statement.raw_bind_parameter(index, value)?;
@@ -286,7 +338,7 @@ pub fn active(conn: &Connection) -> Result<Vec<(TaskRow, u32)>, StoreError> {
         "SELECT {ROW_COLUMNS}, (SELECT count(*) FROM task_events WHERE task_id = tasks.id) \
          FROM tasks WHERE state IN ('queued', 'running') ORDER BY id"
     ))?;
-    let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(13)?)))?;
+    let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(14)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -325,6 +377,7 @@ mod tests {
     fn new_task(id: u64, client_id: Option<&str>) -> NewTask<'_> {
         NewTask {
             id,
+            owner: "alice",
             client_id,
             op: "sum",
             args: r#"{"numbers":[1]}"#,
@@ -354,8 +407,9 @@ mod tests {
         assert_eq!(task.lifecycle, life);
         assert_eq!(task.result.as_deref(), Some(r#"{"value":1}"#));
         assert_eq!(history(store, 2).unwrap().len(), 2);
-        assert_eq!(by_client_id(store, "c3").unwrap().map(|t| t.id), Some(3));
-        assert!(by_client_id(store, "nope").unwrap().is_none());
+        assert_eq!(by_client_id(store, "alice", "c3").unwrap().map(|t| t.id), Some(3));
+        assert!(by_client_id(store, "bob", "c3").unwrap().is_none(), "one per owner");
+        assert!(by_client_id(store, "alice", "nope").unwrap().is_none());
 
         let ids = |filter: &ListFilter| {
             list(store, filter).unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>()
@@ -367,6 +421,10 @@ mod tests {
         assert_eq!(ids(&completed), [2]);
         let by_op = ListFilter { limit: 9, op: Some("max".into()), ..Default::default() };
         assert!(ids(&by_op).is_empty());
+        let mine = ListFilter { limit: 2, owner: Some("alice".into()), ..Default::default() };
+        assert_eq!(ids(&mine), [5, 4]);
+        let theirs = ListFilter { limit: 9, owner: Some("bob".into()), ..Default::default() };
+        assert!(ids(&theirs).is_empty());
         assert_eq!(active(store).unwrap().len(), 4);
         assert_eq!(max_id(store).unwrap(), 5);
 
@@ -378,11 +436,12 @@ mod tests {
     }
 
     #[test]
-    fn client_ids_are_unique() {
+    fn client_ids_are_unique_per_owner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path()).expect("open");
         insert(&store, &new_task(1, Some("same"))).unwrap();
         assert!(insert(&store, &new_task(2, Some("same"))).is_err());
+        insert(&store, &NewTask { owner: "bob", ..new_task(5, Some("same")) }).unwrap();
         insert(&store, &new_task(3, None)).unwrap();
         insert(&store, &new_task(4, None)).unwrap();
         // A corrupt value is an error, never read as something else.
@@ -392,5 +451,28 @@ mod tests {
             .execute("UPDATE tasks SET state = 'queued', submitted_ms = -5 WHERE id = 3", [])
             .unwrap();
         assert!(get(&store, 3, false).is_err());
+    }
+
+    #[test]
+    fn the_tasks_of_before_owners_get_the_services_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = crate::sqlite::open_wal(
+            dir.path(),
+            DATABASE_FILE,
+            PAGE_CACHE_BYTES_MAX,
+            &[MIGRATION_1],
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms) \
+             VALUES (7, 'c', 'sum', '{}', 'normal', 'queued', 1)",
+            [],
+        )
+        .unwrap();
+        drop(old);
+        let store = open(dir.path()).expect("migrated");
+        let task = get(&store, 7, false).unwrap().expect("kept");
+        assert_eq!((task.owner.as_str(), task.client_id.as_deref()), ("_agora", Some("c")));
+        assert_eq!(active(&store).unwrap().len(), 1);
     }
 }

@@ -220,6 +220,9 @@ pub fn output_json(output: &Output) -> serde_json::Value {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TaskView {
     pub id: String,
+    /// Who submitted it (`_agora`: one of Agora's services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<String>,

@@ -1,0 +1,28 @@
+//! `agora-auth`: users, passwords and tokens, and the NATS server's auth callout.
+
+use agora_nats::auth::{self, AuthConfig};
+use agora_nats::connection::NatsArgs;
+use agora_nats::telemetry;
+use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Agora auth: sign-up, sign-in, tokens; decides who every connecting person is.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    auth: AuthConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init("info");
+    let client = telemetry::connect(&args.nats, "agora-auth").await?;
+    telemetry::publish_logs(&client, "auth", &telemetry::process_instance());
+    auth::run(client, args.auth, telemetry::shutdown_signal()).await
+}

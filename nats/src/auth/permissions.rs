@@ -1,0 +1,157 @@
+//! What a person's connection may publish and subscribe to: the permissions the auth callout
+//! puts in the user JWT it issues. Publishing is allowed only on the services the person's
+//! account imports (their requests reach Agora stamped with who sent them); subscribing only
+//! on their own inbox and the events that are theirs to read. Everything else is refused by
+//! the NATS server before any service sees it.
+
+use agora_core::identity::{Role, UserName};
+
+use super::jwt::Permission;
+use crate::subjects::{self, accounts, auth, bank, chat, coins, files, likes, logs, tasks};
+
+/// Subscriptions one person's connection may hold at most.
+pub const SUBSCRIPTIONS_MAX: i64 = 1_000;
+
+/// The services every signed-in person may call.
+fn user_services() -> Vec<String> {
+    let mut subjects: Vec<String> = [
+        auth::TOKEN_SUBJECT,
+        auth::LOGOUT_SUBJECT,
+        auth::WHOAMI_SUBJECT,
+        auth::PASSWORD_SUBJECT,
+        bank::DEPOSIT_SUBJECT,
+        bank::WITHDRAW_SUBJECT,
+        bank::BALANCE_SUBJECT,
+        bank::TRANSFER_SUBJECT,
+        coins::ASSETS_SUBJECT,
+        coins::BUY_SUBJECT,
+        coins::SELL_SUBJECT,
+        coins::ORDER_SUBJECT,
+        coins::PORTFOLIO_SUBJECT,
+        coins::HISTORY_SUBJECT,
+        chat::REGISTER_SUBJECT,
+        chat::HEARTBEAT_SUBJECT,
+        chat::LEAVE_SUBJECT,
+        chat::JOIN_SUBJECT,
+        chat::PART_SUBJECT,
+        chat::WHO_SUBJECT,
+        chat::HISTORY_SUBJECT,
+        chat::SEND_SUBJECT,
+        tasks::SUBMIT_SUBJECT,
+        tasks::GET_SUBJECT,
+        tasks::LIST_SUBJECT,
+        tasks::CANCEL_SUBJECT,
+        tasks::WAIT_SUBJECT,
+        likes::TOP_SUBJECT,
+        likes::NODES_SUBJECT,
+        files::LIST_SUBJECT,
+        files::STAT_SUBJECT,
+        files::GET_SUBJECT,
+        files::CACHE_SUBJECT,
+        subjects::bench::ECHO,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    subjects.extend([likes::like("*"), likes::unlike("*"), likes::count("*")]);
+    subjects.push(format!("{}.>", subjects::BARRIER_PREFIX));
+    subjects
+}
+
+/// The managers' operations on top.
+fn manager_services() -> Vec<String> {
+    let mut subjects: Vec<String> =
+        [auth::USERS_SUBJECT, auth::ROLE_SUBJECT, files::PUT_SUBJECT].map(str::to_owned).to_vec();
+    subjects.push(format!("{}.*", coins::ADMIN_GROUP));
+    subjects
+}
+
+/// The `(publish, subscribe)` permissions of a person's connection: `None` for a connection
+/// that did not sign in (it may only sign up).
+pub fn of(person: Option<(&UserName, Role)>) -> (Permission, Permission) {
+    let Some((name, role)) = person else {
+        let publish =
+            vec![auth::SIGNUP_SUBJECT.to_owned(), format!("{}.>", subjects::BARRIER_PREFIX)];
+        let subscribe = vec![format!("{}.>", accounts::inbox_prefix(None))];
+        return (allow(publish), allow(subscribe));
+    };
+    let me = name.as_str();
+    let mut publish = user_services();
+    let mut subscribe = vec![
+        format!("{}.>", accounts::inbox_prefix(Some(me))),
+        chat::ROOM_ALL.to_owned(),
+        chat::PRESENCE_ALL.to_owned(),
+        chat::dm(me),
+        coins::PRICES_ALL.to_owned(),
+    ];
+    match role {
+        Role::User => {
+            subscribe.push(format!("{}.events.{me}", bank::GROUP));
+            subscribe.push(tasks::events_of(me));
+        }
+        Role::Manager => {
+            publish.extend(manager_services());
+            subscribe.push(format!("{}.events.*", bank::GROUP));
+            subscribe.push(tasks::EVENTS_ALL.to_owned());
+            subscribe.push(logs::ALL.to_owned());
+        }
+    }
+    (allow(publish), allow(subscribe))
+}
+
+fn allow(subjects: Vec<String>) -> Permission {
+    Permission { allow: subjects, deny: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every service a person may call is imported by their account in `accounts.conf`, and
+    /// nothing a person may call is Agora-internal.
+    #[test]
+    fn what_a_person_may_call_is_what_their_account_imports() {
+        let config = include_str!("../../config/accounts.conf");
+        let imports = |account: &str| -> Vec<String> {
+            let start = config.find(&format!("    {account} {{")).expect("the account");
+            let block = &config[start..];
+            let end = block.find("\n    }\n").expect("its end");
+            block[..end]
+                .lines()
+                .filter(|line| line.contains("service: { account: AGORA"))
+                .filter_map(|line| line.split("subject: \"").nth(1))
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_owned)
+                .collect()
+        };
+        let alice = UserName::parse("alice").unwrap();
+        for (account, role) in [(accounts::USERS, Role::User), (accounts::MANAGERS, Role::Manager)]
+        {
+            let imported = imports(account);
+            let (publish, subscribe) = of(Some((&alice, role)));
+            for subject in &publish.allow {
+                if subject.starts_with(subjects::BARRIER_PREFIX) {
+                    continue;
+                }
+                assert!(imported.contains(subject), "{account} imports {subject}");
+                assert!(!subject.starts_with("agora.ledger"), "{subject} is internal");
+            }
+            // Everything imported is the signed-in person's to call, but signing up (for an
+            // anonymous connection).
+            for subject in imported.iter().filter(|s| *s != auth::SIGNUP_SUBJECT) {
+                assert!(publish.allow.contains(subject), "{role:?} may call {subject}");
+            }
+            assert!(subscribe.allow.contains(&"_INBOX.alice.>".to_owned()));
+            assert!(!subscribe.allow.iter().any(|s| s == "_INBOX.>" || s == ">"));
+            assert!(subscribe.allow.contains(&"agora.chat.dm.alice".to_owned()));
+            assert!(!subscribe.allow.contains(&"agora.chat.dm.*".to_owned()));
+        }
+        let (publish, subscribe) = of(None);
+        assert_eq!(publish.allow[0], auth::SIGNUP_SUBJECT);
+        assert!(imports(accounts::USERS).contains(&auth::SIGNUP_SUBJECT.to_owned()));
+        assert_eq!(subscribe.allow, vec!["_INBOX._anon.>".to_owned()]);
+        let (_, user) = of(Some((&alice, Role::User)));
+        assert!(user.allow.contains(&"agora.bank.events.alice".to_owned()));
+        assert!(user.allow.contains(&"agora.tasks.events.alice.*".to_owned()));
+        assert!(!user.allow.iter().any(|s| s.starts_with("agora.logs")));
+    }
+}

@@ -1,0 +1,152 @@
+//! Who sent a request, as the NATS server says (see `agora_core::identity` for the rules).
+//!
+//! End users connect through the auth callout and land in one of two accounts: `USERS` or, for
+//! managers, `MANAGERS`. Their requests reach Agora's services (in the `AGORA` account) through
+//! service imports with `share: true`, so the server stamps each one with the header
+//! `Nats-Request-Info`: the account the request came from and the user's name as the auth
+//! service approved it. A client cannot forge that header: the server replaces whatever a
+//! request carried when it crosses an import.
+//!
+//! A request with no such stamp came from inside the `AGORA` account: from one of Agora's own
+//! components, which the NATS configuration lets in with their own passwords and permissions.
+//! Such a caller acts for itself ([`Caller::Service`]), or for a person when it says so in the
+//! `Agora-User` and `Agora-Role` headers: the gateway does, for the session behind an HTTP
+//! request. Only a component can be that caller, so only a component can say it.
+//!
+//! On a server without authorization (the single-node development config) everything is one
+//! account and every caller is a service: that configuration trusts everyone who can reach its
+//! port, and is for development and the tests of everything but identity.
+
+use agora_core::identity::{Caller, Role, UserName};
+use async_nats::HeaderMap;
+use serde::Deserialize;
+
+use crate::error::{ErrorCode, ServiceError};
+use crate::subjects::accounts;
+
+/// The header the NATS server stamps on a request that crossed a shared service import.
+pub const REQUEST_INFO_HEADER: &str = "Nats-Request-Info";
+/// The person a component acts for (set by the gateway; believed only inside `AGORA`).
+pub const USER_HEADER: &str = "Agora-User";
+/// That person's role (`user` or `manager`; `user` when absent).
+pub const ROLE_HEADER: &str = "Agora-Role";
+
+/// The parts of `Nats-Request-Info` that say who asked.
+#[derive(Debug, Deserialize)]
+struct RequestInfo {
+    /// The account the request came from.
+    acc: String,
+    /// The user name the auth service approved (empty for an anonymous connection).
+    #[serde(default)]
+    user: String,
+}
+
+/// Who sent a request with these headers.
+pub fn caller(headers: Option<&HeaderMap>) -> Result<Caller, ServiceError> {
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|value| value.as_str());
+    if let Some(info) = header(REQUEST_INFO_HEADER) {
+        let info: RequestInfo = serde_json::from_str(info).map_err(|_| unauthenticated())?;
+        let role = match info.acc.as_str() {
+            accounts::USERS => Some(Role::User),
+            accounts::MANAGERS => Some(Role::Manager),
+            // Another account's stamp (a chained import): not a person of ours.
+            _ => None,
+        };
+        if let Some(role) = role {
+            if info.user.is_empty() {
+                return Ok(Caller::Anonymous);
+            }
+            let name = UserName::parse(&info.user).map_err(|_| unauthenticated())?;
+            return Ok(Caller::user(name, role));
+        }
+    }
+    match header(USER_HEADER) {
+        None => Ok(Caller::Service),
+        Some(name) => {
+            let name = UserName::parse(name).map_err(ServiceError::from)?;
+            let role = header(ROLE_HEADER).map_or(Ok(Role::User), Role::parse)?;
+            Ok(Caller::user(name, role))
+        }
+    }
+}
+
+/// The headers a component sends to act for `caller` (none for a service).
+pub fn headers_for(caller: &Caller) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Caller::User { name, role } = caller {
+        headers.insert(USER_HEADER, name.as_str());
+        headers.insert(ROLE_HEADER, role.as_str());
+    }
+    headers
+}
+
+fn unauthenticated() -> ServiceError {
+    ServiceError::new(ErrorCode::Unauthenticated, "the request's identity is not one of Agora's")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, *value);
+        }
+        headers
+    }
+
+    fn user(name: &str, role: Role) -> Caller {
+        Caller::user(UserName::parse(name).unwrap(), role)
+    }
+
+    #[test]
+    fn the_servers_stamp_says_who_asked_and_beats_any_header() {
+        let info = |acc: &str, user: &str| format!(r#"{{"acc":"{acc}","rtt":1,"user":"{user}"}}"#);
+        let cases = [
+            (with(&[(REQUEST_INFO_HEADER, &info("USERS", "alice"))]), user("alice", Role::User)),
+            (
+                with(&[(REQUEST_INFO_HEADER, &info("MANAGERS", "boss"))]),
+                user("boss", Role::Manager),
+            ),
+            (
+                with(&[
+                    (REQUEST_INFO_HEADER, &info("USERS", "alice")),
+                    (USER_HEADER, "bob"),
+                    (ROLE_HEADER, "manager"),
+                ]),
+                user("alice", Role::User),
+            ),
+            (with(&[(REQUEST_INFO_HEADER, r#"{"acc":"USERS"}"#)]), Caller::Anonymous),
+            (with(&[]), Caller::Service),
+            (with(&[(USER_HEADER, "carol")]), user("carol", Role::User)),
+            (with(&[(USER_HEADER, "dan"), (ROLE_HEADER, "manager")]), user("dan", Role::Manager)),
+            // A stamp of another account is not a person of ours: the component rules apply.
+            (with(&[(REQUEST_INFO_HEADER, &info("AGORA", "x"))]), Caller::Service),
+        ];
+        for (headers, expected) in cases {
+            assert_eq!(caller(Some(&headers)).unwrap(), expected, "{headers:?}");
+        }
+        assert_eq!(caller(None).unwrap(), Caller::Service);
+    }
+
+    #[test]
+    fn a_bad_identity_is_refused_not_guessed() {
+        let bad = [
+            with(&[(REQUEST_INFO_HEADER, "not json")]),
+            with(&[(REQUEST_INFO_HEADER, r#"{"acc":"USERS","user":"a.b"}"#)]),
+            with(&[(USER_HEADER, "_agora")]),
+            with(&[(USER_HEADER, "eve"), (ROLE_HEADER, "root")]),
+        ];
+        for headers in bad {
+            assert!(caller(Some(&headers)).is_err(), "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_component_says_whom_it_acts_for() {
+        for expected in [user("alice", Role::User), user("boss", Role::Manager), Caller::Service] {
+            assert_eq!(caller(Some(&headers_for(&expected))).unwrap(), expected);
+        }
+    }
+}
