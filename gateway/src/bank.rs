@@ -1,14 +1,14 @@
 //! The bank's routes, and the original business server's (`/deposit/{account}/{amount}`, ...).
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State as StateOf};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 
-use super::State;
 use super::http::{ApiError, ApiResult, forward, forward_bytes, json_body, path};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use agora_nats::bank::wire::{AmountRequest, BalanceRequest, TransferRequest};
 use agora_nats::subjects;
 
@@ -97,33 +97,21 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-pub async fn balance(
-    StateOf(state): StateOf<State>,
-    account: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+pub async fn balance(signed: Signed, account: Result<Path<String>, PathRejection>) -> ApiResult {
     let account = path(account)?;
-    forward(&state, subjects::bank::BALANCE_SUBJECT, &BalanceRequest { account }).await
+    forward(&signed.agora, subjects::bank::BALANCE_SUBJECT, &BalanceRequest { account }).await
 }
 
-pub async fn deposit(
-    StateOf(state): StateOf<State>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    forward_bytes(&state, subjects::bank::DEPOSIT_SUBJECT, json_body(body, false)?).await
+pub async fn deposit(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::bank::DEPOSIT_SUBJECT, json_body(body, false)?).await
 }
 
-pub async fn withdraw(
-    StateOf(state): StateOf<State>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    forward_bytes(&state, subjects::bank::WITHDRAW_SUBJECT, json_body(body, false)?).await
+pub async fn withdraw(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::bank::WITHDRAW_SUBJECT, json_body(body, false)?).await
 }
 
-pub async fn transfer(
-    StateOf(state): StateOf<State>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    forward_bytes(&state, subjects::bank::TRANSFER_SUBJECT, json_body(body, false)?).await
+pub async fn transfer(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::bank::TRANSFER_SUBJECT, json_body(body, false)?).await
 }
 
 /// The legacy routes' amount: an integer of minor units.
@@ -146,47 +134,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 pub async fn legacy_deposit(
-    state: StateOf<State>,
+    signed: Signed,
     headers: HeaderMap,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    legacy_amount(state, headers, params, subjects::bank::DEPOSIT_SUBJECT).await
+    legacy_amount(signed, headers, params, subjects::bank::DEPOSIT_SUBJECT).await
 }
 
 pub async fn legacy_withdraw(
-    state: StateOf<State>,
+    signed: Signed,
     headers: HeaderMap,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    legacy_amount(state, headers, params, subjects::bank::WITHDRAW_SUBJECT).await
+    legacy_amount(signed, headers, params, subjects::bank::WITHDRAW_SUBJECT).await
 }
 
 /// `/deposit` and `/withdrawal`: the account and the amount in the path.
 async fn legacy_amount(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     headers: HeaderMap,
     params: Result<Path<(String, String)>, PathRejection>,
     subject: &str,
 ) -> ApiResult {
     let (account, text) = path(params)?;
     let request = AmountRequest { account, amount: amount(&text)?, id: idempotency_key(&headers)? };
-    forward(&state, subject, &request).await
+    forward(&signed.agora, subject, &request).await
 }
 
 pub async fn legacy_balance(
-    state: StateOf<State>,
+    signed: Signed,
     account: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    balance(state, account).await
+    balance(signed, account).await
 }
 
 pub async fn legacy_transfer(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     headers: HeaderMap,
     params: Result<Path<(String, String, String)>, PathRejection>,
 ) -> ApiResult {
     let (from, to, text) = path(params)?;
     let request =
         TransferRequest { from, to, amount: amount(&text)?, id: idempotency_key(&headers)? };
-    forward(&state, subjects::bank::TRANSFER_SUBJECT, &request).await
+    forward(&signed.agora, subjects::bank::TRANSFER_SUBJECT, &request).await
 }

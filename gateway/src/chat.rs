@@ -23,6 +23,7 @@ use serde_json::json;
 use super::State;
 use super::http::{ApiError, ApiResult, forward, parse_body, path, query};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use agora_core::Name;
 use agora_nats::chat::client::{ChatSession, SessionStatus};
 use agora_nats::chat::wire::SessionRequest;
@@ -36,7 +37,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/api/chat/sessions",
         "chat",
-        "Register a name: the gateway holds the session while it is used",
+        "Go online as the signed-in user: the gateway holds the session while it is used",
         None,
         [],
         Some(schema::<OpenRequest>),
@@ -119,12 +120,18 @@ struct Entry {
 pub struct Sessions {
     entries: Mutex<HashMap<String, Entry>>,
     max: usize,
+    per_user: usize,
     idle: Duration,
 }
 
 impl Sessions {
-    pub fn new(max: usize, idle_ms: u64) -> Self {
-        Self { entries: Mutex::default(), max, idle: Duration::from_millis(idle_ms) }
+    pub fn new(config: &super::GatewayConfig) -> Self {
+        Self {
+            entries: Mutex::default(),
+            max: config.chat_sessions_max,
+            per_user: config.chat_sessions_per_user,
+            idle: Duration::from_millis(config.chat_idle_ms),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -141,18 +148,24 @@ impl Sessions {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The session of `token`, marked as used now.
-    pub fn get(&self, token: &str) -> Result<Arc<ChatSession>, ApiError> {
+    /// `user`'s session of `token`, marked as used now (someone else's is not found).
+    pub fn get(&self, token: &str, user: &str) -> Result<Arc<ChatSession>, ApiError> {
         let mut entries = self.lock();
-        let entry = entries.get_mut(token).ok_or_else(not_registered)?;
+        let entry = entries.get_mut(token).filter(|e| e.session.name() == user);
+        let entry = entry.ok_or_else(not_registered)?;
         entry.touched = Instant::now();
         Ok(entry.session.clone())
     }
 
-    /// Counts a live stream on the session until the guard is dropped.
-    pub fn attach(self: &Arc<Self>, token: &str) -> Result<(String, StreamGuard), ApiError> {
+    /// Counts a live stream on `user`'s session until the guard is dropped.
+    pub fn attach(
+        self: &Arc<Self>,
+        token: &str,
+        user: &str,
+    ) -> Result<(String, StreamGuard), ApiError> {
         let mut entries = self.lock();
-        let entry = entries.get_mut(token).ok_or_else(not_registered)?;
+        let entry = entries.get_mut(token).filter(|e| e.session.name() == user);
+        let entry = entry.ok_or_else(not_registered)?;
         entry.streams += 1;
         entry.touched = Instant::now();
         let name = entry.session.name().to_owned();
@@ -166,8 +179,10 @@ impl Sessions {
         }
     }
 
-    fn remove(&self, token: &str) -> Option<Arc<ChatSession>> {
-        self.lock().remove(token).map(|entry| entry.session)
+    fn remove(&self, token: &str, user: &str) -> Option<Arc<ChatSession>> {
+        let mut entries = self.lock();
+        entries.get(token).filter(|e| e.session.name() == user)?;
+        entries.remove(token).map(|entry| entry.session)
     }
 
     /// Removes the sessions nobody used for the idle time, and those whose name was lost.
@@ -235,25 +250,45 @@ pub async fn reap(gateway: State) {
     }
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// A chat session goes by its user's name (the body may repeat it).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
     #[schemars(pattern(agora_nats::pattern::CHAT_NAME))]
-    pub name: String,
+    pub name: Option<String>,
 }
 
 pub async fn open(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let request: OpenRequest = parse_body(body)?;
-    if state.chat.len() >= state.chat.max {
-        return Err(ApiError::new(
-            ErrorCode::Busy,
-            "the gateway holds as many chat sessions as it may",
-        ));
+    let request: OpenRequest = if body.as_ref().is_ok_and(Bytes::is_empty) {
+        OpenRequest::default()
+    } else {
+        parse_body(body)?
+    };
+    if let Some(named) = &request.name {
+        Name::user(named).map_err(ServiceError::from)?;
     }
-    let session = ChatSession::register(state.agora.clone(), &request.name).await?;
+    let name =
+        signed.caller.acting_on("name", request.name.as_deref()).map_err(ServiceError::from)?;
+    {
+        let entries = state.chat.lock();
+        if entries.len() >= state.chat.max {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                "the gateway holds as many chat sessions as it may",
+            ));
+        }
+        if entries.values().filter(|e| e.session.name() == name).count() >= state.chat.per_user {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("{name} has {} chat sessions here already", state.chat.per_user),
+            ));
+        }
+    }
+    let session = ChatSession::register(signed.agora.clone(), name).await?;
     let registration = session.registration().clone();
     let entry = Entry { session: Arc::new(session), touched: Instant::now(), streams: 0 };
     state.chat.lock().insert(registration.session.clone(), entry);
@@ -262,10 +297,11 @@ pub async fn open(
 
 pub async fn close(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     token: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let token = path(token)?;
-    let session = state.chat.remove(&token).ok_or_else(not_registered)?;
+    let session = state.chat.remove(&token, signed.name()).ok_or_else(not_registered)?;
     let name = session.name().to_owned();
     leave(session).await;
     Ok(Json(json!({ "name": name, "online": false })).into_response())
@@ -288,21 +324,28 @@ pub struct SendRequest {
 
 pub async fn send(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request: SendRequest = parse_body(body)?;
     let chat_error = |e: agora_core::ChatError| ApiError::from(ServiceError::from(e));
-    let target = match (&request.room, &request.to) {
-        (Some(room), None) => subject::room(Name::room(room).map_err(chat_error)?.as_str()),
-        (None, Some(to)) => subject::dm(Name::user(to).map_err(chat_error)?.as_str()),
+    let (room, to) = match (&request.room, &request.to) {
+        (Some(room), None) => (Some(Name::room(room).map_err(chat_error)?), None),
+        (None, Some(to)) => (None, Some(Name::user(to).map_err(chat_error)?)),
         _ => return Err(ApiError::invalid("give either room or to")),
     };
-    let session = state.chat.get(&request.session)?;
-    let message = session.message(&request.text);
-    agora_core::chat::check_message(&message.from, &message.id, &message.text)
+    let session = state.chat.get(&request.session, signed.name())?;
+    let message = session.message(
+        room.as_ref().map(Name::as_str),
+        to.as_ref().map(Name::as_str),
+        &request.text,
+    );
+    agora_core::chat::check_message(session.name(), &message.id, &message.text)
         .map_err(chat_error)?;
-    let ack = session.client().chat_send(&target, &message).await?;
-    Ok(Json(json!({ "seq": ack.seq, "duplicate": ack.duplicate, "message": message }))
+    let ack = session.client().chat_send(&message).await?;
+    let shown = json!({"id": message.id, "from": session.name(), "text": message.text,
+                       "at": message.at});
+    Ok(Json(json!({ "seq": ack.seq, "duplicate": ack.duplicate, "message": shown }))
         .into_response())
 }
 
@@ -317,32 +360,33 @@ pub struct RoomChange {
 
 pub async fn join(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request: RoomChange = parse_body(body)?;
-    let rooms: RoomsReply = state.chat.get(&request.session)?.join(&request.room).await?;
+    let session = state.chat.get(&request.session, signed.name())?;
+    let rooms: RoomsReply = session.join(&request.room).await?;
     Ok(Json(rooms).into_response())
 }
 
 pub async fn part(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let request: RoomChange = parse_body(body)?;
-    let rooms: RoomsReply = state.chat.get(&request.session)?.part(&request.room).await?;
+    let session = state.chat.get(&request.session, signed.name())?;
+    let rooms: RoomsReply = session.part(&request.room).await?;
     Ok(Json(rooms).into_response())
 }
 
-pub async fn who(
-    StateOf(state): StateOf<State>,
-    request: Result<Query<WhoRequest>, QueryRejection>,
-) -> ApiResult {
-    forward(&state, subject::WHO_SUBJECT, &query(request)?).await
+pub async fn who(signed: Signed, request: Result<Query<WhoRequest>, QueryRejection>) -> ApiResult {
+    forward(&signed.agora, subject::WHO_SUBJECT, &query(request)?).await
 }
 
 pub async fn history(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<HistoryRequest>, QueryRejection>,
 ) -> ApiResult {
-    forward(&state, subject::HISTORY_SUBJECT, &query(request)?).await
+    forward(&signed.agora, subject::HISTORY_SUBJECT, &query(request)?).await
 }

@@ -2,22 +2,17 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State as StateOf};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{Path, Query};
 use axum::routing::{delete, get, patch, post};
 use serde::Deserialize;
 
-use super::State;
-use super::http::{
-    ApiError, ApiResult, forward, forward_bytes, json_body, parse_body, path, query,
-};
+use super::http::{ApiResult, forward, forward_bytes, json_body, parse_body, path, query};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use agora_nats::coins::wire::{
     AddAssetRequest, CoinsHistoryRequest, OrderLookup, OrderRequest, PortfolioRequest,
     RemoveAssetRequest, UpdateAssetRequest,
 };
-use agora_nats::error::ErrorCode;
 use agora_nats::subjects;
 
 /// The coin exchange's routes.
@@ -86,7 +81,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/api/coins/admin/assets",
         "coins-manager",
-        "List an asset (Authorization: Bearer <manager token>)",
+        "List an asset (managers)",
         None,
         [],
         Some(schema::<AddAssetRequest>),
@@ -122,84 +117,47 @@ pub struct AssetsQuery {
 }
 
 pub async fn coin_assets(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     assets: Result<Query<AssetsQuery>, QueryRejection>,
 ) -> ApiResult {
     let symbols = query(assets)?
         .symbols
         .map(|list| list.split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>());
     let request = agora_nats::coins::wire::AssetsRequest { symbol: None, symbols };
-    forward(&state, subjects::coins::ASSETS_SUBJECT, &request).await
+    forward(&signed.agora, subjects::coins::ASSETS_SUBJECT, &request).await
 }
 
-pub async fn buy(StateOf(state): StateOf<State>, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    forward_bytes(&state, subjects::coins::BUY_SUBJECT, json_body(body, false)?).await
+pub async fn buy(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::coins::BUY_SUBJECT, json_body(body, false)?).await
 }
 
-pub async fn sell(
-    StateOf(state): StateOf<State>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    forward_bytes(&state, subjects::coins::SELL_SUBJECT, json_body(body, false)?).await
+pub async fn sell(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::coins::SELL_SUBJECT, json_body(body, false)?).await
 }
 
 pub async fn coin_order(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let (user, id) = path(params)?;
-    forward(&state, subjects::coins::ORDER_SUBJECT, &OrderLookup { user, id }).await
+    forward(&signed.agora, subjects::coins::ORDER_SUBJECT, &OrderLookup { user, id }).await
 }
 
-pub async fn portfolio(
-    StateOf(state): StateOf<State>,
-    user: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+pub async fn portfolio(signed: Signed, user: Result<Path<String>, PathRejection>) -> ApiResult {
     let user = path(user)?;
-    forward(&state, subjects::coins::PORTFOLIO_SUBJECT, &PortfolioRequest { user }).await
+    forward(&signed.agora, subjects::coins::PORTFOLIO_SUBJECT, &PortfolioRequest { user }).await
 }
 
 pub async fn coin_history(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<CoinsHistoryRequest>, QueryRejection>,
 ) -> ApiResult {
-    forward(&state, subjects::coins::HISTORY_SUBJECT, &query(request)?).await
+    forward(&signed.agora, subjects::coins::HISTORY_SUBJECT, &query(request)?).await
 }
 
-/// Manager operations need the gateway's manager token as a bearer token.
-fn manager(state: &State, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.config.manager_token else {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "manager operations are disabled on this gateway (start it with --manager-token)",
-        ));
-    };
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(ErrorCode::Forbidden, "wrong manager token")),
-        None => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "manager operations need Authorization: Bearer <manager token>",
-        )),
-    }
-}
-
-/// Compares without stopping at the first difference (no timing hint about the token).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-pub async fn add_asset(
-    StateOf(state): StateOf<State>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    manager(&state, &headers)?;
-    forward_bytes(&state, subjects::coins::ADD_SUBJECT, json_body(body, false)?).await
+pub async fn add_asset(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    signed.manager("listing coins")?;
+    forward_bytes(&signed.agora, subjects::coins::ADD_SUBJECT, json_body(body, false)?).await
 }
 
 /// A new price and/or available quantity.
@@ -215,36 +173,22 @@ pub struct AssetChange {
 }
 
 pub async fn update_asset(
-    StateOf(state): StateOf<State>,
-    headers: HeaderMap,
+    signed: Signed,
     symbol: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    manager(&state, &headers)?;
+    signed.manager("listing coins")?;
     let symbol = path(symbol)?;
     let change: AssetChange = parse_body(body)?;
     let request = UpdateAssetRequest { symbol, price: change.price, quantity: change.quantity };
-    forward(&state, subjects::coins::UPDATE_SUBJECT, &request).await
+    forward(&signed.agora, subjects::coins::UPDATE_SUBJECT, &request).await
 }
 
 pub async fn remove_asset(
-    StateOf(state): StateOf<State>,
-    headers: HeaderMap,
+    signed: Signed,
     symbol: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    manager(&state, &headers)?;
+    signed.manager("listing coins")?;
     let symbol = path(symbol)?;
-    forward(&state, subjects::coins::REMOVE_SUBJECT, &RemoveAssetRequest { symbol }).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-    }
+    forward(&signed.agora, subjects::coins::REMOVE_SUBJECT, &RemoveAssetRequest { symbol }).await
 }

@@ -9,10 +9,10 @@
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State as StateOf};
+use axum::extract::{Path, Query};
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, RANGE,
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -20,9 +20,9 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::State;
 use super::http::{ApiError, ApiResult, forward, forward_bytes, path, query};
 use super::routes::{Reply, Route, schema};
+use super::session::Signed;
 use agora_nats::files::client::DOWNLOAD_WINDOW;
 use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::subjects;
@@ -83,42 +83,39 @@ struct ContentPath {
 }
 
 pub async fn list_files(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<ListFilesRequest>, QueryRejection>,
 ) -> ApiResult {
-    forward(&state, subjects::files::LIST_SUBJECT, &query(request)?).await
+    forward(&signed.agora, subjects::files::LIST_SUBJECT, &query(request)?).await
 }
 
-pub async fn file_stat(
-    StateOf(state): StateOf<State>,
-    name: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+pub async fn file_stat(signed: Signed, name: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = path(name)?;
-    forward(&state, subjects::files::STAT_SUBJECT, &StatRequest { name }).await
+    forward(&signed.agora, subjects::files::STAT_SUBJECT, &StatRequest { name }).await
 }
 
-pub async fn file_cache(StateOf(state): StateOf<State>) -> ApiResult {
-    forward_bytes(&state, subjects::files::CACHE_SUBJECT, Bytes::new()).await
+pub async fn file_cache(signed: Signed) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::files::CACHE_SUBJECT, Bytes::new()).await
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentQuery {
-    /// `download=1`: ask the browser to save the file rather than show it.
+    /// `download=1` (every file is served as a download; kept for old links).
     #[schemars(range(min = 0, max = 1))]
     pub download: Option<u8>,
 }
 
 /// `GET /api/files/content/{*name}`.
 pub async fn content(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     options: Result<Query<ContentQuery>, QueryRejection>,
 ) -> ApiResult {
     let name = path(name)?;
     let options = query(options)?;
-    let stat = state.agora.file_stat(&name).await?;
+    let stat = signed.agora.file_stat(&name).await?;
     let etag = format!("\"{}\"", stat.sha256);
     let header = |value: &str| {
         HeaderValue::from_str(value).map_err(|_| ApiError::invalid("a header value is not ASCII"))
@@ -127,12 +124,19 @@ pub async fn content(
     response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     response_headers.insert(ETAG, header(&etag)?);
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
+    // A served file never runs on the dashboard's origin: it is a download, its type is
+    // not guessed, and were a browser to show it anyway, it would be a sandbox.
+    let _ = options.download;
     let base = name.rsplit('/').next().unwrap_or(&name).replace(['"', '\\'], "_");
-    let disposition = if options.download == Some(1) { "attachment" } else { "inline" };
-    if base.is_ascii() {
-        response_headers
-            .insert(CONTENT_DISPOSITION, header(&format!("{disposition}; filename=\"{base}\""))?);
-    }
+    let base = if base.is_ascii() && !base.chars().any(char::is_control) {
+        base
+    } else {
+        "download".to_owned()
+    };
+    response_headers
+        .insert(CONTENT_DISPOSITION, header(&format!("attachment; filename=\"{base}\""))?);
+    response_headers
+        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
     if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
@@ -158,7 +162,7 @@ pub async fn content(
     };
     response_headers.insert(CONTENT_LENGTH, header(&(end - start).to_string())?);
     let chunk = stat.chunk_bytes.max(1);
-    let agora = state.agora.clone();
+    let agora = signed.agora.clone();
     let sha256 = stat.sha256.clone();
     let chunks = futures::stream::iter((start..end).step_by(chunk as usize))
         .map(move |offset| {

@@ -11,8 +11,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::State;
-use agora_nats::client::ClientError;
+use agora_nats::client::{AgoraClient, ClientError};
 use agora_nats::error::{ErrorBody, ErrorCode, ServiceError};
 
 /// A failed API call: the service's coded error (or one of the gateway's own), answered with
@@ -71,16 +70,17 @@ pub fn json_bytes(bytes: Bytes) -> Response {
     ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
 }
 
-/// Sends `request` (as JSON) to `subject` and answers with the reply.
-pub async fn forward<T: Serialize>(state: &State, subject: &str, request: &T) -> ApiResult {
+/// Sends `request` (as JSON) to `subject` with `agora` (the gateway acting for the caller) and
+/// answers with the reply.
+pub async fn forward<T: Serialize>(agora: &AgoraClient, subject: &str, request: &T) -> ApiResult {
     let payload = serde_json::to_vec(request)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode: {e}")))?;
-    forward_bytes(state, subject, Bytes::from(payload)).await
+    forward_bytes(agora, subject, Bytes::from(payload)).await
 }
 
 /// Sends a JSON body to `subject` as it came and answers with the reply.
-pub async fn forward_bytes(state: &State, subject: &str, payload: Bytes) -> ApiResult {
-    Ok(json_bytes(state.agora.request_bytes(subject, payload).await?))
+pub async fn forward_bytes(agora: &AgoraClient, subject: &str, payload: Bytes) -> ApiResult {
+    Ok(json_bytes(agora.request_bytes(subject, payload).await?))
 }
 
 /// A request body that is JSON (empty when `empty_ok`), within the size limit.

@@ -2,13 +2,13 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State as StateOf};
+use axum::extract::{Path, Query};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::State;
 use super::http::{ApiError, ApiResult, forward, forward_bytes, json_body, path, query};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use agora_nats::likes::wire::{LikeRequest, TopRequest};
 use agora_nats::subjects;
 
@@ -92,39 +92,39 @@ fn item(item: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 }
 
 pub async fn top_likes(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<TopRequest>, QueryRejection>,
 ) -> ApiResult {
-    forward(&state, subjects::likes::TOP_SUBJECT, &query(request)?).await
+    forward(&signed.agora, subjects::likes::TOP_SUBJECT, &query(request)?).await
 }
 
-pub async fn like_nodes(StateOf(state): StateOf<State>) -> ApiResult {
-    forward_bytes(&state, subjects::likes::NODES_SUBJECT, Bytes::new()).await
+pub async fn like_nodes(signed: Signed) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::likes::NODES_SUBJECT, Bytes::new()).await
 }
 
 pub async fn like_count(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     name: Result<Path<String>, PathRejection>,
     request: Result<Query<LikeRequest>, QueryRejection>,
 ) -> ApiResult {
     let item = item(name)?;
-    forward(&state, &subjects::likes::count(&item), &query(request)?).await
+    forward(&signed.agora, &subjects::likes::count(&item), &query(request)?).await
 }
 
 pub async fn like(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let item = item(name)?;
-    forward_bytes(&state, &subjects::likes::like(&item), json_body(body, true)?).await
+    forward_bytes(&signed.agora, &subjects::likes::like(&item), json_body(body, true)?).await
 }
 
 pub async fn unlike(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let item = item(name)?;
-    forward_bytes(&state, &subjects::likes::unlike(&item), json_body(body, true)?).await
+    forward_bytes(&signed.agora, &subjects::likes::unlike(&item), json_body(body, true)?).await
 }

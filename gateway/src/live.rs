@@ -4,9 +4,11 @@
 //! Each SSE event is named after its topic (`bank`, `chat`, `presence`, `tasks`, `likes`,
 //! `prices`, `logs`) and its data is `{"subject":"...","data":<the NATS payload>}`. Payloads
 //! that are not JSON, are larger than [`EVENT_BYTES_MAX`] or (chat) fail the chat service's
-//! format checks are not forwarded. A direct message goes only to streams of a chat session
-//! of its sender or its recipient. A browser that falls [`BROADCAST_CAPACITY`] events behind
-//! gets a `lagged` event with the number it missed (and should reload what it shows).
+//! format checks are not forwarded. A stream belongs to a signed-in user and carries what that
+//! user may read ([`Audience`]): rooms, presence, prices and like counts for everyone; bank
+//! and task events to their owner (and managers); a direct message to its two parties only;
+//! logs to managers. A browser that falls [`BROADCAST_CAPACITY`] events behind gets a
+//! `lagged` event with the number it missed (and should reload what it shows).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,8 +30,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::State;
 use super::http::{ApiError, query};
 use super::routes::{Reply, Route, schema};
+use super::session::Signed;
 use agora_nats::chat::client::{Incoming, parse_incoming};
 use agora_nats::error::ErrorCode;
+use agora_nats::likes::wire::LikeEvent;
 use agora_nats::subjects;
 use agora_nats::telemetry::LogRecord;
 
@@ -38,8 +42,8 @@ pub const ROUTES: &[Route] = &[route!(
     "GET",
     "/api/events",
     "system",
-    "Server-Sent Events: bank, chat, presence, tasks, likes, prices, logs (topics=a,b; \
-         session=<chat session> adds its direct messages)",
+    "Server-Sent Events of what the signed-in user may read: bank, chat, presence, tasks, \
+         likes, prices, logs (topics=a,b; session=<chat session> keeps it alive)",
     Some(schema::<EventsQuery>),
     ["topics", "session"],
     None,
@@ -116,12 +120,34 @@ impl Topic {
 /// Recent log records: (severity 0 error / 1 warn / 2 info, the record, its service).
 type LogRing = Mutex<VecDeque<(u8, Arc<RawValue>, String)>>;
 
+/// Who may see an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    Everyone,
+    /// Its owner (an account's events, a user's tasks) and managers.
+    Owner(String),
+    /// A direct message: its sender and its recipient, nobody else.
+    Parties(String, String),
+    Managers,
+}
+
+impl Audience {
+    /// Whether `viewer` (a user's name, and whether a manager) may see it.
+    pub fn admits(&self, name: &str, manager: bool) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Owner(owner) => manager || owner == name,
+            Self::Parties(from, to) => from == name || to == name,
+            Self::Managers => manager,
+        }
+    }
+}
+
 /// One event as every stream sees it.
 #[derive(Debug)]
 pub struct LiveEvent {
     topic: Topic,
-    /// A direct message's sender and recipient: only their sessions' streams get it.
-    direct: Option<(String, String)>,
+    audience: Audience,
     /// `{"subject","data"}`, ready to send.
     json: String,
 }
@@ -132,6 +158,8 @@ pub struct Hub {
     sender: broadcast::Sender<Arc<LiveEvent>>,
     logs: Arc<LogRing>,
     clients: Arc<AtomicUsize>,
+    /// Open streams per user.
+    per_user: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Hub {
@@ -158,7 +186,7 @@ impl Hub {
                 }
             }
         });
-        Ok(Self { sender, logs, clients: Arc::new(AtomicUsize::new(0)) })
+        Ok(Self { sender, logs, clients: Arc::new(AtomicUsize::new(0)), per_user: Arc::default() })
     }
 
     pub fn clients(&self) -> usize {
@@ -193,15 +221,29 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
     if message.payload.len() > EVENT_BYTES_MAX {
         return None;
     }
-    let data: &RawValue = serde_json::from_slice(&message.payload).ok()?;
-    let mut direct = None;
-    match topic {
+    let mut data: Box<RawValue> = serde_json::from_slice(&message.payload).ok()?;
+    let token = |from_end: usize| message.subject.rsplit('.').nth(from_end).map(str::to_owned);
+    let audience = match topic {
         Topic::Chat | Topic::Presence => {
             match parse_incoming(&message.subject, &message.payload)? {
-                Incoming::Direct { to, message } => direct = Some((message.from, to)),
-                Incoming::Room { .. } | Incoming::Presence(_) => {}
+                Incoming::Direct { to, message } => Audience::Parties(message.from, to),
+                Incoming::Room { .. } | Incoming::Presence(_) => Audience::Everyone,
             }
         }
+        // `agora.bank.events.<account>`, `agora.tasks.events.<owner>.<id>`.
+        Topic::Bank => Audience::Owner(token(0)?),
+        Topic::Tasks => Audience::Owner(token(1)?),
+        Topic::Logs => Audience::Managers,
+        // A like's count, not who liked it.
+        Topic::Likes => {
+            let event: LikeEvent = serde_json::from_slice(&message.payload).ok()?;
+            let count = serde_json::json!({"item": event.item, "count": event.count});
+            data = RawValue::from_string(count.to_string()).ok()?;
+            Audience::Everyone
+        }
+        Topic::Prices => Audience::Everyone,
+    };
+    match topic {
         Topic::Logs => {
             let record: LogRecord = serde_json::from_slice(&message.payload).ok()?;
             let level = match record.level.as_str() {
@@ -213,14 +255,14 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
                 if ring.len() == LOG_RING_MAX {
                     ring.pop_front();
                 }
-                ring.push_back((level, Arc::from(data.to_owned()), record.service));
+                ring.push_back((level, Arc::from(data.clone()), record.service));
             }
         }
         _ => {}
     }
     let subject = serde_json::to_string(message.subject.as_str()).ok()?;
     let json = format!(r#"{{"subject":{subject},"data":{}}}"#, data.get());
-    Some(LiveEvent { topic, direct, json })
+    Some(LiveEvent { topic, audience, json })
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -228,23 +270,34 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
 pub struct EventsQuery {
     /// Comma-separated topics (default: all).
     pub topics: Option<String>,
-    /// A chat session token: this stream also carries its name's direct messages and keeps
-    /// the session alive.
+    /// A chat session token of the signed-in user: the stream keeps it alive.
     pub session: Option<String>,
 }
 
-/// Counts a live client until dropped.
-struct ClientGuard(Arc<AtomicUsize>);
+/// Counts a live client, in all and for its user, until dropped.
+struct ClientGuard {
+    clients: Arc<AtomicUsize>,
+    per_user: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    user: String,
+}
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_user.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_user.remove(&self.user);
+            }
+        }
     }
 }
 
 /// `GET /api/events`: the live stream.
 pub async fn events(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let request = query(request)?;
@@ -262,8 +315,10 @@ pub async fn events(
             }
         }
     }
+    let me = signed.name().to_owned();
+    let manager = signed.caller.is_manager();
     let session = match &request.session {
-        Some(token) => Some(state.chat.attach(token)?),
+        Some(token) => Some(state.chat.attach(token, &me)?),
         None => None,
     };
     let clients = state.live.clients.clone();
@@ -271,8 +326,20 @@ pub async fn events(
         clients.fetch_sub(1, Ordering::Relaxed);
         return Err(ApiError::new(ErrorCode::Busy, "too many live clients; retry later"));
     }
-    let guard = ClientGuard(clients);
-    let name = session.as_ref().map(|(name, _)| name.clone());
+    {
+        let mut per_user = state.live.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_user.entry(me.clone()).or_default();
+        if *count >= state.config.live_clients_per_user {
+            clients.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("{me} has {count} live streams open already"),
+            ));
+        }
+        *count += 1;
+    }
+    let guard = ClientGuard { clients, per_user: state.live.per_user.clone(), user: me.clone() };
+    let name = Some(me.clone());
     let hello = serde_json::json!({
         "topics": Topic::ALL.iter().filter(|t| wanted & t.bit() != 0).map(|t| t.as_str())
             .collect::<Vec<_>>(),
@@ -286,11 +353,7 @@ pub async fn events(
         let _ = (&guard, &session);
         let event = match item {
             Ok(event) => {
-                let for_me = match (&event.direct, &name) {
-                    (None, _) => true,
-                    (Some((from, to)), Some(me)) => from == me || to == me,
-                    (Some(_), None) => false,
-                };
+                let for_me = event.audience.admits(&me, manager);
                 (wanted & event.topic.bit() != 0 && for_me)
                     .then(|| Event::default().event(event.topic.as_str()).data(&event.json))
             }

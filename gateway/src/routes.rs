@@ -9,7 +9,9 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use super::{State, assets, bank, chat, coins, files, http, likes, live, system, tasks};
+use super::{
+    State, assets, auth, bank, chat, coins, files, guard, http, likes, live, system, tasks,
+};
 
 /// Builds the JSON schema of one type (a `$ref` into `components.schemas`).
 pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
@@ -73,6 +75,7 @@ macro_rules! route {
 pub fn all() -> impl Iterator<Item = &'static Route> {
     [
         system::ROUTES,
+        auth::ROUTES,
         live::ROUTES,
         bank::ROUTES,
         coins::ROUTES,
@@ -88,6 +91,7 @@ pub fn all() -> impl Iterator<Item = &'static Route> {
 /// The gateway's router: [`all`], the dashboard, and JSON errors for unknown routes.
 pub fn router(state: State) -> Router {
     let body_bytes_max = state.config.body_bytes_max;
+    let body_timeout = std::time::Duration::from_millis(state.config.body_timeout_ms);
     let mut router = Router::new();
     for route in all() {
         router = router.route(route.path, (route.handler)());
@@ -98,6 +102,8 @@ pub fn router(state: State) -> Router {
         .fallback(http::no_route)
         .method_not_allowed_fallback(http::wrong_method)
         .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 

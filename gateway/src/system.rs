@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::State;
 use super::http::{ApiError, ApiResult, json_bytes, query};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use agora_nats::client::gather;
 use agora_nats::clock::now_ms;
 use agora_nats::error::ErrorCode;
@@ -39,7 +40,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/api/services",
         "system",
-        "Every live service instance ($SRV.PING and $SRV.STATS), at most a second old",
+        "Every live service instance ($SRV.PING and $SRV.STATS), at most a second old (managers)",
         None,
         [],
         None,
@@ -49,7 +50,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/api/logs",
         "system",
-        "Recent log records of every component, newest last",
+        "Recent log records of every component, newest last (managers)",
         Some(schema::<LogsQuery>),
         ["service", "level", "limit"],
         None,
@@ -71,7 +72,6 @@ pub async fn health(StateOf(state): StateOf<State>) -> ApiResult {
         "status": if connected { "ok" } else { "degraded" },
         "nats": connection.to_string(),
         "server": {"name": info.server_name, "version": info.version},
-        "manager": state.config.manager_token.is_some(),
         "live_clients": state.live.clients(),
         "chat_sessions": state.chat.len(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -103,7 +103,8 @@ impl ServicesCache {
     }
 }
 
-pub async fn services(StateOf(state): StateOf<State>) -> ApiResult {
+pub async fn services(StateOf(state): StateOf<State>, signed: Signed) -> ApiResult {
+    signed.manager("the service instances")?;
     if let Some(bytes) = state.services.fresh() {
         return Ok(json_bytes(bytes));
     }
@@ -168,8 +169,10 @@ pub struct LogsQuery {
 
 pub async fn logs(
     StateOf(state): StateOf<State>,
+    signed: Signed,
     logs_query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult {
+    signed.manager("the logs")?;
     let logs_query = query(logs_query)?;
     let minimum = match logs_query.level.as_deref() {
         None | Some("info") => 2,

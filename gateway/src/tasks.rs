@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State as StateOf};
+use axum::extract::{Path, Query};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::State;
 use super::http::{ApiResult, forward, parse_body, path, query};
 use super::routes::{Route, schema};
+use super::session::Signed;
 use super::system::SERVICES_GATHER;
 use agora_nats::subjects;
 use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
@@ -61,7 +61,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/api/workers",
         "tasks",
-        "Every live worker's status",
+        "Every live worker's status (managers)",
         None,
         [],
         None,
@@ -69,38 +69,30 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-pub async fn submit_task(
-    StateOf(state): StateOf<State>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+pub async fn submit_task(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let request: SubmitRequest = parse_body(body)?;
-    Ok(Json(state.agora.submit(&request).await?).into_response())
+    Ok(Json(signed.agora.submit(&request).await?).into_response())
 }
 
 pub async fn list_tasks(
-    StateOf(state): StateOf<State>,
+    signed: Signed,
     request: Result<Query<ListRequest>, QueryRejection>,
 ) -> ApiResult {
-    forward(&state, subjects::tasks::LIST_SUBJECT, &query(request)?).await
+    forward(&signed.agora, subjects::tasks::LIST_SUBJECT, &query(request)?).await
 }
 
-pub async fn task(
-    StateOf(state): StateOf<State>,
-    id: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+pub async fn task(signed: Signed, id: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = path(id)?;
-    forward(&state, subjects::tasks::GET_SUBJECT, &TaskIdRequest { id }).await
+    forward(&signed.agora, subjects::tasks::GET_SUBJECT, &TaskIdRequest { id }).await
 }
 
-pub async fn cancel_task(
-    StateOf(state): StateOf<State>,
-    id: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+pub async fn cancel_task(signed: Signed, id: Result<Path<String>, PathRejection>) -> ApiResult {
     let id = path(id)?;
-    forward(&state, subjects::tasks::CANCEL_SUBJECT, &TaskIdRequest { id }).await
+    forward(&signed.agora, subjects::tasks::CANCEL_SUBJECT, &TaskIdRequest { id }).await
 }
 
-pub async fn workers(StateOf(state): StateOf<State>) -> ApiResult {
-    let workers = state.agora.workers(SERVICES_GATHER).await?;
+pub async fn workers(signed: Signed) -> ApiResult {
+    signed.manager("the workers")?;
+    let workers = signed.agora.workers(SERVICES_GATHER).await?;
     Ok(Json(json!({ "workers": workers })).into_response())
 }

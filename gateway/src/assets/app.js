@@ -37,6 +37,8 @@ async function api(method, path, body, headers) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
   if (!response.ok) {
     const error = (data && data.error) || { code: "http_" + response.status, message: text || response.statusText };
+    // The session ended (signed out elsewhere, expired, password changed): sign in again.
+    if (response.status === 401 && !path.startsWith("/api/auth/")) auth.signedOut();
     throw new ApiError(response.status, error.code, error.message);
   }
   return data;
@@ -75,8 +77,11 @@ function pill(text) { return h("span", { class: "pill " + text }, text); }
 const tabs = {};
 let currentTab = null;
 
+const managerOnly = new Set(["monitoring", "logs"]);
+
 function showTab(name) {
-  if (!tabs[name]) name = "monitoring";
+  if (!auth.me) return;
+  if (!tabs[name] || (managerOnly.has(name) && !auth.isManager())) name = auth.homeTab();
   currentTab = name;
   document.querySelectorAll(".tab").forEach((el) => el.classList.toggle("active", el.id === "tab-" + name));
   document.querySelectorAll("#nav a").forEach((el) => el.classList.toggle("active", el.dataset.tab === name));
@@ -94,6 +99,8 @@ function on(topic, handler) { (listeners[topic] = listeners[topic] || []).push(h
 
 function connectLive() {
   if (source) source.close();
+  source = null;
+  if (!auth.me) { setStatus(false); return; }
   const params = new URLSearchParams();
   if (chat.session) params.set("session", chat.session.session);
   source = new EventSource("/api/events?" + params.toString());
@@ -114,8 +121,60 @@ function setStatus(ok) {
   $("status-dot").className = "dot " + (ok ? "ok" : "bad");
   $("status-text").textContent = ok
     ? `live · NATS ${health && health.server ? health.server.version : ""}`
-    : "reconnecting…";
+    : auth.me ? "reconnecting…" : "signed out";
 }
+
+// ---------------------------------------------------------------- signing in
+// The session is an HttpOnly cookie the gateway sets: this page never sees the token.
+const auth = {
+  me: null,              // {name, role} of the signed-in user
+  isManager() { return !!(this.me && this.me.role === "manager"); },
+  homeTab() { return this.isManager() ? "monitoring" : "bank"; },
+  async check() {
+    try { this.signedIn(await api("GET", "/api/auth/me")); } catch (_) { this.signedOut(); }
+  },
+  signedIn(me) {
+    this.me = me;
+    document.body.classList.remove("signed-out");
+    $("signin").classList.add("hidden");
+    $("whoami").classList.remove("hidden");
+    $("me-name").textContent = me.name;
+    $("me-role").textContent = me.role === "manager" ? "manager" : "";
+    document.querySelectorAll("#nav a[data-manager]").forEach((a) => a.classList.toggle("hidden", !this.isManager()));
+    // What a user acts on is theirs: fill in their name where a form asks for an account.
+    document.querySelectorAll("input.mine").forEach((input) => { if (!input.value) input.value = me.name; });
+    $("chat-as").textContent = me.name;
+    connectLive();
+    showTab(location.hash.slice(1) || this.homeTab());
+  },
+  signedOut() {
+    this.me = null;
+    chat.forget();
+    document.body.classList.add("signed-out");
+    $("signin").classList.remove("hidden");
+    $("whoami").classList.add("hidden");
+    connectLive();
+  },
+  async submit(action) {
+    const body = { name: $("signin-name").value.trim(), password: $("signin-password").value };
+    try {
+      if (action === "signup") {
+        await api("POST", "/api/auth/signup", body);
+        toast(`Welcome, ${body.name}`, "ok");
+      }
+      const me = await api("POST", "/api/auth/login", body);
+      $("signin-password").value = "";
+      this.signedIn(me);
+    } catch (error) { failed(error); }
+  },
+  async signOut() {
+    await chat.logout();
+    try { await api("POST", "/api/auth/logout"); } catch (_) { /* the session ended already */ }
+    this.signedOut();
+  },
+};
+$("signin-form").addEventListener("submit", (e) => { e.preventDefault(); auth.submit(e.submitter ? e.submitter.value : "login"); });
+$("signout").addEventListener("click", () => auth.signOut());
 
 on("lagged", () => { if (currentTab && tabs[currentTab].show) tabs[currentTab].show(); });
 
@@ -263,11 +322,10 @@ const chat = {
   unread: 0,
   show() { this.unread = 0; this.badge(); if (this.session) this.refreshWho(); },
   badge() { const b = $("chat-unread"); b.textContent = this.unread; b.classList.toggle("hidden", !this.unread); },
-  async login(name) {
+  async login() {
     try {
-      this.session = await api("POST", "/api/chat/sessions", { name });
+      this.session = await api("POST", "/api/chat/sessions", {});
     } catch (e) { failed(e); return; }
-    sessionStorage.setItem("agora-chat-name", name);
     this.rooms = ["all", ...this.session.rooms];
     $("chat-login").classList.add("hidden");
     $("chat-room").classList.remove("hidden");
@@ -280,12 +338,14 @@ const chat = {
   async logout() {
     if (!this.session) return;
     const token = this.session.session;
-    this.session = null;
-    sessionStorage.removeItem("agora-chat-name");
+    this.forget();
     try { await api("DELETE", "/api/chat/sessions/" + encodeURIComponent(token)); } catch (_) { /* gone already */ }
+    connectLive();
+  },
+  forget() {
+    this.session = null;
     $("chat-room").classList.add("hidden");
     $("chat-login").classList.remove("hidden");
-    connectLive();
   },
   renderRooms() {
     const list = $("chat-rooms");
@@ -387,7 +447,7 @@ on("chat", (message, subject) => {
   else if (kind === "dm") chat.arrive(message, null, target);
 });
 on("presence", () => { if (chat.session && currentTab === "chat") chat.refreshWho(); });
-$("chat-login").addEventListener("submit", (e) => { e.preventDefault(); chat.login($("chat-name").value.trim()); });
+$("chat-login").addEventListener("submit", (e) => { e.preventDefault(); chat.login(); });
 $("chat-leave").addEventListener("click", () => chat.logout());
 $("chat-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -555,7 +615,7 @@ $("bank-lookup").addEventListener("submit", (e) => { e.preventDefault(); const a
 // ---------------------------------------------------------------- coins
 const coins = {
   rows: new Map(),
-  show() { this.load(); this.history(); $("coins-manager").classList.toggle("hidden", !(health && health.manager)); },
+  show() { this.load(); this.history(); $("coins-manager").classList.toggle("hidden", !auth.isManager()); },
   async load() {
     try {
       const reply = await api("GET", "/api/coins/assets");
@@ -600,7 +660,6 @@ const coins = {
     tr.classList.remove("flash-up", "flash-down"); void tr.offsetWidth;
     tr.classList.add(event.price >= (event.previous || 0) ? "flash-up" : "flash-down");
   },
-  manager() { return { authorization: "Bearer " + $("coins-token").value }; },
 };
 tabs.coins = coins;
 on("prices", (event) => coins.price(event));
@@ -620,7 +679,7 @@ $("coins-add").addEventListener("submit", async (e) => {
   e.preventDefault();
   const d = formData(e.target);
   try {
-    await api("POST", "/api/coins/admin/assets", { symbol: d.symbol, name: d.name, price: Number(d.price), quantity: Number(d.quantity) }, coins.manager());
+    await api("POST", "/api/coins/admin/assets", { symbol: d.symbol, name: d.name, price: Number(d.price), quantity: Number(d.quantity) });
     toast(`${d.symbol} listed`, "ok"); e.target.reset(); coins.load();
   } catch (error) { failed(error); }
 });
@@ -631,21 +690,20 @@ $("coins-update").addEventListener("submit", async (e) => {
   if (d.price) change.price = Number(d.price);
   if (d.quantity) change.quantity = Number(d.quantity);
   try {
-    await api("PATCH", "/api/coins/admin/assets/" + encodeURIComponent(d.symbol), change, coins.manager());
+    await api("PATCH", "/api/coins/admin/assets/" + encodeURIComponent(d.symbol), change);
     toast(`${d.symbol} updated`, "ok"); coins.load();
   } catch (error) { failed(error); }
 });
 $("coins-remove").addEventListener("click", async () => {
   const symbol = $("coins-update").elements.symbol.value.trim();
   if (!symbol) return;
-  try { await api("DELETE", "/api/coins/admin/assets/" + encodeURIComponent(symbol), undefined, coins.manager()); toast(`${symbol} delisted`, "ok"); coins.load(); } catch (error) { failed(error); }
+  try { await api("DELETE", "/api/coins/admin/assets/" + encodeURIComponent(symbol), undefined); toast(`${symbol} delisted`, "ok"); coins.load(); } catch (error) { failed(error); }
 });
 
 // ---------------------------------------------------------------- likes
 const likes = {
   items: new Map(),
   show() { this.load(); this.nodes(); },
-  user() { return $("likes-user").value.trim() || undefined; },
   async load() {
     try {
       const reply = await api("GET", "/api/likes/top?limit=50");
@@ -676,8 +734,7 @@ const likes = {
   },
   async like(item) {
     try {
-      const user = this.user();
-      const reply = await api("POST", `/api/likes/items/${encodeURIComponent(item)}/like`, user ? { user } : undefined);
+      const reply = await api("POST", `/api/likes/items/${encodeURIComponent(item)}/like`);
       this.set(reply.item, reply.count);
     } catch (e) { failed(e); }
   },
@@ -709,11 +766,8 @@ $("files-form").addEventListener("submit", (e) => { e.preventDefault(); files.lo
 // ---------------------------------------------------------------- start
 async function start() {
   try { health = await api("GET", "/api/health"); } catch (e) { health = null; }
-  connectLive();
-  showTab(location.hash.slice(1) || "monitoring");
-  setInterval(() => { if (currentTab === "monitoring") monitoring.refresh(); }, 2000);
-  setInterval(() => { if (currentTab === "likes") likes.nodes(); if (currentTab === "chat" && chat.session) chat.refreshWho(); }, 5000);
-  const name = sessionStorage.getItem("agora-chat-name");
-  if (name) { $("chat-name").value = name; }
+  await auth.check();
+  setInterval(() => { if (auth.me && currentTab === "monitoring") monitoring.refresh(); }, 2000);
+  setInterval(() => { if (!auth.me) return; if (currentTab === "likes") likes.nodes(); if (currentTab === "chat" && chat.session) chat.refreshWho(); }, 5000);
 }
 start();
