@@ -84,8 +84,14 @@ pub const TEST_ACK_WAIT_MS: u64 = 1_500;
 /// presence tests see expiries quickly.
 pub const TEST_PRESENCE_TIMEOUT_MS: u64 = 1_500;
 
-/// The manager token of the test gateway.
-pub const TEST_MANAGER_TOKEN: &str = "test-manager-token";
+/// The first manager of the test auth service (made at its first start).
+pub const TEST_MANAGER: &str = "boss";
+
+/// The password the tests give user `name` (a function of the name, so any test can sign
+/// anyone in; long enough for the policy).
+pub fn test_password(name: &str) -> String {
+    format!("pw-of-{name}-4f9c")
+}
 
 /// The test likes nodes' leader lease: short, so leader-death tests do not wait long.
 pub const TEST_LIKES_LEASE_MS: u64 = 1_500;
@@ -116,6 +122,8 @@ pub struct System {
     pub gateway: Option<Component>,
     /// The gateway's base URL (`http://127.0.0.1:<port>`), once started.
     pub gateway_url: String,
+    /// The auth service (started with the auth config, and for the gateway).
+    pub auth_service: Option<Component>,
 }
 
 impl System {
@@ -131,10 +139,14 @@ impl System {
         Self::nats_with(false)
     }
 
-    /// Only nats-server with the users and permissions of `nats/config/auth.conf`: every
-    /// component started from now on logs in as its role with its development password.
+    /// Only nats-server with the accounts, users and permissions of
+    /// `nats/config/accounts.conf`, and the auth service that decides who people are: every
+    /// component started from now on logs in as its role with its development password;
+    /// people sign up and in ([`Self::person`], [`Self::manager`]).
     pub fn nats_with_auth() -> Self {
-        Self::nats_with(true)
+        let mut system = Self::nats_with(true);
+        system.start_auth();
+        system
     }
 
     fn nats_with(auth: bool) -> Self {
@@ -159,11 +171,110 @@ impl System {
             likes_proxies: Vec::new(),
             gateway: None,
             gateway_url: String::new(),
+            auth_service: None,
         }
     }
 
+    /// Starts (or restarts, on the same data directory) the auth service, with the
+    /// development issuer key and first manager ([`TEST_MANAGER`]).
+    pub fn start_auth(&mut self) {
+        let args = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--data-dir".to_owned(),
+            self.dir.path().join("auth").display().to_string(),
+            "--manager-name".to_owned(),
+            TEST_MANAGER.to_owned(),
+        ];
+        let seed = agora_devtools::process::dev_value("AGORA_AUTH_ISSUER_SEED").unwrap_or_default();
+        let password = test_password(TEST_MANAGER);
+        let envs = [("AGORA_AUTH_ISSUER_SEED", seed.as_str()), ("AGORA_MANAGER_PASSWORD", &password)];
+        let auth = self.spawn_with("auth", "agora-auth", &args, "auth", &envs);
+        self.auth_service = Some(auth);
+    }
+
+    /// `kill -9` the auth service.
+    pub fn kill_auth(&mut self) {
+        if let Some(mut auth) = self.auth_service.take() {
+            auth.kill_hard();
+        }
+    }
+
+    /// A person's connection: `name` signed up (if new) with [`test_password`] and signed in
+    /// to NATS with it (the auth config only).
+    pub async fn person(&self, name: &str) -> AgoraClient {
+        self.sign_up(name).await;
+        self.client_with(name, &test_password(name)).await.expect("a person signs in")
+    }
+
+    /// Signs `name` up with [`test_password`] (anonymously; an existing name is fine).
+    pub async fn sign_up(&self, name: &str) {
+        let anonymous = self.anonymous().await;
+        match anonymous.signup(name, &test_password(name)).await {
+            Ok(_) => {}
+            Err(error) if error.code() == ErrorCode::NameTaken => {}
+            Err(error) => panic!("{name} signs up: {error}"),
+        }
+    }
+
+    /// A bearer token of `name` for the gateway: signed up through it if new (the first
+    /// manager, [`TEST_MANAGER`], exists already).
+    pub async fn http_token(&self, name: &str) -> String {
+        let http = reqwest::Client::new();
+        let credentials = serde_json::json!({"name": name, "password": test_password(name)});
+        if name != TEST_MANAGER {
+            let response = http
+                .post(format!("{}/api/auth/signup", self.gateway_url))
+                .json(&credentials)
+                .send()
+                .await
+                .expect("the gateway answers");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            assert!(status == 200 || body["error"]["code"] == "name_taken", "{name}: {body}");
+        }
+        let issued: serde_json::Value = http
+            .post(format!("{}/api/auth/token", self.gateway_url))
+            .json(&credentials)
+            .send()
+            .await
+            .expect("the gateway answers")
+            .json()
+            .await
+            .expect("JSON");
+        issued["token"].as_str().unwrap_or_else(|| panic!("a token for {name}: {issued}")).to_owned()
+    }
+
+    /// The `agora` command line, pointed at this system's server, its saved token (if a test
+    /// logs in) kept in this system's directory rather than the user's home.
+    pub fn cli(&self) -> std::process::Command {
+        let binary = component_binary("agora").expect("agora is built");
+        let mut command = std::process::Command::new(binary);
+        command
+            .env("NATS_URL", self.url())
+            .env("AGORA_CREDENTIALS", self.dir.path().join("credentials.json"))
+            .env_remove("NATS_USER")
+            .env_remove("NATS_PASSWORD")
+            .env_remove("AGORA_PASSWORD");
+        command
+    }
+
+    /// The first manager's connection (the auth config only).
+    pub async fn manager(&self) -> AgoraClient {
+        self.client_with(TEST_MANAGER, &test_password(TEST_MANAGER)).await.expect("the manager")
+    }
+
+    /// A connection without credentials.
+    pub async fn anonymous(&self) -> AgoraClient {
+        let nats = NatsArgs::anonymous(self.url());
+        let client = connect_once(&nats, Duration::from_secs(3), |options| options)
+            .await
+            .expect("connects");
+        AgoraClient::new(client).with_timeout(Duration::from_secs(5))
+    }
+
     /// Every component once (ledger, a bank, coins, tasks with a worker, chat, a file server,
-    /// a likes node) and the gateway in front (manager token [`TEST_MANAGER_TOKEN`]).
+    /// a likes node, auth) and the gateway in front.
     pub fn with_gateway() -> Self {
         let mut system = Self::with_coins(1);
         std::fs::create_dir_all(system.files_root()).expect("served directory");
@@ -177,19 +288,27 @@ impl System {
     }
 
     /// Starts the gateway on a loopback port the OS picks when it binds (no race with other
-    /// tests for a port); its URL is the one it announces.
+    /// tests for a port); its URL is the one it announces. The auth service too, if it does
+    /// not run yet (the gateway's sessions are its tokens).
     pub fn start_gateway(&mut self) {
+        self.start_gateway_with(&[]);
+    }
+
+    /// [`Self::start_gateway`] with `extra` flags.
+    pub fn start_gateway_with(&mut self, extra: &[&str]) {
+        if self.auth_service.is_none() {
+            self.start_auth();
+        }
         let args: Vec<String> = [
             "--server",
             self.url(),
             "--listen",
             "127.0.0.1:0",
-            "--manager-token",
-            TEST_MANAGER_TOKEN,
             "--chat-idle-ms",
             "3000",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let gateway = self.spawn("gateway", "agora-gateway", &args, "gateway");
@@ -430,13 +549,26 @@ impl System {
 
     /// Starts component `binary` as `name`, logging in as `role` when the server checks users.
     fn spawn(&self, name: &str, binary: &str, args: &[String], role: &str) -> Component {
+        self.spawn_with(name, binary, args, role, &[])
+    }
+
+    /// [`Self::spawn`] with more environment.
+    fn spawn_with(
+        &self,
+        name: &str,
+        binary: &str,
+        args: &[String],
+        role: &str,
+        more: &[(&str, &str)],
+    ) -> Component {
         let path = component_binary(binary).unwrap_or_else(|e| panic!("{binary} is built: {e}"));
         let password = agora_devtools::process::dev_password(role).unwrap_or_default();
-        let envs: Vec<(&str, &str)> = if self.auth {
+        let mut envs: Vec<(&str, &str)> = if self.auth {
             vec![("NATS_USER", role), ("NATS_PASSWORD", &password)]
         } else {
             Vec::new()
         };
+        envs.extend_from_slice(more);
         Component::start(name, &path, args, &envs, &self.logs())
             .unwrap_or_else(|e| panic!("{name} starts: {e:#}"))
     }
@@ -496,10 +628,11 @@ impl System {
         }
     }
 
-    /// A client with its own connection (as the `client` role when the server checks users).
+    /// A client with its own connection: on a server without users, one of Agora's own
+    /// (a service: it acts on whatever it names); with the auth config, the `operator`.
     pub async fn client(&self) -> AgoraClient {
         if self.auth {
-            return self.client_as("client").await.expect("the client role logs in");
+            return self.client_as("operator").await.expect("the operator logs in");
         }
         let nats = async_nats::connect(self.url()).await.expect("connects to nats-server");
         AgoraClient::new(nats).with_timeout(Duration::from_secs(3))

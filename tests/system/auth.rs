@@ -1,22 +1,23 @@
-//! Users and permissions: nats-server runs `nats/config/single-auth.conf` (the users and
-//! subject permissions of `auth.conf`), every component logs in as its role. Each role can do
-//! its job and nothing it must not: only the bank reaches the ledger, the client role has no
-//! manager subjects, and a refused publish reaches the caller as `forbidden`.
+//! Accounts, users and permissions: nats-server runs `nats/config/single-auth.conf` (the
+//! accounts of `accounts.conf`), every component signs in to `AGORA` as its role, and people
+//! sign in through the auth callout. Each component and each person can do their job and
+//! nothing they must not: only the bank reaches the ledger, only managers administer, and a
+//! refused publish reaches the caller as `forbidden`.
 
 use std::process::Command;
 use std::time::Duration;
 
-use agora_devtools::process::{NatsServer, NatsServerOptions, component_binary, dev_password};
+use agora_devtools::process::{NatsServer, NatsServerOptions, component_binary};
 use agora_nats::chat::client::ChatSession;
 use agora_nats::coins::wire::AddAssetRequest;
 use agora_nats::subjects;
 use agora_nats::tasks::wire::SubmitRequest;
-use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::{System, code, eventually};
+use agora_nats::{ClientError, ErrorCode};
+use agora_tests::{System, TEST_MANAGER, code, eventually, test_password};
 use bytes::Bytes;
 
-/// The whole system under the auth config: ledger, two banks, coins, two file servers, chat,
-/// tasks and a worker, two likes nodes, the gateway.
+/// The whole system under the auth config: auth, ledger, two banks, coins, two file servers,
+/// chat, tasks and a worker, two likes nodes, the gateway.
 fn system() -> System {
     let mut system = System::nats_with_auth();
     system.start_ledger();
@@ -36,7 +37,8 @@ fn system() -> System {
     system
 }
 
-fn forbidden<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) {
+/// Asserts a refusal by the NATS server's permissions, reported as `forbidden`.
+pub fn forbidden<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) {
     match result {
         Err(ClientError::Service(error)) if error.code == ErrorCode::Forbidden => {
             assert!(error.message.contains("permission"), "{what}: {}", error.message);
@@ -62,84 +64,93 @@ fn violations(system: &System) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_role_does_its_job_with_only_its_permissions() {
+async fn every_component_and_person_does_their_job_with_only_their_permissions() {
     let system = system();
-    let client = system.client_as("client").await.expect("the client role logs in");
-    let manager = system.client_as("manager").await.expect("the manager role logs in");
+    let alice = system.person("alice").await;
+    let bob = system.person("bob").await;
+    let manager = system.manager().await;
+    assert_eq!(manager.whoami().await.expect("whoami").role.as_deref(), Some("manager"));
 
-    // Bank (bank -> ledger), with its events fanned out to clients.
-    let mut events = client
+    // Bank (bank -> ledger), with a person's own events fanned out to them.
+    let mut events = alice
         .nats()
-        .subscribe(subjects::bank::EVENTS_ALL)
+        .subscribe(subjects::bank::events(&agora_core::AccountId::parse("alice").unwrap()))
         .await
-        .expect("clients may watch balances");
-    agora_nats::client::barrier(client.nats()).await.expect("barrier");
-    client.deposit("alice", 1_000, Some("d-1")).await.expect("deposit");
-    client.transfer("alice", "bob", 300, Some("t-1")).await.expect("transfer");
-    assert_eq!(client.balance("bob").await.expect("balance").balance, 300);
+        .expect("alice may watch her balance");
+    agora_nats::client::barrier(alice.nats()).await.expect("barrier");
+    alice.deposit("alice", 1_000, Some("d-1")).await.expect("deposit");
+    alice.transfer("alice", "bob", 300, Some("t-1")).await.expect("transfer");
+    assert_eq!(bob.balance("bob").await.expect("balance").balance, 300);
     let event = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut events))
         .await
         .expect("a bank event arrives");
     assert!(event.is_some());
 
-    // Coins: the manager lists an asset, a client buys with bank money (coins -> bank).
+    // Coins: the manager lists an asset, a person buys with bank money (coins -> bank).
     let asset =
         AddAssetRequest { symbol: "ABC".into(), name: "Abc".into(), price: 100, quantity: 5 };
     manager.add_asset(&asset).await.expect("the manager lists an asset");
-    let order = client.buy_coins("alice", "ABC", 2, Some("o-1")).await.expect("bought");
+    let order = alice.buy_coins("alice", "ABC", 2, Some("o-1")).await.expect("bought");
     assert_eq!(order.state, "done");
-    assert_eq!(client.balance("alice").await.expect("balance").balance, 500);
+    assert_eq!(alice.balance("alice").await.expect("balance").balance, 500);
 
-    // Files: the manager uploads, a client reads from either server.
+    // Files: the manager uploads, a person reads from either server.
     manager.put_file("notes/a.txt", Bytes::from_static(b"uploaded")).await.expect("upload");
-    let (_, bytes) = client.fetch_file("notes/a.txt").await.expect("download");
+    let (_, bytes) = alice.fetch_file("notes/a.txt").await.expect("download");
     assert_eq!(bytes, b"uploaded");
-    let (_, bytes) = client.fetch_file("readme.txt").await.expect("download");
+    let (_, bytes) = bob.fetch_file("readme.txt").await.expect("download");
     assert_eq!(bytes, b"hello");
 
-    // Chat: register, join, say, history (the chat service records and publishes presence).
-    let ann = ChatSession::register(client.clone(), "ann").await.expect("registers");
+    // Chat: register, join, say (the chat service records and publishes).
+    let ann = ChatSession::register(system.person("ann").await, "ann").await.expect("registers");
     ann.join("lobby").await.expect("joins");
     ann.say("lobby", "hi all").await.expect("recorded");
 
-    // Tasks: submitted by a client, run by a worker through the JetStream work queue.
+    // Tasks: submitted by a person, run by a worker through the JetStream work queue.
     let request = SubmitRequest {
         id: Some("task-1".into()),
         wait_ms: Some(10_000),
         ..SubmitRequest::new("sleep", &serde_json::json!({"ms": 10}))
     };
-    let task = client.submit(&request).await.expect("submitted");
-    let task = client.wait_task(&task.id, 10_000).await.expect("waited");
-    assert_eq!(task.state, "completed", "{task:?}");
+    let task = alice.submit(&request).await.expect("submitted");
+    let task = alice.wait_task(&task.id, 10_000).await.expect("waited");
+    assert_eq!((task.state.as_str(), task.owner.as_deref()), ("completed", Some("alice")));
 
     // Likes: two nodes take likes, share them, elect a leader through the KV bucket.
-    for user in ["u1", "u2", "u3"] {
-        client.like("post-1", Some(user)).await.expect("like");
+    for person in [&alice, &bob, &manager] {
+        person.like("post-1", None).await.expect("like");
     }
+    let operator = system.client().await;
     eventually(Duration::from_secs(20), Duration::from_millis(200), async || {
-        let digests = client
+        let digests = operator
             .likes_digests(Duration::from_millis(500), &["post-1".to_owned()], Some(2))
             .await
             .map_err(|e| e.to_string())?;
         let agreed =
             digests.len() == 2 && digests.iter().all(|d| d.counts.get("post-1") == Some(&3));
-        let leader = client.like_nodes().await.is_ok();
+        let leader = alice.like_nodes().await.is_ok();
         if agreed && leader { Ok(()) } else { Err(format!("likes nodes agree: {digests:?}")) }
     })
     .await;
 
-    // The gateway, as its own user, answers over HTTP and sees every service instance.
+    // The gateway, as its own component acting for a signed-in manager, sees every instance.
+    let token = system.http_token(TEST_MANAGER).await;
     let get = |path: &str| {
-        let url = format!("{}{path}", system.gateway_url);
+        let (url, token) = (format!("{}{path}", system.gateway_url), token.clone());
         async move {
-            let response = reqwest::get(&url).await.expect("gateway answers");
+            let response = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("gateway answers");
             response.json::<serde_json::Value>().await.expect("JSON")
         }
     };
     assert_eq!(get("/api/bank/balance/bob").await["balance"], 300);
     let services = get("/api/services").await;
     let text = services.to_string();
-    for name in ["agora-ledger", "agora-bank", "agora-coins", "agora-files", "agora-chat"] {
+    for name in ["agora-auth", "agora-ledger", "agora-bank", "agora-coins", "agora-files"] {
         assert!(text.contains(name), "{name} in {text}");
     }
 
@@ -151,7 +162,7 @@ async fn every_role_does_its_job_with_only_its_permissions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_bank_reaches_the_ledger_and_only_the_manager_administers() {
+async fn only_the_bank_reaches_the_ledger_and_only_managers_administer() {
     let mut system = System::nats_with_auth();
     system.start_ledger();
     system.add_bank();
@@ -166,52 +177,80 @@ async fn only_the_bank_reaches_the_ledger_and_only_the_manager_administers() {
     let bank = system.client_as("bank").await.expect("the bank role logs in");
     bank.request_bytes(&ledger_get, payload()).await.expect("the bank reads the ledger");
 
-    for role in ["client", "manager", "coins", "gateway", "files", "chat", "tasks", "likes"] {
+    for role in ["operator", "coins", "gateway", "files", "chat", "tasks", "likes", "auth"] {
         let caller = system.client_as(role).await.expect("logs in");
         forbidden(caller.request_bytes(&ledger_get, payload()).await, &format!("{role} -> ledger"));
-        let lock = subjects::ledger::BATCH_COMMIT_SUBJECT;
-        forbidden(caller.request_bytes(lock, payload()).await, &format!("{role} -> commit"));
+        let commit = subjects::ledger::BATCH_COMMIT_SUBJECT;
+        forbidden(caller.request_bytes(commit, payload()).await, &format!("{role} -> commit"));
     }
-    let client = system.client_as("client").await.expect("logs in");
+    let person = system.person("alice").await;
+    let manager = system.manager().await;
+    for (who, caller) in [("a person", &person), ("a manager", &manager)] {
+        forbidden(caller.request_bytes(&ledger_get, payload()).await, &format!("{who} -> ledger"));
+    }
     let asset = AddAssetRequest { symbol: "XYZ".into(), name: "Xyz".into(), price: 1, quantity: 1 };
-    forbidden(client.add_asset(&asset).await, "client -> coins admin add");
-    forbidden(client.remove_asset("XYZ").await, "client -> coins admin remove");
-    forbidden(client.put_file("x.txt", Bytes::from_static(b"x")).await, "client -> files put");
-    // The refusals changed nothing, and the same client still does its own job.
-    let manager = system.client_as("manager").await.expect("logs in");
+    forbidden(person.add_asset(&asset).await, "a person -> coins admin add");
+    forbidden(person.remove_asset("XYZ").await, "a person -> coins admin remove");
+    forbidden(person.put_file("x.txt", Bytes::from_static(b"x")).await, "a person -> files put");
+    // The refusals changed nothing, and the same person still does their own job.
     assert_eq!(code(manager.remove_asset("XYZ").await), ErrorCode::NotFound);
     assert!(!system.files_root().join("x.txt").exists());
-    client.deposit("alice", 10, None).await.expect("a client deposits");
-    assert_eq!(client.balance("alice").await.expect("balance").balance, 10);
+    person.deposit("alice", 10, None).await.expect("a person deposits");
+    assert_eq!(person.balance("alice").await.expect("balance").balance, 10);
 
-    // The command-line client shows the refusal as a coded error.
-    let password = dev_password("client").expect("a dev password");
-    let output = Command::new(component_binary("agora").expect("agora is built"))
-        .args(["coins", "admin", "remove", "XYZ"])
-        .env("NATS_URL", system.url())
-        .env("NATS_USER", "client")
-        .env("NATS_PASSWORD", &password)
+    // The command-line client signs in with `agora login`, and shows a refusal as a coded
+    // error.
+    let login = system
+        .cli()
+        .args(["login", "alice"])
+        .env("AGORA_PASSWORD", test_password("alice"))
         .output()
         .expect("agora runs");
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let output = system.cli().args(["coins", "admin", "remove", "XYZ"]).output().expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("error [forbidden]"), "{stderr}");
     assert!(stderr.contains("agora.coins.admin.remove"), "{stderr}");
+    let whoami = system.cli().args(["whoami"]).output().expect("runs");
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "alice (user)");
+    let balance = system.cli().args(["bank", "balance", "alice"]).output().expect("runs");
+    assert_eq!(String::from_utf8_lossy(&balance.stdout).trim(), "alice: balance 10");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_an_unknown_user_or_no_credentials_are_refused() {
+async fn bad_credentials_are_refused_at_once_and_anonymous_may_only_sign_up() {
     let system = System::nats_with_auth();
-    for (user, password) in [("client", "wrong"), ("nobody", "whatever"), ("bank", "")] {
+    system.sign_up("alice").await;
+    for (user, password) in [("alice", "wrong password"), ("nobody", "whatever"), ("bank", "")] {
+        let started = std::time::Instant::now();
         let error = system.client_with(user, password).await.expect_err("refused");
         let text = format!("{error:#}").to_lowercase();
         assert!(text.contains("authorization") || text.contains("auth"), "{user}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{user}: refused at once");
     }
-    let anonymous = async_nats::connect(system.url()).await;
-    assert!(anonymous.is_err(), "a connection without credentials is refused");
-    // The roles' own passwords work.
-    let client: AgoraClient = system.client_as("client").await.expect("the right password works");
-    agora_nats::client::barrier(client.nats()).await.expect("connected");
+    for token in ["agora_not-a-token", &"x".repeat(5_000)] {
+        let args = agora_nats::connection::NatsArgs::token(system.url(), "alice", token);
+        let refused = agora_nats::connection::connect_once(&args, Duration::from_secs(3), |o| o);
+        assert!(refused.await.is_err(), "token {:.20}", token);
+    }
+    // Anonymous: signing up, nothing else.
+    let anonymous = system.anonymous().await;
+    let me = anonymous.whoami().await;
+    forbidden(me, "anonymous -> whoami");
+    forbidden(anonymous.deposit("alice", 1, None).await, "anonymous -> deposit");
+    anonymous.signup("carol", &test_password("carol")).await.expect("signs up");
+    assert_eq!(
+        code(anonymous.signup("Carol", &test_password("carol")).await),
+        ErrorCode::NameTaken,
+        "names are taken without regard to case"
+    );
+    for (name, password) in [("exchange", "long enough"), ("ledger", "long enough"), ("_x", "long enough"), ("dan", "short")] {
+        assert_eq!(code(anonymous.signup(name, password).await), ErrorCode::InvalidRequest, "{name}");
+    }
+    // The people's own passwords work.
+    let carol = system.client_with("carol", &test_password("carol")).await.expect("signs in");
+    assert_eq!(carol.whoami().await.expect("whoami").name.as_deref(), Some("carol"));
 
     // A component with a wrong password exits at once and says why (no endless retrying).
     let binary = component_binary("agora-ledger").expect("agora-ledger is built");

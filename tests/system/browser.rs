@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agora_tests::System;
+use agora_tests::{System, TEST_MANAGER, test_password};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
@@ -98,6 +98,14 @@ async fn texts(browser: &Client, css: &str) -> Vec<String> {
     texts
 }
 
+/// Whether the element `css` is there and shown.
+async fn shown(browser: &Client, css: &str) -> bool {
+    match browser.find(Locator::Css(css)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 async fn type_into(browser: &Client, css: &str, text: &str) {
     let input = browser.find(Locator::Css(css)).await.expect(css);
     input.clear().await.expect("clears");
@@ -123,10 +131,40 @@ async fn the_dashboard_works_in_a_real_browser() {
     let ben = driver.session().await;
     let base = system.gateway_url.clone();
 
-    // Chat: both pick a name; ann's message shows up in ben's browser, as text.
-    for (browser, name) in [(&ann, "ann"), (&ben, "ben")] {
+    // Signing in: nothing but the sign-in form until then. Ann signs up in the page; ben
+    // (the manager) signs in. A wrong password is refused and leaves the page signed out.
+    for browser in [&ann, &ben] {
         browser.goto(&format!("{base}/#chat")).await.expect("the dashboard loads");
-        type_into(browser, "#chat-name", name).await;
+        eventually!(10, "the sign-in form", shown(browser, "#signin").await.then_some(()));
+        assert!(!shown(browser, "#tab-chat").await, "no tab shows before signing in");
+    }
+    type_into(&ben, "#signin-name", TEST_MANAGER).await;
+    type_into(&ben, "#signin-password", "not-the-password").await;
+    click(&ben, "#signin-submit").await;
+    eventually!(10, "the refusal", {
+        let toasts = texts(&ben, "#toasts .toast").await;
+        toasts.iter().any(|t| t.starts_with("unauthenticated")).then_some(())
+    });
+    assert!(texts(&ben, "#me-name").await.iter().all(String::is_empty), "still signed out");
+    for (browser, name, button) in
+        [(&ann, "ann", "#signup-submit"), (&ben, TEST_MANAGER, "#signin-submit")]
+    {
+        type_into(browser, "#signin-name", name).await;
+        type_into(browser, "#signin-password", &test_password(name)).await;
+        click(browser, button).await;
+        eventually!(10, "the signed-in page", {
+            (texts(browser, "#me-name").await.first().map(String::as_str) == Some(name))
+                .then_some(())
+        });
+    }
+    // Monitoring and logs are the manager's: ann's page does not offer them.
+    assert!(!shown(&ann, "a[data-tab=monitoring]").await, "a user is not offered monitoring");
+    assert!(shown(&ben, "a[data-tab=monitoring]").await, "the manager is");
+
+    // Chat: both go online as who they signed in as; ann's message shows up in ben's
+    // browser, as text.
+    for (browser, name) in [(&ann, "ann"), (&ben, TEST_MANAGER)] {
+        click(browser, "a[data-tab=chat]").await;
         click(browser, "#chat-join").await;
         eventually!(10, "the chat to open", {
             let me = texts(browser, "#chat-me").await;
@@ -165,15 +203,18 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert!(row.contains("sleep") && row.contains("100%"), "{row}");
     screenshot(&ann, "dashboard-tasks.png").await;
 
-    // Likes: ann likes an item; the count changes in her browser and, live, in ben's.
+    // Likes: ann likes an item; the count changes in her browser and, live, in ben's. A
+    // like is ann's: liking again does not count twice. Ben's like counts.
     click(&ben, "a[data-tab=likes]").await;
     click(&ann, "a[data-tab=likes]").await;
     type_into(&ann, "#likes-item", "post-browser").await;
     click(&ann, "#likes-add").await;
     let count = "li[data-item=post-browser] .count";
     eventually!(10, "the first like", (texts(&ann, count).await == ["1"]).then_some(()));
+    eventually!(10, "the item in ben's browser", (texts(&ben, count).await == ["1"]).then_some(()));
     click(&ann, "li[data-item=post-browser] .heart").await;
-    eventually!(10, "the second like", (texts(&ann, count).await == ["2"]).then_some(()));
+    click(&ben, "li[data-item=post-browser] .heart").await;
+    eventually!(10, "ben's like", (texts(&ann, count).await == ["2"]).then_some(()));
     eventually!(
         10,
         "the count in ben's browser",
@@ -181,14 +222,22 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     screenshot(&ann, "dashboard-likes.png").await;
 
-    // Monitoring lists the live services.
-    click(&ann, "a[data-tab=monitoring]").await;
+    // Monitoring lists the live services, for the manager.
+    click(&ben, "a[data-tab=monitoring]").await;
     eventually!(10, "the instances table", {
-        let services = texts(&ann, "#mon-table tbody td:first-child").await;
+        let services = texts(&ben, "#mon-table tbody td:first-child").await;
         (services.iter().any(|s| s == "agora-bank") && services.iter().any(|s| s == "agora-likes"))
             .then_some(())
     });
-    screenshot(&ann, "dashboard-monitoring.png").await;
+    screenshot(&ben, "dashboard-monitoring.png").await;
+
+    // Signing out ends the session: the page is back at the sign-in form, and the cookie
+    // no longer works.
+    click(&ann, "#signout").await;
+    eventually!(10, "the sign-in form again", shown(&ann, "#signin").await.then_some(()));
+    ann.goto(&format!("{base}/#bank")).await.expect("reloads");
+    eventually!(10, "still signed out after a reload", shown(&ann, "#signin").await.then_some(()));
+    assert!(!shown(&ann, "#tab-bank").await, "no tab shows after signing out");
 
     ann.close().await.expect("closes");
     ben.close().await.expect("closes");

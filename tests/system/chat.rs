@@ -2,12 +2,11 @@
 //! history across restarts, offline direct messages, dedup, and bad input.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use agora_devtools::process::component_binary;
 use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming};
-use agora_nats::chat::wire::{ChatMessage, HistoryRequest, PresenceEvent, WhoRequest};
+use agora_nats::chat::wire::{HistoryRequest, PresenceEvent, SendRequest, WhoRequest};
 use agora_nats::subjects::chat as subject;
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, TEST_PRESENCE_TIMEOUT_MS, code};
@@ -84,15 +83,16 @@ async fn broadcasts_reach_everyone_rooms_their_members_dms_their_target_in_sende
         inboxes.get_mut(name).expect("inbox").listen("rust").await.expect("listens");
     }
 
-    // Alice and bob each publish 200 broadcast messages back to back, without waiting for
-    // acknowledgements (one connection each, so NATS keeps each sender's order).
+    // Alice and bob each send 200 broadcast messages back to back, without waiting for
+    // acknowledgements (one connection each, so NATS keeps each sender's order, and the chat
+    // service records and publishes them in that order).
     const COUNT: usize = 200;
     for name in ["alice", "bob"] {
         let session = &sessions[name];
         for n in 0..COUNT {
-            let message = session.message(&format!("{name}-{n}"));
+            let message = session.message(Some("all"), None, &format!("{name}-{n}"));
             let payload = Bytes::from(serde_json::to_vec(&message).expect("json"));
-            session.client().nats().publish(subject::room("all"), payload).await.expect("pub");
+            session.client().nats().publish(subject::SEND_SUBJECT, payload).await.expect("pub");
         }
         session.client().nats().flush().await.expect("flush");
     }
@@ -180,8 +180,9 @@ async fn presence_follows_registrations_heartbeats_kills_and_leaves() {
     assert!(view.last_seen_ms > alice.registration().since_ms, "heartbeats are seen");
 
     // A real client process killed with -9 goes offline after the timeout.
-    let mut bob = Command::new(component_binary("agora").expect("agora is built"))
-        .args(["chat", "--name", "bob", "--server", system.url()])
+    let mut bob = system
+        .cli()
+        .args(["chat", "--name", "bob"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -231,9 +232,9 @@ async fn history_survives_restarts_offline_dms_wait_and_resends_are_stored_once(
     bob.leave().await.expect("leaves");
 
     // While bob is offline: a direct message, a message in his room, a resend.
-    let dm = alice.message("are you there?");
-    let first = client.chat_send(&subject::dm("bob"), &dm).await.expect("recorded");
-    let again = client.chat_send(&subject::dm("bob"), &dm).await.expect("acknowledged");
+    let dm = alice.message(None, Some("bob"), "are you there?");
+    let first = client.chat_send(&dm).await.expect("recorded");
+    let again = client.chat_send(&dm).await.expect("acknowledged");
     assert_eq!((again.seq, again.duplicate), (first.seq, true));
     alice.say("rust", "news in rust").await.expect("recorded");
     alice.say("go", "not bob's room").await.expect("recorded");
@@ -339,36 +340,42 @@ async fn bad_input_gets_coded_errors_and_the_service_stays_up() {
         let client = client.clone();
         async move { client.request_bytes(&subject_name, Bytes::from(payload)).await }
     };
+    let to_send = subject::SEND_SUBJECT.to_owned();
     let messages: Vec<(String, String, ErrorCode)> = vec![
-        (subject::room("all"), "not json".into(), ErrorCode::InvalidRequest),
+        (to_send.clone(), "not json".into(), ErrorCode::InvalidRequest),
         (
-            subject::room("all"),
-            r#"{"id":"m1","from":"alice","text":""}"#.into(),
+            to_send.clone(),
+            r#"{"room":"all","id":"m1","from":"alice","text":""}"#.into(),
             ErrorCode::InvalidRequest,
         ),
         (
-            subject::room("all"),
-            format!(r#"{{"id":"m1","from":"alice","text":"{}"}}"#, "x".repeat(5000)),
+            to_send.clone(),
+            format!(r#"{{"room":"all","id":"m1","from":"alice","text":"{}"}}"#, "x".repeat(5000)),
             ErrorCode::InvalidRequest,
         ),
         (
-            subject::room("all"),
-            r#"{"id":"m1","from":"alice","text":"\u001b[31mred"}"#.into(),
+            to_send.clone(),
+            r#"{"room":"all","id":"m1","from":"alice","text":"\u001b[31mred"}"#.into(),
             ErrorCode::InvalidRequest,
         ),
         (
-            subject::room("all"),
-            r#"{"id":"m1","from":"zed","text":"hi"}"#.into(),
+            to_send.clone(),
+            r#"{"room":"all","id":"m1","from":"zed","text":"hi"}"#.into(),
             ErrorCode::UnknownUser,
         ),
         (
-            subject::dm("zed"),
-            r#"{"id":"m1","from":"alice","text":"hi"}"#.into(),
+            to_send.clone(),
+            r#"{"to":"zed","id":"m1","from":"alice","text":"hi"}"#.into(),
             ErrorCode::UnknownUser,
         ),
         (
-            subject::dm("a$b"),
-            r#"{"id":"m1","from":"alice","text":"hi"}"#.into(),
+            to_send.clone(),
+            r#"{"to":"a$b","id":"m1","from":"alice","text":"hi"}"#.into(),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            to_send.clone(),
+            r#"{"room":"all","to":"bob","id":"m1","from":"alice","text":"hi"}"#.into(),
             ErrorCode::InvalidRequest,
         ),
     ];
@@ -388,15 +395,18 @@ async fn bad_input_gets_coded_errors_and_the_service_stays_up() {
     let error = alice.say("all", "one too many").await.expect_err("over the rate");
     assert_eq!(error.code(), ErrorCode::RateLimited);
     assert!(error.to_string().contains("allowed in"), "{error}");
-    let resend =
-        ChatMessage { id: "m-resend".into(), from: "alice".into(), text: "x".into(), at: None };
-    assert_eq!(
-        code(client.chat_send(&subject::room("all"), &resend).await),
-        ErrorCode::RateLimited
-    );
+    let resend = SendRequest {
+        room: Some("all".into()),
+        to: None,
+        id: "m-resend".into(),
+        from: Some("alice".into()),
+        text: "x".into(),
+        at: None,
+    };
+    assert_eq!(code(client.chat_send(&resend).await), ErrorCode::RateLimited);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let first = client.chat_send(&subject::room("all"), &resend).await.expect("refilled");
-    let again = client.chat_send(&subject::room("all"), &resend).await.expect("a resend");
+    let first = client.chat_send(&resend).await.expect("refilled");
+    let again = client.chat_send(&resend).await.expect("a resend");
     assert_eq!((again.seq, again.duplicate), (first.seq, true));
 
     // Nothing refused reached history, and the service still answers.

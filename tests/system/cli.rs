@@ -1,17 +1,11 @@
 //! The `agora` command-line client against a running system.
 
-use std::process::Command;
 use std::time::Duration;
 
-use agora_devtools::process::component_binary;
 use agora_tests::{POLL, System, eventually};
 
 fn agora(system: &System, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(component_binary("agora").expect("agora is built"))
-        .args(args)
-        .env("NATS_URL", system.url())
-        .output()
-        .expect("agora runs");
+    let output = system.cli().args(args).output().expect("agora runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -10,7 +10,7 @@ use agora_nats::chat::wire::HistoryRequest;
 use agora_nats::subjects::{bank, chat, coins, files, ledger, likes, tasks, worker};
 use agora_nats::tasks::wire::{TaskEventWire, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
-use agora_tests::{POLL, System, TEST_MANAGER_TOKEN, code, eventually, wait_until};
+use agora_tests::{POLL, System, TEST_MANAGER, code, eventually, test_password, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -72,8 +72,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
         (chat::PART_SUBJECT.into(), r#"["mallory","session-1","rust"]"#),
         (chat::WHO_SUBJECT.into(), r#"["rust",true]"#),
         (chat::HISTORY_SUBJECT.into(), r#"["all"]"#),
-        (chat::room("all"), r#"["m-1","mallory","hi"]"#),
-        (chat::dm("amy"), r#"["m-2","mallory","hi"]"#),
+        (chat::SEND_SUBJECT.into(), r#"["all",null,"m-1","mallory","hi"]"#),
         (coins::ASSETS_SUBJECT.into(), r#"["BTC"]"#),
         (coins::BUY_SUBJECT.into(), r#"["zed","TSLA",1,"o-1"]"#),
         (coins::SELL_SUBJECT.into(), r#"["zed","TSLA",1,"o-2"]"#),
@@ -103,8 +102,9 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
     all.push((likes::NODES_SUBJECT.into(), "[]"));
     refused_everywhere(&client, &all).await;
 
-    // Through the gateway: every JSON body.
+    // Through the gateway: every JSON body (as the manager, who may call every route).
     let http = reqwest::Client::new();
+    let boss = system.http_token(TEST_MANAGER).await;
     let bodies: [(&str, &str, &str); 14] = [
         ("POST", "/api/bank/deposit", r#"["zed",900]"#),
         ("POST", "/api/bank/withdraw", r#"["zed",900]"#),
@@ -126,7 +126,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
             let response = http
                 .request(method.parse().expect("a method"), format!("{}{path}", system.gateway_url))
                 .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {TEST_MANAGER_TOKEN}"))
+                .bearer_auth(&boss)
                 .body(body.clone())
                 .send()
                 .await
@@ -306,6 +306,7 @@ async fn numbers_are_judged_as_written_and_hopeless_tasks_refused_at_submit() {
     let client = system.client().await;
     let http = reqwest::Client::new();
     let gateway = format!("{}/api/tasks", system.gateway_url);
+    let token = system.http_token("amy").await;
     let mut refused = Vec::new();
     for literal in OUT_OF_RANGE {
         for op in ["sum", "average", "max", "min"] {
@@ -331,6 +332,7 @@ async fn numbers_are_judged_as_written_and_hopeless_tasks_refused_at_submit() {
         let response = http
             .post(&gateway)
             .header("content-type", "application/json")
+            .bearer_auth(&token)
             .body(body.clone())
             .send()
             .await
@@ -365,10 +367,9 @@ async fn numbers_are_judged_as_written_and_hopeless_tasks_refused_at_submit() {
     }
 
     // The CLI sends numbers as typed: the service judges them.
-    let cli = agora_devtools::process::component_binary("agora").expect("built");
-    let output = std::process::Command::new(cli)
+    let output = system
+        .cli()
         .args(["task", "submit", "sum", "1", "18446744073709551616"])
-        .env("NATS_URL", system.url())
         .output()
         .expect("runs");
     assert!(!output.status.success());
@@ -405,9 +406,11 @@ async fn unknown_symbols_are_listed_alike_however_many_were_asked() {
     assert_eq!(code(assets(r#"{"symbol":"NOPE"}"#).await), ErrorCode::NotFound);
     assert_eq!(assets(r#"{"symbol":"BTC"}"#).await.expect("BTC")["assets"][0]["symbol"], "BTC");
     // Over HTTP: the list form.
+    let token = system.http_token("amy").await;
     for (query, not_found) in [("NOPE", json!(["NOPE"])), ("NOPE,NADA", json!(["NADA", "NOPE"]))] {
         let url = format!("{}/api/coins/assets?symbols={query}", system.gateway_url);
-        let response = reqwest::get(&url).await.expect("answers");
+        let response =
+            reqwest::Client::new().get(&url).bearer_auth(&token).send().await.expect("answers");
         assert_eq!(response.status(), 200, "{query}");
         let reply: Value = response.json().await.expect("JSON");
         assert_eq!(reply, json!({"assets": [], "not_found": not_found}), "{query}");
@@ -420,13 +423,8 @@ async fn the_cli_prints_times_people_read_and_json_keeps_milliseconds() {
     system.start_tasks();
     system.add_worker(&[]);
     std::fs::write(system.files_root().join("notes.txt"), b"hello").expect("a file");
-    let cli = agora_devtools::process::component_binary("agora").expect("built");
     let agora = |args: &[&str]| {
-        let output = std::process::Command::new(&cli)
-            .args(args)
-            .env("NATS_URL", system.url())
-            .output()
-            .expect("runs");
+        let output = system.cli().args(args).output().expect("runs");
         assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
@@ -454,6 +452,7 @@ async fn the_cli_prints_times_people_read_and_json_keeps_milliseconds() {
 async fn send_body(
     http: &reqwest::Client,
     base: &str,
+    token: &str,
     method: &str,
     path: &str,
     body: &Value,
@@ -461,7 +460,7 @@ async fn send_body(
     let response = http
         .request(method.parse().expect("a method"), format!("{base}{path}"))
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {TEST_MANAGER_TOKEN}"))
+        .bearer_auth(token)
         .body(body.to_string())
         .send()
         .await
@@ -531,10 +530,16 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         let root = json!({"$ref": reference, "components": document["components"]});
         jsonschema::draft202012::new(&root).expect("a valid schema")
     };
-    let open = json!({"name": "ann"});
-    let (status, session) = send_body(&http, &base, "POST", "/api/chat/sessions", &open).await;
+    let (amy, boss, pat) =
+        (system.http_token("amy").await, system.http_token(TEST_MANAGER).await, system.http_token("pat").await);
+    let open = json!({"name": "amy"});
+    let (status, session) =
+        send_body(&http, &base, &amy, "POST", "/api/chat/sessions", &open).await;
     assert_eq!(status, 200, "{session}");
     let session = session["session"].as_str().expect("a token").to_owned();
+    let amy_password = test_password("amy");
+    // Who calls each route: amy, the manager for the manager's routes, pat (who changes a
+    // password, which ends pat's tokens) last.
     let cases: Vec<(&str, &str, Value, Vec<Value>)> = vec![
         (
             "POST",
@@ -609,8 +614,8 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         (
             "POST",
             "/api/chat/sessions",
-            json!({"name": "bea"}),
-            vec![json!({"name": "no way!"}), json!({})],
+            json!({"name": "amy"}),
+            vec![json!({"name": "no way!"}), json!({"name": 5})],
         ),
         (
             "POST",
@@ -642,6 +647,37 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
             json!({"user": "amy"}),
             vec![json!({"user": ""}), json!({"user": 5})],
         ),
+        (
+            "POST",
+            "/api/auth/signup",
+            json!({"name": "newcomer", "password": "long enough"}),
+            vec![
+                json!({"name": "x y", "password": "long enough"}),
+                json!({"name": "newcomer", "password": "short"}),
+                json!({"name": "newcomer"}),
+            ],
+        ),
+        (
+            "POST",
+            "/api/auth/login",
+            json!({"name": "amy", "password": amy_password}),
+            vec![json!({"name": "amy"}), json!({"name": "amy", "password": 5})],
+        ),
+        (
+            "POST",
+            "/api/auth/token",
+            json!({"name": "amy", "password": amy_password, "ttl_ms": 60_000}),
+            vec![
+                json!({"name": "amy", "password": amy_password, "ttl_ms": 1}),
+                json!({"name": "amy", "password": amy_password, "days": 1}),
+            ],
+        ),
+        (
+            "POST",
+            "/api/auth/password",
+            json!({"old": test_password("pat"), "new": "a brand new password"}),
+            vec![json!({"old": test_password("pat")}), json!({"old": 1, "new": "long enough"})],
+        ),
     ];
     let mut covered = std::collections::BTreeSet::new();
     for (method, path, valid, invalids) in cases {
@@ -649,15 +685,23 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         let schema = validator(path, &lower);
         covered.insert((lower.clone(), path));
         let concrete = path.replace("{symbol}", "DOGE").replace("{item}", "p-1");
+        let token = if path.contains("/admin/") {
+            &boss
+        } else if path == "/api/auth/password" {
+            &pat
+        } else {
+            &amy
+        };
         assert!(schema.is_valid(&valid), "{method} {path}: {valid} fits its schema");
-        let (status, reply) = send_body(&http, &base, method, &concrete, &valid).await;
-        assert!(status < 400 || reply["error"]["code"] != "invalid_request", "{path}: {reply}");
-        for invalid in invalids {
-            assert!(!schema.is_valid(&invalid), "{method} {path}: {invalid} must not fit");
-            let (status, reply) = send_body(&http, &base, method, &concrete, &invalid).await;
+        // The invalid bodies first: a valid password change ends the caller's tokens.
+        for invalid in &invalids {
+            assert!(!schema.is_valid(invalid), "{method} {path}: {invalid} must not fit");
+            let (status, reply) = send_body(&http, &base, token, method, &concrete, invalid).await;
             assert_eq!(status, 400, "{method} {path} {invalid}: {reply}");
             assert_eq!(reply["error"]["code"], "invalid_request", "{path} {invalid}");
         }
+        let (status, reply) = send_body(&http, &base, token, method, &concrete, &valid).await;
+        assert!(status < 400 || reply["error"]["code"] != "invalid_request", "{path}: {reply}");
     }
     // Every route with a body was tried.
     for (path, operations) in paths {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use agora_nats::telemetry::LogRecord;
-use agora_tests::{System, TEST_MANAGER_TOKEN, eventually};
+use agora_tests::{System, TEST_MANAGER, eventually, test_password};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,23 +12,52 @@ use serde_json::{Value, json};
 /// How long a test waits for a live event it expects.
 const EVENT_WITHIN: Duration = Duration::from_secs(20);
 
-/// A small JSON HTTP client for the gateway.
+/// A small JSON HTTP client for the gateway, signed in as one user (a bearer token) or not.
 struct Http {
     base: String,
     client: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Http {
+    /// Not signed in.
     fn new(system: &System) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client");
-        Self { base: system.gateway_url.clone(), client }
+        Self { base: system.gateway_url.clone(), client, token: None }
+    }
+
+    /// Signed in as `name`: signed up (through the gateway) if new, with a token of its own.
+    async fn user(system: &System, name: &str) -> Self {
+        let anonymous = Self::new(system);
+        let credentials = json!({"name": name, "password": test_password(name)});
+        let (status, body) =
+            anonymous.call("POST", "/api/auth/signup", Body::Json(&credentials)).await;
+        assert!(status == 200 || body["error"]["code"] == "name_taken", "{name}: {body}");
+        Self::signed_in(system, name).await
+    }
+
+    /// Signed in as the first manager.
+    async fn manager(system: &System) -> Self {
+        Self::signed_in(system, TEST_MANAGER).await
+    }
+
+    async fn signed_in(system: &System, name: &str) -> Self {
+        let mut http = Self::new(system);
+        let credentials = json!({"name": name, "password": test_password(name)});
+        let issued = http.ok("POST", "/api/auth/token", Body::Json(&credentials)).await;
+        http.token = Some(issued["token"].as_str().expect("a token").to_owned());
+        http
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base))
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Sends `body` (JSON, raw text, or nothing) and returns the status and the JSON reply.
@@ -80,8 +109,7 @@ struct Sse {
 impl Sse {
     async fn open(http: &Http, query: &str) -> Self {
         let response = http
-            .client
-            .get(format!("{}/api/events?{query}", http.base))
+            .request(Method::GET, &format!("/api/events?{query}"))
             .send()
             .await
             .expect("the event stream opens");
@@ -140,50 +168,41 @@ impl Sse {
     }
 }
 
-fn bearer() -> String {
-    format!("Bearer {TEST_MANAGER_TOKEN}")
-}
-
-async fn admin(http: &Http, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-    let method = Method::from_bytes(method.as_bytes()).expect("a method");
-    let response = http
-        .request(method, path)
-        .header("authorization", bearer())
-        .json(body)
-        .send()
-        .await
-        .expect("the gateway answers");
-    let status = response.status();
-    (status, response.json().await.expect("JSON"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_and_maps_service_errors_to_http() {
     let system = System::with_gateway();
-    let http = Http::new(&system);
-
-    let health = http.ok("GET", "/api/health", Body::None).await;
+    let anonymous = Http::new(&system);
+    let health = anonymous.ok("GET", "/api/health", Body::None).await;
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["manager"], true);
+    let (alice, bob, carol) = (
+        Http::user(&system, "alice").await,
+        Http::user(&system, "bob").await,
+        Http::user(&system, "carol").await,
+    );
+    let boss = Http::manager(&system).await;
+    let me = alice.ok("GET", "/api/auth/me", Body::None).await;
+    assert_eq!((me["name"].as_str(), me["role"].as_str()), (Some("alice"), Some("user")));
+    assert_eq!(boss.ok("GET", "/api/auth/me", Body::None).await["role"], "manager");
+    let http = &alice;
 
-    // Bank, and the original routes (which now return the result).
+    // Bank, and the original routes (which now return the result), each on one's own account.
     let deposit = json!({"account": "alice", "amount": 1_000_000, "id": "d-1"});
     let reply = http.ok("POST", "/api/bank/deposit", Body::Json(&deposit)).await;
     assert_eq!(reply, json!({"account": "alice", "balance": 1_000_000}));
     let again = http.ok("POST", "/api/bank/deposit", Body::Json(&deposit)).await;
     assert_eq!(again["balance"], 1_000_000, "the same id is applied once");
     assert_eq!(
-        http.ok("POST", "/deposit/bob/500", Body::None).await,
+        bob.ok("POST", "/deposit/bob/500", Body::None).await,
         json!({"account": "bob", "balance": 500})
     );
-    assert_eq!(http.ok("GET", "/balance/bob", Body::None).await["balance"], 500);
-    let transfer = http.ok("POST", "/transfer/alice/bob/300", Body::None).await;
+    assert_eq!(bob.ok("GET", "/balance/bob", Body::None).await["balance"], 500);
+    let transfer = alice.ok("POST", "/transfer/alice/bob/300", Body::None).await;
     assert_eq!(transfer["from"], json!({"account": "alice", "balance": 999_700}));
     assert_eq!(transfer["to"], json!({"account": "bob", "balance": 800}));
-    assert_eq!(http.ok("POST", "/withdrawal/bob/100", Body::None).await["balance"], 700);
-    http.fails("POST", "/withdrawal/bob/100000", Body::None, 409, "insufficient_funds").await;
+    assert_eq!(bob.ok("POST", "/withdrawal/bob/100", Body::None).await["balance"], 700);
+    bob.fails("POST", "/withdrawal/bob/100000", Body::None, 409, "insufficient_funds").await;
     for _ in 0..2 {
-        let response = http
+        let response = carol
             .request(Method::POST, "/deposit/carol/25")
             .header("idempotency-key", "legacy-1")
             .send()
@@ -191,17 +210,20 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
             .expect("answers");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    assert_eq!(http.ok("GET", "/api/bank/balance/carol", Body::None).await["balance"], 25);
+    assert_eq!(carol.ok("GET", "/api/bank/balance/carol", Body::None).await["balance"], 25);
     let withdraw = json!({"account": "bob", "amount": 200});
-    assert_eq!(http.ok("POST", "/api/bank/withdraw", Body::Json(&withdraw)).await["balance"], 500);
+    assert_eq!(bob.ok("POST", "/api/bank/withdraw", Body::Json(&withdraw)).await["balance"], 500);
     let transfer = json!({"from": "bob", "to": "carol", "amount": 600});
-    http.fails("POST", "/api/bank/transfer", Body::Json(&transfer), 409, "insufficient_funds")
+    bob.fails("POST", "/api/bank/transfer", Body::Json(&transfer), 409, "insufficient_funds")
         .await;
     let transfer = json!({"from": "bob", "to": "carol", "amount": 500});
-    let reply = http.ok("POST", "/api/bank/transfer", Body::Json(&transfer)).await;
+    let reply = bob.ok("POST", "/api/bank/transfer", Body::Json(&transfer)).await;
     assert_eq!(reply["to"]["balance"], 525);
+    // A manager reads anyone's balance, moves nobody's money.
+    assert_eq!(boss.ok("GET", "/api/bank/balance/carol", Body::None).await["balance"], 525);
+    boss.fails("POST", "/withdrawal/carol/1", Body::None, 403, "forbidden").await;
 
-    // Coins, with the manager routes behind the token.
+    // Coins, with the manager's routes.
     let assets = http.ok("GET", "/api/coins/assets", Body::None).await;
     assert!(assets["assets"].as_array().expect("assets").iter().any(|a| a["symbol"] == "TSLA"));
     let some = http.ok("GET", "/api/coins/assets?symbols=TSLA,NOPE", Body::None).await;
@@ -224,30 +246,22 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     http.fails("POST", "/api/coins/buy", Body::Json(&too_many), 409, "insufficient_quantity").await;
     let listing = json!({"symbol": "DOGE", "name": "Dogecoin", "price": 15, "quantity": 1000});
     http.fails("POST", "/api/coins/admin/assets", Body::Json(&listing), 403, "forbidden").await;
-    let wrong = http
-        .request(Method::POST, "/api/coins/admin/assets")
-        .header("authorization", "Bearer not-the-token")
-        .json(&listing)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
-    let (status, listed) = admin(&http, "POST", "/api/coins/admin/assets", &listing).await;
-    assert_eq!((status, listed["symbol"].as_str()), (StatusCode::OK, Some("DOGE")));
-    let (status, listed) = admin(&http, "POST", "/api/coins/admin/assets", &listing).await;
-    assert_eq!((status.as_u16(), &listed["error"]["code"]), (409, &json!("conflict")));
-    let (status, updated) =
-        admin(&http, "PATCH", "/api/coins/admin/assets/DOGE", &json!({"price": 20})).await;
-    assert_eq!((status, updated["price"].as_u64()), (StatusCode::OK, Some(20)));
-    let (status, _) = admin(&http, "DELETE", "/api/coins/admin/assets/DOGE", &json!({})).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, gone) = admin(&http, "DELETE", "/api/coins/admin/assets/DOGE", &json!({})).await;
-    assert_eq!((status.as_u16(), &gone["error"]["code"]), (404, &json!("not_found")));
+    anonymous
+        .fails("POST", "/api/coins/admin/assets", Body::Json(&listing), 401, "unauthenticated")
+        .await;
+    let listed = boss.ok("POST", "/api/coins/admin/assets", Body::Json(&listing)).await;
+    assert_eq!(listed["symbol"], "DOGE");
+    boss.fails("POST", "/api/coins/admin/assets", Body::Json(&listing), 409, "conflict").await;
+    let price = json!({"price": 20});
+    let updated = boss.ok("PATCH", "/api/coins/admin/assets/DOGE", Body::Json(&price)).await;
+    assert_eq!(updated["price"], 20);
+    boss.ok("DELETE", "/api/coins/admin/assets/DOGE", Body::None).await;
+    boss.fails("DELETE", "/api/coins/admin/assets/DOGE", Body::None, 404, "not_found").await;
 
     // Tasks.
     let submit = json!({"op": "fibonacci", "args": {"n": 10}, "id": "t-1", "wait_ms": 10_000});
     let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
-    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!((task["state"].as_str(), task["owner"].as_str()), (Some("completed"), Some("alice")));
     let id = task["id"].as_str().expect("an id").to_owned();
     let fetched = http.ok("GET", &format!("/api/tasks/{id}"), Body::None).await;
     assert_eq!(fetched["result"], task["result"]);
@@ -255,27 +269,28 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     assert_eq!(list["tasks"][0]["id"], id.as_str());
     http.fails("POST", &format!("/api/tasks/{id}/cancel"), Body::None, 409, "conflict").await;
     http.fails("GET", "/api/tasks/999999", Body::None, 404, "not_found").await;
-    let workers = http.ok("GET", "/api/workers", Body::None).await;
+    http.fails("GET", "/api/workers", Body::None, 403, "forbidden").await;
+    let workers = boss.ok("GET", "/api/workers", Body::None).await;
     assert_eq!(workers["workers"].as_array().map(Vec::len), Some(1));
 
-    // Chat: a session the gateway holds, messages, who, history, the end of the session.
-    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
-    let session = ann["session"].as_str().expect("a session token").to_owned();
-    http.fails(
-        "POST",
-        "/api/chat/sessions",
-        Body::Json(&json!({"name": "ann"})),
-        409,
-        "name_taken",
-    )
-    .await;
+    // Chat: a session the gateway holds for ann, messages, who, history, its end.
+    let ann = Http::user(&system, "ann").await;
+    let opened = ann.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
+    assert_eq!(opened["name"], "ann");
+    let session = opened["session"].as_str().expect("a session token").to_owned();
+    ann.fails("POST", "/api/chat/sessions", Body::None, 409, "name_taken").await;
+    let mallory = json!({"name": "mallory"});
+    ann.fails("POST", "/api/chat/sessions", Body::Json(&mallory), 403, "forbidden").await;
     let say = json!({"session": session, "room": "all", "text": "hello <b>all</b>"});
-    let sent = http.ok("POST", "/api/chat/send", Body::Json(&say)).await;
+    let sent = ann.ok("POST", "/api/chat/send", Body::Json(&say)).await;
     assert!(sent["seq"].as_u64().is_some());
+    assert_eq!(sent["message"]["from"], "ann");
+    // Someone else's session token is no session of theirs.
+    http.fails("POST", "/api/chat/send", Body::Json(&say), 401, "not_registered").await;
     let room = json!({"session": session, "room": "ops"});
-    let joined = http.ok("POST", "/api/chat/join", Body::Json(&room)).await;
+    let joined = ann.ok("POST", "/api/chat/join", Body::Json(&room)).await;
     assert_eq!(joined["rooms"], json!(["ops"]));
-    let parted = http.ok("POST", "/api/chat/part", Body::Json(&room)).await;
+    let parted = ann.ok("POST", "/api/chat/part", Body::Json(&room)).await;
     assert_eq!(parted["rooms"], json!([]));
     let history = http.ok("GET", "/api/chat/history?room=all", Body::None).await;
     assert_eq!(history["messages"][0]["text"], "hello <b>all</b>");
@@ -283,22 +298,24 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     assert_eq!(who["users"][0]["name"], "ann");
     assert_eq!(who["users"][0]["online"], true);
     let to_nobody = json!({"session": session, "to": "nobody", "text": "hi"});
-    http.fails("POST", "/api/chat/send", Body::Json(&to_nobody), 404, "unknown_user").await;
-    http.ok("DELETE", &format!("/api/chat/sessions/{session}"), Body::None).await;
-    http.fails("POST", "/api/chat/send", Body::Json(&say), 401, "not_registered").await;
+    ann.fails("POST", "/api/chat/send", Body::Json(&to_nobody), 404, "unknown_user").await;
+    ann.ok("DELETE", &format!("/api/chat/sessions/{session}"), Body::None).await;
+    ann.fails("POST", "/api/chat/send", Body::Json(&say), 401, "not_registered").await;
     let who = http.ok("GET", "/api/chat/who?offline=true", Body::None).await;
     assert_eq!(who["users"][0]["online"], false);
 
-    // Likes.
-    let u1 = json!({"user": "u1"});
-    let liked = http.ok("POST", "/api/likes/items/p-1/like", Body::Json(&u1)).await;
+    // Likes: each user likes as themselves.
+    let liked = http.ok("POST", "/api/likes/items/p-1/like", Body::None).await;
     assert_eq!((liked["count"].as_u64(), liked["changed"].as_bool()), (Some(1), Some(true)));
-    let again = http.ok("POST", "/api/likes/items/p-1/like", Body::Json(&u1)).await;
+    let named = json!({"user": "alice"});
+    let again = http.ok("POST", "/api/likes/items/p-1/like", Body::Json(&named)).await;
     assert_eq!((again["count"].as_u64(), again["changed"].as_bool()), (Some(1), Some(false)));
-    assert_eq!(http.ok("POST", "/api/likes/items/p-1/like", Body::None).await["count"], 2);
-    let count = http.ok("GET", "/api/likes/items/p-1?user=u1", Body::None).await;
+    let forged = json!({"user": "bob"});
+    http.fails("POST", "/api/likes/items/p-1/like", Body::Json(&forged), 403, "forbidden").await;
+    assert_eq!(bob.ok("POST", "/api/likes/items/p-1/like", Body::None).await["count"], 2);
+    let count = http.ok("GET", "/api/likes/items/p-1?user=alice", Body::None).await;
     assert_eq!((count["count"].as_u64(), count["liked"].as_bool()), (Some(2), Some(true)));
-    assert_eq!(http.ok("POST", "/api/likes/items/p-1/unlike", Body::Json(&u1)).await["count"], 1);
+    assert_eq!(http.ok("POST", "/api/likes/items/p-1/unlike", Body::None).await["count"], 1);
     let top = http.ok("GET", "/api/likes/top?limit=5", Body::None).await;
     assert_eq!(top["items"], json!([{"item": "p-1", "count": 1}]));
     let nodes = eventually(Duration::from_secs(15), Duration::from_millis(200), async || {
@@ -369,12 +386,26 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     let head = http.request(Method::HEAD, "/api/files/content/hello.txt").send().await.expect("ok");
     assert_eq!(head.headers()["content-length"], "12");
     assert!(head.headers()["content-type"].to_str().expect("ASCII").starts_with("text/plain"));
+    // A served page never runs on the dashboard's origin.
+    std::fs::write(root.join("page.html"), "<script>document.title='owned'</script>").expect("w");
+    let page = http.request(Method::GET, "/api/files/content/page.html").send().await.expect("ok");
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers();
+    assert!(headers["content-disposition"].to_str().expect("ASCII").starts_with("attachment"));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(headers["content-security-policy"].to_str().expect("ASCII").contains("sandbox"));
+    anonymous
+        .fails("GET", "/api/files/content/page.html", Body::None, 401, "unauthenticated")
+        .await;
     http.fails("GET", "/api/files/content/missing.txt", Body::None, 404, "not_found").await;
     http.fails("GET", "/api/files/stat/missing.txt", Body::None, 404, "not_found").await;
     assert!(http.ok("GET", "/api/files/cache", Body::None).await.is_object());
 
-    // Monitoring and logs.
-    let services = http.ok("GET", "/api/services", Body::None).await;
+    // Monitoring and logs: the manager's.
+    http.fails("GET", "/api/services", Body::None, 403, "forbidden").await;
+    http.fails("GET", "/api/logs", Body::None, 403, "forbidden").await;
+    anonymous.fails("GET", "/api/logs", Body::None, 401, "unauthenticated").await;
+    let services = boss.ok("GET", "/api/services", Body::None).await;
     let mut names: Vec<String> = services["instances"]
         .as_array()
         .expect("instances")
@@ -383,6 +414,7 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
         .collect();
     names.dedup();
     for service in [
+        "agora-auth",
         "agora-bank",
         "agora-chat",
         "agora-coins",
@@ -396,7 +428,7 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     }
     let with_stats = &services["instances"][0];
     assert!(with_stats["endpoints"].is_array() && with_stats["version"].is_string());
-    let logs = http.ok("GET", "/api/logs?service=gateway", Body::None).await;
+    let logs = boss.ok("GET", "/api/logs?service=gateway", Body::None).await;
     assert!(
         logs["records"]
             .as_array()
@@ -412,8 +444,8 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     let (status, body) = http.call("DELETE", "/api/bank/deposit", Body::None).await;
     assert_eq!((status.as_u16(), &body["error"]["code"]), (405, &json!("invalid_request")));
 
-    // The dashboard.
-    let page = http.request(Method::GET, "/").send().await.expect("answers");
+    // The dashboard (no sign-in needed to load it).
+    let page = anonymous.request(Method::GET, "/").send().await.expect("answers");
     assert!(page.headers()["content-security-policy"].to_str().expect("ASCII").contains("'self'"));
     assert!(page.text().await.expect("text").contains("<title>Agora</title>"));
     for asset in ["/assets/app.js", "/assets/app.css"] {
@@ -455,10 +487,10 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
     let system = System::with_gateway();
-    let http = Http::new(&system);
+    let http = Http::user(&system, "alice").await;
     http.ok("POST", "/deposit/alice/1000", Body::None).await;
-    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
-    let session = ann["session"].as_str().expect("token").to_owned();
+    let opened = http.ok("POST", "/api/chat/sessions", Body::None).await;
+    let session = opened["session"].as_str().expect("token").to_owned();
     let assets_before = http.ok("GET", "/api/coins/assets", Body::None).await;
 
     let big = format!(r#"{{"account":"alice","amount":1,"id":"{}"}}"#, "x".repeat(70_000));
@@ -556,7 +588,7 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
             400,
             "invalid_request",
         ),
-        ("POST", "/api/chat/sessions".into(), Some("{}".into()), 400, "invalid_request"),
+        ("POST", "/api/chat/sessions".into(), Some("[]".into()), 400, "invalid_request"),
         (
             "POST",
             "/api/chat/send".into(),
@@ -604,7 +636,13 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
             400,
             "invalid_request",
         ),
-        ("POST", "/api/likes/items/p-1/unlike".into(), None, 400, "invalid_request"),
+        (
+            "POST",
+            "/api/likes/items/p-1/unlike".into(),
+            Some(r#"{"user":"bob"}"#.into()),
+            403,
+            "forbidden",
+        ),
         ("GET", "/api/likes/items/p-1?bogus=1".into(), None, 400, "invalid_request"),
         ("GET", "/api/likes/top?limit=x".into(), None, 400, "invalid_request"),
         ("GET", "/api/files/stat/..%2Fetc%2Fpasswd".into(), None, 400, "invalid_request"),
@@ -612,7 +650,14 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
         ("GET", "/api/files?limit=x".into(), None, 400, "invalid_request"),
         ("GET", "/api/events?topics=bogus".into(), None, 400, "invalid_request"),
         ("GET", "/api/events?session=nope".into(), None, 401, "not_registered"),
-        ("GET", "/api/logs?level=debug".into(), None, 400, "invalid_request"),
+        ("GET", "/api/logs".into(), None, 403, "forbidden"),
+        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"a b","password":"long enough"}"#.into()), 400, "invalid_request"),
+        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"newbie","password":"short"}"#.into()), 400, "invalid_request"),
+        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"exchange","password":"long enough"}"#.into()), 400, "invalid_request"),
+        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"alice","password":"long enough"}"#.into()), 409, "name_taken"),
+        ("POST", "/api/auth/login".into(), Some(r#"{"name":"alice","password":"wrong password"}"#.into()), 401, "unauthenticated"),
+        ("POST", "/api/auth/login".into(), Some(r#"{"name":"nobody","password":"wrong password"}"#.into()), 401, "unauthenticated"),
+        ("POST", "/api/auth/token".into(), Some(r#"{"name":"alice","password":"x","ttl_ms":1}"#.into()), 400, "invalid_request"),
     ];
     for (method, path, body, status, code) in &cases {
         let body = match body {
@@ -621,6 +666,8 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
         };
         http.fails(method, path, body, *status, code).await;
     }
+    let boss = Http::manager(&system).await;
+    boss.fails("GET", "/api/logs?level=debug", Body::None, 400, "invalid_request").await;
 
     // Nothing changed, and everything still serves.
     assert_eq!(http.ok("GET", "/balance/alice", Body::None).await["balance"], 1000);
@@ -638,64 +685,81 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_reach_browsers_and_direct_messages_only_their_parties() {
     let system = System::with_gateway();
-    let http = Http::new(&system);
-    let ann = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ann"}))).await;
-    let ben = http.ok("POST", "/api/chat/sessions", Body::Json(&json!({"name": "ben"}))).await;
-    let ann_token = ann["session"].as_str().expect("token").to_owned();
-    let ben_token = ben["session"].as_str().expect("token").to_owned();
+    let (ann, ben, cid) = (
+        Http::user(&system, "ann").await,
+        Http::user(&system, "ben").await,
+        Http::user(&system, "cid").await,
+    );
+    let boss = Http::manager(&system).await;
+    let ann_session = ann.ok("POST", "/api/chat/sessions", Body::None).await;
+    let ben_session = ben.ok("POST", "/api/chat/sessions", Body::None).await;
+    let ann_token = ann_session["session"].as_str().expect("token").to_owned();
+    let ben_token = ben_session["session"].as_str().expect("token").to_owned();
 
-    let mut everything = Sse::open(&http, "").await;
-    let mut ann_stream = Sse::open(&http, &format!("topics=chat&session={ann_token}")).await;
-    let mut anonymous = Sse::open(&http, "topics=chat").await;
+    let mut anns = Sse::open(&ann, &format!("session={ann_token}")).await;
+    let mut cids = Sse::open(&cid, "").await;
+    let mut boss_stream = Sse::open(&boss, "").await;
+    // A stream is a signed-in user's, and may not keep someone else's chat session alive.
+    let (status, _) = Http::new(&system).call("GET", "/api/events", Body::None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) =
+        cid.call("GET", &format!("/api/events?session={ann_token}"), Body::None).await;
+    assert_eq!((status.as_u16(), &body["error"]["code"]), (401, &json!("not_registered")));
 
-    http.ok("POST", "/deposit/alice/42", Body::None).await;
-    let bank = everything.next_named("bank").await;
-    assert_eq!(bank["subject"], "agora.bank.events.alice");
+    // Bank events: to their account's owner (and managers), not to others.
+    cid.ok("POST", "/deposit/cid/7", Body::None).await;
+    ann.ok("POST", "/deposit/ann/42", Body::None).await;
+    let bank = anns.next_named("bank").await;
+    assert_eq!(bank["subject"], "agora.bank.events.ann");
     assert_eq!(
         (bank["data"]["op"].as_str(), bank["data"]["balance"].as_i64()),
         (Some("deposit"), Some(42))
     );
+    assert_eq!(cids.next_named("bank").await["subject"], "agora.bank.events.cid");
+    boss_stream.next_where("bank", |event| event["subject"] == "agora.bank.events.ann").await;
 
-    http.ok("POST", "/api/likes/items/p-9/like", Body::None).await;
-    let like = everything.next_named("likes").await;
-    assert_eq!(
-        (like["data"]["item"].as_str(), like["data"]["count"].as_u64()),
-        (Some("p-9"), Some(1))
-    );
+    // Likes: the count, not who liked.
+    ann.ok("POST", "/api/likes/items/p-9/like", Body::None).await;
+    let like = cids.next_named("likes").await;
+    assert_eq!(like["data"], json!({"item": "p-9", "count": 1}));
 
-    let (status, _) =
-        admin(&http, "PATCH", "/api/coins/admin/assets/TSLA", &json!({"price": 26_000})).await;
-    assert_eq!(status, StatusCode::OK);
-    let price = everything.next_named("prices").await;
+    let price = json!({"price": 26_000});
+    boss.ok("PATCH", "/api/coins/admin/assets/TSLA", Body::Json(&price)).await;
+    let price = cids.next_named("prices").await;
     assert_eq!(
         (price["data"]["symbol"].as_str(), price["data"]["price"].as_u64()),
         (Some("TSLA"), Some(26_000))
     );
 
+    // Task events: to their owner.
     let submit = json!({"op": "sum", "args": {"numbers": [1, 2]}});
-    let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
-    let completed =
-        everything.next_where("tasks", |event| event["data"]["event"] == "completed").await;
+    let task = ann.ok("POST", "/api/tasks", Body::Json(&submit)).await;
+    let completed = anns.next_where("tasks", |event| event["data"]["event"] == "completed").await;
     assert_eq!(completed["data"]["id"], task["id"]);
+    assert!(completed["subject"].as_str().is_some_and(|s| s.starts_with("agora.tasks.events.ann.")));
 
-    // A direct message reaches its recipient's stream, not a stream without that session.
+    // A direct message reaches its two parties only; a room message everyone.
     let dm = json!({"session": ben_token, "to": "ann", "text": "psst"});
-    http.ok("POST", "/api/chat/send", Body::Json(&dm)).await;
+    ben.ok("POST", "/api/chat/send", Body::Json(&dm)).await;
     let room = json!({"session": ben_token, "room": "all", "text": "hello all"});
-    http.ok("POST", "/api/chat/send", Body::Json(&room)).await;
-    let first = ann_stream.next_named("chat").await;
+    ben.ok("POST", "/api/chat/send", Body::Json(&room)).await;
+    let first = anns.next_named("chat").await;
     assert_eq!(
-        (first["subject"].as_str(), first["data"]["text"].as_str()),
-        (Some("agora.chat.dm.ann"), Some("psst"))
+        (first["subject"].as_str(), first["data"]["text"].as_str(), first["data"]["from"].as_str()),
+        (Some("agora.chat.dm.ann"), Some("psst"), Some("ben"))
     );
-    let second = ann_stream.next_named("chat").await;
-    assert_eq!(second["data"]["text"], "hello all");
-    let seen = anonymous.next_named("chat").await;
-    assert_eq!(seen["data"]["text"], "hello all", "the anonymous stream skipped the DM");
+    assert_eq!(anns.next_named("chat").await["data"]["text"], "hello all");
+    let seen = cids.next_named("chat").await;
+    assert_eq!(seen["data"]["text"], "hello all", "cid's stream skipped the DM");
+    assert_eq!(boss_stream.next_named("chat").await["data"]["text"], "hello all", "managers too");
+    // Nobody else's bank or task events reached cid's stream meanwhile: the next bank event
+    // cid sees is cid's own.
+    cid.ok("POST", "/deposit/cid/1", Body::None).await;
+    assert_eq!(cids.next_named("bank").await["subject"], "agora.bank.events.cid");
 
     // The session stays while its stream is open, well past the idle time (3 s in tests).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let who = http.ok("GET", "/api/chat/who", Body::None).await;
+    let who = ann.ok("GET", "/api/chat/who", Body::None).await;
     let online: Vec<&str> =
         who["users"].as_array().expect("users").iter().filter_map(|u| u["name"].as_str()).collect();
     assert!(online.contains(&"ann"), "ann's stream keeps her session: {who}");

@@ -11,6 +11,7 @@ mod contract;
 mod faults;
 mod files;
 mod gateway;
+mod identity;
 mod ledger;
 mod likes;
 mod load;
