@@ -234,10 +234,10 @@ async fn bad_credentials_are_refused_at_once_and_anonymous_may_only_sign_up() {
         let refused = agora_nats::connection::connect_once(&args, Duration::from_secs(3), |o| o);
         assert!(refused.await.is_err(), "token {:.20}", token);
     }
-    // Anonymous: signing up, nothing else.
+    // Anonymous: signing up and asking who it is (nobody), nothing else.
     let anonymous = system.anonymous().await;
-    let me = anonymous.whoami().await;
-    forbidden(me, "anonymous -> whoami");
+    let me = anonymous.whoami().await.expect("anonymous may ask who it is");
+    assert_eq!((me.name, me.role, me.service), (None, None, false));
     forbidden(anonymous.deposit("alice", 1, None).await, "anonymous -> deposit");
     anonymous.signup("carol", &test_password("carol")).await.expect("signs up");
     assert_eq!(

@@ -88,7 +88,7 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
     forbidden(manager.cancel_task(&bobs_task.id).await, "a manager cancels bob's task");
     // Likes.
     forbidden(alice.like("post", Some("bob")).await, "alice likes as bob");
-    forbidden(alice.unlike("post", "bob").await, "alice unlikes as bob");
+    forbidden(alice.unlike("post", Some("bob")).await, "alice unlikes as bob");
     // Chat: her name only, his conversations never.
     forbidden(alice.chat_register("bob", None).await, "alice registers as bob");
     let session = bob_chat.registration().session.clone();

@@ -185,7 +185,7 @@ async fn a_node_cut_off_from_nats_catches_up_by_anti_entropy_alone() {
         *expected.get_mut("during").expect("present") += 1;
     }
     for i in 0..10 {
-        client.unlike("before", &format!("b{i}")).await.expect("unlike");
+        client.unlike("before", Some(&format!("b{i}"))).await.expect("unlike");
     }
     *expected.get_mut("before").expect("present") -= 10;
     agree(&client, &expected, 2, Duration::from_secs(10)).await;
@@ -298,11 +298,11 @@ async fn likes_are_idempotent_per_user_and_unlikes_take_back_only_ones_own() {
     assert_eq!((again.count, again.changed), (1, Some(false)));
     client.like("photo", None).await.expect("anonymous");
     // Bob never liked it: his unlike changes nothing.
-    let bob = client.unlike("photo", "bob").await.expect("unlike");
+    let bob = client.unlike("photo", Some("bob")).await.expect("unlike");
     assert_eq!((bob.count, bob.liked, bob.changed), (2, Some(false), Some(false)));
-    let alice = client.unlike("photo", "alice").await.expect("unlike");
+    let alice = client.unlike("photo", Some("alice")).await.expect("unlike");
     assert_eq!((alice.count, alice.changed), (1, Some(true)));
-    assert_eq!(client.unlike("photo", "alice").await.expect("twice").count, 1);
+    assert_eq!(client.unlike("photo", Some("alice")).await.expect("twice").count, 1);
     // An anonymous like cannot be taken back: no count goes below what users intended.
     let anonymous = client.request_bytes(&subject::unlike("photo"), Bytes::new()).await;
     assert_eq!(code(anonymous), ErrorCode::InvalidRequest);
@@ -311,7 +311,7 @@ async fn likes_are_idempotent_per_user_and_unlikes_take_back_only_ones_own() {
         if round % 2 == 0 {
             client.like("flip", Some("carol")).await.expect("like");
         } else {
-            client.unlike("flip", "carol").await.expect("unlike");
+            client.unlike("flip", Some("carol")).await.expect("unlike");
         }
         let count = client.like_count("flip", Some("carol")).await.expect("count");
         // Counted on any node right after: that node may not have the last event yet, so only

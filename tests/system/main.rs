@@ -16,3 +16,4 @@ mod ledger;
 mod likes;
 mod load;
 mod tasks;
+mod up;

@@ -111,8 +111,18 @@ pub enum AccountCommand {
     Role { name: String, role: String },
 }
 
-/// Runs an account command. `connect(Some((name, password)))` connects as that user;
-/// `connect(None)` as the saved credentials (or anonymously).
+/// Who an account command connects as.
+#[derive(Debug)]
+pub enum ConnectAs {
+    /// The flags' credentials, else the saved token, else anonymously.
+    Saved,
+    /// Nobody (signing up, whoever is signed in here).
+    Anonymous,
+    /// A user, with their password.
+    User(String, String),
+}
+
+/// Runs an account command, connecting with `connect`.
 pub async fn run<F, Fut>(
     command: AccountCommand,
     credentials: Option<PathBuf>,
@@ -120,7 +130,7 @@ pub async fn run<F, Fut>(
     json: bool,
 ) -> anyhow::Result<()>
 where
-    F: Fn(Option<(String, String)>) -> Fut,
+    F: Fn(ConnectAs) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<AgoraClient>>,
 {
     let print = |value: serde_json::Value, text: String| crate::print(json, value, text);
@@ -128,8 +138,8 @@ where
     match command {
         AccountCommand::Signup { name } => {
             let password = password("new password: ")?;
-            // Anonymous: signing up is all an anonymous connection may do.
-            let client = connect(None).await?;
+            // Anonymous: a signed-in user may not sign others up.
+            let client = connect(ConnectAs::Anonymous).await?;
             let user = client.signup(&name, &password).await?;
             print(
                 serde_json::to_value(&user)?,
@@ -138,7 +148,7 @@ where
         }
         AccountCommand::Login { name, days } => {
             let password = password(&format!("password of {name}: "))?;
-            let client = connect(Some((name.clone(), password))).await?;
+            let client = connect(ConnectAs::User(name.clone(), password)).await?;
             let ttl_ms = days.clamp(1, 30) * 24 * 3_600_000;
             let issued = client.new_token(Some(ttl_ms)).await?;
             let path = path()?;
@@ -164,7 +174,7 @@ where
             let Some(saved) = load(&path)? else {
                 anyhow::bail!("not signed in ({} does not exist)", path.display());
             };
-            let client = connect(None).await?;
+            let client = connect(ConnectAs::Saved).await?;
             let revoked = match client.logout(&saved.token).await {
                 Ok(reply) => reply.revoked,
                 // An expired or revoked token cannot sign in to revoke itself: it is over.
@@ -175,7 +185,7 @@ where
             print(serde_json::json!({"revoked": revoked}), format!("signed out {}", saved.name));
         }
         AccountCommand::Whoami => {
-            let client = connect(None).await?;
+            let client = connect(ConnectAs::Saved).await?;
             let me = client.whoami().await?;
             let text = match (&me.name, &me.role) {
                 (Some(name), Some(role)) => format!("{name} ({role})"),
@@ -189,7 +199,7 @@ where
         AccountCommand::Password => {
             let old = password("current password: ")?;
             let new = password("new password: ")?;
-            let client = connect(None).await?;
+            let client = connect(ConnectAs::Saved).await?;
             let reply = client.change_password(&old, &new).await?;
             if let Some(path) = &credentials {
                 std::fs::remove_file(path).ok();
@@ -200,7 +210,7 @@ where
             );
         }
         AccountCommand::Users { after, limit } => {
-            let client = connect(None).await?;
+            let client = connect(ConnectAs::Saved).await?;
             let reply = client.users(&UsersRequest { after, limit: Some(limit) }).await?;
             let mut text: Vec<String> = reply
                 .users
@@ -213,7 +223,7 @@ where
             print(serde_json::to_value(&reply)?, text.join("\n"));
         }
         AccountCommand::Role { name, role } => {
-            let client = connect(None).await?;
+            let client = connect(ConnectAs::Saved).await?;
             let user = client.set_role(&name, &role).await.map_err(ClientError::from)?;
             print(serde_json::to_value(&user)?, format!("{} is now {}", user.name, user.role));
         }

@@ -11,7 +11,7 @@ use tokio::io::AsyncBufReadExt;
 pub struct ChatArgs {
     #[command(subcommand)]
     command: Option<ChatCommand>,
-    /// Chat interactively as this name (1-32 of A-Z a-z 0-9 _ -).
+    /// Chat interactively as this name (default: who `agora login` signed in).
     #[arg(long)]
     name: Option<String>,
     /// The room to talk in first (joined if it is not `all`).
@@ -23,9 +23,10 @@ pub struct ChatArgs {
 enum ChatCommand {
     /// Send one message to a room or to a user, and wait until it is in history.
     Send {
-        /// Send as this name.
+        /// Send as this name (default: who `agora login` signed in; on a server without
+        /// authorization, any name).
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         /// The room (default `all`).
         #[arg(long, conflicts_with = "to")]
         room: Option<String>,
@@ -65,15 +66,25 @@ enum ChatCommand {
     },
 }
 
+/// The name to chat as: the one given, else the signed-in user's.
+async fn chat_name(client: &AgoraClient, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = given {
+        return Ok(name);
+    }
+    match client.whoami().await {
+        Ok(agora_nats::auth::wire::WhoamiReply { name: Some(name), .. }) => Ok(name),
+        _ => anyhow::bail!("give --name, or `agora login` first"),
+    }
+}
+
 pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Result<()> {
     match args.command {
         None => {
-            let Some(name) = args.name else {
-                anyhow::bail!("give --name to chat, or a subcommand (send, history, who)");
-            };
+            let name = chat_name(client, args.name).await?;
             interactive(client, &name, &args.room).await
         }
         Some(ChatCommand::Send { name, room, to, text }) => {
+            let name = chat_name(client, name).await?;
             let text = text.join(" ");
             // Hold the name for the send when it is free; when someone holds it (this user in
             // another terminal), send as the known name.

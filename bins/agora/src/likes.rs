@@ -14,11 +14,12 @@ pub enum LikesCommand {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Take a user's like of an item back (anonymous likes cannot be taken back).
+    /// Take a user's like of an item back (anonymous likes cannot be taken back); signed
+    /// in, your own.
     Unlike {
         item: String,
         #[arg(long)]
-        user: String,
+        user: Option<String>,
     },
     /// An item's count (with --user: and whether that user likes it).
     Count {
@@ -77,7 +78,7 @@ pub async fn run(client: &AgoraClient, command: LikesCommand, json: bool) -> any
             print(serde_json::to_value(&reply)?, count_line(&reply));
         }
         LikesCommand::Unlike { item, user } => {
-            let reply = client.unlike(&item, &user).await?;
+            let reply = client.unlike(&item, user.as_deref()).await?;
             print(serde_json::to_value(&reply)?, count_line(&reply));
         }
         LikesCommand::Count { item, user } => {

@@ -298,9 +298,6 @@ struct UpArgs {
     /// Port of the gateway (the dashboard and the HTTP API).
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
-    /// The gateway's manager token (made up and printed when not given).
-    #[arg(long, env = "AGORA_GATEWAY_MANAGER_TOKEN", hide_env_values = true)]
-    manager_token: Option<String>,
 }
 
 #[tokio::main]
@@ -377,16 +374,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Account(command) => {
-            let as_user = |login: Option<(String, String)>| {
+            let as_user = |login: account::ConnectAs| {
                 let server = server.clone();
                 let saved = connect(&server, timeout_ms);
                 async move {
                     match login {
-                        Some((name, password)) => {
+                        account::ConnectAs::User(name, password) => {
                             let args = NatsArgs::user(server.server.clone(), &name, &password);
                             connect_as(&args, timeout_ms).await
                         }
-                        None => saved.await,
+                        account::ConnectAs::Anonymous => {
+                            connect_as(&NatsArgs::anonymous(server.server.clone()), timeout_ms)
+                                .await
+                        }
+                        account::ConnectAs::Saved => saved.await,
                     }
                 }
             };
@@ -501,9 +502,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers: args.workers,
                 likes_nodes: args.likes_nodes,
                 http_port: args.http_port,
-                manager_token: args
-                    .manager_token
-                    .unwrap_or_else(|| format!("manager-{}", &nuid::next()[..12])),
             })
             .await
         }

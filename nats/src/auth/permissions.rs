@@ -69,8 +69,11 @@ fn manager_services() -> Vec<String> {
 /// that did not sign in (it may only sign up).
 pub fn of(person: Option<(&UserName, Role)>) -> (Permission, Permission) {
     let Some((name, role)) = person else {
-        let publish =
-            vec![auth::SIGNUP_SUBJECT.to_owned(), format!("{}.>", subjects::BARRIER_PREFIX)];
+        let publish = vec![
+            auth::SIGNUP_SUBJECT.to_owned(),
+            auth::WHOAMI_SUBJECT.to_owned(),
+            format!("{}.>", subjects::BARRIER_PREFIX),
+        ];
         let subscribe = vec![format!("{}.>", accounts::inbox_prefix(None))];
         return (allow(publish), allow(subscribe));
     };

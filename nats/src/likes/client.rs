@@ -25,9 +25,9 @@ impl AgoraClient {
         self.request(&item_subject(item, subject::like)?, &request).await
     }
 
-    /// Takes `user`'s like of `item` back.
-    pub async fn unlike(&self, item: &str, user: &str) -> Result<LikeCount, ClientError> {
-        let request = LikeRequest { user: Some(user.to_owned()) };
+    /// Takes `user`'s like of `item` back (`None`: the signed-in user's).
+    pub async fn unlike(&self, item: &str, user: Option<&str>) -> Result<LikeCount, ClientError> {
+        let request = LikeRequest { user: user.map(str::to_owned) };
         self.request(&item_subject(item, subject::unlike)?, &request).await
     }
 
