@@ -188,7 +188,8 @@ impl System {
         ];
         let seed = agora_devtools::process::dev_value("AGORA_AUTH_ISSUER_SEED").unwrap_or_default();
         let password = test_password(TEST_MANAGER);
-        let envs = [("AGORA_AUTH_ISSUER_SEED", seed.as_str()), ("AGORA_MANAGER_PASSWORD", &password)];
+        let envs =
+            [("AGORA_AUTH_ISSUER_SEED", seed.as_str()), ("AGORA_MANAGER_PASSWORD", &password)];
         let auth = self.spawn_with("auth", "agora-auth", &args, "auth", &envs);
         self.auth_service = Some(auth);
     }
@@ -242,7 +243,10 @@ impl System {
             .json()
             .await
             .expect("JSON");
-        issued["token"].as_str().unwrap_or_else(|| panic!("a token for {name}: {issued}")).to_owned()
+        issued["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a token for {name}: {issued}"))
+            .to_owned()
     }
 
     /// The `agora` command line, pointed at this system's server, its saved token (if a test
@@ -267,9 +271,8 @@ impl System {
     /// A connection without credentials.
     pub async fn anonymous(&self) -> AgoraClient {
         let nats = NatsArgs::anonymous(self.url());
-        let client = connect_once(&nats, Duration::from_secs(3), |options| options)
-            .await
-            .expect("connects");
+        let client =
+            connect_once(&nats, Duration::from_secs(3), |options| options).await.expect("connects");
         AgoraClient::new(client).with_timeout(Duration::from_secs(5))
     }
 
@@ -299,18 +302,12 @@ impl System {
         if self.auth_service.is_none() {
             self.start_auth();
         }
-        let args: Vec<String> = [
-            "--server",
-            self.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--chat-idle-ms",
-            "3000",
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
+        let args: Vec<String> =
+            ["--server", self.url(), "--listen", "127.0.0.1:0", "--chat-idle-ms", "3000"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect();
         let gateway = self.spawn("gateway", "agora-gateway", &args, "gateway");
         let log = std::fs::read_to_string(gateway.log()).expect("the gateway's log");
         let url = log

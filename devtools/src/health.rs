@@ -16,6 +16,9 @@ use hyper_util::rt::TokioIo;
 use agora_nats::client::ping_instances;
 use agora_nats::service::{METADATA_HOST, host_name};
 
+/// The most of a body `check_http` reads.
+const BODY_MAX: usize = 16 << 20;
+
 /// The `$SRV.PING` answers of `service`'s instances gathered for `within`: each is the
 /// instance's JSON (`name`, `id`, `version`, `metadata`).
 pub async fn ping(
@@ -51,7 +54,10 @@ pub async fn check_service(
 }
 
 /// Succeeds when `GET url` (plain `http://host:port/path`) answers 2xx within `within`.
-pub async fn check_http(url: &str, within: Duration) -> anyhow::Result<String> {
+///
+/// With `body`, the report is the response's body (what a monitoring endpoint answers, for a
+/// script inside a container that has nothing else to fetch it with).
+pub async fn check_http(url: &str, within: Duration, body: bool) -> anyhow::Result<String> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
     if uri.scheme_str() != Some("http") {
         bail!("only http:// URLs are checked, not {url}");
@@ -68,14 +74,26 @@ pub async fn check_http(url: &str, within: Duration) -> anyhow::Result<String> {
             .header(hyper::header::HOST, authority.as_str())
             .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await?;
-        anyhow::Ok(response.status())
+        let status = response.status();
+        let text = if body {
+            use http_body_util::BodyExt;
+            let bytes = http_body_util::Limited::new(response.into_body(), BODY_MAX)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?
+                .to_bytes();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            String::new()
+        };
+        anyhow::Ok((status, text))
     };
-    let status = tokio::time::timeout(within, check)
+    let (status, text) = tokio::time::timeout(within, check)
         .await
         .with_context(|| format!("{url} did not answer within {within:?}"))?
         .with_context(|| format!("GET {url}"))?;
     if !status.is_success() {
         bail!("GET {url} answered {status}");
     }
-    Ok(format!("GET {url} answered {status}"))
+    Ok(if body { text } else { format!("GET {url} answered {status}") })
 }

@@ -50,8 +50,19 @@ struct Spec {
 }
 
 impl Spec {
-    fn new(name: impl Into<String>, binary: &str, role: &'static str, args: Vec<String>) -> anyhow::Result<Self> {
-        Ok(Self { name: name.into(), binary: component_binary(binary)?, args, role, envs: Vec::new() })
+    fn new(
+        name: impl Into<String>,
+        binary: &str,
+        role: &'static str,
+        args: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            name: name.into(),
+            binary: component_binary(binary)?,
+            args,
+            role,
+            envs: Vec::new(),
+        })
     }
 
     fn start(&self, logs: &std::path::Path) -> anyhow::Result<Component> {
@@ -69,11 +80,12 @@ fn dev(key: &str) -> anyhow::Result<String> {
 }
 
 /// Signs `name` up unless it exists: retried while the auth service is starting.
-async fn sign_up(url: &str, name: &str, password: &str) -> anyhow::Result<()> {
+pub async fn sign_up(url: &str, name: &str, password: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + AUTH_READY_WITHIN;
     loop {
         let attempt = async {
-            let nats = connect_once(&NatsArgs::anonymous(url), Duration::from_secs(3), |o| o).await?;
+            let nats =
+                connect_once(&NatsArgs::anonymous(url), Duration::from_secs(3), |o| o).await?;
             let client = AgoraClient::new(nats).with_timeout(Duration::from_secs(3));
             match client.signup(name, password).await {
                 Ok(_) => Ok(()),
@@ -109,7 +121,12 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     );
 
     let data = |name: &str| -> Vec<String> {
-        vec!["--server".into(), url.clone(), "--data-dir".into(), dir.join(name).display().to_string()]
+        vec![
+            "--server".into(),
+            url.clone(),
+            "--data-dir".into(),
+            dir.join(name).display().to_string(),
+        ]
     };
     let mut auth = Spec::new("auth", "agora-auth", "auth", {
         let mut args = data("auth");
@@ -123,7 +140,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     ];
     let mut specs = vec![auth, Spec::new("ledger", "agora-ledger", "ledger", data("ledger"))?];
     for index in 1..=options.banks {
-        let args = vec!["--server".into(), url.clone(), "--bank-id".into(), format!("bank-{index}")];
+        let args =
+            vec!["--server".into(), url.clone(), "--bank-id".into(), format!("bank-{index}")];
         specs.push(Spec::new(format!("bank-{index}"), "agora-bank", "bank", args)?);
     }
     specs.push(Spec::new("tasks", "agora-tasks", "tasks", data("tasks"))?);
@@ -140,7 +158,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         std::fs::write(served.join("docs/sample-3MiB.bin"), sample)?;
     }
     for index in 1..=2 {
-        let args = vec!["--server".into(), url.clone(), "--root".into(), served.display().to_string()];
+        let args =
+            vec!["--server".into(), url.clone(), "--root".into(), served.display().to_string()];
         specs.push(Spec::new(format!("files-{index}"), "agora-files", "files", args)?);
     }
     for index in 1..=options.likes_nodes {
@@ -149,7 +168,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         specs.push(Spec::new(format!("likes-{index}"), "agora-likes", "likes", args)?);
     }
     for index in 1..=options.workers {
-        let args = vec!["--server".into(), url.clone(), "--worker-id".into(), format!("worker-{index}")];
+        let args =
+            vec!["--server".into(), url.clone(), "--worker-id".into(), format!("worker-{index}")];
         specs.push(Spec::new(format!("worker-{index}"), "agora-worker", "worker", args)?);
     }
     let http = format!("127.0.0.1:{}", options.http_port);

@@ -1,6 +1,7 @@
 //! A typed client for Agora's request-reply subjects, used by the CLI, the benchmark, the
 //! tests and by services that call other services (the bank calls the ledger).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::NATS_SERVICE_ERROR_CODE;
@@ -141,11 +142,14 @@ pub struct AgoraClient {
     timeout: Duration,
     /// The identity headers of a component acting for a person (see [`Self::acting_for`]).
     acting_for: Option<async_nats::HeaderMap>,
+    /// The connection's permission denials (when [`connection`] made it).
+    denials: Option<Arc<connection::Denials>>,
 }
 
 impl AgoraClient {
     pub fn new(client: Client) -> Self {
-        Self { client, timeout: REQUEST_TIMEOUT_DEFAULT, acting_for: None }
+        let denials = connection::Denials::of(&client);
+        Self { client, timeout: REQUEST_TIMEOUT_DEFAULT, acting_for: None, denials }
     }
 
     /// The same connection, each request of which says it is made for `caller` (the
@@ -240,12 +244,18 @@ impl AgoraClient {
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        let mark = connection::denial_mark();
+        let mark = self.denials.as_ref().map(|denials| denials.mark());
         let reply = self.client.send_request(subject.to_owned(), request);
+        let denied = async {
+            match (&self.denials, mark) {
+                (Some(denials), Some(mark)) => denials.denial_of(mark, subject).await,
+                _ => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             biased;
             result = reply => result,
-            denial = connection::denial_of(mark, subject) => {
+            denial = denied => {
                 return Err(ClientError::Service(ServiceError::new(
                     ErrorCode::Forbidden,
                     format!(

@@ -16,13 +16,15 @@
 //!
 //! nats-server reports a permission violation on the connection (`-ERR 'Permissions Violation
 //! for Publish to "agora.ledger.get.alice"'`), not on the request. Every connection made here
-//! records those reports, and [`crate::AgoraClient`] turns one that names its request's
-//! subject ([`denial_of`]) into a `forbidden` error at once instead of a timeout.
+//! records those reports in [`Denials`] of its own (found by its inbox prefix, which is unique
+//! to it: `<prefix>.<tag>`), and [`crate::AgoraClient`] turns one that names its request's
+//! subject ([`Denials::denial_of`]) into a `forbidden` error at once instead of a timeout. A
+//! violation on one connection never fails a request of another, in the same process or not.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -54,6 +56,10 @@ pub struct NatsArgs {
     /// Whose `--token` is (its replies come to `_INBOX.<user>`).
     #[arg(skip)]
     pub token_user: Option<String>,
+    /// The CA certificate (PEM) the server's TLS certificate is checked against; with it,
+    /// the connection must be TLS.
+    #[arg(long, env = "NATS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl NatsArgs {
@@ -67,7 +73,13 @@ impl NatsArgs {
             creds: None,
             nkey: None,
             token_user: None,
+            tls_ca: None,
         }
+    }
+
+    /// The same, checking the server's TLS certificate against `ca` (when given).
+    pub fn with_tls_ca(self, ca: Option<PathBuf>) -> Self {
+        Self { tls_ca: ca, ..self }
     }
 
     /// An API token of `user`.
@@ -103,36 +115,55 @@ impl NatsArgs {
         Ok(servers)
     }
 
-    /// Connect options carrying these credentials.
+    /// Connect options carrying these credentials, and an inbox prefix and a record of
+    /// permission violations of the connection's own.
     pub async fn options(&self) -> anyhow::Result<ConnectOptions> {
         let inbox_user = |user: &str| crate::subjects::accounts::inbox_prefix(Some(user));
-        let options = match (&self.user, &self.password, &self.token, &self.creds, &self.nkey) {
-            (Some(user), Some(password), None, None, None) => {
-                ConnectOptions::with_user_and_password(user.clone(), password.clone())
-                    .custom_inbox_prefix(inbox_user(user))
-            }
-            (None, None, Some(token), None, None) => {
-                let options = ConnectOptions::with_token(token.clone());
-                match &self.token_user {
-                    Some(user) => options.custom_inbox_prefix(inbox_user(user)),
-                    None => options,
+        let (options, prefix) =
+            match (&self.user, &self.password, &self.token, &self.creds, &self.nkey) {
+                (Some(user), Some(password), None, None, None) => (
+                    ConnectOptions::with_user_and_password(user.clone(), password.clone()),
+                    inbox_user(user),
+                ),
+                (None, None, Some(token), None, None) => (
+                    ConnectOptions::with_token(token.clone()),
+                    self.token_user.as_deref().map_or_else(|| "_INBOX".to_owned(), inbox_user),
+                ),
+                (None, None, None, Some(creds), None) => (
+                    ConnectOptions::with_credentials_file(creds).await.with_context(|| {
+                        format!("cannot read credentials file {}", creds.display())
+                    })?,
+                    "_INBOX".to_owned(),
+                ),
+                (None, None, None, None, Some(path)) => {
+                    let seed = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read NKey seed file {}", path.display())
+                    })?;
+                    (ConnectOptions::with_nkey(seed.trim().to_owned()), "_INBOX".to_owned())
                 }
+                (None, None, None, None, None) => {
+                    (ConnectOptions::new(), crate::subjects::accounts::inbox_prefix(None))
+                }
+                _ => bail!("give one of --user/--password, --token, --creds or --nkey"),
+            };
+        // A prefix of this connection's own (still under the user's `_INBOX.<user>`), which
+        // finds its denials.
+        let prefix = format!("{prefix}.{}", nuid::next());
+        let denials = Denials::register(prefix.clone());
+        let options = options.custom_inbox_prefix(prefix);
+        let options = match &self.tls_ca {
+            Some(ca) => {
+                if !ca.is_file() {
+                    bail!("no CA certificate at {}", ca.display());
+                }
+                options.add_root_certificates(ca.clone()).require_tls(true)
             }
-            (None, None, None, Some(creds), None) => ConnectOptions::with_credentials_file(creds)
-                .await
-                .with_context(|| format!("cannot read credentials file {}", creds.display()))?,
-            (None, None, None, None, Some(path)) => {
-                let seed = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read NKey seed file {}", path.display()))?;
-                ConnectOptions::with_nkey(seed.trim().to_owned())
-            }
-            (None, None, None, None, None) => ConnectOptions::new()
-                .custom_inbox_prefix(crate::subjects::accounts::inbox_prefix(None)),
-            _ => bail!("give one of --user/--password, --token, --creds or --nkey"),
+            None => options,
         };
-        Ok(options
-            .ping_interval(PING_INTERVAL)
-            .event_callback(|event| async move { report(event) }))
+        Ok(options.ping_interval(PING_INTERVAL).event_callback(move |event| {
+            let denials = denials.clone();
+            async move { denials.report(event) }
+        }))
     }
 
     /// Who this connects as, for logs (never the secret).
@@ -210,74 +241,99 @@ pub struct PermissionDenial {
     pub subject: String,
 }
 
-/// The last denials, numbered, and a wake-up for requests waiting on them.
-struct Denials {
+/// One connection's last permission denials, numbered, and a wake-up for requests waiting on
+/// them.
+#[derive(Debug)]
+pub struct Denials {
+    /// The connection's inbox prefix (its replies come to `<prefix>.*`).
+    prefix: String,
     recent: Mutex<VecDeque<(u64, PermissionDenial)>>,
     next: AtomicU64,
     notify: Notify,
 }
 
-/// Denials remembered (a request only looks at those reported while it waits).
+/// Denials remembered per connection (a request only looks at those reported while it waits).
 const DENIALS_KEPT: usize = 64;
 
-static DENIALS: LazyLock<Denials> = LazyLock::new(|| Denials {
-    recent: Mutex::new(VecDeque::with_capacity(DENIALS_KEPT)),
-    next: AtomicU64::new(0),
-    notify: Notify::new(),
-});
+/// The live connections' denials, by inbox prefix (a connection's entry goes with it).
+static CONNECTIONS: LazyLock<Mutex<Vec<Weak<Denials>>>> = LazyLock::new(Mutex::default);
 
-fn report(event: Event) {
-    if let Event::ServerError(ServerError::Other(message)) = &event
-        && let Some(denial) = parse_denial(message)
-    {
-        tracing::warn!(operation = denial.operation, subject = %denial.subject, "NATS permission violation");
-        let mut recent = DENIALS.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() == DENIALS_KEPT {
-            recent.pop_front();
-        }
-        recent.push_back((DENIALS.next.fetch_add(1, Ordering::SeqCst), denial));
-        drop(recent);
-        DENIALS.notify.notify_waiters();
+impl Denials {
+    /// The record of a new connection with inbox prefix `prefix`; its event callback holds it,
+    /// so it lives as long as the connection.
+    fn register(prefix: String) -> Arc<Self> {
+        let denials = Arc::new(Self {
+            prefix,
+            recent: Mutex::new(VecDeque::with_capacity(DENIALS_KEPT)),
+            next: AtomicU64::new(0),
+            notify: Notify::new(),
+        });
+        let mut all = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|weak| weak.strong_count() > 0);
+        all.push(Arc::downgrade(&denials));
+        denials
     }
-}
 
-impl PermissionDenial {
-    /// Whether this denial dooms a request to `subject`: publishing to it was refused, or
-    /// subscribing to a reply inbox was.
-    pub fn stops_request_to(&self, subject: &str) -> bool {
-        match self.operation {
-            "publish" => self.subject == subject,
-            _ => self.subject.starts_with("_INBOX"),
-        }
+    /// The record of the connection `client` (made by [`connect_with`] or [`connect_once`]);
+    /// none for a connection made otherwise.
+    pub fn of(client: &async_nats::Client) -> Option<Arc<Self>> {
+        let inbox = client.new_inbox();
+        let all = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter_map(Weak::upgrade).find(|denials| {
+            inbox.strip_prefix(denials.prefix.as_str()).is_some_and(|rest| rest.starts_with('.'))
+        })
     }
-}
 
-/// Marks now: [`denial_of`] looks at denials reported after its mark. Take it before sending
-/// the request, or a quick denial could be reported before anyone waits for it.
-pub fn denial_mark() -> u64 {
-    DENIALS.next.load(Ordering::SeqCst)
-}
-
-/// Resolves with the first permission denial reported after `mark` that dooms a request to
-/// `subject` (on any connection of this process made by [`connect_with`] or
-/// [`connect_once`]); pending forever if none comes.
-pub async fn denial_of(mark: u64, subject: &str) -> PermissionDenial {
-    let mut seen = mark;
-    loop {
-        let notified = DENIALS.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // The common case, on every request: nothing new, no lock taken.
-        if DENIALS.next.load(Ordering::SeqCst) > seen {
-            let recent = DENIALS.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for (number, denial) in recent.iter() {
-                if *number >= seen && denial.stops_request_to(subject) {
-                    return denial.clone();
-                }
+    fn report(&self, event: Event) {
+        if let Event::ServerError(ServerError::Other(message)) = &event
+            && let Some(denial) = parse_denial(message)
+        {
+            tracing::warn!(operation = denial.operation, subject = %denial.subject, "NATS permission violation");
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == DENIALS_KEPT {
+                recent.pop_front();
             }
-            seen = DENIALS.next.load(Ordering::SeqCst);
+            recent.push_back((self.next.fetch_add(1, Ordering::SeqCst), denial));
+            drop(recent);
+            self.notify.notify_waiters();
         }
-        notified.await;
+    }
+
+    /// Whether `denial` dooms a request to `subject`: publishing to it was refused, or
+    /// subscribing to this connection's own reply inbox was.
+    fn stops_request_to(&self, denial: &PermissionDenial, subject: &str) -> bool {
+        match denial.operation {
+            "publish" => denial.subject == subject,
+            _ => denial.subject.starts_with(self.prefix.as_str()),
+        }
+    }
+
+    /// Marks now: [`Self::denial_of`] looks at denials reported after its mark. Take it before
+    /// sending the request, or a quick denial could be reported before anyone waits for it.
+    pub fn mark(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// Resolves with the first permission denial of this connection reported after `mark`
+    /// that dooms a request to `subject`; pending forever if none comes.
+    pub async fn denial_of(&self, mark: u64, subject: &str) -> PermissionDenial {
+        let mut seen = mark;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // The common case, on every request: nothing new, no lock taken.
+            if self.next.load(Ordering::SeqCst) > seen {
+                let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                for (number, denial) in recent.iter() {
+                    if *number >= seen && self.stops_request_to(denial, subject) {
+                        return denial.clone();
+                    }
+                }
+                seen = self.next.load(Ordering::SeqCst);
+            }
+            notified.await;
+        }
     }
 }
 

@@ -14,10 +14,15 @@
 //! 3. cut a likes node off the network while likes arrive, reconnect it: every node reports
 //!    the exact total;
 //! 4. kill -9 a worker mid-task: every task completes;
-//! 5. chat and coins through the gateway's HTTP API.
+//! 5. chat and coins through the gateway's HTTP API, each person signed in as themselves.
 //!
-//! Before the faults: the task stream and the likes bucket are replicated on all three nodes,
-//! and the client role is refused on the ledger and the coin manager's subjects.
+//! Before the faults: the task stream and the likes bucket are replicated on all three nodes;
+//! and the doors are tried as an attacker would: a connection without TLS, a nats-server
+//! without the cluster's certificate joining through the route port, the monitoring port from
+//! the host, a person calling the ledger, the coin manager's subjects, or moving, reading and
+//! liking as someone else, over NATS and through the gateway. Each is refused.
+//!
+//! The load is made by people: `ACCOUNTS` users sign up, and each moves only their own money.
 //!
 //! The stack is always taken down (`down -v`), also when a phase fails.
 
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use agora_devtools::health::ping;
 use agora_devtools::process::{dev_password, dev_value};
+use agora_devtools::up::DEV_MANAGER;
 use agora_nats::connection::{NatsArgs, connect_with};
 use agora_nats::subjects;
 use agora_nats::tasks::wire::SubmitRequest;
@@ -40,7 +46,8 @@ use serde_json::{Value, json};
 /// How long the stack may take to answer after `up`.
 const STARTUP: Duration = Duration::from_secs(240);
 /// The service instances the stack runs, by micro service name.
-const INSTANCES: [(&str, usize); 8] = [
+const INSTANCES: [(&str, usize); 9] = [
+    ("agora-auth", 1),
     ("agora-ledger", 1),
     ("agora-bank", 2),
     ("agora-coins", 1),
@@ -84,9 +91,6 @@ impl Stack {
             ("AGORA_NATS_PORT_1", free_port()),
             ("AGORA_NATS_PORT_2", free_port()),
             ("AGORA_NATS_PORT_3", free_port()),
-            ("AGORA_NATS_MONITOR_PORT_1", free_port()),
-            ("AGORA_NATS_MONITOR_PORT_2", free_port()),
-            ("AGORA_NATS_MONITOR_PORT_3", free_port()),
             ("AGORA_HTTP_PORT", free_port()),
         ]);
         let project = std::env::var("AGORA_E2E_PROJECT")
@@ -167,13 +171,22 @@ impl Stack {
         format!("http://127.0.0.1:{}{path}", self.ports["AGORA_HTTP_PORT"])
     }
 
-    /// `GET path` on the monitoring port of NATS node `node` (`nats-1`..`nats-3`).
+    /// `GET path` on the monitoring port of NATS node `node` (`nats-1`..`nats-3`): from
+    /// inside its container (the port listens on the container's loopback only).
     async fn monitor(&self, node: &str, path: &str) -> Value {
-        let index = NODES.iter().position(|n| *n == node).expect("a NATS node") + 1;
-        let port = self.ports[format!("AGORA_NATS_MONITOR_PORT_{index}").as_str()];
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        response.json().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+        let url = format!("http://127.0.0.1:8222{path}");
+        let output = self
+            .command()
+            .args(["exec", "-T", node, "/bin/agora", "health", "--timeout-ms", "5000"])
+            .args(["--http", &url, "--body"])
+            .output()
+            .expect("compose runs");
+        assert!(
+            output.status.success(),
+            "{node} {url}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{node} {url}: {e}"))
     }
 
     /// The named component connections NATS node `node` holds, counted by name (the test's
@@ -243,14 +256,55 @@ impl Drop for Stack {
     }
 }
 
-async fn login(stack: &Stack, role: &str) -> AgoraClient {
-    let password = dev_password(role).expect("a development password");
-    let nats = NatsArgs::user(stack.nats_url(), role, &password);
+/// The CA the stack's NATS certificate is checked against (scripts/make-certs).
+fn ca() -> std::path::PathBuf {
+    std::env::var_os("AGORA_TLS_DIR")
+        .map_or_else(|| root().join(".agora/tls"), std::path::PathBuf::from)
+        .join("ca.pem")
+}
+
+/// Connects as `nats` over TLS, retrying until the stack answers.
+async fn connect(nats: NatsArgs) -> AgoraClient {
+    let nats = nats.with_tls_ca(Some(ca()));
     let client = tokio::time::timeout(STARTUP, connect_with(&nats, |o| o.name("agora-e2e")))
         .await
         .expect("NATS reachable")
         .expect("logs in");
     AgoraClient::new(client).with_timeout(Duration::from_secs(5))
+}
+
+/// The `operator` component user: service discovery, stats and the likes digests.
+async fn operator(stack: &Stack) -> AgoraClient {
+    let password = dev_password("operator").expect("a development password");
+    connect(NatsArgs::user(stack.nats_url(), "operator", &password)).await
+}
+
+/// The password the test gives person `name`.
+fn password_of(name: &str) -> String {
+    format!("e2e-pw-of-{name}")
+}
+
+/// Person `name`, signed up (if new) and signed in over NATS through the auth callout.
+async fn person(stack: &Stack, name: &str) -> AgoraClient {
+    let anonymous = connect(NatsArgs::anonymous(stack.nats_url())).await;
+    let password = password_of(name);
+    let signed_up = until_settled(name, || anonymous.signup(name, &password)).await;
+    match signed_up {
+        Ok(_) => {}
+        Err(error) if error.code() == ErrorCode::NameTaken => {}
+        Err(error) => panic!("{name} signs up: {error}"),
+    }
+    connect(NatsArgs::user(stack.nats_url(), name, &password_of(name))).await
+}
+
+/// The first manager (made by agora-auth from dev.env).
+async fn manager(stack: &Stack) -> AgoraClient {
+    let password = dev_value("AGORA_MANAGER_PASSWORD").expect("in dev.env");
+    connect(NatsArgs::user(stack.nats_url(), DEV_MANAGER, &password)).await
+}
+
+fn code<T>(result: Result<T, ClientError>) -> Result<(), ErrorCode> {
+    result.map(|_| ()).map_err(|e| e.code())
 }
 
 /// Waits until every expected instance answers `$SRV.PING` and the gateway is healthy.
@@ -299,6 +353,7 @@ where
                         | ErrorCode::NotFound
                         | ErrorCode::Conflict
                         | ErrorCode::Forbidden
+                        | ErrorCode::NameTaken
                 ) =>
             {
                 return Err(error);
@@ -328,7 +383,7 @@ struct Book {
 /// `count` concurrent transfers between the test accounts (ids `<prefix>-<n>`), each retried
 /// until settled; `fault` runs once `trigger` of them were acknowledged.
 async fn transfers(
-    client: &AgoraClient,
+    people: &[AgoraClient],
     prefix: &str,
     count: u64,
     trigger: u64,
@@ -339,8 +394,8 @@ async fn transfers(
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..48 {
-        let (client, book, settled, next) =
-            (client.clone(), book.clone(), settled.clone(), next.clone());
+        let (people, book, settled, next) =
+            (people.to_vec(), book.clone(), settled.clone(), next.clone());
         let prefix = prefix.to_owned();
         workers.push(tokio::spawn(async move {
             loop {
@@ -353,6 +408,8 @@ async fn transfers(
                 let amount = 1 + (n as i64 * 37) % 400;
                 let id = format!("{prefix}-{n}");
                 let (from_name, to_name) = (account(from), account(to));
+                // Each person moves only their own money.
+                let client = &people[from];
                 let result =
                     until_settled(&id, || client.transfer(&from_name, &to_name, amount, Some(&id)))
                         .await;
@@ -376,7 +433,7 @@ async fn transfers(
 }
 
 /// Every balance equals the opening balance plus the acknowledged transfers, once each.
-async fn check_books(client: &AgoraClient, book: &Mutex<Book>) {
+async fn check_books(people: &[AgoraClient], book: &Mutex<Book>) {
     let mut expected = vec![OPENING; ACCOUNTS];
     let (applied, refused) = {
         let book = book.lock().expect("book");
@@ -389,6 +446,7 @@ async fn check_books(client: &AgoraClient, book: &Mutex<Book>) {
     let mut actual = Vec::new();
     for index in 0..ACCOUNTS {
         let name = account(index);
+        let client = &people[index];
         let balance = until_settled("balance", || client.balance(&name)).await.expect("balance");
         actual.push(balance.balance);
     }
@@ -436,7 +494,7 @@ async fn all_complete(client: &AgoraClient, ids: &[String]) {
 #[ignore = "needs Docker and the agora:dev image: run scripts/e2e"]
 async fn the_compose_stack_survives_faults_under_load() {
     let stack = Stack::up();
-    let client = login(&stack, "manager").await;
+    let client = operator(&stack).await;
     wait_ready(&stack, &client, STARTUP).await;
     eprintln!("[e2e] every service instance answers $SRV.PING");
     let started = Instant::now();
@@ -448,23 +506,22 @@ async fn the_compose_stack_survives_faults_under_load() {
         let peers = detail["cluster"]["replicas"].as_array().map_or(0, Vec::len);
         assert_eq!(peers, 2, "{stream} has two peers besides nats-1: {detail}");
     }
-    // The client role may not call the ledger nor the coin manager's subjects.
-    let outsider = login(&stack, "client").await;
-    let alice = agora_core::AccountId::parse("alice").expect("an account");
-    let ledger = outsider.request_bytes(&subjects::ledger::get(&alice), "{}".into()).await;
-    assert_eq!(ledger.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
-    let delisting = outsider.remove_asset("BTC").await;
-    assert_eq!(delisting.map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Forbidden));
+    let mut people = Vec::new();
+    for index in 0..ACCOUNTS {
+        people.push(person(&stack, &account(index)).await);
+    }
+    attacks(&stack, &people).await;
+    eprintln!("[e2e] 0. every door refuses another's identity ({:?})", started.elapsed());
 
     // 1. kill -9 a bank during thousands of transfers.
-    for index in 0..ACCOUNTS {
+    for (index, owner) in people.iter().enumerate() {
         let (name, id) = (account(index), format!("open-{index}"));
-        until_settled(&id, || client.deposit(&name, OPENING, Some(&id))).await.expect("opened");
+        until_settled(&id, || owner.deposit(&name, OPENING, Some(&id))).await.expect("opened");
     }
     let book = Arc::new(Mutex::new(Book::default()));
-    transfers(&client, "kb", 3_000, 600, || stack.ok(&["kill", "-s", "SIGKILL", "bank-1"]), &book)
+    transfers(&people, "kb", 3_000, 600, || stack.ok(&["kill", "-s", "SIGKILL", "bank-1"]), &book)
         .await;
-    check_books(&client, &book).await;
+    check_books(&people, &book).await;
     stack.ok(&["start", "bank-1"]);
     wait_instances(&client, "agora-bank", 2).await;
     eprintln!("[e2e] 1. bank killed under load: books balance ({:?})", started.elapsed());
@@ -477,8 +534,9 @@ async fn the_compose_stack_survives_faults_under_load() {
     let moving: usize = stack.connections(&victim).await.values().sum();
     assert!(moving > 0, "{victim} holds component connections to move: {everyone:?}");
     let keys: Vec<String> = (0..60).map(|n| format!("nats-down-{n}")).collect();
+    // People submit tasks as themselves, and wait for their own.
     let submitter = {
-        let client = client.clone();
+        let client = people[0].clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for key in &keys {
@@ -491,10 +549,10 @@ async fn the_compose_stack_survives_faults_under_load() {
         })
     };
     let stop = || stack.ok(&["stop", "-t", "2", &victim]);
-    transfers(&client, "nd", 2_000, 300, stop, &book).await;
+    transfers(&people, "nd", 2_000, 300, stop, &book).await;
     let tasks = submitter.await.expect("submitter");
-    check_books(&client, &book).await;
-    all_complete(&client, &tasks).await;
+    check_books(&people, &book).await;
+    all_complete(&people[0], &tasks).await;
     // Every component connection the node held is on another node now.
     eventually(Duration::from_secs(60), Duration::from_secs(1), async || {
         let now = connections_of(&stack, &survivors).await;
@@ -535,19 +593,22 @@ async fn the_compose_stack_survives_faults_under_load() {
     .await;
     eprintln!("[e2e] 2. NATS node stopped under load: nothing lost ({:?})", started.elapsed());
 
-    // 3. Cut a likes node off the network while likes arrive; reconnect it.
+    // 3. Cut a likes node off the network while people like items (each like is its person's:
+    //    a retry does not count twice); reconnect it.
     let likes_2 = stack.container("likes-2");
     let network = stack.network_of(&likes_2);
-    let item = "e2e-post";
-    let users: Vec<String> = (0..300).map(|n| format!("fan-{n}")).collect();
+    let items: Vec<String> = (0..12).map(|n| format!("e2e-post-{n}")).collect();
+    let likes: Vec<(usize, &String)> =
+        (0..ACCOUNTS).flat_map(|p| items.iter().map(move |item| (p, item))).collect();
     let liked = AtomicU64::new(0);
     let cut = std::sync::Once::new();
-    futures::stream::iter(&users)
-        .for_each_concurrent(16, |user| {
-            let (client, liked, cut, stack) = (&client, &liked, &cut, &stack);
+    futures::stream::iter(&likes)
+        .for_each_concurrent(16, |(who, item)| {
+            let (people, liked, cut, stack) = (&people, &liked, &cut, &stack);
             let (likes_2, network) = (&likes_2, &network);
             async move {
-                until_settled(user, || client.like(item, Some(user))).await.expect("liked");
+                let key = format!("{who}-{item}");
+                until_settled(&key, || people[*who].like(item, None)).await.expect("liked");
                 if liked.fetch_add(1, Ordering::SeqCst) == 80 {
                     cut.call_once(|| stack.docker(&["network", "disconnect", network, likes_2]));
                 }
@@ -555,37 +616,43 @@ async fn the_compose_stack_survives_faults_under_load() {
         })
         .await;
     // Cut off for real: the reachable nodes answer, likes-2 does not.
-    let reachable = client
-        .likes_digests(Duration::from_millis(800), &[item.to_owned()], Some(3))
-        .await
-        .expect("digests");
+    let reachable =
+        client.likes_digests(Duration::from_millis(800), &items, Some(3)).await.expect("digests");
     let nodes: Vec<&str> = reachable.iter().map(|d| d.node.as_str()).collect();
     assert!(!nodes.contains(&"likes-2") && nodes.len() == 2, "while cut off: {nodes:?}");
     stack.docker(&["network", "connect", &network, &likes_2]);
     eventually(Duration::from_secs(180), Duration::from_secs(1), async || {
         let digests = client
-            .likes_digests(Duration::from_millis(800), &[item.to_owned()], Some(3))
+            .likes_digests(Duration::from_millis(800), &items, Some(3))
             .await
             .unwrap_or_default();
-        let counts: BTreeMap<String, u64> = digests
+        let counts: BTreeMap<String, Vec<u64>> = digests
             .iter()
-            .map(|d| (d.node.clone(), d.counts.get(item).copied().unwrap_or(0)))
+            .map(|d| {
+                let counts = items.iter().map(|i| d.counts.get(i).copied().unwrap_or(0));
+                (d.node.clone(), counts.collect())
+            })
             .collect();
-        if counts.len() == 3 && counts.values().all(|&count| count == users.len() as u64) {
+        let exact = counts.values().all(|c| c.iter().all(|&count| count == ACCOUNTS as u64));
+        if counts.len() == 3 && exact {
             Ok(())
         } else {
             Err(format!("likes nodes disagree: {counts:?}"))
         }
     })
     .await;
-    eprintln!("[e2e] 3. likes node partitioned: all agree on 300 ({:?})", started.elapsed());
+    eprintln!(
+        "[e2e] 3. likes node partitioned: all agree on {} likes ({:?})",
+        likes.len(),
+        started.elapsed()
+    );
 
     // 4. kill -9 a worker mid-task: every task completes.
     let mut tasks = Vec::new();
     for n in 0..18 {
         let key = format!("worker-dies-{n}");
         let task = sleep_task(&key, 3_000);
-        tasks.push(until_settled(&key, || client.submit(&task)).await.expect("submitted").id);
+        tasks.push(until_settled(&key, || people[1].submit(&task)).await.expect("submitted").id);
     }
     eventually(Duration::from_secs(60), Duration::from_millis(200), async || {
         let workers = client.workers(Duration::from_millis(700)).await.unwrap_or_default();
@@ -595,14 +662,18 @@ async fn the_compose_stack_survives_faults_under_load() {
     })
     .await;
     stack.ok(&["kill", "-s", "SIGKILL", "worker-1"]);
-    all_complete(&client, &tasks).await;
+    all_complete(&people[1], &tasks).await;
     stack.ok(&["start", "worker-1"]);
     eprintln!("[e2e] 4. worker killed mid-task: all complete ({:?})", started.elapsed());
 
-    // 5. Chat and coins through the gateway's HTTP API.
+    // 5. Chat and coins through the gateway's HTTP API, each person with their own token.
     let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: &str, body: Value| {
-        let request = http.request(method, stack.http(path)).json(&body);
+    let ann = http_token(&stack, "e2e-ann", true).await;
+    let call = |token: &str, method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = http.request(method, stack.http(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         async move {
             let response = request.send().await.expect("the gateway answers");
             let status = response.status();
@@ -611,38 +682,159 @@ async fn the_compose_stack_survives_faults_under_load() {
             body
         }
     };
-    let session =
-        call(reqwest::Method::POST, "/api/chat/sessions", json!({"name": "e2e-ann"})).await;
+    let session = call(&ann, reqwest::Method::POST, "/api/chat/sessions", Some(json!({}))).await;
+    assert_eq!(session["name"], "e2e-ann", "the session is the signed-in user's: {session}");
     let session = session["session"].as_str().expect("a session").to_owned();
-    call(reqwest::Method::POST, "/api/chat/join", json!({"session": session, "room": "e2e"})).await;
+    let join = json!({"session": session, "room": "e2e"});
+    call(&ann, reqwest::Method::POST, "/api/chat/join", Some(join)).await;
     let say = json!({"session": session, "room": "e2e", "text": "hello from compose"});
-    call(reqwest::Method::POST, "/api/chat/send", say).await;
-    let history = http.get(stack.http("/api/chat/history?room=e2e")).send().await.expect("history");
-    let history: Value = history.json().await.expect("JSON");
+    call(&ann, reqwest::Method::POST, "/api/chat/send", Some(say)).await;
+    let history = call(&ann, reqwest::Method::GET, "/api/chat/history?room=e2e", None).await;
     assert_eq!(history["messages"][0]["text"], "hello from compose", "{history}");
+    assert_eq!(history["messages"][0]["from"], "e2e-ann", "{history}");
 
-    let token = dev_value("AGORA_MANAGER_TOKEN").expect("a manager token in dev.env");
+    let boss = http_token(&stack, DEV_MANAGER, false).await;
     let listing = json!({"symbol": "E2E", "name": "End to end", "price": 250, "quantity": 100});
-    let listed = http
+    call(&boss, reqwest::Method::POST, "/api/coins/admin/assets", Some(listing.clone())).await;
+    let buyer = http_token(&stack, "e2e-buyer", true).await;
+    let refused = http
         .post(stack.http("/api/coins/admin/assets"))
-        .bearer_auth(&token)
+        .bearer_auth(&buyer)
         .json(&listing)
         .send()
         .await
         .expect("answers");
-    assert!(listed.status().is_success(), "listing: {}", listed.text().await.unwrap_or_default());
-    call(
-        reqwest::Method::POST,
-        "/api/bank/deposit",
-        json!({"account": "e2e-buyer", "amount": 10_000, "id": "buyer-1"}),
-    )
-    .await;
+    assert_eq!(refused.status(), 403, "a user does not list coins");
+    let deposit = json!({"account": "e2e-buyer", "amount": 10_000, "id": "buyer-1"});
+    call(&buyer, reqwest::Method::POST, "/api/bank/deposit", Some(deposit)).await;
     let order = json!({"user": "e2e-buyer", "symbol": "E2E", "quantity": 4, "id": "e2e-o-1"});
-    let bought = call(reqwest::Method::POST, "/api/coins/buy", order).await;
+    let bought = call(&buyer, reqwest::Method::POST, "/api/coins/buy", Some(order)).await;
     assert_eq!(bought["state"], "done", "{bought}");
-    let balance =
-        http.get(stack.http("/api/bank/balance/e2e-buyer")).send().await.expect("balance");
-    let balance: Value = balance.json().await.expect("JSON");
+    let balance = call(&buyer, reqwest::Method::GET, "/api/bank/balance/e2e-buyer", None).await;
     assert_eq!(balance["balance"], 9_000, "{balance}");
+    // Ann can neither read nor move the buyer's money; nobody without a session can.
+    for (token, expected) in [(Some(&ann), 403), (None, 401)] {
+        for (method, path) in [
+            (reqwest::Method::GET, "/balance/e2e-buyer"),
+            (reqwest::Method::POST, "/withdrawal/e2e-buyer/100"),
+            (reqwest::Method::POST, "/transfer/e2e-buyer/e2e-ann/100"),
+        ] {
+            let mut request = http.request(method.clone(), stack.http(path));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("answers");
+            assert_eq!(response.status(), expected, "{method} {path} as {token:?}");
+        }
+    }
+    let balance = call(&buyer, reqwest::Method::GET, "/api/bank/balance/e2e-buyer", None).await;
+    assert_eq!(balance["balance"], 9_000, "nothing moved: {balance}");
     eprintln!("[e2e] 5. chat and coins through the gateway ({:?})", started.elapsed());
+}
+
+/// An API token of `name` from the gateway (signed up first when `sign_up`).
+async fn http_token(stack: &Stack, name: &str, sign_up: bool) -> String {
+    let http = reqwest::Client::new();
+    let password = if sign_up {
+        password_of(name)
+    } else {
+        dev_value("AGORA_MANAGER_PASSWORD").expect("in dev.env")
+    };
+    let credentials = json!({"name": name, "password": password});
+    if sign_up {
+        let response = http
+            .post(stack.http("/api/auth/signup"))
+            .json(&credentials)
+            .send()
+            .await
+            .expect("answers");
+        assert!(response.status().is_success() || response.status() == 409, "signing up {name}");
+    }
+    let response =
+        http.post(stack.http("/api/auth/token")).json(&credentials).send().await.expect("answers");
+    let body: Value = response.json().await.expect("JSON");
+    body["token"].as_str().unwrap_or_else(|| panic!("a token for {name}: {body}")).to_owned()
+}
+
+/// Every door tried with someone else's identity, or none.
+async fn attacks(stack: &Stack, people: &[AgoraClient]) {
+    let (alice, bob) = (&people[0], &people[1]);
+    let bob_name = account(1);
+    // A person may not call the ledger, nor the coin manager's subjects, nor act as another.
+    let victim = agora_core::AccountId::parse(&bob_name).expect("an account");
+    let ledger = alice.request_bytes(&subjects::ledger::get(&victim), "{}".into()).await;
+    assert_eq!(code(ledger), Err(ErrorCode::Forbidden), "a person calls the ledger");
+    assert_eq!(code(alice.remove_asset("BTC").await), Err(ErrorCode::Forbidden), "delisting");
+    let moved = alice.transfer(&bob_name, &account(0), 1, None).await;
+    assert_eq!(code(moved), Err(ErrorCode::Forbidden), "alice moves bob's money");
+    assert_eq!(code(alice.withdraw(&bob_name, 1, None).await), Err(ErrorCode::Forbidden));
+    assert_eq!(code(alice.balance(&bob_name).await), Err(ErrorCode::Forbidden), "reads bob's");
+    assert_eq!(code(alice.like("e2e-x", Some(&bob_name)).await), Err(ErrorCode::Forbidden));
+    // A manager reads anyone's balance but moves nobody's money.
+    let boss = manager(stack).await;
+    boss.balance(&bob_name).await.expect("a manager reads bob's balance");
+    assert_eq!(code(boss.withdraw(&bob_name, 1, None).await), Err(ErrorCode::Forbidden));
+    // Bob's inbox and the whole inbox space are not alice's to read.
+    let spy = alice.nats().subscribe(format!("_INBOX.{bob_name}.>")).await.expect("sent");
+    let mut spy = spy.take_until(Box::pin(tokio::time::sleep(Duration::from_secs(3))));
+    bob.balance(&bob_name).await.expect("bob reads his own balance");
+    assert!(spy.next().await.is_none(), "alice read a reply meant for bob");
+
+    // A connection without TLS is refused.
+    let plain = NatsArgs::user(stack.nats_url(), &account(0), &password_of(&account(0)));
+    let attempt = agora_nats::connection::connect_once(&plain, Duration::from_secs(5), |o| o);
+    assert!(attempt.await.is_err(), "a connection without TLS (and the CA) is refused");
+
+    // The monitoring port is not published on the host.
+    for node in NODES {
+        let published = stack.run(&["port", node, "8222"]);
+        let text = String::from_utf8_lossy(&published.stdout).trim().to_owned();
+        assert!(text.is_empty() || text.ends_with(":0"), "{node} monitoring published: {text}");
+    }
+
+    // A nats-server without the cluster's certificate cannot join through the route port.
+    let network = stack.network_of(&stack.container("nats-1"));
+    let rogue = Rogue::start(&network);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for node in NODES {
+        let routez = stack.monitor(node, "/routez").await;
+        let names: Vec<&str> = routez["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["remote_name"].as_str())
+            .collect();
+        assert!(!names.contains(&"rogue"), "the rogue server joined {node}: {names:?}");
+        let others = NODES.iter().filter(|n| **n != node);
+        assert!(others.clone().all(|n| names.contains(n)), "{node} routes: {names:?}");
+    }
+    drop(rogue);
+}
+
+/// A nats-server with no certificate on the stack's network, routing to every node; removed on
+/// drop.
+struct Rogue {
+    name: String,
+}
+
+impl Rogue {
+    fn start(network: &str) -> Self {
+        let name = format!("agora-e2e-rogue-{}", std::process::id());
+        let image = std::env::var("AGORA_IMAGE").unwrap_or_else(|_| "agora:dev".to_owned());
+        let output = Command::new("docker")
+            .args(["run", "-d", "--rm", "--name", &name, "--network", network, &image])
+            .args(["/bin/nats-server", "-n", "rogue", "-p", "4222", "--cluster_name", "agora"])
+            .args(["--cluster", "nats://0.0.0.0:6222", "--routes"])
+            .arg("nats-route://nats-1:6222,nats-route://nats-2:6222,nats-route://nats-3:6222")
+            .output()
+            .expect("docker runs");
+        assert!(output.status.success(), "rogue: {}", String::from_utf8_lossy(&output.stderr));
+        Self { name }
+    }
+}
+
+impl Drop for Rogue {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.name]).output();
+    }
 }

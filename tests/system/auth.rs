@@ -245,8 +245,17 @@ async fn bad_credentials_are_refused_at_once_and_anonymous_may_only_sign_up() {
         ErrorCode::NameTaken,
         "names are taken without regard to case"
     );
-    for (name, password) in [("exchange", "long enough"), ("ledger", "long enough"), ("_x", "long enough"), ("dan", "short")] {
-        assert_eq!(code(anonymous.signup(name, password).await), ErrorCode::InvalidRequest, "{name}");
+    for (name, password) in [
+        ("exchange", "long enough"),
+        ("ledger", "long enough"),
+        ("_x", "long enough"),
+        ("dan", "short"),
+    ] {
+        assert_eq!(
+            code(anonymous.signup(name, password).await),
+            ErrorCode::InvalidRequest,
+            "{name}"
+        );
     }
     // The people's own passwords work.
     let carol = system.client_with("carol", &test_password("carol")).await.expect("signs in");

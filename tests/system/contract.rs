@@ -530,8 +530,11 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         let root = json!({"$ref": reference, "components": document["components"]});
         jsonschema::draft202012::new(&root).expect("a valid schema")
     };
-    let (amy, boss, pat) =
-        (system.http_token("amy").await, system.http_token(TEST_MANAGER).await, system.http_token("pat").await);
+    let (amy, boss, pat) = (
+        system.http_token("amy").await,
+        system.http_token(TEST_MANAGER).await,
+        system.http_token("pat").await,
+    );
     let open = json!({"name": "amy"});
     let (status, session) =
         send_body(&http, &base, &amy, "POST", "/api/chat/sessions", &open).await;

@@ -214,8 +214,7 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     let withdraw = json!({"account": "bob", "amount": 200});
     assert_eq!(bob.ok("POST", "/api/bank/withdraw", Body::Json(&withdraw)).await["balance"], 500);
     let transfer = json!({"from": "bob", "to": "carol", "amount": 600});
-    bob.fails("POST", "/api/bank/transfer", Body::Json(&transfer), 409, "insufficient_funds")
-        .await;
+    bob.fails("POST", "/api/bank/transfer", Body::Json(&transfer), 409, "insufficient_funds").await;
     let transfer = json!({"from": "bob", "to": "carol", "amount": 500});
     let reply = bob.ok("POST", "/api/bank/transfer", Body::Json(&transfer)).await;
     assert_eq!(reply["to"]["balance"], 525);
@@ -261,7 +260,10 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     // Tasks.
     let submit = json!({"op": "fibonacci", "args": {"n": 10}, "id": "t-1", "wait_ms": 10_000});
     let task = http.ok("POST", "/api/tasks", Body::Json(&submit)).await;
-    assert_eq!((task["state"].as_str(), task["owner"].as_str()), (Some("completed"), Some("alice")));
+    assert_eq!(
+        (task["state"].as_str(), task["owner"].as_str()),
+        (Some("completed"), Some("alice"))
+    );
     let id = task["id"].as_str().expect("an id").to_owned();
     let fetched = http.ok("GET", &format!("/api/tasks/{id}"), Body::None).await;
     assert_eq!(fetched["result"], task["result"]);
@@ -651,13 +653,55 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
         ("GET", "/api/events?topics=bogus".into(), None, 400, "invalid_request"),
         ("GET", "/api/events?session=nope".into(), None, 401, "not_registered"),
         ("GET", "/api/logs".into(), None, 403, "forbidden"),
-        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"a b","password":"long enough"}"#.into()), 400, "invalid_request"),
-        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"newbie","password":"short"}"#.into()), 400, "invalid_request"),
-        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"exchange","password":"long enough"}"#.into()), 400, "invalid_request"),
-        ("POST", "/api/auth/signup".into(), Some(r#"{"name":"alice","password":"long enough"}"#.into()), 409, "name_taken"),
-        ("POST", "/api/auth/login".into(), Some(r#"{"name":"alice","password":"wrong password"}"#.into()), 401, "unauthenticated"),
-        ("POST", "/api/auth/login".into(), Some(r#"{"name":"nobody","password":"wrong password"}"#.into()), 401, "unauthenticated"),
-        ("POST", "/api/auth/token".into(), Some(r#"{"name":"alice","password":"x","ttl_ms":1}"#.into()), 400, "invalid_request"),
+        (
+            "POST",
+            "/api/auth/signup".into(),
+            Some(r#"{"name":"a b","password":"long enough"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/auth/signup".into(),
+            Some(r#"{"name":"newbie","password":"short"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/auth/signup".into(),
+            Some(r#"{"name":"exchange","password":"long enough"}"#.into()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/api/auth/signup".into(),
+            Some(r#"{"name":"alice","password":"long enough"}"#.into()),
+            409,
+            "name_taken",
+        ),
+        (
+            "POST",
+            "/api/auth/login".into(),
+            Some(r#"{"name":"alice","password":"wrong password"}"#.into()),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/auth/login".into(),
+            Some(r#"{"name":"nobody","password":"wrong password"}"#.into()),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "POST",
+            "/api/auth/token".into(),
+            Some(r#"{"name":"alice","password":"x","ttl_ms":1}"#.into()),
+            400,
+            "invalid_request",
+        ),
     ];
     for (method, path, body, status, code) in &cases {
         let body = match body {
@@ -736,7 +780,9 @@ async fn live_events_reach_browsers_and_direct_messages_only_their_parties() {
     let task = ann.ok("POST", "/api/tasks", Body::Json(&submit)).await;
     let completed = anns.next_where("tasks", |event| event["data"]["event"] == "completed").await;
     assert_eq!(completed["data"]["id"], task["id"]);
-    assert!(completed["subject"].as_str().is_some_and(|s| s.starts_with("agora.tasks.events.ann.")));
+    assert!(
+        completed["subject"].as_str().is_some_and(|s| s.starts_with("agora.tasks.events.ann."))
+    );
 
     // A direct message reaches its two parties only; a room message everyone.
     let dm = json!({"session": ben_token, "to": "ann", "text": "psst"});

@@ -54,7 +54,10 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
     let manager = system.manager().await;
     bob.deposit("bob", 100_000_000, Some("b-1")).await.expect("bob's own deposit");
     let bobs_task = bob
-        .submit(&SubmitRequest { wait_ms: Some(10_000), ..SubmitRequest::new("sum", &json!({"numbers": [1]})) })
+        .submit(&SubmitRequest {
+            wait_ms: Some(10_000),
+            ..SubmitRequest::new("sum", &json!({"numbers": [1]}))
+        })
         .await
         .expect("bob's task");
     bob.buy_coins("bob", "BTC", 1, Some("o-1")).await.expect("bob's order");
@@ -63,7 +66,10 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
 
     // Money: every operation on bob's account, by alice and by a manager.
     for (who, caller) in [("alice", &alice), ("a manager", &manager)] {
-        forbidden(caller.deposit("bob", 9_000_000_000_000_000_000, None).await, &format!("{who} deposits to bob"));
+        forbidden(
+            caller.deposit("bob", 9_000_000_000_000_000_000, None).await,
+            &format!("{who} deposits to bob"),
+        );
         forbidden(caller.withdraw("bob", 1, None).await, &format!("{who} withdraws from bob"));
         forbidden(caller.transfer("bob", "alice", 1, None).await, &format!("{who} takes from bob"));
     }
@@ -74,7 +80,10 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
     forbidden(alice.sell_coins("bob", "BTC", 1, None).await, "alice sells bob's");
     forbidden(alice.coin_order("bob", "o-1").await, "alice reads bob's order");
     forbidden(alice.portfolio("bob").await, "alice reads bob's portfolio");
-    let history = agora_nats::coins::wire::CoinsHistoryRequest { user: Some("bob".into()), ..Default::default() };
+    let history = agora_nats::coins::wire::CoinsHistoryRequest {
+        user: Some("bob".into()),
+        ..Default::default()
+    };
     forbidden(alice.coin_history(&history).await, "alice reads bob's trades");
     let mine = alice.coin_history(&Default::default()).await.expect("her own history");
     assert!(mine.orders.is_empty(), "alice's history has none of bob's orders: {mine:?}");
@@ -84,7 +93,10 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
     forbidden(alice.wait_task(&bobs_task.id, 10).await, "alice waits on bob's task");
     let listed = alice.tasks(&ListRequest::default()).await.expect("her list");
     assert!(listed.tasks.is_empty(), "alice lists none of bob's tasks: {listed:?}");
-    assert_eq!(manager.task(&bobs_task.id).await.expect("a manager reads").owner.as_deref(), Some("bob"));
+    assert_eq!(
+        manager.task(&bobs_task.id).await.expect("a manager reads").owner.as_deref(),
+        Some("bob")
+    );
     forbidden(manager.cancel_task(&bobs_task.id).await, "a manager cancels bob's task");
     // Likes.
     forbidden(alice.like("post", Some("bob")).await, "alice likes as bob");
@@ -93,12 +105,26 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
     forbidden(alice.chat_register("bob", None).await, "alice registers as bob");
     let session = bob_chat.registration().session.clone();
     let beat = agora_nats::chat::wire::SessionRequest { name: "bob".into(), session };
-    forbidden(alice.request::<_, Value>(subjects::chat::LEAVE_SUBJECT, &beat).await, "alice ends bob's session");
-    let as_bob = SendRequest { room: Some("all".into()), to: None, id: "x".into(), from: Some("bob".into()), text: "i am bob".into(), at: None };
+    forbidden(
+        alice.request::<_, Value>(subjects::chat::LEAVE_SUBJECT, &beat).await,
+        "alice ends bob's session",
+    );
+    let as_bob = SendRequest {
+        room: Some("all".into()),
+        to: None,
+        id: "x".into(),
+        from: Some("bob".into()),
+        text: "i am bob".into(),
+        at: None,
+    };
     forbidden(alice.chat_send(&as_bob).await, "alice speaks as bob");
     for request in [
         HistoryRequest { as_user: Some("bob".into()), ..Default::default() },
-        HistoryRequest { with: Some("carol".into()), as_user: Some("bob".into()), ..Default::default() },
+        HistoryRequest {
+            with: Some("carol".into()),
+            as_user: Some("bob".into()),
+            ..Default::default()
+        },
     ] {
         forbidden(alice.chat_history(&request).await, "alice reads bob's messages");
     }
@@ -112,13 +138,22 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(name, value);
         let reply = alice
-            .request_with_headers(subjects::auth::WHOAMI_SUBJECT, headers.clone(), Bytes::from_static(b"{}"))
+            .request_with_headers(
+                subjects::auth::WHOAMI_SUBJECT,
+                headers.clone(),
+                Bytes::from_static(b"{}"),
+            )
             .await
             .expect("whoami");
         let me: Value = serde_json::from_slice(&reply).expect("JSON");
-        assert_eq!((me["name"].as_str(), me["role"].as_str()), (Some("alice"), Some("user")), "{name}: {me}");
+        assert_eq!(
+            (me["name"].as_str(), me["role"].as_str()),
+            (Some("alice"), Some("user")),
+            "{name}: {me}"
+        );
         let body = Bytes::from_static(br#"{"account":"bob","amount":1}"#);
-        let stolen = alice.request_with_headers(subjects::bank::WITHDRAW_SUBJECT, headers, body).await;
+        let stolen =
+            alice.request_with_headers(subjects::bank::WITHDRAW_SUBJECT, headers, body).await;
         forbidden(stolen, &format!("a withdrawal with {name}: {value}"));
     }
 
@@ -132,16 +167,27 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_reads_anothers_messages_replies_or_events() {
     let system = system();
-    let (alice, bob, carol) = (system.person("alice").await, system.person("bob").await, system.person("carol").await);
+    let (alice, bob, carol) =
+        (system.person("alice").await, system.person("bob").await, system.person("carol").await);
     let bob_chat = ChatSession::register(bob.clone(), "bob").await.expect("bob chats");
     ChatSession::register(carol.clone(), "carol").await.expect("carol chats");
     ChatSession::register(alice.clone(), "alice").await.expect("alice chats");
 
     // Alice tries to listen to everything that is not hers.
     let wiretaps = [
-        "agora.chat.dm.*", "agora.chat.dm.bob", "agora.chat.dm.carol", "_INBOX.>", "_INBOX.bob.>",
-        "agora.bank.events.*", "agora.bank.events.bob", "agora.tasks.events.>",
-        "agora.tasks.events.bob.*", "agora.logs.>", "agora.ledger.>", "$SYS.REQ.USER.AUTH", ">",
+        "agora.chat.dm.*",
+        "agora.chat.dm.bob",
+        "agora.chat.dm.carol",
+        "_INBOX.>",
+        "_INBOX.bob.>",
+        "agora.bank.events.*",
+        "agora.bank.events.bob",
+        "agora.tasks.events.>",
+        "agora.tasks.events.bob.*",
+        "agora.logs.>",
+        "agora.ledger.>",
+        "$SYS.REQ.USER.AUTH",
+        ">",
     ];
     let mut taps = Vec::new();
     for subject in wiretaps {
@@ -152,21 +198,42 @@ async fn nobody_reads_anothers_messages_replies_or_events() {
     // Bob and carol go about their business: a DM, money, a task, a token.
     bob_chat.dm("carol", "a secret").await.expect("recorded");
     bob.deposit("bob", 100, None).await.expect("deposit");
-    bob.submit(&SubmitRequest { wait_ms: Some(10_000), ..SubmitRequest::new("sum", &json!({"numbers": [2]})) })
-        .await
-        .expect("task");
+    bob.submit(&SubmitRequest {
+        wait_ms: Some(10_000),
+        ..SubmitRequest::new("sum", &json!({"numbers": [2]}))
+    })
+    .await
+    .expect("task");
     let token = bob.new_token(None).await.expect("bob's token");
     for (subject, tap) in &mut taps {
         let got = received(tap, Duration::from_millis(300)).await;
         assert!(got.is_empty(), "alice's tap on {subject} heard: {got:?}");
     }
+    // Alice's refused subscriptions fail no request of bob's, even at the same moment in the
+    // same process, nor her own requests (each connection keeps what the server refused it).
+    for _ in 0..20 {
+        let (tap, balance) =
+            tokio::join!(alice.nats().subscribe("_INBOX.bob.>"), bob.balance("bob"));
+        drop(tap);
+        balance.expect("bob's request is not failed by alice's refused subscription");
+    }
+    alice.balance("alice").await.expect("alice's own requests still work");
     // The server refused each subscription, and says so.
     let log = std::fs::read_to_string(system.nats.log()).expect("the server's log");
     for subject in ["agora.chat.dm.*", "_INBOX.>", "agora.bank.events.bob"] {
-        assert!(log.contains(&format!("Subscription Violation - User \"alice\", Subject \"{subject}\"")) || log.contains(&format!("\"{subject}\"")), "the server logs the refused {subject}");
+        assert!(
+            log.contains(&format!(
+                "Subscription Violation - User \"alice\", Subject \"{subject}\""
+            )) || log.contains(&format!("\"{subject}\"")),
+            "the server logs the refused {subject}"
+        );
     }
     // Carol, the recipient, got it; history has it for its two parties only.
-    let request = HistoryRequest { with: Some("bob".into()), as_user: Some("carol".into()), ..Default::default() };
+    let request = HistoryRequest {
+        with: Some("bob".into()),
+        as_user: Some("carol".into()),
+        ..Default::default()
+    };
     let history = carol.chat_history(&request).await.expect("her conversation");
     assert_eq!(history.messages[0].text, "a secret");
     let request = HistoryRequest { as_user: Some("alice".into()), ..Default::default() };
@@ -186,8 +253,10 @@ async fn a_reply_cannot_be_aimed_at_an_internal_subject() {
     // Inside Agora's account, what listens on the ledger's subjects and the bank's events.
     let ledger = system.client_as("ledger").await.expect("the ledger's user");
     // (Only the subjects aimed at: alice's balance requests make ledger reads of their own.)
-    let mut ledger_tap = ledger.nats().subscribe("agora.ledger.set.alice").await.expect("subscribes");
-    let mut commit_tap = ledger.nats().subscribe("agora.ledger.batch.commit").await.expect("subscribes");
+    let mut ledger_tap =
+        ledger.nats().subscribe("agora.ledger.set.alice").await.expect("subscribes");
+    let mut commit_tap =
+        ledger.nats().subscribe("agora.ledger.batch.commit").await.expect("subscribes");
     let gateway = system.client_as("gateway").await.expect("the gateway's user");
     let mut events_tap = gateway.nats().subscribe("agora.bank.events.>").await.expect("subscribes");
     let mut bobs_events = bob.nats().subscribe("agora.bank.events.bob").await.expect("his");
@@ -200,7 +269,9 @@ async fn a_reply_cannot_be_aimed_at_an_internal_subject() {
         (subjects::bank::BALANCE_SUBJECT, r#"{"account":"alice"}"#),
         (subjects::auth::WHOAMI_SUBJECT, "{}"),
     ] {
-        for reply in ["agora.ledger.set.alice", "agora.ledger.batch.commit", "agora.bank.events.bob"] {
+        for reply in
+            ["agora.ledger.set.alice", "agora.ledger.batch.commit", "agora.bank.events.bob"]
+        {
             alice
                 .nats()
                 .publish_with_reply(subject, reply, Bytes::from(payload))
@@ -209,7 +280,12 @@ async fn a_reply_cannot_be_aimed_at_an_internal_subject() {
         }
     }
     alice.nats().flush().await.expect("flushed");
-    for (what, tap) in [("the ledger", &mut ledger_tap), ("the ledger's commits", &mut commit_tap), ("the bank's events", &mut events_tap), ("bob's events", &mut bobs_events)] {
+    for (what, tap) in [
+        ("the ledger", &mut ledger_tap),
+        ("the ledger's commits", &mut commit_tap),
+        ("the bank's events", &mut events_tap),
+        ("bob's events", &mut bobs_events),
+    ] {
         let got = received(tap, Duration::from_millis(500)).await;
         assert!(got.is_empty(), "a reply reached {what}: {got:?}");
     }
@@ -219,7 +295,11 @@ async fn a_reply_cannot_be_aimed_at_an_internal_subject() {
     let event = tokio::time::timeout(Duration::from_secs(5), bobs_events.next()).await;
     let event = event.expect("bob's event in time").expect("an event");
     let event: Value = serde_json::from_slice(&event.payload).expect("JSON");
-    assert_eq!((event["account"].as_str(), event["amount"].as_i64()), (Some("bob"), Some(3)), "{event}");
+    assert_eq!(
+        (event["account"].as_str(), event["amount"].as_i64()),
+        (Some("bob"), Some(3)),
+        "{event}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,12 +330,18 @@ async fn tokens_expire_end_at_logout_and_a_password_change_and_cannot_be_replaye
     connect(bobs.token.clone()).await.expect("bob's token still works");
     // A new password ends every token, and the old password.
     let kept = alice.new_token(None).await.expect("a token");
-    let reply = alice.change_password(&test_password("alice"), "a brand new password").await.expect("changed");
+    let reply = alice
+        .change_password(&test_password("alice"), "a brand new password")
+        .await
+        .expect("changed");
     assert!(reply.revoked >= 1);
     assert!(connect(kept.token).await.is_err(), "tokens end with the old password");
     assert!(system.client_with("alice", &test_password("alice")).await.is_err());
     system.client_with("alice", "a brand new password").await.expect("the new one works");
-    assert_eq!(code(alice.change_password("wrong", "another new one").await), ErrorCode::Unauthenticated);
+    assert_eq!(
+        code(alice.change_password("wrong", "another new one").await),
+        ErrorCode::Unauthenticated
+    );
 }
 
 /// One HTTP request written by hand (an attacker's client), and the status of the answer.
@@ -314,9 +400,11 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
     let as_alice = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}{path}")).header("cookie", session.clone())
     };
-    let response = as_alice(reqwest::Method::POST, "/withdrawal/bob/1").send().await.expect("answers");
+    let response =
+        as_alice(reqwest::Method::POST, "/withdrawal/bob/1").send().await.expect("answers");
     assert_eq!(response.status(), 403, "alice takes bob's money over HTTP");
-    let response = as_alice(reqwest::Method::GET, "/api/chat/history?as=bob").send().await.expect("ok");
+    let response =
+        as_alice(reqwest::Method::GET, "/api/chat/history?as=bob").send().await.expect("ok");
     assert_eq!(response.status(), 403, "alice reads bob's messages over HTTP");
     let response = as_alice(reqwest::Method::GET, "/api/logs").send().await.expect("answers");
     assert_eq!(response.status(), 403, "logs are the managers'");
@@ -327,11 +415,20 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
         ("application/x-www-form-urlencoded", "account=alice&amount=5", None, 415),
         ("text/plain", r#"{"account":"alice","amount":5}"#, None, 415),
         ("multipart/form-data; boundary=x", "--x--", None, 415),
-        ("application/json", r#"{"account":"alice","amount":5}"#, Some("https://evil.example"), 403),
+        (
+            "application/json",
+            r#"{"account":"alice","amount":5}"#,
+            Some("https://evil.example"),
+            403,
+        ),
         ("application/json", r#"{"account":"alice","amount":5}"#, Some("null"), 403),
     ];
     for (kind, body, origin, status) in cases {
-        let mut request = http.post(&deposit).header("cookie", session.clone()).header("content-type", kind).body(body);
+        let mut request = http
+            .post(&deposit)
+            .header("cookie", session.clone())
+            .header("content-type", kind)
+            .body(body);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
         }
@@ -340,15 +437,34 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
     }
     // DNS rebinding: a name this gateway does not answer for.
     let address = base.trim_start_matches("http://");
-    let rebound = raw_http(address, &format!("GET /api/health HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n", address.rsplit(':').next().unwrap_or("80"))).await;
+    let rebound = raw_http(
+        address,
+        &format!(
+            "GET /api/health HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
+            address.rsplit(':').next().unwrap_or("80")
+        ),
+    )
+    .await;
     assert_eq!(rebound, 403);
     // Its own pages: the same deposit goes through.
     let origin = format!("http://{address}");
-    let ok = http.post(&deposit).header("cookie", session.clone()).header("origin", origin).json(&json!({"account": "alice", "amount": 5})).send().await.expect("answers");
+    let ok = http
+        .post(&deposit)
+        .header("cookie", session.clone())
+        .header("origin", origin)
+        .json(&json!({"account": "alice", "amount": 5}))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(ok.status(), 200);
     // A made-up or ended session is nobody.
     for forged in ["agora_made-up", "", &token.replace('a', "b")] {
-        let response = http.get(format!("{base}/api/auth/me")).header("cookie", format!("agora_session={forged}")).send().await.expect("ok");
+        let response = http
+            .get(format!("{base}/api/auth/me"))
+            .header("cookie", format!("agora_session={forged}"))
+            .send()
+            .await
+            .expect("ok");
         assert_eq!(response.status(), 401, "{forged}");
     }
     let out = as_alice(reqwest::Method::POST, "/api/auth/logout").send().await.expect("answers");
@@ -361,13 +477,20 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
     let slow: Vec<std::net::TcpStream> = (0..16)
         .map(|_| {
             let mut stream = std::net::TcpStream::connect(address).expect("connects");
-            stream.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").expect("sends");
+            stream
+                .write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+                .expect("sends");
             stream
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = tokio::time::timeout(Duration::from_secs(2), http.get(format!("{base}/api/health")).send()).await;
-    assert!(!matches!(refused, Ok(Ok(ref r)) if r.status() == 200), "no slot while all are held: {refused:?}");
+    let refused =
+        tokio::time::timeout(Duration::from_secs(2), http.get(format!("{base}/api/health")).send())
+            .await;
+    assert!(
+        !matches!(refused, Ok(Ok(ref r)) if r.status() == 200),
+        "no slot while all are held: {refused:?}"
+    );
     for mut stream in slow {
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let mut rest = Vec::new();

@@ -63,9 +63,9 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !printed.contains("Press Ctrl-C to stop.") {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = heard.recv_timeout(left).unwrap_or_else(|_| {
-            panic!("agora up says it is up within 60 s; it said:\n{printed}")
-        });
+        let line = heard
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("agora up says it is up within 60 s; it said:\n{printed}"));
         printed.push_str(&line);
         printed.push('\n');
     }

@@ -59,6 +59,10 @@ struct Login {
     /// A file holding an NKey seed.
     #[arg(long, global = true, env = "NATS_NKEY")]
     nkey: Option<PathBuf>,
+    /// The CA certificate (PEM) the server's TLS certificate is checked against; with it,
+    /// the connection must be TLS.
+    #[arg(long, global = true, env = "NATS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Login {
@@ -71,6 +75,7 @@ impl Login {
             creds: self.creds,
             nkey: self.nkey,
             token_user: None,
+            tls_ca: self.tls_ca,
         }
     }
 }
@@ -179,6 +184,11 @@ struct BankBenchArgs {
     /// responder on the first node and the banks and client connections on the others.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=bench::NATS_NODES_MAX as i64))]
     nats_nodes: u8,
+    /// On the accounts config: the components log in as their roles and each connection is a
+    /// person (through the auth callout) moving and reading their own account; the raw echo
+    /// crosses the same account import. One node.
+    #[arg(long, conflicts_with = "nats_nodes")]
+    auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +286,9 @@ struct HealthArgs {
     /// An http:// URL that must answer 2xx (`http://127.0.0.1:8222/healthz`).
     #[arg(long, conflicts_with = "service", required_unless_present = "service")]
     http: Option<String>,
+    /// Print the --http response's body (at most 16 MiB) instead of a report.
+    #[arg(long, requires = "http")]
+    body: bool,
 }
 
 #[derive(Debug, Args)]
@@ -357,7 +370,8 @@ async fn connect_saved(
     };
     match saved {
         Some(saved) => {
-            let args = NatsArgs::token(server.server.clone(), &saved.name, &saved.token);
+            let args = NatsArgs::token(server.server.clone(), &saved.name, &saved.token)
+                .with_tls_ca(server.tls_ca.clone());
             connect_as(&args, timeout_ms).await
         }
         None => connect_as(server, timeout_ms).await,
@@ -380,12 +394,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 async move {
                     match login {
                         account::ConnectAs::User(name, password) => {
-                            let args = NatsArgs::user(server.server.clone(), &name, &password);
+                            let args = NatsArgs::user(server.server.clone(), &name, &password)
+                                .with_tls_ca(server.tls_ca.clone());
                             connect_as(&args, timeout_ms).await
                         }
                         account::ConnectAs::Anonymous => {
-                            connect_as(&NatsArgs::anonymous(server.server.clone()), timeout_ms)
-                                .await
+                            let args = NatsArgs::anonymous(server.server.clone())
+                                .with_tls_ca(server.tls_ca.clone());
+                            connect_as(&args, timeout_ms).await
                         }
                         account::ConnectAs::Saved => saved.await,
                     }
@@ -414,6 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 accounts: args.accounts,
                 connections: args.connections,
                 nats_nodes: usize::from(args.nats_nodes),
+                auth: args.auth,
             })
             .await?;
             Ok(())
@@ -478,7 +495,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench::chunk_responder(&server.server, telemetry::shutdown_signal()).await
         }
         Command::Bench(BenchCommand::EchoResponder) => {
-            bench::echo_responder(&server.server, telemetry::shutdown_signal()).await
+            bench::echo_responder(&server, telemetry::shutdown_signal()).await
         }
         Command::Health(args) => {
             let within = Duration::from_millis(timeout_ms);
@@ -488,7 +505,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     health::check_service(client.nats(), &service, args.host.as_deref(), within)
                         .await?
                 }
-                (None, Some(url)) => health::check_http(&url, within).await?,
+                (None, Some(url)) => health::check_http(&url, within, args.body).await?,
                 (None, None) => anyhow::bail!("give --service or --http"),
             };
             println!("{report}");

@@ -69,7 +69,7 @@ pub async fn files(options: FilesBenchOptions) -> anyhow::Result<Vec<Measurement
     let file: Vec<u8> = (0..options.file_bytes).map(|i| (i % 253) as u8).collect();
     std::fs::write(served.join(FILE_NAME), &file)?;
     let args = ["bench", "chunk-responder", "--server", rig.url.as_str()].map(str::to_owned);
-    rig.start_process("chunk-responder", &std::env::current_exe()?, &args)?;
+    rig.start_process("chunk-responder", "files", &std::env::current_exe()?, &args, &[])?;
     let root = served.display().to_string();
     rig.start_component("files", "agora-files", &["--root".to_owned(), root])?;
     let clients = Arc::new(connections(&rig.url, options.clients).await?);

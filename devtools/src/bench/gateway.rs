@@ -1,17 +1,19 @@
 //! `agora bench gateway`: HTTP `GET /balance/{account}` through the gateway, from many
 //! keep-alive connections, against the same balance request sent straight to the bank over
-//! NATS, at the same concurrency in alternating slices of one run.
+//! NATS, at the same concurrency in alternating slices of one run. The HTTP requests carry a
+//! manager's bearer token (a manager reads any balance), checked as for any caller.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Mutex;
 
-use super::{Measurement, Rig, compare, connections, print_header, print_row};
+use super::{BENCH_MANAGER, Measurement, Rig, compare, connections, print_header, print_row};
 use agora_nats::client::ClientError;
 use agora_nats::subjects;
 
@@ -38,6 +40,46 @@ async fn http_connection(address: &str) -> anyhow::Result<SendRequest<Empty<Byte
     Ok(sender)
 }
 
+/// How long the auth service may take to make its first manager.
+const AUTH_READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// A bearer token of the benchmark's manager, from `POST /api/auth/token`.
+async fn manager_token(address: &str) -> anyhow::Result<String> {
+    let password = crate::process::dev_value("AGORA_MANAGER_PASSWORD")
+        .context("dev.env has no AGORA_MANAGER_PASSWORD")?;
+    let body = serde_json::json!({"name": BENCH_MANAGER, "password": password}).to_string();
+    let deadline = Instant::now() + AUTH_READY_WITHIN;
+    loop {
+        let attempt = async {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let request = hyper::Request::post("/api/auth/token")
+                .header(hyper::header::HOST, address)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.clone())))?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::ensure!(
+                status.is_success(),
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let reply: serde_json::Value = serde_json::from_slice(&bytes)?;
+            reply["token"].as_str().map(str::to_owned).context("no token in the reply")
+        };
+        match attempt.await {
+            Ok(token) => return Ok(token),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context("signing the benchmark's manager in"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// `agora bench gateway`.
 pub async fn gateway(options: GatewayBenchOptions) -> anyhow::Result<Vec<Measurement>> {
     let mut rig = Rig::start(0)?;
@@ -47,6 +89,7 @@ pub async fn gateway(options: GatewayBenchOptions) -> anyhow::Result<Vec<Measure
         &["--data-dir".to_owned(), rig.data_dir("ledger")],
     )?;
     rig.start_component("bank", "agora-bank", &["--bank-id".to_owned(), "bench-0".to_owned()])?;
+    rig.start_auth()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let address = format!("127.0.0.1:{port}");
     rig.start_component("gateway", "agora-gateway", &["--listen".to_owned(), address.clone()])?;
@@ -57,6 +100,7 @@ pub async fn gateway(options: GatewayBenchOptions) -> anyhow::Result<Vec<Measure
     for i in 0..accounts {
         clients[0].deposit(&account(i), 1_000 + i as i64, None).await?;
     }
+    let authorization = format!("Bearer {}", manager_token(&address).await?);
     let mut senders = Vec::with_capacity(in_flight);
     for _ in 0..in_flight {
         senders.push(Mutex::new(http_connection(&address).await?));
@@ -84,6 +128,7 @@ pub async fn gateway(options: GatewayBenchOptions) -> anyhow::Result<Vec<Measure
         let request =
             hyper::Request::get(format!("/balance/{}", account(worker + sequence as usize)))
                 .header(hyper::header::HOST, host.as_str())
+                .header(hyper::header::AUTHORIZATION, authorization.as_str())
                 .body(Empty::<Bytes>::new());
         async move {
             let failed = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());

@@ -47,6 +47,29 @@ pub struct BankBenchOptions {
     /// nats-server nodes: 1, or a cluster on loopback (the ledger and the echo responder on
     /// the first node, banks and client connections spread over the others).
     pub nats_nodes: usize,
+    /// Run on the accounts config (`single-auth.conf`): every component logs in as its role,
+    /// and each client connection is a person (signed in through the auth callout) moving and
+    /// reading their own account; the raw echo crosses the same account import. One node.
+    pub auth: bool,
+}
+
+/// The first manager of a benchmark's auth service.
+pub(crate) const BENCH_MANAGER: &str = "bench-manager";
+
+/// The password the benchmark gives its people.
+const BENCH_PASSWORD: &str = "bench-password-of-a-person";
+
+/// One connection per person in `names`, each signed up (when new) and signed in through the
+/// auth callout.
+async fn people_connections(url: &str, names: Vec<String>) -> anyhow::Result<Vec<AgoraClient>> {
+    let mut clients = Vec::with_capacity(names.len());
+    for name in &names {
+        crate::up::sign_up(url, name, BENCH_PASSWORD).await?;
+        let nats = agora_nats::connection::NatsArgs::user(url, name, BENCH_PASSWORD);
+        let client = agora_nats::connection::connect_with(&nats, |options| options).await?;
+        clients.push(AgoraClient::new(client).with_timeout(Duration::from_secs(10)));
+    }
+    Ok(clients)
 }
 
 /// At most this many nodes in a benchmark's local cluster.
@@ -176,8 +199,11 @@ where
 /// Serves raw request-reply echo on [`subjects::bench::ECHO`] (the reply is the request
 /// payload) until `shutdown` resolves. `agora bench` runs it as a process of its own, like the
 /// services it is compared with.
-pub async fn echo_responder(url: &str, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let client = async_nats::connect(url).await?;
+pub async fn echo_responder(
+    nats: &agora_nats::connection::NatsArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let client = agora_nats::connection::connect_with(nats, |options| options).await?;
     // A queue group, so several responders share the requests like service instances do.
     let mut requests =
         client.queue_subscribe(subjects::bench::ECHO, subjects::bench::ECHO.to_owned()).await?;
@@ -298,18 +324,30 @@ struct Rig {
     _nats: Vec<NatsServer>,
     components: Vec<Component>,
     filter: String,
+    /// Whether nats-server runs the accounts config (components log in as their roles).
+    auth: bool,
 }
 
 impl Rig {
     /// nats-server plus `echo_responders` raw echo responders (one queue group).
     fn start(echo_responders: usize) -> anyhow::Result<Self> {
+        Self::start_single(echo_responders, false)
+    }
+
+    /// One nats-server, on the accounts config when `auth` (then the auth service runs too).
+    fn start_single(echo_responders: usize, auth: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let nats = NatsServer::start(&NatsServerOptions {
             port: None,
             dir: dir.path().join("nats"),
-            auth: false,
+            auth,
         })?;
-        Self::with_servers(dir, vec![nats], echo_responders)
+        let mut rig = Self::with_servers(dir, vec![nats], 0, auth)?;
+        if auth {
+            rig.start_auth()?;
+        }
+        rig.start_echo_responders(echo_responders)?;
+        Ok(rig)
     }
 
     /// A cluster of `nodes` nats-servers (its routes formed), plus `echo_responders` raw echo
@@ -323,24 +361,51 @@ impl Rig {
         let servers = NatsServer::start_cluster(&dir.path().join("nats"), nodes)?;
         let urls: Vec<String> = servers.iter().map(|s| s.url().to_owned()).collect();
         wait_for_routes(&urls).await?;
-        Self::with_servers(dir, servers, echo_responders)
+        Self::with_servers(dir, servers, echo_responders, false)
     }
 
     fn with_servers(
         dir: tempfile::TempDir,
         servers: Vec<NatsServer>,
         echo_responders: usize,
+        auth: bool,
     ) -> anyhow::Result<Self> {
         let urls: Vec<String> = servers.iter().map(|s| s.url().to_owned()).collect();
         let url = urls[0].clone();
         // Components log warnings only, unless AGORA_BENCH_RUST_LOG asks for more.
         let filter = std::env::var("AGORA_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
-        let mut rig = Self { dir, url, urls, _nats: servers, components: Vec::new(), filter };
-        for index in 0..echo_responders {
-            let args = ["bench", "echo-responder", "--server", rig.url.as_str()].map(str::to_owned);
-            rig.start_process(&format!("echo-{index}"), &std::env::current_exe()?, &args)?;
-        }
+        let mut rig = Self { dir, url, urls, _nats: servers, components: Vec::new(), filter, auth };
+        rig.start_echo_responders(echo_responders)?;
         Ok(rig)
+    }
+
+    /// Raw echo responders (one queue group) on the first node; on the accounts config they
+    /// log in as the bank, so raw echo takes the bank's path through the account import.
+    fn start_echo_responders(&mut self, count: usize) -> anyhow::Result<()> {
+        for index in 0..count {
+            let args =
+                ["bench", "echo-responder", "--server", self.url.as_str()].map(str::to_owned);
+            let name = format!("echo-{index}");
+            self.start_process(&name, "bank", &std::env::current_exe()?, &args, &[])?;
+        }
+        Ok(())
+    }
+
+    /// The auth service, with the development issuer key and a first manager
+    /// ([`BENCH_MANAGER`], password `AGORA_MANAGER_PASSWORD` of `dev.env`).
+    fn start_auth(&mut self) -> anyhow::Result<()> {
+        let dev = |key: &str| {
+            crate::process::dev_value(key).with_context(|| format!("dev.env has no {key}"))
+        };
+        let envs = [
+            ("AGORA_AUTH_ISSUER_SEED", dev("AGORA_AUTH_ISSUER_SEED")?),
+            ("AGORA_MANAGER_PASSWORD", dev("AGORA_MANAGER_PASSWORD")?),
+        ];
+        let mut args = vec!["--server".to_owned(), self.url.clone()];
+        args.extend(["--data-dir".to_owned(), self.data_dir("auth")]);
+        args.extend(["--manager-name".to_owned(), BENCH_MANAGER.to_owned()]);
+        let binary = component_binary("agora-auth")?;
+        self.start_process("auth", "auth", &binary, &args, &envs)
     }
 
     /// The node the `index`-th bank or client connection goes to: with a cluster, every node
@@ -353,15 +418,23 @@ impl Rig {
         }
     }
 
+    /// Starts a process; on the accounts config it logs in as `role`.
     fn start_process(
         &mut self,
         name: &str,
+        role: &str,
         binary: &std::path::Path,
         args: &[String],
+        more: &[(&str, String)],
     ) -> anyhow::Result<()> {
-        let quiet = [("RUST_LOG", self.filter.as_str())];
+        let password = crate::process::dev_password(role).unwrap_or_default();
+        let mut envs = vec![("RUST_LOG", self.filter.as_str())];
+        if self.auth {
+            envs.extend([("NATS_USER", role), ("NATS_PASSWORD", password.as_str())]);
+        }
+        envs.extend(more.iter().map(|(key, value)| (*key, value.as_str())));
         let logs: PathBuf = self.dir.path().join("logs");
-        self.components.push(Component::start(name, binary, args, &quiet, &logs)?);
+        self.components.push(Component::start(name, binary, args, &envs, &logs)?);
         Ok(())
     }
 
@@ -381,7 +454,8 @@ impl Rig {
     ) -> anyhow::Result<()> {
         let mut all = vec!["--server".to_owned(), url.to_owned()];
         all.extend(args.iter().cloned());
-        self.start_process(name, &component_binary(binary)?, &all)
+        let role = binary.strip_prefix("agora-").unwrap_or(binary);
+        self.start_process(name, role, &component_binary(binary)?, &all, &[])
     }
 
     fn data_dir(&self, name: &str) -> String {
@@ -397,7 +471,12 @@ impl Rig {
 
 /// `agora bench bank`: raw echo vs `bank.balance` and `bank.transfer` at 1 and 256 in flight.
 pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>> {
-    let mut rig = Rig::start_cluster(options.nats_nodes, 1).await?;
+    anyhow::ensure!(!options.auth || options.nats_nodes == 1, "--auth runs on one node");
+    let mut rig = if options.auth {
+        Rig::start_single(1, true)?
+    } else {
+        Rig::start_cluster(options.nats_nodes, 1).await?
+    };
     rig.start_component(
         "ledger",
         "agora-ledger",
@@ -410,9 +489,15 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     }
     let urls: Vec<String> =
         (0..options.connections.max(1)).map(|index| rig.spread(index).to_owned()).collect();
-    let clients = Arc::new(connections_to(&urls).await?);
-    let accounts = options.accounts.max(2);
+    // On the accounts config each connection is a person, acct-<i>, who moves and reads only
+    // their own account, and the accounts are theirs.
+    let people = options.auth.then(|| urls.len().max(2));
+    let accounts = people.unwrap_or(options.accounts.max(2));
     let account = move |i: usize| format!("acct-{:06}", i % accounts);
+    let clients = Arc::new(match people {
+        Some(count) => people_connections(&rig.url, (0..count).map(account).collect()).await?,
+        None => connections_to(&urls).await?,
+    });
 
     let topology = match rig.urls.len() {
         1 => "one node".to_owned(),
@@ -421,16 +506,23 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
              nodes 2-{nodes}"
         ),
     };
+    let who = match people {
+        Some(count) => format!(
+            "the accounts config: {count} people, one connection each, each moving and reading \
+             their own account"
+        ),
+        None => format!("{} connection(s)", options.connections.max(1)),
+    };
     println!(
-        "agora bench bank: nats-server {} ({topology}), {} bank instance(s), {} accounts, {} connection(s), {} s per row",
+        "agora bench bank: nats-server {} ({topology}), {} bank instance(s), {} accounts, {who}, {} s per row",
         crate::process::NATS_SERVER_VERSION,
         options.banks.max(1),
         accounts,
-        options.connections.max(1),
         options.seconds
     );
-    let seed = &clients[0];
     for i in 0..accounts {
+        // A person deposits into their own account.
+        let seed = if people.is_some() { &clients[i] } else { &clients[0] };
         seed.deposit(&account(i), 1_000_000_000, None).await.context("seeding accounts")?;
     }
 
@@ -453,9 +545,21 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
             // and checks the reply for an error, without decoding it.
             let operation = move |worker: usize, sequence: u64| {
                 let client = bank_clients[worker % bank_clients.len()].clone();
-                let from = account(worker.wrapping_mul(7919).wrapping_add(sequence as usize * 31));
-                let to =
-                    account(worker.wrapping_mul(104_729).wrapping_add(sequence as usize * 17 + 1));
+                let (from, to) = match people {
+                    // A person's own account, to another person's.
+                    Some(count) => {
+                        let me = worker % count;
+                        let other =
+                            (me + 1 + (sequence as usize * 17 + worker) % (count - 1)) % count;
+                        (account(me), account(other))
+                    }
+                    None => (
+                        account(worker.wrapping_mul(7919).wrapping_add(sequence as usize * 31)),
+                        account(
+                            worker.wrapping_mul(104_729).wrapping_add(sequence as usize * 17 + 1),
+                        ),
+                    ),
+                };
                 let (subject, payload) = if name == "balance" {
                     (subjects::bank::BALANCE_SUBJECT, format!(r#"{{"account":"{from}"}}"#))
                 } else if from == to {
