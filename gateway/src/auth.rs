@@ -168,7 +168,7 @@ pub async fn logout(StateOf(state): StateOf<State>, signed: Signed) -> ApiResult
 }
 
 pub async fn me(signed: Signed) -> Response {
-    let role = signed.caller.is_manager().then_some("manager").unwrap_or("user");
+    let role = if signed.caller.is_manager() { "manager" } else { "user" };
     Json(Me { name: signed.name().to_owned(), role: role.to_owned(), expires_ms: None })
         .into_response()
 }

@@ -243,22 +243,19 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
         }
         Topic::Prices => Audience::Everyone,
     };
-    match topic {
-        Topic::Logs => {
-            let record: LogRecord = serde_json::from_slice(&message.payload).ok()?;
-            let level = match record.level.as_str() {
-                "error" => 0,
-                "warn" => 1,
-                _ => 2,
-            };
-            if let Ok(mut ring) = logs.lock() {
-                if ring.len() == LOG_RING_MAX {
-                    ring.pop_front();
-                }
-                ring.push_back((level, Arc::from(data.clone()), record.service));
+    if topic == Topic::Logs {
+        let record: LogRecord = serde_json::from_slice(&message.payload).ok()?;
+        let level = match record.level.as_str() {
+            "error" => 0,
+            "warn" => 1,
+            _ => 2,
+        };
+        if let Ok(mut ring) = logs.lock() {
+            if ring.len() == LOG_RING_MAX {
+                ring.pop_front();
             }
+            ring.push_back((level, Arc::from(data.clone()), record.service));
         }
-        _ => {}
     }
     let subject = serde_json::to_string(message.subject.as_str()).ok()?;
     let json = format!(r#"{{"subject":{subject},"data":{}}}"#, data.get());

@@ -444,9 +444,8 @@ async fn check_books(people: &[AgoraClient], book: &Mutex<Book>) {
         (book.applied.len(), book.refused)
     };
     let mut actual = Vec::new();
-    for index in 0..ACCOUNTS {
+    for (index, client) in people.iter().enumerate().take(ACCOUNTS) {
         let name = account(index);
-        let client = &people[index];
         let balance = until_settled("balance", || client.balance(&name)).await.expect("balance");
         actual.push(balance.balance);
     }

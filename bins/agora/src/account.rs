@@ -9,8 +9,8 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
+use agora_nats::AgoraClient;
 use agora_nats::auth::wire::UsersRequest;
-use agora_nats::{AgoraClient, ClientError};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +224,7 @@ where
         }
         AccountCommand::Role { name, role } => {
             let client = connect(ConnectAs::Saved).await?;
-            let user = client.set_role(&name, &role).await.map_err(ClientError::from)?;
+            let user = client.set_role(&name, &role).await?;
             print(serde_json::to_value(&user)?, format!("{} is now {}", user.name, user.role));
         }
     }
