@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod likes;
 pub mod owner;
 pub mod pattern;
+pub mod replica;
 pub mod service;
 pub mod sqlite;
 pub mod subjects;

@@ -35,9 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, DropBehavior, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
+use crate::replica::log::AppendError;
+use crate::replica::{Entry, Event, Journal};
 use crate::sqlite::StoreError;
 
 /// What a stateful service plugs into the owner runtime.
@@ -89,6 +91,19 @@ pub trait State: Send + 'static {
 
     /// After every group: a chance to publish counters.
     fn after_group(&mut self, _report: &GroupReport) {}
+
+    /// A replicated owner ([`spawn_replicated`]): takes the group's durable events out of the
+    /// outbox. They go into the group's log entry and are published by the runtime once the
+    /// entry is in the log (so no event of a committed change is lost), not by `deliver`.
+    fn durable_events(&mut self, _out: &mut Self::Outbox) -> Vec<Event> {
+        Vec::new()
+    }
+
+    /// A replicated owner's first group when its instance becomes the active one (inside the
+    /// group's transaction, so what it writes is in the log): e.g. a new fencing epoch.
+    fn promoted(&mut self, _tx: &Transaction<'_>, _now_ms: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// What one group was.
@@ -234,8 +249,35 @@ pub fn spawn<S: State>(
     inbox: Inbox<S::Envelope>,
     limits: Limits,
 ) -> std::io::Result<OwnerHandle> {
+    start(name, conn, state, inbox, limits, None)
+}
+
+/// Starts the owner of a replicated service's active instance (see `crate::replica`): every
+/// group becomes one entry of the service's log, appended (fenced) before the local commit and
+/// before any reply; its first group is [`State::promoted`]. Local commits need no fsync: the
+/// log is the durable copy, and the view catches up from it after a crash.
+pub fn spawn_replicated<S: State>(
+    name: &str,
+    conn: Connection,
+    state: S,
+    inbox: Inbox<S::Envelope>,
+    limits: Limits,
+    journal: Journal,
+) -> std::io::Result<OwnerHandle> {
+    start(name, conn, state, inbox, limits, Some(journal))
+}
+
+fn start<S: State>(
+    name: &str,
+    conn: Connection,
+    state: S,
+    inbox: Inbox<S::Envelope>,
+    limits: Limits,
+    journal: Option<Journal>,
+) -> std::io::Result<OwnerHandle> {
     let Inbox { receiver, queued } = inbox;
-    let owner = Owner { conn, state, limits, queued, synchronous: None };
+    let promote = journal.is_some();
+    let owner = Owner { conn, state, limits, queued, synchronous: None, journal, promote };
     match limits.mode {
         Mode::Thread => {
             // The owner's own small runtime only awaits deliveries (publishes go to the
@@ -257,11 +299,18 @@ struct Owner<S: State> {
     queued: Arc<AtomicU64>,
     /// The connection's current `synchronous` level, to switch only on change.
     synchronous: Option<&'static str>,
+    /// The log of a replicated owner.
+    journal: Option<Journal>,
+    /// [`State::promoted`] is still to run.
+    promote: bool,
 }
 
 impl<S: State> Owner<S> {
     async fn run(mut self, mut inbox: mpsc::Receiver<S::Envelope>) {
         let mut next_tick = Instant::now() + self.limits.tick;
+        if self.journal.is_some() {
+            self.run_group(Vec::new()).await;
+        }
         while let Some(group) = next_group(&mut inbox, next_tick, self.limits.group_max).await {
             self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
             if !group.is_empty() {
@@ -278,6 +327,9 @@ impl<S: State> Owner<S> {
     }
 
     async fn run_group(&mut self, group: Vec<S::Envelope>) {
+        if self.journal.is_some() {
+            return self.run_replicated_group(group).await;
+        }
         let started = Instant::now();
         let now_ms = crate::clock::now_ms();
         let envelopes = group.len();
@@ -303,6 +355,152 @@ impl<S: State> Owner<S> {
         let elapsed = started.elapsed();
         self.state.deliver(now_ms, out).await;
         self.state.after_group(&GroupReport { envelopes, committed, durable, elapsed });
+    }
+
+    /// A group of a replicated owner: staged in a transaction whose changes a session records,
+    /// appended to the log, then committed; or rolled back with every reply `unavailable`.
+    async fn run_replicated_group(&mut self, group: Vec<S::Envelope>) {
+        let started = Instant::now();
+        let now_ms = crate::clock::now_ms();
+        let envelopes = group.len();
+        if self.journal.as_ref().is_some_and(Journal::needs_check) {
+            self.catch_up().await;
+        }
+        let mut out = S::Outbox::default();
+        let result = match self.stage(now_ms, group, &mut out) {
+            Err(error) => {
+                self.end_transaction(false).ok();
+                Err(error)
+            }
+            Ok(entry) => self.append(entry).await,
+        };
+        let committed = result.is_ok();
+        if let Err(error) = result {
+            tracing::warn!(%error, "group not committed; rolled back, reloading from the store");
+            self.synchronous = None;
+            self.state.rolled_back(&self.conn, &error, &mut out);
+        }
+        let elapsed = started.elapsed();
+        self.state.deliver(now_ms, out).await;
+        self.state.after_group(&GroupReport { envelopes, committed, durable: true, elapsed });
+    }
+
+    /// Applies the group in a transaction left open, recording its changes: the log entry.
+    fn stage(
+        &mut self,
+        now_ms: u64,
+        group: Vec<S::Envelope>,
+        out: &mut S::Outbox,
+    ) -> Result<Entry, StoreError> {
+        if self.synchronous != Some("NORMAL") {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            self.synchronous = Some("NORMAL");
+        }
+        let conn = &self.conn;
+        let mut session = rusqlite::session::Session::new(conn)?;
+        session.attach(None::<&str>)?;
+        let mut tx = conn.unchecked_transaction()?;
+        if self.promote {
+            self.state.promoted(&tx, now_ms)?;
+        }
+        for envelope in group {
+            self.state.apply(&tx, now_ms, envelope, out)?;
+        }
+        self.state.close(&tx, now_ms, out)?;
+        let mut changes = Vec::new();
+        session.patchset_strm(&mut changes)?;
+        drop(session);
+        let events = self.state.durable_events(out);
+        // The transaction stays open (no borrow of the connection across the append).
+        tx.set_drop_behavior(DropBehavior::Ignore);
+        drop(tx);
+        Ok(Entry { changes, events })
+    }
+
+    /// Ends the open transaction.
+    fn end_transaction(&mut self, commit: bool) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        if commit {
+            if let Err(error) = self.conn.execute_batch("COMMIT") {
+                self.conn.execute_batch("ROLLBACK").ok();
+                return Err(error.into());
+            }
+        } else {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// Appends the staged entry to the log and commits it, or rolls it back.
+    async fn append(&mut self, entry: Entry) -> Result<(), StoreError> {
+        let Some(journal) = self.journal.as_mut() else {
+            return self.end_transaction(true);
+        };
+        if !journal.is_valid() {
+            journal.depose("the lease ran out");
+            self.end_transaction(false).ok();
+            return Err(StoreError::Replication(
+                "this instance is no longer the active one".into(),
+            ));
+        }
+        if entry.is_empty() {
+            // Nothing changed (reads): nothing to replicate.
+            self.end_transaction(true)?;
+            self.promote = false;
+            return Ok(());
+        }
+        match journal.append(&entry).await {
+            Ok(seq) => {
+                let recorded = crate::replica::log::set_applied(&self.conn, seq);
+                let committed = recorded.and_then(|()| self.end_transaction(true));
+                let journal = self.journal.as_mut().expect("replicated");
+                if let Err(error) = committed {
+                    // The log has it and the view not: it is applied from the log next.
+                    journal.mark_uncertain();
+                    return Err(error);
+                }
+                self.promote = false;
+                journal.committed(seq, entry.events).await;
+                Ok(())
+            }
+            Err(error) => {
+                if let AppendError::Deposed(why) = &error {
+                    journal.depose(why);
+                }
+                self.end_transaction(false).ok();
+                Err(StoreError::Replication(error.to_string()))
+            }
+        }
+    }
+
+    /// After an append without an answer: applies what the log holds beyond this view (entries
+    /// this instance wrote without learning it), relays their events, and reloads the state.
+    async fn catch_up(&mut self) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        match journal.missing().await {
+            Ok(reads) if reads.is_empty() => {}
+            Ok(reads) => {
+                for read in reads {
+                    if let Err(error) =
+                        crate::replica::log::apply(&self.conn, read.seq, &read.entry)
+                    {
+                        tracing::error!(%error, seq = read.seq, "cannot apply a log entry");
+                        if let Some(journal) = self.journal.as_mut() {
+                            journal.mark_uncertain();
+                        }
+                        break;
+                    }
+                    let journal = self.journal.as_mut().expect("replicated");
+                    journal.committed(read.seq, read.entry.events).await;
+                }
+                let reason = StoreError::Replication("caught up with the log".into());
+                self.state.rolled_back(&self.conn, &reason, &mut S::Outbox::default());
+            }
+            Err(AppendError::Deposed(why)) => journal.depose(&why),
+            Err(error) => tracing::warn!(%error, "cannot check the log yet"),
+        }
     }
 
     fn commit(

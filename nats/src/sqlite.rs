@@ -16,6 +16,9 @@ pub enum StoreError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The replicated log did not take the group (see `crate::replica`).
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 /// Opens (creating if needed) `data_dir/file` in WAL mode with `synchronous=NORMAL` (a commit

@@ -12,6 +12,35 @@ use agora_core::AccountId;
 /// Prefix of every Agora subject.
 pub const ROOT: &str = "agora";
 
+/// Replication of the stateful services (ledger, tasks, chat, coins; see `crate::replica`):
+/// each one's log stream, the stream of durable events, the leases and the snapshots.
+pub mod replica {
+    /// The subject of a service's replicated log (`agora.log.ledger`): only its active
+    /// instance publishes there.
+    pub fn log(service: &str) -> String {
+        format!("agora.log.{service}")
+    }
+    /// The JetStream stream holding a service's log (`AGORA_LOG_LEDGER`).
+    pub fn log_stream(service: &str) -> String {
+        format!("AGORA_LOG_{}", service.to_ascii_uppercase())
+    }
+    /// The stream of durable events: every event of a committed change, once (deduplicated by
+    /// `Nats-Msg-Id`), replayable from any sequence.
+    pub const EVENTS_STREAM: &str = "AGORA_EVENTS";
+    /// The subjects that stream keeps.
+    pub const EVENTS_SUBJECTS: [&str; 5] = [
+        "agora.bank.events.*",
+        "agora.tasks.events.>",
+        "agora.coins.prices.*",
+        "agora.chat.room.*",
+        "agora.chat.dm.*",
+    ];
+    /// The KV bucket of the active instances' leases (one key per service).
+    pub const LEASE_BUCKET: &str = "AGORA_LEASES";
+    /// The object store of the services' snapshots (one object per service).
+    pub const SNAPSHOT_BUCKET: &str = "AGORA_SNAPSHOTS";
+}
+
 /// The NATS accounts of an authorized deployment (`nats/config/accounts.conf`): Agora's
 /// components sign in to `AGORA` with their own passwords; people are placed by the auth
 /// service in `USERS`, or, for managers, in `MANAGERS`. Those two import the services people

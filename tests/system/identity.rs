@@ -487,9 +487,11 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
     // A new client: the shared one keeps an idle connection from the requests above, which
     // already holds a slot of its own.
     let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
-    let refused =
-        tokio::time::timeout(Duration::from_secs(2), fresh.get(format!("{base}/api/health")).send())
-            .await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(2),
+        fresh.get(format!("{base}/api/health")).send(),
+    )
+    .await;
     assert!(
         !matches!(refused, Ok(Ok(ref r)) if r.status() == 200),
         "no slot while all are held: {refused:?}"

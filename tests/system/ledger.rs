@@ -138,6 +138,7 @@ async fn batch_lock_is_all_or_nothing_and_commit_is_atomic() {
             Release { account: "a".into(), token: a.token },
             Release { account: "b".into(), token: b_token },
         ],
+        events: vec![],
     };
     let stale = client
         .request::<_, BatchCommitReply>(subject::BATCH_COMMIT_SUBJECT, &commit(b.token + 99))
@@ -166,6 +167,7 @@ async fn batch_lock_is_all_or_nothing_and_commit_is_atomic() {
         writes: vec![],
         operations: commit(0).operations,
         release: vec![],
+        events: vec![],
     };
     let refused =
         client.request::<_, BatchCommitReply>(subject::BATCH_COMMIT_SUBJECT, &duplicate).await;

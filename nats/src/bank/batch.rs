@@ -19,8 +19,9 @@ use super::{Bank, COMMIT_ATTEMPTS_MAX, LOCK_SPLITS_MAX, Pending, RETRY_BACKOFF_M
 use crate::client::ClientError;
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
-use crate::ledger::wire::{BatchCommitRequest, BatchLockRequest, OperationEntry, Release, Write};
-use crate::subjects::bank as subject;
+use crate::ledger::wire::{
+    BatchCommitRequest, BatchLockRequest, CommitEvent, OperationEntry, Release, Write,
+};
 
 pub(super) fn jitter_ms() -> u64 {
     rand::rng().random_range(1..=RETRY_BACKOFF_MS_MAX)
@@ -245,6 +246,7 @@ impl Bank {
                 writes,
                 operations,
                 release: release.clone(),
+                events: events(&batch, &outcomes, now_ms()),
             };
             let committed = self.ledger.ledger_commit(&commit).await;
             match committed {
@@ -360,37 +362,39 @@ impl Bank {
         Ok((writes, operations))
     }
 
-    /// After a durable commit: reply to every operation, then publish the events (both only
-    /// after the commit; replies first, so clients are not kept waiting behind the events).
+    /// After the commit: reply to every operation (the ledger publishes the events, from its
+    /// log).
     async fn finish(&self, batch: Vec<Pending>, outcomes: Vec<Outcome>) {
         for (pending, outcome) in batch.iter().zip(&outcomes) {
             let result = resolve(outcome, &outcomes);
             pending.replier.reply(&pending.request, result).await;
         }
-        let at = now_ms();
-        let mut applied = 0u64;
-        for (pending, outcome) in batch.iter().zip(&outcomes) {
-            let Outcome::Applied { postings, .. } = outcome else { continue };
-            applied += 1;
-            for posting in postings {
-                let event = BankEvent {
-                    op: posting.kind.as_str().to_owned(),
-                    account: posting.account.to_string(),
-                    amount: posting.amount.get(),
-                    balance: posting.balance,
-                    id: pending.parsed.client_id.as_ref().map(|id| id.to_string()),
-                    at,
-                };
-                if let Ok(payload) = serde_json::to_vec(&event) {
-                    let subject = subject::events(&posting.account);
-                    if let Err(error) = self.client.publish(subject, payload.into()).await {
-                        tracing::warn!(%error, "could not publish bank event");
-                    }
-                }
+        let applied = outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+        self.stats.operations_committed.fetch_add(applied as u64, Ordering::Relaxed);
+    }
+}
+
+/// The events of a batch's applied operations, one per posting: committed with the batch, so
+/// they exist exactly when the change does.
+fn events(batch: &[Pending], outcomes: &[Outcome], at: u64) -> Vec<CommitEvent> {
+    let mut events = Vec::new();
+    for (pending, outcome) in batch.iter().zip(outcomes) {
+        let Outcome::Applied { postings, .. } = outcome else { continue };
+        for posting in postings {
+            let event = BankEvent {
+                op: posting.kind.as_str().to_owned(),
+                account: posting.account.to_string(),
+                amount: posting.amount.get(),
+                balance: posting.balance,
+                id: pending.parsed.client_id.as_ref().map(|id| id.to_string()),
+                at,
+            };
+            if let Ok(event) = serde_json::value::to_raw_value(&event) {
+                events.push(CommitEvent { account: posting.account.to_string(), event });
             }
         }
-        self.stats.operations_committed.fetch_add(applied, Ordering::Relaxed);
     }
+    events
 }
 
 /// The reply of an outcome, following `SameAs` to the first operation with that id.

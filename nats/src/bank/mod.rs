@@ -163,7 +163,6 @@ impl BankStats {
 
 /// What a bank instance needs in its tasks.
 struct Bank {
-    client: Client,
     ledger: AgoraClient,
     owner: String,
     config: BankConfig,
@@ -173,9 +172,9 @@ struct Bank {
 /// Runs one bank instance until `shutdown` resolves. `on_ready` is called once every endpoint
 /// is subscribed.
 ///
-/// `client` serves the endpoints, replies and events; `ledger_client`, a second connection,
-/// carries only the calls to the ledger. After a batch the bank publishes hundreds of replies
-/// and events at once; on a shared connection the next batch's ledger request would queue
+/// `client` serves the endpoints and replies; `ledger_client`, a second connection, carries
+/// only the calls to the ledger (which publishes the events, from its log). After a batch the
+/// bank publishes hundreds of replies at once; on a shared connection the next batch's ledger request would queue
 /// behind all of them (head-of-line blocking), which measured at over a millisecond a batch.
 pub async fn run(
     client: Client,
@@ -188,13 +187,7 @@ pub async fn run(
     let owner = format!("{}-{}", config.bank_id, nuid::next());
     let ledger = AgoraClient::new(ledger_client)
         .with_timeout(Duration::from_millis(config.ledger_timeout_ms));
-    let bank = Arc::new(Bank {
-        client: client.clone(),
-        ledger,
-        owner,
-        config,
-        stats: BankStats::default(),
-    });
+    let bank = Arc::new(Bank { ledger, owner, config, stats: BankStats::default() });
 
     let (ops_tx, ops_rx) = mpsc::channel::<Pending>(bank.config.queue_max);
     let (reads_tx, reads_rx) = mpsc::channel::<Read>(bank.config.queue_max);

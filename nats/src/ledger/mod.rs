@@ -26,6 +26,7 @@ use futures::StreamExt;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::{self, Limits, Mode};
+use crate::replica::{ReplicaArgs, Replicated};
 use crate::service::{ErrorCounts, Replier, add_endpoint};
 use crate::subjects::{self, ledger as subject};
 use state::{Action, Command, Ledger};
@@ -40,6 +41,8 @@ pub const LEDGER_REQUEST_BYTES_MAX: usize = 1024 * 1024;
 pub const GROUP_COMMANDS_MAX: usize = 512;
 /// Most operation records or writes in one batch commit.
 pub const COMMIT_ENTRIES_MAX: usize = LOCK_MANY_ACCOUNTS_MAX;
+/// Most events in one batch commit (a transfer has two postings).
+pub const COMMIT_EVENTS_MAX: usize = 2 * COMMIT_ENTRIES_MAX;
 /// Most locks listed by `agora.ledger.locks`.
 pub const LOCKS_LISTED_MAX: usize = 10_000;
 /// Most operation records pruned per sweep, so a sweep never stalls the owner task.
@@ -63,6 +66,8 @@ pub struct LedgerConfig {
     /// Most requests queued for the storage thread before new ones get `busy`.
     #[arg(long, env = "AGORA_LEDGER_QUEUE_MAX", default_value_t = 16_384)]
     pub queue_max: usize,
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
 }
 
 /// Counters shown in `$SRV.STATS`.
@@ -75,15 +80,49 @@ pub struct LedgerStats {
     storage_errors: u64,
 }
 
-/// Runs the ledger until `shutdown` resolves. `on_ready` is called once every endpoint is
-/// subscribed.
+/// Runs one ledger instance until `shutdown` resolves: a standby following the ledger's log
+/// until it becomes the active one (see `crate::replica`). `on_ready` is called once it
+/// stands by, or once every endpoint of the active one is subscribed.
 pub async fn run(
     client: Client,
     config: LedgerConfig,
     on_ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ready = Mutex::new(Some(on_ready));
+    let signal_ready = || {
+        if let Some(ready) = ready.lock().ok().and_then(|mut r| r.take()) {
+            ready();
+        }
+    };
+    let replicated = Replicated {
+        service: "ledger",
+        args: &config.replica,
+        database: config.data_dir.join(store::DATABASE_FILE),
+    };
+    crate::replica::run(
+        client.clone(),
+        replicated,
+        |path| store::open(path.parent().unwrap_or(path)),
+        signal_ready,
+        |conn, journal, stop| {
+            serve(client.clone(), config.clone(), conn, journal, signal_ready, stop)
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// The active ledger: its owner over the view, its endpoints, until `stop`.
+async fn serve(
+    client: Client,
+    config: LedgerConfig,
+    conn: rusqlite::Connection,
+    journal: crate::replica::Journal,
+    on_ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (conn, boot_epoch) = store::open(&config.data_dir)?;
+    let boot_epoch = store::boot_epoch(&conn)?;
     let stats = Arc::new(Mutex::new(LedgerStats::default()));
     let ledger = Ledger::load(
         &conn,
@@ -101,7 +140,7 @@ pub async fn run(
         // a durable commit leaves the runtime's thread for its fsync).
         mode: Mode::Task,
     };
-    let owner_thread = owner::spawn("ledger", conn, ledger, inbox, limits)?;
+    let owner_thread = owner::spawn_replicated("ledger", conn, ledger, inbox, limits, journal)?;
 
     let errors = ErrorCounts::default();
     let stats_errors = errors.clone();
@@ -234,6 +273,7 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
                 operations: Vec::new(),
                 release,
                 single: true,
+                events: Vec::new(),
             })
         }
         "batch-lock" => {
@@ -273,14 +313,21 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
 }
 
 fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {
-    let BatchCommitRequest { owner, writes, operations, release } = body;
-    for (what, len) in
-        [("writes", writes.len()), ("operations", operations.len()), ("release", release.len())]
-    {
-        if len > COMMIT_ENTRIES_MAX {
-            return Err(ServiceError::invalid(format!("at most {COMMIT_ENTRIES_MAX} {what}")));
+    let BatchCommitRequest { owner, writes, operations, release, events } = body;
+    for (what, len, max) in [
+        ("writes", writes.len(), COMMIT_ENTRIES_MAX),
+        ("operations", operations.len(), COMMIT_ENTRIES_MAX),
+        ("release", release.len(), COMMIT_ENTRIES_MAX),
+        ("events", events.len(), COMMIT_EVENTS_MAX),
+    ] {
+        if len > max {
+            return Err(ServiceError::invalid(format!("at most {max} {what}")));
         }
     }
+    let events = events
+        .into_iter()
+        .map(|e| Ok((AccountId::parse(&e.account)?, bytes::Bytes::from(e.event.get().to_owned()))))
+        .collect::<Result<Vec<_>, ServiceError>>()?;
     let writes = writes
         .into_iter()
         .map(|w| Ok((AccountId::parse(&w.account)?, w.token, w.balance)))
@@ -295,5 +342,5 @@ fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {
         .into_iter()
         .map(|r| Ok((AccountId::parse(&r.account)?, r.token)))
         .collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(Action::Commit { owner, writes, operations, release, single: false })
+    Ok(Action::Commit { owner, writes, operations, release, single: false, events })
 }

@@ -24,6 +24,7 @@ use super::{LedgerStats, PRUNE_PER_SWEEP_MAX};
 use crate::bank::wire::AccountBalance;
 use crate::error::ServiceError;
 use crate::owner::{GroupReport, State};
+use crate::replica::Event;
 use crate::service::{Replier, encode};
 use crate::sqlite::StoreError;
 
@@ -53,6 +54,8 @@ pub enum Action {
         operations: Vec<(OperationId, String)>,
         release: Vec<(AccountId, u64)>,
         single: bool,
+        /// Bank events published once the commit is in the log.
+        events: Vec<(AccountId, Bytes)>,
     },
     Locks {
         limit: usize,
@@ -332,7 +335,7 @@ impl Ledger {
                     Ok(encode(&balances[0]))
                 }
             }
-            Action::Commit { owner, writes, operations, release, single } => {
+            Action::Commit { owner, writes, operations, release, single, .. } => {
                 let ids: Vec<OperationId> = operations.iter().map(|(id, _)| id.clone()).collect();
                 let mut lookup_failed = None;
                 let checked =
@@ -414,6 +417,7 @@ impl Ledger {
 #[derive(Debug, Default)]
 pub struct Outbox {
     replies: Vec<Reply>,
+    events: Vec<Event>,
 }
 
 impl State for Ledger {
@@ -427,10 +431,33 @@ impl State for Ledger {
         command: Command,
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
-        let result = self.execute(tx, now_ms, &command.action)?;
-        if let Some((request, replier)) = command.reply {
+        let Command { action, reply } = command;
+        let result = self.execute(tx, now_ms, &action)?;
+        if result.is_ok()
+            && let Action::Commit { events, .. } = action
+        {
+            out.events.extend(events.into_iter().map(|(account, payload)| Event {
+                subject: crate::subjects::bank::events(&account),
+                payload,
+            }));
+        }
+        if let Some((request, replier)) = reply {
             out.replies.push((request, replier, result));
         }
+        Ok(())
+    }
+
+    fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
+        std::mem::take(&mut out.events)
+    }
+
+    /// A new active ledger starts a new fencing epoch (in the log), so its tokens are above
+    /// every token any earlier instance handed out.
+    fn promoted(&mut self, tx: &Transaction<'_>, _now_ms: u64) -> Result<(), StoreError> {
+        let epoch = store::bump_boot_epoch(tx)?;
+        self.boot_epoch = epoch;
+        self.locks.raise_next_token(store::first_token(epoch));
+        tracing::info!(epoch, "ledger fencing epoch");
         Ok(())
     }
 
@@ -452,6 +479,7 @@ impl State for Ledger {
             tracing::error!(%error, "cannot reload the ledger's state");
         }
         let error = storage_failed(error);
+        out.events.clear();
         out.replies.iter_mut().for_each(|(_, _, result)| *result = Err(error.clone()));
     }
 

@@ -222,22 +222,32 @@ impl Operations {
 
 /// Opens (creating if needed) the database in `data_dir`, migrates it and records a new boot
 /// epoch durably; returns the connection and the epoch.
-pub fn open(data_dir: &Path) -> Result<(Connection, u64), StoreError> {
+pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
     let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES_MAX)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let previous: Option<u64> = conn
+    Ok(conn)
+}
+
+/// The fencing epoch stored (0 before the first).
+pub fn boot_epoch(conn: &Connection) -> Result<u64, StoreError> {
+    let epoch: Option<u64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'boot_epoch'", [], |row| row.get(0))
         .optional()?;
-    let boot_epoch = previous.unwrap_or(0) + 1;
+    Ok(epoch.unwrap_or(0))
+}
+
+/// Stores the next fencing epoch (inside the caller's transaction) and returns it.
+pub fn bump_boot_epoch(conn: &Connection) -> Result<u64, StoreError> {
+    let epoch = boot_epoch(conn)? + 1;
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('boot_epoch', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![boot_epoch],
+        params![epoch],
     )?;
-    Ok((conn, boot_epoch))
+    Ok(epoch)
 }
 
 /// The first fencing token of a boot: above every token of every earlier boot.
@@ -312,7 +322,8 @@ mod tests {
     fn balances_locks_and_records_survive_reopen_and_epochs_increase() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first_epoch = {
-            let (mut conn, epoch) = open(dir.path()).expect("open");
+            let mut conn = open(dir.path()).expect("open");
+            let epoch = bump_boot_epoch(&conn).expect("epoch");
             let mut operations = Operations::load(&conn).expect("index");
             let tx = conn.transaction().expect("begin");
             set_balance(&tx, &id("alice"), 500).expect("write");
@@ -327,8 +338,10 @@ mod tests {
             tx.commit().expect("commit");
             epoch
         };
-        let (conn, epoch) = open(dir.path()).expect("reopen");
-        assert!(first_token(epoch) > first_token(first_epoch), "a new boot epoch");
+        let conn = open(dir.path()).expect("reopen");
+        assert_eq!(boot_epoch(&conn).expect("epoch"), first_epoch, "the epoch is stored");
+        let epoch = bump_boot_epoch(&conn).expect("epoch");
+        assert!(first_token(epoch) > first_token(first_epoch), "a new epoch is above");
         assert_eq!(balance(&conn, &id("alice")).expect("read"), 500);
         assert_eq!(balance(&conn, &id("nobody")).expect("read"), 0);
         let sets = load_lock_sets(&conn).expect("locks");
@@ -341,7 +354,7 @@ mod tests {
     #[test]
     fn rollback_discards_and_constraints_hold() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut conn, _) = open(dir.path()).expect("open");
+        let mut conn = open(dir.path()).expect("open");
         let mut operations = Operations::load(&conn).expect("index");
         {
             let tx = conn.transaction().expect("begin");
@@ -372,7 +385,7 @@ mod tests {
     fn operation_log_is_pruned_oldest_first_by_age_and_count_and_reindexed_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let (conn, _) = open(dir.path()).expect("open");
+            let conn = open(dir.path()).expect("open");
             let mut operations = Operations::load(&conn).expect("index");
             for i in 0..10 {
                 assert!(operations.insert(&conn, &format!("op-{i}"), "{}", 100 + i).expect("ok"));
@@ -385,7 +398,7 @@ mod tests {
             assert_eq!(operations.prune(&conn, 105, 100, 100).expect("by age"), 1);
             assert_eq!(operations.prune(&conn, 105, 100, 100).expect("nothing due"), 0);
         }
-        let (conn, _) = open(dir.path()).expect("reopen");
+        let conn = open(dir.path()).expect("reopen");
         let operations = Operations::load(&conn).expect("index");
         assert_eq!(operations.len(), 5);
         assert!(operations.contains(&conn, "op-5").expect("read"));

@@ -134,6 +134,18 @@ pub struct BatchCommitRequest {
     pub operations: Vec<OperationEntry>,
     #[serde(default)]
     pub release: Vec<Release>,
+    /// The bank events of the batch: in the ledger's replicated log with the commit, then
+    /// published on `agora.bank.events.<account>` (and kept in the events stream).
+    #[serde(default)]
+    pub events: Vec<CommitEvent>,
+}
+
+/// One event of a batch commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitEvent {
+    pub account: String,
+    pub event: Box<RawValue>,
 }
 
 /// Reply of `agora.ledger.batch.commit`.

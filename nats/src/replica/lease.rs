@@ -1,0 +1,232 @@
+//! Which instance is active: a lease in the JetStream KV bucket `AGORA_LEASES` (one key per
+//! service), created by the instance that takes it and renewed by revision. The bucket's
+//! `max_age` is the lease: an instance that stops renewing loses its key, and only then can
+//! another create it.
+//!
+//! The active instance holds itself valid until the last renewal it *sent* plus the lease,
+//! less a tenth: it stops before the key can expire at the server, so two instances never
+//! both believe they are active. A renewal that fails with another revision in place ends it
+//! at once; one that cannot reach the server is retried until that deadline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::subjects::replica as subject;
+
+/// Shortest lease accepted.
+pub const LEASE_MS_MIN: u64 = 500;
+
+/// What the lease key holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub instance: String,
+    pub since_ms: u64,
+}
+
+/// Opens (creating if needed) the lease bucket.
+pub async fn bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+    lease_ms: u64,
+) -> anyhow::Result<kv::Store> {
+    let wanted = kv::Config {
+        bucket: subject::LEASE_BUCKET.to_owned(),
+        description: "which instance of each replicated service is active".to_owned(),
+        history: 1,
+        max_age: Duration::from_millis(lease_ms),
+        storage: jetstream::stream::StorageType::Memory,
+        num_replicas: replicas,
+        ..kv::Config::default()
+    };
+    match js.create_key_value(wanted).await {
+        Ok(store) => Ok(store),
+        Err(error) => js
+            .get_key_value(subject::LEASE_BUCKET)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create ({error}) or open ({e}) the lease bucket")),
+    }
+}
+
+/// The lease as the active instance holds it: shared with its owner, which checks it before
+/// every write.
+#[derive(Debug)]
+pub struct LeaseState {
+    valid_until: Mutex<Option<Instant>>,
+    deposed: AtomicBool,
+    why: Mutex<String>,
+    notify: Notify,
+}
+
+impl LeaseState {
+    fn new(valid_until: Instant) -> Self {
+        Self {
+            valid_until: Mutex::new(Some(valid_until)),
+            deposed: AtomicBool::new(false),
+            why: Mutex::new(String::new()),
+            notify: Notify::new(),
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        !self.deposed.load(Ordering::Relaxed)
+            && self
+                .valid_until
+                .lock()
+                .map(|until| until.is_some_and(|until| Instant::now() < until))
+                .unwrap_or(false)
+    }
+
+    fn extend(&self, until: Instant) {
+        if let Ok(mut valid) = self.valid_until.lock() {
+            *valid = Some(until);
+        }
+    }
+
+    /// Ends this instance's term (idempotent).
+    pub fn depose(&self, why: &str) {
+        if !self.deposed.swap(true, Ordering::Relaxed) {
+            if let Ok(mut reason) = self.why.lock() {
+                *reason = why.to_owned();
+            }
+            tracing::warn!(why, "no longer the active instance");
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_deposed(&self) -> bool {
+        self.deposed.load(Ordering::Relaxed)
+    }
+
+    pub fn why(&self) -> String {
+        self.why.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Resolves once deposed (or once the lease ran out without renewal).
+    pub async fn deposed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_deposed() {
+                return;
+            }
+            if !self.is_valid() {
+                self.depose("the lease ran out");
+                return;
+            }
+            tokio::time::timeout(Duration::from_millis(100), notified).await.ok();
+        }
+    }
+}
+
+/// A candidate for one service's lease.
+#[derive(Debug)]
+pub struct Lease {
+    bucket: kv::Store,
+    key: String,
+    instance: String,
+    lease: Duration,
+}
+
+impl Lease {
+    pub fn new(bucket: kv::Store, service: &str, instance: &str, lease_ms: u64) -> Self {
+        Self {
+            bucket,
+            key: service.to_owned(),
+            instance: instance.to_owned(),
+            lease: Duration::from_millis(lease_ms),
+        }
+    }
+
+    /// How often a standby looks for a free lease.
+    pub fn poll(&self) -> Duration {
+        self.lease / 10
+    }
+
+    /// Who holds the lease now, if anyone.
+    pub async fn holder(&self) -> Option<Holder> {
+        match self.bucket.entry(&self.key).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                serde_json::from_slice(&entry.value).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the lease if it is free (or already this instance's); on success, starts renewing
+    /// it and returns the shared state.
+    pub async fn campaign(&self, now_ms: u64) -> Option<Arc<LeaseState>> {
+        let sent = Instant::now();
+        let value: Bytes =
+            serde_json::to_vec(&Holder { instance: self.instance.clone(), since_ms: now_ms })
+                .unwrap_or_default()
+                .into();
+        let revision = match self.bucket.entry(&self.key).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                let holder: Option<Holder> = serde_json::from_slice(&entry.value).ok();
+                if holder.is_some_and(|h| h.instance == self.instance) {
+                    self.bucket.update(&self.key, value.clone(), entry.revision).await.ok()
+                } else {
+                    None
+                }
+            }
+            Ok(_) => self.bucket.create(&self.key, value.clone()).await.ok(),
+            Err(_) => None,
+        }?;
+        let state = Arc::new(LeaseState::new(sent + self.valid_for()));
+        tokio::spawn(renew(
+            self.bucket.clone(),
+            self.key.clone(),
+            value,
+            revision,
+            self.lease,
+            state.clone(),
+        ));
+        Some(state)
+    }
+
+    fn valid_for(&self) -> Duration {
+        self.lease - self.lease / 10
+    }
+}
+
+/// Renews every third of the lease until deposed.
+async fn renew(
+    bucket: kv::Store,
+    key: String,
+    value: Bytes,
+    mut revision: u64,
+    lease: Duration,
+    state: Arc<LeaseState>,
+) {
+    let every = lease / 3;
+    let valid_for = lease - lease / 10;
+    loop {
+        tokio::time::sleep(every).await;
+        if state.is_deposed() {
+            return;
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout(every, bucket.update(&key, value.clone(), revision)).await {
+            Ok(Ok(next)) => {
+                revision = next;
+                state.extend(sent + valid_for);
+            }
+            Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                state.depose("another instance holds the lease");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not renew the lease; retrying until it runs out")
+            }
+            Err(_) => tracing::warn!("renewing the lease timed out; retrying until it runs out"),
+        }
+        if !state.is_valid() {
+            state.depose("the lease ran out before it could be renewed");
+            return;
+        }
+    }
+}

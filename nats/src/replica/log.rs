@@ -1,0 +1,632 @@
+//! The replicated log of one service: what an entry is, how it is written by the active
+//! instance (the [`Journal`]: fenced by the stream's expected last sequence), how any instance
+//! applies it to its SQLite view, and how the events it carries are relayed.
+//!
+//! ## An entry
+//! One owner group: the SQLite *patchset* of its transaction (the session extension records
+//! every row it inserted, updated or deleted) and the durable events it produced (subject and
+//! payload). An entry larger than [`PART_BYTES_MAX`] is split into parts (`Agora-Part: i/n`),
+//! applied only once its last part is read; parts left behind by an instance that died
+//! mid-entry are skipped (a new entry starts at a part 1).
+//!
+//! Headers of every part: `Agora-Instance` (the writer), `Agora-Relayed` (the highest entry
+//! whose events the writer knew stored in the events stream), `Agora-Part`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage as Publish};
+use bytes::Bytes;
+use rusqlite::session::{ConflictAction, ConflictType};
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::{Notify, mpsc};
+
+use super::lease::LeaseState;
+use crate::sqlite::StoreError;
+
+/// Largest part of an entry, in bytes (below the server's default 1 MiB payload limit).
+pub const PART_BYTES_MAX: usize = 512 * 1024;
+/// How long the active instance waits for the log to store an entry before it answers
+/// `unavailable` (and checks, before its next write, whether the entry landed after all).
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most events one entry carries (a full bank batch: two per transfer).
+pub const ENTRY_EVENTS_MAX: usize = 1 << 16;
+
+const HEADER_INSTANCE: &str = "Agora-Instance";
+const HEADER_RELAYED: &str = "Agora-Relayed";
+const HEADER_PART: &str = "Agora-Part";
+const MAGIC: &[u8; 4] = b"AGL1";
+
+/// The table every replicated store keeps its position in the log in (written in the same
+/// transaction as what it applied).
+const PREPARE: &str = "CREATE TABLE IF NOT EXISTS agora_replication (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID";
+
+/// A durable event: published once its entry is in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// What one entry holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub changes: Vec<u8>,
+    pub events: Vec<Event>,
+}
+
+impl Entry {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.events.is_empty()
+    }
+
+    /// `AGL1 | u32 changes | changes | u32 events | (u16 subject | subject | u32 len | payload)*`
+    pub fn encode(&self) -> Vec<u8> {
+        let events: usize = self.events.iter().map(|e| 6 + e.subject.len() + e.payload.len()).sum();
+        let mut out = Vec::with_capacity(12 + self.changes.len() + events);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.changes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.changes);
+        out.extend_from_slice(&(self.events.len() as u32).to_be_bytes());
+        for event in &self.events {
+            out.extend_from_slice(&(event.subject.len() as u16).to_be_bytes());
+            out.extend_from_slice(event.subject.as_bytes());
+            out.extend_from_slice(&(event.payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(&event.payload);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        fn corrupt() -> StoreError {
+            StoreError::Corrupt("a log entry that does not decode".into())
+        }
+        let mut rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(corrupt)?;
+        let mut take = |n: usize| -> Result<&[u8], StoreError> {
+            if rest.len() < n {
+                return Err(corrupt());
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let changes = take(len)?.to_vec();
+        let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+        if count > ENTRY_EVENTS_MAX {
+            return Err(corrupt());
+        }
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt())?) as usize;
+            let subject = String::from_utf8(take(len)?.to_vec()).map_err(|_| corrupt())?;
+            let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+            let payload = Bytes::copy_from_slice(take(len)?);
+            events.push(Event { subject, payload });
+        }
+        Ok(Self { changes, events })
+    }
+}
+
+/// Creates the position table if missing.
+pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(PREPARE)?;
+    Ok(())
+}
+
+/// The last log sequence this store applied (0: none).
+pub fn applied(conn: &Connection) -> Result<u64, StoreError> {
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'agora_replication'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(0);
+    }
+    let value: Option<u64> = conn
+        .query_row("SELECT value FROM agora_replication WHERE key = 'applied'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(value.unwrap_or(0))
+}
+
+/// Records the position, inside the caller's transaction.
+pub fn set_applied(conn: &Connection, seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO agora_replication (key, value) VALUES ('applied', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [seq],
+    )?;
+    Ok(())
+}
+
+/// Applies an entry's changes inside the caller's transaction. The store was at the entry's
+/// predecessor, so nothing conflicts; if something does (a store that diverged), the log wins.
+pub fn apply_changes(conn: &Connection, changes: &[u8]) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut input: &[u8] = changes;
+    conn.apply_strm(&mut input, None::<fn(&str) -> bool>, |conflict, _item| match conflict {
+        ConflictType::SQLITE_CHANGESET_DATA | ConflictType::SQLITE_CHANGESET_CONFLICT => {
+            ConflictAction::SQLITE_CHANGESET_REPLACE
+        }
+        _ => ConflictAction::SQLITE_CHANGESET_OMIT,
+    })?;
+    Ok(())
+}
+
+/// Applies a whole entry read from the log, in one transaction with its position.
+pub fn apply(conn: &Connection, seq: u64, entry: &Entry) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    apply_changes(&tx, &entry.changes)?;
+    set_applied(&tx, seq)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// One message of the log as read back.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub seq: u64,
+    pub instance: String,
+    pub relayed: u64,
+    /// `(index, count)`, 1-based.
+    pub part: (u32, u32),
+    pub payload: Bytes,
+}
+
+impl Part {
+    pub fn from_message(seq: u64, headers: Option<&HeaderMap>, payload: Bytes) -> Self {
+        let header = |name: &str| -> Option<String> {
+            headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+        };
+        let part = header(HEADER_PART)
+            .and_then(|p| {
+                let (i, n) = p.split_once('/')?;
+                Some((i.parse().ok()?, n.parse().ok()?))
+            })
+            .unwrap_or((1, 1));
+        Self {
+            seq,
+            instance: header(HEADER_INSTANCE).unwrap_or_default(),
+            relayed: header(HEADER_RELAYED).and_then(|r| r.parse().ok()).unwrap_or(0),
+            part,
+            payload,
+        }
+    }
+}
+
+/// Puts parts back together: a complete entry once its last part arrives.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    parts: Vec<Bytes>,
+    instance: String,
+}
+
+/// An entry read back from the log, with the sequence of its last part and who wrote it.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub seq: u64,
+    pub instance: String,
+    pub relayed: u64,
+    pub entry: Entry,
+}
+
+impl Assembler {
+    pub fn push(&mut self, part: Part) -> Result<Option<Read>, StoreError> {
+        let (index, count) = part.part;
+        if index <= 1 {
+            self.parts.clear();
+            self.instance = part.instance.clone();
+        } else if self.instance != part.instance || self.parts.len() + 1 != index as usize {
+            // A part of an entry whose beginning we did not see (left by a writer that died).
+            self.parts.clear();
+            return Ok(None);
+        }
+        self.parts.push(part.payload);
+        if index < count {
+            return Ok(None);
+        }
+        let entry = if self.parts.len() == 1 {
+            Entry::decode(&self.parts[0])?
+        } else {
+            Entry::decode(&self.parts.concat())?
+        };
+        self.parts.clear();
+        Ok(Some(Read { seq: part.seq, instance: part.instance, relayed: part.relayed, entry }))
+    }
+
+    /// Forgets an incomplete entry (the active instance starts a new one after it).
+    pub fn reset(&mut self) {
+        self.parts.clear();
+    }
+}
+
+/// Why an append did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else wrote to the log, or this instance's lease ended: it must stop.
+    #[error("this instance is no longer the active one: {0}")]
+    Deposed(String),
+    /// Unknown whether it landed (a timeout, the stream between leaders): the next write
+    /// checks first.
+    #[error("the replicated log did not confirm the write: {0}")]
+    Uncertain(String),
+}
+
+/// The active instance's writer: appends entries, relays their events, takes snapshots.
+pub struct Journal {
+    pub(super) js: jetstream::Context,
+    pub(super) service: &'static str,
+    pub(super) subject: String,
+    pub(super) stream: String,
+    pub(super) instance: String,
+    /// The last complete entry applied here.
+    pub(super) applied: u64,
+    /// The stream's last sequence as this instance knows it (parts of an abandoned entry
+    /// included).
+    pub(super) last: u64,
+    /// The log's last sequence when this instance took over (what follows is its own).
+    pub(super) start: u64,
+    /// An append failed without an answer: check the log before the next one.
+    pub(super) uncertain: bool,
+    pub(super) lease: Arc<LeaseState>,
+    pub(super) relay: Relay,
+    pub(super) snapshots: super::snapshot::Snapshots,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("service", &self.service)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Whether this instance may still write (its lease holds and nobody deposed it).
+    pub fn is_valid(&self) -> bool {
+        self.lease.is_valid()
+    }
+
+    /// Marks this instance deposed: the service stops.
+    pub fn depose(&self, why: &str) {
+        self.lease.depose(why);
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn needs_check(&self) -> bool {
+        self.uncertain
+    }
+
+    /// The log may hold an entry of this instance that its view lacks: check before writing.
+    pub fn mark_uncertain(&mut self) {
+        self.uncertain = true;
+    }
+
+    /// Writes one entry (in parts if needed), each part expecting the stream's last sequence
+    /// to be what this instance wrote last: the sequence of its last part.
+    pub async fn append(&mut self, entry: &Entry) -> Result<u64, AppendError> {
+        if !self.is_valid() {
+            return Err(AppendError::Deposed("the lease is not held".into()));
+        }
+        let body = entry.encode();
+        let chunks: Vec<&[u8]> =
+            if body.is_empty() { vec![&[][..]] } else { body.chunks(PART_BYTES_MAX).collect() };
+        let count = chunks.len();
+        let relayed = self.relay.relayed();
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_INSTANCE, self.instance.as_str());
+            headers.insert(HEADER_RELAYED, relayed.to_string().as_str());
+            if count > 1 {
+                headers.insert(HEADER_PART, format!("{}/{count}", index + 1).as_str());
+            }
+            let publish = Publish::build()
+                .payload(Bytes::copy_from_slice(chunk))
+                .headers(headers)
+                .expected_last_sequence(self.last);
+            let sent = tokio::time::timeout(APPEND_TIMEOUT, async {
+                let ack = self.js.send_publish(self.subject.clone(), publish).await?;
+                ack.await
+            })
+            .await;
+            match sent {
+                Ok(Ok(ack)) => self.last = ack.sequence,
+                Ok(Err(error))
+                    if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    self.uncertain = true;
+                    return Err(AppendError::Uncertain(format!("{error}")));
+                }
+                Ok(Err(error)) => {
+                    self.uncertain = true;
+                    return Err(AppendError::Uncertain(error.to_string()));
+                }
+                Err(_) => {
+                    self.uncertain = true;
+                    return Err(AppendError::Uncertain("timed out".into()));
+                }
+            }
+        }
+        Ok(self.last)
+    }
+
+    /// What the log holds after what this instance applied: entries this instance wrote
+    /// without learning it (to apply now), or `Deposed` if another instance wrote.
+    pub async fn missing(&mut self) -> Result<Vec<Read>, AppendError> {
+        let uncertain = |e: &dyn std::fmt::Display| AppendError::Uncertain(e.to_string());
+        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| uncertain(&e))?;
+        let last = stream.info().await.map_err(|e| uncertain(&e))?.state.last_sequence;
+        let mut assembler = Assembler::default();
+        let mut found = Vec::new();
+        for seq in self.start.max(self.applied) + 1..=last {
+            let message = stream.get_raw_message(seq).await.map_err(|e| uncertain(&e))?;
+            let part = Part::from_message(seq, Some(&message.headers), message.payload);
+            if part.instance != self.instance {
+                return Err(AppendError::Deposed(format!("{} wrote entry {seq}", part.instance)));
+            }
+            if let Some(read) = assembler.push(part).map_err(|e| uncertain(&e))? {
+                found.push(read);
+            }
+        }
+        self.last = last;
+        self.uncertain = false;
+        Ok(found)
+    }
+
+    /// After an entry's commit: its events go to the events stream (deduplicated by
+    /// `<service>:<seq>:<index>`), and a snapshot is taken when one is due.
+    pub async fn committed(&mut self, seq: u64, events: Vec<Event>) {
+        self.applied = seq;
+        self.relay.send(self.service, seq, events).await;
+        self.snapshots.maybe_take(seq, self.relay.relayed());
+    }
+
+    /// Notes entries applied from the log (see [`Journal::missing`]).
+    pub fn caught_up(&mut self, seq: u64) {
+        self.applied = self.applied.max(seq);
+    }
+}
+
+/// The message id of an entry's `index`th event: the events stream stores it once.
+pub fn event_id(service: &str, seq: u64, index: usize) -> String {
+    format!("{service}:{seq}:{index}")
+}
+
+type Acks = Vec<(Option<jetstream::context::PublishAckFuture>, Event, String)>;
+
+/// Publishes entries' events to the events stream in order, and knows up to which entry they
+/// are all stored (a new active instance relays again from there).
+#[derive(Debug)]
+pub struct Relay {
+    js: jetstream::Context,
+    relayed: Arc<AtomicU64>,
+    sent: AtomicU64,
+    acks: mpsc::Sender<(u64, Acks)>,
+    stopped: Arc<AtomicBool>,
+    progress: Arc<Notify>,
+}
+
+/// Entries whose events wait for the stream's acknowledgement at most (then the owner waits).
+const RELAY_IN_FLIGHT_MAX: usize = 1024;
+
+impl Relay {
+    /// A relay whose events up to `relayed` are stored.
+    pub fn start(js: jetstream::Context, relayed: u64) -> Self {
+        let (acks, mut pending) = mpsc::channel::<(u64, Acks)>(RELAY_IN_FLIGHT_MAX);
+        let done = Arc::new(AtomicU64::new(relayed));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Notify::new());
+        let relay = Self {
+            js: js.clone(),
+            relayed: done.clone(),
+            sent: AtomicU64::new(relayed),
+            acks,
+            stopped: stopped.clone(),
+            progress: progress.clone(),
+        };
+        tokio::spawn(async move {
+            while let Some((seq, acks)) = pending.recv().await {
+                for (ack, event, id) in acks {
+                    if let Some(ack) = ack
+                        && ack.await.is_ok()
+                    {
+                        continue;
+                    }
+                    // Again, with the same id, until stored (or the service stops).
+                    let mut delay = Duration::from_millis(50);
+                    while !stopped.load(Ordering::Relaxed) {
+                        if publish_event(&js, &event, &id).await.is_ok() {
+                            break;
+                        }
+                        tracing::warn!(id, "an event is not stored yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+                done.fetch_max(seq, Ordering::Relaxed);
+                progress.notify_waiters();
+            }
+        });
+        relay
+    }
+
+    /// Up to which entry every event is stored.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
+    }
+
+    /// Publishes an entry's events now (in order, on the service's connection, so subscribers
+    /// see them before the replies that follow) and hands their acknowledgements to the relay.
+    pub async fn send(&self, service: &str, seq: u64, events: Vec<Event>) {
+        let mut acks = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let id = event_id(service, seq, index);
+            match self.js.send_publish(event.subject.clone(), publish(&event, &id)).await {
+                Ok(ack) => acks.push((Some(ack), event, id)),
+                Err(error) => {
+                    tracing::warn!(%error, id, "could not send an event; the relay retries");
+                    acks.push((None, event, id));
+                }
+            }
+        }
+        self.sent.fetch_max(seq, Ordering::Relaxed);
+        self.acks.send((seq, acks)).await.ok();
+    }
+
+    /// Waits (at most `timeout`) until every event sent so far is stored.
+    pub async fn flush(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let target = self.sent.load(Ordering::Relaxed);
+        loop {
+            let progressed = self.progress.notified();
+            if self.relayed() >= target {
+                return;
+            }
+            let wait = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            if tokio::time::timeout_at(wait, progressed).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+fn publish(event: &Event, id: &str) -> Publish {
+    Publish::build().payload(event.payload.clone()).message_id(id)
+}
+
+/// Publishes one event and waits for the stream to store it.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    event: &Event,
+    id: &str,
+) -> Result<(), jetstream::context::PublishError> {
+    js.send_publish(event.subject.clone(), publish(event, id)).await?.await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_garbage_is_refused() {
+        let entry = Entry {
+            changes: vec![1, 2, 3, 0, 255],
+            events: vec![
+                Event { subject: "agora.bank.events.alice".into(), payload: Bytes::from("{}") },
+                Event { subject: "agora.chat.room.lobby".into(), payload: Bytes::new() },
+            ],
+        };
+        assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        assert_eq!(Entry::decode(&Entry::default().encode()).unwrap(), Entry::default());
+        let encoded = entry.encode();
+        for cut in 0..encoded.len() {
+            assert!(Entry::decode(&encoded[..cut]).is_err(), "truncated at {cut}");
+        }
+        assert!(Entry::decode(b"XXXX\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    fn part(seq: u64, instance: &str, part: (u32, u32), payload: &[u8]) -> Part {
+        Part {
+            seq,
+            instance: instance.into(),
+            relayed: 0,
+            part,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn parts_assemble_and_abandoned_parts_are_skipped() {
+        let entry = Entry { changes: vec![7; 100], events: Vec::new() };
+        let body = entry.encode();
+        let (a, b) = body.split_at(50);
+        let mut assembler = Assembler::default();
+        assert!(assembler.push(part(1, "x", (1, 2), a)).unwrap().is_none());
+        let read = assembler.push(part(2, "x", (2, 2), b)).unwrap().expect("complete");
+        assert_eq!((read.seq, read.entry), (2, entry.clone()));
+        // x died after its first part; y starts a new entry: x's part is dropped.
+        assert!(assembler.push(part(3, "x", (1, 2), a)).unwrap().is_none());
+        let read = assembler.push(part(4, "y", (1, 1), &body)).unwrap().expect("y's entry");
+        assert_eq!((read.seq, read.instance.as_str()), (4, "y"));
+        // A second part without its first is dropped too.
+        assert!(assembler.push(part(5, "y", (2, 2), b)).unwrap().is_none());
+    }
+
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE r (id INTEGER PRIMARY KEY, x TEXT)",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        conn
+    }
+
+    fn record(conn: &Connection, sql: &str) -> Vec<u8> {
+        let mut session = rusqlite::session::Session::new(conn).unwrap();
+        session.attach(None::<&str>).unwrap();
+        conn.execute_batch(sql).unwrap();
+        let mut out = Vec::new();
+        session.patchset_strm(&mut out).unwrap();
+        out
+    }
+
+    fn dump(conn: &Connection) -> Vec<(String, i64)> {
+        let mut statement = conn.prepare("SELECT k, v FROM t ORDER BY k").unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_follower_applying_the_patchsets_ends_equal() {
+        let (active, follower) = (store(), store());
+        let steps = [
+            "INSERT INTO t VALUES ('a', 1), ('b', 2); INSERT INTO r (x) VALUES ('one')",
+            "UPDATE t SET v = v + 10 WHERE k = 'a'; DELETE FROM t WHERE k = 'b'",
+            "INSERT INTO t VALUES ('b', 5); UPDATE t SET v = 0 WHERE k = 'a'",
+            "DELETE FROM r",
+        ];
+        for (seq, sql) in steps.iter().enumerate() {
+            let changes = record(&active, sql);
+            apply(&follower, seq as u64 + 1, &Entry { changes, events: Vec::new() }).unwrap();
+            assert_eq!(dump(&follower), dump(&active), "after step {seq}");
+        }
+        assert_eq!(applied(&follower).unwrap(), steps.len() as u64);
+        let rows: i64 = follower.query_row("SELECT count(*) FROM r", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0);
+        // Applied twice (a follower that crashed before recording its position): same result.
+        let changes = record(&active, "UPDATE t SET v = 42 WHERE k = 'b'");
+        let entry = Entry { changes, events: Vec::new() };
+        apply(&follower, 5, &entry).unwrap();
+        apply(&follower, 5, &entry).unwrap();
+        assert_eq!(dump(&follower), dump(&active));
+    }
+}
