@@ -16,7 +16,7 @@ pub const NATS_SERVER_VERSION: &str = "2.15.1";
 /// How long a process may take to report that it is ready.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line a component prints on stdout once it is serving.
-pub use agora_nats::telemetry::READY_LINE;
+pub use agora_nats::telemetry::{READY_LINE, STANDBY_LINE};
 
 /// Finds `nats-server`: `$AGORA_NATS_SERVER`, then `PATH`.
 pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
@@ -242,13 +242,25 @@ pub struct Component {
 
 impl Component {
     /// Starts `binary` with `args`, logging to `<log_dir>/<name>.log`, and waits until it
-    /// prints [`READY_LINE`].
+    /// prints [`READY_LINE`] (a replicated service: until it is the active instance).
     pub fn start(
         name: &str,
         binary: &Path,
         args: &[String],
         envs: &[(&str, &str)],
         log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_until(name, binary, args, envs, log_dir, READY_LINE)
+    }
+
+    /// [`Component::start`], waiting for `line` instead (e.g. [`STANDBY_LINE`]).
+    pub fn start_until(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+        line: &str,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
@@ -260,11 +272,11 @@ impl Component {
         }
         let mut child =
             command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-        let before = std::fs::read_to_string(&log).unwrap_or_default().matches(READY_LINE).count();
+        let before = std::fs::read_to_string(&log).unwrap_or_default().matches(line).count();
         let started = Instant::now();
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.matches(READY_LINE).count() > before {
+            if text.matches(line).count() > before {
                 break;
             }
             if let Some(status) = child.try_wait()? {

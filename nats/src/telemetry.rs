@@ -238,6 +238,14 @@ pub fn announce_ready(component: &str) {
     println!("{READY_LINE} {component}");
 }
 
+/// What an instance of a replicated service prints once it follows the log as a standby.
+pub const STANDBY_LINE: &str = "AGORA_STANDBY";
+
+/// Prints [`STANDBY_LINE`] (see `crate::replica`).
+pub fn announce_standby(component: &str) {
+    println!("{STANDBY_LINE} {component}");
+}
+
 /// Published on `agora.logs.<service>`: one info, warn or error event of a component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {

@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use agora_core::chat::{self, Command};
 use agora_core::{Caller, ChatConfig, Name};
-use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
 
@@ -100,6 +99,8 @@ pub struct ChatServiceConfig {
     /// Messages kept in history; the oldest go first.
     #[arg(long, env = "AGORA_CHAT_HISTORY_MAX", default_value_t = 1_000_000)]
     pub history_max: u64,
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 impl ChatServiceConfig {
@@ -155,14 +156,32 @@ impl MessageCounts {
 pub async fn run(
     client: Client,
     config: ChatServiceConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    // One chat service keeps presence and history: a second one would answer half the
-    // requests from other state.
-    crate::service::refuse_second_instance(&client, subject::SERVICE).await?;
-    let conn = store::open(&config.data_dir)
-        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let replicated = crate::replica::Replicated {
+        service: "chat",
+        args: &config.replica,
+        database: config.data_dir.join(store::DATABASE_FILE),
+    };
+    crate::replica::run(
+        client.clone(),
+        replicated,
+        |path| store::open(path.parent().unwrap_or(path)),
+        |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, stop),
+        shutdown,
+    )
+    .await
+}
+
+/// The active chat service: its owner over the view, its endpoints, until `shutdown`.
+async fn serve(
+    client: Client,
+    config: ChatServiceConfig,
+    conn: rusqlite::Connection,
+    journal: crate::replica::Journal,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let errors = ErrorCounts::default();
     let counts = Arc::new(MessageCounts::default());
     let state = ChatState::load(&conn, client.clone(), config, &errors, counts.clone())?;
@@ -173,7 +192,7 @@ pub async fn run(
         mode: Mode::Thread,
     };
     let (envelopes, inbox) = owner::queue(QUEUE_MAX);
-    let owner_thread = owner::spawn("chat", conn, state, inbox, limits)?;
+    let owner_thread = owner::spawn_replicated("chat", conn, state, inbox, limits, journal)?;
 
     let stats_errors = errors.clone();
     let stats_counts = counts.clone();

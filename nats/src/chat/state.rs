@@ -24,6 +24,7 @@ use super::{
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::State;
+use crate::replica::Event;
 use crate::service::{ErrorCounts, Replier, encode};
 use crate::sqlite::StoreError;
 use crate::subjects::chat as subject;
@@ -494,16 +495,19 @@ impl State for ChatState {
         out.duplicates = 0;
     }
 
+    /// Recorded messages travel in the log entry; the runtime publishes them once it is stored,
+    /// before the acknowledgements (once a sender has its ack, members have it).
+    fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
+        std::mem::take(&mut out.messages)
+            .into_iter()
+            .map(|(subject, payload)| Event { subject, payload })
+            .collect()
+    }
+
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
-        let Outbox { replies, messages, presence, recorded, duplicates } = outbox;
+        let Outbox { replies, messages: _, presence, recorded, duplicates } = outbox;
         self.counts.recorded.fetch_add(recorded, Ordering::Relaxed);
         self.counts.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        // Messages before acknowledgements: once a sender has its ack, members have it.
-        for (subject, payload) in messages {
-            if let Err(error) = self.client.publish(subject, payload).await {
-                tracing::warn!(%error, "could not publish a recorded message");
-            }
-        }
         for (to, reply) in replies {
             match to {
                 ReplyTo::Request(request, endpoint) => {

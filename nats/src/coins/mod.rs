@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use agora_core::coins::{self, Asset, OrderState, Side, Symbol};
 use agora_core::{AccountId, Caller, Role};
-use anyhow::Context as _;
 use async_nats::Client;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
@@ -95,23 +94,45 @@ pub struct CoinsConfig {
     /// How long a bank call may take before its outcome counts as unknown, in milliseconds.
     #[arg(long, env = "AGORA_COINS_BANK_TIMEOUT_MS", default_value_t = 5_000)]
     pub bank_timeout_ms: u64,
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 /// Runs the coins service until `shutdown` resolves.
 pub async fn run(
     client: Client,
     config: CoinsConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let exchange_account = config.exchange_account.clone();
     anyhow::ensure!(
         (100..=600_000).contains(&config.bank_timeout_ms),
         "bank-timeout-ms is 100..=600000"
     );
-    crate::service::refuse_second_instance(&client, subject::SERVICE).await?;
-    let mut conn = store::open(&config.data_dir)
-        .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let state = Coins::load(&mut conn, client.clone())?;
+    let replicated = crate::replica::Replicated {
+        service: "coins",
+        args: &config.replica,
+        database: config.data_dir.join(store::DATABASE_FILE),
+    };
+    crate::replica::run(
+        client.clone(),
+        replicated,
+        |path| store::open(path.parent().unwrap_or(path)),
+        |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, stop),
+        shutdown,
+    )
+    .await
+}
+
+/// The active coin exchange: its owner over the view, its endpoints, until `shutdown`.
+async fn serve(
+    client: Client,
+    config: CoinsConfig,
+    conn: rusqlite::Connection,
+    journal: crate::replica::Journal,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let exchange_account = config.exchange_account.clone();
+    let state = Coins::load(&conn)?;
     let limits = Limits {
         group_max: GROUP_CALLS_MAX,
         tick: TICK,
@@ -119,7 +140,7 @@ pub async fn run(
         mode: Mode::Thread,
     };
     let (calls, inbox) = owner::queue(QUEUE_MAX);
-    let owner_thread = owner::spawn("coins", conn, state, inbox, limits)?;
+    let owner_thread = owner::spawn_replicated("coins", conn, state, inbox, limits, journal)?;
     let bank = AgoraClient::new(client.clone())
         .with_timeout(Duration::from_millis(config.bank_timeout_ms));
     let ctx = Arc::new(Ctx {

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use agora_core::AccountId;
 use agora_core::coins::{self, Asset, Exchange, OrderState, Side, Symbol};
-use async_nats::Client;
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
 
@@ -14,6 +13,7 @@ use super::store::{self, StoredOrder};
 use super::wire::{AssetView, AssetsReply, CoinsHistoryReply, HoldingView, PriceEvent};
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::State;
+use crate::replica::Event;
 use crate::sqlite::StoreError;
 use crate::subjects::coins as subject;
 
@@ -58,7 +58,6 @@ pub struct Outbox {
 /// The exchange's state, owned by its owner thread.
 pub struct Coins {
     exchange: Exchange,
-    client: Client,
 }
 
 impl std::fmt::Debug for Coins {
@@ -85,18 +84,10 @@ fn not_found(what: String) -> ServiceError {
 }
 
 impl Coins {
-    /// The state as the store has it; on the very first start the catalogue is seeded.
-    pub fn load(conn: &mut Connection, client: Client) -> Result<Self, StoreError> {
-        if !store::seeded(conn)? {
-            let tx = conn.transaction()?;
-            for asset in coins::seed() {
-                store::put_asset(&tx, &asset)?;
-            }
-            store::mark_seeded(&tx)?;
-            tx.commit()?;
-            tracing::info!("seeded the catalogue: BTC, ETH, AMZN, MSFT, TSLA");
-        }
-        let mut state = Self { exchange: Exchange::new(), client };
+    /// The state as the store has it (the catalogue is seeded by the first active instance,
+    /// see [`State::promoted`]).
+    pub fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut state = Self { exchange: Exchange::new() };
         state.reload(conn)?;
         Ok(state)
     }
@@ -304,6 +295,30 @@ impl State for Coins {
         Ok(())
     }
 
+    /// On the very first start the catalogue is seeded, in the log like every write.
+    fn promoted(&mut self, tx: &Transaction<'_>, _now_ms: u64) -> Result<(), StoreError> {
+        if !store::seeded(tx)? {
+            for asset in coins::seed() {
+                store::put_asset(tx, &asset)?;
+            }
+            store::mark_seeded(tx)?;
+            self.reload(tx)?;
+            tracing::info!("seeded the catalogue: BTC, ETH, AMZN, MSFT, TSLA");
+        }
+        Ok(())
+    }
+
+    /// Price events travel in the log entry; the runtime publishes them once it is stored.
+    fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
+        std::mem::take(&mut out.prices)
+            .into_iter()
+            .filter_map(|event| {
+                let payload = serde_json::to_vec(&event).ok()?;
+                Some(Event { subject: subject::prices(&event.symbol), payload: payload.into() })
+            })
+            .collect()
+    }
+
     fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Outbox) {
         if let Err(error) = self.reload(conn) {
             tracing::error!(%error, "cannot reload the coins store");
@@ -314,13 +329,7 @@ impl State for Coins {
     }
 
     async fn deliver(&mut self, _now_ms: u64, out: Outbox) {
-        let Outbox { answers, prices } = out;
-        for event in prices {
-            if let Ok(payload) = serde_json::to_vec(&event) {
-                let subject = subject::prices(&event.symbol);
-                self.client.publish(subject, payload.into()).await.ok();
-            }
-        }
+        let Outbox { answers, prices: _ } = out;
         for (reply, answer) in answers {
             reply.send(answer).ok();
         }

@@ -81,20 +81,14 @@ pub struct LedgerStats {
 }
 
 /// Runs one ledger instance until `shutdown` resolves: a standby following the ledger's log
-/// until it becomes the active one (see `crate::replica`). `on_ready` is called once it
-/// stands by, or once every endpoint of the active one is subscribed.
+/// until it becomes the active one (see `crate::replica`). `on_ready` is called once every
+/// endpoint of the active one is subscribed.
 pub async fn run(
     client: Client,
     config: LedgerConfig,
     on_ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ready = Mutex::new(Some(on_ready));
-    let signal_ready = || {
-        if let Some(ready) = ready.lock().ok().and_then(|mut r| r.take()) {
-            ready();
-        }
-    };
     let replicated = Replicated {
         service: "ledger",
         args: &config.replica,
@@ -104,10 +98,7 @@ pub async fn run(
         client.clone(),
         replicated,
         |path| store::open(path.parent().unwrap_or(path)),
-        signal_ready,
-        |conn, journal, stop| {
-            serve(client.clone(), config.clone(), conn, journal, signal_ready, stop)
-        },
+        |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, on_ready, stop),
         shutdown,
     )
     .await

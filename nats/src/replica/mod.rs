@@ -218,13 +218,12 @@ fn apply_message(
 
 /// Runs one instance of a replicated service until `shutdown`: a standby following the log
 /// until it takes the lease, then the active instance (`serve`, given the view, the journal
-/// and a stop signal). `on_standby` is called once if this instance starts as a standby.
+/// and a stop signal). A standby prints [`crate::telemetry::STANDBY_LINE`] once it follows.
 /// Returns an error when this instance was deposed (its supervisor starts it again).
 pub async fn run<Serve, Fut>(
     client: Client,
     replicated: Replicated<'_>,
     open: impl Fn(&Path) -> Result<Connection, StoreError>,
-    on_standby: impl FnOnce(),
     serve: Serve,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
@@ -250,7 +249,7 @@ where
     // Standby: follow the log, campaign for the lease.
     let mut messages = follow(&js, service, applied + 1).await?;
     let mut assembler = log::Assembler::default();
-    let mut on_standby = Some(on_standby);
+    let mut announced = false;
     let mut last_relayed = 0;
     let mut poll = tokio::time::interval(candidate.poll());
     let lease = loop {
@@ -269,10 +268,11 @@ where
                 if let Some(lease) = candidate.campaign(crate::clock::now_ms()).await {
                     break lease;
                 }
-                if let Some(announce) = on_standby.take() {
+                if !announced {
+                    announced = true;
                     let holder = candidate.holder().await.map(|h| h.instance).unwrap_or_default();
                     tracing::info!(instance, active = holder, applied, "standing by");
-                    announce();
+                    crate::telemetry::announce_standby(&format!("agora-{service}"));
                 }
             }
         }

@@ -93,6 +93,8 @@ pub struct Snapshots {
     every: u64,
     last: u64,
     running: Arc<AtomicBool>,
+    /// The service's runtime (the owner may run on a small runtime of its own).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Snapshots {
@@ -113,6 +115,7 @@ impl Snapshots {
             every: every.max(1),
             last,
             running: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -131,7 +134,7 @@ impl Snapshots {
             self.database.clone(),
             self.running.clone(),
         );
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             match take(&js, &store, service, &stream, &database, relayed).await {
                 Ok(seq) => tracing::info!(service, seq, "snapshot stored; log purged below it"),
                 Err(error) => tracing::warn!(service, %error, "snapshot failed"),

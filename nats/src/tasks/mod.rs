@@ -127,6 +127,8 @@ pub struct TasksConfig {
     /// Replicas of the work-queue stream (3 on a three-node cluster: tasks survive a node loss).
     #[arg(long, env = "AGORA_TASKS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    #[command(flatten)]
+    pub replica: crate::replica::ReplicaArgs,
 }
 
 impl TasksConfig {
@@ -198,17 +200,39 @@ async fn ids_in_stream(js: &jetstream::Context) -> anyhow::Result<std::collectio
     Ok(ids)
 }
 
-/// Runs the task service until `shutdown` resolves.
+/// Runs one task service instance until `shutdown` resolves: a standby following the task
+/// log until it becomes the active one (see `crate::replica`).
 pub async fn run(
     client: Client,
     config: TasksConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let replicated = crate::replica::Replicated {
+        service: "tasks",
+        args: &config.replica,
+        database: config.data_dir.join(store::DATABASE_FILE),
+    };
+    crate::replica::run(
+        client.clone(),
+        replicated,
+        |path| store::open(path.parent().unwrap_or(path)),
+        |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, stop),
+        shutdown,
+    )
+    .await
+}
+
+/// The active task service: its owner over the view, its endpoints, until `shutdown`.
+async fn serve(
+    client: Client,
+    config: TasksConfig,
+    conn: rusqlite::Connection,
+    journal: crate::replica::Journal,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_queue(&js, &config).await?;
-    let conn = store::open(&config.data_dir)
-        .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let errors = ErrorCounts::default();
     let mut tasks = Tasks::load(&conn, client.clone(), js.clone(), config, &errors)?;
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
@@ -221,7 +245,7 @@ pub async fn run(
         mode: Mode::Thread,
     };
     let (queue, inbox) = owner::queue(COMMAND_QUEUE_MAX);
-    let owner_thread = owner::spawn("tasks", conn, tasks, inbox, limits)?;
+    let owner_thread = owner::spawn_replicated("tasks", conn, tasks, inbox, limits, journal)?;
 
     let stats_errors = errors.clone();
     let service = crate::service::builder(&client, HashMap::new())

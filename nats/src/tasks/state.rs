@@ -19,6 +19,7 @@ use super::wire::{
 use super::{HISTORY_MAX, PRUNE_BATCH, PRUNE_EVERY_MS, TasksConfig, WAITERS_MAX};
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::State;
+use crate::replica::Event;
 use crate::service::{ErrorCounts, Replier, encode};
 use crate::sqlite::StoreError;
 use crate::subjects::tasks as subject;
@@ -608,14 +609,20 @@ impl State for Tasks {
         out.enqueue.clear();
     }
 
-    /// Sends replies, events and cancel notices, then hands new work to the stream.
+    /// Task events travel in the log entry; the runtime publishes them once it is stored.
+    fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
+        std::mem::take(&mut out.events)
+            .into_iter()
+            .map(|(subject, payload)| Event { subject, payload })
+            .collect()
+    }
+
+    /// Sends replies and cancel notices, then hands new work to the stream (the events went
+    /// out before, from the log entry).
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
-        let Outbox { replies, events, cancels, purges, enqueue } = outbox;
+        let Outbox { replies, events: _, cancels, purges, enqueue } = outbox;
         for (pending, reply) in replies {
             self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
-        }
-        for (subject, payload) in events {
-            self.client.publish(subject, payload).await.ok();
         }
         for id in cancels {
             let payload = Bytes::from(format!(r#"{{"id":"{id}"}}"#));
