@@ -570,6 +570,46 @@ impl System {
             .unwrap_or_else(|e| panic!("{name} starts: {e:#}"))
     }
 
+    /// Starts another instance of the replicated service `service` (`ledger`, `tasks`, `chat`,
+    /// `coins`) on a data directory of its own, `data` (under the test's directory), with
+    /// `extra` flags; returns once it follows the log as a standby.
+    pub fn start_standby(&self, service: &str, data: &str, extra: &[&str]) -> Component {
+        let mut args = vec![
+            "--server".to_owned(),
+            self.url().to_owned(),
+            "--data-dir".to_owned(),
+            self.dir.path().join(data).display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let path = component_binary(&format!("agora-{service}")).expect("built");
+        let password = agora_devtools::process::dev_password(service).unwrap_or_default();
+        let envs: Vec<(&str, &str)> = if self.auth {
+            vec![("NATS_USER", service), ("NATS_PASSWORD", &password)]
+        } else {
+            vec![]
+        };
+        Component::start_until(
+            data,
+            &path,
+            &args,
+            &envs,
+            &self.logs(),
+            agora_devtools::process::STANDBY_LINE,
+        )
+        .unwrap_or_else(|e| panic!("{data} starts: {e:#}"))
+    }
+
+    /// The process id of the active instance of a replicated service, from its lease.
+    pub async fn active_pid(&self, service: &str) -> Option<u32> {
+        let nats = async_nats::connect(self.url()).await.ok()?;
+        let js = async_nats::jetstream::new(nats);
+        let bucket = js.get_key_value(agora_nats::subjects::replica::LEASE_BUCKET).await.ok()?;
+        let entry = bucket.get(service).await.ok()??;
+        let holder: agora_nats::replica::lease::Holder = serde_json::from_slice(&entry).ok()?;
+        // `<service>-<host>-<pid>-<nuid>`
+        holder.instance.rsplit('-').nth(1)?.parse().ok()
+    }
+
     /// Starts (or restarts, on the same data directory) the ledger.
     pub fn start_ledger(&mut self) {
         let args = vec![

@@ -15,5 +15,6 @@ mod identity;
 mod ledger;
 mod likes;
 mod load;
+mod replication;
 mod tasks;
 mod up;

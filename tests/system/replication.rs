@@ -1,0 +1,321 @@
+//! No single point of failure: every replicated service (ledger, tasks, chat, coins) runs as an
+//! active instance and a standby. Under load, the active one is killed with `kill -9` and its
+//! data directory deleted; the standby takes over from the log, a new instance starts on an
+//! empty disk and rebuilds its view from the log, and then that one is made active too. Every
+//! acknowledged write is there exactly once, money is conserved, and every event of a
+//! committed change is in the events stream exactly once. The longest a request waited for an
+//! answer (the unavailability callers saw) is printed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_devtools::process::Component;
+use agora_nats::chat::client::ChatSession;
+use agora_nats::chat::wire::HistoryRequest;
+use agora_nats::subjects::replica as replica_subject;
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest};
+use agora_nats::{AgoraClient, ClientError, ErrorCode};
+use agora_tests::{System, eventually};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// How long one request may keep being retried (same id) before the test fails.
+const RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// The longest failover the issue allows (lease 2 s, then the log read to its end).
+const FAILOVER_MAX: Duration = Duration::from_secs(5);
+
+/// Retries `call` (which reuses its id) while the outcome is unknown (`busy`, `unavailable`,
+/// a timeout); returns its definitive result and how long it took.
+async fn settle<T, F, Fut>(what: &str, mut call: F) -> (Result<T, ClientError>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let started = Instant::now();
+    loop {
+        let result = call().await;
+        match &result {
+            Err(error) if matches!(error.code(), ErrorCode::Busy | ErrorCode::Unavailable) => {
+                assert!(started.elapsed() < RETRY_WINDOW, "{what} not settled: {error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return (result, started.elapsed()),
+        }
+    }
+}
+
+/// One replicated service's instances in the test: which data directory each one has.
+struct Instances {
+    service: &'static str,
+    /// The harness's own instance (data directory `<service>`) is in the [`System`].
+    others: Vec<(String, Option<Component>)>,
+    started: usize,
+}
+
+impl Instances {
+    fn new(system: &System, service: &'static str) -> Self {
+        let mut instances = Self { service, others: Vec::new(), started: 0 };
+        instances.add_standby(system);
+        instances
+    }
+
+    fn add_standby(&mut self, system: &System) {
+        self.started += 1;
+        let data = format!("{}-{}", self.service, self.started);
+        let component = system.start_standby(self.service, &data, &[]);
+        self.others.push((data, Some(component)));
+    }
+
+    /// `kill -9` the active instance and delete its data directory; start a new standby on an
+    /// empty one. Returns the killed instance's process id.
+    async fn kill_active_with_disk(&mut self, system: &mut System) -> u32 {
+        let pid = system.active_pid(self.service).await.expect("an active instance");
+        let harness = match self.service {
+            "ledger" => &mut system.ledger,
+            "tasks" => &mut system.tasks,
+            "chat" => &mut system.chat,
+            _ => &mut system.coins,
+        };
+        let dir = if harness.as_ref().is_some_and(|c| c.id() == pid) {
+            harness.take().expect("running").kill_hard();
+            self.service.to_owned()
+        } else {
+            let (dir, component) = self
+                .others
+                .iter_mut()
+                .find(|(_, c)| c.as_ref().is_some_and(|c| c.id() == pid))
+                .expect("the active instance is one of ours");
+            component.take().expect("running").kill_hard();
+            dir.clone()
+        };
+        remove_dir(&system.dir.path().join(&dir));
+        println!("{}: killed the active instance ({dir}) and deleted its disk", self.service);
+        self.add_standby(system);
+        pid
+    }
+
+    /// Waits until an instance other than `killed` is active.
+    async fn wait_new_active(&self, system: &System, killed: u32) {
+        let (service, pid) = (self.service, killed);
+        eventually(Duration::from_secs(10), Duration::from_millis(50), async || {
+            match system.active_pid(service).await {
+                Some(active) if active != pid => Ok(()),
+                other => Err(format!("no new active {service} yet ({other:?})")),
+            }
+        })
+        .await;
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("delete {}: {e}", dir.display()));
+}
+
+/// The events stream's message count per subject under `filter`.
+async fn events_by_subject(system: &System, filter: &str) -> BTreeMap<String, usize> {
+    let nats = async_nats::connect(system.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(nats);
+    let stream = js.get_stream(replica_subject::EVENTS_STREAM).await.expect("events stream");
+    let mut subjects = stream.info_with_subjects(filter).await.expect("subjects");
+    let mut counts = BTreeMap::new();
+    use futures::StreamExt;
+    while let Some(entry) = subjects.next().await {
+        let (subject, count) = entry.expect("subject");
+        counts.insert(subject, count);
+    }
+    counts
+}
+
+fn account(index: usize) -> String {
+    format!("rep-{index:02}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_loses_its_active_instance_and_disk_twice_under_load_and_nothing_is_lost() {
+    const CLIENTS: usize = 12;
+    const OPERATIONS: usize = 1_200;
+    const ACCOUNTS: usize = 30;
+    let mut system = System::start();
+    let mut ledgers = Instances::new(&system, "ledger");
+    system.add_bank();
+    system.add_bank();
+
+    // Transfers, deposits and withdrawals with ids, each sent until it has an outcome.
+    let book: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let postings: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let mut load = Vec::new();
+    for c in 0..CLIENTS {
+        let client = AgoraClient::new(async_nats::connect(system.url()).await.expect("connect"))
+            .with_timeout(Duration::from_secs(2));
+        let (book, postings, slowest) = (book.clone(), postings.clone(), slowest.clone());
+        load.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c as u64);
+            for n in 0..OPERATIONS / CLIENTS {
+                let a = account(rng.random_range(0..ACCOUNTS));
+                let b = account(
+                    (rng.random_range(1..ACCOUNTS) + a[4..].parse::<usize>().unwrap()) % ACCOUNTS,
+                );
+                let amount = rng.random_range(1..=500);
+                let id = format!("rep-{c}-{n}");
+                let kind = rng.random_range(0..3);
+                let (result, took) = settle(&id, || async {
+                    match kind {
+                        0 => client.deposit(&a, amount, Some(&id)).await.map(drop),
+                        1 => client.withdraw(&a, amount, Some(&id)).await.map(drop),
+                        _ => client.transfer(&a, &b, amount, Some(&id)).await.map(drop),
+                    }
+                })
+                .await;
+                {
+                    let mut slowest = slowest.lock().unwrap();
+                    *slowest = (*slowest).max(took);
+                }
+                match result {
+                    Ok(()) => {
+                        let mut book = book.lock().unwrap();
+                        let mut postings = postings.lock().unwrap();
+                        match kind {
+                            0 => *book.entry(a.clone()).or_default() += amount,
+                            1 => *book.entry(a.clone()).or_default() -= amount,
+                            _ => {
+                                *book.entry(a.clone()).or_default() -= amount;
+                                *book.entry(b.clone()).or_default() += amount;
+                                *postings.entry(b).or_default() += 1;
+                            }
+                        }
+                        *postings.entry(a).or_default() += 1;
+                    }
+                    Err(error) if error.code() == ErrorCode::InsufficientFunds => {}
+                    Err(error) => panic!("{id}: {error}"),
+                }
+            }
+        }));
+    }
+    // Twice: kill -9 the active ledger and delete its disk; a standby takes over, and a new
+    // instance on an empty disk rebuilds its view from the log (and is the next one killed).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = ledgers.kill_active_with_disk(&mut system).await;
+    ledgers.wait_new_active(&system, killed).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let killed = ledgers.kill_active_with_disk(&mut system).await;
+    ledgers.wait_new_active(&system, killed).await;
+    for task in load {
+        task.await.expect("load");
+    }
+
+    let client = system.client().await;
+    let book = book.lock().unwrap().clone();
+    for index in 0..ACCOUNTS {
+        let name = account(index);
+        let (balance, _) = settle("balance", || client.balance(&name)).await;
+        let balance = balance.expect("balance").balance;
+        assert_eq!(balance, book.get(&name).copied().unwrap_or(0), "{name}: the books agree");
+    }
+    // Every event of a committed change, once.
+    let events = events_by_subject(&system, "agora.bank.events.>").await;
+    for (name, count) in postings.lock().unwrap().iter() {
+        let subject = format!("agora.bank.events.{name}");
+        assert_eq!(events.get(&subject).copied(), Some(*count), "{subject}");
+    }
+    let slowest = *slowest.lock().unwrap();
+    println!("ledger: the longest a caller waited for an outcome: {slowest:?}");
+    assert!(slowest < FAILOVER_MAX + Duration::from_secs(2), "unavailable for {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_chat_and_coins_lose_their_active_instance_and_disk_and_nothing_is_lost() {
+    let mut system = System::with_coins(1);
+    system.chat_args = Vec::new();
+    system.start_chat();
+    system.tasks_args = Vec::new();
+    system.start_tasks();
+    system.add_worker(&[]);
+    let mut tasks = Instances::new(&system, "tasks");
+    let mut chat = Instances::new(&system, "chat");
+    let mut coins = Instances::new(&system, "coins");
+    let client = system.client().await;
+    for user in ["ann", "ben"] {
+        client.deposit(user, 1_000_000, Some(&format!("seed-{user}"))).await.expect("deposit");
+    }
+    let alice = ChatSession::register(system.client().await, "alice").await.expect("registers");
+
+    let mut slowest = Duration::ZERO;
+    let mut submitted = Vec::new();
+    let mut said = Vec::new();
+    let mut bought: BTreeMap<&str, i64> = BTreeMap::new();
+    for round in 0..60 {
+        match round {
+            // Not waiting for the standby: the next requests meet the failover.
+            15 => drop(tasks.kill_active_with_disk(&mut system).await),
+            30 => drop(chat.kill_active_with_disk(&mut system).await),
+            45 => drop(coins.kill_active_with_disk(&mut system).await),
+            _ => {}
+        }
+        // A task, a chat message and a coin order, each until acknowledged.
+        let request = SubmitRequest {
+            id: Some(format!("task-{round}")),
+            ..SubmitRequest::new("uppercase", &json!({"text": format!("t{round}")}))
+        };
+        let (task, took) = settle("submit", || client.submit(&request)).await;
+        submitted.push(task.expect("submitted").id);
+        slowest = slowest.max(took);
+
+        let message = alice.message(Some("all"), None, &format!("message {round}"));
+        let (ack, took) = settle("send", || client.chat_send(&message)).await;
+        ack.expect("recorded");
+        said.push(format!("message {round}"));
+        slowest = slowest.max(took);
+
+        let user = if round % 2 == 0 { "ann" } else { "ben" };
+        let id = format!("order-{round}");
+        let (order, took) = settle("buy", || client.buy_coins(user, "AMZN", 1, Some(&id))).await;
+        assert_eq!(order.expect("bought").state, "done");
+        *bought.entry(user).or_default() += 1;
+        slowest = slowest.max(took);
+    }
+
+    // Every acknowledged task completes, once; the stream of its events has each once.
+    for id in &submitted {
+        eventually(Duration::from_secs(30), Duration::from_millis(100), async || {
+            let task = client.task(id).await.map_err(|e| e.to_string())?;
+            if task.state == "completed" { Ok(()) } else { Err(format!("{id} is {}", task.state)) }
+        })
+        .await;
+    }
+    let all = client
+        .tasks(&ListRequest { limit: Some(500), ..ListRequest::default() })
+        .await
+        .expect("list");
+    assert_eq!(all.tasks.len(), submitted.len(), "one task per acknowledged submit");
+    let events = events_by_subject(&system, "agora.tasks.events.>").await;
+    for id in &submitted {
+        let count: usize =
+            events.iter().filter(|(s, _)| s.ends_with(&format!(".{id}"))).map(|(_, n)| n).sum();
+        assert_eq!(count, 3, "task {id}: queued, started, completed");
+    }
+    // Every acknowledged message is in the history once, and in the events stream once.
+    let history = client
+        .chat_history(&HistoryRequest {
+            room: Some("all".into()),
+            limit: Some(100),
+            ..HistoryRequest::default()
+        })
+        .await
+        .expect("history");
+    let texts: Vec<String> = history.messages.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, said);
+    let events = events_by_subject(&system, "agora.chat.room.all").await;
+    assert_eq!(events.get("agora.chat.room.all").copied(), Some(said.len()));
+    // Every acknowledged order once: holdings and money agree.
+    for (user, quantity) in &bought {
+        let portfolio = client.portfolio(user).await.expect("portfolio");
+        let amzn: u64 =
+            portfolio.holdings.iter().filter(|h| h.symbol == "AMZN").map(|h| h.quantity).sum();
+        assert_eq!(amzn as i64, *quantity, "{user}'s units");
+    }
+    println!("tasks, chat, coins: the longest a caller waited for an outcome: {slowest:?}");
+    assert!(slowest < FAILOVER_MAX + Duration::from_secs(2), "unavailable for {slowest:?}");
+}
