@@ -340,9 +340,12 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
     loop {
-        match call().await {
+        let result = call().await;
+        LONGEST_WAIT_MS.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        match result {
             Ok(value) => return Ok(value),
             Err(error)
                 if matches!(
@@ -487,6 +490,49 @@ async fn all_complete(client: &AgoraClient, ids: &[String]) {
             }
         }
     }
+}
+
+/// The compose service (container host name) of the active instance of replicated `service`
+/// (`ledger`, `tasks`, `chat`, `coins`), from its lease (read as that service's own user).
+async fn active_instance(stack: &Stack, service: &str) -> String {
+    let password = dev_password(service).expect("a development password");
+    let client = connect(NatsArgs::user(stack.nats_url(), service, &password)).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    eventually(Duration::from_secs(60), Duration::from_millis(200), async || {
+        let bucket = js
+            .get_key_value(subjects::replica::LEASE_BUCKET)
+            .await
+            .map_err(|e| format!("lease bucket: {e}"))?;
+        let entry = bucket.get(service).await.map_err(|e| e.to_string())?;
+        let holder: agora_nats::replica::lease::Holder =
+            serde_json::from_slice(&entry.ok_or(format!("nobody holds the {service} lease"))?)
+                .map_err(|e| e.to_string())?;
+        // `<service>-<host>-<pid>-<nuid>`
+        let rest = holder.instance.strip_prefix(&format!("{service}-")).unwrap_or_default();
+        let host = rest.rsplitn(3, '-').nth(2).unwrap_or_default();
+        if host.is_empty() {
+            Err(format!("holder {}", holder.instance))
+        } else {
+            Ok(host.to_owned())
+        }
+    })
+    .await
+}
+
+/// `kill -9` the active instance of `service`, delete its volume, and start it again on an
+/// empty one (it restores from the replicated log as a standby).
+fn kill_with_volume(stack: &Stack, container: &str) {
+    stack.ok(&["kill", "-s", "SIGKILL", container]);
+    stack.ok(&["rm", "-f", container]);
+    stack.docker(&["volume", "rm", &format!("{}_{container}", stack.project)]);
+    stack.ok(&["up", "-d", "--no-deps", container]);
+}
+
+/// The longest any call waited in [`until_settled`] since the last [`take_unavailability`].
+static LONGEST_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn take_unavailability() -> Duration {
+    Duration::from_millis(LONGEST_WAIT_MS.swap(0, Ordering::SeqCst))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,6 +775,142 @@ async fn the_compose_stack_survives_faults_under_load() {
     let balance = call(&buyer, reqwest::Method::GET, "/api/bank/balance/e2e-buyer", None).await;
     assert_eq!(balance["balance"], 9_000, "nothing moved: {balance}");
     eprintln!("[e2e] 5. chat and coins through the gateway ({:?})", started.elapsed());
+
+    // 6. No single point of failure: kill -9 the active instance of each replicated service
+    //    and delete its volume, under load; then stop the NATS node leading the ledger's log.
+    take_unavailability();
+    let ledger = active_instance(&stack, "ledger").await;
+    let book = Arc::new(Mutex::new(Book::default()));
+    for (index, owner) in people.iter().enumerate() {
+        let name = account(index);
+        let now = until_settled("balance", || owner.balance(&name)).await.expect("balance");
+        let id = format!("reopen-{index}");
+        // Back to the opening balance, so the books start over.
+        let delta = OPENING - now.balance;
+        if delta > 0 {
+            until_settled(&id, || owner.deposit(&name, delta, Some(&id))).await.expect("deposit");
+        } else if delta < 0 {
+            until_settled(&id, || owner.withdraw(&name, -delta, Some(&id)))
+                .await
+                .expect("withdraw");
+        }
+    }
+    transfers(&people, "kl", 2_000, 300, || kill_with_volume(&stack, &ledger), &book).await;
+    check_books(&people, &book).await;
+    let now_active = active_instance(&stack, "ledger").await;
+    assert_ne!(now_active, ledger, "the standby took over");
+    eprintln!(
+        "[e2e] 6a. {ledger} and its volume lost under load: {now_active} took over, books \
+         balance; longest wait {:?}",
+        take_unavailability()
+    );
+
+    let tasks_active = active_instance(&stack, "tasks").await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        if n == 15 {
+            kill_with_volume(&stack, &tasks_active);
+        }
+        let key = format!("replicated-{n}");
+        let task = sleep_task(&key, 50);
+        let view = until_settled(&key, || people[0].submit(&task)).await.expect("submitted");
+        ids.push(view.id);
+    }
+    all_complete(&people[0], &ids).await;
+    let list = agora_nats::tasks::wire::ListRequest { limit: Some(1_000), ..Default::default() };
+    let listed = until_settled("list", || people[0].tasks(&list)).await.expect("list");
+    for id in &ids {
+        assert_eq!(listed.tasks.iter().filter(|t| &t.id == id).count(), 1, "task {id} once");
+    }
+    eprintln!(
+        "[e2e] 6b. {tasks_active} and its volume lost: every task once; longest wait {:?}",
+        take_unavailability()
+    );
+
+    let chat_active = active_instance(&stack, "chat").await;
+    let speaker = account(2);
+    let talk = agora_nats::chat::client::ChatSession::register(people[2].clone(), &speaker)
+        .await
+        .expect("registers");
+    let mut said = Vec::new();
+    for n in 0..40 {
+        if n == 15 {
+            kill_with_volume(&stack, &chat_active);
+        }
+        let message = talk.message(Some("replicated"), None, &format!("replicated {n}"));
+        until_settled("send", || people[2].chat_send(&message)).await.expect("recorded");
+        said.push(format!("replicated {n}"));
+    }
+    let request = agora_nats::chat::wire::HistoryRequest {
+        room: Some("replicated".into()),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let history =
+        until_settled("history", || people[2].chat_history(&request)).await.expect("history");
+    let texts: Vec<String> = history.messages.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, said, "every acknowledged message once, in order");
+    eprintln!(
+        "[e2e] 6c. {chat_active} and its volume lost: every message once; longest wait {:?}",
+        take_unavailability()
+    );
+
+    let coins_active = active_instance(&stack, "coins").await;
+    let buyer = &people[3];
+    let name = account(3);
+    until_settled("funds", || buyer.deposit(&name, 50_000, Some("coins-funds")))
+        .await
+        .expect("deposit");
+    let before = until_settled("portfolio", || buyer.portfolio(&name)).await.expect("portfolio");
+    let held = |p: &agora_nats::coins::wire::PortfolioReply| -> u64 {
+        p.holdings.iter().filter(|h| h.symbol == "E2E").map(|h| h.quantity).sum()
+    };
+    for n in 0..20 {
+        if n == 8 {
+            kill_with_volume(&stack, &coins_active);
+        }
+        let id = format!("replicated-order-{n}");
+        let order = until_settled(&id, || buyer.buy_coins(&name, "E2E", 1, Some(&id))).await;
+        assert_eq!(order.expect("bought").state, "done");
+    }
+    let after = until_settled("portfolio", || buyer.portfolio(&name)).await.expect("portfolio");
+    assert_eq!(held(&after), held(&before) + 20, "every acknowledged order once");
+    assert_eq!(after.balance, before.balance - 20 * 250, "paid once per order");
+    eprintln!(
+        "[e2e] 6d. {coins_active} and its volume lost: every order once; longest wait {:?}",
+        take_unavailability()
+    );
+
+    // The NATS node leading the ledger's log stops during transfers.
+    let victim = stream_leader(&stack, "nats-1", "AGORA_LOG_LEDGER").await;
+    let book = Arc::new(Mutex::new(Book::default()));
+    for (index, owner) in people.iter().enumerate() {
+        let name = account(index);
+        let now = until_settled("balance", || owner.balance(&name)).await.expect("balance");
+        let id = format!("reopen2-{index}");
+        let delta = OPENING - now.balance;
+        if delta > 0 {
+            until_settled(&id, || owner.deposit(&name, delta, Some(&id))).await.expect("deposit");
+        } else if delta < 0 {
+            until_settled(&id, || owner.withdraw(&name, -delta, Some(&id)))
+                .await
+                .expect("withdraw");
+        }
+    }
+    take_unavailability();
+    transfers(&people, "ll", 2_000, 300, || stack.ok(&["stop", "-t", "2", &victim]), &book).await;
+    check_books(&people, &book).await;
+    let survivor = NODES.into_iter().find(|n| *n != victim).expect("a survivor");
+    let leader = stream_leader(&stack, survivor, "AGORA_LOG_LEDGER").await;
+    assert_ne!(leader, victim, "the ledger log's leader moved");
+    eprintln!(
+        "[e2e] 6e. {victim} (leading AGORA_LOG_LEDGER) stopped under load: books balance, the \
+         log is led by {leader}; longest wait {:?}",
+        take_unavailability()
+    );
+    stack.ok(&["start", &victim]);
+    wait_ready(&stack, &client, Duration::from_secs(120)).await;
+    eprintln!("[e2e] 6. no single point of failure ({:?})", started.elapsed());
 }
 
 /// An API token of `name` from the gateway (signed up first when `sign_up`).
