@@ -574,6 +574,18 @@ impl System {
     /// `coins`) on a data directory of its own, `data` (under the test's directory), with
     /// `extra` flags; returns once it follows the log as a standby.
     pub fn start_standby(&self, service: &str, data: &str, extra: &[&str]) -> Component {
+        self.start_instance(service, data, extra, agora_devtools::process::STANDBY_LINE)
+    }
+
+    /// [`Self::start_standby`], returning once the instance prints `line` (`READY_LINE` for
+    /// one that becomes the active instance).
+    pub fn start_instance(
+        &self,
+        service: &str,
+        data: &str,
+        extra: &[&str],
+        line: &str,
+    ) -> Component {
         let mut args = vec![
             "--server".to_owned(),
             self.url().to_owned(),
@@ -588,15 +600,8 @@ impl System {
         } else {
             vec![]
         };
-        Component::start_until(
-            data,
-            &path,
-            &args,
-            &envs,
-            &self.logs(),
-            agora_devtools::process::STANDBY_LINE,
-        )
-        .unwrap_or_else(|e| panic!("{data} starts: {e:#}"))
+        Component::start_until(data, &path, &args, &envs, &self.logs(), line)
+            .unwrap_or_else(|e| panic!("{data} starts: {e:#}"))
     }
 
     /// The process id of the active instance of a replicated service, from its lease.

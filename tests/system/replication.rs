@@ -319,3 +319,48 @@ async fn tasks_chat_and_coins_lose_their_active_instance_and_disk_and_nothing_is
     println!("tasks, chat, coins: the longest a caller waited for an outcome: {slowest:?}");
     assert!(slowest < FAILOVER_MAX + Duration::from_secs(2), "unavailable for {slowest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_a_new_instance_on_an_empty_disk_starts_from_one() {
+    let mut system = System::nats_only();
+    let snapshot_every = ["--snapshot-every", "100"];
+    let mut first = system.start_instance(
+        "ledger",
+        "ledger-a",
+        &snapshot_every,
+        agora_devtools::process::READY_LINE,
+    );
+    system.add_bank();
+    let client = system.client().await;
+    for n in 0..300 {
+        let id = format!("snap-{n}");
+        client.deposit(&account(n % 10), 7, Some(&id)).await.expect("deposit");
+    }
+    // The log was purged below a snapshot.
+    let nats = async_nats::connect(system.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(nats);
+    let first_seq = eventually(Duration::from_secs(30), Duration::from_millis(200), async || {
+        let mut log = js
+            .get_stream(replica_subject::log_stream("ledger"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = log.info().await.map_err(|e| e.to_string())?.state.clone();
+        if state.first_sequence > 100 {
+            Ok(state.first_sequence)
+        } else {
+            Err(format!("{state:?}"))
+        }
+    })
+    .await;
+    // A new instance on an empty disk starts from the snapshot, then the log after it.
+    let second = system.start_standby("ledger", "ledger-b", &snapshot_every);
+    let log = std::fs::read_to_string(second.log()).expect("log");
+    assert!(log.contains("restored the snapshot"), "{log}");
+    first.kill_hard();
+    for n in 0..10 {
+        let name = account(n);
+        let (balance, _) = settle("balance", || client.balance(&name)).await;
+        assert_eq!(balance.expect("balance").balance, 30 * 7, "log purged from {first_seq}");
+    }
+    drop(second);
+}

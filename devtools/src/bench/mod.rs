@@ -477,10 +477,13 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     } else {
         Rig::start_cluster(options.nats_nodes, 1).await?
     };
+    // On a cluster the ledger's log, events, lease and snapshots have three replicas (as in
+    // the compose stack): every acknowledged write is on a quorum before the reply.
+    let replicas = rig.urls.len().min(3).to_string();
     rig.start_component(
         "ledger",
         "agora-ledger",
-        &["--data-dir".to_owned(), rig.data_dir("ledger")],
+        &["--data-dir".to_owned(), rig.data_dir("ledger"), "--replicas".to_owned(), replicas],
     )?;
     for index in 0..options.banks.max(1) {
         let args = ["--bank-id".to_owned(), format!("bench-{index}")];
@@ -502,8 +505,9 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     let topology = match rig.urls.len() {
         1 => "one node".to_owned(),
         nodes => format!(
-            "a {nodes}-node cluster: ledger and echo responder on node 1, banks and clients on \
-             nodes 2-{nodes}"
+            "a {nodes}-node cluster: ledger (log R{}) and echo responder on node 1, banks and \
+             clients on nodes 2-{nodes}",
+            nodes.min(3)
         ),
     };
     let who = match people {

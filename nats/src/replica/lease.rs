@@ -57,15 +57,18 @@ pub async fn bucket(
 #[derive(Debug)]
 pub struct LeaseState {
     valid_until: Mutex<Option<Instant>>,
+    /// The key's revision as this instance last wrote it.
+    revision: std::sync::atomic::AtomicU64,
     deposed: AtomicBool,
     why: Mutex<String>,
     notify: Notify,
 }
 
 impl LeaseState {
-    fn new(valid_until: Instant) -> Self {
+    fn new(valid_until: Instant, revision: u64) -> Self {
         Self {
             valid_until: Mutex::new(Some(valid_until)),
+            revision: std::sync::atomic::AtomicU64::new(revision),
             deposed: AtomicBool::new(false),
             why: Mutex::new(String::new()),
             notify: Notify::new(),
@@ -176,7 +179,7 @@ impl Lease {
             Ok(_) => self.bucket.create(&self.key, value.clone()).await.ok(),
             Err(_) => None,
         }?;
-        let state = Arc::new(LeaseState::new(sent + self.valid_for()));
+        let state = Arc::new(LeaseState::new(sent + self.valid_for(), revision));
         tokio::spawn(renew(
             self.bucket.clone(),
             self.key.clone(),
@@ -186,6 +189,14 @@ impl Lease {
             state.clone(),
         ));
         Some(state)
+    }
+
+    /// Gives the lease up (after a clean stop), if it is still the one this instance wrote.
+    pub async fn release(&self, state: &LeaseState) {
+        let revision = state.revision.load(Ordering::Relaxed);
+        if let Err(error) = self.bucket.purge_expect_revision(&self.key, Some(revision)).await {
+            tracing::debug!(%error, "the lease was not released (it will expire)");
+        }
     }
 
     fn valid_for(&self) -> Duration {
@@ -213,6 +224,7 @@ async fn renew(
         match tokio::time::timeout(every, bucket.update(&key, value.clone(), revision)).await {
             Ok(Ok(next)) => {
                 revision = next;
+                state.revision.store(next, Ordering::Relaxed);
                 state.extend(sent + valid_for);
             }
             Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {

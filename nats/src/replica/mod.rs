@@ -203,13 +203,24 @@ async fn follow(
     consumer.messages().await.map_err(|e| anyhow::anyhow!("cannot follow the {service} log: {e}"))
 }
 
-/// Applies one log message to the view; the sequence of a completed entry.
+/// Applies one log message to the view; the entry it completed, if any. `seen` is the last
+/// sequence read: a gap means the log was purged below a snapshot while this instance lagged,
+/// and it must start again from the snapshot.
 fn apply_message(
     conn: &Connection,
     assembler: &mut log::Assembler,
+    seen: &mut u64,
     message: &jetstream::Message,
-) -> Result<Option<log::Read>, StoreError> {
+) -> anyhow::Result<Option<log::Read>> {
     let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+    if *seen > 0 && seq != *seen + 1 {
+        anyhow::bail!(
+            "the log skipped from {} to {seq} (purged below a snapshot while this instance \
+             lagged): start it again to restore the snapshot",
+            *seen
+        );
+    }
+    *seen = seq;
     let part = log::Part::from_message(seq, message.headers.as_ref(), message.payload.clone());
     let Some(read) = assembler.push(part)? else { return Ok(None) };
     log::apply(conn, read.seq, &read.entry)?;
@@ -249,6 +260,8 @@ where
     // Standby: follow the log, campaign for the lease.
     let mut messages = follow(&js, service, applied + 1).await?;
     let mut assembler = log::Assembler::default();
+    // The last log sequence read (0: none yet; the first one read may follow a purge).
+    let mut seen = 0;
     let mut announced = false;
     let mut last_relayed = 0;
     let mut poll = tokio::time::interval(candidate.poll());
@@ -259,7 +272,7 @@ where
                 let message = message
                     .ok_or_else(|| anyhow::anyhow!("the {service} log ended"))?
                     .map_err(|e| anyhow::anyhow!("reading the {service} log: {e}"))?;
-                if let Some(read) = apply_message(&conn, &mut assembler, &message)? {
+                if let Some(read) = apply_message(&conn, &mut assembler, &mut seen, &message)? {
                     applied = read.seq;
                     last_relayed = read.relayed;
                 }
@@ -282,16 +295,14 @@ where
     let took_over = std::time::Instant::now();
     let mut log_stream = js.get_stream(subject::log_stream(service)).await?;
     let last = log_stream.info().await?.state.last_sequence;
-    let mut seen = applied;
     let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
-    while seen < last {
+    while seen.max(applied) < last {
         let message = tokio::time::timeout_at(deadline, messages.next())
             .await
             .map_err(|_| anyhow::anyhow!("the {service} log did not deliver up to {last}"))?
             .ok_or_else(|| anyhow::anyhow!("the {service} log ended"))?
             .map_err(|e| anyhow::anyhow!("reading the {service} log: {e}"))?;
-        seen = message.info().map(|info| info.stream_sequence).unwrap_or(seen);
-        if let Some(read) = apply_message(&conn, &mut assembler, &message)? {
+        if let Some(read) = apply_message(&conn, &mut assembler, &mut seen, &message)? {
             applied = read.seq;
             last_relayed = read.relayed;
         }
@@ -360,7 +371,9 @@ where
     if lease.is_deposed() {
         anyhow::bail!("agora-{service} was deposed ({}); start it again to follow", lease.why());
     }
+    // A clean stop hands over at once: the lease is released for a standby to take.
     lease.depose("stopped");
+    candidate.release(&lease).await;
     Ok(())
 }
 
