@@ -519,12 +519,16 @@ async fn active_instance(stack: &Stack, service: &str) -> String {
     .await
 }
 
-/// `kill -9` the active instance of `service`, delete its volume, and start it again on an
-/// empty one (it restores from the replicated log as a standby).
+/// `kill -9` the container of a replicated service's instance and delete its volume.
 fn kill_with_volume(stack: &Stack, container: &str) {
     stack.ok(&["kill", "-s", "SIGKILL", container]);
     stack.ok(&["rm", "-f", container]);
     stack.docker(&["volume", "rm", &format!("{}_{container}", stack.project)]);
+}
+
+/// Starts a killed instance again, on an empty volume: it restores from the replicated log and
+/// stands by.
+fn start_again(stack: &Stack, container: &str) {
     stack.ok(&["up", "-d", "--no-deps", container]);
 }
 
@@ -799,6 +803,7 @@ async fn the_compose_stack_survives_faults_under_load() {
     check_books(&people, &book).await;
     let now_active = active_instance(&stack, "ledger").await;
     assert_ne!(now_active, ledger, "the standby took over");
+    start_again(&stack, &ledger);
     eprintln!(
         "[e2e] 6a. {ledger} and its volume lost under load: {now_active} took over, books \
          balance; longest wait {:?}",
@@ -816,6 +821,7 @@ async fn the_compose_stack_survives_faults_under_load() {
         let view = until_settled(&key, || people[0].submit(&task)).await.expect("submitted");
         ids.push(view.id);
     }
+    start_again(&stack, &tasks_active);
     all_complete(&people[0], &ids).await;
     let list = agora_nats::tasks::wire::ListRequest { limit: Some(1_000), ..Default::default() };
     let listed = until_settled("list", || people[0].tasks(&list)).await.expect("list");
@@ -841,6 +847,7 @@ async fn the_compose_stack_survives_faults_under_load() {
         until_settled("send", || people[2].chat_send(&message)).await.expect("recorded");
         said.push(format!("replicated {n}"));
     }
+    start_again(&stack, &chat_active);
     let request = agora_nats::chat::wire::HistoryRequest {
         room: Some("replicated".into()),
         limit: Some(100),
@@ -873,6 +880,7 @@ async fn the_compose_stack_survives_faults_under_load() {
         let order = until_settled(&id, || buyer.buy_coins(&name, "E2E", 1, Some(&id))).await;
         assert_eq!(order.expect("bought").state, "done");
     }
+    start_again(&stack, &coins_active);
     let after = until_settled("portfolio", || buyer.portfolio(&name)).await.expect("portfolio");
     assert_eq!(held(&after), held(&before) + 20, "every acknowledged order once");
     assert_eq!(after.balance, before.balance - 20 * 250, "paid once per order");
