@@ -99,6 +99,12 @@ pub trait State: Send + 'static {
         Vec::new()
     }
 
+    /// Tables of a replicated owner that are not replicated: volatile state (leases) that a
+    /// new active instance starts without ([`State::promoted`] clears it).
+    fn volatile_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// A replicated owner's first group when its instance becomes the active one (inside the
     /// group's transaction, so what it writes is in the log): e.g. a new fencing epoch.
     fn promoted(&mut self, _tx: &Transaction<'_>, _now_ms: u64) -> Result<(), StoreError> {
@@ -398,6 +404,10 @@ impl<S: State> Owner<S> {
         }
         let conn = &self.conn;
         let mut session = rusqlite::session::Session::new(conn)?;
+        let volatile = self.state.volatile_tables();
+        if !volatile.is_empty() {
+            session.table_filter(Some(move |table: &str| !volatile.contains(&table)));
+        }
         session.attach(None::<&str>)?;
         let mut tx = conn.unchecked_transaction()?;
         if self.promote {

@@ -453,12 +453,24 @@ impl State for Ledger {
 
     /// A new active ledger starts a new fencing epoch (in the log), so its tokens are above
     /// every token any earlier instance handed out.
+    /// Locks are leases and are not replicated: a new active ledger starts with none (and
+    /// drops those its view may hold from an earlier term), so a bank holding one from before
+    /// gets `stale_token` and locks again. Its new epoch keeps every token above every earlier
+    /// one.
     fn promoted(&mut self, tx: &Transaction<'_>, _now_ms: u64) -> Result<(), StoreError> {
         let epoch = store::bump_boot_epoch(tx)?;
+        store::delete_all_lock_sets(tx)?;
         self.boot_epoch = epoch;
-        self.locks.raise_next_token(store::first_token(epoch));
+        let mut locks = LockTable::new(store::first_token(epoch));
+        locks.raise_next_token(self.locks.next_token());
+        self.locks = locks;
+        self.sets = LockSets::default();
         tracing::info!(epoch, "ledger fencing epoch");
         Ok(())
+    }
+
+    fn volatile_tables(&self) -> &'static [&'static str] {
+        &[store::LOCK_SETS_TABLE]
     }
 
     /// Balance writes and operation records are fsynced before their replies; lock-only

@@ -31,6 +31,8 @@ use crate::sqlite::{self, StoreError};
 
 /// File name of the ledger database inside its data directory.
 pub const DATABASE_FILE: &str = "ledger.db";
+/// The table of lock sets: leases, not replicated (see the owner state's `promoted`).
+pub const LOCK_SETS_TABLE: &str = "lock_sets";
 /// Fencing tokens are `boot_epoch << TOKEN_EPOCH_SHIFT | counter`.
 pub const TOKEN_EPOCH_SHIFT: u32 = 40;
 
@@ -248,6 +250,12 @@ pub fn bump_boot_epoch(conn: &Connection) -> Result<u64, StoreError> {
         params![epoch],
     )?;
     Ok(epoch)
+}
+
+/// Deletes every lock set (a new active ledger starts without leases).
+pub fn delete_all_lock_sets(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM lock_sets", [])?;
+    Ok(())
 }
 
 /// The first fencing token of a boot: above every token of every earlier boot.

@@ -43,6 +43,8 @@ use crate::subjects::replica as subject;
 const LOG_MESSAGE_BYTES_MAX: i32 = (log::PART_BYTES_MAX + 64 * 1024) as i32;
 /// How long the events stream deduplicates a re-relayed event.
 pub const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long an instance retries setting up its streams (a cluster that just started).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a standby waits for the log to deliver the entries up to its end when it takes
 /// over, at most.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -245,9 +247,24 @@ where
     let Replicated { service, args, database } = replicated;
     args.validate()?;
     let js = jetstream::new(client.clone());
-    ensure_streams(&js, service, args).await?;
-    let snapshots = snapshot::store(&js, args.replicas).await?;
-    let lease_bucket = lease::bucket(&js, args.replicas, args.lease_ms).await?;
+    // A cluster that just started may not have elected its JetStream leader yet: retry.
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    let (snapshots, lease_bucket) = loop {
+        let setup = async {
+            ensure_streams(&js, service, args).await?;
+            let snapshots = snapshot::store(&js, args.replicas).await?;
+            let lease_bucket = lease::bucket(&js, args.replicas, args.lease_ms).await?;
+            anyhow::Ok((snapshots, lease_bucket))
+        };
+        match setup.await {
+            Ok(done) => break done,
+            Err(error) if tokio::time::Instant::now() < setup_deadline => {
+                tracing::warn!(%error, "JetStream not ready for the {service} log; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     prepare_view(&js, &Replicated { service, args, database: database.clone() }, &snapshots)
         .await?;
     let conn = open(&database).with_context(|| format!("opening {}", database.display()))?;
