@@ -435,6 +435,24 @@ async fn transfers(
     }
 }
 
+/// Brings every test account back to the opening balance (ids `<prefix>-<n>`), so the books
+/// start over.
+async fn back_to_opening(people: &[AgoraClient], prefix: &str) {
+    for (index, owner) in people.iter().enumerate().take(ACCOUNTS) {
+        let name = account(index);
+        let now = until_settled("balance", || owner.balance(&name)).await.expect("balance");
+        let id = format!("{prefix}-{index}");
+        let delta = OPENING - now.balance;
+        if delta > 0 {
+            until_settled(&id, || owner.deposit(&name, delta, Some(&id))).await.expect("deposit");
+        } else if delta < 0 {
+            until_settled(&id, || owner.withdraw(&name, -delta, Some(&id)))
+                .await
+                .expect("withdraw");
+        }
+    }
+}
+
 /// Every balance equals the opening balance plus the acknowledged transfers, once each.
 async fn check_books(people: &[AgoraClient], book: &Mutex<Book>) {
     let mut expected = vec![OPENING; ACCOUNTS];
@@ -785,20 +803,7 @@ async fn the_compose_stack_survives_faults_under_load() {
     take_unavailability();
     let ledger = active_instance(&stack, "ledger").await;
     let book = Arc::new(Mutex::new(Book::default()));
-    for (index, owner) in people.iter().enumerate() {
-        let name = account(index);
-        let now = until_settled("balance", || owner.balance(&name)).await.expect("balance");
-        let id = format!("reopen-{index}");
-        // Back to the opening balance, so the books start over.
-        let delta = OPENING - now.balance;
-        if delta > 0 {
-            until_settled(&id, || owner.deposit(&name, delta, Some(&id))).await.expect("deposit");
-        } else if delta < 0 {
-            until_settled(&id, || owner.withdraw(&name, -delta, Some(&id)))
-                .await
-                .expect("withdraw");
-        }
-    }
+    back_to_opening(&people, "reopen").await;
     transfers(&people, "kl", 2_000, 300, || kill_with_volume(&stack, &ledger), &book).await;
     check_books(&people, &book).await;
     let now_active = active_instance(&stack, "ledger").await;
@@ -892,19 +897,7 @@ async fn the_compose_stack_survives_faults_under_load() {
     // The NATS node leading the ledger's log stops during transfers.
     let victim = stream_leader(&stack, "nats-1", "AGORA_LOG_LEDGER").await;
     let book = Arc::new(Mutex::new(Book::default()));
-    for (index, owner) in people.iter().enumerate() {
-        let name = account(index);
-        let now = until_settled("balance", || owner.balance(&name)).await.expect("balance");
-        let id = format!("reopen2-{index}");
-        let delta = OPENING - now.balance;
-        if delta > 0 {
-            until_settled(&id, || owner.deposit(&name, delta, Some(&id))).await.expect("deposit");
-        } else if delta < 0 {
-            until_settled(&id, || owner.withdraw(&name, -delta, Some(&id)))
-                .await
-                .expect("withdraw");
-        }
-    }
+    back_to_opening(&people, "reopen2").await;
     take_unavailability();
     transfers(&people, "ll", 2_000, 300, || stack.ok(&["stop", "-t", "2", &victim]), &book).await;
     check_books(&people, &book).await;

@@ -111,12 +111,13 @@ pub async fn run(
     let replicated = crate::replica::Replicated {
         service: "coins",
         args: &config.replica,
-        database: config.data_dir.join(store::DATABASE_FILE),
+        data_dir: &config.data_dir,
+        file: store::DATABASE_FILE,
+        open: store::open,
     };
     crate::replica::run(
         client.clone(),
         replicated,
-        |path| store::open(path.parent().unwrap_or(path)),
         |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, stop),
         shutdown,
     )

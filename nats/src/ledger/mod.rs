@@ -26,7 +26,7 @@ use futures::StreamExt;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::{self, Limits, Mode};
-use crate::replica::{ReplicaArgs, Replicated};
+use crate::replica::ReplicaArgs;
 use crate::service::{ErrorCounts, Replier, add_endpoint};
 use crate::subjects::{self, ledger as subject};
 use state::{Action, Command, Ledger};
@@ -89,15 +89,16 @@ pub async fn run(
     on_ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let replicated = Replicated {
+    let replicated = crate::replica::Replicated {
         service: "ledger",
         args: &config.replica,
-        database: config.data_dir.join(store::DATABASE_FILE),
+        data_dir: &config.data_dir,
+        file: store::DATABASE_FILE,
+        open: store::open,
     };
     crate::replica::run(
         client.clone(),
         replicated,
-        |path| store::open(path.parent().unwrap_or(path)),
         |conn, journal, stop| serve(client.clone(), config.clone(), conn, journal, on_ready, stop),
         shutdown,
     )

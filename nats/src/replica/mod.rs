@@ -129,8 +129,18 @@ pub struct Replicated<'a> {
     /// `ledger`, `tasks`, `chat`, `coins`.
     pub service: &'static str,
     pub args: &'a ReplicaArgs,
-    /// The SQLite file of this instance's view.
-    pub database: PathBuf,
+    /// The directory of this instance's view.
+    pub data_dir: &'a Path,
+    /// The SQLite file of the view in it.
+    pub file: &'static str,
+    /// Opens (creating and migrating) the view in a data directory.
+    pub open: fn(&Path) -> Result<Connection, StoreError>,
+}
+
+impl Replicated<'_> {
+    fn database(&self) -> PathBuf {
+        self.data_dir.join(self.file)
+    }
 }
 
 /// A unique name for this instance (host, process, random).
@@ -147,10 +157,11 @@ async fn prepare_view(
     snapshots: &async_nats::jetstream::object_store::ObjectStore,
 ) -> anyhow::Result<()> {
     let service = replicated.service;
+    let database = replicated.database();
     let mut log = js.get_stream(subject::log_stream(service)).await?;
     let state = log.info().await?.state.clone();
-    let local = if replicated.database.exists() {
-        let path = replicated.database.clone();
+    let local = if database.exists() {
+        let path = database.clone();
         Some(tokio::task::spawn_blocking(move || log::applied(&Connection::open(path)?)).await??)
     } else {
         None
@@ -163,12 +174,12 @@ async fn prepare_view(
         anyhow::bail!(
             "{} is at log entry {applied}, but the log ends at {}: this view does not belong to \
              this cluster's log (move it away to start from the log)",
-            replicated.database.display(),
+            database.display(),
             state.last_sequence
         );
     }
     if local.is_none() || purged_past {
-        match snapshot::restore(snapshots, service, &replicated.database).await? {
+        match snapshot::restore(snapshots, service, &database).await? {
             Some(seq) if seq + 1 >= state.first_sequence || state.messages == 0 => {}
             Some(seq) => anyhow::bail!(
                 "the {service} snapshot is at {seq} but the log starts at {}",
@@ -236,7 +247,6 @@ fn apply_message(
 pub async fn run<Serve, Fut>(
     client: Client,
     replicated: Replicated<'_>,
-    open: impl Fn(&Path) -> Result<Connection, StoreError>,
     serve: Serve,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
@@ -244,7 +254,7 @@ where
     Serve: FnOnce(Connection, Journal, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let Replicated { service, args, database } = replicated;
+    let (service, args, database) = (replicated.service, replicated.args, replicated.database());
     args.validate()?;
     let js = jetstream::new(client.clone());
     // A cluster that just started may not have elected its JetStream leader yet: retry.
@@ -265,9 +275,9 @@ where
             Err(error) => return Err(error),
         }
     };
-    prepare_view(&js, &Replicated { service, args, database: database.clone() }, &snapshots)
-        .await?;
-    let conn = open(&database).with_context(|| format!("opening {}", database.display()))?;
+    prepare_view(&js, &replicated, &snapshots).await?;
+    let conn = (replicated.open)(replicated.data_dir)
+        .with_context(|| format!("opening {}", database.display()))?;
     log::prepare(&conn)?;
     let mut applied = log::applied(&conn)?;
     let instance = instance_name(service);
