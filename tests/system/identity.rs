@@ -474,6 +474,9 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
 
     // Headers that never end: the connection is closed after the header timeout, and while
     // such connections take every slot, new ones are turned away; the gateway recovers.
+    // The shared client goes first: its idle keep-alive connections hold slots of their own.
+    drop(http);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let slow: Vec<std::net::TcpStream> = (0..16)
         .map(|_| {
             let mut stream = std::net::TcpStream::connect(address).expect("connects");
@@ -484,8 +487,6 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A new client: the shared one keeps an idle connection from the requests above, which
-    // already holds a slot of its own.
     let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
     let refused = tokio::time::timeout(
         Duration::from_secs(2),
@@ -503,7 +504,7 @@ async fn the_gateway_takes_no_forged_request_from_another_site_host_or_session()
         stream.read_to_end(&mut rest).ok();
         assert!(started.elapsed() < Duration::from_secs(8), "closed after the header timeout");
     }
-    let health = http.get(format!("{base}/api/health")).send().await.expect("answers again");
+    let health = fresh.get(format!("{base}/api/health")).send().await.expect("answers again");
     assert_eq!(health.status(), 200);
     assert_eq!(bob.balance("bob").await.expect("balance").balance, 700, "bob's money is untouched");
 }
