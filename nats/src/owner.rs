@@ -351,16 +351,29 @@ impl<S: State> Owner<S> {
         } else {
             self.commit(now_ms, group, durable, &mut out)
         };
-        let committed = result.is_ok();
+        let report =
+            GroupReport { envelopes, committed: false, durable, elapsed: started.elapsed() };
+        self.finish_group(now_ms, result, out, report).await;
+    }
+
+    /// After a group's commit (or its rollback: the state reloads, replies become
+    /// `unavailable`): delivers its outbox and reports it.
+    async fn finish_group(
+        &mut self,
+        now_ms: u64,
+        result: Result<(), StoreError>,
+        mut out: S::Outbox,
+        mut report: GroupReport,
+    ) {
+        report.committed = result.is_ok();
         if let Err(error) = result {
-            // The transaction was dropped: SQLite rolled it back.
-            tracing::error!(%error, "transaction failed; rolled back, reloading from the store");
+            // The transaction was rolled back.
+            tracing::error!(%error, "group not committed; rolled back, reloading from the store");
             self.synchronous = None;
             self.state.rolled_back(&self.conn, &error, &mut out);
         }
-        let elapsed = started.elapsed();
         self.state.deliver(now_ms, out).await;
-        self.state.after_group(&GroupReport { envelopes, committed, durable, elapsed });
+        self.state.after_group(&report);
     }
 
     /// A group of a replicated owner: staged in a transaction whose changes a session records,
@@ -380,15 +393,9 @@ impl<S: State> Owner<S> {
             }
             Ok(entry) => self.append(entry).await,
         };
-        let committed = result.is_ok();
-        if let Err(error) = result {
-            tracing::warn!(%error, "group not committed; rolled back, reloading from the store");
-            self.synchronous = None;
-            self.state.rolled_back(&self.conn, &error, &mut out);
-        }
-        let elapsed = started.elapsed();
-        self.state.deliver(now_ms, out).await;
-        self.state.after_group(&GroupReport { envelopes, committed, durable: true, elapsed });
+        let report =
+            GroupReport { envelopes, committed: false, durable: true, elapsed: started.elapsed() };
+        self.finish_group(now_ms, result, out, report).await;
     }
 
     /// Applies the group in a transaction left open, recording its changes: the log entry.
@@ -445,9 +452,7 @@ impl<S: State> Owner<S> {
 
     /// Appends the staged entry to the log and commits it, or rolls it back.
     async fn append(&mut self, entry: Entry) -> Result<(), StoreError> {
-        let Some(journal) = self.journal.as_mut() else {
-            return self.end_transaction(true);
-        };
+        let journal = self.journal.as_mut().expect("only replicated owners append");
         if !journal.is_valid() {
             journal.depose("the lease ran out");
             self.end_transaction(false).ok();

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use bytes::Bytes;
 use rusqlite::session::{ConflictAction, ConflictType};
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::lease::LeaseState;
 use crate::sqlite::StoreError;
@@ -305,10 +305,6 @@ impl Journal {
         self.lease.depose(why);
     }
 
-    pub fn applied(&self) -> u64 {
-        self.applied
-    }
-
     pub fn needs_check(&self) -> bool {
         self.uncertain
     }
@@ -396,11 +392,6 @@ impl Journal {
         self.relay.send(self.service, seq, events).await;
         self.snapshots.maybe_take(seq, self.relay.relayed());
     }
-
-    /// Notes entries applied from the log (see [`Journal::missing`]).
-    pub fn caught_up(&mut self, seq: u64) {
-        self.applied = self.applied.max(seq);
-    }
 }
 
 /// The message id of an entry's `index`th event: the events stream stores it once.
@@ -416,10 +407,8 @@ type Acks = Vec<(Option<jetstream::context::PublishAckFuture>, Event, String)>;
 pub struct Relay {
     js: jetstream::Context,
     relayed: Arc<AtomicU64>,
-    sent: AtomicU64,
     acks: mpsc::Sender<(u64, Acks)>,
     stopped: Arc<AtomicBool>,
-    progress: Arc<Notify>,
 }
 
 /// Entries whose events wait for the stream's acknowledgement at most (then the owner waits).
@@ -431,15 +420,7 @@ impl Relay {
         let (acks, mut pending) = mpsc::channel::<(u64, Acks)>(RELAY_IN_FLIGHT_MAX);
         let done = Arc::new(AtomicU64::new(relayed));
         let stopped = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Notify::new());
-        let relay = Self {
-            js: js.clone(),
-            relayed: done.clone(),
-            sent: AtomicU64::new(relayed),
-            acks,
-            stopped: stopped.clone(),
-            progress: progress.clone(),
-        };
+        let relay = Self { js: js.clone(), relayed: done.clone(), acks, stopped: stopped.clone() };
         tokio::spawn(async move {
             while let Some((seq, acks)) = pending.recv().await {
                 for (ack, event, id) in acks {
@@ -460,7 +441,6 @@ impl Relay {
                     }
                 }
                 done.fetch_max(seq, Ordering::Relaxed);
-                progress.notify_waiters();
             }
         });
         relay
@@ -485,26 +465,7 @@ impl Relay {
                 }
             }
         }
-        self.sent.fetch_max(seq, Ordering::Relaxed);
         self.acks.send((seq, acks)).await.ok();
-    }
-
-    /// Waits (at most `timeout`) until every event sent so far is stored.
-    pub async fn flush(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let target = self.sent.load(Ordering::Relaxed);
-        loop {
-            let progressed = self.progress.notified();
-            if self.relayed() >= target {
-                return;
-            }
-            let wait = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
-            if tokio::time::timeout_at(wait, progressed).await.is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return;
-            }
-        }
     }
 }
 
