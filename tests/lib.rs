@@ -73,9 +73,6 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     result.expect_err("the request must be refused").code()
 }
 
-/// Lease the test banks use: short, so crash tests do not wait long for locks to expire.
-pub const TEST_LEASE_MS: u64 = 1_000;
-
 /// How long the test task service lets a worker hold a task without a heartbeat: short, so
 /// crash tests see redeliveries quickly.
 pub const TEST_ACK_WAIT_MS: u64 = 1_500;
@@ -649,8 +646,6 @@ impl System {
             self.url(),
             "--bank-id",
             &format!("bank-{index}"),
-            "--lease-ms",
-            &TEST_LEASE_MS.to_string(),
             "--lock-wait-ms",
             "8000",
             "--ledger-timeout-ms",

@@ -28,6 +28,8 @@ pub enum ParseError {
     Amount(i64),
     #[error("operation id must be 1-{OPERATION_ID_LENGTH_MAX} printable ASCII characters")]
     OperationId,
+    #[error("asset must be \"money\" or 1-10 characters of A-Z 0-9, got {0:?}")]
+    Asset(String),
 }
 
 /// An account name: 1 to 64 characters of `[A-Za-z0-9_-]`.
@@ -113,6 +115,52 @@ impl fmt::Display for OperationId {
     }
 }
 
+/// An asset code: `money` (the bank's minor units), or a symbol of 1 to 10 characters of
+/// `A-Z 0-9` (`BTC`, `TSLA`). Balances are kept per account and asset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Asset(String);
+
+/// The code of money.
+pub const MONEY: &str = "money";
+/// Longest asset symbol, in characters.
+pub const ASSET_SYMBOL_LENGTH_MAX: usize = 10;
+
+impl Asset {
+    pub fn money() -> Self {
+        Self(MONEY.to_owned())
+    }
+
+    pub fn parse(code: &str) -> Result<Self, ParseError> {
+        let symbol = !code.is_empty()
+            && code.len() <= ASSET_SYMBOL_LENGTH_MAX
+            && code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if code != MONEY && !symbol {
+            return Err(ParseError::Asset(truncate_for_message(code)));
+        }
+        Ok(Self(code.to_owned()))
+    }
+
+    pub fn is_money(&self) -> bool {
+        self.0 == MONEY
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Asset {
+    fn default() -> Self {
+        Self::money()
+    }
+}
+
+impl fmt::Display for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Error messages echo the offending value, but never an unbounded amount of it.
 fn truncate_for_message(value: &str) -> String {
     const ECHO_CHARS_MAX: usize = 80;
@@ -122,6 +170,17 @@ fn truncate_for_message(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assets_are_money_or_symbols() {
+        for good in ["money", "BTC", "TSLA", "A", "X1", "ABCDEFGHIJ"] {
+            assert_eq!(Asset::parse(good).map(|a| a.to_string()), Ok(good.to_string()));
+        }
+        for bad in ["", "Money", "btc", "ABCDEFGHIJK", "B-C", "B C", "MONEY ", "é"] {
+            assert!(Asset::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(Asset::default().is_money());
+    }
 
     #[test]
     fn account_names_follow_the_documented_alphabet() {

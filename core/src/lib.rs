@@ -10,9 +10,10 @@
 //! - [`identity`]: who asks ([`Caller`]: a user with a [`Role`], a service, or anonymous) and
 //!   what each may do; [`auth`]: the credential rules (passwords, tokens and their lives).
 //! - [`locks`]: [`LockTable`], the ledger's account leases with fencing tokens.
-//! - [`ledger`]: [`ledger::check_commit`], what a batch commit must satisfy before it writes.
-//! - [`bank`]: [`Operation`] and [`Book`], the money rules a bank batch applies to locked
-//!   balances (no overdraft, checked arithmetic, all-or-nothing per operation).
+//! - [`ledger`]: [`ledger::book`], the ledger's state machine: balances per account and
+//!   [`Asset`] (posted and pending), transfers, two-phase transfers, linked chains and idempotent
+//!   ids, applied in batches ([`ledger::apply_batch`]); [`ledger::check_commit`], what a lease
+//!   holder's commit must satisfy before it writes.
 //! - [`chat`]: [`Chat`], chat names, presence sessions, room memberships and send rates.
 //! - [`coins`]: [`Exchange`], the coin exchange's assets, holdings and two-step orders
 //!   (reserve, then settle once the bank moved the money).
@@ -25,7 +26,6 @@
 
 pub mod account;
 pub mod auth;
-pub mod bank;
 pub mod chat;
 pub mod coins;
 pub mod identity;
@@ -34,11 +34,11 @@ pub mod likes;
 pub mod locks;
 pub mod tasks;
 
-pub use account::{AccountId, Amount, Balance, OperationId, ParseError};
-pub use bank::{BankError, Book, EventKind, Operation, Outcome, Posting, apply_batch};
+pub use account::{AccountId, Amount, Asset, Balance, OperationId, ParseError};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
 pub use coins::{CoinsError, Exchange, Symbol};
 pub use identity::{Caller, IdentityError, Role, UserName};
+pub use ledger::{Balances, Book, LedgerError, Operation, Posting};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};
 pub use locks::{Grant, Lock, LockError, LockTable};
 pub use tasks::lifecycle::{Lifecycle, Report, TaskError, TaskEvent, TaskState};

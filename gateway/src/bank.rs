@@ -1,15 +1,18 @@
 //! The bank's routes, and the original business server's (`/deposit/{account}/{amount}`, ...).
 
 use axum::body::Bytes;
-use axum::extract::Path;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use serde::Deserialize;
 
-use super::http::{ApiError, ApiResult, forward, forward_bytes, json_body, path};
+use super::http::{ApiError, ApiResult, forward, forward_bytes, json_body, path, query};
 use super::routes::{Route, schema};
 use super::session::Signed;
-use agora_nats::bank::wire::{AmountRequest, BalanceRequest, TransferRequest};
+use agora_nats::bank::wire::{
+    AmountRequest, BalanceRequest, HistoryRequest, TransferRequest, TransfersRequest,
+};
 use agora_nats::subjects;
 
 /// The bank's routes (the original server's included; an Idempotency-Key header sets their op id).
@@ -18,11 +21,31 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/api/bank/balance/{account}",
         "bank",
-        "An account's balance",
+        "An account's balances (posted, pending, available), now or at_ms in the past",
         Some(schema::<BalanceRequest>),
-        [],
+        ["asset", "at_ms"],
         None,
         get(balance)
+    ),
+    route!(
+        "GET",
+        "/api/bank/history/{account}",
+        "bank",
+        "An account's entries, newest first (paged with before; from_ms/to_ms filter)",
+        Some(schema::<HistoryRequest>),
+        ["asset", "from_ms", "to_ms", "before", "limit"],
+        None,
+        get(history)
+    ),
+    route!(
+        "POST",
+        "/api/bank/transfers",
+        "bank",
+        "Up to 8,190 operations (transfers, deposits, withdrawals, pending, post, void; linked chains), one result each",
+        None,
+        [],
+        Some(schema::<TransfersRequest>),
+        post(transfers)
     ),
     route!(
         "POST",
@@ -97,9 +120,49 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
-pub async fn balance(signed: Signed, account: Result<Path<String>, PathRejection>) -> ApiResult {
+/// The query of `GET /api/bank/balance/{account}`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceQuery {
+    pub asset: Option<String>,
+    pub at_ms: Option<u64>,
+}
+
+pub async fn balance(
+    signed: Signed,
+    account: Result<Path<String>, PathRejection>,
+    params: Result<Query<BalanceQuery>, QueryRejection>,
+) -> ApiResult {
     let account = path(account)?;
-    forward(&signed.agora, subjects::bank::BALANCE_SUBJECT, &BalanceRequest { account }).await
+    let BalanceQuery { asset, at_ms } = query(params)?;
+    let request = BalanceRequest { account, asset, at_ms };
+    forward(&signed.agora, subjects::bank::BALANCE_SUBJECT, &request).await
+}
+
+/// The query of `GET /api/bank/history/{account}`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub asset: Option<String>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub before: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+pub async fn history(
+    signed: Signed,
+    account: Result<Path<String>, PathRejection>,
+    params: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult {
+    let account = path(account)?;
+    let HistoryQuery { asset, from_ms, to_ms, before, limit } = query(params)?;
+    let request = HistoryRequest { account, asset, from_ms, to_ms, before, limit };
+    forward(&signed.agora, subjects::bank::HISTORY_SUBJECT, &request).await
+}
+
+pub async fn transfers(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    forward_bytes(&signed.agora, subjects::bank::TRANSFERS_SUBJECT, json_body(body, false)?).await
 }
 
 pub async fn deposit(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
@@ -165,7 +228,9 @@ pub async fn legacy_balance(
     signed: Signed,
     account: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    balance(signed, account).await
+    let account = path(account)?;
+    let request = BalanceRequest { account, ..BalanceRequest::default() };
+    forward(&signed.agora, subjects::bank::BALANCE_SUBJECT, &request).await
 }
 
 pub async fn legacy_transfer(

@@ -308,6 +308,18 @@ impl AgoraClient {
         self.request_within(subject, request, self.timeout).await
     }
 
+    /// Sends a JSON request and returns the reply's bytes as they are (a service passing a
+    /// reply on).
+    pub async fn request_raw<Req: Serialize>(
+        &self,
+        subject: &str,
+        request: &Req,
+    ) -> Result<Bytes, ClientError> {
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Transport(format!("cannot encode request: {e}")))?;
+        self.request_bytes_within(subject, Bytes::from(payload), self.timeout).await
+    }
+
     /// [`Self::request`] with its own timeout.
     pub async fn request_within<Req: Serialize, Resp: DeserializeOwned>(
         &self,

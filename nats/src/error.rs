@@ -9,10 +9,9 @@
 use std::fmt;
 
 use agora_core::auth::AuthError;
-use agora_core::ledger::CommitError;
+use agora_core::ledger::{CommitError, LedgerError, PendingState};
 use agora_core::{
-    AccountId, BankError, ChatError, CoinsError, IdentityError, LikesError, LockError, OperationId,
-    ParseError,
+    AccountId, ChatError, CoinsError, IdentityError, LikesError, LockError, OperationId, ParseError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +55,17 @@ pub enum ErrorCode {
     Forbidden,
     /// No identity, or a bad one: wrong name, password or token, an expired token, no session.
     Unauthenticated,
+    /// Ledger: another operation of the same linked chain was refused, so this one was not
+    /// applied either (the error names the failing one).
+    LinkedFailed,
+    /// Ledger: the pending transfer was posted already.
+    PendingPosted,
+    /// Ledger: the pending transfer was voided already.
+    PendingVoided,
+    /// Ledger: the pending transfer expired (its amount was released).
+    PendingExpired,
+    /// Ledger: a post of more than the pending transfer holds.
+    ExceedsPending,
 }
 
 impl ErrorCode {
@@ -79,6 +89,11 @@ impl ErrorCode {
             Self::InsufficientQuantity => "insufficient_quantity",
             Self::Forbidden => "forbidden",
             Self::Unauthenticated => "unauthenticated",
+            Self::LinkedFailed => "linked_failed",
+            Self::PendingPosted => "pending_posted",
+            Self::PendingVoided => "pending_voided",
+            Self::PendingExpired => "pending_expired",
+            Self::ExceedsPending => "exceeds_pending",
         }
     }
 
@@ -94,7 +109,12 @@ impl ErrorCode {
             | Self::DuplicateId
             | Self::Conflict
             | Self::NameTaken
-            | Self::InsufficientQuantity => 409,
+            | Self::InsufficientQuantity
+            | Self::LinkedFailed
+            | Self::PendingPosted
+            | Self::PendingVoided
+            | Self::PendingExpired
+            | Self::ExceedsPending => 409,
             Self::Locked => 423,
             Self::Busy | Self::RateLimited => 429,
             Self::Internal => 500,
@@ -231,17 +251,32 @@ impl From<CommitError> for ServiceError {
     }
 }
 
-impl From<BankError> for ServiceError {
-    fn from(error: BankError) -> Self {
+impl From<LedgerError> for ServiceError {
+    fn from(error: LedgerError) -> Self {
         let message = error.to_string();
         match error {
-            BankError::InsufficientFunds { account, .. } => {
+            LedgerError::InsufficientFunds { account, .. } => {
                 Self::new(ErrorCode::InsufficientFunds, message).with_accounts(&[account])
             }
-            BankError::Overflow { account } | BankError::SelfTransfer { account } => {
+            LedgerError::Overflow { account, .. } | LedgerError::SelfTransfer { account } => {
                 Self::invalid(message).with_accounts(&[account])
             }
-            BankError::NotLoaded { .. } => Self::new(ErrorCode::Internal, message),
+            LedgerError::Timeout { .. }
+            | LedgerError::PendingNeedsId
+            | LedgerError::IdReused { .. } => Self::invalid(message),
+            LedgerError::PendingNotFound { .. } => Self::new(ErrorCode::NotFound, message),
+            LedgerError::PendingFinished { state, .. } => {
+                let code = match state {
+                    PendingState::Posted(_) => ErrorCode::PendingPosted,
+                    PendingState::Voided => ErrorCode::PendingVoided,
+                    PendingState::Expired | PendingState::Pending => ErrorCode::PendingExpired,
+                };
+                Self::new(code, message)
+            }
+            LedgerError::PostExceedsPending { .. } => Self::new(ErrorCode::ExceedsPending, message),
+            LedgerError::PendingLimit { .. } => Self::new(ErrorCode::Busy, message),
+            LedgerError::LinkedFailed { .. } => Self::new(ErrorCode::LinkedFailed, message),
+            LedgerError::NotLoaded { .. } => Self::new(ErrorCode::Internal, message),
         }
     }
 }
@@ -326,6 +361,11 @@ mod tests {
             ErrorCode::InsufficientQuantity,
             ErrorCode::Forbidden,
             ErrorCode::Unauthenticated,
+            ErrorCode::LinkedFailed,
+            ErrorCode::PendingPosted,
+            ErrorCode::PendingVoided,
+            ErrorCode::PendingExpired,
+            ErrorCode::ExceedsPending,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serializes");

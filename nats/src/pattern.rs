@@ -8,6 +8,8 @@ pub const ACCOUNT: &str = "^[A-Za-z0-9_-]{1,64}$";
 pub const OPERATION_ID: &str = "^[!-~]{1,128}$";
 /// A coin symbol: `agora_core::coins::Symbol`.
 pub const SYMBOL: &str = "^[A-Z0-9]{1,10}$";
+/// An asset code: `money` or a symbol.
+pub const ASSET: &str = "^(money|[A-Z0-9]{1,10})$";
 /// A coin order id: `agora_core::coins::check_order_id`.
 pub const ORDER_ID: &str = "^[A-Za-z0-9_.:-]{1,48}$";
 /// A chat user or room name: `agora_core::chat::Name`.

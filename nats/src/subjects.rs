@@ -108,6 +108,12 @@ pub mod ledger {
     pub const BATCH_GET: &str = "batch.get";
     pub const BATCH_COMMIT: &str = "batch.commit";
     pub const LOCKS: &str = "locks";
+    pub const APPLY: &str = "apply";
+    pub const HISTORY: &str = "history";
+    pub const BALANCE: &str = "balance";
+    pub const APPLY_SUBJECT: &str = "agora.ledger.apply";
+    pub const HISTORY_SUBJECT: &str = "agora.ledger.history";
+    pub const BALANCE_SUBJECT: &str = "agora.ledger.balance";
 
     pub fn lock(account: &AccountId) -> String {
         format!("{GROUP}.lock.{account}")
@@ -140,11 +146,15 @@ pub mod bank {
     pub const WITHDRAW: &str = "withdraw";
     pub const BALANCE: &str = "balance";
     pub const TRANSFER: &str = "transfer";
+    pub const TRANSFERS: &str = "transfers";
+    pub const HISTORY: &str = "history";
 
     pub const DEPOSIT_SUBJECT: &str = "agora.bank.deposit";
     pub const WITHDRAW_SUBJECT: &str = "agora.bank.withdraw";
     pub const BALANCE_SUBJECT: &str = "agora.bank.balance";
     pub const TRANSFER_SUBJECT: &str = "agora.bank.transfer";
+    pub const TRANSFERS_SUBJECT: &str = "agora.bank.transfers";
+    pub const HISTORY_SUBJECT: &str = "agora.bank.history";
 
     /// Every committed balance change is published here.
     pub fn events(account: &AccountId) -> String {

@@ -530,7 +530,8 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         seed.deposit(&account(i), 1_000_000_000, None).await.context("seeding accounts")?;
     }
 
-    let balance_payload = serde_json::to_vec(&BalanceRequest { account: account(0) })?;
+    let balance_payload =
+        serde_json::to_vec(&BalanceRequest { account: account(0), ..BalanceRequest::default() })?;
     let transfer_payload = serde_json::to_vec(&TransferRequest {
         from: account(0),
         to: account(1),

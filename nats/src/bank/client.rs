@@ -36,7 +36,7 @@ impl AgoraClient {
     }
 
     pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {
-        let request = BalanceRequest { account: account.to_owned() };
+        let request = BalanceRequest { account: account.to_owned(), ..BalanceRequest::default() };
         self.request(subject::BALANCE_SUBJECT, &request).await
     }
 

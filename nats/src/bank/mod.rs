@@ -1,31 +1,25 @@
-//! The bank service (`agora-bank`): deposit, withdraw, balance and transfer over NATS.
+//! The bank service (`agora-bank`): the ledger's door for people and services: deposit,
+//! withdraw, transfer, batches of operations (`agora.bank.transfers`: linked chains,
+//! two-phase transfers, assets), balances and history, over NATS.
 //!
 //! Any number of instances share the client-facing subjects as one queue group. Each instance
-//! is stateless: balances, locks and idempotency records live in the ledger.
+//! is stateless: it decides *who* may do what (a person moves only their own money, under ids
+//! recorded as theirs) and the ledger applies the operations (`agora.ledger.apply`: the rules
+//! live in `agora_core::ledger`, applied by the ledger's single writer, so no bank ever reads a
+//! balance to write it back).
 //!
 //! ## Group commit
-//! Money-changing requests are validated in their endpoint task and queued (bounded; beyond
-//! [`BankConfig::queue_max`] a request gets `busy`). One batcher task per instance takes up to
-//! `batch_max` queued operations and, for the whole batch:
-//! 1. leases every account it touches in one `agora.ledger.batch.lock` round trip (a sorted
-//!    set, all or nothing, so instances never deadlock). If another instance holds some of the
-//!    accounts, the operations touching them wait for a later batch and the rest go ahead;
-//! 2. applies the operations in arrival order to the locked balances (`agora_core::Book`), each
-//!    one all-or-nothing;
-//! 3. commits the changed balances, the idempotency records and the lease releases in one
-//!    `agora.ledger.batch.commit` (one durable SQLite transaction);
-//! 4. only then replies to every operation and publishes `agora.bank.events.<account>`.
-//!
-//! Up to `pipeline_depth` batches per instance are in flight, never two on the same account:
-//! two batches of the same owner could both "renew" a lease on one account and compute from
-//! the same balance.
+//! Single requests (deposit, withdraw, transfer) are validated in their endpoint task and
+//! queued (bounded; beyond [`BankConfig::queue_max`] a request gets `busy`). One batcher per
+//! instance takes up to `batch_max` queued operations and sends them as one
+//! `agora.ledger.apply` (each operation on its own, not linked), up to `pipeline_depth` at once;
+//! the ledger commits concurrent requests of every bank in one transaction and one log entry.
+//! A batch request (`agora.bank.transfers`) goes to the ledger as it is.
 //!
 //! ## Crash safety
-//! A `kill -9` before the commit leaves leases that expire after `lease_ms` and changes nothing;
-//! after the commit, the operations are durable and a client retrying with the same `id` gets
-//! the recorded reply. A reply is never sent for an uncommitted change. If the commit's outcome
-//! is unknown (ledger timeout) the reply is `unavailable`, telling the client to retry with the
-//! same id.
+//! A reply is sent only after the ledger committed (its log has it). If the ledger's answer
+//! is lost (timeout) the reply is `unavailable`, telling the client to retry with the same
+//! `id`: an id is applied once and answered the same way again.
 //!
 //! Balance reads are batched too (`agora.ledger.batch.get`), several batches in flight.
 
@@ -40,53 +34,55 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agora_core::{AccountId, Caller};
+use agora_core::{AccountId, Asset, Caller};
 use async_nats::Client;
 use async_nats::service::Request;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::bank::wire::{AmountRequest, BalanceRequest, ParsedOperation, TransferRequest};
-use crate::client::AgoraClient;
+use crate::bank::wire::{
+    AmountRequest, BalanceRequest, HistoryRequest, OperationRequest, TransferRequest,
+    TransfersRequest,
+};
+use crate::client::{AgoraClient, ClientError};
 use crate::error::{ErrorCode, ServiceError};
-use crate::service::{ErrorCounts, Replier, add_endpoint, decode};
+use crate::ledger::wire::ApplyRequest;
+use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_limited};
 use crate::subjects::bank as subject;
+use crate::subjects::ledger as ledger_subject;
 
-/// Upper bound for `batch_max`: a full batch's commit must fit one NATS message.
-pub const BATCH_MAX_LIMIT: usize = 1024;
+/// Upper bound for `batch_max`: a full batch's reply (with balances) must fit one message.
+pub const BATCH_MAX_LIMIT: usize = crate::ledger::wire::DETAIL_OPERATIONS_MAX;
 /// Upper bound for `pipeline_depth`.
 pub const PIPELINE_DEPTH_MAX: usize = 16;
 /// Most balance reads in one ledger round trip.
 pub const READ_BATCH_MAX: usize = 1024;
 /// Balance-read batches in flight at once per instance.
 pub const READS_IN_FLIGHT_MAX: usize = 4;
-/// Retries of a batch's lock request, each without the accounts that were held by others.
-const LOCK_SPLITS_MAX: usize = 4;
-/// Commit attempts for one batch (a retry drops operations whose id turned out to be taken).
-const COMMIT_ATTEMPTS_MAX: usize = 3;
-/// Pause before retrying operations that waited on another instance's locks.
-const RETRY_BACKOFF_MS_MAX: u64 = 3;
+/// `agora.bank.transfers`, history and past-balance requests in flight at once per instance
+/// (beyond: `busy`).
+pub const FORWARDED_IN_FLIGHT_MAX: usize = 64;
+/// Largest `agora.bank.transfers` request, in bytes (8,190 operations fit).
+pub const TRANSFERS_BYTES_MAX: usize = 1024 * 1024;
 
 /// Bank configuration: the flags of `agora-bank`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BankConfig {
-    /// Name of this instance (a per-process suffix makes its ledger owner id unique).
+    /// Name of this instance (a per-process suffix makes its owner id unique).
     #[arg(long, env = "AGORA_BANK_ID", default_value = "bank")]
     pub bank_id: String,
-    /// Most operations per group commit (1-1024).
+    /// Most single operations per ledger request (1-1000).
     #[arg(long, env = "AGORA_BANK_BATCH_MAX", default_value_t = 256)]
     pub batch_max: usize,
-    /// Batches in flight at once, over disjoint accounts (1-16).
-    #[arg(long, env = "AGORA_BANK_PIPELINE_DEPTH", default_value_t = 2)]
+    /// Ledger requests of single operations in flight at once (1-16).
+    #[arg(long, env = "AGORA_BANK_PIPELINE_DEPTH", default_value_t = 4)]
     pub pipeline_depth: usize,
     /// Milliseconds to wait for more operations after the first of a batch (0: none).
     #[arg(long, env = "AGORA_BANK_BATCH_WINDOW_MS", default_value_t = 0)]
     pub batch_window_ms: u64,
-    /// Lease on locked accounts, in milliseconds: how long a crashed instance can block them.
-    #[arg(long, env = "AGORA_BANK_LEASE_MS", default_value_t = 2_000)]
-    pub lease_ms: u64,
-    /// How long an operation may wait for locked accounts before it gets `busy`.
+    /// How long a balance read waits for an account leased at the ledger (`agora.ledger.lock`)
+    /// before it gets `busy`.
     #[arg(long, env = "AGORA_BANK_LOCK_WAIT_MS", default_value_t = 5_000)]
     pub lock_wait_ms: u64,
     /// How long to wait for the ledger's reply, in milliseconds.
@@ -108,30 +104,26 @@ impl BankConfig {
             (1..=PIPELINE_DEPTH_MAX).contains(&self.pipeline_depth),
             "pipeline_depth must be 1..={PIPELINE_DEPTH_MAX}"
         );
-        anyhow::ensure!(
-            (agora_core::locks::LEASE_MS_MIN..=agora_core::locks::LEASE_MS_MAX)
-                .contains(&self.lease_ms),
-            "lease_ms out of range"
-        );
         anyhow::ensure!(self.batch_window_ms <= 1000, "batch_window_ms must be at most 1000");
+        anyhow::ensure!(
+            (100..=600_000).contains(&self.ledger_timeout_ms),
+            "ledger_timeout_ms must be 100..=600000"
+        );
         Ok(())
     }
 }
 
-/// A queued money-changing request.
-struct Pending {
-    parsed: ParsedOperation,
+/// A queued single operation.
+struct Single {
+    operation: OperationRequest,
     request: Request,
     replier: Replier,
-    /// When the operation gives up waiting for locks and gets `busy`.
-    deadline: Instant,
-    /// Not to be retried before this (set after it met another instance's locks).
-    not_before: Instant,
 }
 
 /// A queued balance read.
 struct Read {
     account: AccountId,
+    asset: Asset,
     request: Request,
     replier: Replier,
     deadline: Instant,
@@ -141,8 +133,8 @@ struct Read {
 struct BankStats {
     batches: AtomicU64,
     operations_committed: AtomicU64,
-    lock_conflicts: AtomicU64,
     largest_batch: AtomicU64,
+    transfers_requests: AtomicU64,
     reads: AtomicU64,
 }
 
@@ -155,7 +147,7 @@ impl BankStats {
             "operations_committed": committed,
             "average_batch": committed.checked_div(batches).unwrap_or(0),
             "largest_batch": self.largest_batch.load(Ordering::Relaxed),
-            "lock_conflicts": self.lock_conflicts.load(Ordering::Relaxed),
+            "transfers_requests": self.transfers_requests.load(Ordering::Relaxed),
             "reads": self.reads.load(Ordering::Relaxed),
         })
     }
@@ -167,6 +159,8 @@ struct Bank {
     owner: String,
     config: BankConfig,
     stats: BankStats,
+    /// Forwarded requests (transfers, history, past balances) in flight.
+    forwarded: Arc<Semaphore>,
 }
 
 /// Runs one bank instance until `shutdown` resolves. `on_ready` is called once every endpoint
@@ -187,9 +181,10 @@ pub async fn run(
     let owner = format!("{}-{}", config.bank_id, nuid::next());
     let ledger = AgoraClient::new(ledger_client)
         .with_timeout(Duration::from_millis(config.ledger_timeout_ms));
-    let bank = Arc::new(Bank { ledger, owner, config, stats: BankStats::default() });
+    let forwarded = Arc::new(Semaphore::new(FORWARDED_IN_FLIGHT_MAX));
+    let bank = Arc::new(Bank { ledger, owner, config, stats: BankStats::default(), forwarded });
 
-    let (ops_tx, ops_rx) = mpsc::channel::<Pending>(bank.config.queue_max);
+    let (ops_tx, ops_rx) = mpsc::channel::<Single>(bank.config.queue_max);
     let (reads_tx, reads_rx) = mpsc::channel::<Read>(bank.config.queue_max);
 
     let errors = ErrorCounts::default();
@@ -200,7 +195,7 @@ pub async fn run(
         ("owner".to_owned(), bank.owner.clone()),
     ]);
     let service = crate::service::builder(&client, metadata)
-        .description("Agora bank: deposit, withdraw, balance and transfer with group commit")
+        .description("Agora bank: deposit, withdraw, transfer, batches, balances and history")
         .stats_handler(move |endpoint, _| {
             let mut data = stats_errors.snapshot(&endpoint);
             data["bank"] = stats_bank.stats.json();
@@ -216,31 +211,23 @@ pub async fn run(
         let mut endpoint = add_endpoint(&group, name, name).await?;
         let replier = Replier::new(name, errors.clone());
         let queue = ops_tx.clone();
-        let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
         tasks.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let caller = crate::identity::caller(request.message.headers.as_ref());
-                let parsed = caller
+                let operation = caller
                     .and_then(|caller| parse_operation(name, &caller, &request.message.payload));
-                let parsed = match parsed {
-                    Ok(parsed) => parsed,
+                let operation = match operation {
+                    Ok(operation) => operation,
                     Err(error) => {
                         replier.reply_bytes(&request, Err(error)).await;
                         continue;
                     }
                 };
-                let now = Instant::now();
-                let pending = Pending {
-                    parsed,
-                    request,
-                    replier: replier.clone(),
-                    deadline: now + lock_wait,
-                    not_before: now,
-                };
-                if let Err(refused) = queue.try_send(pending) {
-                    let pending = refused.into_inner();
+                let single = Single { operation, request, replier: replier.clone() };
+                if let Err(refused) = queue.try_send(single) {
+                    let single = refused.into_inner();
                     let busy = ServiceError::new(ErrorCode::Busy, "bank queue is full; retry");
-                    pending.replier.reply_bytes(&pending.request, Err(busy)).await;
+                    single.replier.reply_bytes(&single.request, Err(busy)).await;
                 }
             }
         }));
@@ -250,29 +237,94 @@ pub async fn run(
         let replier = Replier::new(subject::BALANCE, errors.clone());
         let queue = reads_tx.clone();
         let lock_wait = Duration::from_millis(bank.config.lock_wait_ms);
+        let bank = bank.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
                 // A person reads their own balance (a manager anyone's).
-                let account =
+                let body =
                     crate::identity::caller(request.message.headers.as_ref()).and_then(|caller| {
                         let body = decode::<BalanceRequest>(&request.message.payload)?;
                         let account = AccountId::parse(&body.account)?;
+                        let asset = crate::ledger::parse_asset(body.asset.as_deref())?;
                         caller.may_read("account", &body.account)?;
-                        Ok(account)
+                        Ok((body, account, asset))
                     });
-                let account = match account {
-                    Ok(account) => account,
+                let (body, account, asset) = match body {
+                    Ok(body) => body,
                     Err(error) => {
                         replier.reply_bytes(&request, Err(error)).await;
                         continue;
                     }
                 };
+                if body.at_ms.is_some() {
+                    bank.forward(request, replier.clone(), ledger_subject::BALANCE_SUBJECT, body);
+                    continue;
+                }
                 let deadline = Instant::now() + lock_wait;
-                let read = Read { account, request, replier: replier.clone(), deadline };
+                let read = Read { account, asset, request, replier: replier.clone(), deadline };
                 if let Err(refused) = queue.try_send(read) {
                     let read = refused.into_inner();
                     let busy = ServiceError::new(ErrorCode::Busy, "bank queue is full; retry");
                     read.replier.reply_bytes(&read.request, Err(busy)).await;
+                }
+            }
+        }));
+    }
+    {
+        let mut endpoint = add_endpoint(&group, subject::TRANSFERS, subject::TRANSFERS).await?;
+        let replier = Replier::new(subject::TRANSFERS, errors.clone());
+        let bank = bank.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let body = caller.and_then(|caller| {
+                    let body: TransfersRequest =
+                        decode_limited(&request.message.payload, TRANSFERS_BYTES_MAX)?;
+                    let operations = body
+                        .operations
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, operation)| {
+                            operation.authorize(&caller).map_err(|error| ServiceError {
+                                message: format!("operation {index}: {}", error.message),
+                                ..error
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    crate::ledger::parse_operations(&operations, body.detail)?;
+                    Ok(ApplyRequest { operations, detail: body.detail })
+                });
+                match body {
+                    Ok(body) => {
+                        bank.stats.transfers_requests.fetch_add(1, Ordering::Relaxed);
+                        bank.forward(request, replier.clone(), ledger_subject::APPLY_SUBJECT, body)
+                    }
+                    Err(error) => replier.reply_bytes(&request, Err(error)).await,
+                }
+            }
+        }));
+    }
+    {
+        let mut endpoint = add_endpoint(&group, subject::HISTORY, subject::HISTORY).await?;
+        let replier = Replier::new(subject::HISTORY, errors.clone());
+        let bank = bank.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let body =
+                    crate::identity::caller(request.message.headers.as_ref()).and_then(|caller| {
+                        let body = decode::<HistoryRequest>(&request.message.payload)?;
+                        crate::ledger::history_query(&body)?;
+                        caller.may_read("account", &body.account)?;
+                        Ok(body)
+                    });
+                match body {
+                    Ok(body) => bank.forward(
+                        request,
+                        replier.clone(),
+                        ledger_subject::HISTORY_SUBJECT,
+                        body,
+                    ),
+                    Err(error) => replier.reply_bytes(&request, Err(error)).await,
                 }
             }
         }));
@@ -296,11 +348,39 @@ pub async fn run(
     Ok(())
 }
 
+impl Bank {
+    /// Sends `body` to the ledger's `subject` and its reply (or error) back to the caller, in
+    /// a task of its own; beyond [`FORWARDED_IN_FLIGHT_MAX`] the caller gets `busy`.
+    fn forward(
+        self: &Arc<Self>,
+        request: Request,
+        replier: Replier,
+        subject: &'static str,
+        body: impl serde::Serialize + Send + Sync + 'static,
+    ) {
+        let bank = self.clone();
+        tokio::spawn(async move {
+            let Ok(permit) = bank.forwarded.clone().try_acquire_owned() else {
+                let busy = ServiceError::new(ErrorCode::Busy, "too many requests in flight; retry");
+                replier.reply_bytes(&request, Err(busy)).await;
+                return;
+            };
+            let reply = bank.ledger.request_raw(subject, &body).await;
+            drop(permit);
+            let result = reply.map_err(|error| match error {
+                ClientError::Service(error) => error,
+                error => batch::unavailable("the ledger did not answer", &error),
+            });
+            replier.reply_bytes(&request, result).await;
+        });
+    }
+}
+
 fn parse_operation(
     endpoint: &str,
     caller: &Caller,
     payload: &[u8],
-) -> Result<ParsedOperation, ServiceError> {
+) -> Result<OperationRequest, ServiceError> {
     match endpoint {
         subject::DEPOSIT => decode::<AmountRequest>(payload)?.into_deposit(caller),
         subject::WITHDRAW => decode::<AmountRequest>(payload)?.into_withdraw(caller),

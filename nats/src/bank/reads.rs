@@ -1,20 +1,20 @@
 //! The bank's balance reads: batched (`agora.ledger.batch.get`), several batches in flight; a
 //! read of an account another instance holds locked waits and retries until its deadline.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agora_core::AccountId;
+use agora_core::{AccountId, Asset};
+use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::batch::{jitter_ms, unavailable};
-use super::wire::AccountBalance;
+use super::batch::unavailable;
 use super::{Bank, READ_BATCH_MAX, READS_IN_FLIGHT_MAX, Read};
 use crate::error::{ErrorCode, ServiceError};
-use crate::ledger::wire::BatchGetRequest;
+use crate::ledger::wire::{BalanceReply, BatchGetRequest};
 
 /// Takes queued balance reads in batches; several batches may be in flight.
 pub(super) async fn reader(
@@ -44,11 +44,23 @@ pub(super) async fn reader(
 }
 
 impl Bank {
+    /// Reads a batch's balances, one ledger round trip per asset among them.
     async fn read_batch(&self, batch: Vec<Read>, requeue: mpsc::Sender<Read>) {
+        let mut by_asset: BTreeMap<Asset, Vec<Read>> = BTreeMap::new();
+        for read in batch {
+            by_asset.entry(read.asset.clone()).or_default().push(read);
+        }
+        for (asset, reads) in by_asset {
+            self.read_asset(&asset, reads, requeue.clone()).await;
+        }
+    }
+
+    async fn read_asset(&self, asset: &Asset, batch: Vec<Read>, requeue: mpsc::Sender<Read>) {
         let accounts: BTreeSet<&AccountId> = batch.iter().map(|r| &r.account).collect();
         let request = BatchGetRequest {
             owner: Some(self.owner.clone()),
             accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            asset: (!asset.is_money()).then(|| asset.to_string()),
         };
         let reply = self.ledger.ledger_get(&request).await;
         let reply = match reply {
@@ -62,7 +74,7 @@ impl Bank {
             }
         };
         self.stats.reads.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let balances: HashMap<&str, &AccountBalance> =
+        let balances: HashMap<&str, &BalanceReply> =
             reply.balances.iter().map(|b| (b.account.as_str(), b)).collect();
         let mut retry = Vec::new();
         for read in batch {
@@ -81,7 +93,8 @@ impl Bank {
         if retry.is_empty() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(jitter_ms())).await;
+        let pause = Duration::from_millis(rand::rng().random_range(1..=3));
+        tokio::time::sleep(pause).await;
         for read in retry {
             if let Err(refused) = requeue.try_send(read) {
                 let read = refused.into_inner();

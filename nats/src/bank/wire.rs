@@ -1,12 +1,12 @@
 //! The bank's JSON payloads (`agora.bank.*`), converted into `agora-core` values with
 //! `TryFrom` at the edge.
 
-use agora_core::{AccountId, Amount, Balance, Caller, Operation, OperationId};
+use agora_core::{AccountId, Balance, Caller};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use crate::error::ServiceError;
+use crate::error::{ErrorCode, ServiceError};
+pub use crate::ledger::wire::{OperationKind, OperationRequest};
 use crate::pattern;
 
 // ---------------------------------------------------------------------------------------------
@@ -28,13 +28,10 @@ pub struct AmountRequest {
     pub id: Option<String>,
 }
 
-/// `agora.bank.balance`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BalanceRequest {
-    #[schemars(pattern(pattern::ACCOUNT))]
-    pub account: String,
-}
+/// `agora.bank.balance`: the balance now, or (`at_ms`) as it was at a past time.
+pub use crate::ledger::wire::BalanceRequest;
+/// `agora.bank.history`: an account's entries, newest first.
+pub use crate::ledger::wire::HistoryRequest;
 
 /// `agora.bank.transfer`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +70,9 @@ pub struct TransferReply {
 pub struct BankEvent {
     pub op: String,
     pub account: String,
+    /// The asset, left out for money.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
     pub amount: i64,
     pub balance: Balance,
     pub id: Option<String>,
@@ -80,119 +80,106 @@ pub struct BankEvent {
     pub at: u64,
 }
 
-/// A validated money-changing request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedOperation {
-    pub operation: Operation,
-    /// The id it is recorded under (a person's: `<user>/<id>`).
-    pub id: Option<OperationId>,
-    /// The id as the client gave it (what its events show).
-    pub client_id: Option<OperationId>,
-}
-
-impl ParsedOperation {
-    /// `operation` with the client's `id`, for `caller`.
-    fn new(operation: Operation, id: Option<&str>, caller: &Caller) -> Result<Self, ServiceError> {
-        let client_id = id.map(OperationId::parse).transpose()?;
-        let id = match (caller.name(), &client_id) {
-            (Some(owner), Some(id)) => Some(OperationId::scoped(owner, id)),
-            _ => client_id.clone(),
-        };
-        Ok(Self { operation, id, client_id })
-    }
+/// `agora.bank.transfers`: up to 8,190 operations in one request (see
+/// [`OperationRequest`]), one result each.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransfersRequest {
+    #[schemars(length(min = 1, max = 8190))]
+    pub operations: Vec<OperationRequest>,
+    /// Include each applied operation's postings (balances after); at most 1,000 operations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detail: bool,
 }
 
 /// The account `caller` may move money out of (or into): their own, or any for a service.
-fn own_account(caller: &Caller, named: &str) -> Result<AccountId, ServiceError> {
+fn own_account(caller: &Caller, named: Option<&str>, what: &str) -> Result<(), ServiceError> {
+    let Some(named) = named else {
+        return Err(ServiceError::invalid(format!("{what} is required")));
+    };
     // The name's shape first: a malformed one is bad input, whoever sends it.
-    let account = AccountId::parse(named)?;
+    AccountId::parse(named)?;
     caller.acting_on("account", Some(named))?;
-    Ok(account)
+    Ok(())
+}
+
+impl OperationRequest {
+    /// This operation as `caller` may send it to the ledger: a person moves only their own
+    /// money and units out (and deposits or withdraws only money), under ids (and pending ids)
+    /// recorded as theirs; a service moves anything.
+    pub fn authorize(mut self, caller: &Caller) -> Result<Self, ServiceError> {
+        if self.scope.is_some() {
+            return Err(ServiceError::invalid("unknown field `scope`"));
+        }
+        caller.signed_in("moving money")?;
+        let Some(person) = caller.name() else { return Ok(self) };
+        match self.op {
+            OperationKind::Deposit | OperationKind::Withdraw => {
+                own_account(caller, self.account.as_deref(), "account")?;
+                if self.asset.as_deref().is_some_and(|asset| asset != agora_core::account::MONEY) {
+                    return Err(ServiceError::new(
+                        ErrorCode::Forbidden,
+                        "units of an asset enter and leave the ledger through its service \
+                         (the coin exchange), not a person",
+                    ));
+                }
+            }
+            OperationKind::Transfer | OperationKind::Pending => {
+                own_account(caller, self.from.as_deref(), "from")?;
+            }
+            OperationKind::Post | OperationKind::Void => {}
+        }
+        self.scope = Some(person.to_string());
+        Ok(self)
+    }
 }
 
 impl AmountRequest {
-    pub fn into_deposit(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
-        let account = own_account(caller, &self.account)?;
-        let amount = Amount::parse(self.amount)?;
-        ParsedOperation::new(Operation::Deposit { account, amount }, self.id.as_deref(), caller)
+    fn operation(self, op: OperationKind) -> OperationRequest {
+        OperationRequest {
+            op,
+            account: Some(self.account),
+            amount: Some(self.amount),
+            id: self.id,
+            ..OperationRequest::default()
+        }
     }
 
-    pub fn into_withdraw(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
-        let account = own_account(caller, &self.account)?;
-        let amount = Amount::parse(self.amount)?;
-        ParsedOperation::new(Operation::Withdraw { account, amount }, self.id.as_deref(), caller)
+    pub fn into_deposit(self, caller: &Caller) -> Result<OperationRequest, ServiceError> {
+        let operation = self.operation(OperationKind::Deposit);
+        let operation = operation.authorize(caller)?;
+        operation.to_request()?;
+        Ok(operation)
+    }
+
+    pub fn into_withdraw(self, caller: &Caller) -> Result<OperationRequest, ServiceError> {
+        let operation = self.operation(OperationKind::Withdraw);
+        let operation = operation.authorize(caller)?;
+        operation.to_request()?;
+        Ok(operation)
     }
 }
 
 impl TransferRequest {
     /// A transfer out of `caller`'s own account (any, for a service), to anyone's.
-    pub fn into_transfer(self, caller: &Caller) -> Result<ParsedOperation, ServiceError> {
-        let from = own_account(caller, &self.from)?;
-        let to = AccountId::parse(&self.to)?;
-        let amount = Amount::parse(self.amount)?;
-        ParsedOperation::new(Operation::transfer(from, to, amount)?, self.id.as_deref(), caller)
+    pub fn into_transfer(self, caller: &Caller) -> Result<OperationRequest, ServiceError> {
+        let operation = OperationRequest {
+            op: OperationKind::Transfer,
+            from: Some(self.from),
+            to: Some(self.to),
+            amount: Some(self.amount),
+            id: self.id,
+            ..OperationRequest::default()
+        };
+        let operation = operation.authorize(caller)?;
+        operation.to_request()?;
+        Ok(operation)
     }
-}
-
-/// An operation as stored in its idempotency record, so a retry can be compared with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum OperationWire {
-    Deposit { account: String, amount: i64 },
-    Withdraw { account: String, amount: i64 },
-    Transfer { from: String, to: String, amount: i64 },
-}
-
-impl From<&Operation> for OperationWire {
-    fn from(operation: &Operation) -> Self {
-        match operation {
-            Operation::Deposit { account, amount } => {
-                Self::Deposit { account: account.to_string(), amount: amount.get() }
-            }
-            Operation::Withdraw { account, amount } => {
-                Self::Withdraw { account: account.to_string(), amount: amount.get() }
-            }
-            Operation::Transfer { from, to, amount } => {
-                Self::Transfer { from: from.to_string(), to: to.to_string(), amount: amount.get() }
-            }
-        }
-    }
-}
-
-impl TryFrom<&OperationWire> for Operation {
-    type Error = ServiceError;
-
-    fn try_from(wire: &OperationWire) -> Result<Self, ServiceError> {
-        Ok(match wire {
-            OperationWire::Deposit { account, amount } => Operation::Deposit {
-                account: AccountId::parse(account)?,
-                amount: Amount::parse(*amount)?,
-            },
-            OperationWire::Withdraw { account, amount } => Operation::Withdraw {
-                account: AccountId::parse(account)?,
-                amount: Amount::parse(*amount)?,
-            },
-            OperationWire::Transfer { from, to, amount } => Operation::transfer(
-                AccountId::parse(from)?,
-                AccountId::parse(to)?,
-                Amount::parse(*amount)?,
-            )?,
-        })
-    }
-}
-
-/// What the bank records with each committed operation that carries an id: the operation and
-/// the exact reply it got, so a retry gets the first result byte for byte.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BankRecord {
-    pub op: OperationWire,
-    pub reply: Box<RawValue>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
 
     #[test]
     fn requests_refuse_unknown_fields_and_bad_values() {
@@ -222,8 +209,9 @@ mod tests {
             id: Some("t-1".into()),
         };
         let mine = amount("alice", Some("op-1")).into_deposit(&alice).unwrap();
-        assert_eq!(mine.id.unwrap().as_str(), "alice/op-1", "recorded under her name");
-        assert_eq!(mine.client_id.unwrap().as_str(), "op-1", "shown as she gave it");
+        let request = mine.to_request().unwrap();
+        assert_eq!(request.id.unwrap().as_str(), "alice/op-1", "recorded under her name");
+        assert_eq!(mine.id.as_deref(), Some("op-1"), "shown as she gave it");
         assert!(amount("alice", None).into_withdraw(&alice).unwrap().id.is_none());
         assert!(transfer("alice").into_transfer(&alice).is_ok());
         for refused in [
@@ -239,20 +227,54 @@ mod tests {
         let service = transfer("bob").into_transfer(&Caller::Service);
         assert!(service.is_err(), "bob to bob");
         let paid = TransferRequest { to: "carol".into(), ..transfer("bob") };
-        assert_eq!(paid.into_transfer(&Caller::Service).unwrap().id.unwrap().as_str(), "t-1");
+        let paid = paid.into_transfer(&Caller::Service).unwrap().to_request().unwrap();
+        assert_eq!(paid.id.unwrap().as_str(), "t-1");
     }
 
     #[test]
-    fn records_round_trip() {
-        let reply = r#"{"from":{"account":"a","balance":1}}"#;
-        let record = BankRecord {
-            op: OperationWire::Transfer { from: "a".into(), to: "b".into(), amount: 3 },
-            reply: RawValue::from_string(reply.to_owned()).expect("valid JSON"),
+    fn every_operation_kind_is_authorized_for_its_caller() {
+        let alice =
+            Caller::user(agora_core::UserName::parse("alice").unwrap(), agora_core::Role::User);
+        let op = |json: serde_json::Value| -> OperationRequest {
+            serde_json::from_value(json).expect("shape")
         };
-        let json = serde_json::to_string(&record).expect("serializes");
-        assert!(json.contains(r#""type":"transfer""#));
-        let back: BankRecord = serde_json::from_str(&json).expect("parses");
-        assert_eq!(back.op, record.op);
-        assert_eq!(back.reply.get(), reply, "the reply is kept byte for byte");
+        let allowed = [
+            op(serde_json::json!({"op":"deposit","account":"alice","amount":1})),
+            op(serde_json::json!({"op":"withdraw","account":"alice","amount":1,"asset":"money"})),
+            op(serde_json::json!({"from":"alice","to":"bob","amount":1,"asset":"BTC"})),
+            op(
+                serde_json::json!({"op":"pending","from":"alice","to":"bob","amount":1,"timeout_ms":5000,"id":"h"}),
+            ),
+            op(serde_json::json!({"op":"post","pending_id":"h"})),
+            op(serde_json::json!({"op":"void","pending_id":"h"})),
+        ];
+        for operation in allowed {
+            let authorized = operation.clone().authorize(&alice).expect("hers");
+            assert_eq!(authorized.scope.as_deref(), Some("alice"));
+            let request = authorized.to_request().expect("valid");
+            if let Some(pending) = request.operation.pending_id() {
+                assert_eq!(pending.as_str(), "alice/h", "she finishes only her own holds");
+            }
+            assert_eq!(operation.authorize(&Caller::Service).expect("service").scope, None);
+        }
+        let refused = [
+            op(serde_json::json!({"op":"deposit","account":"bob","amount":1})),
+            op(serde_json::json!({"op":"deposit","account":"alice","amount":1,"asset":"BTC"})),
+            op(serde_json::json!({"op":"withdraw","account":"alice","amount":1,"asset":"BTC"})),
+            op(serde_json::json!({"from":"bob","to":"alice","amount":1})),
+            op(
+                serde_json::json!({"op":"pending","from":"bob","to":"alice","amount":1,"timeout_ms":5000,"id":"h"}),
+            ),
+            op(serde_json::json!({"op":"post","pending_id":"h","scope":"bob"})),
+        ];
+        for operation in refused {
+            let code = operation.clone().authorize(&alice).expect_err("not hers").code;
+            assert!(
+                matches!(code, ErrorCode::Forbidden | ErrorCode::InvalidRequest),
+                "{operation:?}"
+            );
+            let code = operation.authorize(&Caller::Anonymous).expect_err("anonymous").code;
+            assert!(matches!(code, ErrorCode::Unauthenticated | ErrorCode::InvalidRequest));
+        }
     }
 }

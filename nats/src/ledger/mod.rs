@@ -29,10 +29,14 @@ use crate::owner::{self, Limits, Mode};
 use crate::replica::ReplicaArgs;
 use crate::service::{ErrorCounts, Replier, add_endpoint};
 use crate::subjects::{self, ledger as subject};
+use agora_core::Asset;
+use agora_core::ledger::Request as LedgerRequest;
 use state::{Action, Command, Ledger};
+use store::HistoryQuery;
 use wire::{
-    BatchCommitRequest, BatchGetRequest, BatchLockRequest, GetRequest, LockRequest, LocksRequest,
-    OperationEntry, SetRequest, UnlockRequest,
+    ApplyRequest, BalanceRequest, BatchCommitRequest, BatchGetRequest, BatchLockRequest,
+    DETAIL_OPERATIONS_MAX, GetRequest, HistoryRequest, LockRequest, LocksRequest, OPERATIONS_MAX,
+    OperationEntry, OperationRequest, SetRequest, UnlockRequest,
 };
 
 /// Largest request the ledger accepts, in bytes (a batch commit of a full bank batch).
@@ -47,6 +51,13 @@ pub const COMMIT_EVENTS_MAX: usize = 2 * COMMIT_ENTRIES_MAX;
 pub const LOCKS_LISTED_MAX: usize = 10_000;
 /// Most operation records pruned per sweep, so a sweep never stalls the owner task.
 pub const PRUNE_PER_SWEEP_MAX: usize = 10_000;
+/// Most transfers pending at once (each is kept in memory to expire it).
+pub const PENDING_TRANSFERS_MAX: usize = 1_000_000;
+/// Most pending transfers expired per sweep.
+pub const EXPIRE_PER_TICK_MAX: usize = 8_192;
+/// History page sizes.
+pub const HISTORY_LIMIT_DEFAULT: usize = 100;
+pub const HISTORY_LIMIT_MAX: usize = 1_000;
 /// How often expired locks are removed and old operation records pruned.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -77,6 +88,7 @@ pub struct LedgerStats {
     commands: u64,
     largest_group: usize,
     locks_held: usize,
+    pending_transfers: usize,
     storage_errors: u64,
 }
 
@@ -157,6 +169,9 @@ async fn serve(
         ("batch-get", subject::BATCH_GET),
         ("batch-commit", subject::BATCH_COMMIT),
         ("locks", subject::LOCKS),
+        ("apply", subject::APPLY),
+        ("history", subject::HISTORY),
+        ("balance", subject::BALANCE),
     ];
     let mut tasks = Vec::new();
     for (name, suffix) in endpoints {
@@ -251,6 +266,7 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
             let body: GetRequest = decode_or_default(payload)?;
             Ok(Action::Get {
                 accounts: vec![parse_account(request)?],
+                asset: Asset::money(),
                 owner: body.owner,
                 batch: false,
             })
@@ -288,6 +304,7 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
             }
             Ok(Action::Get {
                 accounts: parse_accounts(&body.accounts)?,
+                asset: parse_asset(body.asset.as_deref())?,
                 owner: body.owner,
                 batch: true,
             })
@@ -296,12 +313,89 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
             let body: BatchCommitRequest = decode(payload)?;
             parse_commit(body)
         }
+        "apply" => parse_apply(decode(payload)?),
+        "history" => {
+            let body: HistoryRequest = decode(payload)?;
+            Ok(Action::History(history_query(&body)?))
+        }
+        "balance" => {
+            let body: BalanceRequest = decode(payload)?;
+            let key = (AccountId::parse(&body.account)?, parse_asset(body.asset.as_deref())?);
+            Ok(Action::Balance { key, at_ms: body.at_ms })
+        }
         "locks" => {
             let body: LocksRequest = decode_or_default(payload)?;
             Ok(Action::Locks { limit: body.limit.unwrap_or(1000).min(LOCKS_LISTED_MAX) })
         }
         other => Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}"))),
     }
+}
+
+/// `money` unless named.
+pub fn parse_asset(asset: Option<&str>) -> Result<Asset, ServiceError> {
+    Ok(asset.map(Asset::parse).transpose()?.unwrap_or_default())
+}
+
+/// A page of history as asked for, within its bounds.
+pub fn history_query(body: &HistoryRequest) -> Result<HistoryQuery, ServiceError> {
+    let limit = body.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
+    if !(1..=HISTORY_LIMIT_MAX).contains(&limit) {
+        return Err(ServiceError::invalid(format!("limit must be 1..={HISTORY_LIMIT_MAX}")));
+    }
+    let (from_ms, to_ms) = (body.from_ms.unwrap_or(0), body.to_ms.unwrap_or(u64::MAX));
+    if from_ms >= to_ms {
+        return Err(ServiceError::invalid("from_ms must be before to_ms"));
+    }
+    Ok(HistoryQuery {
+        key: (AccountId::parse(&body.account)?, parse_asset(body.asset.as_deref())?),
+        from_ms,
+        to_ms,
+        before: body.before.unwrap_or(u64::MAX),
+        limit,
+    })
+}
+
+/// Checks a batch of operations as a whole (size, an open chain) and each of them; any bad
+/// one refuses the request, and nothing is applied.
+pub fn parse_operations(
+    operations: &[OperationRequest],
+    detail: bool,
+) -> Result<Vec<LedgerRequest>, ServiceError> {
+    if operations.is_empty() {
+        return Err(ServiceError::invalid("operations must not be empty"));
+    }
+    if operations.len() > OPERATIONS_MAX {
+        return Err(ServiceError::invalid(format!(
+            "at most {OPERATIONS_MAX} operations per request, got {}",
+            operations.len()
+        )));
+    }
+    if detail && operations.len() > DETAIL_OPERATIONS_MAX {
+        return Err(ServiceError::invalid(format!(
+            "detail is for at most {DETAIL_OPERATIONS_MAX} operations"
+        )));
+    }
+    if operations.last().is_some_and(|last| last.linked) {
+        return Err(ServiceError::invalid(
+            "the last operation is linked: its chain never ends (link only to a next operation)",
+        ));
+    }
+    operations
+        .iter()
+        .enumerate()
+        .map(|(index, operation)| {
+            operation.to_request().map_err(|error| ServiceError {
+                message: format!("operation {index}: {}", error.message),
+                ..error
+            })
+        })
+        .collect()
+}
+
+fn parse_apply(body: ApplyRequest) -> Result<Action, ServiceError> {
+    let requests = parse_operations(&body.operations, body.detail)?;
+    let shown = body.operations.into_iter().map(|op| op.id).collect();
+    Ok(Action::Apply { requests, shown, detail: body.detail })
 }
 
 fn parse_commit(body: BatchCommitRequest) -> Result<Action, ServiceError> {

@@ -9,19 +9,22 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use agora_core::{AccountId, Balance, Lock, LockTable, OperationId, ledger};
+use agora_core::ledger::book::{self, Key, Outcome, Stored};
+use agora_core::ledger::{Balances, Book, EntryKind, Operation, Posting, Request as LedgerRequest};
+use agora_core::{AccountId, Asset, Balance, Lock, LockTable, OperationId, ledger};
 use async_nats::service::Request;
 use bytes::Bytes;
 use rusqlite::{Connection, Transaction};
 use serde_json::value::RawValue;
 
-use super::store::{self, LockSetRow, Operations};
+use super::store::{self, HistoryQuery, LockSetRow, Operations};
 use super::wire::{
-    BatchCommitReply, BatchGetReply, BatchLockReply, LockGrant, LockInfo, LocksReply,
-    OperationEntry, UnlockReply,
+    ApplyReply, BalanceReply, BatchCommitReply, BatchGetReply, BatchLockReply, HistoryEntry,
+    HistoryReply, LockGrant, LockInfo, LocksReply, OperationEntry, OperationRecord,
+    OperationRequest, OperationResult, PostingWire, UnlockReply,
 };
-use super::{LedgerStats, PRUNE_PER_SWEEP_MAX};
-use crate::bank::wire::AccountBalance;
+use super::{EXPIRE_PER_TICK_MAX, LedgerStats, PENDING_TRANSFERS_MAX, PRUNE_PER_SWEEP_MAX};
+use crate::bank::wire::{AccountBalance, BankEvent};
 use crate::error::ServiceError;
 use crate::owner::{GroupReport, State};
 use crate::replica::Event;
@@ -45,6 +48,7 @@ pub enum Action {
     },
     Get {
         accounts: Vec<AccountId>,
+        asset: Asset,
         owner: Option<String>,
         batch: bool,
     },
@@ -60,12 +64,26 @@ pub enum Action {
     Locks {
         limit: usize,
     },
+    /// Operations applied in order (`agora_core::ledger::apply_batch`); `shown` is each one's
+    /// id as its client gave it (what history and events show).
+    Apply {
+        requests: Vec<LedgerRequest>,
+        shown: Vec<Option<String>>,
+        detail: bool,
+    },
+    History(HistoryQuery),
+    Balance {
+        key: Key,
+        at_ms: Option<u64>,
+    },
     Sweep,
+    /// Releases the pending transfers that are due.
+    Expire,
 }
 
 impl Action {
     fn durable(&self) -> bool {
-        matches!(self, Self::Commit { .. })
+        matches!(self, Self::Commit { .. } | Self::Apply { .. } | Self::Expire)
     }
 }
 
@@ -79,31 +97,9 @@ pub struct Command {
 type Reply = (Request, Replier, Result<Bytes, ServiceError>);
 
 /// Most balances the ledger keeps in memory. The ledger is the database's only user, so the
-/// cache is always coherent; beyond this bound an arbitrary entry is evicted.
+/// book is always coherent; beyond this bound it forgets the balances it holds (between
+/// groups) and reads them again as needed.
 pub const BALANCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
-
-/// Balances read or written recently, so a batch does not re-read them from SQLite.
-#[derive(Debug, Default)]
-struct BalanceCache {
-    balances: HashMap<AccountId, Balance>,
-}
-
-impl BalanceCache {
-    fn get(&self, account: &AccountId) -> Option<Balance> {
-        self.balances.get(account).copied()
-    }
-
-    fn put(&mut self, account: &AccountId, balance: Balance) {
-        if self.balances.len() >= BALANCE_CACHE_ENTRIES_MAX && !self.balances.contains_key(account)
-        {
-            let evicted = self.balances.keys().next().cloned();
-            if let Some(evicted) = evicted {
-                self.balances.remove(&evicted);
-            }
-        }
-        self.balances.insert(account.clone(), balance);
-    }
-}
 
 /// Which stored lock set each lock belongs to (see `store`: one row per lock request).
 #[derive(Debug, Default)]
@@ -154,7 +150,11 @@ pub struct Ledger {
     locks: LockTable,
     sets: LockSets,
     operations: Operations,
-    balances: BalanceCache,
+    /// Balances and pending transfers: the ledger's state machine over a cache of the store.
+    book: Book,
+    /// The newest history time: entries are stamped with no earlier time (clocks may differ
+    /// across a failover).
+    last_at_ms: u64,
     operation_retention_ms: u64,
     operation_records_max: usize,
     stats: Arc<Mutex<LedgerStats>>,
@@ -180,7 +180,8 @@ impl Ledger {
             locks: LockTable::new(store::first_token(boot_epoch)),
             sets: LockSets::default(),
             operations: Operations::default(),
-            balances: BalanceCache::default(),
+            book: Book::new(PENDING_TRANSFERS_MAX),
+            last_at_ms: 0,
             operation_retention_ms,
             operation_records_max,
             stats,
@@ -208,21 +209,115 @@ impl Ledger {
         locks.raise_next_token(self.locks.next_token());
         (self.locks, self.sets) = (locks, sets);
         self.operations = Operations::load(conn)?;
-        self.balances = BalanceCache::default();
+        let mut book = Book::new(PENDING_TRANSFERS_MAX);
+        for (id, transfer) in store::open_pending_transfers(conn)? {
+            for key in <[Key; 2]>::from(transfer.keys()) {
+                book.load_balances(key.clone(), store::balances(conn, &key)?);
+            }
+            book.load_pending(id, transfer);
+        }
+        self.book = book;
+        self.last_at_ms = store::last_entry_at(conn)?;
         Ok(())
     }
 
-    fn balance(
+    /// The balances of `key`, from the book or the store.
+    fn balances(&mut self, conn: &Connection, key: &Key) -> Result<Balances, StoreError> {
+        if let Some(balances) = self.book.balances(key) {
+            return Ok(balances);
+        }
+        let balances = store::balances(conn, key)?;
+        self.book.load_balances(key.clone(), balances);
+        Ok(balances)
+    }
+
+    /// The money balance of an account.
+    fn balance(&mut self, conn: &Connection, account: &AccountId) -> Result<Balance, StoreError> {
+        Ok(self.balances(conn, &(account.clone(), Asset::money()))?.posted)
+    }
+
+    /// Loads into the book what `requests` touch: balances, and the pending transfers they
+    /// name (or create: an id still held by a pending transfer is not free).
+    fn load_for(
+        &mut self,
+        conn: &Connection,
+        requests: &[LedgerRequest],
+    ) -> Result<(), StoreError> {
+        for request in requests {
+            let pending = match (&request.operation, &request.id) {
+                (Operation::Pending { .. }, Some(id)) => Some(id),
+                (operation, _) => operation.pending_id(),
+            };
+            if let Some(id) = pending
+                && self.book.pending(id).is_none()
+                && let Some(transfer) = store::pending_transfer(conn, id)?
+            {
+                self.book.load_pending(id.clone(), transfer);
+            }
+            let mut keys = request.operation.keys();
+            if let Some(transfer) =
+                request.operation.pending_id().and_then(|id| self.book.pending(id))
+            {
+                keys.extend(<[Key; 2]>::from(transfer.keys()));
+            }
+            for key in keys {
+                self.balances(conn, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the store recorded for the requests' ids: the operation and its postings.
+    fn recorded(
+        &self,
+        conn: &Connection,
+        requests: &[LedgerRequest],
+    ) -> Result<HashMap<OperationId, Stored<Vec<PostingWire>>>, StoreError> {
+        let mut recorded = HashMap::new();
+        for id in requests.iter().filter_map(|r| r.id.as_ref()) {
+            if recorded.contains_key(id) {
+                continue;
+            }
+            let Some(record) = self.operations.get(conn, id.as_str())? else { continue };
+            let unreadable =
+                |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record {id}: {e}"));
+            let record: OperationRecord =
+                serde_json::from_str(&record).map_err(|e| unreadable(&e))?;
+            let operation = record.op.to_request().map_err(|e| unreadable(&e))?.operation;
+            recorded.insert(id.clone(), (operation, record.postings));
+        }
+        Ok(recorded)
+    }
+
+    /// The time a group's entries carry: now, or the last one if the clock went back.
+    fn stamp(&mut self, now_ms: u64) -> u64 {
+        self.last_at_ms = self.last_at_ms.max(now_ms);
+        self.last_at_ms
+    }
+
+    /// Writes what the book changed, and one history entry and one event per posting.
+    fn write_changes(
         &mut self,
         tx: &Transaction<'_>,
-        account: &AccountId,
-    ) -> Result<Balance, StoreError> {
-        if let Some(balance) = self.balances.get(account) {
-            return Ok(balance);
+        now_ms: u64,
+        postings: &[(&[Posting], Option<&str>)],
+        events: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let (balances, pendings) = self.book.take_changes();
+        for (key, balances) in &balances {
+            store::set_balances(tx, key, balances)?;
         }
-        let balance = store::balance(tx, account)?;
-        self.balances.put(account, balance);
-        Ok(balance)
+        for (id, transfer) in &pendings {
+            store::put_pending_transfer(tx, id, transfer, now_ms)?;
+        }
+        let at = self.stamp(now_ms);
+        for (postings, id) in postings {
+            for posting in *postings {
+                store::insert_entry(tx, posting, *id, at)?;
+                events.push(bank_event(posting, *id, at)?);
+            }
+        }
+        Ok(())
     }
 
     /// Rewrites (or deletes, once empty) the stored rows of the given lock sets.
@@ -278,6 +373,7 @@ impl Ledger {
         tx: &Transaction<'_>,
         now_ms: u64,
         action: &Action,
+        events: &mut Vec<Event>,
     ) -> Result<Result<Bytes, ServiceError>, StoreError> {
         match action {
             Action::Lock { accounts, owner, lease_ms, ids, batch } => {
@@ -316,15 +412,19 @@ impl Ledger {
                 self.release(tx, now_ms, owner, &[(account.clone(), *token)])?;
                 Ok(encode(&UnlockReply { account: account.to_string(), released: true }))
             }
-            Action::Get { accounts, owner, batch } => {
+            Action::Get { accounts, asset, owner, batch } => {
                 let mut balances = Vec::with_capacity(accounts.len());
                 let mut locked = Vec::new();
                 for account in accounts {
                     match self.locks.check_read(now_ms, owner.as_deref(), account) {
-                        Ok(()) => balances.push(AccountBalance {
-                            account: account.to_string(),
-                            balance: self.balance(tx, account)?,
-                        }),
+                        Ok(()) => {
+                            let key = (account.clone(), asset.clone());
+                            balances.push(BalanceReply::new(
+                                account,
+                                asset,
+                                self.balances(tx, &key)?,
+                            ))
+                        }
                         Err(error) if !*batch => return Ok(Err(error.into())),
                         Err(_) => locked.push(account.to_string()),
                     }
@@ -332,7 +432,8 @@ impl Ledger {
                 if *batch {
                     Ok(encode(&BatchGetReply { balances, locked }))
                 } else {
-                    Ok(encode(&balances[0]))
+                    let BalanceReply { account, balance, .. } = &balances[0];
+                    Ok(encode(&AccountBalance { account: account.clone(), balance: *balance }))
                 }
             }
             Action::Commit { owner, writes, operations, release, single, .. } => {
@@ -360,9 +461,37 @@ impl Ledger {
                         return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
                     }
                 }
+                let mut set = Vec::with_capacity(writes.len());
                 for (account, _, balance) in writes {
-                    store::set_balance(tx, account, *balance)?;
-                    self.balances.put(account, *balance);
+                    let key = (account.clone(), Asset::money());
+                    let before = self.balances(tx, &key)?;
+                    if *balance < before.debits_pending {
+                        return Ok(Err(ServiceError::invalid(format!(
+                            "balance of {account} must stay at or above what its pending \
+                             transfers hold ({})",
+                            before.debits_pending
+                        ))));
+                    }
+                    if balance.checked_add(before.credits_pending).is_none() {
+                        return Ok(Err(ServiceError::invalid(format!(
+                            "balance of {account} would overflow with its pending credits"
+                        ))));
+                    }
+                    let after = Balances { posted: *balance, ..before };
+                    set.push(Posting {
+                        account: account.clone(),
+                        asset: Asset::money(),
+                        kind: EntryKind::Set,
+                        amount: balance - before.posted,
+                        balances: after,
+                    });
+                }
+                let at = self.stamp(now_ms);
+                for posting in &set {
+                    let key = (posting.account.clone(), posting.asset.clone());
+                    store::set_balances(tx, &key, &posting.balances)?;
+                    store::insert_entry(tx, posting, None, at)?;
+                    self.book.load_balances(key, posting.balances);
                 }
                 self.release(tx, now_ms, owner, release)?;
                 if *single {
@@ -394,6 +523,62 @@ impl Ledger {
                 let locks = live.into_iter().take(*limit).collect();
                 Ok(encode(&LocksReply { locks, total }))
             }
+            Action::Apply { requests, shown, detail } => {
+                self.apply_requests(tx, now_ms, requests, shown, *detail, events)
+            }
+            Action::History(query) => {
+                let mut rows =
+                    store::history(tx, &HistoryQuery { limit: query.limit + 1, ..query.clone() })?;
+                let more = rows.len() > query.limit;
+                rows.truncate(query.limit);
+                let entries = rows
+                    .into_iter()
+                    .map(|row| HistoryEntry {
+                        seq: row.seq,
+                        kind: row.kind,
+                        amount: row.amount,
+                        balance: row.balances.posted,
+                        pending: row.balances.debits_pending,
+                        available: row.balances.available(),
+                        id: row.id,
+                        at: row.at_ms,
+                    })
+                    .collect();
+                Ok(encode(&HistoryReply {
+                    account: query.key.0.to_string(),
+                    asset: query.key.1.to_string(),
+                    entries,
+                    more,
+                }))
+            }
+            Action::Balance { key, at_ms } => {
+                let balances = match at_ms {
+                    Some(at_ms) => store::balances_at(tx, key, *at_ms)?,
+                    None => self.balances(tx, key)?,
+                };
+                Ok(encode(&BalanceReply {
+                    at_ms: *at_ms,
+                    ..BalanceReply::new(&key.0, &key.1, balances)
+                }))
+            }
+            Action::Expire => {
+                let due = self.book.due(now_ms, EXPIRE_PER_TICK_MAX);
+                let mut expired = Vec::with_capacity(due.len());
+                for id in due {
+                    if let Some(transfer) = self.book.pending(&id).cloned() {
+                        for key in <[Key; 2]>::from(transfer.keys()) {
+                            self.balances(tx, &key)?;
+                        }
+                    }
+                    if let Some(postings) = book::expire(&mut self.book, &id, now_ms) {
+                        expired.push((id, postings));
+                    }
+                }
+                let postings: Vec<(&[Posting], Option<&str>)> =
+                    expired.iter().map(|(id, p)| (p.as_slice(), Some(id.as_str()))).collect();
+                self.write_changes(tx, now_ms, &postings, events)?;
+                Ok(Ok(Bytes::new()))
+            }
             Action::Sweep => {
                 let mut touched = BTreeSet::new();
                 for account in self.locks.expire(now_ms) {
@@ -407,10 +592,109 @@ impl Ledger {
                     self.operation_records_max,
                     PRUNE_PER_SWEEP_MAX,
                 )?;
+                store::prune_pending_transfers(tx, horizon, PRUNE_PER_SWEEP_MAX)?;
+                self.book.forget_finished();
                 Ok(Ok(Bytes::new()))
             }
         }
     }
+}
+
+impl Ledger {
+    /// `agora.ledger.apply`: the requests applied to the book, their changes, history,
+    /// records and events written, one result each.
+    fn apply_requests(
+        &mut self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        requests: &[LedgerRequest],
+        shown: &[Option<String>],
+        detail: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        self.load_for(tx, requests)?;
+        if !self.locks.is_empty() {
+            // A lease holder writes its accounts alone (agora.ledger.lock): wait for it.
+            let mut held: Vec<AccountId> = Vec::new();
+            for request in requests {
+                let mut keys = request.operation.keys();
+                if let Some(t) = request.operation.pending_id().and_then(|id| self.book.pending(id))
+                {
+                    keys.extend(<[Key; 2]>::from(t.keys()));
+                }
+                held.extend(
+                    keys.into_iter()
+                        .filter(|(account, _)| self.locks.holder(now_ms, account).is_some())
+                        .map(|(account, _)| account),
+                );
+            }
+            if !held.is_empty() {
+                held.sort();
+                held.dedup();
+                let error = agora_core::LockError::Locked { accounts: held };
+                return Ok(Err(error.into()));
+            }
+        }
+        let recorded = self.recorded(tx, requests)?;
+        let outcomes = book::apply_batch(&mut self.book, requests, now_ms, &recorded);
+        let mut results: Vec<OperationResult> = Vec::with_capacity(outcomes.len());
+        let mut applied = 0;
+        for (index, outcome) in outcomes.iter().enumerate() {
+            let result = match outcome {
+                Outcome::Applied(postings) => {
+                    let wires: Vec<PostingWire> = postings.iter().map(PostingWire::from).collect();
+                    if let Some(id) = &requests[index].id {
+                        let record = OperationRecord {
+                            op: OperationRequest::from(&requests[index].operation),
+                            postings: wires.clone(),
+                        };
+                        let record = serde_json::to_string(&record)
+                            .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
+                        if !self.operations.insert(tx, id.as_str(), &record, now_ms)? {
+                            return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
+                        }
+                    }
+                    OperationResult::Applied { postings: detail.then_some(wires) }
+                }
+                Outcome::Replay(wires) => {
+                    OperationResult::Applied { postings: detail.then(|| wires.clone()) }
+                }
+                Outcome::Refused(error) => OperationResult::Failed { error: error.clone().into() },
+                Outcome::SameAs(first) => results[*first].clone(),
+            };
+            if matches!(result, OperationResult::Applied { .. }) {
+                applied += 1;
+            }
+            results.push(result);
+        }
+        let postings: Vec<(&[Posting], Option<&str>)> = outcomes
+            .iter()
+            .zip(shown)
+            .filter_map(|(outcome, id)| match outcome {
+                Outcome::Applied(postings) => Some((postings.as_slice(), id.as_deref())),
+                _ => None,
+            })
+            .collect();
+        self.write_changes(tx, now_ms, &postings, events)?;
+        let failed = results.len() - applied;
+        Ok(encode(&ApplyReply { results, applied, failed }))
+    }
+}
+
+/// The event of one posting, published on `agora.bank.events.<account>`.
+fn bank_event(posting: &Posting, id: Option<&str>, at: u64) -> Result<Event, StoreError> {
+    let event = BankEvent {
+        op: posting.kind.as_str().to_owned(),
+        account: posting.account.to_string(),
+        asset: (!posting.asset.is_money()).then(|| posting.asset.to_string()),
+        amount: posting.amount,
+        balance: posting.balances.posted,
+        id: id.map(str::to_owned),
+        at,
+    };
+    let payload = serde_json::to_vec(&event)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode an event: {e}")))?;
+    Ok(Event { subject: crate::subjects::bank::events(&posting.account), payload: payload.into() })
 }
 
 /// What a group produced: one reply per request, sent once it committed.
@@ -432,7 +716,7 @@ impl State for Ledger {
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
         let Command { action, reply } = command;
-        let result = self.execute(tx, now_ms, &action)?;
+        let result = self.execute(tx, now_ms, &action, &mut out.events)?;
         if result.is_ok()
             && let Action::Commit { events, .. } = action
         {
@@ -480,7 +764,10 @@ impl State for Ledger {
     }
 
     fn tick(&mut self, _now_ms: u64) -> Vec<Command> {
-        vec![Command { action: Action::Sweep, reply: None }]
+        vec![
+            Command { action: Action::Sweep, reply: None },
+            Command { action: Action::Expire, reply: None },
+        ]
     }
 
     fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Outbox) {
@@ -510,6 +797,10 @@ impl State for Ledger {
             stats.commands += report.envelopes as u64;
             stats.largest_group = stats.largest_group.max(report.envelopes);
             stats.locks_held = self.locks.len();
+            stats.pending_transfers = self.book.pending_len();
+        }
+        if self.book.balances_len() > BALANCE_CACHE_ENTRIES_MAX {
+            self.book.forget_balances();
         }
         tracing::debug!(
             size = report.envelopes,

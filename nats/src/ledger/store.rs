@@ -24,7 +24,9 @@ use std::collections::hash_map::{DefaultHasher, Entry};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-use agora_core::{AccountId, Balance};
+use agora_core::ledger::book::Key;
+use agora_core::ledger::{Balances, PendingState, PendingTransfer, Posting};
+use agora_core::{AccountId, Amount, Asset, OperationId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::sqlite::{self, StoreError};
@@ -64,6 +66,46 @@ const MIGRATION_1: &str = "
         record TEXT NOT NULL,
         at_ms INTEGER NOT NULL
     );
+";
+
+/// Balances per account and asset (with what pending transfers hold), two-phase transfers,
+/// and every balance change as a history entry.
+const MIGRATION_2: &str = "
+    CREATE TABLE balances (
+        account TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        posted INTEGER NOT NULL CHECK (posted >= 0),
+        debits_pending INTEGER NOT NULL CHECK (debits_pending >= 0 AND debits_pending <= posted),
+        credits_pending INTEGER NOT NULL CHECK (credits_pending >= 0),
+        PRIMARY KEY (account, asset)
+    ) WITHOUT ROWID;
+    INSERT INTO balances (account, asset, posted, debits_pending, credits_pending)
+        SELECT account, 'money', balance, 0, 0 FROM accounts;
+    DROP TABLE accounts;
+    CREATE TABLE pending_transfers (
+        id TEXT PRIMARY KEY,
+        from_account TEXT NOT NULL,
+        to_account TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        expires_at_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        posted INTEGER,
+        finished_at_ms INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        posted INTEGER NOT NULL,
+        debits_pending INTEGER NOT NULL,
+        credits_pending INTEGER NOT NULL,
+        id TEXT,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX entries_by_account ON entries (account, asset, seq);
 ";
 
 /// One stored lock set.
@@ -225,7 +267,12 @@ impl Operations {
 /// Opens (creating if needed) the database in `data_dir`, migrates it and records a new boot
 /// epoch durably; returns the connection and the epoch.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    let conn = sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])?;
+    let conn = sqlite::open_wal(
+        data_dir,
+        DATABASE_FILE,
+        PAGE_CACHE_BYTES_MAX,
+        &[MIGRATION_1, MIGRATION_2],
+    )?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "mmap_size", MMAP_BYTES_MAX)?;
@@ -280,25 +327,263 @@ pub fn load_lock_sets(conn: &Connection) -> Result<Vec<LockSetRow>, StoreError> 
     Ok(sets)
 }
 
-/// The balance of an account; an account never written has balance 0.
-pub fn balance(conn: &Connection, account: &AccountId) -> Result<Balance, StoreError> {
-    let mut statement = conn.prepare_cached("SELECT balance FROM accounts WHERE account = ?1")?;
-    let balance =
-        statement.query_row(params![account.as_str()], |row| row.get::<_, i64>(0)).optional()?;
-    Ok(balance.unwrap_or(0))
+/// The balances of an account in an asset; one never written has zeros.
+pub fn balances(conn: &Connection, key: &Key) -> Result<Balances, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT posted, debits_pending, credits_pending FROM balances
+         WHERE account = ?1 AND asset = ?2",
+    )?;
+    let balances = statement
+        .query_row(params![key.0.as_str(), key.1.as_str()], |row| {
+            Ok(Balances {
+                posted: row.get(0)?,
+                debits_pending: row.get(1)?,
+                credits_pending: row.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(balances.unwrap_or_default())
 }
 
-pub fn set_balance(
-    conn: &Connection,
-    account: &AccountId,
-    balance: Balance,
-) -> Result<(), StoreError> {
+pub fn set_balances(conn: &Connection, key: &Key, balances: &Balances) -> Result<(), StoreError> {
     let mut statement = conn.prepare_cached(
-        "INSERT INTO accounts (account, balance) VALUES (?1, ?2)
-         ON CONFLICT (account) DO UPDATE SET balance = excluded.balance",
+        "INSERT INTO balances (account, asset, posted, debits_pending, credits_pending)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (account, asset) DO UPDATE SET posted = excluded.posted,
+             debits_pending = excluded.debits_pending, credits_pending = excluded.credits_pending",
     )?;
-    statement.execute(params![account.as_str(), balance])?;
+    statement.execute(params![
+        key.0.as_str(),
+        key.1.as_str(),
+        balances.posted,
+        balances.debits_pending,
+        balances.credits_pending
+    ])?;
     Ok(())
+}
+
+fn state_text(state: PendingState) -> (&'static str, Option<i64>) {
+    match state {
+        PendingState::Posted(amount) => ("posted", Some(amount)),
+        state => (state.as_str(), None),
+    }
+}
+
+/// A stored pending transfer's columns: id, [from, to, asset, state], [amount, expires], posted.
+type PendingColumns = (String, [String; 4], [i64; 2], Option<i64>);
+
+fn pending_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingColumns> {
+    Ok((
+        row.get(0)?,
+        [row.get(1)?, row.get(2)?, row.get(3)?, row.get(6)?],
+        [row.get(4)?, row.get(5)?],
+        row.get(7)?,
+    ))
+}
+
+fn decode_pending(
+    (id, [from, to, asset, state], [amount, expires], posted): PendingColumns,
+) -> Result<(OperationId, PendingTransfer), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("pending transfer {id}"));
+    let state = match (state.as_str(), posted) {
+        ("pending", _) => PendingState::Pending,
+        ("posted", Some(amount)) => PendingState::Posted(amount),
+        ("voided", _) => PendingState::Voided,
+        ("expired", _) => PendingState::Expired,
+        _ => return Err(corrupt()),
+    };
+    let transfer = PendingTransfer {
+        from: AccountId::parse(&from).map_err(|_| corrupt())?,
+        to: AccountId::parse(&to).map_err(|_| corrupt())?,
+        asset: Asset::parse(&asset).map_err(|_| corrupt())?,
+        amount: Amount::parse(amount).map_err(|_| corrupt())?,
+        expires_at_ms: u64::try_from(expires).map_err(|_| corrupt())?,
+        state,
+    };
+    Ok((OperationId::parse_recorded(&id).map_err(|_| corrupt())?, transfer))
+}
+
+const PENDING_COLUMNS: &str =
+    "id, from_account, to_account, asset, amount, expires_at_ms, state, posted";
+
+/// One pending transfer (in any state), if it is stored.
+pub fn pending_transfer(
+    conn: &Connection,
+    id: &OperationId,
+) -> Result<Option<PendingTransfer>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {PENDING_COLUMNS} FROM pending_transfers WHERE id = ?1"
+    ))?;
+    let row = statement.query_row(params![id.as_str()], pending_row).optional()?;
+    row.map(|row| decode_pending(row).map(|(_, transfer)| transfer)).transpose()
+}
+
+/// Every transfer still pending (the ledger keeps them in memory to expire them).
+pub fn open_pending_transfers(
+    conn: &Connection,
+) -> Result<Vec<(OperationId, PendingTransfer)>, StoreError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT {PENDING_COLUMNS} FROM pending_transfers WHERE state = 'pending'"
+    ))?;
+    let rows = statement.query_map([], pending_row)?;
+    let mut open = Vec::new();
+    for row in rows {
+        open.push(decode_pending(row?)?);
+    }
+    Ok(open)
+}
+
+pub fn put_pending_transfer(
+    conn: &Connection,
+    id: &OperationId,
+    transfer: &PendingTransfer,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let (state, posted) = state_text(transfer.state);
+    let finished = (transfer.state != PendingState::Pending).then_some(now_ms);
+    conn.prepare_cached(
+        "INSERT INTO pending_transfers
+             (id, from_account, to_account, asset, amount, expires_at_ms, state, posted,
+              finished_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, posted = excluded.posted,
+             finished_at_ms = excluded.finished_at_ms",
+    )?
+    .execute(params![
+        id.as_str(),
+        transfer.from.as_str(),
+        transfer.to.as_str(),
+        transfer.asset.as_str(),
+        transfer.amount.get(),
+        sqlite::saturating_i64(transfer.expires_at_ms),
+        state,
+        posted,
+        finished,
+    ])?;
+    Ok(())
+}
+
+/// Deletes finished pending transfers finished before `before_ms`, at most `limit`.
+pub fn prune_pending_transfers(
+    conn: &Connection,
+    before_ms: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM pending_transfers WHERE id IN (SELECT id FROM pending_transfers
+             WHERE state != 'pending' AND finished_at_ms < ?1 LIMIT ?2)",
+        )?
+        .execute(params![sqlite::saturating_i64(before_ms), limit])?;
+    Ok(deleted)
+}
+
+/// Appends one history entry: a posting, the client's id and the commit time.
+pub fn insert_entry(
+    conn: &Connection,
+    posting: &Posting,
+    id: Option<&str>,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO entries (account, asset, kind, amount, posted, debits_pending,
+             credits_pending, id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        posting.account.as_str(),
+        posting.asset.as_str(),
+        posting.kind.as_str(),
+        posting.amount,
+        posting.balances.posted,
+        posting.balances.debits_pending,
+        posting.balances.credits_pending,
+        id,
+        sqlite::saturating_i64(at_ms),
+    ])?;
+    Ok(())
+}
+
+/// The newest commit time in the history (entry times never go back).
+pub fn last_entry_at(conn: &Connection) -> Result<u64, StoreError> {
+    let at: Option<i64> = conn
+        .query_row("SELECT at_ms FROM entries ORDER BY seq DESC LIMIT 1", [], |row| row.get(0))
+        .optional()?;
+    Ok(at.map_or(0, |at| u64::try_from(at).unwrap_or(0)))
+}
+
+/// What selects a page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub key: Key,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub before: u64,
+    pub limit: usize,
+}
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub seq: u64,
+    pub kind: String,
+    pub amount: i64,
+    pub balances: Balances,
+    pub id: Option<String>,
+    pub at_ms: u64,
+}
+
+fn entry_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        seq: row.get(0)?,
+        kind: row.get(1)?,
+        amount: row.get(2)?,
+        balances: Balances {
+            posted: row.get(3)?,
+            debits_pending: row.get(4)?,
+            credits_pending: row.get(5)?,
+        },
+        id: row.get(6)?,
+        at_ms: row.get(7)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "seq, kind, amount, posted, debits_pending, credits_pending, id, at_ms";
+
+/// Entries of one account and asset, newest first: at most `limit`, older than `before`, in
+/// `[from_ms, to_ms)`.
+pub fn history(conn: &Connection, query: &HistoryQuery) -> Result<Vec<EntryRow>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries
+         WHERE account = ?1 AND asset = ?2 AND seq < ?3 AND at_ms >= ?4 AND at_ms < ?5
+         ORDER BY seq DESC LIMIT ?6"
+    ))?;
+    let rows = statement.query_map(
+        params![
+            query.key.0.as_str(),
+            query.key.1.as_str(),
+            sqlite::saturating_i64(query.before),
+            sqlite::saturating_i64(query.from_ms),
+            sqlite::saturating_i64(query.to_ms),
+            query.limit
+        ],
+        entry_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The balances of an account and asset as of `at_ms` (after every entry at or before it).
+pub fn balances_at(conn: &Connection, key: &Key, at_ms: u64) -> Result<Balances, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE account = ?1 AND asset = ?2 AND at_ms <= ?3
+         ORDER BY seq DESC LIMIT 1"
+    ))?;
+    let row = statement
+        .query_row(
+            params![key.0.as_str(), key.1.as_str(), sqlite::saturating_i64(at_ms)],
+            entry_row,
+        )
+        .optional()?;
+    Ok(row.map(|row| row.balances).unwrap_or_default())
 }
 
 /// Writes (or rewrites) one lock set: the locks one request took, sharing owner and lease.
@@ -326,6 +611,14 @@ mod tests {
         AccountId::parse(name).expect("valid")
     }
 
+    fn key(name: &str) -> Key {
+        (id(name), Asset::money())
+    }
+
+    fn posted(posted: i64) -> Balances {
+        Balances { posted, ..Balances::default() }
+    }
+
     #[test]
     fn balances_locks_and_records_survive_reopen_and_epochs_increase() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -334,7 +627,7 @@ mod tests {
             let epoch = bump_boot_epoch(&conn).expect("epoch");
             let mut operations = Operations::load(&conn).expect("index");
             let tx = conn.transaction().expect("begin");
-            set_balance(&tx, &id("alice"), 500).expect("write");
+            set_balances(&tx, &key("alice"), &posted(500)).expect("write");
             let set = LockSetRow {
                 set_id: 3,
                 owner: "bank-1".into(),
@@ -350,8 +643,8 @@ mod tests {
         assert_eq!(boot_epoch(&conn).expect("epoch"), first_epoch, "the epoch is stored");
         let epoch = bump_boot_epoch(&conn).expect("epoch");
         assert!(first_token(epoch) > first_token(first_epoch), "a new epoch is above");
-        assert_eq!(balance(&conn, &id("alice")).expect("read"), 500);
-        assert_eq!(balance(&conn, &id("nobody")).expect("read"), 0);
+        assert_eq!(balances(&conn, &key("alice")).map(|b| b.posted).expect("read"), 500);
+        assert_eq!(balances(&conn, &key("nobody")).map(|b| b.posted).expect("read"), 0);
         let sets = load_lock_sets(&conn).expect("locks");
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0].grants, vec![(id("alice"), 7), (id("bob"), 8)]);
@@ -366,11 +659,11 @@ mod tests {
         let mut operations = Operations::load(&conn).expect("index");
         {
             let tx = conn.transaction().expect("begin");
-            set_balance(&tx, &id("a"), 5).expect("write");
+            set_balances(&tx, &key("a"), &posted(5)).expect("write");
             // Dropped: rolled back.
         }
-        assert_eq!(balance(&conn, &id("a")).expect("read"), 0);
-        assert!(set_balance(&conn, &id("a"), -1).is_err(), "CHECK (balance >= 0)");
+        assert_eq!(balances(&conn, &key("a")).map(|b| b.posted).expect("read"), 0);
+        assert!(set_balances(&conn, &key("a"), &posted(-1)).is_err(), "CHECK (balance >= 0)");
         assert!(operations.insert(&conn, "x", "{}", 1).expect("first"));
         assert!(!operations.insert(&conn, "x", "{\"a\":1}", 2).expect("taken"), "ids are unique");
         assert_eq!(operations.get(&conn, "x").expect("read").as_deref(), Some("{}"));
