@@ -15,6 +15,7 @@ use agora_nats::{AgoraClient, ClientError, telemetry};
 use clap::{Args, Parser, Subcommand};
 
 mod account;
+mod bank;
 mod chat;
 mod coins;
 mod files;
@@ -86,7 +87,7 @@ enum Command {
     Account(account::AccountCommand),
     /// Money: deposit, withdraw, balance, transfer.
     #[command(subcommand)]
-    Bank(BankCommand),
+    Bank(bank::BankCommand),
     /// Tasks: submit, get, list, cancel, wait, watch; list workers.
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -110,36 +111,6 @@ enum Command {
     /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
     /// until Ctrl-C.
     Up(UpArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum BankCommand {
-    /// Add money to an account.
-    Deposit {
-        account: String,
-        /// Minor units (e.g. cents), a positive integer.
-        amount: i64,
-        /// Idempotency key: a retry with the same id is applied once.
-        #[arg(long)]
-        id: Option<String>,
-    },
-    /// Take money out of an account.
-    Withdraw {
-        account: String,
-        amount: i64,
-        #[arg(long)]
-        id: Option<String>,
-    },
-    /// Show an account's balance.
-    Balance { account: String },
-    /// Move money between two accounts, all or nothing.
-    Transfer {
-        from: String,
-        to: String,
-        amount: i64,
-        #[arg(long)]
-        id: Option<String>,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +160,12 @@ struct BankBenchArgs {
     /// crosses the same account import. One node.
     #[arg(long, conflicts_with = "nats_nodes")]
     auth: bool,
+    /// Measure `agora.bank.transfers` at these batch sizes (transfers/s, next to raw echo of
+    /// the same payload and SQLite's own ceiling of N rows per fsynced transaction) instead of
+    /// single operations. `--batch` alone: 1,100,1000,8190.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "1,100,1000,8190",
+          value_parser = clap::value_parser!(u16).range(1..=8190), conflicts_with = "auth")]
+    batch: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Args)]
@@ -409,7 +386,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             account::run(command, credentials.clone(), as_user, json).await
         }
-        Command::Bank(command) => bank(&connect(&server, timeout_ms).await?, command, json).await,
+        Command::Bank(command) => {
+            bank::run(&connect(&server, timeout_ms).await?, command, json).await
+        }
         Command::Task(command) => {
             task::run(&connect(&server, timeout_ms).await?, command, json).await
         }
@@ -431,6 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 connections: args.connections,
                 nats_nodes: usize::from(args.nats_nodes),
                 auth: args.auth,
+                batches: args.batch.unwrap_or_default().into_iter().map(usize::from).collect(),
             })
             .await?;
             Ok(())
@@ -523,42 +503,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
     }
-}
-
-async fn bank(client: &AgoraClient, command: BankCommand, json: bool) -> anyhow::Result<()> {
-    let print = |value: serde_json::Value, text: String| print(json, value, text);
-    match command {
-        BankCommand::Deposit { account, amount, id } => {
-            let reply = client.deposit(&account, amount, id.as_deref()).await?;
-            print(
-                serde_json::to_value(&reply)?,
-                format!("{}: balance {}", reply.account, reply.balance),
-            );
-        }
-        BankCommand::Withdraw { account, amount, id } => {
-            let reply = client.withdraw(&account, amount, id.as_deref()).await?;
-            print(
-                serde_json::to_value(&reply)?,
-                format!("{}: balance {}", reply.account, reply.balance),
-            );
-        }
-        BankCommand::Balance { account } => {
-            let reply = client.balance(&account).await?;
-            print(
-                serde_json::to_value(&reply)?,
-                format!("{}: balance {}", reply.account, reply.balance),
-            );
-        }
-        BankCommand::Transfer { from, to, amount, id } => {
-            let reply = client.transfer(&from, &to, amount, id.as_deref()).await?;
-            print(
-                serde_json::to_value(&reply)?,
-                format!(
-                    "transferred {amount}: {} balance {}, {} balance {}",
-                    reply.from.account, reply.from.balance, reply.to.account, reply.to.balance
-                ),
-            );
-        }
-    }
-    Ok(())
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
+mod batch;
 mod chat;
 mod coins;
 mod files;
@@ -51,6 +52,9 @@ pub struct BankBenchOptions {
     /// and each client connection is a person (signed in through the auth callout) moving and
     /// reading their own account; the raw echo crosses the same account import. One node.
     pub auth: bool,
+    /// Batch sizes to measure `agora.bank.transfers` at, instead of the single-operation rows
+    /// (see `batch`); empty: the single-operation rows.
+    pub batches: Vec<usize>,
 }
 
 /// The first manager of a benchmark's auth service.
@@ -539,6 +543,12 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
         id: Some(format!("bench-{}-{:012}", nuid::next(), 0)),
     })?;
     let duration = Duration::from_secs(options.seconds.max(1));
+    if !options.batches.is_empty() {
+        anyhow::ensure!(people.is_none(), "--batch runs without --auth");
+        let rows = batch::rows(clients.clone(), accounts, &options.batches, duration).await?;
+        rig.finish();
+        return Ok(rows);
+    }
     let mut rows = Vec::new();
     print_header();
     for in_flight in [1usize, 256] {

@@ -1,7 +1,11 @@
 //! The bank's calls on [`AgoraClient`]: deposit, withdraw, balance, transfer.
 
-use super::wire::{AccountBalance, AmountRequest, BalanceRequest, TransferReply, TransferRequest};
+use super::wire::{
+    AccountBalance, AmountRequest, BalanceRequest, HistoryRequest, TransferReply, TransferRequest,
+    TransfersRequest,
+};
 use crate::client::{AgoraClient, ClientError};
+use crate::ledger::wire::{ApplyReply, BalanceReply, HistoryReply};
 use crate::subjects::bank as subject;
 
 impl AgoraClient {
@@ -35,9 +39,25 @@ impl AgoraClient {
         self.request(subject, &request).await
     }
 
-    pub async fn balance(&self, account: &str) -> Result<AccountBalance, ClientError> {
+    /// An account's money balances now.
+    pub async fn balance(&self, account: &str) -> Result<BalanceReply, ClientError> {
         let request = BalanceRequest { account: account.to_owned(), ..BalanceRequest::default() };
-        self.request(subject::BALANCE_SUBJECT, &request).await
+        self.balance_of(&request).await
+    }
+
+    /// An account's balances in an asset, now or at a past time.
+    pub async fn balance_of(&self, request: &BalanceRequest) -> Result<BalanceReply, ClientError> {
+        self.request(subject::BALANCE_SUBJECT, request).await
+    }
+
+    /// Up to 8,190 operations in one request, one result each.
+    pub async fn transfers(&self, request: &TransfersRequest) -> Result<ApplyReply, ClientError> {
+        self.request(subject::TRANSFERS_SUBJECT, request).await
+    }
+
+    /// A page of an account's history, newest first.
+    pub async fn history(&self, request: &HistoryRequest) -> Result<HistoryReply, ClientError> {
+        self.request(subject::HISTORY_SUBJECT, request).await
     }
 
     pub async fn transfer(

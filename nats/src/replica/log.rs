@@ -401,13 +401,17 @@ pub fn event_id(service: &str, seq: u64, index: usize) -> String {
 
 type Acks = Vec<(Option<jetstream::context::PublishAckFuture>, Event, String)>;
 
+/// Acknowledgements handed to the relay at once at most (well below the JetStream client's
+/// in-flight limit of 5,000).
+const RELAY_CHUNK: usize = 1024;
+
 /// Publishes entries' events to the events stream in order, and knows up to which entry they
 /// are all stored (a new active instance relays again from there).
 #[derive(Debug)]
 pub struct Relay {
     js: jetstream::Context,
     relayed: Arc<AtomicU64>,
-    acks: mpsc::Sender<(u64, Acks)>,
+    acks: mpsc::Sender<(u64, Acks, bool)>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -417,12 +421,12 @@ const RELAY_IN_FLIGHT_MAX: usize = 1024;
 impl Relay {
     /// A relay whose events up to `relayed` are stored.
     pub fn start(js: jetstream::Context, relayed: u64) -> Self {
-        let (acks, mut pending) = mpsc::channel::<(u64, Acks)>(RELAY_IN_FLIGHT_MAX);
+        let (acks, mut pending) = mpsc::channel::<(u64, Acks, bool)>(RELAY_IN_FLIGHT_MAX);
         let done = Arc::new(AtomicU64::new(relayed));
         let stopped = Arc::new(AtomicBool::new(false));
         let relay = Self { js: js.clone(), relayed: done.clone(), acks, stopped: stopped.clone() };
         tokio::spawn(async move {
-            while let Some((seq, acks)) = pending.recv().await {
+            while let Some((seq, acks, complete)) = pending.recv().await {
                 for (ack, event, id) in acks {
                     if let Some(ack) = ack
                         && ack.await.is_ok()
@@ -440,7 +444,9 @@ impl Relay {
                         delay = (delay * 2).min(Duration::from_secs(2));
                     }
                 }
-                done.fetch_max(seq, Ordering::Relaxed);
+                if complete {
+                    done.fetch_max(seq, Ordering::Relaxed);
+                }
             }
         });
         relay
@@ -454,8 +460,14 @@ impl Relay {
     /// Publishes an entry's events now (in order, on the service's connection, so subscribers
     /// see them before the replies that follow) and hands their acknowledgements to the relay.
     pub async fn send(&self, service: &str, seq: u64, events: Vec<Event>) {
-        let mut acks = Vec::with_capacity(events.len());
+        let mut acks = Vec::with_capacity(events.len().min(RELAY_CHUNK));
         for (index, event) in events.into_iter().enumerate() {
+            if acks.len() == RELAY_CHUNK {
+                // The acknowledgements go to the relay as they come: each holds one of the
+                // client's in-flight permits, which a large entry would otherwise exhaust.
+                let chunk = std::mem::replace(&mut acks, Vec::with_capacity(RELAY_CHUNK));
+                self.acks.send((seq, chunk, false)).await.ok();
+            }
             let id = event_id(service, seq, index);
             match self.js.send_publish(event.subject.clone(), publish(&event, &id)).await {
                 Ok(ack) => acks.push((Some(ack), event, id)),
@@ -465,7 +477,7 @@ impl Relay {
                 }
             }
         }
-        self.acks.send((seq, acks)).await.ok();
+        self.acks.send((seq, acks, true)).await.ok();
     }
 }
 
