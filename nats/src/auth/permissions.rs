@@ -23,6 +23,8 @@ fn user_services() -> Vec<String> {
         bank::WITHDRAW_SUBJECT,
         bank::BALANCE_SUBJECT,
         bank::TRANSFER_SUBJECT,
+        bank::TRANSFERS_SUBJECT,
+        bank::HISTORY_SUBJECT,
         coins::ASSETS_SUBJECT,
         coins::BUY_SUBJECT,
         coins::SELL_SUBJECT,

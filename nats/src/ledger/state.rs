@@ -283,7 +283,9 @@ impl Ledger {
                 |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record {id}: {e}"));
             let record: OperationRecord =
                 serde_json::from_str(&record).map_err(|e| unreadable(&e))?;
-            let operation = record.op.to_request().map_err(|e| unreadable(&e))?.operation;
+            // Recorded without its id (a pending transfer's is required: give it back).
+            let op = OperationRequest { id: Some(id.to_string()), ..record.op };
+            let operation = op.to_request().map_err(|e| unreadable(&e))?.operation;
             recorded.insert(id.clone(), (operation, record.postings));
         }
         Ok(recorded)
