@@ -31,7 +31,11 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
     let (ok, out, _) = agora(&system, &["bank", "balance", "bob", "--json"]);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
-    assert_eq!(json, serde_json::json!({"account": "bob", "balance": 200}));
+    assert_eq!(
+        json,
+        serde_json::json!({"account": "bob", "balance": 200, "pending": 0, "available": 200,
+                           "incoming": 0})
+    );
 
     let (ok, out, err) = agora(&system, &["bank", "withdraw", "bob", "1000"]);
     assert!(!ok, "an error exits non-zero");
@@ -46,6 +50,46 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
         agora(&system, &["bank", "balance", "bob", "--server", "nats://127.0.0.1:1"]);
     assert!(!ok);
     assert!(err.contains("cannot connect"), "{err}");
+
+    // Two-phase: hold, post part of it, and a second post refused with its code.
+    let hold = ["bank", "hold", "alice", "bob", "100", "--id", "rent", "--timeout-ms", "60000"];
+    let (ok, out, err) = agora(&system, &hold);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("1 applied, 0 failed"), "{out}");
+    let (ok, out, _) = agora(&system, &["bank", "balance", "alice"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "alice: balance 300 (held 100, available 200, incoming 0)");
+    let (ok, out, err) = agora(&system, &["bank", "post", "rent", "--amount", "40"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("alice post_out 40 -> 260"), "{out}");
+    let (ok, _, err) = agora(&system, &["bank", "void", "rent"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [pending_posted]:"), "{err}");
+
+    // A batch from a file: a linked chain with a bad leg, and one that stands alone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ops.json");
+    let ops = r#"[{"from":"alice","to":"bob","amount":5,"linked":true},
+                  {"from":"alice","to":"bob","amount":999999},
+                  {"op":"deposit","account":"carol","amount":7}]"#;
+    std::fs::write(&file, ops).expect("write");
+    let (ok, out, err) = agora(&system, &["bank", "transfers", "--file", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1 applied, 2 failed");
+    assert!(lines[1].starts_with("  0: linked_failed:"), "{out}");
+    assert!(lines[2].starts_with("  1: insufficient_funds:"), "{out}");
+    let (ok, _, err) = agora(&system, &["bank", "transfers", "--file", "/no/such/file"]);
+    assert!(!ok);
+    assert!(err.contains("reading /no/such/file"), "{err}");
+
+    let (ok, out, err) = agora(&system, &["bank", "history", "alice", "--limit", "2", "--json"]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+    let kinds: Vec<&str> =
+        json["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["post_out", "pending_out"]);
+    assert_eq!(json["more"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

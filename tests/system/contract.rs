@@ -105,10 +105,11 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
     // Through the gateway: every JSON body (as the manager, who may call every route).
     let http = reqwest::Client::new();
     let boss = system.http_token(TEST_MANAGER).await;
-    let bodies: [(&str, &str, &str); 14] = [
+    let bodies: [(&str, &str, &str); 15] = [
         ("POST", "/api/bank/deposit", r#"["zed",900]"#),
         ("POST", "/api/bank/withdraw", r#"["zed",900]"#),
         ("POST", "/api/bank/transfer", r#"["zed","amy",900]"#),
+        ("POST", "/api/bank/transfers", r#"[[{"from":"zed","to":"amy","amount":900}]]"#),
         ("POST", "/api/coins/buy", r#"["zed","TSLA",1]"#),
         ("POST", "/api/coins/sell", r#"["zed","TSLA",1]"#),
         ("POST", "/api/coins/admin/assets", r#"["DOGE","Dogecoin",15,1000]"#),
@@ -570,6 +571,21 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
             "/api/bank/transfer",
             json!({"from": "amy", "to": "bob", "amount": 1, "id": "t-1"}),
             vec![json!({"from": "amy", "amount": 1}), json!({"from": "amy", "to": 7, "amount": 1})],
+        ),
+        (
+            "POST",
+            "/api/bank/transfers",
+            json!({"operations": [{"from": "amy", "to": "bob", "amount": 1, "id": "ts-1"},
+                                  {"op": "pending", "from": "amy", "to": "bob", "amount": 1,
+                                   "timeout_ms": 60000, "id": "ts-2"}]}),
+            vec![
+                json!({"operations": []}),
+                json!({"operations": [{"from": "amy", "to": "bob", "amount": 0}]}),
+                json!({"operations": [{"op": "steal", "from": "amy", "to": "bob", "amount": 1}]}),
+                json!({"operations": [{"from": "amy", "to": "bob", "amount": 1, "asset": "btc"}]}),
+                json!({"operations": [{"from": "amy", "to": "bob", "amount": 1, "typo": 1}]}),
+                json!({"ops": []}),
+            ],
         ),
         (
             "POST",

@@ -2,18 +2,22 @@
 //! in batches (`agora.ledger.apply`, each operation on its own), up to `pipeline_depth` at
 //! once; each caller gets its operation's result in the shape of its endpoint.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::wire::{AccountBalance, TransferReply};
 use super::{Bank, Single};
 use crate::client::ClientError;
 use crate::error::{ErrorCode, ServiceError};
-use crate::ledger::wire::{ApplyReply, ApplyRequest, OperationKind, OperationResult, PostingWire};
+use crate::ledger::wire::{
+    ApplyReply, ApplyRequest, OperationKind, OperationRequest, OperationResult, PostingWire,
+};
 
 /// Takes queued single operations in batches; up to `pipeline_depth` batches in flight.
 pub(super) async fn batcher(bank: Arc<Bank>, mut queue: mpsc::Receiver<Single>) {
@@ -39,16 +43,55 @@ pub(super) async fn batcher(bank: Arc<Bank>, mut queue: mpsc::Receiver<Single>) 
 }
 
 impl Bank {
-    /// Sends one batch to the ledger and answers each of its operations.
-    async fn run_batch(&self, batch: Vec<Single>) {
+    /// Sends one batch to the ledger and answers each of its operations. Operations on an
+    /// account someone holds leased at the ledger (`agora.ledger.lock`) wait for the lease, up
+    /// to `--lock-wait-ms`, then get `busy`; the others of the batch go ahead at once.
+    async fn run_batch(&self, mut batch: Vec<Single>) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
-        let request = ApplyRequest {
-            operations: batch.iter().map(|single| single.operation.clone()).collect(),
-            detail: true,
-        };
-        let reply: Result<ApplyReply, ClientError> =
-            self.ledger.request(crate::subjects::ledger::APPLY_SUBJECT, &request).await;
+        let deadline = Instant::now() + Duration::from_millis(self.config.lock_wait_ms);
+        let mut waiting: Vec<Single> = Vec::new();
+        loop {
+            if batch.is_empty() {
+                if waiting.is_empty() {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let busy = ServiceError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "accounts stayed leased for {} ms; retry",
+                            self.config.lock_wait_ms
+                        ),
+                    );
+                    return reply_all(&waiting, &busy).await;
+                }
+                tokio::time::sleep(LEASE_RETRY).await;
+                batch = std::mem::take(&mut waiting);
+            }
+            let request = ApplyRequest {
+                operations: batch.iter().map(|single| single.operation.clone()).collect(),
+                detail: true,
+            };
+            let reply: Result<ApplyReply, ClientError> =
+                self.ledger.request(crate::subjects::ledger::APPLY_SUBJECT, &request).await;
+            match reply {
+                Err(ClientError::Service(error)) if error.code == ErrorCode::Locked => {
+                    let held: HashSet<String> = error.accounts.into_iter().collect();
+                    let (blocked, free): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .partition(|single| held.is_empty() || touches(&single.operation, &held));
+                    waiting.extend(blocked);
+                    batch = free;
+                }
+                reply => {
+                    self.answer(std::mem::take(&mut batch), reply).await;
+                }
+            }
+        }
+    }
+
+    async fn answer(&self, batch: Vec<Single>, reply: Result<ApplyReply, ClientError>) {
         let reply = match reply {
             Ok(reply) if reply.results.len() == batch.len() => reply,
             Ok(_) => {
@@ -69,12 +112,21 @@ impl Bank {
                 }
                 OperationResult::Failed { error } => Err(error),
             };
-            single
-                .replier
-                .reply_bytes(&single.request, result.map(|raw| raw.get().to_owned().into()))
-                .await;
+            let bytes = result.map(|raw| raw.get().to_owned().into());
+            single.replier.reply_bytes(&single.request, bytes).await;
         }
     }
+}
+
+/// How long operations on a leased account wait before they are tried again.
+const LEASE_RETRY: Duration = Duration::from_millis(20);
+
+/// Whether an operation names one of `accounts`.
+fn touches(operation: &OperationRequest, accounts: &HashSet<String>) -> bool {
+    [&operation.account, &operation.from, &operation.to]
+        .into_iter()
+        .flatten()
+        .any(|account| accounts.contains(account))
 }
 
 /// The reply of an applied single operation, from its postings: `{"account","balance"}` for a
