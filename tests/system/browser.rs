@@ -203,6 +203,36 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert!(row.contains("sleep") && row.contains("100%"), "{row}");
     screenshot(&ann, "dashboard-tasks.png").await;
 
+    // Bank: ann deposits and pays ben; her statement lists both, newest first, with the
+    // balance after each.
+    click(&ann, "a[data-tab=bank]").await;
+    type_into(&ann, "#bank-deposit input[name=account]", "ann").await;
+    type_into(&ann, "#bank-deposit input[name=amount]", "50000").await;
+    click(&ann, "#bank-deposit button").await;
+    eventually!(
+        10,
+        "the deposit",
+        texts(&ann, "#toasts .toast").await.iter().any(|t| t == "Done").then_some(())
+    );
+    type_into(&ann, "#bank-transfer input[name=from]", "ann").await;
+    type_into(&ann, "#bank-transfer input[name=to]", TEST_MANAGER).await;
+    type_into(&ann, "#bank-transfer input[name=amount]", "12345").await;
+    click(&ann, "#bank-transfer button").await;
+    type_into(&ann, "#bank-statement input[name=account]", "ann").await;
+    let rows = eventually!(10, "the statement", {
+        click(&ann, "#bank-statement button").await;
+        let rows = texts(&ann, "#bank-entries tbody tr").await;
+        (rows.len() == 2).then_some(rows)
+    });
+    assert!(
+        rows[0].contains("Transfer out")
+            && rows[0].contains("-123.45")
+            && rows[0].contains("376.55"),
+        "{rows:?}"
+    );
+    assert!(rows[1].contains("Deposit") && rows[1].contains("500.00"), "{rows:?}");
+    screenshot(&ann, "dashboard-bank-statement.png").await;
+
     // Likes: ann likes an item; the count changes in her browser and, live, in ben's. A
     // like is ann's: liking again does not count twice. Ben's like counts.
     click(&ben, "a[data-tab=likes]").await;

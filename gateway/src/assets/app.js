@@ -570,19 +570,24 @@ const bank = {
   watched: new Map(),
   show() { for (const account of this.watched.keys()) this.lookup(account); },
   async lookup(account) {
-    try { const reply = await api("GET", "/api/bank/balance/" + encodeURIComponent(account)); this.set(reply.account, reply.balance); } catch (e) { failed(e); }
+    try { const reply = await api("GET", "/api/bank/balance/" + encodeURIComponent(account)); this.set(reply.account, reply.balance, reply.pending); } catch (e) { failed(e); }
   },
-  set(account, balance) {
+  set(account, balance, held) {
     let tr = this.watched.get(account);
-    const cells = [h("td", {}, account), h("td", { class: "num" }, money(balance)), h("td", { class: "muted" }, time(Date.now()))];
+    if (held === undefined) held = tr ? tr._held || 0 : 0;
+    const cells = [h("td", {}, account), h("td", { class: "num" }, money(balance)), h("td", { class: "num" }, money(held)),
+      h("td", { class: "num" }, money(balance - held)), h("td", { class: "muted" }, time(Date.now()))];
+    if (tr) tr._held = held;
     if (!tr) { tr = h("tr", {}); this.watched.set(account, tr); $("bank-balances").tBodies[0].append(tr); }
     const previous = tr._balance;
     tr.replaceChildren(...cells);
     if (previous !== undefined && previous !== balance) { tr.classList.remove("flash-up", "flash-down"); void tr.offsetWidth; tr.classList.add(balance > previous ? "flash-up" : "flash-down"); }
     tr._balance = balance;
+    tr._held = held;
   },
   event(event) {
-    const signed = event.op === "withdraw" || event.op === "transfer_out" ? -Math.abs(event.amount) : event.amount;
+    if (event.asset) return;
+    const signed = signedAmount(event.op, event.amount);
     const feed = $("bank-feed");
     feed.prepend(h("div", { class: "item" },
       h("span", { class: "when" }, time(event.at)),
@@ -590,10 +595,57 @@ const bank = {
         h("span", { class: signed < 0 ? "amount-neg" : "amount-pos" }, money(signed)),
         h("span", { class: "muted" }, ` → ${money(event.balance)}`))));
     while (feed.childElementCount > 200) feed.lastElementChild.remove();
-    if (this.watched.has(event.account)) this.set(event.account, event.balance);
+    if (this.watched.has(event.account)) {
+      if (/^(pending|void|expire|post)_out$/.test(event.op)) this.lookup(event.account);
+      else this.set(event.account, event.balance);
+    }
   },
 };
 tabs.bank = bank;
+/** An entry's effect on the posted balance: holds and their release move nothing. */
+function signedAmount(kind, amount) {
+  if (kind === "withdraw" || kind === "transfer_out" || kind === "post_out") return -Math.abs(amount);
+  if (kind === "deposit" || kind === "transfer_in" || kind === "post_in" || kind === "set") return amount;
+  return 0;
+}
+const KIND_NAMES = { deposit: "Deposit", withdraw: "Withdrawal", transfer_in: "Transfer in", transfer_out: "Transfer out",
+  pending_in: "Hold (incoming)", pending_out: "Hold", post_in: "Hold posted (in)", post_out: "Hold posted",
+  void_in: "Hold voided (in)", void_out: "Hold voided", expire_in: "Hold expired (in)", expire_out: "Hold expired", set: "Set" };
+const statement = {
+  query: null, before: null,
+  async load(more) {
+    if (!this.query) return;
+    const params = new URLSearchParams({ limit: "50" });
+    if (this.query.asset) params.set("asset", this.query.asset);
+    if (more && this.before) params.set("before", String(this.before));
+    try {
+      const reply = await api("GET", `/api/bank/history/${encodeURIComponent(this.query.account)}?${params}`);
+      const body = $("bank-entries").tBodies[0];
+      if (!more) body.replaceChildren();
+      for (const entry of reply.entries) {
+        const signed = signedAmount(entry.kind, entry.amount);
+        body.append(h("tr", {},
+          h("td", { class: "muted" }, dateTime(entry.at)),
+          h("td", {}, KIND_NAMES[entry.kind] || entry.kind),
+          h("td", { class: "num " + (signed < 0 ? "amount-neg" : signed > 0 ? "amount-pos" : "muted") }, signed === 0 ? `(${money(entry.amount)})` : money(signed)),
+          h("td", { class: "num" }, money(entry.balance)),
+          h("td", { class: "num" }, money(entry.pending)),
+          h("td", { class: "muted" }, entry.id || "")));
+      }
+      this.before = reply.entries.length ? reply.entries[reply.entries.length - 1].seq : this.before;
+      $("bank-older").hidden = !reply.more;
+      $("bank-statement-status").textContent = `${body.childElementCount} entries of ${reply.account} (${reply.asset})`;
+    } catch (e) { failed(e); }
+  },
+};
+$("bank-statement").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const data = formData(e.target);
+  statement.query = { account: data.account.trim(), asset: (data.asset || "").trim() };
+  statement.before = null;
+  statement.load(false);
+});
+$("bank-older").addEventListener("click", () => statement.load(true));
 on("bank", (event) => bank.event(event));
 function bankForm(id, path, build) {
   $(id).addEventListener("submit", async (e) => {
