@@ -80,6 +80,11 @@ pub trait State: Send + 'static {
         Vec::new()
     }
 
+    /// An envelope of a group that failed before it was applied (an earlier one's storage
+    /// error): put its reply in the outbox, so [`State::rolled_back`] answers it
+    /// `unavailable` with the rest. By default it is dropped unanswered.
+    fn abandon(&mut self, _envelope: Self::Envelope, _out: &mut Self::Outbox) {}
+
     /// The group's transaction was rolled back because of `error`: rebuild the in-memory state
     /// from `conn`, and turn the outbox into what may be sent now (replies become
     /// `unavailable`; events of what was not committed are dropped).
@@ -420,9 +425,7 @@ impl<S: State> Owner<S> {
         if self.promote {
             self.state.promoted(&tx, now_ms)?;
         }
-        for envelope in group {
-            self.state.apply(&tx, now_ms, envelope, out)?;
-        }
+        apply_all(&mut self.state, &tx, now_ms, group, out)?;
         self.state.close(&tx, now_ms, out)?;
         let mut changes = Vec::new();
         session.patchset_strm(&mut changes)?;
@@ -531,13 +534,32 @@ impl<S: State> Owner<S> {
             self.synchronous = Some(level);
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for envelope in group {
-            self.state.apply(&tx, now_ms, envelope, out)?;
-        }
+        apply_all(&mut self.state, &tx, now_ms, group, out)?;
         self.state.close(&tx, now_ms, out)?;
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Applies a group's envelopes in order; after a storage error the rest are abandoned (their
+/// replies left for the rollback to answer).
+fn apply_all<S: State>(
+    state: &mut S,
+    tx: &rusqlite::Transaction<'_>,
+    now_ms: u64,
+    group: Vec<S::Envelope>,
+    out: &mut S::Outbox,
+) -> Result<(), StoreError> {
+    let mut envelopes = group.into_iter();
+    for envelope in envelopes.by_ref() {
+        if let Err(error) = state.apply(tx, now_ms, envelope, out) {
+            for rest in envelopes {
+                state.abandon(rest, out);
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// The next group: whatever is queued (at most `max`), after waiting until `until` for the
@@ -621,6 +643,12 @@ mod tests {
 
         fn durable(&self, envelope: &Toy) -> bool {
             matches!(envelope, Toy::Add { by: 100.., .. })
+        }
+
+        fn abandon(&mut self, envelope: Toy, out: &mut Replies) {
+            if let Toy::Add { reply, .. } = envelope {
+                out.push((reply, Err("not applied".into())));
+            }
         }
 
         fn tick(&mut self, _now_ms: u64) -> Vec<Toy> {
@@ -743,17 +771,20 @@ mod tests {
         let (first, first_answer) = add("b", 5);
         let (big, big_answer) = add("b", 100);
         let (after, after_answer) = add("b", 1);
-        let running = run(conn, vec![first, big, Toy::Fail], vec![after], mode);
+        let (behind, behind_answer) = add("b", 7);
+        let running = run(conn, vec![first, big, Toy::Fail, behind], vec![after], mode);
         let answer = after_answer.recv_timeout(Duration::from_secs(5)).expect("tick work");
         assert_eq!(answer, Ok(1), "the failed group left nothing behind");
         assert!(first_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
         assert!(big_answer.recv().unwrap().unwrap_err().starts_with("unavailable"));
+        let behind = behind_answer.recv_timeout(Duration::from_secs(5)).expect("answered");
+        assert!(behind.unwrap_err().starts_with("unavailable"), "one behind the failure too");
         let seen = running.stop();
         let seen = seen.lock().unwrap();
         assert_eq!(seen.reloads, 1);
         assert!(seen.ticks >= 1);
         let failed = seen.groups[0];
-        assert!(!failed.committed && failed.durable && failed.envelopes == 3, "{failed:?}");
+        assert!(!failed.committed && failed.durable && failed.envelopes == 4, "{failed:?}");
         assert!(seen.groups[1].committed);
     }
 

@@ -718,7 +718,16 @@ impl State for Ledger {
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
         let Command { action, reply } = command;
-        let result = self.execute(tx, now_ms, &action, &mut out.events)?;
+        let result = match self.execute(tx, now_ms, &action, &mut out.events) {
+            Ok(result) => result,
+            Err(error) => {
+                // Answered `unavailable` by `rolled_back`, with the rest of the group.
+                if let Some((request, replier)) = reply {
+                    out.replies.push((request, replier, Err(storage_failed(&error))));
+                }
+                return Err(error);
+            }
+        };
         if result.is_ok()
             && let Action::Commit { events, .. } = action
         {
@@ -731,6 +740,13 @@ impl State for Ledger {
             out.replies.push((request, replier, result));
         }
         Ok(())
+    }
+
+    fn abandon(&mut self, command: Command, out: &mut Outbox) {
+        if let Some((request, replier)) = command.reply {
+            let error = ServiceError::new(crate::error::ErrorCode::Unavailable, "not applied");
+            out.replies.push((request, replier, Err(error)));
+        }
     }
 
     fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
