@@ -396,7 +396,19 @@ impl<S: State> Owner<S> {
                 self.end_transaction(false).ok();
                 Err(error)
             }
-            Ok(entry) => self.append(entry).await,
+            Ok(entry) => {
+                let staged = started.elapsed();
+                let (bytes, events) = (entry.changes.len(), entry.events.len());
+                let appended = self.append(entry).await;
+                tracing::debug!(
+                    staged_us = staged.as_micros() as u64,
+                    appended_us = started.elapsed().as_micros() as u64,
+                    bytes,
+                    events,
+                    "group staged and appended"
+                );
+                appended
+            }
         };
         let report =
             GroupReport { envelopes, committed: false, durable: true, elapsed: started.elapsed() };
@@ -480,7 +492,9 @@ impl<S: State> Owner<S> {
                     return Err(error);
                 }
                 self.promote = false;
+                let relaying = Instant::now();
                 journal.committed(seq, entry.events).await;
+                tracing::debug!(relay_us = relaying.elapsed().as_micros() as u64, "events relayed");
                 Ok(())
             }
             Err(error) => {
