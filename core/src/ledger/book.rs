@@ -375,6 +375,11 @@ impl Book {
         self.expiries.len()
     }
 
+    /// Finished transfers held (read back from the store when named).
+    pub fn finished_len(&self) -> usize {
+        self.pendings.len() - self.expiries.len()
+    }
+
     /// Forgets the balances held (a cache bound), keeping the pending transfers. Only between
     /// batches (after [`Book::take_changes`]).
     pub fn forget_balances(&mut self) {

@@ -291,7 +291,7 @@ pub async fn run(
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    crate::ledger::parse_operations(&operations, body.detail)?;
+                    // The ledger checks the batch and its operations (refused whole if bad).
                     Ok(ApplyRequest { operations, detail: body.detail })
                 });
                 match body {

@@ -357,7 +357,7 @@ pub fn history_query(body: &HistoryRequest) -> Result<HistoryQuery, ServiceError
 
 /// Checks a batch of operations as a whole (size, an open chain) and each of them; any bad
 /// one refuses the request, and nothing is applied.
-pub fn parse_operations(
+fn parse_operations(
     operations: &[OperationRequest],
     detail: bool,
 ) -> Result<Vec<LedgerRequest>, ServiceError> {

@@ -100,6 +100,8 @@ type Reply = (Request, Replier, Result<Bytes, ServiceError>);
 /// book is always coherent; beyond this bound it forgets the balances it holds (between
 /// groups) and reads them again as needed.
 pub const BALANCE_CACHE_ENTRIES_MAX: usize = 1_000_000;
+/// Finished pending transfers the book may hold (read back when named) before it forgets them.
+const FINISHED_HELD_MAX: usize = 100_000;
 
 /// Which stored lock set each lock belongs to (see `store`: one row per lock request).
 #[derive(Debug, Default)]
@@ -254,17 +256,22 @@ impl Ledger {
             {
                 self.book.load_pending(id.clone(), transfer);
             }
-            let mut keys = request.operation.keys();
-            if let Some(transfer) =
-                request.operation.pending_id().and_then(|id| self.book.pending(id))
-            {
-                keys.extend(<[Key; 2]>::from(transfer.keys()));
-            }
-            for key in keys {
+            for key in self.touched(request) {
                 self.balances(conn, &key)?;
             }
         }
         Ok(())
+    }
+
+    /// The balances a request touches: its own, and those of the pending transfer it
+    /// finishes (once that is in the book).
+    fn touched(&self, request: &LedgerRequest) -> Vec<Key> {
+        let mut keys = request.operation.keys();
+        if let Some(transfer) = request.operation.pending_id().and_then(|id| self.book.pending(id))
+        {
+            keys.extend(<[Key; 2]>::from(transfer.keys()));
+        }
+        keys
     }
 
     /// What the store recorded for the requests' ids: the operation and its postings.
@@ -595,7 +602,9 @@ impl Ledger {
                     PRUNE_PER_SWEEP_MAX,
                 )?;
                 store::prune_pending_transfers(tx, horizon, PRUNE_PER_SWEEP_MAX)?;
-                self.book.forget_finished();
+                if self.book.finished_len() > FINISHED_HELD_MAX {
+                    self.book.forget_finished();
+                }
                 Ok(Ok(Bytes::new()))
             }
         }
@@ -619,11 +628,7 @@ impl Ledger {
             // A lease holder writes its accounts alone (agora.ledger.lock): wait for it.
             let mut held: Vec<AccountId> = Vec::new();
             for request in requests {
-                let mut keys = request.operation.keys();
-                if let Some(t) = request.operation.pending_id().and_then(|id| self.book.pending(id))
-                {
-                    keys.extend(<[Key; 2]>::from(t.keys()));
-                }
+                let keys = self.touched(request);
                 held.extend(
                     keys.into_iter()
                         .filter(|(account, _)| self.locks.holder(now_ms, account).is_some())

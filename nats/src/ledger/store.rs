@@ -93,6 +93,8 @@ const MIGRATION_2: &str = "
         posted INTEGER,
         finished_at_ms INTEGER
     ) WITHOUT ROWID;
+    CREATE INDEX pending_transfers_finished ON pending_transfers (finished_at_ms)
+        WHERE finished_at_ms IS NOT NULL;
     CREATE TABLE entries (
         seq INTEGER PRIMARY KEY,
         account TEXT NOT NULL,
@@ -472,7 +474,7 @@ pub fn prune_pending_transfers(
     let deleted = conn
         .prepare_cached(
             "DELETE FROM pending_transfers WHERE id IN (SELECT id FROM pending_transfers
-             WHERE state != 'pending' AND finished_at_ms < ?1 LIMIT ?2)",
+             WHERE finished_at_ms < ?1 LIMIT ?2)",
         )?
         .execute(params![sqlite::saturating_i64(before_ms), limit])?;
     Ok(deleted)
@@ -725,5 +727,43 @@ mod tests {
         assert_eq!(decode_grants(""), Some(vec![]));
         assert_eq!(decode_grants("a=x"), None);
         assert_eq!(decode_grants("a b=1"), None);
+    }
+
+    #[test]
+    fn pending_transfers_round_trip_and_only_finished_ones_are_pruned_by_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open(dir.path()).expect("open");
+        let hold = |state| PendingTransfer {
+            from: id("a"),
+            to: id("b"),
+            asset: Asset::money(),
+            amount: Amount::parse(5).unwrap(),
+            expires_at_ms: 1_000,
+            state,
+        };
+        let (open_id, done_id) =
+            (OperationId::parse("open").unwrap(), OperationId::parse("done").unwrap());
+        put_pending_transfer(&conn, &open_id, &hold(PendingState::Pending), 10).expect("put");
+        put_pending_transfer(&conn, &done_id, &hold(PendingState::Posted(3)), 20).expect("put");
+        assert_eq!(
+            pending_transfer(&conn, &done_id).expect("read"),
+            Some(hold(PendingState::Posted(3)))
+        );
+        assert_eq!(
+            open_pending_transfers(&conn).expect("open ones"),
+            vec![(open_id.clone(), hold(PendingState::Pending))]
+        );
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM pending_transfers WHERE finished_at_ms < 5",
+                [],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("pending_transfers_finished"), "the sweep scans nothing: {plan}");
+        assert_eq!(prune_pending_transfers(&conn, 20, 100).expect("prune"), 0, "not before");
+        assert_eq!(prune_pending_transfers(&conn, 21, 100).expect("prune"), 1);
+        assert!(pending_transfer(&conn, &done_id).expect("read").is_none());
+        assert!(pending_transfer(&conn, &open_id).expect("read").is_some(), "open ones stay");
     }
 }
