@@ -363,7 +363,7 @@ impl System {
             self.url(),
             "--data-dir",
             &self.dir.path().join("coins").display().to_string(),
-            "--bank-timeout-ms",
+            "--ledger-timeout-ms",
             "3000",
         ]
         .iter()

@@ -1,23 +1,17 @@
-//! The coin exchange's rules: assets, holdings, and orders that reserve first and settle once
-//! the bank has moved the money.
+//! The coin exchange's rules: a catalogue of assets with prices, and orders that are one
+//! linked pair of ledger transfers.
 //!
-//! An order is two steps around a bank transfer, so that a crash between them can always be
-//! finished or undone:
-//! 1. [`Exchange::reserve`] checks the order and takes what it sells out of reach: a buy takes
-//!    the quantity from the asset's available units, a sell takes it from the user's holding.
-//!    The order is then *pending* (and persisted so).
-//! 2. The shell transfers the order's total through the bank (buy: user → exchange; sell:
-//!    exchange → user) with an operation id derived from the order, so a retry is applied once.
-//! 3. [`Exchange::settle`] ends the order: paid, the buyer's holding grows (a sell's units return
-//!    to the available ones); refused, the reservation is given back.
-//!
-//! So units are never sold twice (the reservation is atomic with the check), and no units move
-//! without payment nor payment without units.
+//! Users' holdings and the exchange's inventory are balances in the ledger (an asset per
+//! symbol), so the exchange keeps no positions of its own. An order is priced from the
+//! [`Catalogue`] ([`Catalogue::quote`]) and becomes two legs ([`Order::legs`]): money one way and
+//! units the other, applied by the ledger as one chain, all or nothing, in one commit. Each leg
+//! has an operation id derived from the user and the order id, so the same order again is
+//! answered from the ledger's record, applied once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::account::AccountId;
+use crate::account::{AccountId, Asset as LedgerAsset};
 
 /// Longest symbol and asset name, in bytes.
 pub const SYMBOL_BYTES_MAX: usize = 10;
@@ -47,20 +41,14 @@ pub enum CoinsError {
     UnknownSymbol(String),
     #[error("asset {0} exists already")]
     Exists(String),
-    #[error("{symbol}: {wanted} wanted, {available} available")]
-    InsufficientQuantity { symbol: String, wanted: u64, available: u64 },
-    #[error("{user} holds {held} {symbol}, cannot sell {wanted}")]
-    InsufficientHolding { user: String, symbol: String, wanted: u64, held: u64 },
     #[error("the order's total overflows")]
     Overflow,
-    #[error("{0} is held by users or in pending orders; it cannot be removed")]
+    #[error("{0} is held by users; it cannot be removed")]
     InUse(String),
-    #[error("the order is {0} already: only a pending order settles")]
-    Settled(OrderState),
+    #[error("{0} is being removed")]
+    Delisting(String),
     #[error("{0:?} is not an order side (buy, sell)")]
     InvalidSide(String),
-    #[error("{0:?} is not an order state (pending, done, failed)")]
-    InvalidState(String),
 }
 
 /// An asset symbol: 1..=10 characters of `[A-Z0-9]`.
@@ -80,6 +68,13 @@ impl Symbol {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl Symbol {
+    /// The ledger asset of this symbol (a symbol is always a valid asset code).
+    pub fn asset(&self) -> LedgerAsset {
+        LedgerAsset::parse(&self.0).unwrap_or_default()
     }
 }
 
@@ -122,14 +117,14 @@ pub fn stock(value: i64) -> Result<u64, CoinsError> {
     u64::try_from(value).ok().filter(|q| *q <= QUANTITY_MAX).ok_or(CoinsError::InvalidStock(value))
 }
 
+/// A listed asset: what the exchange sells and at what price. Its units are balances in the
+/// ledger (the exchange's account holds the inventory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {
     pub symbol: Symbol,
     pub name: String,
     /// Minor units per unit.
     pub price: u64,
-    /// Units the exchange can sell now (not reserved by a pending buy).
-    pub available: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,58 +150,7 @@ impl Side {
     }
 }
 
-/// Where an order is: reserved and waiting for its payment, or settled one way or the other.
-/// `Pending` is the only state an order leaves, once ([`OrderState::settle`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderState {
-    /// Reserved (durably) and waiting for the bank's answer.
-    Pending,
-    /// Paid: the units are the buyer's (a sale's units are available again).
-    Done,
-    /// Refused by the bank: the reservation was given back.
-    Failed,
-}
-
-impl OrderState {
-    pub const ALL: [Self; 3] = [Self::Pending, Self::Done, Self::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Done => "done",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, CoinsError> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == text)
-            .ok_or_else(|| CoinsError::InvalidState(text.chars().take(20).collect()))
-    }
-
-    /// The state after the bank's answer: `Done` if it paid, `Failed` if it refused. Only a
-    /// pending order settles; a settled one stays as it is (the caller reports it).
-    pub fn settle(self, paid: bool) -> Result<Self, CoinsError> {
-        match (self, paid) {
-            (Self::Pending, true) => Ok(Self::Done),
-            (Self::Pending, false) => Ok(Self::Failed),
-            (settled, _) => Err(CoinsError::Settled(settled)),
-        }
-    }
-
-    pub fn is_pending(self) -> bool {
-        self == Self::Pending
-    }
-}
-
-impl fmt::Display for OrderState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A checked order, reserved and waiting for its payment.
+/// An order, priced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub user: AccountId,
@@ -215,35 +159,103 @@ pub struct Order {
     pub side: Side,
     pub quantity: u64,
     pub unit_price: u64,
-    /// `quantity * unit_price`, in minor units (fits an i64: the bank's amounts).
     pub total: u64,
 }
 
-/// The exchange: assets and holdings. Pending orders' reservations are already applied.
-#[derive(Debug, Clone, Default)]
-pub struct Exchange {
-    assets: BTreeMap<Symbol, Asset>,
-    holdings: HashMap<(AccountId, Symbol), u64>,
-    /// Units of each asset reserved by pending orders (buys and sells).
-    pending: HashMap<Symbol, u64>,
+/// Which of an order's two legs: the money, or the units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegKind {
+    Pay,
+    Units,
 }
 
-impl Exchange {
+impl LegKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pay => "pay",
+            Self::Units => "units",
+        }
+    }
+}
+
+/// One leg of an order: a ledger transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub kind: LegKind,
+    pub from: AccountId,
+    pub to: AccountId,
+    pub asset: LedgerAsset,
+    pub amount: u64,
+    /// The ledger operation id (see [`leg_id`]).
+    pub id: String,
+}
+
+/// Prefix of every ledger operation id of an order leg.
+pub const LEG_ID_PREFIX: &str = "coins:";
+
+/// The ledger operation id of a leg: `coins:<user>:<order id>:pay|units`. A person's own ids
+/// are recorded as `<person>/<id>`, so no person can take these.
+pub fn leg_id(user: &AccountId, order_id: &str, kind: LegKind) -> String {
+    format!("{LEG_ID_PREFIX}{user}:{order_id}:{}", kind.as_str())
+}
+
+/// The user, order id and leg of a leg id ([`leg_id`]); `None` for any other id.
+pub fn parse_leg_id(id: &str) -> Option<(AccountId, String, LegKind)> {
+    let rest = id.strip_prefix(LEG_ID_PREFIX)?;
+    let (user, rest) = rest.split_once(':')?;
+    let (order_id, kind) = rest.rsplit_once(':')?;
+    let kind = match kind {
+        "pay" => LegKind::Pay,
+        "units" => LegKind::Units,
+        _ => return None,
+    };
+    check_order_id(order_id).ok()?;
+    Some((AccountId::parse(user).ok()?, order_id.to_owned(), kind))
+}
+
+impl Order {
+    /// The order's two legs, in the order the ledger applies them: a buy pays first and then
+    /// takes the units (user -> exchange money, exchange -> user units); a sell gives the units
+    /// first and is then paid. One chain: both or neither.
+    pub fn legs(&self, exchange: &AccountId) -> [Leg; 2] {
+        let (user, exchange) = (self.user.clone(), exchange.clone());
+        let pay = |from: &AccountId, to: &AccountId| Leg {
+            kind: LegKind::Pay,
+            from: from.clone(),
+            to: to.clone(),
+            asset: LedgerAsset::money(),
+            amount: self.total,
+            id: leg_id(&self.user, &self.id, LegKind::Pay),
+        };
+        let units = |from: &AccountId, to: &AccountId| Leg {
+            kind: LegKind::Units,
+            from: from.clone(),
+            to: to.clone(),
+            asset: self.symbol.asset(),
+            amount: self.quantity,
+            id: leg_id(&self.user, &self.id, LegKind::Units),
+        };
+        match self.side {
+            Side::Buy => [pay(&user, &exchange), units(&exchange, &user)],
+            Side::Sell => [units(&user, &exchange), pay(&exchange, &user)],
+        }
+    }
+}
+
+/// The listed assets. A symbol being removed takes no new orders (see [`Catalogue::delist`]).
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    assets: BTreeMap<Symbol, Asset>,
+    delisting: std::collections::BTreeSet<Symbol>,
+}
+
+impl Catalogue {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Loads stored state.
-    pub fn restore_asset(&mut self, asset: Asset) {
+    pub fn restore(&mut self, asset: Asset) {
         self.assets.insert(asset.symbol.clone(), asset);
-    }
-    pub fn restore_holding(&mut self, user: AccountId, symbol: Symbol, quantity: u64) {
-        if quantity > 0 {
-            self.holdings.insert((user, symbol), quantity);
-        }
-    }
-    pub fn restore_pending(&mut self, order: &Order) {
-        *self.pending.entry(order.symbol.clone()).or_default() += order.quantity;
     }
 
     pub fn asset(&self, symbol: &Symbol) -> Option<&Asset> {
@@ -254,20 +266,6 @@ impl Exchange {
         self.assets.values()
     }
 
-    pub fn holding(&self, user: &AccountId, symbol: &Symbol) -> u64 {
-        self.holdings.get(&(user.clone(), symbol.clone())).copied().unwrap_or(0)
-    }
-
-    /// A user's holdings, by symbol.
-    pub fn holdings_of(&self, user: &AccountId) -> BTreeMap<Symbol, u64> {
-        self.holdings
-            .iter()
-            .filter(|((holder, _), _)| holder == user)
-            .map(|((_, symbol), quantity)| (symbol.clone(), *quantity))
-            .collect()
-    }
-
-    /// Lists a new asset.
     pub fn add(&mut self, asset: Asset) -> Result<(), CoinsError> {
         if self.assets.contains_key(&asset.symbol) {
             return Err(CoinsError::Exists(asset.symbol.to_string()));
@@ -276,116 +274,64 @@ impl Exchange {
         Ok(())
     }
 
-    /// Delists an asset nobody holds and no order is pending on.
-    pub fn remove(&mut self, symbol: &Symbol) -> Result<Asset, CoinsError> {
-        if !self.assets.contains_key(symbol) {
-            return Err(CoinsError::UnknownSymbol(symbol.to_string()));
+    /// Stops new orders of `symbol` while its removal checks that nobody holds it.
+    pub fn delist(&mut self, symbol: &Symbol) -> Result<Asset, CoinsError> {
+        let asset = self.known(symbol)?.clone();
+        if !self.delisting.insert(symbol.clone()) {
+            return Err(CoinsError::Delisting(symbol.to_string()));
         }
-        let held = self.holdings.keys().any(|(_, s)| s == symbol);
-        if held || self.pending.get(symbol).is_some_and(|n| *n > 0) {
-            return Err(CoinsError::InUse(symbol.to_string()));
-        }
-        self.assets.remove(symbol).ok_or_else(|| CoinsError::UnknownSymbol(symbol.to_string()))
+        Ok(asset)
     }
 
-    /// Sets an asset's price and/or available units; returns the asset before and after.
-    pub fn update(
-        &mut self,
-        symbol: &Symbol,
-        price: Option<u64>,
-        available: Option<u64>,
-    ) -> Result<(Asset, Asset), CoinsError> {
-        let asset = self
-            .assets
-            .get_mut(symbol)
-            .ok_or_else(|| CoinsError::UnknownSymbol(symbol.to_string()))?;
+    /// Ends a removal: `removed` drops the asset, otherwise it takes orders again. Only a
+    /// symbol being delisted is dropped (a removal that was interrupted drops nothing).
+    pub fn finish_delisting(&mut self, symbol: &Symbol, removed: bool) -> Option<Asset> {
+        let delisting = self.delisting.remove(symbol);
+        if delisting && removed { self.assets.remove(symbol) } else { None }
+    }
+
+    /// A new price: the asset before and after.
+    pub fn reprice(&mut self, symbol: &Symbol, price: u64) -> Result<(Asset, Asset), CoinsError> {
+        self.known(symbol)?;
+        let asset = self.assets.get_mut(symbol).ok_or_else(|| unknown(symbol))?;
         let before = asset.clone();
-        if let Some(price) = price {
-            asset.price = price;
-        }
-        if let Some(available) = available {
-            asset.available = available;
-        }
+        asset.price = price;
         Ok((before, asset.clone()))
     }
 
-    /// Checks an order and reserves what it sells: step 1 of an order.
-    pub fn reserve(
-        &mut self,
+    /// Prices an order at the asset's current price.
+    pub fn quote(
+        &self,
         user: AccountId,
         id: String,
         symbol: Symbol,
         side: Side,
         quantity: u64,
     ) -> Result<Order, CoinsError> {
-        let asset = self
-            .assets
-            .get_mut(&symbol)
-            .ok_or_else(|| CoinsError::UnknownSymbol(symbol.to_string()))?;
+        let asset = self.known(&symbol)?;
+        if self.delisting.contains(&symbol) {
+            return Err(CoinsError::Delisting(symbol.to_string()));
+        }
         let total = asset
             .price
             .checked_mul(quantity)
             .filter(|total| i64::try_from(*total).is_ok())
             .ok_or(CoinsError::Overflow)?;
-        match side {
-            Side::Buy => {
-                if asset.available < quantity {
-                    return Err(CoinsError::InsufficientQuantity {
-                        symbol: symbol.to_string(),
-                        wanted: quantity,
-                        available: asset.available,
-                    });
-                }
-                asset.available -= quantity;
-            }
-            Side::Sell => {
-                let key = (user.clone(), symbol.clone());
-                let held = self.holdings.get(&key).copied().unwrap_or(0);
-                if held < quantity {
-                    return Err(CoinsError::InsufficientHolding {
-                        user: user.to_string(),
-                        symbol: symbol.to_string(),
-                        wanted: quantity,
-                        held,
-                    });
-                }
-                if held == quantity {
-                    self.holdings.remove(&key);
-                } else {
-                    self.holdings.insert(key, held - quantity);
-                }
-            }
-        }
-        let unit_price = asset.price;
-        *self.pending.entry(symbol.clone()).or_default() += quantity;
-        Ok(Order { user, id, symbol, side, quantity, unit_price, total })
+        Ok(Order { user, id, symbol, side, quantity, unit_price: asset.price, total })
     }
 
-    /// Ends a pending order: `paid` moves the units to their new owner, otherwise the
-    /// reservation is given back. Returns the user's holding of the symbol afterwards.
-    pub fn settle(&mut self, order: &Order, paid: bool) -> u64 {
-        if let Some(pending) = self.pending.get_mut(&order.symbol) {
-            *pending = pending.saturating_sub(order.quantity);
-        }
-        let to_user = matches!((order.side, paid), (Side::Buy, true) | (Side::Sell, false));
-        if to_user {
-            let holding =
-                self.holdings.entry((order.user.clone(), order.symbol.clone())).or_default();
-            *holding = holding.saturating_add(order.quantity);
-        } else if let Some(asset) = self.assets.get_mut(&order.symbol) {
-            asset.available = asset.available.saturating_add(order.quantity);
-        }
-        self.holding(&order.user, &order.symbol)
-    }
-
-    /// Units of `symbol` reserved by pending orders.
-    pub fn pending(&self, symbol: &Symbol) -> u64 {
-        self.pending.get(symbol).copied().unwrap_or(0)
+    fn known(&self, symbol: &Symbol) -> Result<&Asset, CoinsError> {
+        self.assets.get(symbol).ok_or_else(|| unknown(symbol))
     }
 }
 
-/// The catalogue a new exchange starts with (prices in cents).
-pub fn seed() -> Vec<Asset> {
+fn unknown(symbol: &Symbol) -> CoinsError {
+    CoinsError::UnknownSymbol(symbol.to_string())
+}
+
+/// The catalogue a new exchange starts with (prices in cents), and the units of each its
+/// account is given in the ledger.
+pub fn seed() -> Vec<(Asset, u64)> {
     [
         ("BTC", "Bitcoin", 6_500_000, 100),
         ("ETH", "Ether", 320_000, 1_000),
@@ -394,11 +340,8 @@ pub fn seed() -> Vec<Asset> {
         ("TSLA", "Tesla Inc.", 25_000, 10_000),
     ]
     .into_iter()
-    .map(|(symbol, name, price, available)| Asset {
-        symbol: Symbol(symbol.to_owned()),
-        name: name.to_owned(),
-        price,
-        available,
+    .map(|(symbol, name, price, units)| {
+        (Asset { symbol: Symbol(symbol.to_owned()), name: name.to_owned(), price }, units)
     })
     .collect()
 }
@@ -407,41 +350,18 @@ pub fn seed() -> Vec<Asset> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_order_settles_once_from_pending() {
-        for state in OrderState::ALL {
-            assert_eq!(OrderState::parse(state.as_str()), Ok(state));
-            for paid in [true, false] {
-                let next = state.settle(paid);
-                match state {
-                    OrderState::Pending => {
-                        let expected = if paid { OrderState::Done } else { OrderState::Failed };
-                        assert_eq!(next, Ok(expected));
-                        assert!(!expected.is_pending());
-                    }
-                    settled => assert_eq!(next, Err(CoinsError::Settled(settled))),
-                }
-            }
-        }
-        assert!(OrderState::parse("PENDING").is_err());
-        assert!(OrderState::parse("").is_err());
-        assert_eq!(Side::parse("buy"), Ok(Side::Buy));
-        assert_eq!(Side::parse("sell"), Ok(Side::Sell));
-        assert!(Side::parse("hold").is_err(), "a corrupt side is an error, never a sale");
-    }
-
     fn user(name: &str) -> AccountId {
         AccountId::parse(name).expect("valid")
     }
     fn sym(s: &str) -> Symbol {
         Symbol::parse(s).expect("valid")
     }
-    fn exchange() -> Exchange {
-        let mut exchange = Exchange::new();
-        for asset in seed() {
-            exchange.add(asset).expect("new");
+    fn catalogue() -> Catalogue {
+        let mut catalogue = Catalogue::new();
+        for (asset, _) in seed() {
+            catalogue.add(asset).expect("new");
         }
-        exchange
+        catalogue
     }
 
     #[test]
@@ -455,81 +375,80 @@ mod tests {
         assert_eq!(quantity(-1), Err(CoinsError::InvalidQuantity(-1)));
         assert!(quantity(i64::MAX).is_err());
         assert_eq!(stock(0), Ok(0));
+        assert!(stock(-1).is_err());
         assert!(check_name("Bitcoin").is_ok());
-        assert!(
-            check_name("").is_err() && check_name("a\nb").is_err() && check_name("  ").is_err()
-        );
-        assert!(check_order_id("order-1").is_ok());
-        assert!(check_order_id("has space").is_err() && check_order_id("").is_err());
+        for bad in ["", "   ", "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_order_id("order-1.a:b_c").is_ok());
+        for bad in ["", "a b", "ä", &"x".repeat(49)] {
+            assert!(check_order_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Side::parse("buy"), Ok(Side::Buy));
+        assert_eq!(Side::parse("sell"), Ok(Side::Sell));
+        assert!(Side::parse("hold").is_err());
     }
 
     #[test]
-    fn a_buy_reserves_then_settles_or_gives_back() {
-        let mut e = exchange();
-        let btc = sym("BTC");
-        let order = e.reserve(user("alice"), "o1".into(), btc.clone(), Side::Buy, 3).expect("ok");
-        assert_eq!((order.unit_price, order.total), (6_500_000, 19_500_000));
-        assert_eq!((e.asset(&btc).expect("listed").available, e.pending(&btc)), (97, 3));
-        assert_eq!(e.settle(&order, true), 3);
-        assert_eq!((e.asset(&btc).expect("listed").available, e.pending(&btc)), (97, 0));
-        let refused = e.reserve(user("bob"), "o2".into(), btc.clone(), Side::Buy, 5).expect("ok");
-        assert_eq!(e.settle(&refused, false), 0, "unpaid: nothing to bob");
-        assert_eq!(e.asset(&btc).expect("listed").available, 97, "the units are back");
+    fn an_order_is_priced_and_becomes_two_legs_in_opposite_directions() {
+        let catalogue = catalogue();
+        let exchange = user("coins-exchange");
+        let buy =
+            catalogue.quote(user("alice"), "o1".into(), sym("ETH"), Side::Buy, 3).expect("priced");
+        assert_eq!((buy.unit_price, buy.total), (320_000, 960_000));
+        let [first, second] = buy.legs(&exchange);
+        assert_eq!((first.kind, &first.from, &first.to), (LegKind::Pay, &buy.user, &exchange));
+        assert!(first.asset.is_money());
+        assert_eq!(first.amount, 960_000);
+        assert_eq!((second.kind, &second.from, &second.to), (LegKind::Units, &exchange, &buy.user));
+        assert_eq!((second.asset.as_str(), second.amount), ("ETH", 3));
+        let sell = Order { side: Side::Sell, ..buy.clone() };
+        let [first, second] = sell.legs(&exchange);
+        assert_eq!((first.kind, &first.from, &first.to), (LegKind::Units, &sell.user, &exchange));
+        assert_eq!((second.kind, &second.from, &second.to), (LegKind::Pay, &exchange, &sell.user));
+        for leg in buy.legs(&exchange).iter().chain(sell.legs(&exchange).iter()) {
+            assert_eq!(
+                parse_leg_id(&leg.id),
+                Some((user("alice"), "o1".to_owned(), leg.kind)),
+                "{}",
+                leg.id
+            );
+            assert!(crate::OperationId::parse(&leg.id).is_ok(), "a leg id is a ledger id");
+        }
+        // The longest user and order id still make a valid ledger operation id.
+        let long = Order { user: user(&"u".repeat(64)), id: "o".repeat(ORDER_ID_BYTES_MAX), ..buy };
+        for leg in long.legs(&exchange) {
+            assert!(crate::OperationId::parse(&leg.id).is_ok(), "{}", leg.id);
+        }
+        for other in ["", "coins:", "coins:alice:o1", "coins:alice:o1:fee", "bank:alice:o1:pay"] {
+            assert_eq!(parse_leg_id(other), None, "{other}");
+        }
     }
 
     #[test]
-    fn never_oversold_and_never_sold_short() {
-        let mut e = exchange();
-        let btc = sym("BTC");
-        let all = e.reserve(user("a"), "1".into(), btc.clone(), Side::Buy, 100).expect("all");
-        assert!(matches!(
-            e.reserve(user("b"), "2".into(), btc.clone(), Side::Buy, 1),
-            Err(CoinsError::InsufficientQuantity { available: 0, .. })
-        ));
-        e.settle(&all, true);
-        assert!(matches!(
-            e.reserve(user("a"), "3".into(), btc.clone(), Side::Sell, 101),
-            Err(CoinsError::InsufficientHolding { held: 100, .. })
-        ));
-        let sell = e.reserve(user("a"), "4".into(), btc.clone(), Side::Sell, 60).expect("held");
-        assert_eq!(e.holding(&user("a"), &btc), 40, "reserved while the payment is pending");
-        assert!(e.reserve(user("a"), "5".into(), btc.clone(), Side::Sell, 41).is_err());
-        assert_eq!(e.settle(&sell, false), 100, "an unpaid sell gives the units back");
-        let sell = e.reserve(user("a"), "6".into(), btc.clone(), Side::Sell, 100).expect("held");
-        assert_eq!(e.settle(&sell, true), 0);
-        assert_eq!(e.asset(&btc).expect("listed").available, 100);
-        assert!(e.holdings_of(&user("a")).is_empty());
-    }
-
-    #[test]
-    fn totals_fit_the_bank_and_unknown_symbols_are_refused() {
-        let mut e = exchange();
-        e.update(&sym("BTC"), Some(u64::MAX / 2), Some(QUANTITY_MAX)).expect("listed");
-        assert_eq!(
-            e.reserve(user("a"), "1".into(), sym("BTC"), Side::Buy, 10),
-            Err(CoinsError::Overflow)
-        );
-        assert!(matches!(
-            e.reserve(user("a"), "2".into(), sym("NOPE"), Side::Buy, 1),
-            Err(CoinsError::UnknownSymbol(_))
-        ));
-    }
-
-    #[test]
-    fn manager_operations() {
-        let mut e = exchange();
-        let doge = Asset { symbol: sym("DOGE"), name: "Dogecoin".into(), price: 10, available: 5 };
-        e.add(doge.clone()).expect("new");
-        assert_eq!(e.add(doge), Err(CoinsError::Exists("DOGE".into())));
-        let (before, after) = e.update(&sym("DOGE"), Some(12), None).expect("listed");
-        assert_eq!((before.price, after.price, after.available), (10, 12, 5));
-        let order = e.reserve(user("a"), "1".into(), sym("DOGE"), Side::Buy, 1).expect("ok");
-        assert_eq!(e.remove(&sym("DOGE")), Err(CoinsError::InUse("DOGE".into())), "pending");
-        e.settle(&order, true);
-        assert_eq!(e.remove(&sym("DOGE")), Err(CoinsError::InUse("DOGE".into())), "held");
-        let sell = e.reserve(user("a"), "2".into(), sym("DOGE"), Side::Sell, 1).expect("ok");
-        e.settle(&sell, true);
-        assert_eq!(e.remove(&sym("DOGE")).expect("free").symbol, sym("DOGE"));
-        assert!(matches!(e.remove(&sym("DOGE")), Err(CoinsError::UnknownSymbol(_))));
+    fn quotes_refuse_unknown_symbols_overflow_and_assets_being_removed() {
+        let mut catalogue = catalogue();
+        let quote = |c: &Catalogue, symbol: &str, quantity| {
+            c.quote(user("alice"), "o".into(), sym(symbol), Side::Buy, quantity)
+        };
+        assert_eq!(quote(&catalogue, "DOGE", 1), Err(CoinsError::UnknownSymbol("DOGE".into())));
+        catalogue.reprice(&sym("BTC"), 10_000_000).expect("listed");
+        assert_eq!(quote(&catalogue, "BTC", QUANTITY_MAX), Err(CoinsError::Overflow));
+        catalogue.delist(&sym("BTC")).expect("listed");
+        assert_eq!(quote(&catalogue, "BTC", 1), Err(CoinsError::Delisting("BTC".into())));
+        assert_eq!(catalogue.delist(&sym("BTC")), Err(CoinsError::Delisting("BTC".into())));
+        assert_eq!(catalogue.finish_delisting(&sym("BTC"), false), None);
+        assert!(quote(&catalogue, "BTC", 1).is_ok(), "a removal that failed lists it again");
+        catalogue.delist(&sym("BTC")).expect("listed");
+        assert!(catalogue.finish_delisting(&sym("ETH"), true).is_none(), "not being removed");
+        assert!(catalogue.asset(&sym("ETH")).is_some());
+        assert!(catalogue.finish_delisting(&sym("BTC"), true).is_some());
+        assert!(catalogue.asset(&sym("BTC")).is_none());
+        assert_eq!(catalogue.delist(&sym("BTC")), Err(CoinsError::UnknownSymbol("BTC".into())));
+        let (before, after) = catalogue.reprice(&sym("ETH"), 1).expect("listed");
+        assert_eq!((before.price, after.price), (320_000, 1));
+        let doge = Asset { symbol: sym("DOGE"), name: "Dogecoin".into(), price: 15 };
+        catalogue.add(doge.clone()).expect("new");
+        assert_eq!(catalogue.add(doge), Err(CoinsError::Exists("DOGE".into())));
     }
 }

@@ -36,7 +36,7 @@ pub mod tasks;
 
 pub use account::{AccountId, Amount, Asset, Balance, OperationId, ParseError};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};
-pub use coins::{CoinsError, Exchange, Symbol};
+pub use coins::{Catalogue, CoinsError, Symbol};
 pub use identity::{Caller, IdentityError, Role, UserName};
 pub use ledger::{Balances, Book, LedgerError, Operation, Posting};
 pub use likes::{ItemId, LikeCounter, LikesError, NodeId, UserId};

@@ -301,14 +301,11 @@ impl From<ChatError> for ServiceError {
 impl From<CoinsError> for ServiceError {
     fn from(error: CoinsError) -> Self {
         let code = match &error {
-            CoinsError::InsufficientQuantity { .. } | CoinsError::InsufficientHolding { .. } => {
-                ErrorCode::InsufficientQuantity
-            }
-            CoinsError::Exists(_) | CoinsError::InUse(_) | CoinsError::Settled(_) => {
-                ErrorCode::Conflict
-            }
-            // A stored order that does not parse: the store is corrupt, not the request.
-            CoinsError::InvalidSide(_) | CoinsError::InvalidState(_) => ErrorCode::Internal,
+            CoinsError::Exists(_) | CoinsError::InUse(_) => ErrorCode::Conflict,
+            // Orders wait while a removal checks who holds the asset; it may be listed again.
+            CoinsError::Delisting(_) => ErrorCode::Busy,
+            // A stored trade that does not parse: the store is corrupt, not the request.
+            CoinsError::InvalidSide(_) => ErrorCode::Internal,
             CoinsError::InvalidSymbol(_)
             | CoinsError::InvalidName
             | CoinsError::InvalidOrderId(_)

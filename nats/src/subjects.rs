@@ -114,6 +114,12 @@ pub mod ledger {
     pub const APPLY_SUBJECT: &str = "agora.ledger.apply";
     pub const HISTORY_SUBJECT: &str = "agora.ledger.history";
     pub const BALANCE_SUBJECT: &str = "agora.ledger.balance";
+    pub const BALANCES: &str = "balances";
+    pub const SUPPLY: &str = "supply";
+    pub const OPERATIONS: &str = "operations";
+    pub const BALANCES_SUBJECT: &str = "agora.ledger.balances";
+    pub const SUPPLY_SUBJECT: &str = "agora.ledger.supply";
+    pub const OPERATIONS_SUBJECT: &str = "agora.ledger.operations";
 
     pub fn lock(account: &AccountId) -> String {
         format!("{GROUP}.lock.{account}")

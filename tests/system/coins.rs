@@ -1,5 +1,6 @@
-//! The coin exchange with a real ledger, bank and `agora-coins`: never oversold, money
-//! conserved, every order all or nothing even across `kill -9`.
+//! The coin exchange with a real ledger, bank and `agora-coins`: an order is one linked pair
+//! in the ledger, never oversold, money and units conserved, every order all or nothing even
+//! across `kill -9` of the exchange and of the ledger.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,12 +26,20 @@ async fn balances(client: &AgoraClient, accounts: &[String]) -> BTreeMap<String,
     all
 }
 
-/// Every done order, oldest first.
-async fn done_orders(client: &AgoraClient) -> Vec<OrderView> {
+/// Every trade in the exchange's log, once it holds `count` (the log follows the ledger's
+/// events, moments behind).
+async fn done_orders(client: &AgoraClient, count: usize) -> Vec<OrderView> {
     let request = CoinsHistoryRequest { limit: Some(1_000), ..CoinsHistoryRequest::default() };
-    let history = client.coin_history(&request).await.expect("history");
-    assert!(!history.more, "the test reads all of history in one page");
-    history.orders
+    eventually(Duration::from_secs(15), Duration::from_millis(100), async || {
+        let history = client.coin_history(&request).await.expect("history");
+        assert!(!history.more, "the test reads all of history in one page");
+        if history.orders.len() >= count {
+            Ok(history.orders)
+        } else {
+            Err(format!("{} of {count} trades logged", history.orders.len()))
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +88,7 @@ async fn racing_buyers_never_oversell_and_money_is_conserved() {
     let money = balances(&client, &accounts).await;
     assert_eq!(money.values().sum::<i64>(), 20 * 1_000, "no money created or lost");
     assert_eq!(money[EXCHANGE], 1_000);
-    let log = done_orders(&client).await;
+    let log = done_orders(&client, 10).await;
     assert_eq!(log.iter().filter(|o| o.symbol == "LAST").count(), 10, "holdings match the log");
 }
 
@@ -123,7 +132,7 @@ async fn order_until_known(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_survive_kill_9_all_or_nothing_and_a_retried_id_applies_once() {
+async fn orders_survive_kill_9_of_the_exchange_and_the_ledger_all_or_nothing_applied_once() {
     const USERS: usize = 8;
     const ORDERS: usize = 20;
     let mut system = System::with_coins(1);
@@ -158,6 +167,13 @@ async fn orders_survive_kill_9_all_or_nothing_and_a_retried_id_applies_once() {
     tokio::task::block_in_place(|| system.kill_coins());
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| system.start_coins());
+    wait_until(Duration::from_secs(60), "half of the orders done", async || {
+        finished.load(Ordering::Relaxed) >= USERS * ORDERS / 2
+    })
+    .await;
+    tokio::task::block_in_place(|| system.kill_ledger());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| system.start_ledger());
     let mut outcomes = Vec::new();
     for task in load {
         outcomes.push(task.await.expect("load"));
@@ -166,21 +182,23 @@ async fn orders_survive_kill_9_all_or_nothing_and_a_retried_id_applies_once() {
     assert!(unknown > 0, "orders were in flight when the service died");
     eprintln!("kill -9 mid-orders: {unknown} attempts had no answer and were retried by id");
 
-    // Every order ended, once: a retry returns the same log entry.
+    // Every order ended, once: asked again it is the same order; a refused one left nothing.
     let mut done_ids = BTreeSet::new();
     for (user, results) in &outcomes {
         for (id, outcome) in results {
-            let stored = client.coin_order(user, id).await.expect("recorded");
-            assert_ne!(stored.state, "pending", "{user}/{id}");
+            let stored = client.coin_order(user, id).await;
             match outcome {
                 Ok(order) => {
-                    assert_eq!((stored.state.as_str(), stored.seq), ("done", order.seq));
+                    let stored = stored.expect("recorded");
+                    assert_eq!(stored.state, "done");
+                    assert_eq!(
+                        (stored.total, stored.quantity, stored.created_ms),
+                        (order.total, order.quantity, order.created_ms),
+                        "{user}/{id}"
+                    );
                     done_ids.insert((user.clone(), id.clone()));
                 }
-                Err(code) => {
-                    assert_eq!(stored.state, "failed");
-                    assert_eq!(stored.error.as_ref().map(|e| e.code), Some(*code));
-                }
+                Err(_) => assert_eq!(code(stored), ErrorCode::NotFound, "{user}/{id}"),
             }
         }
     }
@@ -188,10 +206,10 @@ async fn orders_survive_kill_9_all_or_nothing_and_a_retried_id_applies_once() {
     let before = client.coin_order(&user, &id).await.expect("stored");
     let buy = before.side == "buy";
     let again = order_until_known(&client, buy, &user, before.quantity as i64, &id).await;
-    assert_eq!(again.expect("the same done order").seq, before.seq);
+    assert_eq!(again.expect("the same done order"), before, "a retried id is applied once");
 
     // No coins without payment, no payment without coins.
-    let log = done_orders(&client).await;
+    let log = done_orders(&client, done_ids.len()).await;
     assert_eq!(log.len(), done_ids.len(), "the log holds each done order once");
     let mut expected_exchange = 0i64;
     let mut held: BTreeMap<String, i64> = BTreeMap::new();
@@ -250,14 +268,18 @@ async fn refusals_change_nothing_and_bad_input_gets_coded_errors() {
     assert_eq!(after, btc_before, "a refused buy gives the units back");
     assert_eq!(client.balance("poor").await.expect("balance").balance, 1_000);
     assert!(client.portfolio("poor").await.expect("portfolio").holdings.is_empty());
-    let failed = client.coin_order("poor", "b-1").await.expect("recorded");
-    assert_eq!(failed.state, "failed");
+    assert_eq!(
+        code(client.coin_order("poor", "b-1").await),
+        ErrorCode::NotFound,
+        "a refused order leaves nothing behind"
+    );
 
     client.deposit("rich", 100_000, None).await.expect("deposit");
     let order = client.buy_coins("rich", "TSLA", 2, Some("t-1")).await.expect("bought");
     assert_eq!((order.state.as_str(), order.total, order.holding), ("done", 50_000, Some(2)));
     let again = client.buy_coins("rich", "TSLA", 2, Some("t-1")).await.expect("same order");
-    assert_eq!(again.seq, order.seq, "a retried id is applied once");
+    assert_eq!(again, order, "a retried id is applied once");
+    assert_eq!(client.coin_order("rich", "t-1").await.expect("recorded"), order);
     assert_eq!(client.balance("rich").await.expect("balance").balance, 50_000);
     assert_eq!(
         code(client.buy_coins("rich", "TSLA", 3, Some("t-1")).await),
@@ -281,6 +303,8 @@ async fn refusals_change_nothing_and_bad_input_gets_coded_errors() {
         .expect("message");
     let event: serde_json::Value = serde_json::from_slice(&event.payload).expect("JSON");
     assert_eq!((event["price"].as_u64(), event["previous"].as_u64()), (Some(26_000), Some(25_000)));
+    let again = client.buy_coins("rich", "TSLA", 2, Some("t-1")).await.expect("same order");
+    assert_eq!(again, order, "a retry after a price change is the order as it was made");
     assert_eq!(code(client.remove_asset("TSLA").await), ErrorCode::Conflict, "rich holds TSLA");
 
     // Manager operations have subjects of their own (the server can restrict them).
@@ -393,29 +417,55 @@ async fn refusals_change_nothing_and_bad_input_gets_coded_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_whose_payment_is_unknown_is_finished_once_the_bank_answers() {
+async fn an_order_is_one_ledger_commit_and_waits_for_a_ledger_that_is_down() {
     let mut system = System::with_coins(1);
     let client = system.client().await.with_timeout(Duration::from_secs(10));
     client.deposit("dora", 100_000, None).await.expect("deposit");
-    system.kill_bank(0);
-    let unknown = client.buy_coins("dora", "TSLA", 1, Some("d-1")).await;
-    assert_eq!(code(unknown), ErrorCode::Unavailable);
-    let pending = client.coin_order("dora", "d-1").await.expect("recorded");
-    assert_eq!(pending.state, "pending", "reserved, waiting for its payment");
-    let tsla =
-        client.coin_assets(Some(vec!["TSLA".into()])).await.expect("asset").assets[0].available;
-    assert_eq!(tsla, 9_999, "the unit is reserved meanwhile");
+    let tsla = || async {
+        client.coin_assets(Some(vec!["TSLA".into()])).await.expect("asset").assets[0].available
+    };
+    let before = tsla().await;
 
-    system.start_bank(0);
+    // Both legs are entries of one commit: the same time, the ids of the order.
+    let order = client.buy_coins("dora", "TSLA", 2, Some("d-0")).await.expect("bought");
+    let history = |asset: Option<&str>| {
+        let request = agora_nats::ledger::wire::HistoryRequest {
+            account: "dora".into(),
+            asset: asset.map(str::to_owned),
+            ..Default::default()
+        };
+        let client = client.clone();
+        async move { client.history(&request).await.expect("history").entries }
+    };
+    let (money, units) = (history(None).await, history(Some("TSLA")).await);
+    assert_eq!(
+        (money[0].kind.as_str(), money[0].amount, money[0].id.as_deref()),
+        ("transfer_out", 50_000, Some("coins:dora:d-0:pay"))
+    );
+    assert_eq!(
+        (units[0].kind.as_str(), units[0].amount, units[0].id.as_deref()),
+        ("transfer_in", 2, Some("coins:dora:d-0:units"))
+    );
+    assert_eq!((money[0].at, units[0].at), (order.created_ms, order.created_ms));
+    assert_eq!(units[0].balance, 2, "the holding is the ledger's balance");
+    assert_eq!(tsla().await, before - 2, "the inventory is the exchange's balance");
+
+    // With the ledger down nothing moves; once it is back the same id applies once.
+    system.kill_ledger();
+    assert_eq!(
+        code(client.buy_coins("dora", "TSLA", 1, Some("d-1")).await),
+        ErrorCode::Unavailable
+    );
+    system.start_ledger();
     let done = eventually(Duration::from_secs(15), Duration::from_millis(100), async || {
-        let order = client.coin_order("dora", "d-1").await.expect("recorded");
-        if order.state == "pending" { Err(format!("never finished: {order:?}")) } else { Ok(order) }
+        client.buy_coins("dora", "TSLA", 1, Some("d-1")).await.map_err(|e| e.to_string())
     })
     .await;
-    assert_eq!((done.state.as_str(), done.holding), ("done", Some(1)));
+    assert_eq!((done.state.as_str(), done.holding), ("done", Some(3)));
     let money = balances(&client, &["dora".into(), EXCHANGE.into()]).await;
-    assert_eq!((money["dora"], money[EXCHANGE]), (75_000, 25_000), "paid exactly once");
+    assert_eq!((money["dora"], money[EXCHANGE]), (25_000, 75_000), "paid exactly once");
     let again = client.buy_coins("dora", "TSLA", 1, Some("d-1")).await.expect("the same order");
-    assert_eq!(again.seq, done.seq);
-    assert_eq!(client.balance("dora").await.expect("balance").balance, 75_000);
+    assert_eq!(again, done);
+    assert_eq!(client.balance("dora").await.expect("balance").balance, 25_000);
+    assert_eq!(tsla().await, before - 3);
 }

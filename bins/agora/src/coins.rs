@@ -76,9 +76,8 @@ fn asset_line(asset: &AssetView) -> String {
 
 fn order_line(order: &OrderView) -> String {
     let mut line = format!(
-        "order {} #{} {}: {} {} {} x {} = {} [{}]",
+        "order {} {}: {} {} {} x {} = {} [{}]",
         order.id,
-        order.seq,
         order.user,
         order.side,
         order.symbol,
@@ -90,10 +89,7 @@ fn order_line(order: &OrderView) -> String {
     if let Some(holding) = order.holding {
         line += &format!(", now holds {holding}");
     }
-    if let Some(error) = &order.error {
-        line += &format!(" ({}: {})", error.code, error.message);
-    }
-    line += &format!(" at {}", crate::utc(order.settled_ms.unwrap_or(order.created_ms)));
+    line += &format!(" at {}", crate::utc(order.settled_ms));
     line
 }
 

@@ -3,7 +3,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ServiceError;
 use crate::pattern;
 
 // ---------------------------------------------------------------------------------------------
@@ -65,11 +64,11 @@ pub struct OrderLookup {
     pub id: String,
 }
 
-/// An order: the reply of buy, sell and order, and an entry of history.
+/// An order: the reply of buy, sell and order, and an entry of history. An order either
+/// happened (both its legs, in one ledger commit) or was refused with an error: there is no
+/// pending or failed order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
-    /// Position in the exchange's log.
-    pub seq: u64,
     pub id: String,
     pub user: String,
     pub symbol: String,
@@ -78,16 +77,20 @@ pub struct OrderView {
     pub quantity: u64,
     pub unit_price: u64,
     pub total: u64,
-    /// `pending` (paying), `done`, or `failed` (the reservation was given back).
+    /// Always `done`.
     pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ServiceError>,
+    /// The ledger's commit time of the order (ms since the epoch).
     pub created_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settled_ms: Option<u64>,
-    /// The user's holding of the symbol after the order (done orders).
+    /// The same as `created_ms`: an order is settled as it is made.
+    pub settled_ms: u64,
+    /// The user's units of the symbol right after the order (in the reply of buy and sell, and
+    /// of `agora.coins.order` while the ledger keeps the order's record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<u64>,
+}
+
+impl OrderView {
+    pub const DONE: &str = "done";
 }
 
 /// Body of `agora.coins.portfolio`.

@@ -34,9 +34,10 @@ use agora_core::ledger::Request as LedgerRequest;
 use state::{Action, Command, Ledger};
 use store::HistoryQuery;
 use wire::{
-    ApplyRequest, BalanceRequest, BatchCommitRequest, BatchGetRequest, BatchLockRequest,
-    DETAIL_OPERATIONS_MAX, GetRequest, HistoryRequest, LockRequest, LocksRequest, OPERATIONS_MAX,
-    OperationEntry, OperationRequest, SetRequest, UnlockRequest,
+    ApplyRequest, BalanceRequest, BalancesRequest, BatchCommitRequest, BatchGetRequest,
+    BatchLockRequest, DETAIL_OPERATIONS_MAX, GetRequest, HistoryRequest, LOOKUP_IDS_MAX,
+    LockRequest, LocksRequest, OPERATIONS_MAX, OperationEntry, OperationRequest, OperationsRequest,
+    SUPPLY_EXCEPT_MAX, SetRequest, SupplyRequest, UnlockRequest,
 };
 
 /// Largest request the ledger accepts, in bytes (a batch commit of a full bank batch).
@@ -172,6 +173,9 @@ async fn serve(
         ("apply", subject::APPLY),
         ("history", subject::HISTORY),
         ("balance", subject::BALANCE),
+        ("balances", subject::BALANCES),
+        ("supply", subject::SUPPLY),
+        ("operations", subject::OPERATIONS),
     ];
     let mut tasks = Vec::new();
     for (name, suffix) in endpoints {
@@ -322,6 +326,37 @@ fn parse(endpoint: &str, request: &Request) -> Result<Action, ServiceError> {
             let body: BalanceRequest = decode(payload)?;
             let key = (AccountId::parse(&body.account)?, parse_asset(body.asset.as_deref())?);
             Ok(Action::Balance { key, at_ms: body.at_ms })
+        }
+        "balances" => {
+            let body: BalancesRequest = decode(payload)?;
+            Ok(Action::Balances(AccountId::parse(&body.account)?))
+        }
+        "supply" => {
+            let body: SupplyRequest = decode(payload)?;
+            let asset = Asset::parse(&body.asset)?;
+            if asset.is_money() {
+                return Err(ServiceError::invalid(
+                    "the supply of money is not summed; name an asset",
+                ));
+            }
+            if body.except.len() > SUPPLY_EXCEPT_MAX {
+                return Err(ServiceError::invalid(format!(
+                    "at most {SUPPLY_EXCEPT_MAX} accounts in except"
+                )));
+            }
+            let except =
+                body.except.iter().map(|a| AccountId::parse(a)).collect::<Result<_, _>>()?;
+            Ok(Action::Supply { asset, except })
+        }
+        "operations" => {
+            let body: OperationsRequest = decode(payload)?;
+            if body.ids.is_empty() || body.ids.len() > LOOKUP_IDS_MAX {
+                return Err(ServiceError::invalid(format!("ids: 1 to {LOOKUP_IDS_MAX}")));
+            }
+            for id in &body.ids {
+                OperationId::parse_recorded(id)?;
+            }
+            Ok(Action::Operations(body.ids))
         }
         "locks" => {
             let body: LocksRequest = decode_or_default(payload)?;

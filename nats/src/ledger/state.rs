@@ -19,9 +19,9 @@ use serde_json::value::RawValue;
 
 use super::store::{self, HistoryQuery, LockSetRow, Operations};
 use super::wire::{
-    ApplyReply, BalanceReply, BatchCommitReply, BatchGetReply, BatchLockReply, HistoryEntry,
-    HistoryReply, LockGrant, LockInfo, LocksReply, OperationEntry, OperationRecord,
-    OperationRequest, OperationResult, PostingWire, UnlockReply,
+    ApplyReply, BalanceReply, BalancesReply, BatchCommitReply, BatchGetReply, BatchLockReply,
+    HistoryEntry, HistoryReply, LockGrant, LockInfo, LocksReply, OperationEntry, OperationRecord,
+    OperationRequest, OperationResult, OperationsReply, PostingWire, SupplyReply, UnlockReply,
 };
 use super::{EXPIRE_PER_TICK_MAX, LedgerStats, PENDING_TRANSFERS_MAX, PRUNE_PER_SWEEP_MAX};
 use crate::bank::wire::{AccountBalance, BankEvent};
@@ -72,6 +72,15 @@ pub enum Action {
         detail: bool,
     },
     History(HistoryQuery),
+    /// Every asset of an account.
+    Balances(AccountId),
+    /// The sums of an asset over the accounts, but `except`.
+    Supply {
+        asset: Asset,
+        except: Vec<AccountId>,
+    },
+    /// The records of operation ids.
+    Operations(Vec<String>),
     Balance {
         key: Key,
         at_ms: Option<u64>,
@@ -560,6 +569,28 @@ impl Ledger {
                     more,
                 }))
             }
+            Action::Balances(account) => {
+                let balances = store::balances_of(tx, account)?
+                    .into_iter()
+                    .map(|(asset, balances)| BalanceReply::new(account, &asset, balances))
+                    .collect();
+                Ok(encode(&BalancesReply { account: account.to_string(), balances }))
+            }
+            Action::Supply { asset, except } => {
+                let (accounts, balance, pending) = store::supply(tx, asset, except)?;
+                Ok(encode(&SupplyReply { asset: asset.to_string(), accounts, balance, pending }))
+            }
+            Action::Operations(ids) => {
+                let mut operations = Vec::new();
+                for id in ids {
+                    if let Some(record) = self.operations.get(tx, id)? {
+                        let record = RawValue::from_string(record)
+                            .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
+                        operations.push(OperationEntry { id: id.clone(), record });
+                    }
+                }
+                Ok(encode(&OperationsReply { operations }))
+            }
             Action::Balance { key, at_ms } => {
                 let balances = match at_ms {
                     Some(at_ms) => store::balances_at(tx, key, *at_ms)?,
@@ -644,12 +675,15 @@ impl Ledger {
         }
         let recorded = self.recorded(tx, requests)?;
         let outcomes = book::apply_batch(&mut self.book, requests, now_ms, &recorded);
+        // The commit time its postings, history entries and events carry.
+        let at = self.stamp(now_ms);
         let mut results: Vec<OperationResult> = Vec::with_capacity(outcomes.len());
         let mut applied = 0;
         for (index, outcome) in outcomes.iter().enumerate() {
             let result = match outcome {
                 Outcome::Applied(postings) => {
-                    let wires: Vec<PostingWire> = postings.iter().map(PostingWire::from).collect();
+                    let wires: Vec<PostingWire> =
+                        postings.iter().map(|p| PostingWire::at(p, at)).collect();
                     if let Some(id) = &requests[index].id {
                         let record = OperationRecord {
                             op: OperationRequest::from(&requests[index].operation),

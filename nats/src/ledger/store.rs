@@ -110,6 +110,12 @@ const MIGRATION_2: &str = "
     CREATE INDEX entries_by_account ON entries (account, asset, seq);
 ";
 
+/// Who holds an asset (`agora.ledger.supply`): a partial index, money (every account's) left
+/// out.
+const MIGRATION_3: &str = "
+    CREATE INDEX balances_by_asset ON balances (asset, account) WHERE asset != 'money';
+";
+
 /// One stored lock set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockSetRow {
@@ -273,7 +279,7 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         data_dir,
         DATABASE_FILE,
         PAGE_CACHE_BYTES_MAX,
-        &[MIGRATION_1, MIGRATION_2],
+        &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
     )?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -586,6 +592,63 @@ pub fn balances_at(conn: &Connection, key: &Key, at_ms: u64) -> Result<Balances,
         )
         .optional()?;
     Ok(row.map(|row| row.balances).unwrap_or_default())
+}
+
+/// Every asset `account` has a non-zero balance in: money first, then by symbol.
+pub fn balances_of(
+    conn: &Connection,
+    account: &AccountId,
+) -> Result<Vec<(Asset, Balances)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT asset, posted, debits_pending, credits_pending FROM balances
+         WHERE account = ?1 AND (posted != 0 OR debits_pending != 0 OR credits_pending != 0)
+         ORDER BY asset != 'money', asset",
+    )?;
+    let rows = statement.query_map([account.as_str()], |row| {
+        let asset: String = row.get(0)?;
+        let asset = Asset::parse(&asset).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                e.to_string().into(),
+            )
+        })?;
+        Ok((
+            asset,
+            Balances {
+                posted: row.get(1)?,
+                debits_pending: row.get(2)?,
+                credits_pending: row.get(3)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many accounts but `except` hold `asset` (posted or pending), and their posted and
+/// pending sums. Through `balances_by_asset` (assets other than money).
+pub fn supply(
+    conn: &Connection,
+    asset: &Asset,
+    except: &[AccountId],
+) -> Result<(u64, i128, i128), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT account, posted, debits_pending FROM balances
+         WHERE asset = ?1 AND asset != 'money'
+           AND (posted != 0 OR debits_pending != 0 OR credits_pending != 0)",
+    )?;
+    let mut rows = statement.query([asset.as_str()])?;
+    let (mut accounts, mut posted, mut pending) = (0u64, 0i128, 0i128);
+    while let Some(row) = rows.next()? {
+        let account: String = row.get(0)?;
+        if except.iter().any(|e| e.as_str() == account) {
+            continue;
+        }
+        accounts += 1;
+        posted += i128::from(row.get::<_, i64>(1)?);
+        pending += i128::from(row.get::<_, i64>(2)?);
+    }
+    Ok((accounts, posted, pending))
 }
 
 /// Writes (or rewrites) one lock set: the locks one request took, sharing owner and lease.

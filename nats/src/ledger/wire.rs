@@ -282,6 +282,9 @@ pub struct PostingWire {
     pub available: Balance,
     /// On its way in by pending transfers.
     pub incoming: Balance,
+    /// Commit time of the operation, ms since the Unix epoch (as its history entries have it).
+    #[serde(default)]
+    pub at: u64,
 }
 
 /// The result of one operation.
@@ -399,6 +402,65 @@ pub struct BalanceReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<u64>,
 }
+
+/// `agora.ledger.balances`: every asset an account has a balance in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalancesRequest {
+    #[schemars(pattern(pattern::ACCOUNT))]
+    pub account: String,
+}
+
+/// Reply of `agora.ledger.balances`: money first, then the assets by symbol (an asset whose
+/// balances are all zero is left out).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct BalancesReply {
+    pub account: String,
+    pub balances: Vec<BalanceReply>,
+}
+
+/// `agora.ledger.supply`: how much of an asset the accounts hold, all of them or all but some.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SupplyRequest {
+    #[schemars(pattern(pattern::ASSET))]
+    pub asset: String,
+    /// Accounts left out of the sums (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+}
+
+/// Reply of `agora.ledger.supply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SupplyReply {
+    pub asset: String,
+    /// Accounts with a non-zero balance (posted or pending) in the asset.
+    pub accounts: u64,
+    /// Their posted balances, summed.
+    pub balance: i128,
+    /// What their pending transfers hold, summed.
+    pub pending: i128,
+}
+
+/// `agora.ledger.operations`: the records of operation ids (as recorded: a person's ids are
+/// `<person>/<id>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationsRequest {
+    pub ids: Vec<String>,
+}
+
+/// Reply of `agora.ledger.operations`: the records found (`{"op","postings"}`), in the order
+/// asked; ids without a record (never applied, or pruned) are left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperationsReply {
+    pub operations: Vec<OperationEntry>,
+}
+
+/// Most ids one `agora.ledger.operations` request may name.
+pub const LOOKUP_IDS_MAX: usize = 1_000;
+/// Most accounts a supply request may leave out.
+pub const SUPPLY_EXCEPT_MAX: usize = 100;
 
 /// Most operations in one `agora.ledger.apply` or `agora.bank.transfers` request.
 pub const OPERATIONS_MAX: usize = 8_190;
@@ -552,8 +614,9 @@ impl From<&Operation> for OperationRequest {
     }
 }
 
-impl From<&Posting> for PostingWire {
-    fn from(posting: &Posting) -> Self {
+impl PostingWire {
+    /// A posting committed at `at`.
+    pub fn at(posting: &Posting, at: u64) -> Self {
         Self {
             account: posting.account.to_string(),
             asset: posting.asset.to_string(),
@@ -563,6 +626,7 @@ impl From<&Posting> for PostingWire {
             pending: posting.balances.debits_pending,
             available: posting.balances.available(),
             incoming: posting.balances.credits_pending,
+            at,
         }
     }
 }
