@@ -214,9 +214,9 @@ pub fn parse_leg_id(id: &str) -> Option<(AccountId, String, LegKind)> {
 }
 
 impl Order {
-    /// The order's two legs, in the order the ledger applies them: a buy pays first and then
-    /// takes the units (user -> exchange money, exchange -> user units); a sell gives the units
-    /// first and is then paid. One chain: both or neither.
+    /// The order's two legs, in the order the ledger applies them: the units first (a buy:
+    /// exchange -> user; a sell: user -> exchange), so a shortage of units is what an order hears
+    /// of first, then the money the other way. One chain: both or neither.
     pub fn legs(&self, exchange: &AccountId) -> [Leg; 2] {
         let (user, exchange) = (self.user.clone(), exchange.clone());
         let pay = |from: &AccountId, to: &AccountId| Leg {
@@ -236,7 +236,7 @@ impl Order {
             id: leg_id(&self.user, &self.id, LegKind::Units),
         };
         match self.side {
-            Side::Buy => [pay(&user, &exchange), units(&exchange, &user)],
+            Side::Buy => [units(&exchange, &user), pay(&user, &exchange)],
             Side::Sell => [units(&user, &exchange), pay(&exchange, &user)],
         }
     }
@@ -397,11 +397,11 @@ mod tests {
             catalogue.quote(user("alice"), "o1".into(), sym("ETH"), Side::Buy, 3).expect("priced");
         assert_eq!((buy.unit_price, buy.total), (320_000, 960_000));
         let [first, second] = buy.legs(&exchange);
-        assert_eq!((first.kind, &first.from, &first.to), (LegKind::Pay, &buy.user, &exchange));
-        assert!(first.asset.is_money());
-        assert_eq!(first.amount, 960_000);
-        assert_eq!((second.kind, &second.from, &second.to), (LegKind::Units, &exchange, &buy.user));
-        assert_eq!((second.asset.as_str(), second.amount), ("ETH", 3));
+        assert_eq!((first.kind, &first.from, &first.to), (LegKind::Units, &exchange, &buy.user));
+        assert_eq!((first.asset.as_str(), first.amount), ("ETH", 3));
+        assert_eq!((second.kind, &second.from, &second.to), (LegKind::Pay, &buy.user, &exchange));
+        assert!(second.asset.is_money());
+        assert_eq!(second.amount, 960_000);
         let sell = Order { side: Side::Sell, ..buy.clone() };
         let [first, second] = sell.legs(&exchange);
         assert_eq!((first.kind, &first.from, &first.to), (LegKind::Units, &sell.user, &exchange));

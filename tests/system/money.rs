@@ -396,3 +396,75 @@ async fn a_person_moves_and_reads_only_their_own_money_in_every_operation() {
     assert_eq!(codes(&posted_hold), vec![None]);
     assert_eq!(balance_in(&alice, "alice", None).await.0, 150);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_answers_every_balance_of_an_account_who_holds_an_asset_and_records_by_id() {
+    use agora_nats::ledger::wire::{OperationRecord, SupplyRequest};
+    let system = System::with_banks(1);
+    let bank = system.client().await;
+    apply(
+        &bank,
+        json!([
+            {"op":"deposit","account":"desk","amount":900},
+            {"op":"deposit","account":"desk","asset":"ETH","amount":10},
+            {"op":"deposit","account":"desk","asset":"BTC","amount":3},
+            {"from":"desk","to":"ann","asset":"BTC","amount":1,"id":"gift-1"},
+            {"op":"pending","from":"desk","to":"ben","asset":"BTC","amount":1,"timeout_ms":60_000,"id":"hold-1"},
+        ]),
+    )
+    .await
+    .expect("applied");
+
+    // Every asset of an account: money first, then by symbol, each with its pending part.
+    let desk = bank.ledger_balances("desk").await.expect("balances");
+    let shown: Vec<(Option<&str>, i64, i64)> =
+        desk.balances.iter().map(|b| (b.asset.as_deref(), b.balance, b.pending)).collect();
+    assert_eq!(shown, vec![(None, 900, 0), (Some("BTC"), 2, 1), (Some("ETH"), 10, 0)]);
+    assert!(bank.ledger_balances("nobody").await.expect("balances").balances.is_empty());
+
+    // Who holds BTC but the desk: ann (posted) and ben (incoming: a post would give it him).
+    let supply = |except: Vec<&str>| {
+        let request = SupplyRequest {
+            asset: "BTC".into(),
+            except: except.into_iter().map(str::to_owned).collect(),
+        };
+        let bank = bank.clone();
+        async move { bank.ledger_supply(&request).await.expect("supply") }
+    };
+    let all = supply(vec![]).await;
+    assert_eq!((all.accounts, all.balance, all.pending), (3, 3, 1));
+    let others = supply(vec!["desk"]).await;
+    assert_eq!((others.accounts, others.balance, others.pending), (2, 1, 0));
+
+    // Records by id (a service's ids as given), in the order asked; unknown ones left out.
+    let ids = vec!["hold-1".to_owned(), "never".to_owned(), "gift-1".to_owned()];
+    let records = bank.ledger_operations(ids).await.expect("records");
+    let found: Vec<&str> = records.operations.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(found, ["hold-1", "gift-1"]);
+    let gift: OperationRecord =
+        serde_json::from_str(records.operations[1].record.get()).expect("a record");
+    let ann = gift.postings.iter().find(|p| p.account == "ann").expect("ann's posting");
+    assert_eq!((ann.kind.as_str(), ann.amount, ann.balance), ("transfer_in", 1, 1));
+    assert!(ann.at > 0, "a posting carries its commit time");
+
+    // Bad requests of each endpoint: coded, and the ledger still serves.
+    use agora_nats::subjects::ledger as subject;
+    let cases = [
+        (subject::BALANCES_SUBJECT, r#"{}"#),
+        (subject::BALANCES_SUBJECT, r#"{"account":"bad name"}"#),
+        (subject::BALANCES_SUBJECT, r#"["desk"]"#),
+        (subject::SUPPLY_SUBJECT, r#"{"asset":"money"}"#),
+        (subject::SUPPLY_SUBJECT, r#"{"asset":"btc"}"#),
+        (subject::SUPPLY_SUBJECT, r#"{"asset":"BTC","except":["bad name"]}"#),
+        (subject::OPERATIONS_SUBJECT, r#"{"ids":[]}"#),
+        (subject::OPERATIONS_SUBJECT, r#"{"ids":["has space"]}"#),
+        (subject::OPERATIONS_SUBJECT, r#"{"ids":"gift-1"}"#),
+    ];
+    for (subject, payload) in cases {
+        let result = bank.request_bytes(subject, bytes::Bytes::from(payload)).await;
+        assert_eq!(code(result), ErrorCode::InvalidRequest, "{subject} {payload}");
+    }
+    let many: Vec<String> = (0..1_001).map(|i| format!("id-{i}")).collect();
+    assert_eq!(code(bank.ledger_operations(many).await), ErrorCode::InvalidRequest);
+    assert_eq!(posted(&bank, "desk").await, 900);
+}

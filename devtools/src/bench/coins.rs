@@ -1,11 +1,11 @@
 //! `agora bench coins`: buy and sell orders against raw NATS request-reply echo and against
 //! `bank.transfer`, all three at the same concurrency in alternating slices of one run.
 //!
-//! An order is at least two service hops and a bank transfer (the coins service reserves and
-//! commits the order, the bank locks both accounts at the ledger and commits the transfer, and
-//! the coins service settles and commits again), so it is also reported relative to a plain
-//! transfer. Each of the in-flight loops is one user who buys one AMZN and then sells it back,
-//! so holdings and the exchange's cash stay bounded and every order succeeds.
+//! An order takes the same path as a transfer (one service, then one ledger commit: the coins
+//! service prices it and sends the ledger a linked pair, where the bank sends one transfer), so
+//! it is also reported relative to a plain transfer. Each of the in-flight loops is one user who
+//! buys one AMZN and then sells it back, so holdings and the exchange's cash stay bounded and
+//! every order succeeds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +113,7 @@ pub async fn coins(options: CoinsBenchOptions) -> anyhow::Result<Vec<Measurement
     print_row(&bank, Some(&raw));
     print_row(&ours, Some(&raw));
     println!(
-        "\ncoins orders / bank transfers: {:.2}x  (an order is two coins commits around a transfer)",
+        "\ncoins orders / bank transfers: {:.2}x  (an order is a linked pair in one ledger commit)",
         ours.ops_per_second / bank.ops_per_second
     );
     if ours.errors > 0 {

@@ -4,8 +4,8 @@
 //! ## An order is one ledger commit
 //! The request task prices the order from the committed catalogue and sends the ledger one
 //! chain of two transfers (`agora.ledger.apply`, see `agora_core::coins::Order::legs`): a buy
-//! moves the total from the user to the exchange's account and the units (the symbol's asset)
-//! from the exchange to the user; a sell the other way round. The ledger applies both or
+//! moves the units (the symbol's asset) from the exchange's account to the user and the total
+//! from the user to the exchange; a sell the other way round. The ledger applies both or
 //! neither, in one commit, and only then does the client get its reply. Each leg's operation
 //! id is derived from the user and the order id, so the same order again is answered from the
 //! ledger's record, applied once. There is nothing to reserve, settle or recover: no window
