@@ -86,13 +86,23 @@ async fn every_component_and_person_does_their_job_with_only_their_permissions()
         .expect("a bank event arrives");
     assert!(event.is_some());
 
-    // Coins: the manager lists an asset, a person buys with bank money (coins -> bank).
+    // Coins: the manager lists an asset, a person buys it: a linked pair in the ledger
+    // (coins -> ledger), and the trade log follows the ledger's events (coins' consumer).
     let asset =
         AddAssetRequest { symbol: "ABC".into(), name: "Abc".into(), price: 100, quantity: 5 };
     manager.add_asset(&asset).await.expect("the manager lists an asset");
     let order = alice.buy_coins("alice", "ABC", 2, Some("o-1")).await.expect("bought");
     assert_eq!(order.state, "done");
     assert_eq!(alice.balance("alice").await.expect("balance").balance, 500);
+    assert_eq!(alice.portfolio("alice").await.expect("portfolio").holdings[0].quantity, 2);
+    let listed = manager.coin_assets(Some(vec!["ABC".into()])).await.expect("assets");
+    assert_eq!(listed.assets[0].available, 3);
+    let history = agora_nats::coins::wire::CoinsHistoryRequest::default();
+    eventually(Duration::from_secs(10), Duration::from_millis(100), async || {
+        let orders = alice.coin_history(&history).await.expect("history").orders;
+        if orders.iter().any(|o| o.id == "o-1") { Ok(()) } else { Err("not logged".to_owned()) }
+    })
+    .await;
 
     // Files: the manager uploads, a person reads from either server.
     manager.put_file("notes/a.txt", Bytes::from_static(b"uploaded")).await.expect("upload");
@@ -162,7 +172,7 @@ async fn every_component_and_person_does_their_job_with_only_their_permissions()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_bank_reaches_the_ledger_and_only_managers_administer() {
+async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_managers_administer() {
     let mut system = System::nats_with_auth();
     system.start_ledger();
     system.add_bank();
@@ -183,10 +193,33 @@ async fn only_the_bank_reaches_the_ledger_and_only_managers_administer() {
         let commit = subjects::ledger::BATCH_COMMIT_SUBJECT;
         forbidden(caller.request_bytes(commit, payload()).await, &format!("{role} -> commit"));
     }
+    // The coin exchange applies its linked pairs and reads balances and records; nobody else
+    // but the bank does.
+    let coins = system.client_as("coins").await.expect("logs in");
+    coins.ledger_balances("alice").await.expect("the exchange reads balances");
+    let internal = [
+        subjects::ledger::APPLY_SUBJECT,
+        subjects::ledger::BALANCES_SUBJECT,
+        subjects::ledger::SUPPLY_SUBJECT,
+        subjects::ledger::OPERATIONS_SUBJECT,
+    ];
+    for role in ["operator", "gateway", "files", "chat", "tasks", "likes", "auth"] {
+        let caller = system.client_as(role).await.expect("logs in");
+        for subject in internal {
+            forbidden(
+                caller.request_bytes(subject, payload()).await,
+                &format!("{role} -> {subject}"),
+            );
+        }
+    }
     let person = system.person("alice").await;
     let manager = system.manager().await;
     for (who, caller) in [("a person", &person), ("a manager", &manager)] {
         forbidden(caller.request_bytes(&ledger_get, payload()).await, &format!("{who} -> ledger"));
+        for subject in internal {
+            let refused = caller.request_bytes(subject, payload()).await;
+            forbidden(refused, &format!("{who} -> {subject}"));
+        }
     }
     let asset = AddAssetRequest { symbol: "XYZ".into(), name: "Xyz".into(), price: 1, quantity: 1 };
     forbidden(person.add_asset(&asset).await, "a person -> coins admin add");
