@@ -34,6 +34,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::client::{AgoraClient, ClientError};
 use crate::error::{ErrorCode, ServiceError};
+use crate::ledger::group::Group;
 use crate::ledger::wire::{
     ApplyRequest, OperationKind, OperationRecord, OperationRequest, OperationResult, PostingWire,
     SupplyRequest,
@@ -77,6 +78,9 @@ const ASSETS_BYTES_MAX: usize = 16 * 1024;
 const HISTORY_BYTES_MAX: usize = 4 * 1024;
 /// How long a removal waits for the orders of its symbol that are under way.
 const DELIST_WAIT: Duration = Duration::from_secs(10);
+/// Orders waiting for the ledger at most (beyond: `busy`), and groups of them in flight.
+const ORDERS_QUEUED_MAX: usize = 8_192;
+const LEDGER_PIPELINE_DEPTH: usize = 4;
 /// Tries of setting the exchange's units when trades race the update.
 const STOCK_TRIES: usize = 5;
 const TICK: Duration = Duration::from_millis(200);
@@ -145,8 +149,10 @@ async fn serve(
     let owner_thread = owner::spawn_replicated("coins", conn, state, inbox, limits, journal)?;
     let ledger = AgoraClient::new(client.clone())
         .with_timeout(Duration::from_millis(config.ledger_timeout_ms));
+    let orders = Group::start(ledger.clone(), ORDERS_QUEUED_MAX, LEDGER_PIPELINE_DEPTH);
     let ctx = Arc::new(Ctx {
         calls,
+        orders,
         ledger,
         catalogue,
         exchange_account: config.exchange_account.clone(),
@@ -217,6 +223,8 @@ fn busy() -> ServiceError {
 /// What request tasks share.
 pub(crate) struct Ctx {
     calls: owner::Queue<Call>,
+    /// Orders' linked pairs, sent to the ledger in groups.
+    orders: Group,
     ledger: AgoraClient,
     /// The catalogue as committed (prices).
     catalogue: Shared,
@@ -536,14 +544,10 @@ impl Ctx {
                 ..OperationRequest::default()
             })
             .collect();
-        let reply = self
-            .ledger
-            .ledger_apply(&ApplyRequest { operations, detail: true })
-            .await
-            .map_err(ledger_error)?;
+        let results = self.orders.apply(operations).await?;
         let mut postings = Vec::new();
         let mut refusal = None;
-        for (leg, result) in legs.iter().zip(reply.results) {
+        for (leg, result) in legs.iter().zip(results) {
             match result {
                 OperationResult::Applied { postings: Some(p) } => postings.push((leg.kind, p)),
                 OperationResult::Applied { postings: None } => {

@@ -8,6 +8,7 @@
 //! ledger), and no reply ever reports something that is not yet on disk.
 
 pub mod client;
+pub mod group;
 pub mod state;
 pub mod store;
 pub mod wire;
