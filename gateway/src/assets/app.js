@@ -691,8 +691,8 @@ const coins = {
     try {
       const reply = await api("GET", "/api/coins/history?limit=20");
       $("coins-history").tBodies[0].replaceChildren(...reply.orders.map((o) => h("tr", {},
-        h("td", {}, o.seq), h("td", {}, o.user), h("td", {}, pill(o.side === "buy" ? "done" : "pending"), " ", o.side), h("td", {}, o.symbol),
-        h("td", { class: "num" }, o.quantity), h("td", { class: "num" }, money(o.total)), h("td", {}, dateTime(o.settled_ms || o.created_ms)))));
+        h("td", {}, o.id), h("td", {}, o.user), h("td", {}, pill(o.side === "buy" ? "done" : "pending"), " ", o.side), h("td", {}, o.symbol),
+        h("td", { class: "num" }, o.quantity), h("td", { class: "num" }, money(o.total)), h("td", {}, dateTime(o.settled_ms)))));
     } catch (_) { /* the exchange may be down */ }
   },
   async portfolio(user) {
