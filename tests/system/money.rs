@@ -468,3 +468,28 @@ async fn the_ledger_answers_every_balance_of_an_account_who_holds_an_asset_and_r
     assert_eq!(code(bank.ledger_operations(many).await), ErrorCode::InvalidRequest);
     assert_eq!(posted(&bank, "desk").await, 900);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_batches_at_once_wait_in_line_and_none_is_refused() {
+    use futures::StreamExt;
+    let system = System::with_banks(1);
+    let bank = system.client().await;
+    apply(&bank, json!([{"op":"deposit","account":"crowd","amount":1_000}])).await.expect("funded");
+    // Far more requests at once than the bank forwards at once: they wait, none is `busy`.
+    let results = futures::stream::iter(0..400)
+        .map(|i| {
+            let bank = bank.clone();
+            async move {
+                let operations = json!([{"from":"crowd","to":format!("fan-{i}"),"amount":1,"id":format!("crowd-{i}")}]);
+                apply(&bank, operations).await
+            }
+        })
+        .buffer_unordered(400)
+        .collect::<Vec<_>>()
+        .await;
+    for result in &results {
+        let reply = result.as_ref().expect("answered, not refused");
+        assert_eq!(codes(reply), vec![None]);
+    }
+    assert_eq!(posted(&bank, "crowd").await, 600);
+}

@@ -276,6 +276,7 @@ impl Side {
             ops_per_second: self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9),
             latency_us_p50: self.delivery.value_at_quantile(0.50),
             latency_us_p99: self.delivery.value_at_quantile(0.99),
+            first_error: None,
         }
     }
 }

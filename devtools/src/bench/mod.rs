@@ -89,6 +89,9 @@ pub struct Measurement {
     pub ops_per_second: f64,
     pub latency_us_p50: u64,
     pub latency_us_p99: u64,
+    /// What the first failed operation said (errors are counted, and one is shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 /// How many alternating slices a comparison is cut into.
@@ -98,6 +101,7 @@ const SLICES: u32 = 6;
 struct Sample {
     histogram: Histogram<u64>,
     errors: u64,
+    first_error: Option<String>,
     elapsed: Duration,
 }
 
@@ -106,6 +110,7 @@ impl Sample {
         Ok(Self {
             histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             errors: 0,
+            first_error: None,
             elapsed: Duration::ZERO,
         })
     }
@@ -113,6 +118,7 @@ impl Sample {
     fn merge(&mut self, other: Sample) -> anyhow::Result<()> {
         self.histogram.add(other.histogram)?;
         self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
         self.elapsed += other.elapsed;
         Ok(())
     }
@@ -126,6 +132,7 @@ impl Sample {
             ops_per_second: self.histogram.len() as f64 / self.elapsed.as_secs_f64(),
             latency_us_p50: self.histogram.value_at_quantile(0.50),
             latency_us_p99: self.histogram.value_at_quantile(0.99),
+            first_error: self.first_error.clone(),
         }
     }
 }
@@ -158,7 +165,10 @@ where
                         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                         sample.histogram.saturating_record(micros.max(1));
                     }
-                    Err(_) => sample.errors += 1,
+                    Err(error) => {
+                        sample.errors += 1;
+                        sample.first_error.get_or_insert_with(|| error.to_string());
+                    }
                 }
                 sequence += 1;
             }
@@ -315,6 +325,9 @@ fn print_row(row: &Measurement, baseline: Option<&Measurement>) {
         throughput_ratio,
         latency_ratio
     );
+    if let Some(error) = row.first_error.as_deref().filter(|_| row.errors > 0) {
+        println!("{:<28} first error: {error}", "");
+    }
 }
 
 /// The processes of one benchmark run: nats-server (one node, or a cluster), an echo

@@ -61,8 +61,11 @@ pub const READ_BATCH_MAX: usize = 1024;
 /// Balance-read batches in flight at once per instance.
 pub const READS_IN_FLIGHT_MAX: usize = 4;
 /// `agora.bank.transfers`, history and past-balance requests in flight at once per instance
-/// (beyond: `busy`).
+/// (the next ones wait in line).
 pub const FORWARDED_IN_FLIGHT_MAX: usize = 64;
+/// What forwarded requests waiting for one of those places may hold at most, in KiB of their
+/// payloads (beyond: `busy`).
+pub const FORWARDED_WAITING_KIB_MAX: usize = 64 * 1024;
 /// Largest `agora.bank.transfers` request, in bytes (8,190 operations fit).
 pub const TRANSFERS_BYTES_MAX: usize = 1024 * 1024;
 
@@ -161,6 +164,8 @@ struct Bank {
     stats: BankStats,
     /// Forwarded requests (transfers, history, past balances) in flight.
     forwarded: Arc<Semaphore>,
+    /// Places in the line for [`Bank::forwarded`].
+    waiting: Arc<Semaphore>,
 }
 
 /// Runs one bank instance until `shutdown` resolves. `on_ready` is called once every endpoint
@@ -182,7 +187,9 @@ pub async fn run(
     let ledger = AgoraClient::new(ledger_client)
         .with_timeout(Duration::from_millis(config.ledger_timeout_ms));
     let forwarded = Arc::new(Semaphore::new(FORWARDED_IN_FLIGHT_MAX));
-    let bank = Arc::new(Bank { ledger, owner, config, stats: BankStats::default(), forwarded });
+    let waiting = Arc::new(Semaphore::new(FORWARDED_WAITING_KIB_MAX));
+    let bank =
+        Arc::new(Bank { ledger, owner, config, stats: BankStats::default(), forwarded, waiting });
 
     let (ops_tx, ops_rx) = mpsc::channel::<Single>(bank.config.queue_max);
     let (reads_tx, reads_rx) = mpsc::channel::<Read>(bank.config.queue_max);
@@ -350,7 +357,9 @@ pub async fn run(
 
 impl Bank {
     /// Sends `body` to the ledger's `subject` and its reply (or error) back to the caller, in
-    /// a task of its own; beyond [`FORWARDED_IN_FLIGHT_MAX`] the caller gets `busy`.
+    /// a task of its own: at most [`FORWARDED_IN_FLIGHT_MAX`] at once, the next ones wait in
+    /// line, and beyond [`FORWARDED_WAITING_KIB_MAX`] of waiting payloads the caller gets
+    /// `busy`.
     fn forward(
         self: &Arc<Self>,
         request: Request,
@@ -360,11 +369,14 @@ impl Bank {
     ) {
         let bank = self.clone();
         tokio::spawn(async move {
-            let Ok(permit) = bank.forwarded.clone().try_acquire_owned() else {
-                let busy = ServiceError::new(ErrorCode::Busy, "too many requests in flight; retry");
+            let kib = u32::try_from(request.message.payload.len() / 1024 + 1).unwrap_or(u32::MAX);
+            let Ok(place) = bank.waiting.clone().try_acquire_many_owned(kib) else {
+                let busy = ServiceError::new(ErrorCode::Busy, "too many requests waiting; retry");
                 replier.reply_bytes(&request, Err(busy)).await;
                 return;
             };
+            let Ok(permit) = bank.forwarded.clone().acquire_owned().await else { return };
+            drop(place);
             let reply = bank.ledger.request_raw(subject, &body).await;
             drop(permit);
             let result = reply.map_err(|error| match error {
