@@ -405,26 +405,53 @@ type Acks = Vec<(Option<jetstream::context::PublishAckFuture>, Event, String)>;
 /// in-flight limit of 5,000).
 const RELAY_CHUNK: usize = 1024;
 
+/// Events handed to the relay and not yet published at most: beyond, the owner waits.
+const RELAY_QUEUED_EVENTS_MAX: usize = 65_536;
+
+/// An entry's events on their way to the publisher, holding their room in the queue.
+type Queued = (String, u64, Vec<Event>, tokio::sync::OwnedSemaphorePermit);
+
 /// Publishes entries' events to the events stream in order, and knows up to which entry they
 /// are all stored (a new active instance relays again from there).
+///
+/// The owner hands an entry's events over and goes on with its next group: a publisher task
+/// publishes them, in entry order, on the service's connection, and an acknowledger task waits
+/// for the stream's acknowledgements (publishing again, with the same message ids, what was not
+/// stored). So a reply may reach its caller before the events of its commit; both come after
+/// the commit is in the log.
 #[derive(Debug)]
 pub struct Relay {
-    js: jetstream::Context,
     relayed: Arc<AtomicU64>,
-    acks: mpsc::Sender<(u64, Acks, bool)>,
+    queue: mpsc::Sender<Queued>,
+    room: Arc<tokio::sync::Semaphore>,
     stopped: Arc<AtomicBool>,
 }
 
-/// Entries whose events wait for the stream's acknowledgement at most (then the owner waits).
+/// Entries whose events wait for the stream's acknowledgement at most (then the publisher
+/// waits).
 const RELAY_IN_FLIGHT_MAX: usize = 1024;
 
 impl Relay {
     /// A relay whose events up to `relayed` are stored.
     pub fn start(js: jetstream::Context, relayed: u64) -> Self {
         let (acks, mut pending) = mpsc::channel::<(u64, Acks, bool)>(RELAY_IN_FLIGHT_MAX);
+        let (queue, mut entries) = mpsc::channel::<Queued>(RELAY_IN_FLIGHT_MAX);
         let done = Arc::new(AtomicU64::new(relayed));
         let stopped = Arc::new(AtomicBool::new(false));
-        let relay = Self { js: js.clone(), relayed: done.clone(), acks, stopped: stopped.clone() };
+        let room = Arc::new(tokio::sync::Semaphore::new(RELAY_QUEUED_EVENTS_MAX));
+        let relay = Self { relayed: done.clone(), queue, room, stopped: stopped.clone() };
+        let publisher_js = js.clone();
+        let publisher_stopped = stopped.clone();
+        tokio::spawn(async move {
+            while let Some((service, seq, events, room)) = entries.recv().await {
+                if publisher_stopped.load(Ordering::Relaxed) {
+                    // The next active instance relays these again.
+                    return;
+                }
+                publish_entry(&publisher_js, &acks, &service, seq, events).await;
+                drop(room);
+            }
+        });
         tokio::spawn(async move {
             while let Some((seq, acks, complete)) = pending.recv().await {
                 for (ack, event, id) in acks {
@@ -457,28 +484,40 @@ impl Relay {
         self.relayed.load(Ordering::Relaxed)
     }
 
-    /// Publishes an entry's events now (in order, on the service's connection, so subscribers
-    /// see them before the replies that follow) and hands their acknowledgements to the relay.
+    /// Hands an entry's events to the publisher (waiting while the queue is full).
     pub async fn send(&self, service: &str, seq: u64, events: Vec<Event>) {
-        let mut acks = Vec::with_capacity(events.len().min(RELAY_CHUNK));
-        for (index, event) in events.into_iter().enumerate() {
-            if acks.len() == RELAY_CHUNK {
-                // The acknowledgements go to the relay as they come: each holds one of the
-                // client's in-flight permits, which a large entry would otherwise exhaust.
-                let chunk = std::mem::replace(&mut acks, Vec::with_capacity(RELAY_CHUNK));
-                self.acks.send((seq, chunk, false)).await.ok();
-            }
-            let id = event_id(service, seq, index);
-            match self.js.send_publish(event.subject.clone(), publish(&event, &id)).await {
-                Ok(ack) => acks.push((Some(ack), event, id)),
-                Err(error) => {
-                    tracing::warn!(%error, id, "could not send an event; the relay retries");
-                    acks.push((None, event, id));
-                }
+        let wanted = u32::try_from(events.len().clamp(1, RELAY_QUEUED_EVENTS_MAX)).unwrap_or(1);
+        let Ok(room) = self.room.clone().acquire_many_owned(wanted).await else { return };
+        self.queue.send((service.to_owned(), seq, events, room)).await.ok();
+    }
+}
+
+/// Publishes an entry's events in order and hands their acknowledgements to the acknowledger.
+async fn publish_entry(
+    js: &jetstream::Context,
+    acks_to: &mpsc::Sender<(u64, Acks, bool)>,
+    service: &str,
+    seq: u64,
+    events: Vec<Event>,
+) {
+    let mut acks = Vec::with_capacity(events.len().min(RELAY_CHUNK));
+    for (index, event) in events.into_iter().enumerate() {
+        if acks.len() == RELAY_CHUNK {
+            // The acknowledgements go to the acknowledger as they come: each holds one of the
+            // client's in-flight permits, which a large entry would otherwise exhaust.
+            let chunk = std::mem::replace(&mut acks, Vec::with_capacity(RELAY_CHUNK));
+            acks_to.send((seq, chunk, false)).await.ok();
+        }
+        let id = event_id(service, seq, index);
+        match js.send_publish(event.subject.clone(), publish(&event, &id)).await {
+            Ok(ack) => acks.push((Some(ack), event, id)),
+            Err(error) => {
+                tracing::warn!(%error, id, "could not send an event; the relay retries");
+                acks.push((None, event, id));
             }
         }
-        self.acks.send((seq, acks, true)).await.ok();
     }
+    acks_to.send((seq, acks, true)).await.ok();
 }
 
 impl Drop for Relay {
