@@ -275,7 +275,9 @@ impl From<LedgerError> for ServiceError {
             }
             LedgerError::PostExceedsPending { .. } => Self::new(ErrorCode::ExceedsPending, message),
             LedgerError::PendingLimit { .. } => Self::new(ErrorCode::Busy, message),
-            LedgerError::LinkedFailed { .. } => Self::new(ErrorCode::LinkedFailed, message),
+            LedgerError::LinkedFailed { .. } | LedgerError::PartlyRecorded { .. } => {
+                Self::new(ErrorCode::LinkedFailed, message)
+            }
             LedgerError::NotLoaded { .. } => Self::new(ErrorCode::Internal, message),
         }
     }

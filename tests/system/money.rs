@@ -210,6 +210,18 @@ async fn linked_chains_move_money_and_units_together_or_not_at_all() {
     assert_eq!(balance_in(&bank, "buyer", Some("BTC")).await.0, 5);
     assert_eq!(balance_in(&bank, "exchange", None).await.0, 600);
     assert_eq!(balance_in(&bank, "exchange", Some("BTC")).await.0, 0);
+    // A chain partly applied before (its first leg's id, same operation) adds nothing now.
+    let partly = apply(
+        &bank,
+        json!([
+            {"from":"buyer","to":"exchange","amount":600,"linked":true,"id":"buy-1-money"},
+            {"op":"deposit","account":"buyer","amount":5,"id":"buy-1-bonus"},
+        ]),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(codes(&partly), vec![None, Some(ErrorCode::LinkedFailed)]);
+    assert_eq!(balance_in(&bank, "buyer", None).await.0, 400, "the bonus leg was not applied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -301,6 +301,11 @@ pub enum LedgerError {
     IdReused { id: OperationId },
     #[error("linked chain failed: operation {index} of the batch was refused")]
     LinkedFailed { index: usize },
+    #[error(
+        "linked chain refused: operation {index} of the batch was applied before, by an earlier \
+         request, but the rest of its chain was not; a chain applies whole or not at all"
+    )]
+    PartlyRecorded { index: usize },
     #[error("{what} was not loaded into the book (a ledger bug)")]
     NotLoaded { what: String },
 }
@@ -739,21 +744,42 @@ pub fn apply_batch<R: Clone>(
                 break;
             }
         }
-        if let Some(failed) = failed {
-            // The failing leg keeps its own error; the legs applied before it are undone
-            // (those answered from a record were applied by an earlier request and stay so).
-            let own = outcomes.pop().expect("the failing leg's outcome");
+        // Legs applied by an earlier request (from a record) or an earlier chain of this batch.
+        let earlier = |outcome: &Outcome<R>| match outcome {
+            Outcome::Replay(_) => true,
+            Outcome::SameAs(first) => *first < start,
+            _ => false,
+        };
+        let failure = match failed {
+            Some(failed) => Some((failed, None)),
+            // A chain partly applied before: what it would add now is not applied either.
+            None if end > start
+                && outcomes[start..].iter().any(earlier)
+                && !outcomes[start..].iter().all(earlier) =>
+            {
+                let index = (start..=end).find(|&i| earlier(&outcomes[i])).unwrap_or(start);
+                Some((index, Some(LedgerError::PartlyRecorded { index })))
+            }
+            None => None,
+        };
+        if let Some((failed, reason)) = failure {
+            // The failing leg keeps its own error; the legs applied now are undone (those
+            // applied earlier stay so, and are answered as such).
+            let own = match reason {
+                Some(_) => outcomes[failed].clone(),
+                None => outcomes.pop().expect("the failing leg's outcome"),
+            };
             book.rollback(mark);
             for id in ids_here {
                 first_with_id.remove(id);
             }
             for index in start..end + 1 {
-                let outcome = if index == failed {
-                    own.clone()
-                } else if let Some(Outcome::Replay(result)) = outcomes.get(index) {
-                    Outcome::Replay(result.clone())
-                } else {
-                    Outcome::Refused(LedgerError::LinkedFailed { index: failed })
+                let outcome = match outcomes.get(index) {
+                    _ if index == failed => own.clone(),
+                    Some(outcome) if earlier(outcome) => outcome.clone(),
+                    _ => Outcome::Refused(
+                        reason.clone().unwrap_or(LedgerError::LinkedFailed { index: failed }),
+                    ),
                 };
                 if index < outcomes.len() {
                     outcomes[index] = outcome;
@@ -1126,7 +1152,8 @@ mod tests {
                 let mut chain = Vec::new();
                 let mut replays = Vec::new();
                 for request in &requests[start..=end] {
-                    let replay = request.id.as_ref().and_then(|id| self.recorded.get(id))
+                    // Applied before this chain (by an earlier batch or chain).
+                    let replay = request.id.as_ref().and_then(|id| before.recorded.get(id))
                         == Some(&request.operation);
                     replays.push(replay);
                     let applied = match &request.id {
@@ -1147,7 +1174,8 @@ mod tests {
                         break;
                     }
                 }
-                if chain.iter().all(|a| *a) {
+                let partly = replays.iter().any(|r| *r) && !replays.iter().all(|r| *r);
+                if chain.iter().all(|a| *a) && !(partly && end > start) {
                     ok.extend(chain);
                 } else {
                     // A leg answered from its record was applied before, and stays so.
