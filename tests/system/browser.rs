@@ -234,6 +234,39 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert!(rows[1].contains("Deposit") && rows[1].contains("500.00"), "{rows:?}");
     screenshot(&ann, "dashboard-bank-statement.png").await;
 
+    // Coins: ann buys one AMZN (the first symbol) with her money; her portfolio holds it, and
+    // the recent orders list it once the trade log has it.
+    click(&ann, "a[data-tab=coins]").await;
+    eventually!(
+        10,
+        "the catalogue",
+        (!texts(&ann, "#coins-symbol option").await.is_empty()).then_some(())
+    );
+    type_into(&ann, "#coins-order input[name=user]", "ann").await;
+    type_into(&ann, "#coins-order input[name=quantity]", "1").await;
+    click(&ann, "#coins-order button[value=buy]").await;
+    eventually!(
+        10,
+        "the order",
+        texts(&ann, "#toasts .toast")
+            .await
+            .iter()
+            .any(|t| t == "buy 1 AMZN: done, 185.00")
+            .then_some(())
+    );
+    eventually!(10, "the portfolio", {
+        let rows = texts(&ann, "#coins-portfolio tbody tr").await;
+        (rows.len() == 1 && rows[0].starts_with("AMZN 1")).then_some(())
+    });
+    eventually!(10, "the trade in recent orders", {
+        click(&ann, "a[data-tab=coins]").await;
+        let rows = texts(&ann, "#coins-history tbody tr").await;
+        rows.iter()
+            .any(|r| r.contains("ann") && r.contains("AMZN") && r.contains("185.00"))
+            .then_some(())
+    });
+    screenshot(&ann, "dashboard-coins.png").await;
+
     // Likes: ann likes an item; the count changes in her browser and, live, in ben's. A
     // like is ann's: liking again does not count twice. Ben's like counts.
     click(&ben, "a[data-tab=likes]").await;

@@ -723,6 +723,8 @@ $("coins-order").addEventListener("submit", async (e) => {
     const order = await api("POST", "/api/coins/" + side, { user: d.user, symbol: d.symbol, quantity: Number(d.quantity), id: newId("web") });
     toast(`${order.side} ${order.quantity} ${order.symbol}: ${order.state}, ${money(order.total)}`, order.state === "done" ? "ok" : "error");
     coins.load(); coins.history(); coins.portfolio(d.user);
+    // The trade log follows the ledger's events a moment behind the reply.
+    setTimeout(() => coins.history(), 500);
     $("coins-portfolio-user").value = d.user;
   } catch (error) { failed(error); }
 });
