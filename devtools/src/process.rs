@@ -115,7 +115,7 @@ fn dev_env() -> Vec<(String, String)> {
 }
 
 /// A port nothing listens on now (the OS picks it; it stays free unless someone takes it first).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

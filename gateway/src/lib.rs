@@ -101,6 +101,10 @@ pub struct GatewayConfig {
     /// default: only this gateway's own pages).
     #[arg(long, env = "AGORA_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// A secret a Prometheus scraper may send as its bearer token for `GET /metrics` (and for
+    /// nothing else), besides a manager's token; at least 16 characters. Unset: managers only.
+    #[arg(long, env = "AGORA_GATEWAY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Mark the session cookie `Secure` (when browsers reach the gateway over HTTPS).
     #[arg(long, env = "AGORA_GATEWAY_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -118,6 +122,12 @@ impl GatewayConfig {
         anyhow::ensure!((1..=65_536).contains(&self.chat_sessions_max), "chat sessions max");
         anyhow::ensure!((1..=1_024).contains(&self.chat_sessions_per_user), "chat per user");
         anyhow::ensure!((1_000..=3_600_000).contains(&self.chat_idle_ms), "chat idle ms");
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                (16..=256).contains(&token.len()) && token.chars().all(|c| c.is_ascii_graphic()),
+                "the metrics token is 16 to 256 printable characters"
+            );
+        }
         Ok(())
     }
 }
@@ -156,6 +166,7 @@ pub async fn run(
         services: system::ServicesCache::default(),
         checked: session::Checked::default(),
     });
+    system::gauges(&gateway);
     let reaper = tokio::spawn(chat::reap(gateway.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;

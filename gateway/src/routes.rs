@@ -29,6 +29,8 @@ pub enum Reply {
     EventStream,
     /// A file's bytes.
     Bytes,
+    /// Prometheus metrics (OpenMetrics text).
+    Metrics,
 }
 
 /// One route: what it is, and how to build its handler.
@@ -104,6 +106,7 @@ pub fn router(state: State) -> Router {
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(axum::middleware::from_fn(system::meter))
         .with_state(state)
 }
 
@@ -185,6 +188,9 @@ pub fn openapi() -> Value {
         let content = match route.reply {
             Reply::Json => json!({"application/json": {"schema": {"type": "object"}}}),
             Reply::EventStream => json!({"text/event-stream": {"schema": {"type": "string"}}}),
+            Reply::Metrics => {
+                json!({"application/openmetrics-text": {"schema": {"type": "string"}}})
+            }
             Reply::Bytes => json!({"application/octet-stream":
                                        {"schema": {"type": "string", "format": "binary"}}}),
         };

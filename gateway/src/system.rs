@@ -2,15 +2,20 @@
 //! (`$SRV.PING` and `$SRV.STATS`, gathered at most once a second) and recent log records.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State as StateOf};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -48,6 +53,18 @@ pub const ROUTES: &[Route] = &[
     ),
     route!(
         "GET",
+        "/metrics",
+        "system",
+        "Prometheus metrics of every component instance, gathered over NATS (managers: a \
+         scraper sends a manager's API token as its bearer token)",
+        None,
+        [],
+        None,
+        get(metrics),
+        super::routes::Reply::Metrics
+    ),
+    route!(
+        "GET",
         "/api/logs",
         "system",
         "Recent log records of every component, newest last (managers)",
@@ -63,6 +80,113 @@ pub const SERVICES_TTL: Duration = Duration::from_secs(1);
 pub const SERVICES_GATHER: Duration = Duration::from_millis(300);
 /// Most replies a services snapshot reads.
 pub const SERVICES_REPLIES_MAX: usize = 4_096;
+/// How long a scrape gathers the instances' metrics, and from how many instances at most.
+pub const METRICS_GATHER: Duration = Duration::from_millis(500);
+pub const METRICS_REPLIES_MAX: usize = 1_024;
+
+/// Every instance's metrics (`agora.metrics`), merged into one exposition.
+pub async fn metrics(
+    StateOf(state): StateOf<State>,
+    headers: axum::http::HeaderMap,
+    signed: Result<Signed, ApiError>,
+) -> ApiResult {
+    if !scraper(&state, &headers) {
+        signed?.manager("the metrics")?;
+    }
+    let replies = gather(
+        state.agora.nats(),
+        agora_nats::subjects::metrics::ALL,
+        Bytes::new(),
+        METRICS_GATHER,
+        Some(METRICS_REPLIES_MAX),
+    )
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let texts = replies.iter().filter_map(|reply| std::str::from_utf8(&reply.payload).ok());
+    let body = agora_nats::metrics::merge(texts);
+    Ok(([(CONTENT_TYPE, agora_nats::metrics::CONTENT_TYPE)], body).into_response())
+}
+
+/// Whether the request carries the scrapers' secret (`--metrics-token`) as its bearer token.
+fn scraper(state: &State, headers: &axum::http::HeaderMap) -> bool {
+    let Some(secret) = &state.config.metrics_token else { return false };
+    let sent = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compared in constant time: an early exit would tell how much of a guess was right.
+    subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), secret.as_bytes()).into()
+}
+
+/// The gateway's HTTP metrics.
+#[derive(Debug, Clone)]
+struct HttpMetrics {
+    total: Family<HttpLabels, Counter>,
+    seconds: Family<RouteLabels, Histogram, agora_nats::metrics::Buckets>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn http_metrics() -> &'static HttpMetrics {
+    static METRICS: std::sync::LazyLock<HttpMetrics> = std::sync::LazyLock::new(|| HttpMetrics {
+        total: agora_nats::metrics::register(
+            "http_requests",
+            "HTTP requests answered, by method, route (its pattern) and status",
+            Family::default(),
+        ),
+        seconds: agora_nats::metrics::register(
+            "http_request_duration_seconds",
+            "Time to an HTTP response's headers, by route (its pattern)",
+            Family::new_with_constructor(agora_nats::metrics::seconds()),
+        ),
+    });
+    &METRICS
+}
+
+/// Counts every HTTP request by its route's pattern (`/api/bank/balance/{account}`; never the
+/// path itself, which would make a series per account).
+pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    let metrics = http_metrics();
+    let status = response.status().as_u16();
+    metrics.total.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
+    metrics.seconds.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Gauges read at each scrape: live streams and the chat sessions the gateway holds.
+pub fn gauges(state: &State) {
+    let live = Arc::downgrade(state);
+    agora_nats::metrics::gauge_from(
+        "gateway_live_streams",
+        "Live event streams (GET /api/events) open",
+        move || live.upgrade().map(|state| state.live.clients() as i64),
+    );
+    let chat = Arc::downgrade(state);
+    agora_nats::metrics::gauge_from(
+        "gateway_chat_sessions",
+        "Chat sessions the gateway holds for signed-in browsers",
+        move || chat.upgrade().map(|state| state.chat.len() as i64),
+    );
+}
 
 pub async fn health(StateOf(state): StateOf<State>) -> ApiResult {
     let connection = state.agora.nats().connection_state();

@@ -38,6 +38,7 @@ pub mod files;
 pub mod identity;
 pub mod ledger;
 pub mod likes;
+pub mod metrics;
 pub mod owner;
 pub mod pattern;
 pub mod replica;

@@ -35,9 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::{Connection, DropBehavior, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
+use crate::metrics;
 use crate::replica::log::AppendError;
 use crate::replica::{Entry, Event, Journal};
 use crate::sqlite::StoreError;
@@ -288,7 +291,8 @@ fn start<S: State>(
 ) -> std::io::Result<OwnerHandle> {
     let Inbox { receiver, queued } = inbox;
     let promote = journal.is_some();
-    let owner = Owner { conn, state, limits, queued, synchronous: None, journal, promote };
+    let metrics = OwnerMetrics::new(name);
+    let owner = Owner { conn, state, limits, queued, synchronous: None, journal, promote, metrics };
     match limits.mode {
         Mode::Thread => {
             // The owner's own small runtime only awaits deliveries (publishes go to the
@@ -314,6 +318,80 @@ struct Owner<S: State> {
     journal: Option<Journal>,
     /// [`State::promoted`] is still to run.
     promote: bool,
+    metrics: OwnerMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct OwnerLabels {
+    owner: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PhaseLabels {
+    owner: String,
+    /// `commit` (apply and commit, with its fsync), or for a replicated owner `stage` (apply)
+    /// and `append` (the log's replicated append, then the local commit).
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct OutcomeLabels {
+    owner: String,
+    /// `committed` or `rolled_back`.
+    outcome: &'static str,
+}
+
+/// An owner's metrics: its groups (sizes, phases' times, outcomes) and its queue.
+#[derive(Debug)]
+struct OwnerMetrics {
+    owner: String,
+    queue: prometheus_client::metrics::gauge::Gauge,
+    envelopes: prometheus_client::metrics::histogram::Histogram,
+    seconds: Family<PhaseLabels, Histogram, metrics::Buckets>,
+    groups: Family<OutcomeLabels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl OwnerMetrics {
+    fn new(owner: &str) -> Self {
+        let queue: Family<OwnerLabels, prometheus_client::metrics::gauge::Gauge> =
+            metrics::register(
+                "owner_queue_depth",
+                "Requests waiting for the owner (a stateful service's one writer)",
+                Family::default(),
+            );
+        let envelopes: Family<OwnerLabels, Histogram, metrics::Buckets> = metrics::register(
+            "owner_group_envelopes",
+            "Requests applied together in one group (one transaction, one commit)",
+            Family::new_with_constructor(metrics::sizes()),
+        );
+        let labels = OwnerLabels { owner: owner.to_owned() };
+        Self {
+            owner: owner.to_owned(),
+            queue: queue.get_or_create(&labels).clone(),
+            envelopes: envelopes.get_or_create(&labels).clone(),
+            seconds: metrics::register(
+                "owner_group_seconds",
+                "Time a group spent, by phase: commit (SQLite, fsync included); for a \
+                 replicated service stage (apply) and append (the replicated log, then commit)",
+                Family::new_with_constructor(metrics::seconds()),
+            ),
+            groups: metrics::register(
+                "owner_groups",
+                "Groups by outcome (committed, or rolled_back)",
+                Family::default(),
+            ),
+        }
+    }
+
+    fn phase(&self, phase: &'static str, elapsed: Duration) {
+        let labels = PhaseLabels { owner: self.owner.clone(), phase };
+        self.seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    fn outcome(&self, committed: bool) {
+        let outcome = if committed { "committed" } else { "rolled_back" };
+        self.groups.get_or_create(&OutcomeLabels { owner: self.owner.clone(), outcome }).inc();
+    }
 }
 
 impl<S: State> Owner<S> {
@@ -323,8 +401,10 @@ impl<S: State> Owner<S> {
             self.run_group(Vec::new()).await;
         }
         while let Some(group) = next_group(&mut inbox, next_tick, self.limits.group_max).await {
-            self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
+            let left = self.queued.fetch_sub(group.len() as u64, Ordering::Relaxed);
+            self.metrics.queue.set(left.saturating_sub(group.len() as u64) as i64);
             if !group.is_empty() {
+                self.metrics.envelopes.observe(group.len() as f64);
                 self.run_group(group).await;
             }
             if Instant::now() >= next_tick {
@@ -358,6 +438,7 @@ impl<S: State> Owner<S> {
         };
         let report =
             GroupReport { envelopes, committed: false, durable, elapsed: started.elapsed() };
+        self.metrics.phase("commit", report.elapsed);
         self.finish_group(now_ms, result, out, report).await;
     }
 
@@ -371,6 +452,7 @@ impl<S: State> Owner<S> {
         mut report: GroupReport,
     ) {
         report.committed = result.is_ok();
+        self.metrics.outcome(report.committed);
         if let Err(error) = result {
             // The transaction was rolled back.
             tracing::error!(%error, "group not committed; rolled back, reloading from the store");
@@ -400,6 +482,8 @@ impl<S: State> Owner<S> {
                 let staged = started.elapsed();
                 let (bytes, events) = (entry.changes.len(), entry.events.len());
                 let appended = self.append(entry).await;
+                self.metrics.phase("stage", staged);
+                self.metrics.phase("append", started.elapsed() - staged);
                 tracing::debug!(
                     staged_us = staged.as_micros() as u64,
                     appended_us = started.elapsed().as_micros() as u64,

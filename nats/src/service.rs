@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
+use crate::metrics;
 
 /// The metadata key holding the host (container) an instance runs on: `agora health` finds
 /// its own container's instance by it.
@@ -196,14 +197,63 @@ impl ErrorCounts {
 }
 
 /// Adds endpoint `name` on `subject` (relative to the group) to a service group. The name is
-/// also the key of the endpoint's `$SRV.STATS` entry and of its [`ErrorCounts`].
-pub async fn add_endpoint(group: &Group, name: &str, subject: &str) -> anyhow::Result<Endpoint> {
-    group
+/// also the key of the endpoint's `$SRV.STATS` entry, of its [`ErrorCounts`] and of its
+/// request metrics (`crate::metrics::requests`).
+pub async fn add_endpoint(
+    group: &Group,
+    name: &str,
+    subject: &str,
+) -> anyhow::Result<MeteredEndpoint> {
+    let inner = group
         .endpoint_builder()
         .name(name)
         .add(subject)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot add endpoint {subject}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot add endpoint {subject}: {e}"))?;
+    let labels = metrics::EndpointLabels { endpoint: name.to_owned() };
+    let in_flight = metrics::requests().in_flight.get_or_create(&labels).clone();
+    Ok(MeteredEndpoint { inner, in_flight })
+}
+
+/// The header a request gets on arrival: when it arrived ([`metrics::monotonic_us`]), so that
+/// its reply, wherever it is sent from, knows how long it took. A caller's own is replaced.
+pub const RECEIVED_HEADER: &str = "Agora-Received-Us";
+
+/// An endpoint's requests, each stamped with its arrival ([`RECEIVED_HEADER`]) and counted in
+/// flight until [`Replier`] answers it.
+pub struct MeteredEndpoint {
+    inner: Endpoint,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl std::fmt::Debug for MeteredEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredEndpoint").field("in_flight", &self.in_flight.get()).finish()
+    }
+}
+
+impl futures::Stream for MeteredEndpoint {
+    type Item = Request;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Request>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(request)) = polled {
+            let mut request = request;
+            let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
+            headers.insert(RECEIVED_HEADER, metrics::monotonic_us().to_string().as_str());
+            self.in_flight.inc();
+            return std::task::Poll::Ready(Some(request));
+        }
+        polled
+    }
+}
+
+/// When `request` arrived (see [`RECEIVED_HEADER`]).
+fn received_us(request: &Request) -> Option<u64> {
+    request.message.headers.as_ref()?.get(RECEIVED_HEADER)?.as_str().parse().ok()
 }
 
 /// Replies to `request` with a JSON value or a coded error. A reply that cannot be published
@@ -235,6 +285,7 @@ impl Replier {
         result: Result<Bytes, ServiceError>,
         headers: Option<HeaderMap>,
     ) {
+        let code = result.as_ref().err().map(|error| error.code);
         let sent = match (result, headers) {
             (Ok(payload), Some(headers)) => {
                 request.respond_with_headers(Ok(payload), headers).await
@@ -248,6 +299,23 @@ impl Replier {
         };
         if let Err(error) = sent {
             tracing::warn!(endpoint = %self.endpoint, %error, "could not send reply");
+        }
+        self.count(request, code);
+    }
+
+    /// Counts an answered request: its outcome, and (if it came through a
+    /// [`MeteredEndpoint`]) its time since arrival.
+    fn count(&self, request: &Request, code: Option<ErrorCode>) {
+        let requests = metrics::requests();
+        let code = code.map_or("ok", ErrorCode::as_str);
+        let outcome =
+            metrics::OutcomeLabels { endpoint: self.endpoint.clone(), code: code.to_owned() };
+        requests.total.get_or_create(&outcome).inc();
+        if let Some(received) = received_us(request) {
+            let labels = metrics::EndpointLabels { endpoint: self.endpoint.clone() };
+            let seconds = metrics::monotonic_us().saturating_sub(received) as f64 / 1e6;
+            requests.seconds.get_or_create(&labels).observe(seconds);
+            requests.in_flight.get_or_create(&labels).dec();
         }
     }
 }

@@ -419,6 +419,19 @@ pub mod logs {
     pub const ALL: &str = "agora.logs.>";
 }
 
+/// Prometheus metrics, gathered over NATS (see `crate::metrics`): a request on [`ALL`] is
+/// answered by every instance of every component, one on `agora.metrics.<service>` by every
+/// instance of that component.
+pub mod metrics {
+    pub const ALL: &str = "agora.metrics";
+    pub fn subject(service: &str) -> String {
+        format!("agora.metrics.{service}")
+    }
+    /// Headers of an answer: which component and instance it describes.
+    pub const HEADER_SERVICE: &str = "Agora-Service";
+    pub const HEADER_INSTANCE: &str = "Agora-Instance";
+}
+
 /// Subjects of `agora bench`'s raw NATS baselines (served by the benchmark itself).
 pub mod bench {
     /// Raw request-reply echo: the reply is the request payload.

@@ -99,6 +99,14 @@ pub fn publish_logs(client: &async_nats::Client, service: &str, instance: &str) 
     });
 }
 
+/// Makes this process observable as instance `instance` of component `service`: its logs on
+/// `agora.logs.<service>` ([`publish_logs`]) and its metrics on `agora.metrics`
+/// ([`crate::metrics::serve`]).
+pub fn observe(client: &async_nats::Client, service: &str, instance: &str) {
+    publish_logs(client, service, instance);
+    crate::metrics::spawn(client, service, instance);
+}
+
 /// An instance name for components that have no id of their own: `pid-<process id>`.
 pub fn process_instance() -> String {
     format!("pid-{}", std::process::id())

@@ -15,6 +15,7 @@ mod identity;
 mod ledger;
 mod likes;
 mod load;
+mod metrics;
 mod money;
 mod replication;
 mod tasks;

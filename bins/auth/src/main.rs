@@ -23,6 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-auth").await?;
-    telemetry::publish_logs(&client, "auth", &telemetry::process_instance());
+    telemetry::observe(&client, "auth", &telemetry::process_instance());
     auth::run(client, args.auth, telemetry::shutdown_signal()).await
 }

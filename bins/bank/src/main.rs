@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let id = args.bank.bank_id.clone();
     let client = telemetry::connect(&args.nats, &format!("agora-bank {id}")).await?;
-    telemetry::publish_logs(&client, "bank", &id);
+    telemetry::observe(&client, "bank", &id);
     let ledger_client = telemetry::connect(&args.nats, &format!("agora-bank {id} ledger")).await?;
     bank::run(
         client,

@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-chat").await?;
-    telemetry::publish_logs(&client, "chat", &telemetry::process_instance());
+    telemetry::observe(&client, "chat", &telemetry::process_instance());
     chat::run(client, args.chat, telemetry::shutdown_signal()).await
 }

@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-coins").await?;
-    telemetry::publish_logs(&client, "coins", &telemetry::process_instance());
+    telemetry::observe(&client, "coins", &telemetry::process_instance());
     coins::run(client, args.coins, telemetry::shutdown_signal()).await
 }

@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-files").await?;
-    telemetry::publish_logs(&client, "files", &telemetry::process_instance());
+    telemetry::observe(&client, "files", &telemetry::process_instance());
     files::run(client, args.files, telemetry::shutdown_signal()).await
 }

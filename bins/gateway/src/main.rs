@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-gateway").await?;
-    telemetry::publish_logs(&client, "gateway", &telemetry::process_instance());
+    telemetry::observe(&client, "gateway", &telemetry::process_instance());
     let ready = |address: SocketAddr| {
         println!("agora-gateway listening on http://{address}");
         telemetry::announce_ready("agora-gateway");

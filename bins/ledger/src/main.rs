@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-ledger").await?;
-    telemetry::publish_logs(&client, "ledger", &telemetry::process_instance());
+    telemetry::observe(&client, "ledger", &telemetry::process_instance());
     ledger::run(
         client,
         args.ledger,

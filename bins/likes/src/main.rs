@@ -25,6 +25,6 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let client = telemetry::connect_without_echo(&args.nats, "agora-likes").await?;
     let instance = args.likes.node_id.clone().unwrap_or_else(telemetry::process_instance);
-    telemetry::publish_logs(&client, "likes", &instance);
+    telemetry::observe(&client, "likes", &instance);
     likes::run(client, args.likes, telemetry::shutdown_signal()).await
 }

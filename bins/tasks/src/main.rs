@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-tasks").await?;
-    telemetry::publish_logs(&client, "tasks", &telemetry::process_instance());
+    telemetry::observe(&client, "tasks", &telemetry::process_instance());
     tasks::run(client, args.tasks, telemetry::shutdown_signal()).await
 }

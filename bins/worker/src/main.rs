@@ -24,6 +24,6 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let id = args.worker.worker_id.clone();
     let client = telemetry::connect(&args.nats, &format!("agora-worker {id}")).await?;
-    telemetry::publish_logs(&client, "worker", &id);
+    telemetry::observe(&client, "worker", &id);
     worker::run(client, args.worker, telemetry::shutdown_signal()).await
 }

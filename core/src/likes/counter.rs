@@ -553,6 +553,30 @@ pub fn lacks(mine: &Vector, theirs: &Vector) -> bool {
     theirs.iter().any(|(origin, &batch)| batch > mine.get(origin).copied().unwrap_or(0))
 }
 
+/// How far behind each node is: the batches, summed over every origin, that some node covers
+/// and it does not (0 for a node that covers everything any node does).
+pub fn behind(current: &BTreeMap<NodeId, Vector>) -> BTreeMap<NodeId, u64> {
+    let mut most: BTreeMap<&NodeId, u64> = BTreeMap::new();
+    for vector in current.values() {
+        for (origin, &batch) in vector {
+            let entry = most.entry(origin).or_default();
+            *entry = (*entry).max(batch);
+        }
+    }
+    current
+        .iter()
+        .map(|(node, vector)| {
+            let lag = most
+                .iter()
+                .map(|(origin, &batch)| {
+                    batch - vector.get(*origin).copied().unwrap_or(0).min(batch)
+                })
+                .sum();
+            (node.clone(), lag)
+        })
+        .collect()
+}
+
 /// The leader's anti-entropy round: given every live node's coverage now (`current`) and a
 /// round ago (`previous`), which node should pull from which peers. A node pulls from a peer
 /// whose coverage of a round ago it still does not reach: events in flight have had a whole
@@ -591,6 +615,28 @@ mod tests {
     }
     fn user(id: &str) -> UserId {
         UserId::parse(id).expect("valid user")
+    }
+
+    #[test]
+    fn behind_counts_the_batches_a_node_misses() {
+        let vector = |pairs: &[(&str, u64)]| -> Vector {
+            pairs.iter().map(|(origin, batch)| (node(origin), *batch)).collect()
+        };
+        let current: BTreeMap<NodeId, Vector> = [
+            (node("a"), vector(&[("a", 5), ("b", 3)])),
+            (node("b"), vector(&[("a", 2), ("b", 7)])),
+            (node("c"), vector(&[])),
+        ]
+        .into_iter()
+        .collect();
+        let behind = behind(&current);
+        assert_eq!(behind[&node("a")], 4);
+        assert_eq!(behind[&node("b")], 3);
+        assert_eq!(behind[&node("c")], 12);
+        let same: BTreeMap<NodeId, Vector> =
+            [(node("a"), vector(&[("a", 1)])), (node("b"), vector(&[("a", 1)]))].into();
+        assert!(super::behind(&same).values().all(|lag| *lag == 0));
+        assert!(super::behind(&BTreeMap::new()).is_empty());
     }
 
     /// Applies a like in its own batch and returns the write.

@@ -42,6 +42,21 @@ pub(super) async fn batcher(bank: Arc<Bank>, mut queue: mpsc::Receiver<Single>) 
     }
 }
 
+/// How many single operations the bank sends to the ledger in one request.
+fn batch_sizes() -> &'static prometheus_client::metrics::histogram::Histogram {
+    static SIZES: std::sync::LazyLock<prometheus_client::metrics::histogram::Histogram> =
+        std::sync::LazyLock::new(|| {
+            crate::metrics::register(
+                "bank_batch_operations",
+                "Single deposits, withdrawals and transfers sent to the ledger in one request",
+                prometheus_client::metrics::histogram::Histogram::new(
+                    crate::metrics::size_buckets(),
+                ),
+            )
+        });
+    &SIZES
+}
+
 impl Bank {
     /// Sends one batch to the ledger and answers each of its operations. Operations on an
     /// account someone holds leased at the ledger (`agora.ledger.lock`) wait for the lease, up
@@ -49,6 +64,7 @@ impl Bank {
     async fn run_batch(&self, mut batch: Vec<Single>) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+        batch_sizes().observe(batch.len() as f64);
         let deadline = Instant::now() + Duration::from_millis(self.config.lock_wait_ms);
         let mut waiting: Vec<Single> = Vec::new();
         loop {

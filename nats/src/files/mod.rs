@@ -45,6 +45,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::error::{ErrorCode, ServiceError};
+use crate::metrics;
 use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_default, encode};
 use crate::subjects::files as subject;
 use wire::{
@@ -352,6 +353,36 @@ impl Files {
     }
 }
 
+/// The cache's metrics, read at each scrape.
+fn cache_metrics(files: &Arc<Files>) {
+    let read = |files: &Arc<Files>, pick: fn(&Files) -> u64| {
+        let files = Arc::downgrade(files);
+        move || files.upgrade().map(|files| pick(&files))
+    };
+    metrics::gauge_from("files_cache_bytes", "Bytes of file contents held in the cache", {
+        let bytes = read(files, |f| f.cache.weighted_size());
+        move || bytes().map(|b| b as i64)
+    });
+    type Pick = fn(&Files) -> u64;
+    let counters: [(&str, &str, Pick); 4] = [
+        ("files_cache_hits", "Reads served from the cache", |f| {
+            f.counters.hits.load(Ordering::Relaxed)
+        }),
+        ("files_cache_misses", "Reads that went to the disk", |f| {
+            f.counters.misses.load(Ordering::Relaxed)
+        }),
+        ("files_cache_evictions", "Files evicted to stay within the cache's bytes", |f| {
+            f.counters.evictions.load(Ordering::Relaxed)
+        }),
+        ("files_cache_invalidations", "Cached files dropped because the file changed", |f| {
+            f.counters.invalidations.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, pick) in counters {
+        metrics::counter_from(name, help, read(files, pick));
+    }
+}
+
 /// Runs a file server until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -396,6 +427,7 @@ pub async fn run(
         chunk_bytes: chunk_bytes as u64,
     });
     tracing::info!(root = %files.root.display(), chunk_bytes, cache_bytes = config.cache_bytes, "serving files");
+    cache_metrics(&files);
     let errors = ErrorCounts::default();
     let stats_errors = errors.clone();
     let stats_files = files.clone();

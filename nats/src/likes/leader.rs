@@ -186,6 +186,23 @@ pub async fn gather_digests(
     Ok(digests)
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+/// The coverage lag of every node, as the leader's last round saw it.
+fn behind_gauge()
+-> prometheus_client::metrics::family::Family<NodeLabels, prometheus_client::metrics::gauge::Gauge>
+{
+    crate::metrics::register(
+        "likes_coverage_lag_batches",
+        "Batches some node covers and this one not, summed over origins (set by the leader's \
+         anti-entropy round, for every node)",
+        Default::default(),
+    )
+}
+
 /// One anti-entropy round: gather every node's digest, order the lagging ones to pull (this
 /// node's own orders go straight to its syncer).
 async fn round(
@@ -207,6 +224,11 @@ async fn round(
         .iter()
         .filter_map(|d| Some((NodeId::parse(&d.node).ok()?, vector_from_wire(&d.vector).ok()?)))
         .collect();
+    let lag = behind_gauge();
+    lag.clear();
+    for (node, batches) in core_likes::behind(&current) {
+        lag.get_or_create(&NodeLabels { node: node.to_string() }).set(batches as i64);
+    }
     for (node, from) in core_likes::pull_plan(&current, &lead.previous) {
         let order = PullOrder {
             leader: lead.lease.node.clone(),

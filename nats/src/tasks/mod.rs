@@ -234,6 +234,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_queue(&js, &config).await?;
+    for consumer in [subject::CONSUMER_HIGH, subject::CONSUMER_NORMAL] {
+        crate::metrics::watch_consumer(&js, subject::STREAM, consumer);
+    }
     let errors = ErrorCounts::default();
     let mut tasks = Tasks::load(&conn, client.clone(), js.clone(), config, &errors)?;
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
