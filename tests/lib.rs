@@ -121,6 +121,8 @@ pub struct System {
     pub gateway_url: String,
     /// The auth service (started with the auth config, and for the gateway).
     pub auth_service: Option<Component>,
+    /// Environment every component started from now on gets (an OTLP endpoint, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl System {
@@ -169,6 +171,7 @@ impl System {
             gateway: None,
             gateway_url: String::new(),
             auth_service: None,
+            env: Vec::new(),
         }
     }
 
@@ -562,6 +565,7 @@ impl System {
         } else {
             Vec::new()
         };
+        envs.extend(self.env.iter().map(|(key, value)| (key.as_str(), value.as_str())));
         envs.extend_from_slice(more);
         Component::start(name, &path, args, &envs, &self.logs())
             .unwrap_or_else(|e| panic!("{name} starts: {e:#}"))

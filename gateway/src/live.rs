@@ -118,7 +118,16 @@ impl Topic {
 }
 
 /// Recent log records: (severity 0 error / 1 warn / 2 info, the record, its service).
-type LogRing = Mutex<VecDeque<(u8, Arc<RawValue>, String)>>;
+type LogRing = Mutex<VecDeque<Logged>>;
+
+/// A log record the gateway keeps: its level's rank, its JSON, its service and trace.
+#[derive(Debug)]
+struct Logged {
+    level: u8,
+    json: Arc<RawValue>,
+    service: String,
+    trace_id: Option<String>,
+}
 
 /// Who may see an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,16 +209,19 @@ impl Hub {
         service: Option<&str>,
         level_max: u8,
         limit: usize,
+        trace_id: Option<&str>,
     ) -> Vec<Arc<RawValue>> {
         let Ok(ring) = self.logs.lock() else { return Vec::new() };
         let mut records: Vec<_> = ring
             .iter()
             .rev()
-            .filter(|(level, _, from)| {
-                *level <= level_max && service.is_none_or(|service| service == from)
+            .filter(|logged| {
+                logged.level <= level_max
+                    && service.is_none_or(|service| service == logged.service)
+                    && trace_id.is_none_or(|id| Some(id) == logged.trace_id.as_deref())
             })
             .take(limit)
-            .map(|(_, record, _)| record.clone())
+            .map(|logged| logged.json.clone())
             .collect();
         records.reverse();
         records
@@ -254,7 +266,12 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
             if ring.len() == LOG_RING_MAX {
                 ring.pop_front();
             }
-            ring.push_back((level, Arc::from(data.clone()), record.service));
+            ring.push_back(Logged {
+                level,
+                json: Arc::from(data.clone()),
+                service: record.service,
+                trace_id: record.trace_id,
+            });
         }
     }
     let subject = serde_json::to_string(message.subject.as_str()).ok()?;

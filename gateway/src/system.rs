@@ -27,6 +27,7 @@ use agora_nats::client::gather;
 use agora_nats::clock::now_ms;
 use agora_nats::error::ErrorCode;
 use agora_nats::subjects::micro;
+use agora_nats::trace;
 
 /// Health, the API document, service instances, logs.
 pub const ROUTES: &[Route] = &[
@@ -69,7 +70,7 @@ pub const ROUTES: &[Route] = &[
         "system",
         "Recent log records of every component, newest last (managers)",
         Some(schema::<LogsQuery>),
-        ["service", "level", "limit"],
+        ["service", "level", "limit", "trace_id"],
         None,
         get(logs)
     ),
@@ -155,20 +156,48 @@ fn http_metrics() -> &'static HttpMetrics {
 }
 
 /// Counts every HTTP request by its route's pattern (`/api/bank/balance/{account}`; never the
-/// path itself, which would make a series per account).
+/// path itself, which would make a series per account), and handles it as a span of its own:
+/// a child of the request's `traceparent` (or a new trace's root), current while the handler
+/// calls the services, named in the `traceresponse` header of the response.
 pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
-    let response = next.run(request).await;
+    let parent = request
+        .headers()
+        .get(trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(trace::Trace::parse);
+    let span = trace::Trace::child_of(parent.as_ref());
+    let mut response = trace::scope(Some(span), next.run(request)).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&span.traceparent()) {
+        response.headers_mut().insert(trace::TRACERESPONSE, value);
+    }
     let metrics = http_metrics();
     let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let operation = format!("{method} {route}");
     metrics.total.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
-    metrics.seconds.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    metrics.seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    let status_text = status.to_string();
+    trace::record(trace::Finished {
+        span,
+        parent,
+        operation: &operation,
+        kind: opentelemetry::trace::SpanKind::Server,
+        started: started_at,
+        elapsed,
+        error: (status >= 500).then_some(status_text.as_str()),
+        attributes: vec![opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        )],
+    });
     response
 }
 
@@ -289,6 +318,9 @@ pub struct LogsQuery {
     /// Default 200.
     #[schemars(range(min = 1, max = 1_000))]
     pub limit: Option<usize>,
+    /// Only the records of this trace (32 hex digits): the path of one request.
+    #[schemars(regex(pattern = r"^[0-9a-f]{32}$"))]
+    pub trace_id: Option<String>,
 }
 
 pub async fn logs(
@@ -310,6 +342,16 @@ pub async fn logs(
     if !(1..=super::live::LOG_RING_MAX).contains(&limit) {
         return Err(ApiError::invalid(format!("limit is 1 to {}", super::live::LOG_RING_MAX)));
     }
-    let records = state.live.recent_logs(logs_query.service.as_deref(), minimum, limit);
+    if let Some(id) = &logs_query.trace_id
+        && (id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(ApiError::invalid("trace_id is 32 lowercase hex digits"));
+    }
+    let records = state.live.recent_logs(
+        logs_query.service.as_deref(),
+        minimum,
+        limit,
+        logs_query.trace_id.as_deref(),
+    );
     Ok(Json(json!({ "records": records })).into_response())
 }

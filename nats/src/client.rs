@@ -228,6 +228,14 @@ impl AgoraClient {
     ) -> Result<async_nats::Message, ClientError> {
         // One timer per request: async-nats' own per-request timeout.
         let mut request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let headers = match (headers, crate::trace::current()) {
+            (headers, None) => headers,
+            (mut headers, Some(trace)) => {
+                let headers_mut = headers.get_or_insert_with(async_nats::HeaderMap::new);
+                headers_mut.insert(crate::trace::TRACEPARENT, trace.traceparent().as_str());
+                headers
+            }
+        };
         let headers = match (headers, &self.acting_for) {
             (None, None) => None,
             (Some(headers), None) => Some(headers),

@@ -47,6 +47,7 @@ pub mod sqlite;
 pub mod subjects;
 pub mod tasks;
 pub mod telemetry;
+pub mod trace;
 
 pub use client::{AgoraClient, ClientError};
 pub use error::{ErrorCode, ServiceError};

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorBody, ErrorCode, ServiceError};
-use crate::metrics;
+use crate::{metrics, trace};
 
 /// The metadata key holding the host (container) an instance runs on: `agora health` finds
 /// its own container's instance by it.
@@ -242,13 +242,26 @@ impl futures::Stream for MeteredEndpoint {
         let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
         if let std::task::Poll::Ready(Some(request)) = polled {
             let mut request = request;
+            let parent = trace::Trace::from_headers(request.message.headers.as_ref());
+            let span = trace::Trace::child_of(parent.as_ref());
             let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
             headers.insert(RECEIVED_HEADER, metrics::monotonic_us().to_string().as_str());
+            headers.insert(SPAN_HEADER, span.traceparent().as_str());
             self.in_flight.inc();
             return std::task::Poll::Ready(Some(request));
         }
         polled
     }
+}
+
+/// The header a request gets on arrival: its own span (see [`crate::trace`]), a child of the
+/// caller's `traceparent`. A caller's own is replaced.
+pub const SPAN_HEADER: &str = "Agora-Span";
+
+/// The span of a request that came through a [`MeteredEndpoint`]: what its handler works for
+/// (`trace::scope(service::span_of(&request), ...)`).
+pub fn span_of(request: &Request) -> Option<trace::Trace> {
+    trace::Trace::parse(request.message.headers.as_ref()?.get(SPAN_HEADER)?.as_str())
 }
 
 /// When `request` arrived (see [`RECEIVED_HEADER`]).
@@ -313,9 +326,25 @@ impl Replier {
         requests.total.get_or_create(&outcome).inc();
         if let Some(received) = received_us(request) {
             let labels = metrics::EndpointLabels { endpoint: self.endpoint.clone() };
-            let seconds = metrics::monotonic_us().saturating_sub(received) as f64 / 1e6;
-            requests.seconds.get_or_create(&labels).observe(seconds);
+            let elapsed_us = metrics::monotonic_us().saturating_sub(received);
+            requests.seconds.get_or_create(&labels).observe(elapsed_us as f64 / 1e6);
             requests.in_flight.get_or_create(&labels).dec();
+            if let Some(span) = span_of(request).filter(|span| span.sampled) {
+                let elapsed = std::time::Duration::from_micros(elapsed_us);
+                trace::record(trace::Finished {
+                    span,
+                    parent: trace::Trace::from_headers(request.message.headers.as_ref()),
+                    operation: &self.endpoint,
+                    kind: opentelemetry::trace::SpanKind::Server,
+                    started: std::time::SystemTime::now() - elapsed,
+                    elapsed,
+                    error: (code != "ok").then_some(code),
+                    attributes: vec![opentelemetry::KeyValue::new(
+                        "messaging.destination.name",
+                        request.message.subject.to_string(),
+                    )],
+                });
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ struct Queued {
     target: String,
     message: String,
     fields: serde_json::Map<String, serde_json::Value>,
+    trace_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -88,6 +89,7 @@ pub fn publish_logs(client: &async_nats::Client, service: &str, instance: &str) 
                 target: queued.target,
                 message: queued.message,
                 fields: queued.fields,
+                trace_id: queued.trace_id,
                 dropped: dropped.swap(0, Ordering::Relaxed),
             };
             let Ok(payload) = serde_json::to_vec(&record) else { continue };
@@ -100,9 +102,10 @@ pub fn publish_logs(client: &async_nats::Client, service: &str, instance: &str) 
 }
 
 /// Makes this process observable as instance `instance` of component `service`: its logs on
-/// `agora.logs.<service>` ([`publish_logs`]) and its metrics on `agora.metrics`
-/// ([`crate::metrics::serve`]).
+/// `agora.logs.<service>` ([`publish_logs`]), its metrics on `agora.metrics`
+/// ([`crate::metrics::serve`]) and its trace spans ([`crate::trace::init`]).
 pub fn observe(client: &async_nats::Client, service: &str, instance: &str) {
+    crate::trace::init(service);
     publish_logs(client, service, instance);
     crate::metrics::spawn(client, service, instance);
 }
@@ -127,12 +130,18 @@ impl<S: Subscriber> Layer<S> for PublishLayer {
         let mut visitor = FieldVisitor::default();
         event.record(&mut visitor);
         let metadata = event.metadata();
+        // The span the task works for, or the one the record is about (a recorded span).
+        let trace_id =
+            crate::trace::current().map(|trace| trace.trace_id.to_string()).or_else(|| {
+                visitor.fields.get("trace_id").and_then(|id| id.as_str()).map(str::to_owned)
+            });
         permit.send(Queued {
             ts_ms: now_ms(),
             level: *metadata.level(),
             target: metadata.target().to_owned(),
             message: visitor.message,
             fields: visitor.fields,
+            trace_id,
         });
     }
 }
@@ -271,6 +280,9 @@ pub struct LogRecord {
     /// The event's other fields (at most 16, each cut to 256 bytes).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The trace the record belongs to (the span being handled when it was logged), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Records this process dropped since the previous one it published (its queue was full).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u64,

@@ -26,7 +26,7 @@
 //!
 //! The stack is always taken down (`down -v`), also when a phase fails.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +92,7 @@ impl Stack {
             ("AGORA_NATS_PORT_2", free_port()),
             ("AGORA_NATS_PORT_3", free_port()),
             ("AGORA_HTTP_PORT", free_port()),
+            ("AGORA_PROMETHEUS_PORT", free_port()),
         ]);
         let project = std::env::var("AGORA_E2E_PROJECT")
             .unwrap_or_else(|_| format!("agora-e2e-{}", std::process::id()));
@@ -912,6 +913,77 @@ async fn the_compose_stack_survives_faults_under_load() {
     stack.ok(&["start", &victim]);
     wait_ready(&stack, &client, Duration::from_secs(120)).await;
     eprintln!("[e2e] 6. no single point of failure ({:?})", started.elapsed());
+
+    // 7. The stack's Prometheus scrapes every component through the gateway, with its rules.
+    prometheus_sees_everyone(&stack).await;
+    eprintln!("[e2e] 7. Prometheus scrapes every component ({:?})", started.elapsed());
+}
+
+/// The stack's Prometheus: the gateway's target is up, every component has instances in it,
+/// the transfers of this run are counted, and the alert rules evaluate.
+async fn prometheus_sees_everyone(stack: &Stack) {
+    let base = format!("http://127.0.0.1:{}", stack.ports["AGORA_PROMETHEUS_PORT"]);
+    let http = reqwest::Client::new();
+    let query = |q: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let reply: Value = http
+                .get(format!("{base}/api/v1/query"))
+                .query(&[("query", q)])
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            reply["data"]["result"].as_array().cloned()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let up = query("up{job=\"agora\"}").await.unwrap_or_default();
+        let services: BTreeSet<String> = query("count by (service) (agora_up)")
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["metric"]["service"].as_str().map(str::to_owned))
+            .collect();
+        let transfers =
+            query("sum(agora_requests_total{service=\"bank\",endpoint=\"transfer\",code=\"ok\"})")
+                .await
+                .unwrap_or_default();
+        let expected = ["auth", "bank", "chat", "coins", "files", "gateway", "ledger", "likes"]
+            .into_iter()
+            .chain(["tasks", "worker"]);
+        let everyone = expected.clone().all(|s| services.contains(s));
+        let counted =
+            transfers.first().and_then(|r| r["value"][1].as_str()).is_some_and(|v| v != "0");
+        if up.first().is_some_and(|r| r["value"][1] == "1") && everyone && counted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus: up {up:?}, services {services:?}, transfers {transfers:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let rules: Value = http
+        .get(format!("{base}/api/v1/rules"))
+        .send()
+        .await
+        .expect("Prometheus answers")
+        .json()
+        .await
+        .expect("JSON");
+    let health: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .map(|r| &r["health"])
+        .collect();
+    assert!(health.len() >= 6 && health.iter().all(|h| *h == "ok"), "{rules}");
 }
 
 /// An API token of `name` from the gateway (signed up first when `sign_up`).

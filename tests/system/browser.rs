@@ -286,14 +286,93 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     screenshot(&ann, "dashboard-likes.png").await;
 
-    // Monitoring lists the live services, for the manager.
+    // Monitoring: every instance's metrics, with charts, for the manager.
     click(&ben, "a[data-tab=monitoring]").await;
-    eventually!(10, "the instances table", {
+    eventually!(20, "the instances table", {
         let services = texts(&ben, "#mon-table tbody td:first-child").await;
-        (services.iter().any(|s| s == "agora-bank") && services.iter().any(|s| s == "agora-likes"))
+        (services.iter().any(|s| s == "bank") && services.iter().any(|s| s == "likes"))
             .then_some(())
     });
+    // A rate needs two reads; the charts draw a few, with a legend, and the tiles a figure.
+    eventually!(30, "charts of a few reads", {
+        let rate = texts(&ben, "#mon-rate").await;
+        let legend = texts(&ben, "#mon-legend span").await;
+        let canvas = ben.find(Locator::Css("#mon-chart-rate")).await.ok();
+        let points = match canvas {
+            Some(canvas) => canvas.attr("data-points").await.ok().flatten(),
+            None => None,
+        };
+        (rate.first().is_some_and(|r| r != "–" && !r.is_empty())
+            && legend.iter().any(|s| s == "bank")
+            && points.and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p >= 4))
+        .then_some(())
+    });
+    let columns = texts(&ben, "#mon-table thead th").await;
+    for column in ["p99", "In flight", "Queue", "Commit p99", "Consumer lag", "Cache"] {
+        assert!(columns.iter().any(|c| c == column), "{column} in {columns:?}");
+    }
+    let ledger_row = ben
+        .find(Locator::XPath("//table[@id='mon-table']//tr[td[1][normalize-space()='ledger']]"))
+        .await
+        .expect("the ledger's row");
+    let ledger_cells = ledger_row.find_all(Locator::Css("td")).await.expect("cells");
+    let queue = ledger_cells[7].text().await.expect("text");
+    assert!(queue.parse::<u64>().is_ok(), "the ledger's queue depth is a number: {queue:?}");
     screenshot(&ben, "dashboard-monitoring.png").await;
+
+    // Logs: a traced transfer through the gateway; its trace id in a log line shows the
+    // whole path (gateway, bank, ledger) when clicked.
+    click(&ben, "a[data-tab=logs]").await;
+    let caller = agora_nats::trace::Trace::root(true);
+    let trace_id = caller.trace_id.to_string();
+    let token = system.http_token("ann").await;
+    let http = reqwest::Client::new();
+    let deposited = http
+        .post(format!("{base}/api/bank/deposit"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"account": "ann", "amount": 10}))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(deposited.status(), 200);
+    let transferred = http
+        .post(format!("{base}/api/bank/transfer"))
+        .bearer_auth(&token)
+        .header("traceparent", caller.traceparent())
+        .json(&serde_json::json!({"from": "ann", "to": "ben", "amount": 1}))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(transferred.status(), 200);
+
+    let link = format!("#logs-list a.trace[data-trace='{trace_id}']");
+    eventually!(20, "the trace's log lines", shown(&ben, &link).await.then_some(()));
+    click(&ben, &link).await;
+    agora_tests::eventually(Duration::from_secs(20), Duration::from_millis(200), async || {
+        let mut shown_rows = Vec::new();
+        for row in ben.find_all(Locator::Css("#logs-list .log")).await.unwrap_or_default() {
+            if row.is_displayed().await.unwrap_or(false) {
+                shown_rows.push(row.text().await.unwrap_or_default());
+            }
+        }
+        let hop = |name: &str| {
+            shown_rows.iter().filter(|t| t.contains(&format!("span {name}"))).count() == 1
+        };
+        let every_hop_once = hop("gateway POST /api/bank/transfer")
+            && hop("bank transfer")
+            && hop("ledger apply")
+            && shown_rows.iter().all(|t| t.contains(&trace_id[..8]));
+        if every_hop_once {
+            Ok(())
+        } else {
+            Err(format!("only the trace's records, from every hop, each once: {shown_rows:#?}"))
+        }
+    })
+    .await;
+    assert!(shown(&ben, "#logs-trace").await, "the trace banner");
+    screenshot(&ben, "dashboard-logs-trace.png").await;
+    click(&ben, "#logs-trace-clear").await;
+    eventually!(10, "every record again", (!shown(&ben, "#logs-trace").await).then_some(()));
 
     // Signing out ends the session: the page is back at the sign-in form, and the cookie
     // no longer works.

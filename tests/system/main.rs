@@ -19,4 +19,5 @@ mod metrics;
 mod money;
 mod replication;
 mod tasks;
+mod traces;
 mod up;

@@ -37,6 +37,10 @@ struct Cli {
     /// Where `agora login` keeps its token (default ~/.config/agora/credentials.json).
     #[arg(long, global = true, env = "AGORA_CREDENTIALS")]
     credentials: Option<PathBuf>,
+    /// Trace this call: every service it reaches records its span (sampled), and the trace id
+    /// is printed on stderr (`trace <id>`), to find in the logs or a trace viewer.
+    #[arg(long, global = true)]
+    trace: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -292,11 +296,43 @@ struct UpArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // The command's names (`bank transfer`), never its values: a span's name.
+    let mut operation = vec!["agora"];
+    let mut level = &matches;
+    while let Some((name, sub)) = level.subcommand() {
+        operation.push(name);
+        level = sub;
+    }
+    let operation = operation.join(" ");
     // Failures reach the user as one `error [code]: ...` line; the NATS client's own report of
     // a refused login and the warning of a refused publish would only say it twice.
     telemetry::init("warn,async_nats=off,agora_nats::connection=error");
-    match run(cli).await {
+    let span = cli.trace.then(|| {
+        agora_nats::trace::init("cli");
+        agora_nats::trace::Trace::root(true)
+    });
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
+    let result = agora_nats::trace::scope(span, run(cli)).await;
+    if let Some(span) = span {
+        agora_nats::trace::record(agora_nats::trace::Finished {
+            span,
+            parent: None,
+            operation: &operation,
+            kind: opentelemetry::trace::SpanKind::Client,
+            started: started.0,
+            elapsed: started.1.elapsed(),
+            error: result.as_ref().err().map(|_| "failed"),
+            attributes: Vec::new(),
+        });
+        agora_nats::trace::flush();
+        eprintln!("trace {}", span.trace_id);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             match error.downcast_ref::<ClientError>() {
@@ -356,7 +392,7 @@ async fn connect_saved(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { nats, json, timeout_ms, credentials, command } = cli;
+    let Cli { nats, json, timeout_ms, credentials, command, trace: _ } = cli;
     let server = nats.nats();
     let credentials = account::credentials_path(credentials.as_deref());
     let connect = |server: &NatsArgs, timeout_ms: u64| {

@@ -179,91 +179,220 @@ $("signout").addEventListener("click", () => auth.signOut());
 on("lagged", () => { if (currentTab && tabs[currentTab].show) tabs[currentTab].show(); });
 
 // ---------------------------------------------------------------- monitoring
+// Reads the gateway's GET /metrics (every instance's Prometheus metrics, gathered over NATS)
+// every two seconds; rates and latency quantiles come from the difference between two reads.
+
+/** Parses Prometheus/OpenMetrics text into samples {name, labels, value}. */
+function parseMetrics(text) {
+  const samples = [];
+  const line = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
+  const label = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+  for (const row of text.split("\n")) {
+    if (!row || row.startsWith("#")) continue;
+    const m = line.exec(row);
+    if (!m) continue;
+    const labels = {};
+    for (const [, key, value] of (m[2] || "").matchAll(label)) {
+      labels[key] = value.replace(/\\n/g, "\n").replace(/\\"/g, '"').replace(/\\\\/g, "\\");
+    }
+    samples.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/** The q-quantile of cumulative histogram buckets {le: count} (as histogram_quantile does). */
+function quantile(q, buckets) {
+  const bounds = Object.keys(buckets).map((le) => [le === "+Inf" ? Infinity : Number(le), buckets[le]]).sort((a, b) => a[0] - b[0]);
+  if (!bounds.length) return null;
+  const total = bounds[bounds.length - 1][1];
+  if (!(total > 0)) return null;
+  const rank = q * total;
+  let previousBound = 0, previousCount = 0;
+  for (const [bound, count] of bounds) {
+    if (count >= rank) {
+      if (bound === Infinity) return previousBound;
+      const inBucket = count - previousCount;
+      return previousBound + (bound - previousBound) * (inBucket > 0 ? (rank - previousCount) / inBucket : 1);
+    }
+    previousBound = bound; previousCount = count;
+  }
+  return previousBound;
+}
+
+const palette = ["#4f5bd5", "#1f9d63", "#d08a0b", "#d64545", "#0e9fb8", "#8e44ad", "#6b778c", "#c2185b", "#2e7d32", "#ef6c00", "#3949ab"];
+
 const monitoring = {
-  history: [],
-  last: null,
-  timer: null,
+  window: 90,      // points kept: three minutes at one read every two seconds
+  history: {},     // service -> [{rate, errors, p50, p99}]
+  previous: null,  // the last read's per-service totals
+  colors: {},
   show() { this.refresh(); },
+  color(service) {
+    if (!this.colors[service]) this.colors[service] = palette[Object.keys(this.colors).length % palette.length];
+    return this.colors[service];
+  },
+  /** A colour key (set through the style object: the page's CSP allows no style attributes). */
+  swatch(service) {
+    const el = h("span", { class: "swatch" });
+    el.style.background = this.color(service);
+    return el;
+  },
   async refresh() {
-    let snapshot;
-    try { snapshot = await api("GET", "/api/services"); } catch (e) { return; }
-    const instances = snapshot.instances || [];
-    let requests = 0, errors = 0;
-    const services = new Set();
-    const body = $("mon-table").tBodies[0];
-    body.replaceChildren();
-    for (const instance of instances) {
-      services.add(instance.name);
-      let count = 0, errorCount = 0, time = 0;
-      const stats = {};
-      for (const endpoint of instance.endpoints || []) {
-        count += endpoint.num_requests || 0;
-        errorCount += endpoint.num_errors || 0;
-        time += endpoint.processing_time || 0;
-        if (endpoint.data && Object.keys(endpoint.data).length) stats[endpoint.name] = endpoint.data;
-        if (endpoint.data && endpoint.data.errors) {
-          for (const n of Object.values(endpoint.data.errors)) errorCount += typeof n === "number" ? n : 0;
-        }
-      }
-      requests += count;
-      errors += errorCount;
-      const latency = count ? time / count / 1e6 : 0;
-      const summary = Object.keys(stats).length ? JSON.stringify(stats) : "";
-      body.append(h("tr", {},
-        h("td", {}, h("strong", {}, instance.name)),
-        h("td", { class: "mono" }, instance.id),
-        h("td", {}, instance.version || ""),
-        h("td", { class: "num" }, count.toLocaleString()),
-        h("td", { class: "num" }, errorCount.toLocaleString()),
-        h("td", { class: "num" }, count ? `${latency.toFixed(2)} ms` : "–"),
-        h("td", { class: "stats mono", title: summary }, summary.length > 160 ? summary.slice(0, 160) + "…" : summary)));
-    }
+    let text;
+    try {
+      const response = await fetch("/metrics", { credentials: "same-origin" });
+      if (!response.ok) return;
+      text = await response.text();
+    } catch (e) { return; }
+    const samples = parseMetrics(text);
     const now = Date.now();
-    if (this.last) {
-      const rate = Math.max(0, (requests - this.last.requests) / ((now - this.last.at) / 1000));
-      this.history.push(rate);
-      if (this.history.length > 60) this.history.shift();
-      $("mon-rate").textContent = rate.toFixed(rate < 10 ? 1 : 0);
+    // Per service: request and error totals and latency buckets. Per instance: the columns.
+    const services = {};
+    const instances = {};
+    const service = (name) => (services[name] ||= { requests: 0, errors: 0, buckets: {} });
+    const instance = (l) => (instances[`${l.service}\u0000${l.instance}`] ||= {
+      service: l.service, instance: l.instance, requests: 0, errors: 0, buckets: {}, inFlight: 0,
+      queue: null, commit: {}, lag: null, cacheBytes: null, hits: 0, misses: 0, live: null });
+    for (const { name, labels, value } of samples) {
+      if (!labels.service) continue;
+      const i = instance(labels);
+      switch (name) {
+        case "agora_up": service(labels.service); break;
+        case "agora_requests_total": {
+          const s = service(labels.service);
+          s.requests += value; i.requests += value;
+          if (labels.code !== "ok") { s.errors += value; i.errors += value; }
+          break;
+        }
+        case "agora_request_duration_seconds_bucket": {
+          const s = service(labels.service);
+          s.buckets[labels.le] = (s.buckets[labels.le] || 0) + value;
+          i.buckets[labels.le] = (i.buckets[labels.le] || 0) + value;
+          break;
+        }
+        case "agora_requests_in_flight": i.inFlight += value; break;
+        case "agora_owner_queue_depth": i.queue = (i.queue || 0) + value; break;
+        case "agora_owner_group_seconds_bucket":
+          if (labels.phase === "commit" || labels.phase === "append") i.commit[labels.le] = (i.commit[labels.le] || 0) + value;
+          break;
+        case "agora_jetstream_consumer_pending": i.lag = (i.lag || 0) + value; break;
+        case "agora_files_cache_bytes": i.cacheBytes = value; break;
+        case "agora_files_cache_hits_total": i.hits = value; break;
+        case "agora_files_cache_misses_total": i.misses = value; break;
+        case "agora_gateway_live_streams": i.live = value; break;
+      }
     }
-    this.last = { requests, at: now };
-    $("mon-instances").textContent = instances.length;
-    $("mon-services").textContent = services.size;
-    $("mon-errors").textContent = errors.toLocaleString();
+    const previous = this.previous;
+    if (previous) {
+      const seconds = Math.max(0.001, (now - previous.at) / 1000);
+      let rate = 0, errors = 0;
+      for (const [name, s] of Object.entries(services)) {
+        const before = previous.services[name];
+        // A restarted instance's counters start again at 0: count from there.
+        const delta = (a, b) => (b === undefined || a < b ? a : a - b);
+        const point = {
+          rate: delta(s.requests, before && before.requests) / seconds,
+          errors: delta(s.errors, before && before.errors) / seconds,
+        };
+        const buckets = {};
+        for (const [le, count] of Object.entries(s.buckets)) buckets[le] = delta(count, before && before.buckets[le]);
+        point.p50 = quantile(0.5, buckets);
+        point.p99 = quantile(0.99, buckets);
+        if (point.p50 !== null) point.p50 *= 1000;
+        if (point.p99 !== null) point.p99 *= 1000;
+        rate += point.rate; errors += point.errors;
+        const history = (this.history[name] ||= []);
+        history.push(point);
+        if (history.length > this.window) history.shift();
+      }
+      $("mon-rate").textContent = rate.toFixed(rate < 10 ? 1 : 0);
+      $("mon-errors").textContent = errors.toFixed(errors < 10 ? 1 : 0);
+    }
+    this.previous = { at: now, services: JSON.parse(JSON.stringify(services)) };
+    $("mon-instances").textContent = Object.keys(instances).length;
+    $("mon-services").textContent = Object.keys(services).length;
+    this.table(Object.values(instances));
     this.draw();
   },
+  table(rows) {
+    const ms = (seconds) => (seconds === null ? "–" : seconds * 1000 < 10 ? `${(seconds * 1000).toFixed(2)} ms` : `${(seconds * 1000).toFixed(0)} ms`);
+    const count = (n) => (n === null ? "–" : Math.round(n).toLocaleString());
+    const body = $("mon-table").tBodies[0];
+    body.replaceChildren();
+    rows.sort((a, b) => a.service.localeCompare(b.service) || a.instance.localeCompare(b.instance));
+    for (const r of rows) {
+      const reads = r.hits + r.misses;
+      const cache = r.cacheBytes === null ? "–" : `${(r.cacheBytes / 1048576).toFixed(1)} MB${reads ? `, ${Math.round((100 * r.hits) / reads)}% hits` : ""}`;
+      body.append(h("tr", {},
+        h("td", {}, this.swatch(r.service), h("strong", {}, r.service)),
+        h("td", { class: "mono" }, r.instance),
+        h("td", { class: "num" }, count(r.requests)),
+        h("td", { class: "num" }, count(r.errors)),
+        h("td", { class: "num" }, ms(quantile(0.5, r.buckets))),
+        h("td", { class: "num" }, ms(quantile(0.99, r.buckets))),
+        h("td", { class: "num" }, count(r.inFlight)),
+        h("td", { class: "num" }, count(r.queue)),
+        h("td", { class: "num" }, ms(quantile(0.99, r.commit))),
+        h("td", { class: "num" }, count(r.lag)),
+        h("td", { class: "num" }, cache),
+        h("td", { class: "num" }, count(r.live))));
+    }
+  },
   draw() {
-    const canvas = $("mon-chart");
+    const names = Object.keys(this.history).sort();
+    $("mon-legend").replaceChildren(...names.map((name) => h("span", {}, this.swatch(name), name)));
+    for (const [id, key, unit] of [["mon-chart-rate", "rate", ""], ["mon-chart-errors", "errors", ""], ["mon-chart-p99", "p99", " ms"], ["mon-chart-p50", "p50", " ms"]]) {
+      this.chart($(id), names.map((name) => [this.color(name), this.history[name].map((p) => p[key])]), unit);
+    }
+  },
+  /** Draws one line per series (null values leave gaps) on a shared scale. */
+  chart(canvas, series, unit) {
     const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth || 900, height = canvas.clientHeight || 160;
+    const width = canvas.clientWidth || 420, height = canvas.clientHeight || 150;
     canvas.width = width * ratio; canvas.height = height * ratio;
     const g = canvas.getContext("2d");
     g.scale(ratio, ratio);
     g.clearRect(0, 0, width, height);
-    const max = Math.max(10, ...this.history) * 1.15;
+    const values = series.flatMap(([, points]) => points.filter((v) => v !== null && Number.isFinite(v)));
+    const top = Math.max(unit ? 1 : 1, ...values) * 1.15;
+    const left = 52, bottom = height - 14;
     g.strokeStyle = "#e3e8ef"; g.fillStyle = "#6b778c"; g.font = "11px sans-serif"; g.lineWidth = 1;
-    for (let i = 0; i <= 4; i++) {
-      const y = 8 + (height - 24) * (i / 4);
-      g.beginPath(); g.moveTo(40, y); g.lineTo(width, y); g.stroke();
-      g.fillText(Math.round(max * (1 - i / 4)).toLocaleString(), 2, y + 4);
+    for (let i = 0; i <= 3; i++) {
+      const y = 6 + (bottom - 6) * (i / 3);
+      g.beginPath(); g.moveTo(left, y); g.lineTo(width, y); g.stroke();
+      const v = top * (1 - i / 3);
+      g.fillText((v < 10 ? v.toFixed(1) : Math.round(v).toLocaleString()) + unit, 2, y + 4);
     }
-    if (this.history.length < 2) return;
-    const step = (width - 44) / 59;
-    const points = this.history.map((v, i) => [44 + (60 - this.history.length + i) * step, 8 + (height - 24) * (1 - v / max)]);
-    const gradient = g.createLinearGradient(0, 0, 0, height);
-    gradient.addColorStop(0, "rgba(79,91,213,.35)"); gradient.addColorStop(1, "rgba(79,91,213,0)");
-    g.beginPath(); g.moveTo(points[0][0], height - 16);
-    for (const [x, y] of points) g.lineTo(x, y);
-    g.lineTo(points[points.length - 1][0], height - 16); g.closePath(); g.fillStyle = gradient; g.fill();
-    g.beginPath(); g.strokeStyle = "#4f5bd5"; g.lineWidth = 2;
-    points.forEach(([x, y], i) => (i ? g.lineTo(x, y) : g.moveTo(x, y)));
-    g.stroke();
+    const step = (width - left - 4) / (this.window - 1);
+    canvas.dataset.points = Math.max(0, ...series.map(([, points]) => points.length));
+    for (const [color, points] of series) {
+      g.beginPath(); g.strokeStyle = color; g.lineWidth = 2;
+      let drawing = false;
+      points.forEach((v, i) => {
+        if (v === null || !Number.isFinite(v)) { drawing = false; return; }
+        const x = left + (this.window - points.length + i) * step;
+        const y = 6 + (bottom - 6) * (1 - v / top);
+        if (drawing) g.lineTo(x, y); else g.moveTo(x, y);
+        drawing = true;
+      });
+      g.stroke();
+      // The latest value as a dot (a single point draws no line).
+      const last = points[points.length - 1];
+      if (last !== null && Number.isFinite(last)) {
+        g.beginPath(); g.fillStyle = color;
+        g.arc(left + (this.window - 1) * step, 6 + (bottom - 6) * (1 - last / top), 3, 0, 2 * Math.PI);
+        g.fill();
+      }
+    }
   },
 };
 tabs.monitoring = monitoring;
 
 // ---------------------------------------------------------------- logs
 const logs = {
+  keys: new Set(),  // the records shown, to show each once
   paused: false,
+  trace: null,  // the trace whose records alone are shown
   seen: new Set(),
   loaded: false,
   show() { if (!this.loaded) { this.loaded = true; this.load(); } },
@@ -278,9 +407,17 @@ const logs = {
     const level = Number($("logs-level").value);
     const text = $("logs-search").value.toLowerCase();
     const rank = { error: 0, warn: 1, info: 2 }[record.level] ?? 2;
+    if (this.trace) return record.trace_id === this.trace;
     return (!service || record.service === service) && rank <= level && (!text || row.textContent.toLowerCase().includes(text));
   },
   add(record) {
+    // The same record may come twice: live, and in a page of /api/logs read meanwhile (whose
+    // JSON has its keys in another order).
+    const key = [record.ts_ms, record.service, record.instance, record.level, record.message,
+      JSON.stringify(Object.entries(record.fields || {}).sort())].join("|");
+    if (this.keys.has(key)) return;
+    this.keys.add(key);
+    if (this.keys.size > 2000) this.keys = new Set([...this.keys].slice(-1000));
     if (!this.seen.has(record.service)) {
       this.seen.add(record.service);
       $("logs-service").append(h("option", { value: record.service }, record.service));
@@ -291,7 +428,12 @@ const logs = {
       h("span", {}, time(record.ts_ms)),
       h("span", { class: "lvl-" + record.level }, record.level.toUpperCase()),
       h("span", {}, `${record.service}/${record.instance}`),
-      h("span", {}, record.message, " ", h("span", { class: "fields" }, fields)));
+      h("span", {}, record.message, " ", h("span", { class: "fields" }, fields)),
+      record.trace_id
+        ? h("a", { class: "trace mono", href: "#logs", title: `every record of trace ${record.trace_id}`,
+            dataset: { trace: record.trace_id },
+            onclick: (e) => { e.preventDefault(); this.showTrace(record.trace_id); } }, record.trace_id.slice(0, 8) + "…")
+        : h("span", {}));
     row._record = record;
     row.classList.toggle("hidden", !this.matches(record, row));
     const list = $("logs-list");
@@ -301,14 +443,38 @@ const logs = {
     if (stick) list.scrollTop = list.scrollHeight;
   },
   filter() {
-    for (const row of $("logs-list").children) row.classList.toggle("hidden", !this.matches(row._record, row));
+    let shown = 0;
+    for (const row of $("logs-list").children) {
+      const match = this.matches(row._record, row);
+      row.classList.toggle("hidden", !match);
+      if (match) shown++;
+    }
+    if (this.trace) $("logs-trace-count").textContent = `${shown} record${shown === 1 ? "" : "s"}, across ${new Set([...$("logs-list").children].filter((r) => !r.classList.contains("hidden")).map((r) => r._record.service)).size} services`;
+  },
+  /** Shows only the records of one trace: the whole path of a request, across services. */
+  async showTrace(id) {
+    this.trace = id;
+    $("logs-trace-id").textContent = id;
+    $("logs-trace").classList.remove("hidden");
+    try {
+      // Records of the trace that scrolled out of the page are still in the gateway's ring.
+      const reply = await api("GET", `/api/logs?trace_id=${encodeURIComponent(id)}&limit=1000`);
+      for (const record of reply.records) this.add(record);
+    } catch (e) { failed(e); }
+    this.filter();
+  },
+  clearTrace() {
+    this.trace = null;
+    $("logs-trace").classList.add("hidden");
+    this.filter();
   },
 };
 tabs.logs = logs;
+$("logs-trace-clear").addEventListener("click", () => logs.clearTrace());
 on("logs", (record) => logs.add(record));
 ["logs-service", "logs-level", "logs-search"].forEach((id) => $(id).addEventListener("input", () => logs.filter()));
 $("logs-pause").addEventListener("click", (e) => { logs.paused = !logs.paused; e.target.textContent = logs.paused ? "Resume" : "Pause"; });
-$("logs-clear").addEventListener("click", () => $("logs-list").replaceChildren());
+$("logs-clear").addEventListener("click", () => { $("logs-list").replaceChildren(); logs.keys.clear(); });
 
 // ---------------------------------------------------------------- chat
 const chat = {

@@ -89,8 +89,15 @@ impl Bank {
                 operations: batch.iter().map(|single| single.operation.clone()).collect(),
                 detail: true,
             };
-            let reply: Result<ApplyReply, ClientError> =
-                self.ledger.request(crate::subjects::ledger::APPLY_SUBJECT, &request).await;
+            // The ledger's span is a child of one traced operation's (the first sampled one):
+            // a batch serves many traces, and a span has one parent.
+            let spans = batch.iter().filter_map(|single| crate::service::span_of(&single.request));
+            let span = spans.clone().find(|span| span.sampled).or_else(|| spans.clone().next());
+            let reply: Result<ApplyReply, ClientError> = crate::trace::scope(
+                span,
+                self.ledger.request(crate::subjects::ledger::APPLY_SUBJECT, &request),
+            )
+            .await;
             match reply {
                 Err(ClientError::Service(error)) if error.code == ErrorCode::Locked => {
                     let held: HashSet<String> = error.accounts.into_iter().collect();

@@ -188,7 +188,11 @@ async fn serve(
                     tokio::spawn(async move {
                         let reply = match crate::identity::caller(request.message.headers.as_ref())
                         {
-                            Ok(caller) => ctx.handle(name, &caller, &request.message.payload).await,
+                            Ok(caller) => {
+                                let handled = ctx.handle(name, &caller, &request.message.payload);
+                                crate::trace::scope(crate::service::span_of(&request), handled)
+                                    .await
+                            }
                             Err(error) => Err(error),
                         };
                         replier.reply_bytes(&request, reply).await;

@@ -20,6 +20,8 @@ pub type ChainResult = Result<Vec<OperationResult>, ServiceError>;
 struct Queued {
     chain: Vec<OperationRequest>,
     answer: oneshot::Sender<ChainResult>,
+    /// The span of the request the chain is for.
+    span: Option<crate::trace::Trace>,
 }
 
 /// Where request tasks queue their chains.
@@ -51,7 +53,8 @@ impl Group {
             return Err(ServiceError::invalid("a chain is 1 to 1000 operations"));
         }
         let (answer, result) = oneshot::channel();
-        self.queue.try_send(Queued { chain, answer }).map_err(|_| {
+        let span = crate::trace::current();
+        self.queue.try_send(Queued { chain, answer, span }).map_err(|_| {
             ServiceError::new(ErrorCode::Busy, "too many ledger operations waiting; retry")
         })?;
         result.await.map_err(|_| ServiceError::new(ErrorCode::Unavailable, "stopping"))?
@@ -91,14 +94,18 @@ async fn run(ledger: AgoraClient, mut waiting: mpsc::Receiver<Queued>, depth: us
 
 async fn commit(ledger: &AgoraClient, group: Vec<Queued>) {
     let lengths: Vec<usize> = group.iter().map(|q| q.chain.len()).collect();
+    // The ledger's span is a child of one traced chain's (the first sampled one).
+    let spans = group.iter().filter_map(|queued| queued.span);
+    let span = spans.clone().find(|span| span.sampled).or_else(|| spans.clone().next());
     let mut answers = Vec::with_capacity(group.len());
     let mut operations = Vec::with_capacity(lengths.iter().sum());
     for queued in group {
         operations.extend(queued.chain);
         answers.push(queued.answer);
     }
+    let request = ApplyRequest { operations, detail: true };
     let reply: Result<ApplyReply, ClientError> =
-        ledger.ledger_apply(&ApplyRequest { operations, detail: true }).await;
+        crate::trace::scope(span, ledger.ledger_apply(&request)).await;
     let failure = match reply {
         Ok(reply) if reply.results.len() == lengths.iter().sum::<usize>() => {
             let mut results = reply.results.into_iter();

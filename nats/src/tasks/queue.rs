@@ -12,6 +12,16 @@ use bytes::Bytes;
 use super::wire::Priority;
 use crate::subjects::tasks as subject;
 
+/// A task's message for the work queue.
+#[derive(Debug)]
+pub struct Queued {
+    pub id: u64,
+    pub priority: Priority,
+    pub message: Bytes,
+    /// The span of the request that submitted it (none when republished).
+    pub span: Option<crate::trace::Trace>,
+}
+
 /// Pause before republishing a task whose publish failed.
 const REPUBLISH_AFTER_MS: u64 = 1_000;
 
@@ -40,14 +50,17 @@ impl WorkQueue {
 
     /// Publishes tasks to the work queue; a failed publish comes back from [`Self::due`]
     /// after a pause.
-    pub fn publish(&self, enqueue: Vec<(u64, Priority, Bytes)>) {
-        for (id, priority, payload) in enqueue {
+    pub fn publish(&self, enqueue: Vec<Queued>) {
+        for Queued { id, priority, message: payload, span } in enqueue {
             let js = self.js.clone();
             let unqueued = self.unqueued.clone();
             self.runtime.spawn(async move {
                 let subject = subject::queue(priority == Priority::High, &id.to_string());
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, id.to_string().as_str());
+                if let Some(span) = span {
+                    headers.insert(crate::trace::TRACEPARENT, span.traceparent().as_str());
+                }
                 let acked = match js.publish_with_headers(subject, headers, payload).await {
                     Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
                     Err(error) => Err(error.to_string()),

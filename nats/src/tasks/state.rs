@@ -95,6 +95,8 @@ struct Submission<'a> {
     op: &'a str,
     args: &'a str,
     priority: Priority,
+    /// The submit request's span: the queued message carries it to the worker.
+    span: Option<crate::trace::Trace>,
 }
 
 /// An unfinished task, kept in memory by the owner.
@@ -121,7 +123,7 @@ pub struct Outbox {
     cancels: Vec<u64>,
     /// Cancelled queued tasks whose message can go from the stream.
     purges: Vec<u64>,
-    enqueue: Vec<(u64, Priority, Bytes)>,
+    enqueue: Vec<queue::Queued>,
 }
 
 /// Why a report changed nothing.
@@ -252,7 +254,7 @@ impl Tasks {
         if let Some(row) = store::get(conn, id, false)? {
             let priority = Priority::parse(Some(&row.priority)).unwrap_or(Priority::Normal);
             let message = queue::message(id, &row.op, row.args.as_deref().unwrap_or("{}"));
-            outbox.enqueue.push((id, priority, message));
+            outbox.enqueue.push(queue::Queued { id, priority, message, span: None });
         }
         Ok(())
     }
@@ -311,7 +313,8 @@ impl Tasks {
         let reply: Result<Bytes, ServiceError> = match command {
             Command::Submit { op, args, priority, client_id, wait_ms } => {
                 let owner = pending.caller.owner().to_owned();
-                let task = Submission { owner: &owner, op, args: &args, priority };
+                let span = crate::service::span_of(&pending.request);
+                let task = Submission { owner: &owner, op, args: &args, priority, span };
                 match self.submit(tx, now, &task, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
                         self.add_waiter(id, pending, now + wait_ms, out);
@@ -453,7 +456,7 @@ impl Tasks {
         client_id: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
-        let Submission { owner, op, args, priority } = *task;
+        let Submission { owner, op, args, priority, span } = *task;
         if let Some(client_id) = client_id
             && let Some(existing) = store::by_client_id(tx, owner, client_id)?
         {
@@ -495,7 +498,8 @@ impl Tasks {
         self.active
             .insert(id, Active { owner: owner.to_owned(), life: Lifecycle::new(), events: 1 });
         out.events.push((subject::events(owner, &id.to_string()), event_payload(id, queued)));
-        out.enqueue.push((id, priority, queue::message(id, op, args)));
+        let message = queue::message(id, op, args);
+        out.enqueue.push(queue::Queued { id, priority, message, span });
         Ok(Ok((id, TaskState::Queued)))
     }
 

@@ -274,7 +274,36 @@ enum Ending {
 }
 
 impl Context {
+    /// Runs one queued task as a span of its own: a child of the span that submitted it (the
+    /// message's `traceparent`), current while the worker claims, reports and finishes it.
     async fn handle(&self, message: jetstream::Message) {
+        let parent = crate::trace::Trace::from_headers(message.headers.as_ref());
+        let span = crate::trace::Trace::child_of(parent.as_ref());
+        let started = std::time::SystemTime::now();
+        let clock = std::time::Instant::now();
+        // The span's name (only a recorded span needs one).
+        let op = span.sampled.then(|| {
+            serde_json::from_slice::<QueuedTask>(&message.payload)
+                .map_or_else(|_| "run".to_owned(), |task| format!("run {}", task.op))
+        });
+        crate::trace::scope(Some(span), self.handle_traced(message)).await;
+        let Some(op) = op else { return };
+        crate::trace::record(crate::trace::Finished {
+            span,
+            parent,
+            operation: &op,
+            kind: opentelemetry::trace::SpanKind::Consumer,
+            started,
+            elapsed: clock.elapsed(),
+            error: None,
+            attributes: vec![opentelemetry::KeyValue::new(
+                "agora.worker",
+                self.config.worker_id.clone(),
+            )],
+        });
+    }
+
+    async fn handle_traced(&self, message: jetstream::Message) {
         let delivered =
             message.info().map(|i| u32::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
         let task = match serde_json::from_slice::<QueuedTask>(&message.payload) {

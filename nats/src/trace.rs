@@ -1,0 +1,309 @@
+//! Traces across NATS: W3C trace context (`traceparent`) on every request, event and
+//! JetStream message Agora sends, spans exported over OTLP when an endpoint is configured.
+//!
+//! - **Propagation.** A request that arrives through [`crate::service::add_endpoint`] gets a
+//!   span of its own: a child of the caller's `traceparent` header (or the root of a new trace).
+//!   While it is handled, that span is the task's [`current`] one ([`scope`]): every request
+//!   [`crate::client::AgoraClient`] makes, and every message published with [`inject`], carries
+//!   it as its `traceparent`, so the next service's span is its child. The gateway does the same
+//!   for HTTP requests (and answers with a `traceresponse` header); the `agora` CLI starts a
+//!   trace with `--trace` and prints its id.
+//! - **Sampling.** The W3C `sampled` flag decides what is recorded, and every hop follows the
+//!   caller's decision. A trace that starts here is sampled with probability
+//!   `AGORA_TRACE_SAMPLE` (0 to 1; default 1 when spans are exported, else 0).
+//! - **Recording** a sampled span ([`record`]) logs one info record with its `trace_id`,
+//!   `span_id` and `parent_span_id` (so `agora.logs` and the dashboard's Logs tab follow a
+//!   trace), and, when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   is set, exports it over OTLP/HTTP (JSON) in batches from a thread of its own. Nothing is
+//!   recorded for an unsampled trace: tracing off costs one id per request and a header.
+//! - Every log record published while a span is current carries its `trace_id`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanProcessor};
+
+/// The header of the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// The HTTP response header that says which span answered (W3C Trace Context Level 2).
+pub const TRACERESPONSE: &str = "traceresponse";
+
+/// One span's identity: the trace it belongs to, its own id, and whether it is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+}
+
+impl Trace {
+    /// A new span: the child of `parent`, or the root of a new trace (sampled by the root
+    /// sampler).
+    pub fn child_of(parent: Option<&Trace>) -> Self {
+        match parent {
+            Some(parent) => {
+                Self { trace_id: parent.trace_id, span_id: new_span_id(), sampled: parent.sampled }
+            }
+            None => Self::root(sample_root()),
+        }
+    }
+
+    /// The root of a new trace, sampled or not.
+    pub fn root(sampled: bool) -> Self {
+        let trace_id = TraceId::from(rand::random::<u128>().max(1));
+        Self { trace_id, span_id: new_span_id(), sampled }
+    }
+
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub fn traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+    }
+
+    /// Parses a `traceparent` header value (W3C); `None` if it is not a valid one.
+    pub fn parse(value: &str) -> Option<Self> {
+        // The propagator is lenient about lengths; the W3C format is not.
+        let lengths: Vec<usize> = value.trim().split('-').map(str::len).collect();
+        if lengths.get(..4) != Some(&[2, 32, 16, 2][..]) {
+            return None;
+        }
+        let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
+        let context = TraceContextPropagator::new().extract(&carrier);
+        let span = context.span();
+        let span = span.span_context();
+        span.is_valid().then(|| Self {
+            trace_id: span.trace_id(),
+            span_id: span.span_id(),
+            sampled: span.is_sampled(),
+        })
+    }
+
+    /// The `traceparent` of NATS headers, if there is a valid one.
+    pub fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Self> {
+        Self::parse(headers?.get(TRACEPARENT)?.as_str())
+    }
+}
+
+fn new_span_id() -> SpanId {
+    SpanId::from(rand::random::<u64>().max(1))
+}
+
+tokio::task_local! {
+    static CURRENT: Trace;
+}
+
+/// The span the running task works for, if any.
+pub fn current() -> Option<Trace> {
+    CURRENT.try_with(|trace| *trace).ok()
+}
+
+/// Runs `work` with `trace` as its [`current`] span (or as it is, without one).
+pub async fn scope<F: Future>(trace: Option<Trace>, work: F) -> F::Output {
+    match trace {
+        Some(trace) => CURRENT.scope(trace, work).await,
+        None => work.await,
+    }
+}
+
+/// Puts the [`current`] span in `headers` as their `traceparent` (if there is one).
+pub fn inject(headers: &mut async_nats::HeaderMap) {
+    if let Some(trace) = current() {
+        headers.insert(TRACEPARENT, trace.traceparent().as_str());
+    }
+}
+
+/// NATS headers carrying only the [`current`] span, if there is one.
+pub fn headers() -> Option<async_nats::HeaderMap> {
+    let trace = current()?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(TRACEPARENT, trace.traceparent().as_str());
+    Some(headers)
+}
+
+struct Tracing {
+    /// The component's name (spans are named `<service> <operation>`).
+    service: String,
+    /// Chance that a trace starting here is sampled.
+    root_ratio: f64,
+    exporter: Option<BatchSpanProcessor>,
+}
+
+static TRACING: OnceLock<Tracing> = OnceLock::new();
+
+/// Sets tracing up for component `service` (once; later calls do nothing): spans are exported
+/// if an OTLP endpoint is configured (see the module's documentation).
+pub fn init(service: &str) {
+    if TRACING.get().is_some() {
+        return;
+    }
+    let configured = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .any(|key| std::env::var(key).is_ok_and(|value| !value.trim().is_empty()));
+    let exporter = configured.then(|| exporter(service)).flatten();
+    let default_ratio = if exporter.is_some() { 1.0 } else { 0.0 };
+    let root_ratio = std::env::var("AGORA_TRACE_SAMPLE")
+        .ok()
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+        .unwrap_or(default_ratio);
+    TRACING.set(Tracing { service: service.to_owned(), root_ratio, exporter }).ok();
+}
+
+fn exporter(service: &str) -> Option<BatchSpanProcessor> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_timeout(Duration::from_secs(5))
+        .build();
+    match exporter {
+        Ok(exporter) => {
+            let mut processor = BatchSpanProcessor::builder(exporter).build();
+            let resource = opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name(format!("agora-{service}"))
+                .build();
+            processor.set_resource(&resource);
+            tracing::info!("exporting trace spans over OTLP");
+            Some(processor)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot export trace spans; tracing stays off");
+            None
+        }
+    }
+}
+
+fn sample_root() -> bool {
+    let ratio = TRACING.get().map_or(0.0, |tracing| tracing.root_ratio);
+    ratio > 0.0 && (ratio >= 1.0 || rand::random::<f64>() < ratio)
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    TRACING.get().is_some_and(|tracing| tracing.exporter.is_some())
+}
+
+/// Sends the spans not yet exported (before a short-lived process exits).
+pub fn flush() {
+    if let Some(exporter) = TRACING.get().and_then(|tracing| tracing.exporter.as_ref()) {
+        exporter.force_flush().ok();
+    }
+}
+
+/// A finished span.
+#[derive(Debug)]
+pub struct Finished<'a> {
+    pub span: Trace,
+    /// The caller's span (the parent), if the span did not start the trace.
+    pub parent: Option<Trace>,
+    /// What was done (`bank.transfer`, `GET /api/bank/balance/{account}`); the span is named
+    /// `<service> <operation>`.
+    pub operation: &'a str,
+    pub kind: SpanKind,
+    pub started: SystemTime,
+    pub elapsed: Duration,
+    /// The error code, if it failed.
+    pub error: Option<&'a str>,
+    pub attributes: Vec<KeyValue>,
+}
+
+/// Records a finished span if its trace is sampled: an info log record, and the span itself
+/// over OTLP when exporting.
+pub fn record(finished: Finished<'_>) {
+    if !finished.span.sampled {
+        return;
+    }
+    let Some(tracing_setup) = TRACING.get() else { return };
+    let name = format!("{} {}", tracing_setup.service, finished.operation);
+    let parent_span_id = finished.parent.map_or(SpanId::INVALID, |parent| parent.span_id);
+    tracing::info!(
+        trace_id = %finished.span.trace_id,
+        span_id = %finished.span.span_id,
+        parent_span_id = %parent_span_id,
+        duration_us = finished.elapsed.as_micros() as u64,
+        outcome = finished.error.unwrap_or("ok"),
+        "span {name}"
+    );
+    let Some(exporter) = &tracing_setup.exporter else { return };
+    let status = match finished.error {
+        Some(code) => Status::error(code.to_owned()),
+        None => Status::Ok,
+    };
+    let mut attributes = finished.attributes;
+    if let Some(code) = finished.error {
+        attributes.push(KeyValue::new("agora.error_code", code.to_owned()));
+    }
+    exporter.on_end(SpanData {
+        span_context: SpanContext::new(
+            finished.span.trace_id,
+            finished.span.span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id,
+        parent_span_is_remote: finished.parent.is_some(),
+        span_kind: finished.kind,
+        name: name.into(),
+        start_time: finished.started,
+        end_time: finished.started + finished.elapsed,
+        attributes,
+        dropped_attributes_count: 0,
+        events: Default::default(),
+        links: Default::default(),
+        status,
+        instrumentation_scope: InstrumentationScope::builder("agora").build(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_bad_ones_are_ignored() {
+        let trace = Trace::root(true);
+        let text = trace.traceparent();
+        assert_eq!(text.len(), 55);
+        assert_eq!(Trace::parse(&text), Some(trace));
+        let unsampled = Trace::root(false);
+        assert_eq!(Trace::parse(&unsampled.traceparent()), Some(unsampled));
+        let child = Trace::child_of(Some(&trace));
+        assert_eq!(child.trace_id, trace.trace_id);
+        assert_ne!(child.span_id, trace.span_id);
+        assert!(child.sampled);
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-0000000000000001-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01",
+            "garbage",
+        ] {
+            assert_eq!(Trace::parse(bad), None, "{bad}");
+        }
+        let known = Trace::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("the W3C example");
+        assert_eq!(known.trace_id.to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(known.span_id.to_string(), "b7ad6b7169203331");
+    }
+
+    #[tokio::test]
+    async fn the_current_span_is_the_scopes() {
+        assert_eq!(current(), None);
+        let trace = Trace::root(true);
+        let inside = scope(Some(trace), async { (current(), headers()) }).await;
+        assert_eq!(inside.0, Some(trace));
+        let headers = inside.1.expect("headers");
+        assert_eq!(Trace::from_headers(Some(&headers)), Some(trace));
+        assert_eq!(scope(None, async { current() }).await, None);
+    }
+}
