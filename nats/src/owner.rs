@@ -62,6 +62,11 @@ pub trait State: Send + 'static {
         out: &mut Self::Outbox,
     ) -> Result<(), StoreError>;
 
+    /// The span of the request an envelope carries (see `crate::trace`): its events carry it.
+    fn span(&self, _envelope: &Self::Envelope) -> Option<crate::trace::Trace> {
+        None
+    }
+
     /// Runs after the group's last envelope, still inside its transaction.
     fn close(
         &mut self,
@@ -650,7 +655,9 @@ fn apply_all<S: State>(
 ) -> Result<(), StoreError> {
     let mut envelopes = group.into_iter();
     for envelope in envelopes.by_ref() {
-        if let Err(error) = state.apply(tx, now_ms, envelope, out) {
+        let span = state.span(&envelope);
+        let applied = crate::trace::applying(span, || state.apply(tx, now_ms, envelope, out));
+        if let Err(error) = applied {
             for rest in envelopes {
                 state.abandon(rest, out);
             }

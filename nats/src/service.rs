@@ -299,6 +299,8 @@ impl Replier {
         headers: Option<HeaderMap>,
     ) {
         let code = result.as_ref().err().map(|error| error.code);
+        // The span ends as the reply leaves (the caller may be done before this task goes on).
+        let answered = (metrics::monotonic_us(), std::time::SystemTime::now());
         let sent = match (result, headers) {
             (Ok(payload), Some(headers)) => {
                 request.respond_with_headers(Ok(payload), headers).await
@@ -313,12 +315,17 @@ impl Replier {
         if let Err(error) = sent {
             tracing::warn!(endpoint = %self.endpoint, %error, "could not send reply");
         }
-        self.count(request, code);
+        self.count(request, code, answered);
     }
 
     /// Counts an answered request: its outcome, and (if it came through a
-    /// [`MeteredEndpoint`]) its time since arrival.
-    fn count(&self, request: &Request, code: Option<ErrorCode>) {
+    /// [`MeteredEndpoint`]) its time from arrival to `answered` (monotonic µs, wall clock).
+    fn count(
+        &self,
+        request: &Request,
+        code: Option<ErrorCode>,
+        answered: (u64, std::time::SystemTime),
+    ) {
         let requests = metrics::requests();
         let code = code.map_or("ok", ErrorCode::as_str);
         let outcome =
@@ -326,7 +333,7 @@ impl Replier {
         requests.total.get_or_create(&outcome).inc();
         if let Some(received) = received_us(request) {
             let labels = metrics::EndpointLabels { endpoint: self.endpoint.clone() };
-            let elapsed_us = metrics::monotonic_us().saturating_sub(received);
+            let elapsed_us = answered.0.saturating_sub(received);
             requests.seconds.get_or_create(&labels).observe(elapsed_us as f64 / 1e6);
             requests.in_flight.get_or_create(&labels).dec();
             if let Some(span) = span_of(request).filter(|span| span.sampled) {
@@ -336,7 +343,7 @@ impl Replier {
                     parent: trace::Trace::from_headers(request.message.headers.as_ref()),
                     operation: &self.endpoint,
                     kind: opentelemetry::trace::SpanKind::Server,
-                    started: std::time::SystemTime::now() - elapsed,
+                    started: answered.1 - elapsed,
                     elapsed,
                     error: (code != "ok").then_some(code),
                     attributes: vec![opentelemetry::KeyValue::new(

@@ -100,9 +100,23 @@ tokio::task_local! {
     static CURRENT: Trace;
 }
 
-/// The span the running task works for, if any.
+std::thread_local! {
+    /// The span of the envelope an owner applies now (owners apply synchronously).
+    static APPLYING: std::cell::Cell<Option<Trace>> = const { std::cell::Cell::new(None) };
+}
+
+/// The span the running task works for, or the one of the request an owner applies now.
 pub fn current() -> Option<Trace> {
-    CURRENT.try_with(|trace| *trace).ok()
+    CURRENT.try_with(|trace| *trace).ok().or_else(|| APPLYING.with(std::cell::Cell::get))
+}
+
+/// Runs `apply` (synchronous: an owner applying one request) with `span` as [`current`]: the
+/// events it makes carry it.
+pub fn applying<T>(span: Option<Trace>, apply: impl FnOnce() -> T) -> T {
+    let before = APPLYING.with(|cell| cell.replace(span));
+    let result = apply();
+    APPLYING.with(|cell| cell.set(before));
+    result
 }
 
 /// Runs `work` with `trace` as its [`current`] span (or as it is, without one).

@@ -152,6 +152,7 @@ async fn a_transfer_is_one_trace_from_the_gateway_through_the_bank_to_the_ledger
     let token = system.http_token("alice").await;
     let watcher = system.client().await;
     let mut logs = watcher.nats().subscribe("agora.logs.>").await.expect("subscribed");
+    let mut events = watcher.nats().subscribe("agora.bank.events.bob").await.expect("subscribed");
 
     let http = reqwest::Client::new();
     let deposit = http
@@ -193,6 +194,14 @@ async fn a_transfer_is_one_trace_from_the_gateway_through_the_bank_to_the_ledger
         (gateway.service.as_str(), bank.service.as_str(), ledger.service.as_str()),
         ("agora-gateway", "agora-bank", "agora-ledger")
     );
+    // The bank event the transfer made carries the ledger's span.
+    let event = tokio::time::timeout(WITHIN, events.next())
+        .await
+        .expect("bob's event")
+        .expect("subscription open");
+    let carried = Trace::from_headers(event.headers.as_ref()).expect("a traceparent");
+    assert_eq!(carried.trace_id.to_string(), trace_id);
+    assert_eq!(carried.span_id.to_string(), ledger.span_id);
 
     // Each hop logged its span with the trace id.
     let mut logged: HashMap<String, LogRecord> = HashMap::new();

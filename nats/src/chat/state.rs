@@ -86,7 +86,7 @@ enum ReplyTo {
 pub struct Outbox {
     replies: Vec<(ReplyTo, Result<Bytes, ServiceError>)>,
     /// Recorded messages, for their fan-out subjects.
-    messages: Vec<(String, Bytes)>,
+    messages: Vec<Event>,
     presence: Vec<(String, Bytes)>,
     /// Messages recorded and resends found, counted once committed.
     recorded: u64,
@@ -269,7 +269,7 @@ impl ChatState {
             (None, to) => subject::dm(to.as_ref().map_or("", Name::as_str)),
         };
         if let Ok(payload) = encode(&published) {
-            out.messages.push((subject, payload));
+            out.messages.push(Event::new(subject, payload));
         }
         Ok(encode(&MessageAck { seq, duplicate: false }))
     }
@@ -458,6 +458,15 @@ impl State for ChatState {
     type Envelope = Envelope;
     type Outbox = Outbox;
 
+    fn span(&self, envelope: &Envelope) -> Option<crate::trace::Trace> {
+        match envelope {
+            Envelope::Request { request, .. } | Envelope::Message { request, .. } => {
+                crate::service::span_of(request)
+            }
+            _ => None,
+        }
+    }
+
     fn apply(
         &mut self,
         tx: &Transaction<'_>,
@@ -499,9 +508,6 @@ impl State for ChatState {
     /// before the acknowledgements (once a sender has its ack, members have it).
     fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
         std::mem::take(&mut out.messages)
-            .into_iter()
-            .map(|(subject, payload)| Event { subject, payload })
-            .collect()
     }
 
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {

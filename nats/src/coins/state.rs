@@ -278,7 +278,7 @@ impl State for Coins {
             .into_iter()
             .filter_map(|event| {
                 let payload = serde_json::to_vec(&event).ok()?;
-                Some(Event { subject: subject::prices(&event.symbol), payload: payload.into() })
+                Some(Event::new(subject::prices(&event.symbol), payload.into()))
             })
             .collect()
     }

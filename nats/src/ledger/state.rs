@@ -735,7 +735,7 @@ fn bank_event(posting: &Posting, id: Option<&str>, at: u64) -> Result<Event, Sto
     };
     let payload = serde_json::to_vec(&event)
         .map_err(|e| StoreError::Corrupt(format!("cannot encode an event: {e}")))?;
-    Ok(Event { subject: crate::subjects::bank::events(&posting.account), payload: payload.into() })
+    Ok(Event::new(crate::subjects::bank::events(&posting.account), payload.into()))
 }
 
 /// What a group produced: one reply per request, sent once it committed.
@@ -748,6 +748,10 @@ pub struct Outbox {
 impl State for Ledger {
     type Envelope = Command;
     type Outbox = Outbox;
+
+    fn span(&self, command: &Command) -> Option<crate::trace::Trace> {
+        crate::service::span_of(&command.reply.as_ref()?.0)
+    }
 
     fn apply(
         &mut self,
@@ -770,9 +774,8 @@ impl State for Ledger {
         if result.is_ok()
             && let Action::Commit { events, .. } = action
         {
-            out.events.extend(events.into_iter().map(|(account, payload)| Event {
-                subject: crate::subjects::bank::events(&account),
-                payload,
+            out.events.extend(events.into_iter().map(|(account, payload)| {
+                Event::new(crate::subjects::bank::events(&account), payload)
             }));
         }
         if let Some((request, replier)) = reply {

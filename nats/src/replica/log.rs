@@ -38,6 +38,8 @@ const HEADER_INSTANCE: &str = "Agora-Instance";
 const HEADER_RELAYED: &str = "Agora-Relayed";
 const HEADER_PART: &str = "Agora-Part";
 const MAGIC: &[u8; 4] = b"AGL1";
+/// The length of a `traceparent` (version 00).
+const TRACEPARENT_BYTES: usize = 55;
 
 /// The table every replicated store keeps its position in the log in (written in the same
 /// transaction as what it applied).
@@ -51,6 +53,15 @@ const PREPARE: &str = "CREATE TABLE IF NOT EXISTS agora_replication (
 pub struct Event {
     pub subject: String,
     pub payload: Bytes,
+    /// The span of the request that made it: published as its `traceparent`.
+    pub trace: Option<crate::trace::Trace>,
+}
+
+impl Event {
+    /// An event made now, carrying the [`crate::trace::current`] span.
+    pub fn new(subject: String, payload: Bytes) -> Self {
+        Self { subject, payload, trace: crate::trace::current() }
+    }
 }
 
 /// What one entry holds.
@@ -65,7 +76,9 @@ impl Entry {
         self.changes.is_empty() && self.events.is_empty()
     }
 
-    /// `AGL1 | u32 changes | changes | u32 events | (u16 subject | subject | u32 len | payload)*`
+    /// `AGL1 | u32 changes | changes | u32 events | (u16 subject | subject | u32 len | payload)*`,
+    /// then, if any event has a span, `u32 traced | (u32 event index | 55 bytes traceparent)*`
+    /// (entries written before spans existed end after the events, and decode the same).
     pub fn encode(&self) -> Vec<u8> {
         let events: usize = self.events.iter().map(|e| 6 + e.subject.len() + e.payload.len()).sum();
         let mut out = Vec::with_capacity(12 + self.changes.len() + events);
@@ -79,6 +92,19 @@ impl Entry {
             out.extend_from_slice(&(event.payload.len() as u32).to_be_bytes());
             out.extend_from_slice(&event.payload);
         }
+        let traced: Vec<(usize, String)> = self
+            .events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| Some((index, event.trace?.traceparent())))
+            .collect();
+        if !traced.is_empty() {
+            out.extend_from_slice(&(traced.len() as u32).to_be_bytes());
+            for (index, traceparent) in traced {
+                out.extend_from_slice(&(index as u32).to_be_bytes());
+                out.extend_from_slice(traceparent.as_bytes());
+            }
+        }
         out
     }
 
@@ -87,27 +113,47 @@ impl Entry {
             StoreError::Corrupt("a log entry that does not decode".into())
         }
         let mut rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(corrupt)?;
-        let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
             if rest.len() < n {
                 return Err(corrupt());
             }
             let (head, tail) = rest.split_at(n);
-            rest = tail;
+            *rest = tail;
             Ok(head)
-        };
-        let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-        let changes = take(len)?.to_vec();
-        let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+        }
+        let len =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+        let changes = take(&mut rest, len)?.to_vec();
+        let count =
+            u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
         if count > ENTRY_EVENTS_MAX {
             return Err(corrupt());
         }
         let mut events = Vec::with_capacity(count);
         for _ in 0..count {
-            let len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt())?) as usize;
-            let subject = String::from_utf8(take(len)?.to_vec()).map_err(|_| corrupt())?;
-            let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-            let payload = Bytes::copy_from_slice(take(len)?);
-            events.push(Event { subject, payload });
+            let len =
+                u16::from_be_bytes(take(&mut rest, 2)?.try_into().map_err(|_| corrupt())?) as usize;
+            let subject =
+                String::from_utf8(take(&mut rest, len)?.to_vec()).map_err(|_| corrupt())?;
+            let len =
+                u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+            let payload = Bytes::copy_from_slice(take(&mut rest, len)?);
+            events.push(Event { subject, payload, trace: None });
+        }
+        if !rest.is_empty() {
+            let traced =
+                u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?) as usize;
+            if traced > count {
+                return Err(corrupt());
+            }
+            for _ in 0..traced {
+                let index =
+                    u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| corrupt())?);
+                let text = std::str::from_utf8(take(&mut rest, TRACEPARENT_BYTES)?)
+                    .map_err(|_| corrupt())?;
+                let event = events.get_mut(index as usize).ok_or_else(corrupt)?;
+                event.trace = crate::trace::Trace::parse(text);
+            }
         }
         Ok(Self { changes, events })
     }
@@ -527,7 +573,11 @@ impl Drop for Relay {
 }
 
 fn publish(event: &Event, id: &str) -> Publish {
-    Publish::build().payload(event.payload.clone()).message_id(id)
+    let publish = Publish::build().payload(event.payload.clone()).message_id(id);
+    match event.trace {
+        Some(trace) => publish.header(crate::trace::TRACEPARENT, trace.traceparent().as_str()),
+        None => publish,
+    }
 }
 
 /// Publishes one event and waits for the stream to store it.
@@ -548,11 +598,29 @@ mod tests {
         let entry = Entry {
             changes: vec![1, 2, 3, 0, 255],
             events: vec![
-                Event { subject: "agora.bank.events.alice".into(), payload: Bytes::from("{}") },
-                Event { subject: "agora.chat.room.lobby".into(), payload: Bytes::new() },
+                Event {
+                    subject: "agora.bank.events.alice".into(),
+                    payload: Bytes::from("{}"),
+                    trace: None,
+                },
+                Event {
+                    subject: "agora.chat.room.lobby".into(),
+                    payload: Bytes::new(),
+                    trace: None,
+                },
             ],
         };
         assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        // With spans: each event keeps its own; without, the entry is the one written before
+        // spans existed.
+        let mut traced = entry.clone();
+        traced.events[1].trace = Some(crate::trace::Trace::root(true));
+        let encoded = traced.encode();
+        assert_eq!(encoded.len(), entry.encode().len() + 4 + 4 + 55);
+        assert_eq!(Entry::decode(&encoded).unwrap(), traced);
+        for cut in entry.encode().len() + 1..encoded.len() {
+            assert!(Entry::decode(&encoded[..cut]).is_err(), "traced, truncated at {cut}");
+        }
         assert_eq!(Entry::decode(&Entry::default().encode()).unwrap(), Entry::default());
         let encoded = entry.encode();
         for cut in 0..encoded.len() {

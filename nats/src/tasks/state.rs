@@ -119,7 +119,7 @@ struct Waiter {
 #[derive(Debug, Default)]
 pub struct Outbox {
     replies: Vec<(Pending, Result<Bytes, ServiceError>)>,
-    events: Vec<(String, Bytes)>,
+    events: Vec<Event>,
     cancels: Vec<u64>,
     /// Cancelled queued tasks whose message can go from the stream.
     purges: Vec<u64>,
@@ -497,7 +497,8 @@ impl Tasks {
         store::append_event(tx, id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
         self.active
             .insert(id, Active { owner: owner.to_owned(), life: Lifecycle::new(), events: 1 });
-        out.events.push((subject::events(owner, &id.to_string()), event_payload(id, queued)));
+        let subject = subject::events(owner, &id.to_string());
+        out.events.push(Event::new(subject, event_payload(id, queued)));
         let message = queue::message(id, op, args);
         out.enqueue.push(queue::Queued { id, priority, message, span });
         Ok(Ok((id, TaskState::Queued)))
@@ -570,7 +571,7 @@ impl Tasks {
         }
         let subject = subject::events(&owner, &id.to_string());
         for wire in wires {
-            out.events.push((subject.clone(), event_payload(id, wire)));
+            out.events.push(Event::new(subject.clone(), event_payload(id, wire)));
         }
         Ok(Ok(life))
     }
@@ -579,6 +580,13 @@ impl Tasks {
 impl State for Tasks {
     type Envelope = Envelope;
     type Outbox = Outbox;
+
+    fn span(&self, envelope: &Envelope) -> Option<crate::trace::Trace> {
+        match envelope {
+            Envelope::Request(pending, _) => crate::service::span_of(&pending.request),
+            _ => None,
+        }
+    }
 
     fn apply(
         &mut self,
@@ -616,9 +624,6 @@ impl State for Tasks {
     /// Task events travel in the log entry; the runtime publishes them once it is stored.
     fn durable_events(&mut self, out: &mut Outbox) -> Vec<Event> {
         std::mem::take(&mut out.events)
-            .into_iter()
-            .map(|(subject, payload)| Event { subject, payload })
-            .collect()
     }
 
     /// Sends replies and cancel notices, then hands new work to the stream (the events went
