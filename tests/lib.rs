@@ -869,3 +869,24 @@ impl Drop for System {
         }
     }
 }
+
+/// `GET url` as JSON, if it answers with JSON within 5 s.
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// The result of a Prometheus instant query at `base` (`http://host:port`), if it answers.
+pub async fn prometheus_query(base: &str, query: &str) -> Option<Vec<serde_json::Value>> {
+    let mut url = reqwest::Url::parse(&format!("{base}/api/v1/query")).ok()?;
+    url.query_pairs_mut().append_pair("query", query);
+    let reply = get_json(url.as_str()).await?;
+    reply["data"]["result"].as_array().cloned()
+}

@@ -39,7 +39,7 @@ use agora_nats::connection::{NatsArgs, connect_with};
 use agora_nats::subjects;
 use agora_nats::tasks::wire::SubmitRequest;
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
-use agora_tests::eventually;
+use agora_tests::{eventually, get_json, prometheus_query};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -923,23 +923,7 @@ async fn the_compose_stack_survives_faults_under_load() {
 /// the transfers of this run are counted, and the alert rules evaluate.
 async fn prometheus_sees_everyone(stack: &Stack) {
     let base = format!("http://127.0.0.1:{}", stack.ports["AGORA_PROMETHEUS_PORT"]);
-    let http = reqwest::Client::new();
-    let query = |q: &'static str| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let reply: Value = http
-                .get(format!("{base}/api/v1/query"))
-                .query(&[("query", q)])
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            reply["data"]["result"].as_array().cloned()
-        }
-    };
+    let query = |q: &'static str| prometheus_query(&base, q);
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let up = query("up{job=\"agora\"}").await.unwrap_or_default();
@@ -968,14 +952,7 @@ async fn prometheus_sees_everyone(stack: &Stack) {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let rules: Value = http
-        .get(format!("{base}/api/v1/rules"))
-        .send()
-        .await
-        .expect("Prometheus answers")
-        .json()
-        .await
-        .expect("JSON");
+    let rules = get_json(&format!("{base}/api/v1/rules")).await.expect("Prometheus answers");
     let health: Vec<&Value> = rules["data"]["groups"]
         .as_array()
         .into_iter()

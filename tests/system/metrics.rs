@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agora_nats::tasks::wire::SubmitRequest;
-use agora_tests::{System, TEST_MANAGER, wait_until};
+use agora_tests::{System, TEST_MANAGER, get_json, prometheus_query, wait_until};
 use serde_json::Value;
 
 const SCRAPER_TOKEN: &str = "test-scraper-token-0123456789";
@@ -62,17 +62,7 @@ impl Prometheus {
 
     /// The value of an instant query that yields one number, if it does yet.
     async fn number(&self, query: &str) -> Option<f64> {
-        let reply: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query)])
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let result = reply["data"]["result"].as_array()?;
+        let result = prometheus_query(&self.url, query).await?;
         if result.len() != 1 {
             return None;
         }
@@ -80,15 +70,7 @@ impl Prometheus {
     }
 
     async fn json(&self, path: &str) -> Option<Value> {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
+        get_json(&format!("{}{path}", self.url)).await
     }
 }
 
@@ -201,6 +183,13 @@ async fn prometheus_scrapes_every_instance_and_sees_the_load_sent() {
         prometheus.number(lag).await == Some(0.0)
     })
     .await;
+
+    // No label names a person: a scrape after the load says nothing of alice or bob.
+    let (_, after) = scrape(&system, Some(SCRAPER_TOKEN)).await;
+    assert!(after.contains("agora_bank_batch_operations"), "{after}");
+    for name in ["alice", "bob"] {
+        assert!(!after.contains(name), "{name} appears in the metrics");
+    }
 
     // The gateway's own HTTP requests, by route pattern.
     let http = "sum(agora_http_requests_total{route=\"/metrics\",status=\"200\"})";
