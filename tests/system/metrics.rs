@@ -98,6 +98,7 @@ async fn prometheus_scrapes_every_instance_and_sees_the_load_sent() {
     std::fs::create_dir_all(system.files_root()).expect("served directory");
     std::fs::write(system.files_root().join("hello.txt"), b"hello").expect("a served file");
     system.add_files(&[]);
+    system.start_chat();
     system.start_gateway_with(&["--metrics-token", SCRAPER_TOKEN]);
 
     // Who may read the metrics: the scrapers' secret or a manager; nobody else.
@@ -109,9 +110,15 @@ async fn prometheus_scrapes_every_instance_and_sees_the_load_sent() {
     let (status, text) = scrape(&system, Some(&manager_token)).await;
     assert_eq!(status, 200, "{text}");
     // Every component instance answers, each labelled; the families appear once.
-    for (service, instances) in
-        [("ledger", 1), ("bank", 2), ("tasks", 1), ("worker", 1), ("files", 1), ("auth", 1)]
-    {
+    for (service, instances) in [
+        ("ledger", 1),
+        ("bank", 2),
+        ("tasks", 1),
+        ("worker", 1),
+        ("files", 1),
+        ("auth", 1),
+        ("chat", 1),
+    ] {
         let up = format!("agora_up{{service=\"{service}\",");
         assert_eq!(text.matches(&up).count(), instances, "{service} instances in:\n{text}");
     }
@@ -190,6 +197,20 @@ async fn prometheus_scrapes_every_instance_and_sees_the_load_sent() {
     for name in ["alice", "bob"] {
         assert!(!after.contains(name), "{name} appears in the metrics");
     }
+
+    // Chat: what it fanned out, and how far history trails the senders.
+    let talker = agora_nats::chat::client::ChatSession::register(alice.clone(), "alice")
+        .await
+        .expect("registers");
+    for n in 0..3 {
+        talker.say("all", &format!("message {n}")).await.expect("recorded");
+    }
+    wait_until(WITHIN, "the chat's room messages are counted", async || {
+        prometheus.number("sum(agora_chat_messages_total{kind=\"room\"})").await == Some(3.0)
+    })
+    .await;
+    let lag = "sum(agora_chat_history_lag_seconds_count)";
+    assert_eq!(prometheus.number(lag).await, Some(3.0));
 
     // The gateway's own HTTP requests, by route pattern.
     let http = "sum(agora_http_requests_total{route=\"/metrics\",status=\"200\"})";
