@@ -245,8 +245,11 @@ impl futures::Stream for MeteredEndpoint {
             let parent = trace::Trace::from_headers(request.message.headers.as_ref());
             let span = trace::Trace::child_of(parent.as_ref());
             let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
-            headers.insert(RECEIVED_HEADER, metrics::monotonic_us().to_string().as_str());
-            headers.insert(SPAN_HEADER, span.traceparent().as_str());
+            const RECEIVED: async_nats::HeaderName =
+                async_nats::HeaderName::from_static(RECEIVED_HEADER);
+            const SPAN: async_nats::HeaderName = async_nats::HeaderName::from_static(SPAN_HEADER);
+            headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
+            headers.insert(SPAN, span.traceparent().as_str());
             self.in_flight.inc();
             return std::task::Poll::Ready(Some(request));
         }
@@ -264,6 +267,17 @@ pub fn span_of(request: &Request) -> Option<trace::Trace> {
     trace::Trace::parse(request.message.headers.as_ref()?.get(SPAN_HEADER)?.as_str())
 }
 
+/// The span a batch of requests' downstream call works for: the first sampled request's, else
+/// the first's (a span has one parent; a batch serves many).
+pub fn batch_span<'a>(requests: impl Iterator<Item = &'a Request> + Clone) -> Option<trace::Trace> {
+    let header = |request: &'a Request| {
+        request.message.headers.as_ref()?.get(SPAN_HEADER).map(|value| value.as_str())
+    };
+    let sampled = requests.clone().filter_map(header).find(|span| trace::Trace::is_sampled(span));
+    let first = || requests.clone().find_map(header);
+    trace::Trace::parse(sampled.or_else(first)?)
+}
+
 /// When `request` arrived (see [`RECEIVED_HEADER`]).
 fn received_us(request: &Request) -> Option<u64> {
     request.message.headers.as_ref()?.get(RECEIVED_HEADER)?.as_str().parse().ok()
@@ -275,11 +289,25 @@ fn received_us(request: &Request) -> Option<u64> {
 pub struct Replier {
     endpoint: String,
     errors: ErrorCounts,
+    /// The endpoint's request metrics, looked up once.
+    ok: prometheus_client::metrics::counter::Counter,
+    seconds: prometheus_client::metrics::histogram::Histogram,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Replier {
     pub fn new(endpoint: impl Into<String>, errors: ErrorCounts) -> Self {
-        Self { endpoint: endpoint.into(), errors }
+        let endpoint = endpoint.into();
+        let requests = metrics::requests();
+        let outcome = metrics::OutcomeLabels { endpoint: endpoint.clone(), code: "ok".to_owned() };
+        let labels = metrics::EndpointLabels { endpoint: endpoint.clone() };
+        Self {
+            ok: requests.total.get_or_create(&outcome).clone(),
+            seconds: requests.seconds.get_or_create(&labels).clone(),
+            in_flight: requests.in_flight.get_or_create(&labels).clone(),
+            endpoint,
+            errors,
+        }
     }
 
     pub async fn reply<T: Serialize>(&self, request: &Request, result: Result<T, ServiceError>) {
@@ -326,33 +354,44 @@ impl Replier {
         code: Option<ErrorCode>,
         answered: (u64, std::time::SystemTime),
     ) {
-        let requests = metrics::requests();
-        let code = code.map_or("ok", ErrorCode::as_str);
-        let outcome =
-            metrics::OutcomeLabels { endpoint: self.endpoint.clone(), code: code.to_owned() };
-        requests.total.get_or_create(&outcome).inc();
-        if let Some(received) = received_us(request) {
-            let labels = metrics::EndpointLabels { endpoint: self.endpoint.clone() };
-            let elapsed_us = answered.0.saturating_sub(received);
-            requests.seconds.get_or_create(&labels).observe(elapsed_us as f64 / 1e6);
-            requests.in_flight.get_or_create(&labels).dec();
-            if let Some(span) = span_of(request).filter(|span| span.sampled) {
-                let elapsed = std::time::Duration::from_micros(elapsed_us);
-                trace::record(trace::Finished {
-                    span,
-                    parent: trace::Trace::from_headers(request.message.headers.as_ref()),
-                    operation: &self.endpoint,
-                    kind: opentelemetry::trace::SpanKind::Server,
-                    started: answered.1 - elapsed,
-                    elapsed,
-                    error: (code != "ok").then_some(code),
-                    attributes: vec![opentelemetry::KeyValue::new(
-                        "messaging.destination.name",
-                        request.message.subject.to_string(),
-                    )],
-                });
+        match code {
+            None => {
+                self.ok.inc();
+            }
+            Some(code) => {
+                let outcome = metrics::OutcomeLabels {
+                    endpoint: self.endpoint.clone(),
+                    code: code.as_str().to_owned(),
+                };
+                metrics::requests().total.get_or_create(&outcome).inc();
             }
         }
+        let Some(received) = received_us(request) else { return };
+        let elapsed_us = answered.0.saturating_sub(received);
+        self.seconds.observe(elapsed_us as f64 / 1e6);
+        self.in_flight.dec();
+        let headers = request.message.headers.as_ref();
+        let sampled = headers
+            .and_then(|headers| headers.get(SPAN_HEADER))
+            .is_some_and(|span| trace::Trace::is_sampled(span.as_str()));
+        if !sampled {
+            return;
+        }
+        let Some(span) = span_of(request) else { return };
+        let elapsed = std::time::Duration::from_micros(elapsed_us);
+        trace::record(trace::Finished {
+            span,
+            parent: trace::Trace::from_headers(headers),
+            operation: &self.endpoint,
+            kind: opentelemetry::trace::SpanKind::Server,
+            started: answered.1 - elapsed,
+            elapsed,
+            error: code.map(ErrorCode::as_str),
+            attributes: vec![opentelemetry::KeyValue::new(
+                "messaging.destination.name",
+                request.message.subject.to_string(),
+            )],
+        });
     }
 }
 

@@ -18,17 +18,14 @@
 //!   recorded for an unsampled trace: tracing off costs one id per request and a header.
 //! - Every log record published while a span is current carries its `trace_id`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanProcessor};
 
 /// The header of the W3C trace context.
@@ -68,22 +65,38 @@ impl Trace {
         format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
     }
 
-    /// Parses a `traceparent` header value (W3C); `None` if it is not a valid one.
+    /// Parses a `traceparent` header value (W3C, version 00); `None` if it is not a valid one
+    /// (wrong lengths, not hex, an all-zero id).
     pub fn parse(value: &str) -> Option<Self> {
-        // The propagator is lenient about lengths; the W3C format is not.
-        let lengths: Vec<usize> = value.trim().split('-').map(str::len).collect();
-        if lengths.get(..4) != Some(&[2, 32, 16, 2][..]) {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let (version, trace_id, span_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || trace_id.len() != 32 || span_id.len() != 16 || flags.len() != 2 {
             return None;
         }
-        let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.to_owned())]);
-        let context = TraceContextPropagator::new().extract(&carrier);
-        let span = context.span();
-        let span = span.span_context();
-        span.is_valid().then(|| Self {
-            trace_id: span.trace_id(),
-            span_id: span.span_id(),
-            sampled: span.is_sampled(),
+        // Version ff is forbidden; a later version may add fields after these four.
+        let version = u8::from_str_radix(version, 16).ok()?;
+        if version == 0xff || (version == 0 && parts.next().is_some()) {
+            return None;
+        }
+        let hex = |text: &str| text.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(trace_id) || !hex(span_id) {
+            return None;
+        }
+        let trace_id = TraceId::from_hex(trace_id).ok()?;
+        let span_id = SpanId::from_hex(span_id).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != TraceId::INVALID && span_id != SpanId::INVALID).then_some(Self {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
         })
+    }
+
+    /// Whether a `traceparent` value says "sampled", without parsing the rest.
+    pub fn is_sampled(value: &str) -> bool {
+        value.trim().ends_with(['1', '3', '5', '7', '9', 'b', 'd', 'f', 'B', 'D', 'F'])
     }
 
     /// The `traceparent` of NATS headers, if there is a valid one.

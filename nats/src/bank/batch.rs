@@ -91,8 +91,7 @@ impl Bank {
             };
             // The ledger's span is a child of one traced operation's (the first sampled one):
             // a batch serves many traces, and a span has one parent.
-            let spans = batch.iter().filter_map(|single| crate::service::span_of(&single.request));
-            let span = spans.clone().find(|span| span.sampled).or_else(|| spans.clone().next());
+            let span = crate::service::batch_span(batch.iter().map(|single| &single.request));
             let reply: Result<ApplyReply, ClientError> = crate::trace::scope(
                 span,
                 self.ledger.request(crate::subjects::ledger::APPLY_SUBJECT, &request),

@@ -65,6 +65,8 @@ pub enum Envelope {
 struct ItemWrites {
     total: Option<u64>,
     users: BTreeMap<String, UserLike>,
+    /// The span of the first request that wrote it: the event's `traceparent`.
+    span: Option<crate::trace::Trace>,
 }
 
 /// What a group produced, sent once it committed.
@@ -208,6 +210,7 @@ impl Likes {
                 if let Some(record) = &outcome.record {
                     store::put(tx, record)?;
                     let entry = out.writes.entry(item.clone()).or_default();
+                    entry.span = entry.span.or_else(crate::trace::current);
                     match record {
                         Record::Counter { counter, .. } => entry.total = Some(counter.total),
                         Record::User { user, register, .. } => {
@@ -277,13 +280,24 @@ impl Likes {
                 users: writes.users.into_values().collect(),
             };
             if let Ok(payload) = serde_json::to_vec(&event) {
-                out.events.push((subject::events(item.as_str()), None, Bytes::from(payload)));
+                let headers = writes.span.map(|span| {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(crate::trace::TRACEPARENT, span.traceparent().as_str());
+                    headers
+                });
+                out.events.push((subject::events(item.as_str()), headers, Bytes::from(payload)));
             }
         }
         let payloads = out.events[first..].iter().map(|(_, _, payload)| &payload[..]);
         let digest = trust::batch_digest(self.node.as_str(), batch, payloads);
         if let Some(last) = out.events.last_mut() {
-            last.1 = Some(trust::signed(&self.key, &digest));
+            let signed = trust::signed(&self.key, &digest);
+            let headers = last.1.get_or_insert_with(HeaderMap::new);
+            for (name, values) in signed.iter() {
+                for value in values {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
         }
     }
 
@@ -316,6 +330,13 @@ impl Likes {
 impl State for Likes {
     type Envelope = Envelope;
     type Outbox = Outbox;
+
+    fn span(&self, envelope: &Envelope) -> Option<crate::trace::Trace> {
+        match envelope {
+            Envelope::Request { request, .. } => crate::service::span_of(request),
+            _ => None,
+        }
+    }
 
     fn apply(
         &mut self,
