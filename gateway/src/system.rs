@@ -173,9 +173,10 @@ pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next
         .get(trace::TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .and_then(trace::Trace::parse);
-    let span = trace::Trace::child_of(parent.as_ref());
-    let mut response = trace::scope(Some(span), next.run(request)).await;
-    if let Ok(value) = axum::http::HeaderValue::from_str(&span.traceparent()) {
+    let span = trace::Trace::start(parent.as_ref());
+    let mut response = trace::scope(span, next.run(request)).await;
+    if let Some(value) = span.and_then(|s| axum::http::HeaderValue::from_str(&s.traceparent()).ok())
+    {
         response.headers_mut().insert(trace::TRACERESPONSE, value);
     }
     let metrics = http_metrics();
@@ -184,6 +185,7 @@ pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next
     let operation = format!("{method} {route}");
     metrics.total.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
     metrics.seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    let Some(span) = span.filter(|span| span.sampled) else { return response };
     let status_text = status.to_string();
     trace::record(trace::Finished {
         span,

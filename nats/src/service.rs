@@ -243,13 +243,18 @@ impl futures::Stream for MeteredEndpoint {
         if let std::task::Poll::Ready(Some(request)) = polled {
             let mut request = request;
             let parent = trace::Trace::from_headers(request.message.headers.as_ref());
-            let span = trace::Trace::child_of(parent.as_ref());
+            let span = trace::Trace::start(parent.as_ref());
             let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
             const RECEIVED: async_nats::HeaderName =
                 async_nats::HeaderName::from_static(RECEIVED_HEADER);
             const SPAN: async_nats::HeaderName = async_nats::HeaderName::from_static(SPAN_HEADER);
             headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
-            headers.insert(SPAN, span.traceparent().as_str());
+            match span {
+                Some(span) => headers.insert(SPAN, span.traceparent().as_str()),
+                // A caller's own is not believed (an empty one is no span).
+                None if headers.get(SPAN_HEADER).is_some() => headers.insert(SPAN, ""),
+                None => {}
+            }
             self.in_flight.inc();
             return std::task::Poll::Ready(Some(request));
         }
@@ -301,13 +306,11 @@ impl Replier {
         let requests = metrics::requests();
         let outcome = metrics::OutcomeLabels { endpoint: endpoint.clone(), code: "ok".to_owned() };
         let labels = metrics::EndpointLabels { endpoint: endpoint.clone() };
-        Self {
-            ok: requests.total.get_or_create(&outcome).clone(),
-            seconds: requests.seconds.get_or_create(&labels).clone(),
-            in_flight: requests.in_flight.get_or_create(&labels).clone(),
-            endpoint,
-            errors,
-        }
+        // One at a time: a family's handle holds its lock until the statement ends.
+        let ok = requests.total.get_or_create(&outcome).clone();
+        let seconds = requests.seconds.get_or_create(&labels).clone();
+        let in_flight = requests.in_flight.get_or_create(&labels).clone();
+        Self { ok, seconds, in_flight, endpoint, errors }
     }
 
     pub async fn reply<T: Serialize>(&self, request: &Request, result: Result<T, ServiceError>) {

@@ -9,13 +9,14 @@
 //!   for HTTP requests (and answers with a `traceresponse` header); the `agora` CLI starts a
 //!   trace with `--trace` and prints its id.
 //! - **Sampling.** The W3C `sampled` flag decides what is recorded, and every hop follows the
-//!   caller's decision. A trace that starts here is sampled with probability
-//!   `AGORA_TRACE_SAMPLE` (0 to 1; default 1 when spans are exported, else 0).
+//!   caller's decision. A request without a `traceparent` starts a trace sampled with
+//!   probability `AGORA_TRACE_SAMPLE` (0 to 1; default 1 when spans are exported, else 0); at
+//!   0 it starts none (tracing off: nothing is made for requests nobody traces).
 //! - **Recording** a sampled span ([`record`]) logs one info record with its `trace_id`,
 //!   `span_id` and `parent_span_id` (so `agora.logs` and the dashboard's Logs tab follow a
 //!   trace), and, when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
 //!   is set, exports it over OTLP/HTTP (JSON) in batches from a thread of its own. Nothing is
-//!   recorded for an unsampled trace: tracing off costs one id per request and a header.
+//!   recorded for an unsampled trace.
 //! - Every log record published while a span is current carries its `trace_id`.
 
 use std::future::Future;
@@ -50,6 +51,17 @@ impl Trace {
                 Self { trace_id: parent.trace_id, span_id: new_span_id(), sampled: parent.sampled }
             }
             None => Self::root(sample_root()),
+        }
+    }
+
+    /// The span of a request that arrived with `parent` (its `traceparent`): its child; without
+    /// one, the root of a new trace when traces start here (`AGORA_TRACE_SAMPLE` above 0, or
+    /// spans exported), else none: with tracing off, a request nobody traces costs nothing.
+    pub fn start(parent: Option<&Trace>) -> Option<Self> {
+        match parent {
+            Some(parent) => Some(Self::child_of(Some(parent))),
+            None if roots_start() => Some(Self::root(sample_root())),
+            None => None,
         }
     }
 
@@ -206,6 +218,11 @@ fn exporter(service: &str) -> Option<BatchSpanProcessor> {
             None
         }
     }
+}
+
+/// Whether requests that arrive without a trace start one.
+fn roots_start() -> bool {
+    TRACING.get().is_some_and(|tracing| tracing.root_ratio > 0.0)
 }
 
 fn sample_root() -> bool {

@@ -257,8 +257,8 @@ impl ChatState {
         self.last_seq = self.last_seq.max(seq);
         out.recorded += 1;
         let metrics = chat_metrics();
-        let kind = if incoming.room.is_some() { "room" } else { "dm" };
-        metrics.messages.get_or_create(&KindLabels { kind }).inc();
+        let sent = if incoming.room.is_some() { &metrics.room } else { &metrics.dm };
+        sent.inc();
         if let Some(sent) = incoming.at_ms.filter(|sent| *sent <= now) {
             metrics.history_lag.observe((now - sent) as f64 / 1e3);
         }
@@ -468,25 +468,35 @@ struct KindLabels {
 
 /// The chat service's metrics: what it fans out, and how far history trails the senders.
 struct ChatMetrics {
-    messages: prometheus_client::metrics::family::Family<
-        KindLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
+    room: prometheus_client::metrics::counter::Counter,
+    dm: prometheus_client::metrics::counter::Counter,
     history_lag: prometheus_client::metrics::histogram::Histogram,
 }
 
 fn chat_metrics() -> &'static ChatMetrics {
-    static METRICS: std::sync::LazyLock<ChatMetrics> = std::sync::LazyLock::new(|| ChatMetrics {
-        messages: crate::metrics::register(
+    static METRICS: std::sync::LazyLock<ChatMetrics> = std::sync::LazyLock::new(|| {
+        let messages: prometheus_client::metrics::family::Family<
+            KindLabels,
+            prometheus_client::metrics::counter::Counter,
+        > = crate::metrics::register(
             "chat_messages",
             "Messages recorded and fanned out, by kind (room: to every member; dm: to one)",
             Default::default(),
-        ),
-        history_lag: crate::metrics::register(
-            "chat_history_lag_seconds",
-            "From a message's sending (its at_ms) to its commit in history",
-            prometheus_client::metrics::histogram::Histogram::new(crate::metrics::seconds_buckets()),
-        ),
+        );
+        // One at a time: a family's handle holds its lock until the statement ends.
+        let room = messages.get_or_create(&KindLabels { kind: "room" }).clone();
+        let dm = messages.get_or_create(&KindLabels { kind: "dm" }).clone();
+        ChatMetrics {
+            room,
+            dm,
+            history_lag: crate::metrics::register(
+                "chat_history_lag_seconds",
+                "From a message's sending (its at_ms) to its commit in history",
+                prometheus_client::metrics::histogram::Histogram::new(
+                    crate::metrics::seconds_buckets(),
+                ),
+            ),
+        }
     });
     &METRICS
 }

@@ -278,7 +278,9 @@ impl Context {
     /// message's `traceparent`), current while the worker claims, reports and finishes it.
     async fn handle(&self, message: jetstream::Message) {
         let parent = crate::trace::Trace::from_headers(message.headers.as_ref());
-        let span = crate::trace::Trace::child_of(parent.as_ref());
+        let Some(span) = crate::trace::Trace::start(parent.as_ref()) else {
+            return self.handle_traced(message).await;
+        };
         let started = std::time::SystemTime::now();
         let clock = std::time::Instant::now();
         // The span's name (only a recorded span needs one).
