@@ -250,9 +250,14 @@ impl futures::Stream for MeteredEndpoint {
             const SPAN: async_nats::HeaderName = async_nats::HeaderName::from_static(SPAN_HEADER);
             headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
             match span {
-                Some(span) => headers.insert(SPAN, span.traceparent().as_str()),
+                Some(span) => {
+                    trace::note_span();
+                    headers.insert(SPAN, span.traceparent().as_str());
+                }
                 // A caller's own is not believed (an empty one is no span).
-                None if headers.get(SPAN_HEADER).is_some() => headers.insert(SPAN, ""),
+                None if trace::spans_seen() && headers.get(SPAN_HEADER).is_some() => {
+                    headers.insert(SPAN, "")
+                }
                 None => {}
             }
             self.in_flight.inc();
@@ -269,12 +274,18 @@ pub const SPAN_HEADER: &str = "Agora-Span";
 /// The span of a request that came through a [`MeteredEndpoint`]: what its handler works for
 /// (`trace::scope(service::span_of(&request), ...)`).
 pub fn span_of(request: &Request) -> Option<trace::Trace> {
+    if !trace::spans_seen() {
+        return None;
+    }
     trace::Trace::parse(request.message.headers.as_ref()?.get(SPAN_HEADER)?.as_str())
 }
 
 /// The span a batch of requests' downstream call works for: the first sampled request's, else
 /// the first's (a span has one parent; a batch serves many).
 pub fn batch_span<'a>(requests: impl Iterator<Item = &'a Request> + Clone) -> Option<trace::Trace> {
+    if !trace::spans_seen() {
+        return None;
+    }
     let header = |request: &'a Request| {
         request.message.headers.as_ref()?.get(SPAN_HEADER).map(|value| value.as_str())
     };
@@ -373,6 +384,9 @@ impl Replier {
         let elapsed_us = answered.0.saturating_sub(received);
         self.seconds.observe(elapsed_us as f64 / 1e6);
         self.in_flight.dec();
+        if !trace::spans_seen() {
+            return;
+        }
         let headers = request.message.headers.as_ref();
         let sampled = headers
             .and_then(|headers| headers.get(SPAN_HEADER))

@@ -220,6 +220,22 @@ fn exporter(service: &str) -> Option<BatchSpanProcessor> {
     }
 }
 
+/// Whether any request this process handled had a span: until one does, nobody needs to look
+/// for one (the owners' hot paths skip the header lookups).
+static SPANS_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that a request got a span (see [`spans_seen`]).
+pub fn note_span() {
+    if !SPANS_SEEN.load(std::sync::atomic::Ordering::Relaxed) {
+        SPANS_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether any request of this process had a span yet.
+pub fn spans_seen() -> bool {
+    SPANS_SEEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether requests that arrive without a trace start one.
 fn roots_start() -> bool {
     TRACING.get().is_some_and(|tracing| tracing.root_ratio > 0.0)
