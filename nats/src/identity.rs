@@ -43,8 +43,14 @@ struct RequestInfo {
 
 /// Who sent a request with these headers.
 pub fn caller(headers: Option<&HeaderMap>) -> Result<Caller, ServiceError> {
-    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|value| value.as_str());
-    if let Some(info) = header(REQUEST_INFO_HEADER) {
+    // Names built once (a name from a `&str` is checked and copied at every lookup).
+    const REQUEST_INFO: async_nats::HeaderName =
+        async_nats::HeaderName::from_static(REQUEST_INFO_HEADER);
+    const USER: async_nats::HeaderName = async_nats::HeaderName::from_static(USER_HEADER);
+    const ROLE: async_nats::HeaderName = async_nats::HeaderName::from_static(ROLE_HEADER);
+    let header =
+        |name: async_nats::HeaderName| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    if let Some(info) = header(REQUEST_INFO) {
         let info: RequestInfo = serde_json::from_str(info).map_err(|_| unauthenticated())?;
         let role = match info.acc.as_str() {
             accounts::USERS => Some(Role::User),
@@ -60,11 +66,11 @@ pub fn caller(headers: Option<&HeaderMap>) -> Result<Caller, ServiceError> {
             return Ok(Caller::user(name, role));
         }
     }
-    match header(USER_HEADER) {
+    match header(USER) {
         None => Ok(Caller::Service),
         Some(name) => {
             let name = UserName::parse(name).map_err(ServiceError::from)?;
-            let role = header(ROLE_HEADER).map_or(Ok(Role::User), Role::parse)?;
+            let role = header(ROLE).map_or(Ok(Role::User), Role::parse)?;
             Ok(Caller::user(name, role))
         }
     }

@@ -245,9 +245,6 @@ impl futures::Stream for MeteredEndpoint {
             let parent = trace::Trace::from_headers(request.message.headers.as_ref());
             let span = trace::Trace::start(parent.as_ref());
             let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
-            const RECEIVED: async_nats::HeaderName =
-                async_nats::HeaderName::from_static(RECEIVED_HEADER);
-            const SPAN: async_nats::HeaderName = async_nats::HeaderName::from_static(SPAN_HEADER);
             headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
             match span {
                 Some(span) => {
@@ -255,7 +252,7 @@ impl futures::Stream for MeteredEndpoint {
                     headers.insert(SPAN, span.traceparent().as_str());
                 }
                 // A caller's own is not believed (an empty one is no span).
-                None if trace::spans_seen() && headers.get(SPAN_HEADER).is_some() => {
+                None if trace::spans_seen() && headers.get(SPAN).is_some() => {
                     headers.insert(SPAN, "")
                 }
                 None => {}
@@ -267,6 +264,10 @@ impl futures::Stream for MeteredEndpoint {
     }
 }
 
+// Header names built once (a name from a `&str` is checked and copied at every lookup).
+const RECEIVED: async_nats::HeaderName = async_nats::HeaderName::from_static(RECEIVED_HEADER);
+const SPAN: async_nats::HeaderName = async_nats::HeaderName::from_static(SPAN_HEADER);
+
 /// The header a request gets on arrival: its own span (see [`crate::trace`]), a child of the
 /// caller's `traceparent`. A caller's own is replaced.
 pub const SPAN_HEADER: &str = "Agora-Span";
@@ -277,7 +278,7 @@ pub fn span_of(request: &Request) -> Option<trace::Trace> {
     if !trace::spans_seen() {
         return None;
     }
-    trace::Trace::parse(request.message.headers.as_ref()?.get(SPAN_HEADER)?.as_str())
+    trace::Trace::parse(request.message.headers.as_ref()?.get(SPAN)?.as_str())
 }
 
 /// The span a batch of requests' downstream call works for: the first sampled request's, else
@@ -287,7 +288,7 @@ pub fn batch_span<'a>(requests: impl Iterator<Item = &'a Request> + Clone) -> Op
         return None;
     }
     let header = |request: &'a Request| {
-        request.message.headers.as_ref()?.get(SPAN_HEADER).map(|value| value.as_str())
+        request.message.headers.as_ref()?.get(SPAN).map(|value| value.as_str())
     };
     let sampled = requests.clone().filter_map(header).find(|span| trace::Trace::is_sampled(span));
     let first = || requests.clone().find_map(header);
@@ -296,13 +297,19 @@ pub fn batch_span<'a>(requests: impl Iterator<Item = &'a Request> + Clone) -> Op
 
 /// When `request` arrived (see [`RECEIVED_HEADER`]).
 fn received_us(request: &Request) -> Option<u64> {
-    request.message.headers.as_ref()?.get(RECEIVED_HEADER)?.as_str().parse().ok()
+    request.message.headers.as_ref()?.get(RECEIVED)?.as_str().parse().ok()
 }
 
 /// Replies to `request` with a JSON value or a coded error. A reply that cannot be published
 /// (connection gone) is logged: the requester will time out and retry.
 #[derive(Debug, Clone)]
 pub struct Replier {
+    /// Shared: a request carries its endpoint's replier, and a clone is one reference count.
+    inner: Arc<ReplierInner>,
+}
+
+#[derive(Debug)]
+struct ReplierInner {
     endpoint: String,
     errors: ErrorCounts,
     /// The endpoint's request metrics, looked up once.
@@ -321,7 +328,7 @@ impl Replier {
         let ok = requests.total.get_or_create(&outcome).clone();
         let seconds = requests.seconds.get_or_create(&labels).clone();
         let in_flight = requests.in_flight.get_or_create(&labels).clone();
-        Self { ok, seconds, in_flight, endpoint, errors }
+        Self { inner: Arc::new(ReplierInner { ok, seconds, in_flight, endpoint, errors }) }
     }
 
     pub async fn reply<T: Serialize>(&self, request: &Request, result: Result<T, ServiceError>) {
@@ -349,13 +356,13 @@ impl Replier {
             }
             (Ok(payload), None) => request.respond(Ok(payload)).await,
             (Err(error), _) => {
-                self.errors.record(&self.endpoint, error.code);
+                self.inner.errors.record(&self.inner.endpoint, error.code);
                 let (headers, body) = error_reply(&error);
                 request.respond_with_headers(Ok(body), headers).await
             }
         };
         if let Err(error) = sent {
-            tracing::warn!(endpoint = %self.endpoint, %error, "could not send reply");
+            tracing::warn!(endpoint = %self.inner.endpoint, %error, "could not send reply");
         }
         self.count(request, code, answered);
     }
@@ -370,11 +377,11 @@ impl Replier {
     ) {
         match code {
             None => {
-                self.ok.inc();
+                self.inner.ok.inc();
             }
             Some(code) => {
                 let outcome = metrics::OutcomeLabels {
-                    endpoint: self.endpoint.clone(),
+                    endpoint: self.inner.endpoint.clone(),
                     code: code.as_str().to_owned(),
                 };
                 metrics::requests().total.get_or_create(&outcome).inc();
@@ -382,14 +389,14 @@ impl Replier {
         }
         let Some(received) = received_us(request) else { return };
         let elapsed_us = answered.0.saturating_sub(received);
-        self.seconds.observe(elapsed_us as f64 / 1e6);
-        self.in_flight.dec();
+        self.inner.seconds.observe(elapsed_us as f64 / 1e6);
+        self.inner.in_flight.dec();
         if !trace::spans_seen() {
             return;
         }
         let headers = request.message.headers.as_ref();
         let sampled = headers
-            .and_then(|headers| headers.get(SPAN_HEADER))
+            .and_then(|headers| headers.get(SPAN))
             .is_some_and(|span| trace::Trace::is_sampled(span.as_str()));
         if !sampled {
             return;
@@ -399,7 +406,7 @@ impl Replier {
         trace::record(trace::Finished {
             span,
             parent: trace::Trace::from_headers(headers),
-            operation: &self.endpoint,
+            operation: &self.inner.endpoint,
             kind: opentelemetry::trace::SpanKind::Server,
             started: answered.1 - elapsed,
             elapsed,

@@ -113,7 +113,8 @@ impl Trace {
 
     /// The `traceparent` of NATS headers, if there is a valid one.
     pub fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Self> {
-        Self::parse(headers?.get(TRACEPARENT)?.as_str())
+        const NAME: async_nats::HeaderName = async_nats::HeaderName::from_static(TRACEPARENT);
+        Self::parse(headers?.get(NAME)?.as_str())
     }
 }
 
