@@ -14,7 +14,9 @@
 //! 3. cut a likes node off the network while likes arrive, reconnect it: every node reports
 //!    the exact total;
 //! 4. kill -9 a worker mid-task: every task completes;
-//! 5. chat and coins through the gateway's HTTP API, each person signed in as themselves.
+//! 5. chat and coins through the gateway's HTTP API, each person signed in as themselves;
+//! 6. no single point of failure (active instances and their volumes lost, log leaders stopped);
+//! 7. the stack's Prometheus scrapes every component through the gateway, with its rules.
 //!
 //! Before the faults: the task stream and the likes bucket are replicated on all three nodes;
 //! and the doors are tried as an attacker would: a connection without TLS, a nats-server
