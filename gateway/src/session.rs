@@ -68,14 +68,18 @@ impl Signed {
     }
 }
 
-/// The token a request carries: the bearer token, else the session cookie.
-pub fn token_of(parts: &Parts) -> Option<String> {
-    let bearer = parts
-        .headers
+/// The `Authorization: Bearer <token>` of a request, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+}
+
+/// The token a request carries: the bearer token, else the session cookie.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    let bearer = bearer(&parts.headers);
     let cookie = || {
         parts.headers.get_all(COOKIE).iter().filter_map(|value| value.to_str().ok()).find_map(
             |cookies| {

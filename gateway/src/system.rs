@@ -111,11 +111,7 @@ pub async fn metrics(
 /// Whether the request carries the scrapers' secret (`--metrics-token`) as its bearer token.
 fn scraper(state: &State, headers: &axum::http::HeaderMap) -> bool {
     let Some(secret) = &state.config.metrics_token else { return false };
-    let sent = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let sent = super::session::bearer(headers).unwrap_or_default();
     // Compared in constant time: an early exit would tell how much of a guess was right.
     subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), secret.as_bytes()).into()
 }
@@ -182,10 +178,13 @@ pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next
     let metrics = http_metrics();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let operation = format!("{method} {route}");
-    metrics.total.get_or_create(&HttpLabels { method, route: route.clone(), status }).inc();
-    metrics.seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    let labels = HttpLabels { method, route, status };
+    metrics.total.get_or_create(&labels).inc();
+    let route = RouteLabels { route: labels.route };
+    metrics.seconds.get_or_create(&route).observe(elapsed.as_secs_f64());
+    // Only a recorded span needs a name.
     let Some(span) = span.filter(|span| span.sampled) else { return response };
+    let operation = format!("{} {}", labels.method, route.route);
     let status_text = status.to_string();
     trace::record(trace::Finished {
         span,

@@ -4,8 +4,8 @@
 //! - **Propagation.** A request that arrives through [`crate::service::add_endpoint`] gets a
 //!   span of its own: a child of the caller's `traceparent` header (or the root of a new trace).
 //!   While it is handled, that span is the task's [`current`] one ([`scope`]): every request
-//!   [`crate::client::AgoraClient`] makes, and every message published with [`inject`], carries
-//!   it as its `traceparent`, so the next service's span is its child. The gateway does the same
+//!   [`crate::client::AgoraClient`] makes, every task it queues and every event it makes
+//!   ([`applying`]) carry it as their `traceparent`, so the next span is its child. The gateway does the same
 //!   for HTTP requests (and answers with a `traceresponse` header); the `agora` CLI starts a
 //!   trace with `--trace` and prints its id.
 //! - **Sampling.** The W3C `sampled` flag decides what is recorded, and every hop follows the
@@ -153,21 +153,6 @@ pub async fn scope<F: Future>(trace: Option<Trace>, work: F) -> F::Output {
     }
 }
 
-/// Puts the [`current`] span in `headers` as their `traceparent` (if there is one).
-pub fn inject(headers: &mut async_nats::HeaderMap) {
-    if let Some(trace) = current() {
-        headers.insert(TRACEPARENT, trace.traceparent().as_str());
-    }
-}
-
-/// NATS headers carrying only the [`current`] span, if there is one.
-pub fn headers() -> Option<async_nats::HeaderMap> {
-    let trace = current()?;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(TRACEPARENT, trace.traceparent().as_str());
-    Some(headers)
-}
-
 struct Tracing {
     /// The component's name (spans are named `<service> <operation>`).
     service: String,
@@ -245,11 +230,6 @@ fn roots_start() -> bool {
 fn sample_root() -> bool {
     let ratio = TRACING.get().map_or(0.0, |tracing| tracing.root_ratio);
     ratio > 0.0 && (ratio >= 1.0 || rand::random::<f64>() < ratio)
-}
-
-/// Whether spans are exported.
-pub fn exporting() -> bool {
-    TRACING.get().is_some_and(|tracing| tracing.exporter.is_some())
 }
 
 /// Sends the spans not yet exported (before a short-lived process exits).
@@ -361,9 +341,9 @@ mod tests {
     async fn the_current_span_is_the_scopes() {
         assert_eq!(current(), None);
         let trace = Trace::root(true);
-        let inside = scope(Some(trace), async { (current(), headers()) }).await;
-        assert_eq!(inside.0, Some(trace));
-        let headers = inside.1.expect("headers");
+        assert_eq!(scope(Some(trace), async { current() }).await, Some(trace));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(TRACEPARENT, trace.traceparent().as_str());
         assert_eq!(Trace::from_headers(Some(&headers)), Some(trace));
         assert_eq!(scope(None, async { current() }).await, None);
     }
