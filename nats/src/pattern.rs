@@ -22,6 +22,8 @@ pub const ITEM: &str = "^[A-Za-z0-9_:-]{1,64}$";
 pub const LIKES_USER: &str = "^[A-Za-z0-9_:.@+-]{1,64}$";
 /// A user name: `agora_core::identity::UserName`.
 pub const USER_NAME: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$";
+/// A recurring task schedule's name: `agora_core::tasks::schedule::check_name`.
+pub const SCHEDULE_NAME: &str = "^[A-Za-z0-9_-]{1,64}$";
 /// A task id: a positive decimal integer.
 pub const TASK_ID: &str = "^[1-9][0-9]{0,19}$";
 
@@ -70,7 +72,7 @@ mod tests {
             .chain(lengths2)
             .chain(["BTC".repeat(4), "Z".repeat(10)]);
         type Parser = fn(&str) -> bool;
-        let checks: [(&str, Parser); 10] = [
+        let checks: [(&str, Parser); 11] = [
             (ACCOUNT, |s| AccountId::parse(s).is_ok()),
             (OPERATION_ID, |s| OperationId::parse(s).is_ok()),
             (SYMBOL, |s| agora_core::coins::Symbol::parse(s).is_ok()),
@@ -80,6 +82,7 @@ mod tests {
             (ITEM, |s| ItemId::parse(s).is_ok()),
             (LIKES_USER, |s| UserId::parse(s).is_ok()),
             (USER_NAME, |s| agora_core::UserName::parse(s).is_ok()),
+            (SCHEDULE_NAME, |s| agora_core::tasks::schedule::check_name(s).is_ok()),
             (TASK_ID, |s| s.parse::<u64>().is_ok_and(|id| id > 0) && !s.starts_with('0')),
         ];
         for text in all {

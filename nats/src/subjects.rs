@@ -223,6 +223,37 @@ pub mod tasks {
     /// The durable pull consumers every worker shares, one per priority.
     pub const CONSUMER_HIGH: &str = "workers-high";
     pub const CONSUMER_NORMAL: &str = "workers-normal";
+    /// Recurring schedules, one micro-service endpoint each:
+    /// `agora.tasks.schedules.{put,list,pause,resume,delete}`.
+    pub const SCHEDULES_GROUP: &str = "agora.tasks.schedules";
+    pub const SCHEDULE_PUT: &str = "put";
+    pub const SCHEDULE_LIST: &str = "list";
+    pub const SCHEDULE_PAUSE: &str = "pause";
+    pub const SCHEDULE_RESUME: &str = "resume";
+    pub const SCHEDULE_DELETE: &str = "delete";
+    pub const SCHEDULES_ALL: &str = "agora.tasks.schedules.*";
+    pub fn schedules(verb: &str) -> String {
+        format!("{SCHEDULES_GROUP}.{verb}")
+    }
+
+    /// The JetStream stream the NATS server's scheduler works from (`allow_msg_schedules`):
+    /// each schedule is the last message on its own subject, and every run lands on
+    /// [`FIRE`], which the task service consumes with [`CONSUMER_FIRE`].
+    pub const SCHEDULE_STREAM: &str = "AGORA_SCHEDULES";
+    pub const SCHEDULE_SUBJECTS: &str = "agora.schedules.>";
+    /// A delayed task's run: `agora.schedules.task.<id>`.
+    pub fn scheduled_task(id: &str) -> String {
+        format!("agora.schedules.task.{id}")
+    }
+    pub const SCHEDULED_TASKS: &str = "agora.schedules.task.*";
+    /// A recurring schedule: `agora.schedules.recurring.<owner>.<name>`.
+    pub fn recurring(owner: &str, name: &str) -> String {
+        format!("agora.schedules.recurring.{owner}.{name}")
+    }
+    pub const RECURRING_ALL: &str = "agora.schedules.recurring.>";
+    pub const FIRE: &str = "agora.schedules.fire";
+    pub const CONSUMER_FIRE: &str = "tasks-schedules";
+
     /// JetStream's advisory when a message exhausted its deliveries (`.<consumer>` follows).
     pub const MAX_DELIVERIES_ADVISORY: &str =
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.AGORA_TASKS.*";

@@ -137,6 +137,46 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
     let (ok, _, err) = agora(&system, &["task", "submit", "fail", "boom", "--wait"]);
     assert!(!ok, "a failed task exits non-zero");
     assert!(err.contains("failed"), "{err}");
+
+    // Delayed and recurring tasks.
+    let (ok, out, err) =
+        agora(&system, &["task", "submit", "sum", "4", "5", "--in", "2s", "--wait"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("completed") && out.contains("ran_at=20"), "{out}");
+    assert!(out.contains(r#"result: {"value":9}"#), "{out}");
+    let (ok, _, err) = agora(&system, &["task", "submit", "sum", "1", "--in", "soon"]);
+    assert!(!ok);
+    assert!(err.contains("--in") && err.contains("not a duration"), "{err}");
+    let (ok, _, err) = agora(&system, &["task", "submit", "sum", "1", "--at", "tomorrow"]);
+    assert!(!ok);
+    assert!(err.contains("RFC 3339"), "{err}");
+    let (ok, out, err) = agora(
+        &system,
+        &["task", "schedule", "nightly", "sum", "1", "2", "--cron", "0 3 * * *", "--tz", "UTC"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("nightly") && out.contains("0 0 3 * * * UTC") && out.contains("active"),
+        "{out}"
+    );
+    let (ok, _, err) =
+        agora(&system, &["task", "schedule", "bad", "sum", "1", "--cron", "0 3 * *"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]: cron has six fields"), "{err}");
+    let (ok, out, _) = agora(&system, &["task", "pause", "nightly"]);
+    assert!(ok && out.contains("paused"), "{out}");
+    let (ok, out, _) = agora(&system, &["task", "schedules", "--json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(
+        (listed["name"].as_str(), listed["paused"].as_bool()),
+        (Some("nightly"), Some(true))
+    );
+    let (ok, out, _) = agora(&system, &["task", "unschedule", "nightly"]);
+    assert!(ok && out.contains("schedule nightly deleted"), "{out}");
+    let (ok, _, err) = agora(&system, &["task", "resume", "nightly"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [not_found]"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod load;
 mod metrics;
 mod money;
 mod replication;
+mod schedules;
 mod tasks;
 mod traces;
 mod up;

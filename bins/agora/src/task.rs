@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use agora_nats::AgoraClient;
 use agora_nats::subjects::tasks as subject;
-use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
+use agora_nats::tasks::wire::{
+    ListRequest, SchedulePutRequest, ScheduleView, SubmitRequest, TaskEventWire, TaskView,
+};
 use clap::Subcommand;
 use futures::StreamExt;
 use serde_json::json;
@@ -35,6 +37,62 @@ pub enum TaskCommand {
         /// Wait for the result, with a progress bar.
         #[arg(long)]
         wait: bool,
+        /// Run it at this time (RFC 3339: 2026-12-24T18:00:00Z or with an offset).
+        #[arg(long, conflicts_with = "delay")]
+        at: Option<String>,
+        /// Run it this long from now (90s, 10m, 1h30m, 2d).
+        #[arg(long = "in", value_name = "DURATION")]
+        delay: Option<String>,
+    },
+    /// Run a task on a recurring schedule (the NATS server's scheduler runs it):
+    /// `agora task schedule nightly --cron "0 3 * * *" --tz Europe/Amsterdam sum 1 2`,
+    /// `agora task schedule ping --every 10m sleep 100`. Putting a name again replaces it.
+    Schedule {
+        /// The schedule's name (A-Z a-z 0-9 _ -), yours alone.
+        name: String,
+        op: String,
+        words: Vec<String>,
+        /// Cron: five fields (minute hour day month weekday) or six, seconds first.
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// A fixed interval: 90s, 10m, 1h...
+        #[arg(long)]
+        every: Option<String>,
+        /// The cron schedule's time zone (IANA, e.g. Europe/Amsterdam; default UTC).
+        #[arg(long)]
+        tz: Option<String>,
+        #[arg(long, conflicts_with = "words")]
+        args: Option<String>,
+        #[arg(long)]
+        high: bool,
+        #[arg(long)]
+        descending: bool,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// List your recurring schedules (a manager: everyone's, or `--owner`'s).
+    Schedules {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Pause a recurring schedule (it keeps its definition and runs nothing).
+    Pause {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Resume a paused schedule.
+    Resume {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Delete a recurring schedule.
+    Unschedule {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Show a task with its history.
     Get { id: String },
@@ -105,18 +163,24 @@ fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Resu
 
 pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        TaskCommand::Submit { op, words, args, id, high, descending, wait } => {
-            let args = match args {
-                Some(text) => RawValue::from_string(text)
-                    .map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))?,
-                None => args_from_words(&op, &words, descending)?,
-            };
+        TaskCommand::Submit { op, words, args, id, high, descending, wait, at, delay } => {
+            let args = op_args(&op, args, &words, descending)?;
+            let run_at_ms = at
+                .map(|at| agora_core::tasks::schedule::parse_rfc3339(&at))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+            let delay_ms = delay
+                .map(|delay| agora_core::tasks::schedule::parse_duration_ms(&delay))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--in: {e}"))?;
             let request = SubmitRequest {
                 op,
                 args,
                 id,
                 priority: high.then(|| "high".to_owned()),
                 wait_ms: None,
+                run_at_ms,
+                delay_ms,
             };
             // Subscribe first, so no progress event is missed while waiting.
             let mut events = if wait {
@@ -134,6 +198,54 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
                         anyhow::bail!("task {} {}", done.id, done.state);
                     }
                 }
+            }
+        }
+        TaskCommand::Schedule {
+            name,
+            op,
+            words,
+            cron,
+            every,
+            tz,
+            args,
+            high,
+            descending,
+            paused,
+        } => {
+            let args = op_args(&op, args, &words, descending)?;
+            let schedule = match (cron, every) {
+                (Some(cron), _) => cron,
+                (None, Some(every)) => format!("@every {every}"),
+                (None, None) => anyhow::bail!("give --cron or --every"),
+            };
+            let request = SchedulePutRequest {
+                name,
+                schedule,
+                time_zone: tz,
+                op,
+                args,
+                priority: high.then(|| "high".to_owned()),
+                paused,
+            };
+            print_schedules(&[client.put_schedule(&request).await?], json);
+        }
+        TaskCommand::Schedules { owner } => {
+            print_schedules(&client.schedules(owner).await?.schedules, json);
+        }
+        TaskCommand::Pause { name, owner } => {
+            let view = client.schedule_action(subject::SCHEDULE_PAUSE, &name, owner).await?;
+            print_schedules(&[view], json);
+        }
+        TaskCommand::Resume { name, owner } => {
+            let view = client.schedule_action(subject::SCHEDULE_RESUME, &name, owner).await?;
+            print_schedules(&[view], json);
+        }
+        TaskCommand::Unschedule { name, owner } => {
+            let view = client.schedule_action(subject::SCHEDULE_DELETE, &name, owner).await?;
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                println!("schedule {} deleted after {} runs", view.name, view.runs);
             }
         }
         TaskCommand::Get { id } => print_task(&client.task(&id).await?, json, true),
@@ -206,6 +318,53 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
         }
     }
     Ok(())
+}
+
+/// An op's arguments: `--args` JSON, or built from words.
+fn op_args(
+    op: &str,
+    args: Option<String>,
+    words: &[String],
+    descending: bool,
+) -> anyhow::Result<Box<RawValue>> {
+    match args {
+        Some(text) => {
+            RawValue::from_string(text).map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))
+        }
+        None => args_from_words(op, words, descending),
+    }
+}
+
+fn print_schedules(schedules: &[ScheduleView], json: bool) {
+    if json {
+        for schedule in schedules {
+            println!("{}", serde_json::to_string(schedule).unwrap_or_default());
+        }
+        return;
+    }
+    let time = |ms: Option<u64>| ms.map_or("-".to_owned(), agora_core::tasks::schedule::rfc3339);
+    println!(
+        "{:<12} {:<20} {:<22} {:<11} {:<7} {:>5}  {:<20}  {:<20}  last task",
+        "owner", "name", "schedule", "op", "state", "runs", "last run", "next run"
+    );
+    for s in schedules {
+        let schedule = match &s.time_zone {
+            Some(zone) => format!("{} {zone}", s.schedule),
+            None => s.schedule.clone(),
+        };
+        println!(
+            "{:<12} {:<20} {:<22} {:<11} {:<7} {:>5}  {:<20}  {:<20}  {}",
+            s.owner,
+            s.name,
+            schedule,
+            s.op,
+            if s.paused { "paused" } else { "active" },
+            s.runs,
+            time(s.last_run_ms),
+            time(s.next_run_ms),
+            s.last_task.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// Shows a progress bar fed by the task's events until it finishes; returns the task.
@@ -316,6 +475,13 @@ fn print_task(task: &TaskView, json: bool, history: bool) {
     }
     if task.dead_letter {
         line.push_str(" dead-letter");
+    }
+    if let Some(at) = task.run_at_ms {
+        let when = agora_core::tasks::schedule::rfc3339(at);
+        line.push_str(&format!(" {}={when}", if task.held { "runs_at" } else { "ran_at" }));
+    }
+    if let Some(schedule) = &task.schedule {
+        line.push_str(&format!(" schedule={schedule}"));
     }
     println!("{line}");
     if let Some(args) = &task.args {

@@ -1,5 +1,6 @@
-//! Tasks: what an op computes ([`ops`]) and how a task goes from queued to finished
-//! ([`lifecycle`]).
+//! Tasks: what an op computes ([`ops`]), how a task goes from queued to finished
+//! ([`lifecycle`]), and when it runs ([`schedule`]).
 
 pub mod lifecycle;
 pub mod ops;
+pub mod schedule;

@@ -44,6 +44,7 @@ fn user_services() -> Vec<String> {
         tasks::LIST_SUBJECT,
         tasks::CANCEL_SUBJECT,
         tasks::WAIT_SUBJECT,
+        tasks::SCHEDULES_ALL,
         likes::TOP_SUBJECT,
         likes::NODES_SUBJECT,
         files::LIST_SUBJECT,

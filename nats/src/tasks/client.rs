@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::wire::{
-    ListReply, ListRequest, SubmitRequest, TaskIdRequest, TaskView, WaitRequest, WorkerStatus,
+    ListReply, ListRequest, ScheduleListReply, ScheduleListRequest, ScheduleNameRequest,
+    SchedulePutRequest, ScheduleView, SubmitRequest, TaskIdRequest, TaskView, WaitRequest,
+    WorkerStatus,
 };
 use crate::client::{AgoraClient, ClientError, gather};
 use crate::subjects::{self, tasks as subject};
@@ -38,6 +40,32 @@ impl AgoraClient {
         let request = WaitRequest { id: id.to_owned(), timeout_ms };
         let timeout = self.timeout() + Duration::from_millis(timeout_ms);
         self.request_within(subject::WAIT_SUBJECT, &request, timeout).await
+    }
+
+    /// Creates or replaces one of the caller's recurring schedules.
+    pub async fn put_schedule(
+        &self,
+        request: &SchedulePutRequest,
+    ) -> Result<ScheduleView, ClientError> {
+        self.request(&subject::schedules(subject::SCHEDULE_PUT), request).await
+    }
+
+    /// The caller's schedules (a manager's: everyone's, or `owner`'s).
+    pub async fn schedules(&self, owner: Option<String>) -> Result<ScheduleListReply, ClientError> {
+        let request = ScheduleListRequest { owner };
+        self.request(&subject::schedules(subject::SCHEDULE_LIST), &request).await
+    }
+
+    /// Pauses, resumes or deletes a schedule (`verb`: one of `subject::SCHEDULE_PAUSE`,
+    /// `SCHEDULE_RESUME`, `SCHEDULE_DELETE`).
+    pub async fn schedule_action(
+        &self,
+        verb: &str,
+        name: &str,
+        owner: Option<String>,
+    ) -> Result<ScheduleView, ClientError> {
+        let request = ScheduleNameRequest { name: name.to_owned(), owner };
+        self.request(&subject::schedules(verb), &request).await
     }
 
     /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.

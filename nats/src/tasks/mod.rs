@@ -27,6 +27,7 @@
 
 pub mod client;
 pub mod queue;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod wire;
@@ -49,11 +50,13 @@ use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default,
 };
 use crate::subjects::tasks as subject;
-use state::{Command, Envelope, Pending, Tasks};
-use store::ListFilter;
+use agora_core::tasks::schedule::{self as rules, Spec};
+use state::{Command, Envelope, Pending, ScheduleAction, Tasks};
+use store::{ListFilter, ScheduleRow};
 use wire::{
-    ClaimRequest, FinishRequest, ListRequest, Priority, ProgressRequest, QueuedTask, SubmitRequest,
-    TaskIdRequest, WaitRequest, parse_op,
+    ClaimRequest, FinishRequest, ListRequest, Priority, ProgressRequest, QueuedTask,
+    ScheduleListRequest, ScheduleNameRequest, SchedulePutRequest, SubmitRequest, TaskIdRequest,
+    WaitRequest, parse_op,
 };
 
 /// Every endpoint of the task service (names, also subjects below [`subject::GROUP`]).
@@ -67,6 +70,18 @@ const ENDPOINTS: [&str; 8] = [
     subject::PROGRESS,
     subject::FINISH,
 ];
+
+/// The recurring-schedule endpoints (names; subjects below [`subject::SCHEDULES_GROUP`]).
+const SCHEDULE_ENDPOINTS: [(&str, &str); 5] = [
+    ("schedule-put", subject::SCHEDULE_PUT),
+    ("schedule-list", subject::SCHEDULE_LIST),
+    ("schedule-pause", subject::SCHEDULE_PAUSE),
+    ("schedule-resume", subject::SCHEDULE_RESUME),
+    ("schedule-delete", subject::SCHEDULE_DELETE),
+];
+
+/// A delayed task due this soon runs now.
+const DELAY_MS_MIN: u64 = 500;
 
 /// Largest submission, in bytes.
 pub const SUBMIT_BYTES_MAX: usize = 256 * 1024;
@@ -234,6 +249,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_queue(&js, &config).await?;
+    let runs = schedule::ensure_stream(&js, &config).await?;
     for consumer in [subject::CONSUMER_HIGH, subject::CONSUMER_NORMAL] {
         crate::metrics::watch_consumer(&js, subject::STREAM, consumer);
     }
@@ -242,6 +258,11 @@ async fn serve(
     let present = ids_in_stream(&js).await.context("reading the task stream")?;
     let republished = tasks.republish_missing(&conn, &present)?;
     tracing::info!(unfinished = tasks.unfinished(), republished, "task store loaded");
+    // The server runs what the store says should run: nothing more, nothing less.
+    let (delayed, recurring) = tasks.wanted_schedules(&conn)?;
+    let (put, removed) = schedule::reconcile(&js, subject::SCHEDULED_TASKS, delayed).await?;
+    let (put_r, removed_r) = schedule::reconcile(&js, subject::RECURRING_ALL, recurring).await?;
+    tracing::info!(put = put + put_r, removed = removed + removed_r, "schedules reconciled");
     let limits = Limits {
         group_max: GROUP_COMMANDS_MAX,
         tick: TICK,
@@ -259,7 +280,54 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot start service: {e}"))?;
     let group = service.group(subject::GROUP);
+    let schedules_group = service.group(subject::SCHEDULES_GROUP);
     let mut loops = Vec::new();
+    for (name, verb) in SCHEDULE_ENDPOINTS {
+        let mut endpoint = add_endpoint(&schedules_group, name, verb).await?;
+        let queue = queue.clone();
+        let replier = Replier::new(name, errors.clone());
+        let js = js.clone();
+        loops.push(tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let caller = crate::identity::caller(request.message.headers.as_ref());
+                let parsed = caller.and_then(|caller| {
+                    let command = parse_schedule(verb, &caller, &request.message.payload)?;
+                    Ok((command, caller))
+                });
+                let (command, caller) = match parsed {
+                    Ok(parsed) => parsed,
+                    Err(error) => {
+                        replier.reply_bytes(&request, Err(error)).await;
+                        continue;
+                    }
+                };
+                // A schedule is put in the stream before it is recorded: the server judges
+                // its pattern and time zone, and says why it refuses one.
+                if let Command::PutSchedule(row) = &command
+                    && !row.paused
+                {
+                    let change = schedule::Change::recurring(
+                        &row.owner,
+                        &row.name,
+                        row.spec.clone(),
+                        row.time_zone.clone(),
+                    );
+                    if let Err(error) = schedule::apply(&js, &change).await {
+                        replier.reply_bytes(&request, Err(error)).await;
+                        continue;
+                    }
+                }
+                let pending = Box::new(Pending { request, endpoint: name, caller });
+                if let Err(Envelope::Request(pending, _)) =
+                    queue.try_send(Envelope::Request(pending, command))
+                {
+                    let busy =
+                        ServiceError::new(ErrorCode::Busy, "the task service is overloaded; retry");
+                    replier.reply_bytes(&pending.request, Err(busy)).await;
+                }
+            }
+        }));
+    }
     for name in ENDPOINTS {
         let mut endpoint = add_endpoint(&group, name, name).await?;
         let queue = queue.clone();
@@ -288,6 +356,7 @@ async fn serve(
             }
         }));
     }
+    loops.push(tokio::spawn(schedule::runs(runs, queue.clone())));
     loops.push(tokio::spawn(dead_letters(client.clone(), js, queue.clone())));
     drop(queue);
     // Subscriptions are in place at the server before anyone is told we are ready.
@@ -370,6 +439,21 @@ fn parse_command(endpoint: &str, caller: &Caller, payload: &[u8]) -> Result<Comm
             if wait_ms > WAIT_MS_MAX {
                 return Err(ServiceError::invalid(format!("wait_ms is at most {WAIT_MS_MAX}")));
             }
+            let now = crate::clock::now_ms();
+            let run_at_ms = match (submit.run_at_ms, submit.delay_ms) {
+                (None, None) => None,
+                (Some(at), None) => Some(at),
+                (None, Some(delay)) => Some(now.saturating_add(delay)),
+                (Some(_), Some(_)) => {
+                    return Err(ServiceError::invalid("give run_at_ms or delay_ms, not both"));
+                }
+            };
+            if let Some(at) = run_at_ms {
+                Spec::at(now, at).map_err(|e| ServiceError::invalid(e.to_string()))?;
+            }
+            // The server's scheduler counts whole seconds: a task never runs before its time.
+            let run_at_ms =
+                run_at_ms.filter(|at| *at > now + DELAY_MS_MIN).map(|at| at.div_ceil(1000) * 1000);
             // serde_json maps sort their keys: the same args give the same text.
             let args = serde_json::from_str::<serde_json::Value>(submit.args.get())
                 .map_err(|e| ServiceError::invalid(format!("bad args: {e}")))?
@@ -380,6 +464,7 @@ fn parse_command(endpoint: &str, caller: &Caller, payload: &[u8]) -> Result<Comm
                 priority: Priority::parse(submit.priority.as_deref())?,
                 client_id: submit.id,
                 wait_ms,
+                run_at_ms,
             }
         }
         subject::GET => Command::Get { id: parse_id(&decode::<TaskIdRequest>(payload)?.id)? },
@@ -463,9 +548,191 @@ fn parse_command(endpoint: &str, caller: &Caller, payload: &[u8]) -> Result<Comm
     })
 }
 
+/// Whose schedule a request acts on: the caller's own, or the named `owner`'s for a manager
+/// or a service.
+fn schedule_owner(caller: &Caller, named: Option<&str>) -> Result<String, ServiceError> {
+    match named {
+        None => Ok(caller.owner().to_owned()),
+        Some(owner) => {
+            caller
+                .may_change("schedule", owner)
+                .or_else(|error| if caller.is_manager() { Ok(()) } else { Err(error) })?;
+            Ok(owner.to_owned())
+        }
+    }
+}
+
+/// Decodes and validates a recurring-schedule request of `caller`.
+fn parse_schedule(verb: &str, caller: &Caller, payload: &[u8]) -> Result<Command, ServiceError> {
+    caller.signed_in("a schedule")?;
+    let invalid = |error: rules::ScheduleError| ServiceError::invalid(error.to_string());
+    Ok(match verb {
+        subject::SCHEDULE_PUT => {
+            let put: SchedulePutRequest = decode_limited(payload, SUBMIT_BYTES_MAX)?;
+            rules::check_name(&put.name).map_err(invalid)?;
+            let spec = Spec::recurring(&put.schedule).map_err(invalid)?;
+            if let Some(zone) = &put.time_zone {
+                rules::check_time_zone(zone).map_err(invalid)?;
+                if !spec.is_cron() {
+                    return Err(ServiceError::invalid(
+                        "a time zone goes with a cron schedule, not with @every",
+                    ));
+                }
+            }
+            let op = parse_op(&put.op, &put.args)?;
+            let args = serde_json::from_str::<serde_json::Value>(put.args.get())
+                .map_err(|e| ServiceError::invalid(format!("bad args: {e}")))?
+                .to_string();
+            let now = crate::clock::now_ms();
+            Command::PutSchedule(ScheduleRow {
+                owner: caller.owner().to_owned(),
+                name: put.name,
+                spec: spec.header(),
+                time_zone: put.time_zone,
+                op: op.name().to_owned(),
+                args,
+                priority: Priority::parse(put.priority.as_deref())?.as_str().to_owned(),
+                paused: put.paused,
+                created_ms: now,
+                updated_ms: now,
+                runs: 0,
+                last_run_ms: None,
+                last_task: None,
+                next_run_ms: None,
+            })
+        }
+        subject::SCHEDULE_LIST => {
+            let list: ScheduleListRequest = decode_or_default(payload, LIST_BYTES_MAX)?;
+            // A person sees their own; a manager and a service everyone's (or one owner's).
+            let owner = match (caller, list.owner) {
+                (Caller::User { role: Role::User, .. }, named) => {
+                    Some(schedule_owner(caller, named.as_deref())?)
+                }
+                (_, named) => named,
+            };
+            Command::ListSchedules { owner }
+        }
+        verb => {
+            let request: ScheduleNameRequest = decode(payload)?;
+            rules::check_name(&request.name).map_err(invalid)?;
+            let action = match verb {
+                subject::SCHEDULE_PAUSE => ScheduleAction::Pause,
+                subject::SCHEDULE_RESUME => ScheduleAction::Resume,
+                subject::SCHEDULE_DELETE => ScheduleAction::Delete,
+                other => {
+                    return Err(ServiceError::new(
+                        ErrorCode::Internal,
+                        format!("no endpoint {other}"),
+                    ));
+                }
+            };
+            let owner = schedule_owner(caller, request.owner.as_deref())?;
+            Command::ScheduleAction { owner, name: request.name, action }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_schedule_requests_are_refused_before_the_owner() {
+        let alice =
+            Caller::user(agora_core::UserName::parse("alice").unwrap(), agora_core::Role::User);
+        let cases: [(&str, &str, &str); 12] = [
+            (subject::SCHEDULE_PUT, "", "empty"),
+            (subject::SCHEDULE_PUT, "[]", "object"),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"a b","schedule":"@daily","op":"sum","args":{"numbers":[1]}}"#,
+                "schedule name",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"@every 500ms","op":"sum","args":{"numbers":[1]}}"#,
+                "whole seconds",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"* * *","op":"sum","args":{"numbers":[1]}}"#,
+                "six fields",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"@daily","op":"nope"}"#,
+                "unknown op",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"@every 1m","time_zone":"UTC","op":"sum","args":{"numbers":[1]}}"#,
+                "cron",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"@daily","time_zone":"+02:00","op":"sum","args":{"numbers":[1]}}"#,
+                "time zone",
+            ),
+            (
+                subject::SCHEDULE_PUT,
+                r#"{"name":"n","schedule":"@daily","op":"sum","args":{"numbers":[1]},"x":1}"#,
+                "unknown field",
+            ),
+            (subject::SCHEDULE_PAUSE, r#"{}"#, "name"),
+            (subject::SCHEDULE_DELETE, r#"{"name":""}"#, "schedule name"),
+            (subject::SCHEDULE_LIST, r#"{"limit":1}"#, "unknown field"),
+        ];
+        for (verb, payload, needle) in cases {
+            let Err(error) = parse_schedule(verb, &alice, payload.as_bytes()) else {
+                panic!("{verb} {payload} was accepted");
+            };
+            assert_eq!(error.code, ErrorCode::InvalidRequest, "{payload}");
+            assert!(error.message.contains(needle), "{payload}: {}", error.message);
+        }
+        // Someone else's schedules are out of reach; a manager may act on them.
+        let theirs = br#"{"name":"n","owner":"bob"}"#;
+        let error = parse_schedule(subject::SCHEDULE_PAUSE, &alice, theirs).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        let error =
+            parse_schedule(subject::SCHEDULE_LIST, &alice, br#"{"owner":"bob"}"#).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        let manager =
+            Caller::user(agora_core::UserName::parse("root").unwrap(), agora_core::Role::Manager);
+        assert!(parse_schedule(subject::SCHEDULE_PAUSE, &manager, theirs).is_ok());
+        let anonymous = parse_schedule(subject::SCHEDULE_LIST, &Caller::Anonymous, b"");
+        assert_eq!(anonymous.unwrap_err().code, ErrorCode::Unauthenticated);
+        let Ok(Command::PutSchedule(row)) = parse_schedule(
+            subject::SCHEDULE_PUT,
+            &alice,
+            br#"{"name":"nightly","schedule":"0 3 * * *","time_zone":"Europe/Amsterdam","op":"sum","args":{"numbers":[1]}}"#,
+        ) else {
+            panic!("a valid schedule")
+        };
+        assert_eq!((row.owner.as_str(), row.spec.as_str()), ("alice", "0 0 3 * * *"));
+        // A delayed submission is checked too.
+        for (payload, needle) in [
+            (r#"{"op":"sum","args":{"numbers":[1]},"delay_ms":1,"run_at_ms":1}"#, "not both"),
+            (r#"{"op":"sum","args":{"numbers":[1]},"delay_ms":40000000000}"#, "366 days"),
+        ] {
+            let error = parse_command(subject::SUBMIT, &alice, payload.as_bytes()).unwrap_err();
+            assert!(error.message.contains(needle), "{payload}: {}", error.message);
+        }
+        let Ok(Command::Submit { run_at_ms, .. }) = parse_command(
+            subject::SUBMIT,
+            &alice,
+            br#"{"op":"sum","args":{"numbers":[1]},"delay_ms":60000}"#,
+        ) else {
+            panic!("a delayed task")
+        };
+        assert!(run_at_ms.is_some());
+        let Ok(Command::Submit { run_at_ms: None, .. }) = parse_command(
+            subject::SUBMIT,
+            &alice,
+            br#"{"op":"sum","args":{"numbers":[1]},"run_at_ms":5}"#,
+        ) else {
+            panic!("a time in the past runs now")
+        };
+    }
 
     #[test]
     fn bad_requests_are_refused_before_the_owner() {

@@ -12,9 +12,11 @@ use rusqlite::{Connection, Transaction};
 use serde_json::value::RawValue;
 
 use super::queue::{self, WorkQueue};
-use super::store::{self, ListFilter, NewTask};
+use super::schedule::{self as schedules, Change, RunBody, Scheduler};
+use super::store::{self, ListFilter, NewTask, ScheduleRow};
 use super::wire::{
-    ClaimReply, FinishReply, ListReply, Priority, ProgressReply, TaskEventWire, TaskView,
+    ClaimReply, FinishReply, ListReply, Priority, ProgressReply, ScheduleListReply, TaskEventWire,
+    TaskView,
 };
 use super::{HISTORY_MAX, PRUNE_BATCH, PRUNE_EVERY_MS, TasksConfig, WAITERS_MAX};
 use crate::error::{ErrorCode, ServiceError};
@@ -27,6 +29,9 @@ use crate::subjects::tasks as subject;
 /// Progress events kept in a task's history stop this many events before [`HISTORY_MAX`], so
 /// the outcome always has room.
 const HISTORY_OUTCOME_ROOM: u32 = 20;
+
+/// Schedules the stream should hold: (subject, change).
+pub type Wanted = Vec<(String, Change)>;
 
 /// A request waiting for its reply.
 #[derive(Debug)]
@@ -46,6 +51,19 @@ pub enum Command {
         priority: Priority,
         client_id: Option<String>,
         wait_ms: u64,
+        /// A delayed task's time.
+        run_at_ms: Option<u64>,
+    },
+    /// Creates or replaces a recurring schedule. Unless paused, the endpoint put it in the
+    /// schedule stream already (so the server judged its pattern).
+    PutSchedule(ScheduleRow),
+    ListSchedules {
+        owner: Option<String>,
+    },
+    ScheduleAction {
+        owner: String,
+        name: String,
+        action: ScheduleAction,
     },
     Get {
         id: u64,
@@ -75,10 +93,43 @@ pub enum Command {
     },
 }
 
+/// What is done to a recurring schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAction {
+    Pause,
+    Resume,
+    Delete,
+}
+
+/// A run the server's scheduler published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fire {
+    /// A delayed task's time came.
+    Task(u64),
+    /// A recurring schedule's tick: `seq` is the run's stream sequence (one task per run).
+    Recurring { owner: String, name: String, seq: u64, next_ms: Option<u64> },
+}
+
+impl Fire {
+    pub fn read(message: &jetstream::Message) -> Option<Self> {
+        let body: RunBody = serde_json::from_slice(&message.payload).ok()?;
+        match body {
+            RunBody { task: Some(id), owner: None, name: None } => id.parse().ok().map(Self::Task),
+            RunBody { task: None, owner: Some(owner), name: Some(name) } => {
+                let seq = message.info().ok()?.stream_sequence;
+                Some(Self::Recurring { owner, name, seq, next_ms: schedules::next_run_ms(message) })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What the owner is asked to do.
 #[derive(Debug)]
 pub enum Envelope {
     Request(Box<Pending>, Command),
+    /// A run of a schedule, acknowledged once what it did is committed.
+    Fire(Fire, Box<jetstream::Message>),
     /// JetStream gave up on a task's message (max deliveries) without an outcome.
     DeadLetter {
         id: u64,
@@ -97,6 +148,10 @@ struct Submission<'a> {
     priority: Priority,
     /// The submit request's span: the queued message carries it to the worker.
     span: Option<crate::trace::Trace>,
+    /// A delayed task's time: held until then.
+    run_at_ms: Option<u64>,
+    /// The recurring schedule submitting it.
+    schedule: Option<&'a str>,
 }
 
 /// An unfinished task, kept in memory by the owner.
@@ -107,6 +162,8 @@ struct Active {
     life: Lifecycle,
     /// History events stored so far.
     events: u32,
+    /// A delayed task waiting for its time (not in the work queue yet).
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -124,6 +181,11 @@ pub struct Outbox {
     /// Cancelled queued tasks whose message can go from the stream.
     purges: Vec<u64>,
     enqueue: Vec<queue::Queued>,
+    /// Changes to the schedule stream.
+    changes: Vec<Change>,
+    /// Runs of schedules to acknowledge, and to hand back for later (the service was busy).
+    acks: Vec<jetstream::Message>,
+    naks: Vec<jetstream::Message>,
 }
 
 /// Why a report changed nothing.
@@ -138,6 +200,7 @@ enum Refused {
 pub struct Tasks {
     client: Client,
     queue: WorkQueue,
+    scheduler: Scheduler,
     config: TasksConfig,
     repliers: HashMap<&'static str, Replier>,
     active: HashMap<u64, Active>,
@@ -196,11 +259,13 @@ impl Tasks {
     ) -> Result<Self, StoreError> {
         let repliers = super::ENDPOINTS
             .into_iter()
+            .chain(super::SCHEDULE_ENDPOINTS.map(|(name, _)| name))
             .map(|name| (name, Replier::new(name, errors.clone())))
             .collect();
         let mut tasks = Self {
             client,
-            queue: WorkQueue::new(js, tokio::runtime::Handle::current()),
+            queue: WorkQueue::new(js.clone(), tokio::runtime::Handle::current()),
+            scheduler: Scheduler::new(js, tokio::runtime::Handle::current()),
             config,
             repliers,
             active: HashMap::new(),
@@ -217,7 +282,11 @@ impl Tasks {
     fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.active = store::active(conn)?
             .into_iter()
-            .map(|(row, events)| (row.id, Active { owner: row.owner, life: row.lifecycle, events }))
+            .map(|(row, events)| {
+                let active =
+                    Active { owner: row.owner, life: row.lifecycle, events, held: row.held };
+                (row.id, active)
+            })
             .collect();
         self.next_id = store::max_id(conn)? + 1;
         Ok(())
@@ -234,8 +303,12 @@ impl Tasks {
         conn: &Connection,
         present: &std::collections::HashSet<u64>,
     ) -> Result<usize, StoreError> {
-        let mut missing: Vec<u64> =
-            self.active.keys().filter(|id| !present.contains(id)).copied().collect();
+        let mut missing: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(id, active)| !active.held && !present.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
         missing.sort_unstable();
         let mut outbox = Outbox::default();
         for id in &missing {
@@ -243,6 +316,31 @@ impl Tasks {
         }
         self.queue.publish(outbox.enqueue);
         Ok(missing.len())
+    }
+
+    /// What the schedule stream should hold: (delayed tasks, recurring schedules), each as
+    /// (subject, change).
+    pub fn wanted_schedules(&self, conn: &Connection) -> Result<(Wanted, Wanted), StoreError> {
+        let mut delayed = Vec::new();
+        for (id, _) in self.active.iter().filter(|(_, active)| active.held) {
+            let run_at = store::get(conn, *id, false)?.and_then(|row| row.run_at_ms).unwrap_or(0);
+            let at = agora_core::tasks::schedule::Spec::At(run_at).header();
+            delayed.push((subject::scheduled_task(&id.to_string()), Change::delayed(*id, at)));
+        }
+        let recurring = store::schedules(conn, None, schedules::SCHEDULES_MAX as usize)?
+            .into_iter()
+            .filter(|row| !row.paused)
+            .map(|row| {
+                let change = Change::recurring(
+                    &row.owner,
+                    &row.name,
+                    row.spec.clone(),
+                    row.time_zone.clone(),
+                );
+                (subject::recurring(&row.owner, &row.name), change)
+            })
+            .collect();
+        Ok((delayed, recurring))
     }
 
     fn enqueue_stored(
@@ -285,6 +383,7 @@ impl Tasks {
                 out.replies.push((waiter.pending, reply.clone()));
             }
         }
+        out.changes.extend(self.scheduler.due(now));
         // Tasks whose publish failed go out again.
         for id in self.queue.due(now) {
             if self.active.contains_key(&id) {
@@ -311,10 +410,18 @@ impl Tasks {
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
         let reply: Result<Bytes, ServiceError> = match command {
-            Command::Submit { op, args, priority, client_id, wait_ms } => {
+            Command::Submit { op, args, priority, client_id, wait_ms, run_at_ms } => {
                 let owner = pending.caller.owner().to_owned();
                 let span = crate::service::span_of(&pending.request);
-                let task = Submission { owner: &owner, op, args: &args, priority, span };
+                let task = Submission {
+                    owner: &owner,
+                    op,
+                    args: &args,
+                    priority,
+                    span,
+                    run_at_ms,
+                    schedule: None,
+                };
                 match self.submit(tx, now, &task, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
                         self.add_waiter(id, pending, now + wait_ms, out);
@@ -324,6 +431,17 @@ impl Tasks {
                     Ok((id, state)) => encode(&TaskView::brief(id, state)),
                     Err(error) => Err(error),
                 }
+            }
+            Command::PutSchedule(row) => self.put_schedule(tx, &pending.caller, row, out)?,
+            Command::ListSchedules { owner } => {
+                let rows =
+                    store::schedules(tx, owner.as_deref(), schedules::SCHEDULES_MAX as usize)?;
+                encode(&ScheduleListReply {
+                    schedules: rows.iter().map(ScheduleRow::view).collect(),
+                })
+            }
+            Command::ScheduleAction { owner, name, action } => {
+                self.schedule_action(tx, now, &owner, &name, action, out)?
             }
             Command::Get { id } => match store::get(tx, id, true)? {
                 Some(row) if let Err(error) = pending.caller.may_read("task", &row.owner) => {
@@ -456,7 +574,7 @@ impl Tasks {
         client_id: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
-        let Submission { owner, op, args, priority, span } = *task;
+        let Submission { owner, op, args, priority, span, run_at_ms, schedule } = *task;
         if let Some(client_id) = client_id
             && let Some(existing) = store::by_client_id(tx, owner, client_id)?
         {
@@ -490,17 +608,39 @@ impl Tasks {
             args,
             priority: priority.as_str(),
             submitted_ms: now,
+            run_at_ms,
+            held: run_at_ms.is_some(),
+            schedule,
         };
         store::insert(tx, &task)?;
         self.next_id += 1;
-        let queued = TaskEventWire { event: "queued".to_owned(), at_ms: now, ..Default::default() };
+        let queued = TaskEventWire {
+            event: "queued".to_owned(),
+            at_ms: now,
+            run_at_ms,
+            ..Default::default()
+        };
         store::append_event(tx, id, 0, &serde_json::to_string(&queued).unwrap_or_default())?;
-        self.active
-            .insert(id, Active { owner: owner.to_owned(), life: Lifecycle::new(), events: 1 });
+        let active = Active {
+            owner: owner.to_owned(),
+            life: Lifecycle::new(),
+            events: 1,
+            held: run_at_ms.is_some(),
+        };
+        self.active.insert(id, active);
         let subject = subject::events(owner, &id.to_string());
         out.events.push(Event::new(subject, event_payload(id, queued)));
-        let message = queue::message(id, op, args);
-        out.enqueue.push(queue::Queued { id, priority, message, span });
+        match run_at_ms {
+            // The server's scheduler hands it over at its time.
+            Some(at) => {
+                let at = agora_core::tasks::schedule::Spec::At(at).header();
+                out.changes.push(Change::delayed(id, at));
+            }
+            None => {
+                let message = queue::message(id, op, args);
+                out.enqueue.push(queue::Queued { id, priority, message, span });
+            }
+        }
         Ok(Ok((id, TaskState::Queued)))
     }
 
@@ -523,6 +663,7 @@ impl Tasks {
         };
         let mut life = active.life.clone();
         let owner = active.owner.clone();
+        let held = active.held;
         let mut events = Vec::with_capacity(reports.len());
         for report in reports {
             match life.apply(now, report) {
@@ -549,6 +690,10 @@ impl Tasks {
             }
             match event {
                 TaskEvent::Cancelled { was_running: true } => out.cancels.push(id),
+                TaskEvent::Cancelled { was_running: false } if held => {
+                    out.changes
+                        .push(Change::Remove { subject: subject::scheduled_task(&id.to_string()) });
+                }
                 TaskEvent::Cancelled { was_running: false } => out.purges.push(id),
                 _ => {}
             }
@@ -577,6 +722,134 @@ impl Tasks {
     }
 }
 
+impl Tasks {
+    /// Creates or replaces a schedule (the caller may act on its owner: checked at parse).
+    fn put_schedule(
+        &mut self,
+        tx: &Transaction<'_>,
+        _caller: &Caller,
+        row: ScheduleRow,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        let subject = subject::recurring(&row.owner, &row.name);
+        let existing = store::schedule(tx, &row.owner, &row.name)?;
+        if existing.is_none() {
+            let (mine, all) = store::schedule_counts(tx, &row.owner)?;
+            let full = if mine >= schedules::SCHEDULES_PER_OWNER_MAX {
+                Some(format!("{} has {mine} schedules (the limit)", row.owner))
+            } else if all >= schedules::SCHEDULES_MAX {
+                Some(format!("there are {all} schedules (the limit)"))
+            } else {
+                None
+            };
+            if let Some(full) = full {
+                // The endpoint put it in the stream already: take it out again.
+                out.changes.push(Change::Remove { subject });
+                return Ok(Err(ServiceError::new(ErrorCode::Busy, full)));
+            }
+        }
+        if row.paused {
+            out.changes.push(Change::Remove { subject });
+        }
+        store::put_schedule(tx, &row)?;
+        let stored = store::schedule(tx, &row.owner, &row.name)?.unwrap_or(row);
+        Ok(encode(&stored.view()))
+    }
+
+    fn schedule_action(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        owner: &str,
+        name: &str,
+        action: ScheduleAction,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        let Some(row) = store::schedule(tx, owner, name)? else {
+            return Ok(Err(ServiceError::new(
+                ErrorCode::NotFound,
+                format!("{owner} has no schedule {name:?}"),
+            )));
+        };
+        let subject = subject::recurring(owner, name);
+        match action {
+            ScheduleAction::Pause => {
+                store::set_paused(tx, owner, name, true, now)?;
+                if !row.paused {
+                    out.changes.push(Change::Remove { subject });
+                }
+            }
+            ScheduleAction::Resume => {
+                store::set_paused(tx, owner, name, false, now)?;
+                if row.paused {
+                    out.changes.push(Change::recurring(owner, name, row.spec, row.time_zone));
+                }
+            }
+            ScheduleAction::Delete => {
+                store::delete_schedule(tx, owner, name)?;
+                out.changes.push(Change::Remove { subject });
+                return Ok(encode(&ScheduleRow { paused: true, ..row }.view()));
+            }
+        }
+        let stored = store::schedule(tx, owner, name)?;
+        Ok(stored.map_or_else(|| Err(not_found(0)), |row| encode(&row.view())))
+    }
+
+    /// A run of the server's scheduler: a delayed task goes to the work queue; a recurring
+    /// schedule submits its task, once per run.
+    fn fire(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        fire: Fire,
+        message: Box<jetstream::Message>,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        match fire {
+            Fire::Task(id) => {
+                if let Some(active) = self.active.get_mut(&id)
+                    && active.held
+                {
+                    active.held = false;
+                    store::release(tx, id)?;
+                    self.enqueue_stored(tx, id, out)?;
+                }
+            }
+            Fire::Recurring { owner, name, seq, next_ms } => {
+                let client_id = format!("schedule:{name}:{seq}");
+                let row = store::schedule(tx, &owner, &name)?;
+                // A paused or deleted schedule's run is dropped; a run seen before is done.
+                if let Some(row) = row.filter(|row| !row.paused)
+                    && store::by_client_id(tx, &owner, &client_id)?.is_none()
+                {
+                    let priority = Priority::parse(Some(&row.priority)).unwrap_or(Priority::Normal);
+                    let task = Submission {
+                        owner: &owner,
+                        op: &row.op,
+                        args: &row.args,
+                        priority,
+                        span: None,
+                        run_at_ms: None,
+                        schedule: Some(&name),
+                    };
+                    match self.submit(tx, now, &task, Some(&client_id), out)? {
+                        Ok((id, _)) => store::record_run(tx, &owner, &name, now, id, next_ms)?,
+                        Err(error) if error.code == ErrorCode::Busy => {
+                            out.naks.push(*message);
+                            return Ok(());
+                        }
+                        Err(error) => {
+                            tracing::warn!(%owner, %name, %error, "a scheduled run was refused");
+                        }
+                    }
+                }
+            }
+        }
+        out.acks.push(*message);
+        Ok(())
+    }
+}
+
 impl State for Tasks {
     type Envelope = Envelope;
     type Outbox = Outbox;
@@ -597,6 +870,7 @@ impl State for Tasks {
     ) -> Result<(), StoreError> {
         match envelope {
             Envelope::Request(pending, command) => self.execute(tx, now_ms, *pending, command, out),
+            Envelope::Fire(fire, message) => self.fire(tx, now_ms, fire, message, out),
             Envelope::DeadLetter { id, reason } => {
                 let report = Report::DeadLetter { reason };
                 self.report_all(tx, now_ms, id, vec![report], None, out).map(drop)
@@ -619,6 +893,10 @@ impl State for Tasks {
         out.cancels.clear();
         out.purges.clear();
         out.enqueue.clear();
+        out.changes.clear();
+        // Unacknowledged runs come again.
+        out.acks.clear();
+        out.naks.clear();
     }
 
     /// Task events travel in the log entry; the runtime publishes them once it is stored.
@@ -629,7 +907,7 @@ impl State for Tasks {
     /// Sends replies and cancel notices, then hands new work to the stream (the events went
     /// out before, from the log entry).
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
-        let Outbox { replies, events: _, cancels, purges, enqueue } = outbox;
+        let Outbox { replies, events: _, cancels, purges, enqueue, changes, acks, naks } = outbox;
         for (pending, reply) in replies {
             self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
         }
@@ -640,5 +918,14 @@ impl State for Tasks {
 
         self.queue.publish(enqueue);
         self.queue.purge(purges);
+        self.scheduler.apply(changes);
+        for run in acks {
+            run.ack().await.ok();
+        }
+        for run in naks {
+            run.ack_with(jetstream::AckKind::Nak(Some(std::time::Duration::from_secs(5))))
+                .await
+                .ok();
+        }
     }
 }

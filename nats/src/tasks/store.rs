@@ -91,6 +91,31 @@ const MIGRATION_2: &str = "
     CREATE INDEX tasks_by_owner ON tasks (owner, id);
 ";
 
+/// Delayed tasks (a time to run, held until then), the schedule that submitted a task, and
+/// the recurring schedules.
+const MIGRATION_3: &str = "
+    ALTER TABLE tasks ADD COLUMN run_at_ms INTEGER;
+    ALTER TABLE tasks ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN schedule TEXT;
+    CREATE TABLE schedules (
+        owner TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        time_zone TEXT,
+        op TEXT NOT NULL,
+        args TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        runs INTEGER NOT NULL DEFAULT 0,
+        last_run_ms INTEGER,
+        last_task INTEGER,
+        next_run_ms INTEGER,
+        PRIMARY KEY (owner, name)
+    ) WITHOUT ROWID;
+";
+
 /// A new task's row.
 #[derive(Debug, Clone)]
 pub struct NewTask<'a> {
@@ -101,6 +126,11 @@ pub struct NewTask<'a> {
     pub args: &'a str,
     pub priority: &'a str,
     pub submitted_ms: u64,
+    /// A delayed task's time; `held` until then.
+    pub run_at_ms: Option<u64>,
+    pub held: bool,
+    /// The recurring schedule that submitted it.
+    pub schedule: Option<&'a str>,
 }
 
 /// A stored task (`args`, `result` as stored JSON text).
@@ -115,6 +145,9 @@ pub struct TaskRow {
     pub lifecycle: Lifecycle,
     pub submitted_ms: u64,
     pub result: Option<String>,
+    pub run_at_ms: Option<u64>,
+    pub held: bool,
+    pub schedule: Option<String>,
 }
 
 impl TaskRow {
@@ -140,6 +173,9 @@ impl TaskRow {
             error: life.error.clone(),
             dead_letter: life.dead_letter,
             history: None,
+            run_at_ms: self.run_at_ms,
+            held: self.held,
+            schedule: self.schedule.clone(),
         }
     }
 }
@@ -157,7 +193,9 @@ pub struct ListFilter {
 }
 
 const ROW_COLUMNS: &str = "id, client_id, op, priority, state, attempts, worker, progress, \
-    submitted_ms, started_ms, finished_ms, error, dead_letter, owner";
+    submitted_ms, started_ms, finished_ms, error, dead_letter, owner, run_at_ms, held, schedule";
+/// Columns after [`ROW_COLUMNS`] start here.
+const NEXT_COLUMN: usize = 17;
 
 fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let state: String = row.get(4)?;
@@ -187,12 +225,20 @@ fn row_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         },
         submitted_ms: row.get(8)?,
         result: None,
+        run_at_ms: row.get(14)?,
+        held: row.get(15)?,
+        schedule: row.get(16)?,
     })
 }
 
 /// Opens (creating if needed) the task database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1, MIGRATION_2])
+    sqlite::open_wal(
+        data_dir,
+        DATABASE_FILE,
+        PAGE_CACHE_BYTES_MAX,
+        &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
+    )
 }
 
 pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
@@ -202,8 +248,8 @@ pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
 
 pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+        "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms, owner, \
+         run_at_ms, held, schedule) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         task.id,
@@ -212,8 +258,17 @@ pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
         task.args,
         task.priority,
         task.submitted_ms,
-        task.owner
+        task.owner,
+        task.run_at_ms,
+        task.held,
+        task.schedule
     ])?;
+    Ok(())
+}
+
+/// A delayed task's time came: it goes to the work queue.
+pub fn release(conn: &Connection, id: u64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE tasks SET held = 0 WHERE id = ?1")?.execute([id])?;
     Ok(())
 }
 
@@ -273,9 +328,9 @@ pub fn get(conn: &Connection, id: u64, full: bool) -> Result<Option<TaskRow>, St
     let task = statement
         .query_row([id], |row| {
             let mut task = row_of(row)?;
-            task.args = Some(row.get(14)?);
+            task.args = Some(row.get(NEXT_COLUMN)?);
             if full {
-                task.result = row.get(15)?;
+                task.result = row.get(NEXT_COLUMN + 1)?;
             }
             Ok(task)
         })
@@ -338,7 +393,7 @@ pub fn active(conn: &Connection) -> Result<Vec<(TaskRow, u32)>, StoreError> {
         "SELECT {ROW_COLUMNS}, (SELECT count(*) FROM task_events WHERE task_id = tasks.id) \
          FROM tasks WHERE state IN ('queued', 'running') ORDER BY id"
     ))?;
-    let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(14)?)))?;
+    let rows = statement.query_map([], |row| Ok((row_of(row)?, row.get(NEXT_COLUMN)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -369,6 +424,208 @@ pub fn prune(
     Ok(ids.len())
 }
 
+/// A recurring schedule as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub owner: String,
+    pub name: String,
+    /// The `Nats-Schedule` header.
+    pub spec: String,
+    pub time_zone: Option<String>,
+    pub op: String,
+    pub args: String,
+    pub priority: String,
+    pub paused: bool,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub runs: u64,
+    pub last_run_ms: Option<u64>,
+    pub last_task: Option<u64>,
+    pub next_run_ms: Option<u64>,
+}
+
+impl ScheduleRow {
+    pub fn view(&self) -> super::wire::ScheduleView {
+        super::wire::ScheduleView {
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            schedule: self.spec.clone(),
+            time_zone: self.time_zone.clone(),
+            op: self.op.clone(),
+            args: RawValue::from_string(self.args.clone())
+                .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("JSON")),
+            priority: self.priority.clone(),
+            paused: self.paused,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            runs: self.runs,
+            last_run_ms: self.last_run_ms,
+            last_task: self.last_task.map(|id| id.to_string()),
+            next_run_ms: self.next_run_ms,
+        }
+    }
+}
+
+const SCHEDULE_COLUMNS: &str = "owner, name, spec, time_zone, op, args, priority, paused, \
+    created_ms, updated_ms, runs, last_run_ms, last_task, next_run_ms";
+
+fn schedule_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
+    Ok(ScheduleRow {
+        owner: row.get(0)?,
+        name: row.get(1)?,
+        spec: row.get(2)?,
+        time_zone: row.get(3)?,
+        op: row.get(4)?,
+        args: row.get(5)?,
+        priority: row.get(6)?,
+        paused: row.get(7)?,
+        created_ms: row.get(8)?,
+        updated_ms: row.get(9)?,
+        runs: row.get(10)?,
+        last_run_ms: row.get(11)?,
+        last_task: row.get(12)?,
+        next_run_ms: row.get(13)?,
+    })
+}
+
+/// Creates a schedule or replaces its definition (keeping its creation time and runs).
+pub fn put_schedule(conn: &Connection, row: &ScheduleRow) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO schedules (owner, name, spec, time_zone, op, args, priority, paused, \
+         created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+         ON CONFLICT (owner, name) DO UPDATE SET spec = ?3, time_zone = ?4, op = ?5, \
+         args = ?6, priority = ?7, paused = ?8, updated_ms = ?9, next_run_ms = NULL",
+    )?
+    .execute(params![
+        row.owner,
+        row.name,
+        row.spec,
+        row.time_zone,
+        row.op,
+        row.args,
+        row.priority,
+        row.paused,
+        row.updated_ms
+    ])?;
+    Ok(())
+}
+
+pub fn schedule(
+    conn: &Connection,
+    owner: &str,
+    name: &str,
+) -> Result<Option<ScheduleRow>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE owner = ?1 AND name = ?2"
+        ))?
+        .query_row([owner, name], schedule_of)
+        .optional()?;
+    Ok(row)
+}
+
+/// The schedules of `owner` (everyone's for `None`), by owner and name, at most `limit`.
+pub fn schedules(
+    conn: &Connection,
+    owner: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ScheduleRow>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE ?1 IS NULL OR owner = ?1 \
+         ORDER BY owner, name LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![owner, limit], schedule_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many schedules `owner` has, and everyone.
+pub fn schedule_counts(conn: &Connection, owner: &str) -> Result<(u64, u64), StoreError> {
+    let counts = conn
+        .prepare_cached("SELECT count(*) FILTER (WHERE owner = ?1), count(*) FROM schedules")?
+        .query_row([owner], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(counts)
+}
+
+pub fn set_paused(
+    conn: &Connection,
+    owner: &str,
+    name: &str,
+    paused: bool,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE schedules SET paused = ?3, updated_ms = ?4, next_run_ms = NULL \
+         WHERE owner = ?1 AND name = ?2",
+    )?
+    .execute(params![owner, name, paused, now_ms])?;
+    Ok(())
+}
+
+pub fn delete_schedule(conn: &Connection, owner: &str, name: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM schedules WHERE owner = ?1 AND name = ?2")?
+        .execute([owner, name])?;
+    Ok(())
+}
+
+/// A run of a schedule submitted `task` at `at_ms`; the server runs it next at `next_ms`.
+pub fn record_run(
+    conn: &Connection,
+    owner: &str,
+    name: &str,
+    at_ms: u64,
+    task: u64,
+    next_ms: Option<u64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE schedules SET runs = runs + 1, last_run_ms = ?3, last_task = ?4, \
+         next_run_ms = ?5 WHERE owner = ?1 AND name = ?2",
+    )?
+    .execute(params![owner, name, at_ms, task, next_ms])?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[test]
+fn schedules_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path()).expect("open");
+    let row = ScheduleRow {
+        owner: "alice".into(),
+        name: "nightly".into(),
+        spec: "0 0 3 * * *".into(),
+        time_zone: Some("Europe/Amsterdam".into()),
+        op: "sum".into(),
+        args: r#"{"numbers":[1]}"#.into(),
+        priority: "normal".into(),
+        paused: false,
+        created_ms: 5,
+        updated_ms: 5,
+        runs: 0,
+        last_run_ms: None,
+        last_task: None,
+        next_run_ms: None,
+    };
+    put_schedule(&store, &row).unwrap();
+    assert_eq!(schedule(&store, "alice", "nightly").unwrap().as_ref(), Some(&row));
+    record_run(&store, "alice", "nightly", 9, 42, Some(99)).unwrap();
+    let replaced = ScheduleRow { spec: "@every 60s".into(), created_ms: 7, updated_ms: 7, ..row };
+    put_schedule(&store, &replaced).unwrap();
+    let stored = schedule(&store, "alice", "nightly").unwrap().unwrap();
+    assert_eq!((stored.created_ms, stored.updated_ms, stored.runs), (5, 7, 1), "runs are kept");
+    assert_eq!(
+        (stored.last_task, stored.next_run_ms, stored.spec.as_str()),
+        (Some(42), None, "@every 60s")
+    );
+    put_schedule(&store, &ScheduleRow { owner: "bob".into(), ..replaced }).unwrap();
+    assert_eq!(schedule_counts(&store, "alice").unwrap(), (1, 2));
+    set_paused(&store, "alice", "nightly", true, 8).unwrap();
+    assert!(schedule(&store, "alice", "nightly").unwrap().unwrap().paused);
+    assert_eq!(schedules(&store, None, 10).unwrap().len(), 2);
+    assert_eq!(schedules(&store, Some("bob"), 10).unwrap()[0].owner, "bob");
+    delete_schedule(&store, "alice", "nightly").unwrap();
+    assert_eq!(schedule_counts(&store, "alice").unwrap(), (0, 1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +640,9 @@ mod tests {
             args: r#"{"numbers":[1]}"#,
             priority: "normal",
             submitted_ms: id,
+            run_at_ms: None,
+            held: false,
+            schedule: None,
         }
     }
 

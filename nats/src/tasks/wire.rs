@@ -41,6 +41,14 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 60_000))]
     pub wait_ms: Option<u64>,
+    /// Run it at this time (ms since the epoch), not now: the NATS server's scheduler hands it
+    /// to the workers then. At most 366 days ahead; a time in the past runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    /// Run it this many milliseconds from now (instead of `run_at_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 31_622_400_000u64))]
+    pub delay_ms: Option<u64>,
 }
 
 fn empty_object() -> Box<RawValue> {
@@ -56,6 +64,8 @@ impl SubmitRequest {
             id: None,
             priority: None,
             wait_ms: None,
+            run_at_ms: None,
+            delay_ms: None,
         }
     }
 }
@@ -252,6 +262,15 @@ pub struct TaskView {
     pub dead_letter: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<TaskEventWire>>,
+    /// When a delayed task runs (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    /// True while a delayed task waits for its time (it is not in the work queue yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// The recurring schedule that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl TaskView {
@@ -283,6 +302,9 @@ pub struct TaskEventWire {
     pub dead_letter: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<RawValue>>,
+    /// `queued` of a delayed task: when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
 }
 
 impl TaskEventWire {
@@ -439,4 +461,87 @@ pub struct WorkerStatus {
     pub dropped: u64,
     /// Ids of the tasks running now.
     pub current: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurring schedules
+// ---------------------------------------------------------------------------------------------
+
+/// `agora.tasks.schedules.put`: creates the caller's schedule `name`, or replaces it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePutRequest {
+    #[schemars(pattern(pattern::SCHEDULE_NAME))]
+    pub name: String,
+    /// `@every <duration>` (1s..366d), `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`,
+    /// or cron: six fields seconds first (`0 0 3 * * *`) or five (`0 3 * * *`).
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// The IANA time zone of a cron schedule (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    #[schemars(extend("enum" = agora_core::tasks::ops::OP_NAMES))]
+    pub op: String,
+    #[serde(default = "empty_object")]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub args: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["normal", "high"]))]
+    pub priority: Option<String>,
+    /// Create it paused (it runs once resumed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// `agora.tasks.schedules.{pause,resume,delete}`: one of the caller's schedules (a manager
+/// names another `owner`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleNameRequest {
+    #[schemars(pattern(pattern::SCHEDULE_NAME))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// `agora.tasks.schedules.list`: the caller's schedules (a manager's: everyone's, or `owner`'s).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleListRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// A recurring schedule as every reply shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub name: String,
+    pub owner: String,
+    /// As the NATS server runs it (`@every 600s`, `0 0 3 * * *`).
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    pub op: String,
+    pub args: Box<RawValue>,
+    pub priority: String,
+    pub paused: bool,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Tasks it submitted so far.
+    pub runs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_ms: Option<u64>,
+    /// The task of its latest run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<String>,
+    /// When the server runs it next, as of its latest run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleListReply {
+    /// By owner, then name.
+    pub schedules: Vec<ScheduleView>,
 }
