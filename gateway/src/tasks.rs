@@ -13,7 +13,10 @@ use super::routes::{Route, schema};
 use super::session::Signed;
 use super::system::SERVICES_GATHER;
 use agora_nats::subjects;
-use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskIdRequest};
+use agora_nats::tasks::wire::{
+    ListRequest, ScheduleListRequest, ScheduleNameRequest, SchedulePutRequest, SubmitRequest,
+    TaskIdRequest,
+};
 
 /// The task queue's routes.
 pub const ROUTES: &[Route] = &[
@@ -58,6 +61,56 @@ pub const ROUTES: &[Route] = &[
         post(cancel_task)
     ),
     route!(
+        "POST",
+        "/api/tasks/schedules",
+        "tasks",
+        "Create or replace one of your recurring schedules",
+        None,
+        [],
+        Some(schema::<SchedulePutRequest>),
+        post(put_schedule)
+    ),
+    route!(
+        "GET",
+        "/api/tasks/schedules",
+        "tasks",
+        "Your recurring schedules (a manager's: everyone's, or owner's)",
+        Some(schema::<ScheduleListRequest>),
+        ["owner"],
+        None,
+        get(list_schedules)
+    ),
+    route!(
+        "POST",
+        "/api/tasks/schedules/{name}/pause",
+        "tasks",
+        "Pause a recurring schedule",
+        Some(schema::<ScheduleNameRequest>),
+        ["owner"],
+        None,
+        post(pause_schedule)
+    ),
+    route!(
+        "POST",
+        "/api/tasks/schedules/{name}/resume",
+        "tasks",
+        "Resume a paused schedule",
+        Some(schema::<ScheduleNameRequest>),
+        ["owner"],
+        None,
+        post(resume_schedule)
+    ),
+    route!(
+        "DELETE",
+        "/api/tasks/schedules/{name}",
+        "tasks",
+        "Delete a recurring schedule",
+        Some(schema::<ScheduleNameRequest>),
+        ["owner"],
+        None,
+        axum::routing::delete(delete_schedule)
+    ),
+    route!(
         "GET",
         "/api/workers",
         "tasks",
@@ -95,4 +148,59 @@ pub async fn workers(signed: Signed) -> ApiResult {
     signed.manager("the workers")?;
     let workers = signed.agora.workers(SERVICES_GATHER).await?;
     Ok(Json(json!({ "workers": workers })).into_response())
+}
+
+pub async fn put_schedule(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: SchedulePutRequest = parse_body(body)?;
+    Ok(Json(signed.agora.put_schedule(&request).await?).into_response())
+}
+
+pub async fn list_schedules(
+    signed: Signed,
+    request: Result<Query<ScheduleListRequest>, QueryRejection>,
+) -> ApiResult {
+    let subject = subjects::tasks::schedules(subjects::tasks::SCHEDULE_LIST);
+    forward(&signed.agora, &subject, &query(request)?).await
+}
+
+/// The owner a manager may name (`?owner=`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerQuery {
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+async fn schedule_action(
+    verb: &str,
+    signed: Signed,
+    name: Result<Path<String>, PathRejection>,
+    owner: Result<Query<OwnerQuery>, QueryRejection>,
+) -> ApiResult {
+    let request = ScheduleNameRequest { name: path(name)?, owner: query(owner)?.owner };
+    forward(&signed.agora, &subjects::tasks::schedules(verb), &request).await
+}
+
+pub async fn pause_schedule(
+    signed: Signed,
+    name: Result<Path<String>, PathRejection>,
+    owner: Result<Query<OwnerQuery>, QueryRejection>,
+) -> ApiResult {
+    schedule_action(subjects::tasks::SCHEDULE_PAUSE, signed, name, owner).await
+}
+
+pub async fn resume_schedule(
+    signed: Signed,
+    name: Result<Path<String>, PathRejection>,
+    owner: Result<Query<OwnerQuery>, QueryRejection>,
+) -> ApiResult {
+    schedule_action(subjects::tasks::SCHEDULE_RESUME, signed, name, owner).await
+}
+
+pub async fn delete_schedule(
+    signed: Signed,
+    name: Result<Path<String>, PathRejection>,
+    owner: Result<Query<OwnerQuery>, QueryRejection>,
+) -> ApiResult {
+    schedule_action(subjects::tasks::SCHEDULE_DELETE, signed, name, owner).await
 }

@@ -632,6 +632,19 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         ),
         (
             "POST",
+            "/api/tasks/schedules",
+            json!({"name": "nightly", "schedule": "0 3 * * *", "time_zone": "UTC", "op": "sum",
+                   "args": {"numbers": [1]}, "priority": "normal", "paused": true}),
+            vec![
+                json!({"schedule": "@daily", "op": "sum"}),
+                json!({"name": "a.b", "schedule": "@daily", "op": "sum"}),
+                json!({"name": "n", "schedule": "@daily", "op": "divide"}),
+                json!({"name": "n", "schedule": "", "op": "sum"}),
+                json!({"name": "n", "schedule": "@daily", "op": "sum", "paused": "yes"}),
+            ],
+        ),
+        (
+            "POST",
             "/api/chat/sessions",
             json!({"name": "amy"}),
             vec![json!({"name": "no way!"}), json!({"name": 5})],

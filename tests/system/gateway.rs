@@ -274,6 +274,27 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     http.fails("GET", "/api/workers", Body::None, 403, "forbidden").await;
     let workers = boss.ok("GET", "/api/workers", Body::None).await;
     assert_eq!(workers["workers"].as_array().map(Vec::len), Some(1));
+    // Recurring schedules: alice's own; the manager may act on anyone's.
+    let nightly = json!({"name": "nightly", "schedule": "0 3 * * *", "op": "sum",
+                         "args": {"numbers": [1]}});
+    let created = http.ok("POST", "/api/tasks/schedules", Body::Json(&nightly)).await;
+    assert_eq!(
+        (created["owner"].as_str(), created["schedule"].as_str()),
+        (Some("alice"), Some("0 0 3 * * *"))
+    );
+    let bad = json!({"name": "nightly", "schedule": "@every 0s", "op": "sum"});
+    http.fails("POST", "/api/tasks/schedules", Body::Json(&bad), 400, "invalid_request").await;
+    let mine = http.ok("GET", "/api/tasks/schedules", Body::None).await;
+    assert_eq!(mine["schedules"][0]["name"], "nightly");
+    http.fails("GET", "/api/tasks/schedules?owner=root", Body::None, 403, "forbidden").await;
+    let paused = http.ok("POST", "/api/tasks/schedules/nightly/pause", Body::None).await;
+    assert_eq!(paused["paused"], true);
+    let resumed =
+        boss.ok("POST", "/api/tasks/schedules/nightly/resume?owner=alice", Body::None).await;
+    assert_eq!(resumed["paused"], false);
+    boss.fails("POST", "/api/tasks/schedules/nightly/pause", Body::None, 404, "not_found").await;
+    http.ok("DELETE", "/api/tasks/schedules/nightly", Body::None).await;
+    http.fails("DELETE", "/api/tasks/schedules/nightly", Body::None, 404, "not_found").await;
 
     // Chat: a session the gateway holds for ann, messages, who, history, its end.
     let ann = Http::user(&system, "ann").await;
