@@ -201,7 +201,33 @@ async fn the_dashboard_works_in_a_real_browser() {
         }
     });
     assert!(row.contains("sleep") && row.contains("100%"), "{row}");
+    // A delayed task waits as `scheduled`, then runs.
+    type_into(&ann, "#task-args", r#"{"ms": 100}"#).await;
+    type_into(&ann, "#task-delay", "3").await;
+    click(&ann, "#task-submit").await;
+    eventually!(10, "a scheduled task", {
+        let rows = ann.find_all(Locator::Css("#tasks-table tr[data-state=scheduled]")).await;
+        rows.ok().filter(|rows| !rows.is_empty()).map(drop)
+    });
+    type_into(&ann, "#task-delay", "").await;
+    // A recurring schedule from the same operation: it runs every second until paused.
+    type_into(&ann, "#schedule-name", "heartbeat").await;
+    type_into(&ann, "#schedule-spec", "@every 1s").await;
+    click(&ann, "#schedule-submit").await;
+    eventually!(20, "runs of the schedule", {
+        let runs = texts(&ann, "#schedules-table tr[data-name=heartbeat] .runs").await;
+        runs.first().and_then(|runs| runs.parse::<u64>().ok()).filter(|runs| *runs >= 2).map(drop)
+    });
+    eventually!(20, "the delayed task ran", {
+        let rows = ann.find_all(Locator::Css("#tasks-table tr[data-state=scheduled]")).await;
+        rows.ok().filter(|rows| rows.is_empty()).map(drop)
+    });
     screenshot(&ann, "dashboard-tasks.png").await;
+    click(&ann, "#schedules-table tr[data-name=heartbeat] button").await;
+    eventually!(10, "the schedule paused", {
+        let paused = ann.find_all(Locator::Css("#schedules-table tr[data-state=paused]")).await;
+        paused.ok().filter(|rows| !rows.is_empty()).map(drop)
+    });
 
     // Bank: ann deposits and pays ben; her statement lists both, newest first, with the
     // balance after each.

@@ -646,7 +646,7 @@ const OPS = {
 const tasks = {
   rows: new Map(),
   fetching: new Set(),
-  show() { this.load(); this.workers(); },
+  show() { this.load(); this.workers(); schedules.load(); },
   async load() {
     try {
       const reply = await api("GET", "/api/tasks?limit=50");
@@ -669,10 +669,11 @@ const tasks = {
     const percent = task.state === "completed" ? 100 : task.progress || 0;
     bar.firstChild.style.width = percent + "%";
     const result = task.error ? task.error : task.result !== undefined ? JSON.stringify(task.result) : "";
-    const tr = h("tr", { dataset: { id: task.id, state: task.state } },
+    const shown = task.held ? "scheduled" : task.state;
+    const tr = h("tr", { dataset: { id: task.id, state: shown } },
       h("td", { class: "mono" }, task.id),
-      h("td", {}, task.op || ""),
-      h("td", { class: "state" }, pill(task.state)),
+      h("td", {}, task.op || "", task.schedule ? h("span", { class: "muted" }, " · " + task.schedule) : ""),
+      h("td", { class: "state" }, pill(shown), task.held ? h("span", { class: "muted" }, " at " + time(task.run_at_ms)) : ""),
       h("td", {}, h("span", { class: "muted" }, `${percent}%`), bar),
       h("td", { class: "mono" }, task.worker || ""),
       h("td", { class: "mono result" }, result.length > 120 ? result.slice(0, 120) + "…" : result),
@@ -704,6 +705,7 @@ const tasks = {
       }
       return;
     }
+    if (event.event === "queued" || event.event === "completed") schedules.soon();
     if (event.event === "progress") {
       const bar = tr.querySelector(".bar > div");
       bar.style.width = event.percent + "%";
@@ -724,10 +726,58 @@ $("task-form").addEventListener("submit", async (e) => {
   let args;
   try { args = JSON.parse($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
   try {
-    const task = await api("POST", "/api/tasks", { op: $("task-op").value, args, priority: $("task-priority").value, id: newId("web") });
+    const request = { op: $("task-op").value, args, priority: $("task-priority").value, id: newId("web") };
+    const delay = Number($("task-delay").value || 0);
+    if (delay > 0) request.delay_ms = Math.round(delay * 1000);
+    const task = await api("POST", "/api/tasks", request);
     if (!tasks.rows.has(task.id)) $("tasks-table").tBodies[0].prepend(tasks.row(Object.assign({ op: $("task-op").value }, task)));
     tasks.refresh(task.id);
     toast(`Task ${task.id} submitted`, "ok");
+  } catch (error) { failed(error); }
+});
+
+const schedules = {
+  timer: null,
+  // Refreshes at most once a second while runs come in.
+  soon() { if (!this.timer) this.timer = setTimeout(() => { this.timer = null; if (currentTab === "tasks") this.load(); }, 1000); },
+  async load() {
+    try {
+      const reply = await api("GET", "/api/tasks/schedules");
+      $("schedules-table").tBodies[0].replaceChildren(...reply.schedules.map((s) => this.row(s)));
+    } catch (e) { failed(e); }
+  },
+  row(s) {
+    const path = `/api/tasks/schedules/${encodeURIComponent(s.name)}`;
+    const owner = `?owner=${encodeURIComponent(s.owner)}`;
+    const act = async (method, suffix) => {
+      try { await api(method, path + suffix + owner); this.load(); } catch (e) { failed(e); }
+    };
+    const state = s.paused ? "paused" : "active";
+    return h("tr", { dataset: { name: s.name, state } },
+      h("td", { class: "mono" }, s.name),
+      h("td", {}, s.owner),
+      h("td", { class: "mono" }, s.schedule + (s.time_zone ? " " + s.time_zone : "")),
+      h("td", {}, s.op),
+      h("td", { class: "state" }, pill(state)),
+      h("td", { class: "num runs" }, s.runs),
+      h("td", {}, time(s.last_run_ms)),
+      h("td", {}, time(s.next_run_ms)),
+      h("td", {},
+        h("button", { class: "link", onclick: () => act("POST", s.paused ? "/resume" : "/pause") }, s.paused ? "resume" : "pause"),
+        " ",
+        h("button", { class: "link", onclick: () => act("DELETE", "") }, "delete")));
+  },
+};
+$("schedule-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  let args;
+  try { args = JSON.parse($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
+  const request = { name: $("schedule-name").value, schedule: $("schedule-spec").value, op: $("task-op").value, args, priority: $("task-priority").value };
+  if ($("schedule-tz").value) request.time_zone = $("schedule-tz").value;
+  try {
+    const created = await api("POST", "/api/tasks/schedules", request);
+    toast(`Schedule ${created.name}: ${created.schedule}`, "ok");
+    schedules.load();
   } catch (error) { failed(error); }
 });
 
