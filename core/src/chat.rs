@@ -525,6 +525,148 @@ impl Chat {
     }
 }
 
+/// Longest reaction (an emoji or a short word such as `+1`), in bytes.
+pub const EMOJI_BYTES_MAX: usize = 32;
+/// Distinct reactions one message holds at most.
+pub const REACTIONS_PER_MESSAGE_MAX: usize = 20;
+/// Longest search, in bytes, and most words in it.
+pub const SEARCH_BYTES_MAX: usize = 256;
+pub const SEARCH_TERMS_MAX: usize = 8;
+
+/// A reaction: 1..=[`EMOJI_BYTES_MAX`] bytes, no whitespace or control characters.
+pub fn check_emoji(emoji: &str) -> Result<(), ChatError> {
+    if emoji.is_empty()
+        || emoji.len() > EMOJI_BYTES_MAX
+        || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ChatError::InvalidText(format!(
+            "a reaction is 1..={EMOJI_BYTES_MAX} bytes without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A person's search words as an FTS5 query: every word must appear (a word ending in `*`
+/// matches as a prefix); quotes and operators are taken literally, never as query syntax.
+pub fn search_query(text: &str) -> Result<String, ChatError> {
+    let bad = |why: &str| ChatError::InvalidText(format!("search: {why}"));
+    if text.len() > SEARCH_BYTES_MAX || has_control_characters(text) {
+        return Err(bad(&format!("1..={SEARCH_BYTES_MAX} bytes of text")));
+    }
+    let mut terms = Vec::new();
+    for word in text.split_whitespace() {
+        let (word, prefix) = match word.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (word, false),
+        };
+        // Only letters and digits count for the index: "don't" is "don" "t".
+        if !word.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        let quoted = format!("\"{}\"", word.replace('"', "\"\""));
+        terms.push(if prefix { format!("{quoted}*") } else { quoted });
+    }
+    if terms.is_empty() {
+        return Err(bad("give at least one word"));
+    }
+    if terms.len() > SEARCH_TERMS_MAX {
+        return Err(bad(&format!("at most {SEARCH_TERMS_MAX} words")));
+    }
+    Ok(terms.join(" "))
+}
+
+/// Bounds ephemeral events (typing, read receipts) per sender and conversation: at most one
+/// per `gap_ms`, and at most `keys_max` senders-and-conversations remembered (beyond, the
+/// oldest are forgotten, which only ever lets an event through early).
+#[derive(Debug, Clone)]
+pub struct EventLimiter {
+    gap_ms: u64,
+    keys_max: usize,
+    last: HashMap<(String, String), u64>,
+}
+
+impl EventLimiter {
+    pub fn new(gap_ms: u64, keys_max: usize) -> Self {
+        Self { gap_ms, keys_max: keys_max.max(1), last: HashMap::new() }
+    }
+
+    /// Whether `sender`'s event in `conversation` may go out at `now_ms` (and counts it).
+    pub fn allow(&mut self, now_ms: u64, sender: &str, conversation: &str) -> bool {
+        let key = (sender.to_owned(), conversation.to_owned());
+        if let Some(last) = self.last.get(&key)
+            && now_ms < last.saturating_add(self.gap_ms)
+        {
+            return false;
+        }
+        if self.last.len() >= self.keys_max && !self.last.contains_key(&key) {
+            self.forget(now_ms);
+            if self.last.len() >= self.keys_max {
+                self.last.clear();
+            }
+        }
+        self.last.insert(key, now_ms);
+        true
+    }
+
+    /// Forgets what no longer limits anything.
+    pub fn forget(&mut self, now_ms: u64) {
+        let gap = self.gap_ms;
+        self.last.retain(|_, last| now_ms < last.saturating_add(gap));
+    }
+
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn reactions_and_searches_are_checked() {
+        for good in ["👍", "+1", "🎉🎉", "ok"] {
+            check_emoji(good).unwrap();
+        }
+        for bad in ["", " ", "a b", "\u{1b}", &"x".repeat(33)] {
+            assert!(check_emoji(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(search_query("hello world").unwrap(), r#""hello" "world""#);
+        assert_eq!(search_query("deploy* \"x").unwrap(), r#""deploy"* """x""#);
+        assert_eq!(search_query("OR NOT (a)").unwrap(), r#""OR" "NOT" "(a)""#, "no operators");
+        for bad in ["", "   ", "*** ---", "\u{1b}[2J", &"word ".repeat(9), &"x".repeat(257)] {
+            assert!(search_query(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ephemeral_events_are_bounded_per_sender_and_conversation() {
+        let mut limiter = EventLimiter::new(1_000, 3);
+        assert!(limiter.allow(0, "alice", "#all"));
+        assert!(!limiter.allow(999, "alice", "#all"), "within the gap");
+        assert!(limiter.allow(10, "alice", "#rust"), "another conversation");
+        assert!(limiter.allow(10, "bob", "#all"), "another sender");
+        assert!(limiter.allow(1_000, "alice", "#all"), "after the gap");
+        // Full: what no longer limits goes first; the table never grows past its bound.
+        assert!(limiter.allow(1_500, "carol", "#all"));
+        assert!(limiter.len() <= 3);
+        for n in 0..100 {
+            limiter.allow(2_000, &format!("u{n}"), "#all");
+            assert!(limiter.len() <= 3);
+        }
+        limiter.forget(10_000);
+        assert!(limiter.is_empty());
+        // A flood from one sender: one event per gap.
+        let mut limiter = EventLimiter::new(500, 100);
+        let passed = (0..10_000u64).filter(|at| limiter.allow(at / 2, "mallory", "#all")).count();
+        assert_eq!(passed, 10, "5 s of typing: one event per 500 ms");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

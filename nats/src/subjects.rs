@@ -28,12 +28,14 @@ pub mod replica {
     /// `Nats-Msg-Id`), replayable from any sequence.
     pub const EVENTS_STREAM: &str = "AGORA_EVENTS";
     /// The subjects that stream keeps.
-    pub const EVENTS_SUBJECTS: [&str; 5] = [
+    pub const EVENTS_SUBJECTS: [&str; 7] = [
         "agora.bank.events.*",
         "agora.tasks.events.>",
         "agora.coins.prices.*",
         "agora.chat.room.*",
         "agora.chat.dm.*",
+        "agora.chat.events.room.*",
+        "agora.chat.events.dm.*",
     ];
     /// The KV bucket of the active instances' leases (one key per service).
     pub const LEASE_BUCKET: &str = "AGORA_LEASES";
@@ -301,6 +303,44 @@ pub mod chat {
         format!("{GROUP}.presence.{name}")
     }
     pub const PRESENCE_ALL: &str = "agora.chat.presence.*";
+
+    pub const EDIT: &str = "edit";
+    pub const DELETE: &str = "delete";
+    pub const EDITS: &str = "edits";
+    pub const REACT: &str = "react";
+    pub const READ: &str = "read";
+    pub const UNREAD: &str = "unread";
+    pub const TYPING: &str = "typing";
+    pub const SEARCH: &str = "search";
+    pub const EDIT_SUBJECT: &str = "agora.chat.edit";
+    pub const DELETE_SUBJECT: &str = "agora.chat.delete";
+    pub const EDITS_SUBJECT: &str = "agora.chat.edits";
+    pub const REACT_SUBJECT: &str = "agora.chat.react";
+    pub const READ_SUBJECT: &str = "agora.chat.read";
+    pub const UNREAD_SUBJECT: &str = "agora.chat.unread";
+    pub const TYPING_SUBJECT: &str = "agora.chat.typing";
+    pub const SEARCH_SUBJECT: &str = "agora.chat.search";
+
+    /// What happens to a room's messages after they are sent (edits, deletes, reactions,
+    /// replies, receipts, typing).
+    pub fn events_room(room: &str) -> String {
+        format!("{GROUP}.events.room.{room}")
+    }
+    pub const EVENTS_ROOM_ALL: &str = "agora.chat.events.room.*";
+    /// The same for one person's direct conversations: only they may subscribe.
+    pub fn events_dm(name: &str) -> String {
+        format!("{GROUP}.events.dm.{name}")
+    }
+    pub const EVENTS_DM_ALL: &str = "agora.chat.events.dm.*";
+    /// Typing indicators (ephemeral: never stored), for a room and for one person.
+    pub fn live_room(room: &str) -> String {
+        format!("{GROUP}.live.room.{room}")
+    }
+    pub const LIVE_ROOM_ALL: &str = "agora.chat.live.room.*";
+    pub fn live_dm(name: &str) -> String {
+        format!("{GROUP}.live.dm.{name}")
+    }
+    pub const LIVE_DM_ALL: &str = "agora.chat.live.dm.*";
 }
 
 /// The coin exchange (`agora-coins`, one instance): user operations, and manager operations

@@ -402,6 +402,7 @@ async fn bad_input_gets_coded_errors_and_the_service_stays_up() {
         from: Some("alice".into()),
         text: "x".into(),
         at: None,
+        reply_to: None,
     };
     assert_eq!(code(client.chat_send(&resend).await), ErrorCode::RateLimited);
     tokio::time::sleep(Duration::from_millis(1_100)).await;

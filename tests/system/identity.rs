@@ -116,6 +116,7 @@ async fn nobody_moves_reads_trades_or_speaks_as_someone_else_over_nats() {
         from: Some("bob".into()),
         text: "i am bob".into(),
         at: None,
+        reply_to: None,
     };
     forbidden(alice.chat_send(&as_bob).await, "alice speaks as bob");
     for request in [

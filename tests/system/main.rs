@@ -5,6 +5,7 @@ mod auth;
 mod bank;
 mod browser;
 mod chat;
+mod chat_more;
 mod cli;
 mod coins;
 mod contract;

@@ -1,7 +1,9 @@
 //! `agora chat`: an interactive terminal chat, and one-shot `send`, `history` and `who`.
 
 use agora_nats::chat::client::{ChatInbox, ChatSession, Incoming, SessionStatus};
-use agora_nats::chat::wire::{HistoryRequest, PresenceEvent, StoredMessage, WhoReply, WhoRequest};
+use agora_nats::chat::wire::{
+    HistoryRequest, PresenceEvent, SearchRequest, StoredMessage, WhoReply, WhoRequest,
+};
 use agora_nats::{AgoraClient, ClientError, ErrorCode};
 use clap::{Args, Subcommand};
 use tokio::io::AsyncBufReadExt;
@@ -33,9 +35,53 @@ enum ChatCommand {
         /// A user, for a direct message.
         #[arg(long)]
         to: Option<String>,
+        /// Reply in the thread of this message (its history number).
+        #[arg(long)]
+        reply_to: Option<u64>,
         /// The text.
         #[arg(required = true)]
         text: Vec<String>,
+    },
+    /// Change the text of one of your messages (its earlier text is kept).
+    Edit {
+        seq: u64,
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Delete one of your messages.
+    Delete { seq: u64 },
+    /// A message's earlier texts.
+    Edits { seq: u64 },
+    /// React to a message (`--off` takes your reaction back).
+    React {
+        seq: u64,
+        emoji: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Mark a room or a direct conversation read up to a message.
+    Read {
+        #[arg(long, conflicts_with = "with", required_unless_present = "with")]
+        room: Option<String>,
+        #[arg(long)]
+        with: Option<String>,
+        seq: u64,
+    },
+    /// Your conversations with what you have not read.
+    Unread,
+    /// Search the messages you may read: every word must appear (`deploy*`: a prefix).
+    Search {
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[arg(long, conflicts_with = "with")]
+        room: Option<String>,
+        #[arg(long)]
+        with: Option<String>,
+        /// Only messages before this history position (the next page).
+        #[arg(long)]
+        before: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// Show history: a room's, a direct conversation's (`--with bob --as alice`), or everything
     /// a name could see (`--as alice`).
@@ -54,6 +100,9 @@ enum ChatCommand {
         after: Option<u64>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only the replies to this message (its thread).
+        #[arg(long, conflicts_with_all = ["room", "with", "as_user"])]
+        thread: Option<u64>,
     },
     /// Who is online (with since / last seen).
     Who {
@@ -83,7 +132,7 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
             let name = chat_name(client, args.name).await?;
             interactive(client, &name, &args.room).await
         }
-        Some(ChatCommand::Send { name, room, to, text }) => {
+        Some(ChatCommand::Send { name, room, to, reply_to, text }) => {
             let name = chat_name(client, name).await?;
             let text = text.join(" ");
             // Hold the name for the send when it is free; when someone holds it (this user in
@@ -97,7 +146,7 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
                 Some(_) => None,
                 None => Some(room.clone().unwrap_or_else(|| "all".to_owned())),
             };
-            let message = match &session {
+            let mut message = match &session {
                 Some(session) => session.message(room.as_deref(), to.as_deref(), &text),
                 None => agora_nats::chat::wire::SendRequest {
                     room,
@@ -106,8 +155,10 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
                     from: Some(name.clone()),
                     text: text.clone(),
                     at: Some(agora_nats::clock::now_ms()),
+                    reply_to: None,
                 },
             };
+            message.reply_to = reply_to;
             let sent = client.chat_send(&message).await;
             if let Some(session) = session {
                 session.leave().await.ok();
@@ -120,12 +171,13 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
             }
             Ok(())
         }
-        Some(ChatCommand::History { room, with, as_user, before, after, limit }) => {
-            let room = match (&room, &with, &as_user) {
-                (None, None, None) => Some("all".to_owned()),
+        Some(ChatCommand::History { room, with, as_user, before, after, limit, thread }) => {
+            let room = match (&room, &with, &as_user, thread) {
+                (None, None, None, None) => Some("all".to_owned()),
                 _ => room,
             };
-            let request = HistoryRequest { room, with, as_user, before, after, limit: Some(limit) };
+            let request =
+                HistoryRequest { room, with, as_user, before, after, limit: Some(limit), thread };
             let reply = client.chat_history(&request).await?;
             if json {
                 println!("{}", serde_json::to_value(&reply)?);
@@ -136,6 +188,86 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
                 if reply.more {
                     let first = reply.messages.first().map_or(0, |m| m.seq);
                     println!("(more: --before {first})");
+                }
+            }
+            Ok(())
+        }
+        Some(ChatCommand::Edit { seq, text }) => {
+            print_message(&client.chat_edit(seq, &text.join(" ")).await?, json)
+        }
+        Some(ChatCommand::Delete { seq }) => print_message(&client.chat_delete(seq).await?, json),
+        Some(ChatCommand::Edits { seq }) => {
+            let reply = client.chat_edits(seq).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else if reply.versions.is_empty() {
+                println!("#{seq} was never edited");
+            } else {
+                for version in &reply.versions {
+                    println!("until {}: {}", crate::utc(version.replaced_ms), version.text);
+                }
+            }
+            Ok(())
+        }
+        Some(ChatCommand::React { seq, emoji, off }) => {
+            print_message(&client.chat_react(seq, &emoji, !off).await?, json)
+        }
+        Some(ChatCommand::Read { room, with, seq }) => {
+            let reply = client.chat_read(room, with, seq).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                println!("read up to #{}", reply.read_seq);
+            }
+            Ok(())
+        }
+        Some(ChatCommand::Unread) => {
+            let reply = client.chat_unread().await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                for count in &reply.conversations {
+                    let place = match (&count.room, &count.with) {
+                        (Some(room), _) => format!("#{room}"),
+                        (None, Some(with)) => format!("@{with}"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{place:<34} {:>6} unread  (read to #{}, last #{})",
+                        count.unread, count.read_seq, count.last_seq
+                    );
+                }
+            }
+            Ok(())
+        }
+        Some(ChatCommand::Search { words, room, with, before, limit }) => {
+            let request =
+                SearchRequest { query: words.join(" "), room, with, before, limit: Some(limit) };
+            let reply = client.chat_search(&request).await?;
+            if json {
+                println!("{}", serde_json::to_value(&reply)?);
+            } else {
+                if reply.hits.is_empty() {
+                    println!("nothing found");
+                }
+                for hit in &reply.hits {
+                    let text: String = hit
+                        .highlighted
+                        .iter()
+                        .map(|piece| {
+                            if piece.matched {
+                                format!("[{}]", piece.text)
+                            } else {
+                                piece.text.clone()
+                            }
+                        })
+                        .collect();
+                    let line = history_line(&StoredMessage { text, ..hit.message.clone() });
+                    println!("{line}");
+                }
+                if reply.more {
+                    let last = reply.hits.last().map_or(0, |hit| hit.message.seq);
+                    println!("(more: --before {last})");
                 }
             }
             Ok(())
@@ -152,14 +284,38 @@ pub async fn run(client: &AgoraClient, args: ChatArgs, json: bool) -> anyhow::Re
     }
 }
 
+fn print_message(message: &StoredMessage, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_value(message)?);
+    } else {
+        println!("{}", history_line(message));
+    }
+    Ok(())
+}
+
 fn history_line(message: &StoredMessage) -> String {
     let place = match (&message.room, &message.to) {
         (Some(room), _) => format!("#{room}"),
         (None, Some(to)) => format!("dm -> {to}"),
         (None, None) => String::new(),
     };
+    let mut notes = String::new();
+    if let Some(parent) = message.reply_to {
+        notes.push_str(&format!(" (reply to #{parent})"));
+    }
+    if message.deleted {
+        notes.push_str(" (deleted)");
+    } else if message.edited_ms.is_some() {
+        notes.push_str(" (edited)");
+    }
+    if message.replies > 0 {
+        notes.push_str(&format!(" [{} replies]", message.replies));
+    }
+    for (emoji, names) in &message.reactions {
+        notes.push_str(&format!(" {emoji}{}", names.len()));
+    }
     format!(
-        "#{:<6} {} [{place}] {}: {}",
+        "#{:<6} {} [{place}] {}: {}{notes}",
         message.seq,
         crate::utc(message.at),
         message.from,

@@ -138,6 +138,7 @@ fn message_bytes(n: u64, from: &str) -> Bytes {
         text: TEXT.to_owned(),
         at: Some(agora_nats::clock::now_ms()),
         seq: None,
+        reply_to: None,
     };
     Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
 }
@@ -151,6 +152,7 @@ fn send_bytes(n: u64, from: &str) -> Bytes {
         from: Some(from.to_owned()),
         text: TEXT.to_owned(),
         at: Some(agora_nats::clock::now_ms()),
+        reply_to: None,
     };
     Bytes::from(serde_json::to_vec(&request).unwrap_or_default())
 }

@@ -69,6 +69,71 @@ impl AgoraClient {
         self.request(subject::HISTORY_SUBJECT, request).await
     }
 
+    /// Replaces the text of one of the caller's messages (the earlier text is kept).
+    pub async fn chat_edit(
+        &self,
+        seq: u64,
+        text: &str,
+    ) -> Result<super::wire::StoredMessage, ClientError> {
+        let request = super::wire::EditRequest { seq, text: text.to_owned() };
+        self.request(subject::EDIT_SUBJECT, &request).await
+    }
+
+    /// Deletes one of the caller's messages.
+    pub async fn chat_delete(&self, seq: u64) -> Result<super::wire::StoredMessage, ClientError> {
+        self.request(subject::DELETE_SUBJECT, &super::wire::SeqRequest { seq }).await
+    }
+
+    /// A message's earlier texts.
+    pub async fn chat_edits(&self, seq: u64) -> Result<super::wire::EditsReply, ClientError> {
+        self.request(subject::EDITS_SUBJECT, &super::wire::SeqRequest { seq }).await
+    }
+
+    /// Adds (`on`) or takes back the caller's reaction.
+    pub async fn chat_react(
+        &self,
+        seq: u64,
+        emoji: &str,
+        on: bool,
+    ) -> Result<super::wire::StoredMessage, ClientError> {
+        let request = super::wire::ReactRequest { seq, emoji: emoji.to_owned(), on };
+        self.request(subject::REACT_SUBJECT, &request).await
+    }
+
+    /// The caller read a room or a direct conversation up to `seq`.
+    pub async fn chat_read(
+        &self,
+        room: Option<String>,
+        with: Option<String>,
+        seq: u64,
+    ) -> Result<super::wire::ReadReply, ClientError> {
+        let request = super::wire::ConversationRequest { room, with, seq: Some(seq) };
+        self.request(subject::READ_SUBJECT, &request).await
+    }
+
+    /// The caller is typing in a room or a direct conversation.
+    pub async fn chat_typing(
+        &self,
+        room: Option<String>,
+        with: Option<String>,
+    ) -> Result<super::wire::TypingReply, ClientError> {
+        let request = super::wire::ConversationRequest { room, with, seq: None };
+        self.request(subject::TYPING_SUBJECT, &request).await
+    }
+
+    /// The caller's conversations with what they have not read.
+    pub async fn chat_unread(&self) -> Result<super::wire::UnreadReply, ClientError> {
+        self.request(subject::UNREAD_SUBJECT, &serde_json::json!({})).await
+    }
+
+    /// Searches what the caller may read.
+    pub async fn chat_search(
+        &self,
+        request: &super::wire::SearchRequest,
+    ) -> Result<super::wire::SearchReply, ClientError> {
+        self.request(subject::SEARCH_SUBJECT, request).await
+    }
+
     /// Sends a message and waits until the chat service recorded (and published) it, sending
     /// it again (same id) when no acknowledgement comes.
     pub async fn chat_send(&self, message: &SendRequest) -> Result<MessageAck, ClientError> {
@@ -169,6 +234,7 @@ impl ChatSession {
             from: Some(self.name().to_owned()),
             text: text.to_owned(),
             at: Some(now_ms()),
+            reply_to: None,
         }
     }
 
@@ -271,6 +337,8 @@ struct ReceivedMessage<'a> {
     at: Option<u64>,
     #[serde(default)]
     seq: Option<u64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 impl ReceivedMessage<'_> {
@@ -286,6 +354,7 @@ impl ReceivedMessage<'_> {
             text: self.text.into_owned(),
             at: self.at,
             seq: self.seq,
+            reply_to: self.reply_to,
         }
     }
 }

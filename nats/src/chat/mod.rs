@@ -43,11 +43,14 @@ use crate::service::{
     ErrorCounts, Replier, add_endpoint, decode, decode_limited, decode_or_default,
 };
 use crate::subjects::chat as subject;
-use state::{ChatState, Envelope, HistoryQuery, Incoming, RequestCommand};
-use wire::{HistoryRequest, RegisterRequest, RoomRequest, SendRequest, SessionRequest, WhoRequest};
+use state::{ChatState, Envelope, HistoryQuery, Incoming, Place, RequestCommand, UpdateCommand};
+use wire::{
+    ConversationRequest, EditRequest, HistoryRequest, ReactRequest, RegisterRequest, RoomRequest,
+    SearchRequest, SendRequest, SeqRequest, SessionRequest, WhoRequest,
+};
 
 /// Every endpoint of the chat service (names, also subjects below [`subject::GROUP`]).
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 15] = [
     subject::REGISTER,
     subject::HEARTBEAT,
     subject::LEAVE,
@@ -55,7 +58,19 @@ const ENDPOINTS: [&str; 7] = [
     subject::PART,
     subject::WHO,
     subject::HISTORY,
+    subject::EDIT,
+    subject::DELETE,
+    subject::EDITS,
+    subject::REACT,
+    subject::READ,
+    subject::UNREAD,
+    subject::TYPING,
+    subject::SEARCH,
 ];
+
+/// `agora.chat.search` page sizes.
+pub const SEARCH_LIMIT_DEFAULT: usize = 20;
+pub const SEARCH_LIMIT_MAX: usize = 100;
 
 /// Largest message payload recorded, in bytes (text is limited to
 /// [`chat::TEXT_BYTES_MAX`]; JSON escaping can make it longer).
@@ -293,7 +308,15 @@ fn parse_message(caller: &Caller, payload: &[u8]) -> Result<Incoming, ServiceErr
     let from = caller.acting_on("name", message.from.as_deref())?;
     chat::check_message(from, &message.id, &message.text)?;
     let from = Name::user(from)?;
-    Ok(Incoming { room, to, from, id: message.id, text: message.text, at_ms: message.at })
+    Ok(Incoming {
+        room,
+        to,
+        from,
+        id: message.id,
+        text: message.text,
+        at_ms: message.at,
+        reply_to: message.reply_to,
+    })
 }
 
 /// The name `caller` acts as (theirs; the named one for a service).
@@ -362,12 +385,15 @@ fn parse_request(
                 Some(named) => Some(own_name(caller, named)?),
                 None => None,
             };
-            match (&room, &with, &as_user) {
-                (Some(_), None, None) | (None, Some(_), Some(_)) | (None, None, Some(_)) => {}
+            match (&room, &with, &as_user, request.thread) {
+                (None, None, None, Some(_))
+                | (Some(_), None, None, None)
+                | (None, Some(_), Some(_), None)
+                | (None, None, Some(_), None) => {}
                 _ => {
                     return Err(ServiceError::invalid(
                         "give `room`, or `with` and `as` (a direct conversation), or only `as` \
-                         (everything that name could see)",
+                         (everything that name could see), or only `thread`",
                     ));
                 }
             }
@@ -383,13 +409,118 @@ fn parse_request(
                     before: request.before,
                     after: request.after,
                     limit,
+                    thread: request.thread,
+                    reader: person(caller).ok(),
                 },
             }
+        }
+        subject::EDIT => {
+            let request: EditRequest = decode_limited(payload, MESSAGE_BYTES_MAX)?;
+            chat::check_text(&request.text)?;
+            let name = person(caller)?;
+            RequestCommand::Update(UpdateCommand::Edit {
+                name,
+                seq: request.seq,
+                text: Some(request.text),
+            })
+        }
+        subject::DELETE => {
+            let request: SeqRequest = decode(payload)?;
+            let name = person(caller)?;
+            RequestCommand::Update(UpdateCommand::Delete { name, seq: request.seq, text: None })
+        }
+        subject::EDITS => {
+            let request: SeqRequest = decode(payload)?;
+            RequestCommand::Update(UpdateCommand::Edits {
+                reader: person(caller).ok(),
+                seq: request.seq,
+            })
+        }
+        subject::REACT => {
+            let request: ReactRequest = decode(payload)?;
+            chat::check_emoji(&request.emoji)?;
+            let name = person(caller)?;
+            RequestCommand::Update(UpdateCommand::React {
+                name,
+                seq: request.seq,
+                emoji: request.emoji,
+                on: request.on,
+            })
+        }
+        subject::READ => {
+            let request: ConversationRequest = decode(payload)?;
+            let seq = request
+                .seq
+                .ok_or_else(|| ServiceError::invalid("give `seq`: read up to which message"))?;
+            let place = place(&request)?;
+            RequestCommand::Update(UpdateCommand::Read { name: person(caller)?, place, seq })
+        }
+        subject::TYPING => {
+            let request: ConversationRequest = decode(payload)?;
+            if request.seq.is_some() {
+                return Err(ServiceError::invalid("typing takes no `seq`"));
+            }
+            let place = place(&request)?;
+            RequestCommand::Update(UpdateCommand::Typing { name: person(caller)?, place })
+        }
+        subject::UNREAD => {
+            let _: WhoRequest =
+                decode_or_default(payload, WHO_BYTES_MAX).and_then(|request: WhoRequest| {
+                    if request.room.is_some() || request.offline {
+                        Err(ServiceError::invalid("unread takes no fields"))
+                    } else {
+                        Ok(request)
+                    }
+                })?;
+            RequestCommand::Update(UpdateCommand::Unread { name: person(caller)? })
+        }
+        subject::SEARCH => {
+            let request: SearchRequest = decode(payload)?;
+            let query = chat::search_query(&request.query)?;
+            let place = match (&request.room, &request.with) {
+                (None, None) => None,
+                _ => Some(place(&ConversationRequest {
+                    room: request.room.clone(),
+                    with: request.with.clone(),
+                    seq: None,
+                })?),
+            };
+            let limit = request.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
+            if !(1..=SEARCH_LIMIT_MAX).contains(&limit) {
+                return Err(ServiceError::invalid(format!("limit is 1..={SEARCH_LIMIT_MAX}")));
+            }
+            RequestCommand::Update(UpdateCommand::Search {
+                name: person(caller)?,
+                query,
+                place,
+                before: request.before,
+                limit,
+            })
         }
         other => {
             return Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")));
         }
     })
+}
+
+/// The person calling: edits, reactions, receipts, typing and searches are a person's own.
+fn person(caller: &Caller) -> Result<Name, ServiceError> {
+    match caller.name() {
+        Some(name) => Ok(Name::user(name.as_str())?),
+        None => Err(ServiceError::new(
+            ErrorCode::Forbidden,
+            "only a person edits, reacts, reads, types and searches (as themselves)",
+        )),
+    }
+}
+
+/// A room, or a direct conversation `with` someone: one of them.
+fn place(request: &ConversationRequest) -> Result<Place, ServiceError> {
+    match (&request.room, &request.with) {
+        (Some(room), None) => Ok(Place::Room(Name::room(room)?)),
+        (None, Some(with)) => Ok(Place::With(Name::user(with)?)),
+        _ => Err(ServiceError::invalid("give `room` or `with`, one of them")),
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use rusqlite::{Connection, Transaction};
 
 use super::store::{self, Conversation, NewMessage};
 use super::wire::{
-    ChatMessage, HistoryReply, MessageAck, PresenceEvent, RegisterReply, RoomsReply, SessionReply,
+    ChatMessage, ChatUpdate, EditsReply, HistoryReply, MessageAck, PresenceEvent, ReadReply,
+    RegisterReply, RoomsReply, SearchReply, SessionReply, StoredMessage, TypingReply, UnreadReply,
     UserView, WhoReply,
 };
 use super::{
@@ -38,6 +39,8 @@ pub struct Incoming {
     pub id: String,
     pub text: String,
     pub at_ms: Option<u64>,
+    /// The message it replies to (a thread).
+    pub reply_to: Option<u64>,
 }
 
 /// A validated request for the owner.
@@ -46,6 +49,52 @@ pub enum RequestCommand {
     Chat(Command),
     Who { room: Option<Name>, offline: bool },
     History { query: HistoryQuery },
+    Update(UpdateCommand),
+}
+
+/// What a person does to messages after they were sent, and what they ask about them.
+#[derive(Debug)]
+pub enum UpdateCommand {
+    Edit {
+        name: Name,
+        seq: u64,
+        text: Option<String>,
+    },
+    /// An edit without text: the message's text goes.
+    Delete {
+        name: Name,
+        seq: u64,
+        text: Option<String>,
+    },
+    React {
+        name: Name,
+        seq: u64,
+        emoji: String,
+        on: bool,
+    },
+    Read {
+        name: Name,
+        place: Place,
+        seq: u64,
+    },
+    Typing {
+        name: Name,
+        place: Place,
+    },
+    Unread {
+        name: Name,
+    },
+    Search {
+        name: Name,
+        query: String,
+        place: Option<Place>,
+        before: Option<u64>,
+        limit: usize,
+    },
+    Edits {
+        reader: Option<Name>,
+        seq: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -56,6 +105,10 @@ pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,
     pub limit: usize,
+    /// The replies to this message.
+    pub thread: Option<u64>,
+    /// Who reads (none: a service).
+    pub reader: Option<Name>,
 }
 
 /// What the owner is asked to do.
@@ -102,6 +155,8 @@ pub struct ChatState {
     counts: Arc<MessageCounts>,
     last_seq: u64,
     last_prune_ms: u64,
+    typing: agora_core::chat::EventLimiter,
+    receipts: agora_core::chat::EventLimiter,
 }
 
 impl std::fmt::Debug for ChatState {
@@ -179,6 +234,9 @@ impl ChatState {
             .chain([subject::SEND])
             .map(|name| (name, Replier::new(name, errors.clone())))
             .collect();
+        let started = std::time::Instant::now();
+        store::rebuild_search(conn)?;
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "search index rebuilt");
         let mut state = Self {
             chat: Chat::new(config.core()),
             client,
@@ -187,6 +245,8 @@ impl ChatState {
             counts,
             last_seq: 0,
             last_prune_ms: 0,
+            typing: agora_core::chat::EventLimiter::new(TYPING_GAP_MS, LIMITER_KEYS_MAX),
+            receipts: agora_core::chat::EventLimiter::new(RECEIPT_GAP_MS, LIMITER_KEYS_MAX),
         };
         state.reload(conn)?;
         tracing::info!(
@@ -237,6 +297,30 @@ impl ChatState {
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return Ok(Err(error.into()));
         }
+        if let Some(parent) = incoming.reply_to {
+            let conv = |room: Option<&str>, from: &str, to: Option<&str>| match room {
+                Some(room) => store::room_conv(room),
+                None => store::direct_conv(from, to.unwrap_or_default()),
+            };
+            let here = conv(
+                incoming.room.as_ref().map(Name::as_str),
+                incoming.from.as_str(),
+                incoming.to.as_ref().map(Name::as_str),
+            );
+            let parent_message = store::message(tx, parent)?;
+            let same = parent_message.as_ref().is_some_and(|p| {
+                p.reply_to.is_none()
+                    && !p.deleted
+                    && conv(p.room.as_deref(), &p.from, p.to.as_deref()) == here
+            });
+            if !same {
+                self.chat.refund_message(&incoming.from);
+                return Ok(Err(ServiceError::invalid(format!(
+                    "reply_to: no message {parent} in this conversation to reply to (threads \
+                     are one level deep)"
+                ))));
+            }
+        }
         let inserted = store::insert(
             tx,
             &NewMessage {
@@ -247,6 +331,7 @@ impl ChatState {
                 text: &incoming.text,
                 at_ms: incoming.at_ms.unwrap_or(now),
                 recorded_ms: now,
+                reply_to: incoming.reply_to,
             },
         )?;
         let Some(seq) = inserted else {
@@ -269,6 +354,7 @@ impl ChatState {
             text: incoming.text.clone(),
             at: Some(incoming.at_ms.unwrap_or(now)),
             seq: Some(seq),
+            reply_to: incoming.reply_to,
         };
         let subject = match (&incoming.room, &incoming.to) {
             (Some(room), _) => subject::room(room.as_str()),
@@ -276,6 +362,24 @@ impl ChatState {
         };
         if let Ok(payload) = encode(&published) {
             out.messages.push(Event::new(subject, payload));
+        }
+        if let Some(parent) = incoming.reply_to {
+            let replies = store::count_reply(tx, parent)?;
+            if let Some(parent_message) = store::message(tx, parent)? {
+                let update = ChatUpdate {
+                    kind: "reply".to_owned(),
+                    seq: Some(parent),
+                    from: incoming.from.to_string(),
+                    room: None,
+                    with: None,
+                    text: None,
+                    emoji: None,
+                    on: None,
+                    replies: Some(replies),
+                    at_ms: now,
+                };
+                Self::push_update(out, &parent_message, update, true, None);
+            }
         }
         Ok(encode(&MessageAck { seq, duplicate: false }))
     }
@@ -291,6 +395,7 @@ impl ChatState {
             RequestCommand::Chat(command) => self.execute_chat(tx, now, command, out),
             RequestCommand::Who { room, offline } => Ok(self.who(room.as_ref(), offline)),
             RequestCommand::History { query } => self.history(tx, &query),
+            RequestCommand::Update(command) => self.execute_update(tx, now, command, out),
         }
     }
 
@@ -413,6 +518,19 @@ impl ChatState {
                 ServiceError::from(agora_core::ChatError::UnknownUser(name.to_string()))
             })
         };
+        if let Some(parent) = query.thread {
+            if let Err(error) = self.readable(conn, query.reader.as_ref(), parent)? {
+                return Ok(Err(error));
+            }
+            let (messages, more) = store::history(
+                conn,
+                &Conversation::Thread(parent),
+                query.before,
+                query.after,
+                query.limit,
+            )?;
+            return Ok(encode(&HistoryReply { messages, more }));
+        }
         let conversation = match (&query.room, &query.with, &query.as_user) {
             (Some(room), _, _) => Conversation::Room(room.to_string()),
             (None, Some(with), Some(me)) => {
@@ -451,12 +569,349 @@ impl ChatState {
         }
         if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
             self.last_prune_ms = now;
+            self.typing.forget(now);
+            self.receipts.forget(now);
             let pruned = store::prune(tx, self.config.history_max, PRUNE_BATCH)?;
             if pruned > 0 {
                 tracing::debug!(pruned, "pruned chat history");
             }
         }
         Ok(())
+    }
+}
+
+/// A direct conversation or a room, as a request names it.
+#[derive(Debug, Clone)]
+pub enum Place {
+    Room(Name),
+    With(Name),
+}
+
+/// Whether `reader` may read `message`: a room's messages every signed-in person (as its
+/// history), a direct message its two parties; a service everything.
+fn may_read(reader: Option<&Name>, message: &StoredMessage) -> bool {
+    match (&message.room, reader) {
+        (Some(_), _) | (None, None) => true,
+        (None, Some(me)) => {
+            message.from == me.as_str() || message.to.as_deref() == Some(me.as_str())
+        }
+    }
+}
+
+fn not_found(seq: u64) -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, format!("no message {seq} you may read"))
+}
+
+/// Typing events: one per sender and conversation every this long.
+const TYPING_GAP_MS: u64 = 2_000;
+/// Read receipts: one per sender and conversation every this long (the marker is always kept).
+const RECEIPT_GAP_MS: u64 = 1_000;
+/// Senders-and-conversations the limiters remember.
+const LIMITER_KEYS_MAX: usize = 100_000;
+
+impl ChatState {
+    /// The subjects a change to `message` goes to, with the `with` each receiver sees:
+    /// the room, or both parties of a direct conversation (not `skip`).
+    fn update_subjects(
+        message: &StoredMessage,
+        skip: Option<&str>,
+    ) -> Vec<(String, Option<String>)> {
+        match (&message.room, &message.to) {
+            (Some(room), _) => vec![(subject::events_room(room), None)],
+            (None, Some(to)) => {
+                [(to.as_str(), message.from.as_str()), (message.from.as_str(), to.as_str())]
+                    .into_iter()
+                    .filter(|(receiver, _)| Some(*receiver) != skip)
+                    .map(|(receiver, with)| (subject::events_dm(receiver), Some(with.to_owned())))
+                    .collect()
+            }
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Queues `update` about `message` for its conversation: durable (in the log entry) or
+    /// ephemeral.
+    fn push_update(
+        out: &mut Outbox,
+        message: &StoredMessage,
+        update: ChatUpdate,
+        durable: bool,
+        skip: Option<&str>,
+    ) {
+        for (subject, with) in Self::update_subjects(message, skip) {
+            let update = ChatUpdate { room: message.room.clone(), with, ..update.clone() };
+            let Ok(payload) = encode(&update) else { continue };
+            if durable {
+                out.messages.push(Event::new(subject, payload));
+            } else {
+                // Ephemeral: on the live subjects, which no stream keeps.
+                let live = subject.replacen(".events.", ".live.", 1);
+                out.presence.push((live, payload));
+            }
+        }
+    }
+
+    fn target_of(message: &StoredMessage) -> Option<(Option<Name>, Option<Name>)> {
+        match (&message.room, &message.to) {
+            (Some(room), _) => Some((Name::room(room).ok(), None)),
+            (None, Some(to)) => Some((None, Name::user(to).ok())),
+            _ => None,
+        }
+    }
+
+    /// Takes one from `name`'s message bucket for a change in `message`'s conversation.
+    fn take_rate(
+        &mut self,
+        now: u64,
+        name: &Name,
+        message: &StoredMessage,
+    ) -> Result<(), ServiceError> {
+        let (room, to) = Self::target_of(message).unwrap_or((None, None));
+        let target = match (&room, &to) {
+            (Some(room), _) => Target::Room(room),
+            (None, Some(to)) => Target::Direct(to),
+            _ => return Err(ServiceError::new(ErrorCode::Internal, "a message without a place")),
+        };
+        self.chat.accept_message(now, name, target).map_err(ServiceError::from)
+    }
+
+    /// A message `reader` may read, or why not.
+    fn readable(
+        &self,
+        tx: &Connection,
+        reader: Option<&Name>,
+        seq: u64,
+    ) -> Result<Result<StoredMessage, ServiceError>, StoreError> {
+        Ok(match store::message(tx, seq)? {
+            Some(message) if may_read(reader, &message) => Ok(message),
+            _ => Err(not_found(seq)),
+        })
+    }
+
+    fn place_conv(
+        &self,
+        me: &Name,
+        place: &Place,
+    ) -> Result<(String, Option<String>, Option<String>), ServiceError> {
+        match place {
+            Place::Room(room) => {
+                Ok((store::room_conv(room.as_str()), Some(room.to_string()), None))
+            }
+            Place::With(with) => {
+                if self.chat.user(with).is_none() {
+                    return Err(agora_core::ChatError::UnknownUser(with.to_string()).into());
+                }
+                Ok((store::direct_conv(me.as_str(), with.as_str()), None, Some(with.to_string())))
+            }
+        }
+    }
+
+    fn execute_update(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        command: UpdateCommand,
+        out: &mut Outbox,
+    ) -> Result<Result<Bytes, ServiceError>, StoreError> {
+        match command {
+            UpdateCommand::Edit { name, seq, text } | UpdateCommand::Delete { name, seq, text } => {
+                let delete = text.is_none();
+                let message = match self.readable(tx, Some(&name), seq)? {
+                    Ok(message) => message,
+                    Err(error) => return Ok(Err(error)),
+                };
+                if message.from != name.as_str() {
+                    let what = if delete { "deletes" } else { "edits" };
+                    return Ok(Err(ServiceError::new(
+                        ErrorCode::Forbidden,
+                        format!("only its author {what} a message"),
+                    )));
+                }
+                if message.deleted {
+                    return Ok(Err(ServiceError::new(
+                        ErrorCode::Conflict,
+                        format!("message {seq} was deleted"),
+                    )));
+                }
+                if text.as_deref() == Some(message.text.as_str()) {
+                    return Ok(encode(&message));
+                }
+                if let Err(error) = self.take_rate(now, &name, &message) {
+                    return Ok(Err(error));
+                }
+                match &text {
+                    Some(text) => store::edit(tx, seq, &message.text, text, now)?,
+                    None => store::delete(tx, seq, &message.text, now)?,
+                }
+                let update = ChatUpdate {
+                    kind: if delete { "delete" } else { "edit" }.to_owned(),
+                    seq: Some(seq),
+                    from: name.to_string(),
+                    room: None,
+                    with: None,
+                    text,
+                    emoji: None,
+                    on: None,
+                    replies: None,
+                    at_ms: now,
+                };
+                Self::push_update(out, &message, update, true, None);
+                Ok(store::message(tx, seq)?.map_or_else(|| Err(not_found(seq)), |m| encode(&m)))
+            }
+            UpdateCommand::React { name, seq, emoji, on } => {
+                let message = match self.readable(tx, Some(&name), seq)? {
+                    Ok(message) if !message.deleted => message,
+                    Ok(_) => {
+                        return Ok(Err(ServiceError::new(
+                            ErrorCode::Conflict,
+                            format!("message {seq} was deleted"),
+                        )));
+                    }
+                    Err(error) => return Ok(Err(error)),
+                };
+                if let Err(error) = self.take_rate(now, &name, &message) {
+                    return Ok(Err(error));
+                }
+                let max = agora_core::chat::REACTIONS_PER_MESSAGE_MAX;
+                match store::react(tx, seq, name.as_str(), &emoji, on, now, max)? {
+                    Err(()) => {
+                        return Ok(Err(ServiceError::invalid(format!(
+                            "message {seq} has {max} different reactions (the limit)"
+                        ))));
+                    }
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let update = ChatUpdate {
+                            kind: "reaction".to_owned(),
+                            seq: Some(seq),
+                            from: name.to_string(),
+                            room: None,
+                            with: None,
+                            text: None,
+                            emoji: Some(emoji),
+                            on: Some(on),
+                            replies: None,
+                            at_ms: now,
+                        };
+                        Self::push_update(out, &message, update, true, None);
+                    }
+                }
+                Ok(store::message(tx, seq)?.map_or_else(|| Err(not_found(seq)), |m| encode(&m)))
+            }
+            UpdateCommand::Read { name, place, seq } => {
+                let (conv, room, with) = match self.place_conv(&name, &place) {
+                    Ok(found) => found,
+                    Err(error) => return Ok(Err(error)),
+                };
+                let seq = seq.min(self.last_seq);
+                let changed = store::set_read(tx, name.as_str(), &conv, seq, now)?;
+                if changed && self.receipts.allow(now, name.as_str(), &conv) {
+                    let at = StoredMessage {
+                        seq,
+                        room: room.clone(),
+                        to: with.clone(),
+                        id: String::new(),
+                        from: name.to_string(),
+                        text: String::new(),
+                        at: now,
+                        recorded_ms: now,
+                        reply_to: None,
+                        replies: 0,
+                        edited_ms: None,
+                        deleted: false,
+                        reactions: Default::default(),
+                    };
+                    let update = ChatUpdate {
+                        kind: "read".to_owned(),
+                        seq: Some(seq),
+                        from: name.to_string(),
+                        room: None,
+                        with: None,
+                        text: None,
+                        emoji: None,
+                        on: None,
+                        replies: None,
+                        at_ms: now,
+                    };
+                    Self::push_update(out, &at, update, true, None);
+                }
+                Ok(encode(&ReadReply { read_seq: seq, room, with }))
+            }
+            UpdateCommand::Typing { name, place } => {
+                let (conv, room, with) = match self.place_conv(&name, &place) {
+                    Ok(found) => found,
+                    Err(error) => return Ok(Err(error)),
+                };
+                let sent = self.typing.allow(now, name.as_str(), &conv);
+                if sent {
+                    let at = StoredMessage {
+                        seq: 0,
+                        room,
+                        to: with,
+                        id: String::new(),
+                        from: name.to_string(),
+                        text: String::new(),
+                        at: now,
+                        recorded_ms: now,
+                        reply_to: None,
+                        replies: 0,
+                        edited_ms: None,
+                        deleted: false,
+                        reactions: Default::default(),
+                    };
+                    let update = ChatUpdate {
+                        kind: "typing".to_owned(),
+                        seq: None,
+                        from: name.to_string(),
+                        room: None,
+                        with: None,
+                        text: None,
+                        emoji: None,
+                        on: None,
+                        replies: None,
+                        at_ms: now,
+                    };
+                    Self::push_update(out, &at, update, false, Some(name.as_str()));
+                }
+                Ok(encode(&TypingReply { sent }))
+            }
+            UpdateCommand::Unread { name } => {
+                let Some(user) = self.chat.user(&name) else {
+                    return Ok(Err(agora_core::ChatError::UnknownUser(name.to_string()).into()));
+                };
+                let mut rooms: Vec<String> = vec![agora_core::chat::BROADCAST_ROOM.to_owned()];
+                rooms.extend(user.rooms.iter().map(Name::to_string));
+                let conversations = store::unread(tx, name.as_str(), &rooms)?;
+                Ok(encode(&UnreadReply { conversations }))
+            }
+            UpdateCommand::Search { name, query, place, before, limit } => {
+                let conversation = match &place {
+                    None => match self.chat.user(&name) {
+                        Some(user) => Conversation::Inbox {
+                            name: name.to_string(),
+                            rooms: user.rooms.iter().map(Name::to_string).collect(),
+                        },
+                        None => {
+                            return Ok(Err(
+                                agora_core::ChatError::UnknownUser(name.to_string()).into()
+                            ));
+                        }
+                    },
+                    Some(Place::Room(room)) => Conversation::Room(room.to_string()),
+                    Some(Place::With(with)) => {
+                        Conversation::Direct(with.to_string(), name.to_string())
+                    }
+                };
+                let (hits, more) = store::search(tx, &query, &conversation, before, limit)?;
+                Ok(encode(&SearchReply { hits, more }))
+            }
+            UpdateCommand::Edits { reader, seq } => {
+                match self.readable(tx, reader.as_ref(), seq)? {
+                    Ok(_) => Ok(encode(&EditsReply { seq, versions: store::edits(tx, seq)? })),
+                    Err(error) => Ok(Err(error)),
+                }
+            }
+        }
     }
 }
 

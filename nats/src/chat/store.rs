@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::sqlite::{self, StoreError};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::chat::wire::StoredMessage;
+use crate::chat::wire::{EditVersion, SearchHit, StoredMessage, TextPiece, UnreadCount};
 
 /// File name of the chat database inside its data directory.
 pub const DATABASE_FILE: &str = "chat.db";
@@ -54,6 +54,42 @@ const MIGRATION_1: &str = "
     CREATE INDEX messages_by_recipient ON messages (to_name, seq) WHERE to_name IS NOT NULL;
 ";
 
+/// Threads, edits (earlier texts kept), deletes, reactions, read markers, and the full-text
+/// index of history (FTS5 over `messages.text`, kept in step by the functions here).
+const MIGRATION_2: &str = "
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    ALTER TABLE messages ADD COLUMN replies INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_thread ON messages (reply_to, seq) WHERE reply_to IS NOT NULL;
+    CREATE TABLE message_edits (
+        seq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        replaced_ms INTEGER NOT NULL,
+        PRIMARY KEY (seq, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE reactions (
+        seq INTEGER NOT NULL,
+        emoji TEXT NOT NULL,
+        name TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (seq, emoji, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE read_markers (
+        name TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, conv)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, content = 'messages', content_rowid = 'seq',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+";
+
 /// Which messages a history query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conversation {
@@ -66,6 +102,8 @@ pub enum Conversation {
         name: String,
         rooms: Vec<String>,
     },
+    /// The replies to one message.
+    Thread(u64),
 }
 
 /// A message to record.
@@ -78,6 +116,7 @@ pub struct NewMessage<'a> {
     pub text: &'a str,
     pub at_ms: u64,
     pub recorded_ms: u64,
+    pub reply_to: Option<u64>,
 }
 
 /// A known name as stored.
@@ -101,7 +140,9 @@ fn direct_key(a: &str, b: &str) -> String {
     if a <= b { format!("@{a}@{b}") } else { format!("@{b}@{a}") }
 }
 
-const MESSAGE_COLUMNS: &str = "seq, conv, to_name, from_name, msg_id, text, at_ms, recorded_ms";
+const MESSAGE_COLUMNS: &str = "seq, conv, to_name, from_name, msg_id, text, at_ms, recorded_ms, \
+    reply_to, replies, edited_ms, deleted";
+const MESSAGE_COLUMN_COUNT: usize = 12;
 
 fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let conv: String = row.get(1)?;
@@ -114,12 +155,17 @@ fn message_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         text: row.get(5)?,
         at: row.get(6)?,
         recorded_ms: row.get(7)?,
+        reply_to: row.get(8)?,
+        replies: row.get(9)?,
+        edited_ms: row.get(10)?,
+        deleted: row.get(11)?,
+        reactions: Default::default(),
     })
 }
 
 /// Opens (creating if needed) the chat database in `data_dir`.
 pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
-    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1])
+    sqlite::open_wal(data_dir, DATABASE_FILE, PAGE_CACHE_BYTES_MAX, &[MIGRATION_1, MIGRATION_2])
 }
 
 /// Every known name with its rooms.
@@ -230,7 +276,7 @@ pub fn insert(conn: &Connection, message: &NewMessage<'_>) -> Result<Option<u64>
     };
     conn.prepare_cached(
         "INSERT INTO messages (conv, to_name, from_name, msg_id, text, at_ms, \
-             recorded_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             recorded_ms, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (from_name, msg_id) DO NOTHING",
     )?
     .execute(params![
@@ -240,12 +286,15 @@ pub fn insert(conn: &Connection, message: &NewMessage<'_>) -> Result<Option<u64>
         message.id,
         message.text,
         message.at_ms,
-        message.recorded_ms
+        message.recorded_ms,
+        message.reply_to
     ])?;
     if conn.changes() != 1 {
         return Ok(None);
     }
-    sqlite::rowid(conn.last_insert_rowid()).map(Some)
+    let seq = sqlite::rowid(conn.last_insert_rowid())?;
+    index(conn, seq, message.text)?;
+    Ok(Some(seq))
 }
 
 pub fn last_seq(conn: &Connection) -> Result<u64, StoreError> {
@@ -263,24 +312,7 @@ pub fn history(
     limit: usize,
 ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    let mut text = |value: String| {
-        values.push(rusqlite::types::Value::Text(value));
-        format!("?{}", values.len())
-    };
-    let scope = match conversation {
-        Conversation::Room(room) => format!("conv = {}", text(room_key(room))),
-        Conversation::Direct(a, b) => format!("conv = {}", text(direct_key(a, b))),
-        Conversation::Inbox { name, rooms } => {
-            let me = text(name.clone());
-            let mut keys: Vec<String> = rooms.iter().map(|room| text(room_key(room))).collect();
-            keys.push(text(room_key(agora_core::chat::BROADCAST_ROOM)));
-            format!(
-                "(to_name = {me} OR (from_name = {me} AND to_name IS NOT NULL) \
-                 OR conv IN ({}))",
-                keys.join(", ")
-            )
-        }
-    };
+    let scope = scope_sql(conversation, &mut values);
     let mut clauses = vec![scope];
     if let Some(before) = before {
         values.push(rusqlite::types::Value::Integer(sqlite::saturating_i64(before)));
@@ -305,7 +337,320 @@ pub fn history(
     if after.is_none() {
         messages.reverse();
     }
+    attach_reactions(conn, &mut messages)?;
     Ok((messages, more))
+}
+
+/// The SQL condition selecting `conversation`'s messages, its values appended to `values`.
+fn scope_sql(conversation: &Conversation, values: &mut Vec<rusqlite::types::Value>) -> String {
+    let mut text = |value: String| {
+        values.push(rusqlite::types::Value::Text(value));
+        format!("?{}", values.len())
+    };
+    match conversation {
+        Conversation::Room(room) => format!("conv = {}", text(room_key(room))),
+        Conversation::Direct(a, b) => format!("conv = {}", text(direct_key(a, b))),
+        Conversation::Inbox { name, rooms } => {
+            let me = text(name.clone());
+            let mut keys: Vec<String> = rooms.iter().map(|room| text(room_key(room))).collect();
+            keys.push(text(room_key(agora_core::chat::BROADCAST_ROOM)));
+            format!(
+                "(to_name = {me} OR (from_name = {me} AND to_name IS NOT NULL) \
+                 OR conv IN ({}))",
+                keys.join(", ")
+            )
+        }
+        Conversation::Thread(parent) => {
+            values.push(rusqlite::types::Value::Integer(sqlite::saturating_i64(*parent)));
+            format!("reply_to = ?{}", values.len())
+        }
+    }
+}
+
+/// Rebuilds the full-text index from history. The index is each instance's own: the
+/// replicated log carries the messages, not the index's tables, so an instance that followed
+/// the log as a standby rebuilds it when it becomes the active one.
+pub fn rebuild_search(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')", [])?;
+    Ok(())
+}
+
+/// The conversation key of a room (`#room`).
+pub fn room_conv(room: &str) -> String {
+    room_key(room)
+}
+
+/// The conversation key of two names' direct messages.
+pub fn direct_conv(a: &str, b: &str) -> String {
+    direct_key(a, b)
+}
+
+/// A message by its position, with its reactions.
+pub fn message(conn: &Connection, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+    let found = conn
+        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1"))?
+        .query_row([seq], message_of)
+        .optional()?;
+    let Some(message) = found else { return Ok(None) };
+    let mut messages = [message];
+    attach_reactions(conn, &mut messages)?;
+    let [message] = messages;
+    Ok(Some(message))
+}
+
+/// Fills in the reactions of `messages`.
+fn attach_reactions(conn: &Connection, messages: &mut [StoredMessage]) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT emoji, name FROM reactions WHERE seq = ?1 ORDER BY at_ms, emoji, name",
+    )?;
+    for message in messages.iter_mut() {
+        let rows = statement.query_map([message.seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        for row in rows {
+            let (emoji, name): (String, String) = row?;
+            message.reactions.entry(emoji).or_default().push(name);
+        }
+    }
+    Ok(())
+}
+
+/// The thread of `parent` got a reply: its count now.
+pub fn count_reply(conn: &Connection, parent: u64) -> Result<u64, StoreError> {
+    let replies = conn
+        .prepare_cached(
+            "UPDATE messages SET replies = replies + 1 WHERE seq = ?1 RETURNING replies",
+        )?
+        .query_row([parent], |row| row.get(0))?;
+    Ok(replies)
+}
+
+/// Replaces a message's text, keeping the earlier one.
+pub fn edit(
+    conn: &Connection,
+    seq: u64,
+    old: &str,
+    text: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO message_edits (seq, version, text, replaced_ms) VALUES \
+         (?1, (SELECT count(*) FROM message_edits WHERE seq = ?1), ?2, ?3)",
+    )?
+    .execute(params![seq, old, now_ms])?;
+    unindex(conn, seq, old)?;
+    conn.prepare_cached("UPDATE messages SET text = ?2, edited_ms = ?3 WHERE seq = ?1")?
+        .execute(params![seq, text, now_ms])?;
+    index(conn, seq, text)
+}
+
+/// A message's earlier texts, oldest first.
+pub fn edits(conn: &Connection, seq: u64) -> Result<Vec<EditVersion>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT text, replaced_ms FROM message_edits WHERE seq = ?1 ORDER BY version",
+    )?;
+    let rows = statement
+        .query_map([seq], |row| Ok(EditVersion { text: row.get(0)?, replaced_ms: row.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes a message's text, earlier texts and reactions; its place in history stays.
+pub fn delete(conn: &Connection, seq: u64, old: &str, now_ms: u64) -> Result<(), StoreError> {
+    unindex(conn, seq, old)?;
+    conn.prepare_cached(
+        "UPDATE messages SET text = '', deleted = 1, edited_ms = ?2 WHERE seq = ?1",
+    )?
+    .execute(params![seq, now_ms])?;
+    conn.prepare_cached("DELETE FROM message_edits WHERE seq = ?1")?.execute([seq])?;
+    conn.prepare_cached("DELETE FROM reactions WHERE seq = ?1")?.execute([seq])?;
+    Ok(())
+}
+
+fn index(conn: &Connection, seq: u64, text: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+        .execute(params![seq, text])?;
+    Ok(())
+}
+
+fn unindex(conn: &Connection, seq: u64, text: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', ?1, ?2)",
+    )?
+    .execute(params![seq, text])?;
+    Ok(())
+}
+
+/// Adds (`on`) or takes back `name`'s reaction; `Ok(false)` when nothing changed. A message
+/// holds at most `distinct_max` different reactions (`Err(())` beyond).
+pub fn react(
+    conn: &Connection,
+    seq: u64,
+    name: &str,
+    emoji: &str,
+    on: bool,
+    now_ms: u64,
+    distinct_max: usize,
+) -> Result<Result<bool, ()>, StoreError> {
+    if !on {
+        let gone = conn
+            .prepare_cached("DELETE FROM reactions WHERE seq = ?1 AND emoji = ?2 AND name = ?3")?
+            .execute(params![seq, emoji, name])?;
+        return Ok(Ok(gone > 0));
+    }
+    let (distinct, known): (usize, bool) = conn
+        .prepare_cached(
+            "SELECT count(DISTINCT emoji), coalesce(max(emoji = ?2), 0) FROM reactions \
+             WHERE seq = ?1",
+        )?
+        .query_row(params![seq, emoji], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if !known && distinct >= distinct_max {
+        return Ok(Err(()));
+    }
+    let added = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO reactions (seq, emoji, name, at_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![seq, emoji, name, now_ms])?;
+    Ok(Ok(added > 0))
+}
+
+/// `name` read `conv` up to `seq`; `false` when they had read that far already.
+pub fn set_read(
+    conn: &Connection,
+    name: &str,
+    conv: &str,
+    seq: u64,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO read_markers (name, conv, seq, at_ms) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name, conv) DO UPDATE SET seq = ?3, at_ms = ?4 WHERE seq < ?3",
+        )?
+        .execute(params![name, conv, seq, now_ms])?;
+    Ok(changed > 0)
+}
+
+/// Unread messages are counted up to this many per conversation.
+pub const UNREAD_COUNT_MAX: u64 = 10_000;
+
+/// `name`'s conversations (the given rooms, and everyone they exchanged direct messages with)
+/// with what they have not read.
+pub fn unread(
+    conn: &Connection,
+    name: &str,
+    rooms: &[String],
+) -> Result<Vec<UnreadCount>, StoreError> {
+    let mut partners: Vec<String> = {
+        let mut statement = conn.prepare_cached(
+            "SELECT DISTINCT from_name FROM messages WHERE to_name = ?1 \
+             UNION SELECT DISTINCT to_name FROM messages WHERE from_name = ?1 \
+             AND to_name IS NOT NULL",
+        )?;
+        let rows = statement.query_map([name], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    partners.retain(|partner| partner != name);
+    let conversations = rooms.iter().map(|room| (Some(room.clone()), None, room_key(room))).chain(
+        partners.into_iter().map(|with| {
+            let conv = direct_key(name, &with);
+            (None, Some(with), conv)
+        }),
+    );
+    let mut counts = Vec::new();
+    for (room, with, conv) in conversations {
+        let read_seq: u64 = conn
+            .prepare_cached("SELECT seq FROM read_markers WHERE name = ?1 AND conv = ?2")?
+            .query_row([name, &conv], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let unread: u64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM messages WHERE conv = ?1 AND seq > ?2 \
+                 AND from_name != ?3 AND deleted = 0 LIMIT ?4)",
+            )?
+            .query_row(params![conv, read_seq, name, UNREAD_COUNT_MAX], |row| row.get(0))?;
+        let last_seq: Option<u64> = conn
+            .prepare_cached("SELECT max(seq) FROM messages WHERE conv = ?1")?
+            .query_row([&conv], |row| row.get(0))?;
+        counts.push(UnreadCount { room, with, unread, read_seq, last_seq: last_seq.unwrap_or(0) });
+    }
+    counts.sort_by(|a, b| {
+        (b.unread > 0).cmp(&(a.unread > 0)).then_with(|| {
+            (a.room.as_deref(), a.with.as_deref()).cmp(&(b.room.as_deref(), b.with.as_deref()))
+        })
+    });
+    Ok(counts)
+}
+
+/// Marks around the words a search found (control characters no message holds).
+const MARK_START: char = '\u{2}';
+const MARK_END: char = '\u{3}';
+
+/// Cuts a highlighted text into pieces.
+fn pieces(marked: &str) -> Vec<TextPiece> {
+    let mut pieces = Vec::new();
+    let mut rest = marked;
+    while !rest.is_empty() {
+        match rest.find(MARK_START) {
+            Some(0) => {
+                let body = &rest[MARK_START.len_utf8()..];
+                let end = body.find(MARK_END).unwrap_or(body.len());
+                pieces.push(TextPiece { text: body[..end].to_owned(), matched: true });
+                rest = body.get(end + MARK_END.len_utf8()..).unwrap_or("");
+            }
+            Some(at) => {
+                pieces.push(TextPiece { text: rest[..at].to_owned(), matched: false });
+                rest = &rest[at..];
+            }
+            None => {
+                pieces.push(TextPiece { text: rest.to_owned(), matched: false });
+                rest = "";
+            }
+        }
+    }
+    pieces
+}
+
+/// Messages in `conversation` (as [`history`] reads it) matching the FTS5 `query`, newest
+/// first, before `before`, at most `limit`, and whether more matched.
+pub fn search(
+    conn: &Connection,
+    query: &str,
+    conversation: &Conversation,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<SearchHit>, bool), StoreError> {
+    let mut values: Vec<rusqlite::types::Value> =
+        vec![rusqlite::types::Value::Text(query.to_owned())];
+    let scope = scope_sql(conversation, &mut values);
+    values
+        .push(rusqlite::types::Value::Integer(sqlite::saturating_i64(before.unwrap_or(u64::MAX))));
+    let before_at = values.len();
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|column| format!("m.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns}, highlight(messages_fts, 0, char(2), char(3)) \
+         FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid \
+         WHERE messages_fts MATCH ?1 AND messages_fts.rowid < ?{before_at} AND m.deleted = 0 \
+         AND {scope} ORDER BY messages_fts.rowid DESC LIMIT {}",
+        limit + 1
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(values), |row| {
+        let marked: String = row.get(MESSAGE_COLUMN_COUNT)?;
+        Ok(SearchHit { message: message_of(row)?, highlighted: pieces(&marked) })
+    })?;
+    let mut hits: Vec<SearchHit> = rows.collect::<Result<_, _>>()?;
+    let more = hits.len() > limit;
+    hits.truncate(limit);
+    let mut messages: Vec<StoredMessage> = hits.iter().map(|hit| hit.message.clone()).collect();
+    attach_reactions(conn, &mut messages)?;
+    for (hit, message) in hits.iter_mut().zip(messages) {
+        hit.message = message;
+    }
+    Ok((hits, more))
 }
 
 /// Deletes the oldest messages so that at most `keep` remain (at most `batch` per call).
@@ -320,6 +665,13 @@ pub fn prune(conn: &Connection, keep: u64, batch: usize) -> Result<usize, StoreE
         return Ok(0);
     }
     let cut = (max - keep).min(min + batch as u64 - 1);
+    conn.prepare_cached(
+        "INSERT INTO messages_fts (messages_fts, rowid, text) \
+         SELECT 'delete', seq, text FROM messages WHERE seq <= ?1 AND deleted = 0",
+    )?
+    .execute([cut])?;
+    conn.prepare_cached("DELETE FROM message_edits WHERE seq <= ?1")?.execute([cut])?;
+    conn.prepare_cached("DELETE FROM reactions WHERE seq <= ?1")?.execute([cut])?;
     let deleted = conn.prepare_cached("DELETE FROM messages WHERE seq <= ?1")?.execute([cut])?;
     Ok(deleted)
 }
@@ -333,7 +685,7 @@ mod tests {
         from: &'a str,
         id: &'a str,
     ) -> NewMessage<'a> {
-        NewMessage { room, to, from, id, text: "hi", at_ms: 1, recorded_ms: 2 }
+        NewMessage { room, to, from, id, text: "hi", at_ms: 1, recorded_ms: 2, reply_to: None }
     }
 
     #[test]
@@ -419,5 +771,73 @@ mod tests {
         let (left, more) =
             history(&store, &Conversation::Room("all".into()), None, None, 100).expect("reads");
         assert_eq!((left.len(), more, left[0].seq), (4, false, 7));
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::*;
+
+    fn search_texts(conn: &Connection, query: &str) -> Vec<String> {
+        let inbox = Conversation::Room("all".into());
+        let (hits, _) = search(conn, query, &inbox, None, 100).expect("searches");
+        hits.into_iter().map(|hit| hit.message.text).collect()
+    }
+
+    /// A standby applies the active's patchsets, rebuilds its index when it takes over, and
+    /// then finds exactly what the active finds; both indexes pass FTS5's integrity check.
+    #[test]
+    fn a_standby_applying_patchsets_searches_like_the_active() {
+        let (active_dir, standby_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let active = open(active_dir.path()).expect("opens");
+        let standby = open(standby_dir.path()).expect("opens");
+        crate::replica::log::prepare(&active).unwrap();
+        crate::replica::log::prepare(&standby).unwrap();
+        let group = |work: &dyn Fn(&Connection)| {
+            let mut session = rusqlite::session::Session::new(&active).unwrap();
+            session.attach(None::<&str>).unwrap();
+            work(&active);
+            let mut patchset = Vec::new();
+            session.patchset_strm(&mut patchset).unwrap();
+            drop(session);
+            crate::replica::log::apply_changes(&standby, &patchset).expect("applies");
+        };
+        let say = |conn: &Connection, id: &str, text: &str| {
+            let message = NewMessage {
+                room: Some("all"),
+                to: None,
+                from: "alice",
+                id,
+                text,
+                at_ms: 1,
+                recorded_ms: 1,
+                reply_to: None,
+            };
+            insert(conn, &message).unwrap().unwrap()
+        };
+        group(&|conn| {
+            for n in 0..50 {
+                say(conn, &format!("m{n}"), &format!("banana number {n} and more words"));
+            }
+        });
+        group(&|conn| {
+            edit(conn, 3, "banana number 2 and more words", "an apple instead", 5).unwrap();
+            delete(conn, 4, "banana number 3 and more words", 6).unwrap();
+        });
+        group(&|conn| {
+            say(conn, "late", "a late banana");
+            prune(conn, 40, 100).unwrap();
+        });
+        // What the active instance does once it takes over.
+        rebuild_search(&standby).expect("rebuilds");
+        for query in [r#""banana""#, r#""apple""#, r#""late""#, r#""number" "7""#] {
+            assert_eq!(search_texts(&standby, query), search_texts(&active, query), "{query}");
+        }
+        assert_eq!(search_texts(&standby, r#""banana""#).len(), 40, "seq 12..=51 are kept");
+        for conn in [&active, &standby] {
+            conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')", [])
+                .expect("the index matches its content");
+        }
     }
 }

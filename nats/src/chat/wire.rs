@@ -26,6 +26,9 @@ pub struct ChatMessage {
     /// Its position in history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The message it replies to (a thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// `agora.chat.send`: a message to a room (`room`) or to one user (`to`). The sender is the
@@ -50,6 +53,9 @@ pub struct SendRequest {
     /// When the sender sent it (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<u64>,
+    /// Reply in the thread of this message (same room or conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// The chat service's reply to `agora.chat.send`: the message is in history.
@@ -181,6 +187,9 @@ pub struct HistoryRequest {
     /// ...or above this (what arrived since).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
+    /// Only the replies to this message (its thread), instead of a conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
     /// Default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 500))]
@@ -203,6 +212,25 @@ pub struct StoredMessage {
     pub at: u64,
     /// When the chat service stored it.
     pub recorded_ms: u64,
+    /// The message it replies to (a thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Replies in its thread.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replies: u64,
+    /// When its text was last edited (`agora.chat.edits` has the earlier texts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ms: Option<u64>,
+    /// Deleted by its author: `text` is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions: who reacted with each, in the order they did.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reactions: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,4 +257,186 @@ pub struct PresenceEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
     pub at_ms: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edits, deletes, reactions, threads, receipts, typing, unread counts, search
+// ---------------------------------------------------------------------------------------------
+
+/// `agora.chat.edit`: the author changes a message's text (its earlier texts are kept).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The message's position in history.
+    pub seq: u64,
+    #[schemars(length(min = 1, max = 4_096))]
+    pub text: String,
+}
+
+/// `agora.chat.delete` (the author) and `agora.chat.edits` (its earlier texts).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeqRequest {
+    pub seq: u64,
+}
+
+/// `agora.chat.react`: the caller's reaction to a message, added (`on`, the default) or taken
+/// back.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactRequest {
+    pub seq: u64,
+    #[schemars(length(min = 1, max = 32))]
+    pub emoji: String,
+    #[serde(default = "yes")]
+    pub on: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `agora.chat.read` (the caller read a conversation up to `seq`) and `agora.chat.typing` (the
+/// caller is typing; no `seq`): in `room`, or in the direct conversation `with` someone.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `agora.chat.search`: words in the messages the caller may read, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Every word must appear; `deploy*` matches words starting with `deploy`.
+    #[schemars(length(min = 1, max = 256))]
+    pub query: String,
+    /// Only this room...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub room: Option<String>,
+    /// ...or only the direct conversation with this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pattern::CHAT_NAME))]
+    pub with: Option<String>,
+    /// Only messages with `seq` below this (the next page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<usize>,
+}
+
+/// A piece of a found message's text: `match` pieces are what the search found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextPiece {
+    pub text: String,
+    #[serde(rename = "match")]
+    pub matched: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub message: StoredMessage,
+    /// The message's text cut into pieces, the found words marked.
+    pub highlighted: Vec<TextPiece>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchReply {
+    /// Newest first.
+    pub hits: Vec<SearchHit>,
+    /// More matched: page on with `before` = the last hit's `seq`.
+    pub more: bool,
+}
+
+/// One conversation's unread messages (`agora.chat.unread`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadCount {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// Messages from others after `read_seq` (counted up to 10,000).
+    pub unread: u64,
+    /// Where the caller read up to (0: nothing yet).
+    pub read_seq: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnreadReply {
+    /// Conversations with unread messages first, then by name.
+    pub conversations: Vec<UnreadCount>,
+}
+
+/// One earlier text of an edited message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditVersion {
+    pub text: String,
+    /// When it was replaced.
+    pub replaced_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EditsReply {
+    pub seq: u64,
+    /// Oldest first; the current text is the message's.
+    pub versions: Vec<EditVersion>,
+}
+
+/// What happens to messages after they are sent, on `agora.chat.events.room.<room>` and
+/// `agora.chat.events.dm.<name>` (both parties of a direct conversation, except `typing`:
+/// only the other).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatUpdate {
+    /// `edit`, `delete`, `reaction`, `reply` (a thread got a reply: `replies` is its count),
+    /// `read` (a receipt) or `typing`.
+    pub kind: String,
+    /// The message concerned (for `read`: read up to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Who did it (the server vouched for them).
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The other party of a direct conversation, seen from the receiver: for `alice` reading
+    /// `agora.chat.events.dm.alice`, the name she talks with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// `reaction`: added (true) or taken back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
+    /// `reply`: the thread's reply count now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replies: Option<u64>,
+    pub at_ms: u64,
+}
+
+/// `agora.chat.read`'s reply: where the caller has read up to now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub read_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+}
+
+/// `agora.chat.typing`'s reply: whether the event went out (one per 2 s per conversation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypingReply {
+    pub sent: bool,
 }
