@@ -27,7 +27,10 @@ use super::session::Signed;
 use agora_core::Name;
 use agora_nats::chat::client::{ChatSession, SessionStatus};
 use agora_nats::chat::wire::SessionRequest;
-use agora_nats::chat::wire::{HistoryRequest, RoomsReply, WhoRequest};
+use agora_nats::chat::wire::{
+    ConversationRequest, EditRequest, HistoryRequest, ReactRequest, RoomsReply, SearchRequest,
+    SeqRequest, WhoRequest,
+};
 use agora_nats::error::{ErrorCode, ServiceError};
 use agora_nats::subjects::chat as subject;
 
@@ -99,9 +102,89 @@ pub const ROUTES: &[Route] = &[
         "chat",
         "History of a room, of a direct conversation (with + as), or of what a user could see",
         Some(schema::<HistoryRequest>),
-        ["room", "with", "as", "before", "after", "limit"],
+        ["room", "with", "as", "before", "after", "limit", "thread"],
         None,
         get(history)
+    ),
+    route!(
+        "POST",
+        "/api/chat/edit",
+        "chat",
+        "Change the text of one of your messages (the earlier text is kept)",
+        None,
+        [],
+        Some(schema::<EditRequest>),
+        post(edit)
+    ),
+    route!(
+        "POST",
+        "/api/chat/delete",
+        "chat",
+        "Delete one of your messages",
+        None,
+        [],
+        Some(schema::<SeqRequest>),
+        post(delete_message)
+    ),
+    route!(
+        "GET",
+        "/api/chat/edits",
+        "chat",
+        "A message's earlier texts",
+        Some(schema::<SeqRequest>),
+        ["seq"],
+        None,
+        get(edits)
+    ),
+    route!(
+        "POST",
+        "/api/chat/react",
+        "chat",
+        "Add or take back your reaction to a message",
+        None,
+        [],
+        Some(schema::<ReactRequest>),
+        post(react)
+    ),
+    route!(
+        "POST",
+        "/api/chat/read",
+        "chat",
+        "Mark a room or a direct conversation read up to a message",
+        None,
+        [],
+        Some(schema::<ConversationRequest>),
+        post(read)
+    ),
+    route!(
+        "POST",
+        "/api/chat/typing",
+        "chat",
+        "Say you are typing in a room or to someone (at most one event per 2 s)",
+        None,
+        [],
+        Some(schema::<ConversationRequest>),
+        post(typing)
+    ),
+    route!(
+        "GET",
+        "/api/chat/unread",
+        "chat",
+        "Your conversations with what you have not read",
+        None,
+        [],
+        None,
+        get(unread)
+    ),
+    route!(
+        "GET",
+        "/api/chat/search",
+        "chat",
+        "Search the messages you may read",
+        Some(schema::<SearchRequest>),
+        ["query", "room", "with", "before", "limit"],
+        None,
+        get(search)
     ),
 ];
 
@@ -389,4 +472,47 @@ pub async fn history(
     request: Result<Query<HistoryRequest>, QueryRejection>,
 ) -> ApiResult {
     forward(&signed.agora, subject::HISTORY_SUBJECT, &query(request)?).await
+}
+
+pub async fn edit(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: EditRequest = parse_body(body)?;
+    forward(&signed.agora, subject::EDIT_SUBJECT, &request).await
+}
+
+pub async fn delete_message(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: SeqRequest = parse_body(body)?;
+    forward(&signed.agora, subject::DELETE_SUBJECT, &request).await
+}
+
+pub async fn edits(
+    signed: Signed,
+    request: Result<Query<SeqRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&signed.agora, subject::EDITS_SUBJECT, &query(request)?).await
+}
+
+pub async fn react(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: ReactRequest = parse_body(body)?;
+    forward(&signed.agora, subject::REACT_SUBJECT, &request).await
+}
+
+pub async fn read(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: ConversationRequest = parse_body(body)?;
+    forward(&signed.agora, subject::READ_SUBJECT, &request).await
+}
+
+pub async fn typing(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: ConversationRequest = parse_body(body)?;
+    forward(&signed.agora, subject::TYPING_SUBJECT, &request).await
+}
+
+pub async fn unread(signed: Signed) -> ApiResult {
+    forward(&signed.agora, subject::UNREAD_SUBJECT, &json!({})).await
+}
+
+pub async fn search(
+    signed: Signed,
+    request: Result<Query<SearchRequest>, QueryRejection>,
+) -> ApiResult {
+    forward(&signed.agora, subject::SEARCH_SUBJECT, &query(request)?).await
 }

@@ -657,6 +657,35 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
         ),
         (
             "POST",
+            "/api/chat/edit",
+            json!({"seq": 1, "text": "changed"}),
+            vec![json!({"seq": 1}), json!({"seq": -1, "text": "x"}), json!({"seq": 1, "text": ""})],
+        ),
+        ("POST", "/api/chat/delete", json!({"seq": 1}), vec![json!({}), json!({"seq": "one"})]),
+        (
+            "POST",
+            "/api/chat/react",
+            json!({"seq": 1, "emoji": "👍", "on": true}),
+            vec![
+                json!({"seq": 1}),
+                json!({"seq": 1, "emoji": ""}),
+                json!({"seq": 1, "emoji": "x", "on": 1}),
+            ],
+        ),
+        (
+            "POST",
+            "/api/chat/read",
+            json!({"room": "all", "seq": 1}),
+            vec![json!({"room": "a b", "seq": 1}), json!({"room": "all", "seq": -1})],
+        ),
+        (
+            "POST",
+            "/api/chat/typing",
+            json!({"room": "all"}),
+            vec![json!({"room": "a.b"}), json!({"to": "all"})],
+        ),
+        (
+            "POST",
             "/api/chat/join",
             json!({"session": session, "room": "rust"}),
             vec![json!({"session": session, "room": "a.b"})],

@@ -317,6 +317,28 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     assert_eq!(parted["rooms"], json!([]));
     let history = http.ok("GET", "/api/chat/history?room=all", Body::None).await;
     assert_eq!(history["messages"][0]["text"], "hello <b>all</b>");
+    // After sending: ann edits, alice reacts, both find it; only ann may edit her message.
+    let seq = sent["seq"].as_u64().expect("a seq");
+    let edit = json!({"seq": seq, "text": "hello everyone"});
+    let edited = ann.ok("POST", "/api/chat/edit", Body::Json(&edit)).await;
+    assert_eq!(edited["text"], "hello everyone");
+    http.fails("POST", "/api/chat/edit", Body::Json(&edit), 403, "forbidden").await;
+    let react = json!({"seq": seq, "emoji": "👍"});
+    let reacted = ann.ok("POST", "/api/chat/react", Body::Json(&react)).await;
+    assert_eq!(reacted["reactions"]["👍"], json!(["ann"]));
+    // A person who never chatted cannot react (no chat name), but finds and reads.
+    http.fails("POST", "/api/chat/react", Body::Json(&react), 404, "unknown_user").await;
+    let found = http.ok("GET", "/api/chat/search?query=everyone", Body::None).await;
+    assert_eq!(found["hits"][0]["message"]["seq"], seq);
+    let edits = http.ok("GET", &format!("/api/chat/edits?seq={seq}"), Body::None).await;
+    assert_eq!(edits["versions"][0]["text"], "hello <b>all</b>");
+    let read = json!({"room": "all", "seq": seq});
+    assert_eq!(http.ok("POST", "/api/chat/read", Body::Json(&read)).await["read_seq"], seq);
+    let unread = http.ok("GET", "/api/chat/unread", Body::None).await;
+    assert_eq!(unread["conversations"][0]["unread"], 0);
+    let typing = ann.ok("POST", "/api/chat/typing", Body::Json(&json!({"room": "all"}))).await;
+    assert_eq!(typing["sent"], true);
+    http.fails("GET", "/api/chat/search?query=", Body::None, 400, "invalid_request").await;
     let who = http.ok("GET", "/api/chat/who", Body::None).await;
     assert_eq!(who["users"][0]["name"], "ann");
     assert_eq!(who["users"][0]["online"], true);

@@ -876,26 +876,23 @@ impl ChatState {
                 Ok(encode(&TypingReply { sent }))
             }
             UpdateCommand::Unread { name } => {
-                let Some(user) = self.chat.user(&name) else {
-                    return Ok(Err(agora_core::ChatError::UnknownUser(name.to_string()).into()));
-                };
+                // A person who never chatted is in `all` only.
                 let mut rooms: Vec<String> = vec![agora_core::chat::BROADCAST_ROOM.to_owned()];
-                rooms.extend(user.rooms.iter().map(Name::to_string));
+                if let Some(user) = self.chat.user(&name) {
+                    rooms.extend(user.rooms.iter().map(Name::to_string));
+                }
                 let conversations = store::unread(tx, name.as_str(), &rooms)?;
                 Ok(encode(&UnreadReply { conversations }))
             }
             UpdateCommand::Search { name, query, place, before, limit } => {
                 let conversation = match &place {
-                    None => match self.chat.user(&name) {
-                        Some(user) => Conversation::Inbox {
-                            name: name.to_string(),
-                            rooms: user.rooms.iter().map(Name::to_string).collect(),
-                        },
-                        None => {
-                            return Ok(Err(
-                                agora_core::ChatError::UnknownUser(name.to_string()).into()
-                            ));
-                        }
+                    None => Conversation::Inbox {
+                        name: name.to_string(),
+                        rooms: self
+                            .chat
+                            .user(&name)
+                            .map(|user| user.rooms.iter().map(Name::to_string).collect())
+                            .unwrap_or_default(),
                     },
                     Some(Place::Room(room)) => Conversation::Room(room.to_string()),
                     Some(Place::With(with)) => {
