@@ -41,6 +41,21 @@ pub async fn eventually<T>(
 
 /// [`eventually`] for a condition: waits until `check` holds, failing with `what` after
 /// `within`.
+/// Waits until task `id` finished (fails the test after 60 s); returns it.
+pub async fn finished_task(
+    client: &agora_nats::AgoraClient,
+    id: &str,
+) -> agora_nats::tasks::wire::TaskView {
+    eventually(Duration::from_secs(60), Duration::ZERO, async || {
+        let task = client.wait_task(id, 10_000).await.map_err(|e| e.to_string())?;
+        match task.state.as_str() {
+            "queued" | "running" => Err(format!("task {id} did not finish: {task:?}")),
+            _ => Ok(task),
+        }
+    })
+    .await
+}
+
 pub async fn wait_until(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     eventually(within, POLL, async || if check().await { Ok(()) } else { Err(what.to_owned()) })
         .await;

@@ -427,7 +427,7 @@ pub async fn send(
         .map_err(chat_error)?;
     let ack = session.client().chat_send(&message).await?;
     let shown = json!({"id": message.id, "from": session.name(), "text": message.text,
-                       "at": message.at});
+                       "at": message.at, "seq": ack.seq});
     Ok(Json(json!({ "seq": ack.seq, "duplicate": ack.duplicate, "message": shown }))
         .into_response())
 }

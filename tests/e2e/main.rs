@@ -604,6 +604,19 @@ async fn the_compose_stack_survives_faults_under_load() {
     let moving: usize = stack.connections(&victim).await.values().sum();
     assert!(moving > 0, "{victim} holds component connections to move: {everyone:?}");
     let keys: Vec<String> = (0..60).map(|n| format!("nats-down-{n}")).collect();
+    // A recurring schedule runs on the server's scheduler (R3) through the node's loss.
+    let ticking = agora_nats::tasks::wire::SchedulePutRequest {
+        name: "e2e-tick".to_owned(),
+        schedule: "@every 1s".to_owned(),
+        time_zone: None,
+        op: "sum".to_owned(),
+        args: serde_json::value::RawValue::from_string(r#"{"numbers":[1]}"#.to_owned())
+            .expect("JSON"),
+        priority: None,
+        paused: false,
+    };
+    until_settled("e2e-tick", || people[1].put_schedule(&ticking)).await.expect("scheduled");
+    let ticking_since = Instant::now();
     // People submit tasks as themselves, and wait for their own.
     let submitter = {
         let client = people[0].clone();
@@ -661,6 +674,33 @@ async fn the_compose_stack_survives_faults_under_load() {
         }
     })
     .await;
+    // The schedule ran through it all, once per tick.
+    let pause = agora_nats::subjects::tasks::SCHEDULE_PAUSE;
+    until_settled("e2e-tick-pause", || people[1].schedule_action(pause, "e2e-tick", None))
+        .await
+        .expect("paused");
+    let ticked = ticking_since.elapsed().as_secs();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let list = agora_nats::tasks::wire::ListRequest { limit: Some(1_000), ..Default::default() };
+    let runs: Vec<String> = people[1]
+        .tasks(&list)
+        .await
+        .expect("tasks")
+        .tasks
+        .into_iter()
+        .filter(|task| task.schedule.as_deref() == Some("e2e-tick"))
+        .map(|task| task.id)
+        .collect();
+    assert!(
+        runs.len() as u64 >= ticked / 2 && runs.len() as u64 <= ticked + 2,
+        "{} runs of an @every 1s schedule in {ticked} s",
+        runs.len()
+    );
+    all_complete(&people[1], &runs).await;
+    let schedules = stream_leader(&stack, survivors[0], "AGORA_SCHEDULES").await;
+    let detail = stack.stream(&schedules, "AGORA_SCHEDULES").await;
+    assert_eq!(detail["cluster"]["replicas"].as_array().map(Vec::len), Some(2), "R3: {detail}");
+    eprintln!("[e2e] a schedule ran {} times in {ticked} s across the node's loss", runs.len());
     eprintln!("[e2e] 2. NATS node stopped under load: nothing lost ({:?})", started.elapsed());
 
     // 3. Cut a likes node off the network while people like items (each like is its person's:

@@ -181,6 +181,23 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert_eq!(ben.title().await.expect("title"), "Agora", "the message was not run as HTML");
     let online = texts(&ben, "#chat-who li").await;
     assert!(online.iter().any(|u| u.contains("ann")), "ann is online in ben's list: {online:?}");
+    // Ann reacts to her message and finds it by a word; the found word is marked.
+    click(&ann, "#chat-messages .message.mine .actions .react").await;
+    eventually!(10, "the reaction", {
+        texts(&ann, "#chat-messages .message.mine .reaction")
+            .await
+            .first()
+            .filter(|t| t.contains('1'))
+            .map(drop)
+    });
+    let word = text.split_whitespace().next().expect("a word").to_owned();
+    type_into(&ann, "#chat-search", &word).await;
+    click(&ann, "#chat-search-go").await;
+    let marked = eventually!(10, "a search hit", {
+        texts(&ann, "#chat-search-results .hit mark").await.into_iter().next()
+    });
+    assert_eq!(marked.to_lowercase(), word.to_lowercase());
+    screenshot(&ann, "dashboard-chat-search.png").await;
     screenshot(&ben, "dashboard-chat.png").await;
 
     // Tasks: submit one in ann's browser and watch it complete.

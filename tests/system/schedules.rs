@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use agora_nats::subjects::tasks as subject;
 use agora_nats::tasks::wire::{ListRequest, SchedulePutRequest, SubmitRequest, TaskView};
 use agora_nats::{AgoraClient, ErrorCode};
-use agora_tests::{System, code, eventually, wait_until};
+use agora_tests::{System, code, finished_task as finished, wait_until};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -16,17 +16,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-async fn finished(client: &AgoraClient, id: &str) -> TaskView {
-    eventually(Duration::from_secs(60), Duration::ZERO, async || {
-        let task = client.wait_task(id, 10_000).await.map_err(|e| e.to_string())?;
-        match task.state.as_str() {
-            "queued" | "running" => Err(format!("task {id} did not finish: {task:?}")),
-            _ => Ok(task),
-        }
-    })
-    .await
 }
 
 fn every_second(name: &str) -> SchedulePutRequest {

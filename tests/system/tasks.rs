@@ -4,28 +4,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use agora_nats::ErrorCode;
 use agora_nats::subjects::tasks as subject;
-use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire, TaskView};
-use agora_nats::{AgoraClient, ErrorCode};
-use agora_tests::{POLL, System, code, eventually, wait_until};
+use agora_nats::tasks::wire::{ListRequest, SubmitRequest, TaskEventWire};
+use agora_tests::{POLL, System, code, eventually, finished_task as finished, wait_until};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn request(op: &str, args: Value, id: Option<&str>) -> SubmitRequest {
     SubmitRequest { id: id.map(str::to_owned), ..SubmitRequest::new(op, &args) }
-}
-
-/// Waits until the task finished (fails the test after 60 s).
-async fn finished(client: &AgoraClient, id: &str) -> TaskView {
-    eventually(Duration::from_secs(60), Duration::ZERO, async || {
-        let task = client.wait_task(id, 10_000).await.map_err(|e| e.to_string())?;
-        match task.state.as_str() {
-            "queued" | "running" => Err(format!("task {id} did not finish: {task:?}")),
-            _ => Ok(task),
-        }
-    })
-    .await
 }
 
 /// Collects task events from a subscription into per-task lists.

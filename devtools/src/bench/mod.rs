@@ -772,6 +772,44 @@ pub async fn tasks(options: TasksBenchOptions) -> anyhow::Result<Vec<Measurement
         find("task", 1),
         Goal::P50AtMostUs(1_999),
     );
+    delayed_lateness(&clients).await?;
     rig.finish();
     Ok(rows)
+}
+
+/// Delayed tasks handed over by the NATS server's scheduler: how late each starts after its
+/// time (`started_ms - run_at_ms`; `run_at_ms` is whole seconds, as the scheduler counts).
+async fn delayed_lateness(clients: &Arc<Vec<AgoraClient>>) -> anyhow::Result<()> {
+    const TASKS: usize = 200;
+    let now = agora_nats::clock::now_ms();
+    let mut submitted = Vec::with_capacity(TASKS);
+    for index in 0..TASKS {
+        let request = agora_nats::tasks::wire::SubmitRequest {
+            // Spread over two seconds, starting two seconds from now.
+            run_at_ms: Some(now + 2_000 + (index as u64 * 2_000 / TASKS as u64)),
+            ..agora_nats::tasks::wire::SubmitRequest::new(
+                "sum",
+                &serde_json::json!({"numbers": [1]}),
+            )
+        };
+        submitted.push(clients[index % clients.len()].submit(&request).await?.id);
+    }
+    let mut late_ms = Vec::with_capacity(TASKS);
+    for id in &submitted {
+        let task = clients[0].wait_task(id, 30_000).await?;
+        if let (Some(started), Some(at)) = (task.started_ms, task.run_at_ms) {
+            late_ms.push(started.saturating_sub(at));
+        }
+    }
+    late_ms.sort_unstable();
+    let at =
+        |q: f64| late_ms.get(((late_ms.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    println!(
+        "\ndelayed tasks ({} of {TASKS} started): late after their time p50 {} ms, p99 {} ms, max {} ms",
+        late_ms.len(),
+        at(0.5),
+        at(0.99),
+        late_ms.last().copied().unwrap_or(0)
+    );
+    Ok(())
 }

@@ -572,9 +572,58 @@ const chat = {
   },
   render(message) {
     const mine = this.session && message.from === this.session.name;
-    return h("div", { class: "message" + (mine ? " mine" : ""), dataset: { from: message.from } },
-      h("div", { class: "meta" }, `${message.from} · ${time(message.at)}`),
-      h("div", { class: "text" }, message.text));
+    const seq = message.seq;
+    const notes = [];
+    if (message.deleted) notes.push(" · deleted");
+    else if (message.edited_ms) notes.push(" · edited");
+    if (message.replies) notes.push(` · ${message.replies} ${message.replies === 1 ? "reply" : "replies"}`);
+    const reactions = h("div", { class: "reactions" });
+    for (const [emoji, names] of Object.entries(message.reactions || {})) {
+      const own = this.session && names.includes(this.session.name);
+      reactions.append(h("button", { class: "reaction" + (own ? " own" : ""), title: names.join(", "), onclick: () => this.react(seq, emoji, !own) }, `${emoji} ${names.length}`));
+    }
+    const actions = h("span", { class: "actions" });
+    if (seq && !message.deleted) {
+      actions.append(h("button", { class: "link react", onclick: () => this.react(seq, "👍", true) }, "👍"));
+      if (mine) {
+        actions.append(h("button", { class: "link edit", onclick: () => this.edit(seq, message.text) }, "edit"));
+        actions.append(h("button", { class: "link delete", onclick: () => this.remove(seq) }, "delete"));
+      }
+    }
+    return h("div", { class: "message" + (mine ? " mine" : "") + (message.deleted ? " deleted" : ""), dataset: { from: message.from, seq: seq || "" } },
+      h("div", { class: "meta" }, `${message.from} · ${time(message.at)}${notes.join("")} `, actions),
+      h("div", { class: "text" }, message.deleted ? "(deleted)" : message.text),
+      reactions);
+  },
+  replace(message) {
+    const old = $("chat-messages").querySelector(`.message[data-seq="${message.seq}"]`);
+    if (old) old.replaceWith(this.render(message));
+  },
+  async react(seq, emoji, on) {
+    try { this.replace(await api("POST", "/api/chat/react", { seq, emoji, on })); } catch (e) { failed(e); }
+  },
+  async edit(seq, text) {
+    const changed = prompt("Edit your message", text);
+    if (changed === null || changed === text) return;
+    try { this.replace(await api("POST", "/api/chat/edit", { seq, text: changed })); } catch (e) { failed(e); }
+  },
+  async remove(seq) {
+    try { this.replace(await api("POST", "/api/chat/delete", { seq })); } catch (e) { failed(e); }
+  },
+  async search(query) {
+    const box = $("chat-search-results");
+    box.replaceChildren();
+    if (!query.trim()) return;
+    try {
+      const reply = await api("GET", "/api/chat/search?limit=20&query=" + encodeURIComponent(query));
+      if (!reply.hits.length) box.append(h("div", { class: "muted" }, "Nothing found"));
+      for (const hit of reply.hits) {
+        const place = hit.message.room ? "#" + hit.message.room : "@" + (hit.message.from === this.session.name ? hit.message.to : hit.message.from);
+        box.append(h("div", { class: "hit" },
+          h("div", { class: "meta" }, `${place} · ${hit.message.from} · ${time(hit.message.at)}`),
+          h("div", { class: "text" }, ...hit.highlighted.map((piece) => piece.match ? h("mark", {}, piece.text) : piece.text))));
+      }
+    } catch (e) { failed(e); }
   },
   arrive(message, room, to) {
     const key = message.from + "\u0000" + message.id;
@@ -634,6 +683,7 @@ $("chat-room-form").addEventListener("submit", async (e) => {
     chat.open({ room });
   } catch (error) { failed(error); }
 });
+$("chat-search-form").addEventListener("submit", (e) => { e.preventDefault(); chat.search($("chat-search").value); });
 $("chat-messages").addEventListener("scroll", (e) => { if (e.target.scrollTop < 40 && chat.more) chat.loadOlder(); });
 
 // ---------------------------------------------------------------- tasks

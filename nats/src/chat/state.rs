@@ -367,16 +367,9 @@ impl ChatState {
             let replies = store::count_reply(tx, parent)?;
             if let Some(parent_message) = store::message(tx, parent)? {
                 let update = ChatUpdate {
-                    kind: "reply".to_owned(),
                     seq: Some(parent),
-                    from: incoming.from.to_string(),
-                    room: None,
-                    with: None,
-                    text: None,
-                    emoji: None,
-                    on: None,
                     replies: Some(replies),
-                    at_ms: now,
+                    ..ChatUpdate::new("reply", &incoming.from, now)
                 };
                 Self::push_update(out, &parent_message, update, true, None);
             }
@@ -562,6 +555,8 @@ impl ChatState {
     ) -> Result<(), StoreError> {
         let events = self.chat.apply(now, Command::Expire).unwrap_or_default();
         self.persist(tx, now, &events, out)?;
+        // New messages join the search index in one batch per sweep.
+        store::index_new(tx)?;
         for event in &events {
             if let ChatEvent::Offline { name, reason: LeaveReason::Timeout, .. } = event {
                 tracing::info!(%name, "presence timed out");
@@ -743,18 +738,9 @@ impl ChatState {
                     Some(text) => store::edit(tx, seq, &message.text, text, now)?,
                     None => store::delete(tx, seq, &message.text, now)?,
                 }
-                let update = ChatUpdate {
-                    kind: if delete { "delete" } else { "edit" }.to_owned(),
-                    seq: Some(seq),
-                    from: name.to_string(),
-                    room: None,
-                    with: None,
-                    text,
-                    emoji: None,
-                    on: None,
-                    replies: None,
-                    at_ms: now,
-                };
+                let kind = if delete { "delete" } else { "edit" };
+                let update =
+                    ChatUpdate { seq: Some(seq), text, ..ChatUpdate::new(kind, &name, now) };
                 Self::push_update(out, &message, update, true, None);
                 Ok(store::message(tx, seq)?.map_or_else(|| Err(not_found(seq)), |m| encode(&m)))
             }
@@ -782,16 +768,10 @@ impl ChatState {
                     Ok(false) => {}
                     Ok(true) => {
                         let update = ChatUpdate {
-                            kind: "reaction".to_owned(),
                             seq: Some(seq),
-                            from: name.to_string(),
-                            room: None,
-                            with: None,
-                            text: None,
                             emoji: Some(emoji),
                             on: Some(on),
-                            replies: None,
-                            at_ms: now,
+                            ..ChatUpdate::new("reaction", &name, now)
                         };
                         Self::push_update(out, &message, update, true, None);
                     }
@@ -806,33 +786,10 @@ impl ChatState {
                 let seq = seq.min(self.last_seq);
                 let changed = store::set_read(tx, name.as_str(), &conv, seq, now)?;
                 if changed && self.receipts.allow(now, name.as_str(), &conv) {
-                    let at = StoredMessage {
-                        seq,
-                        room: room.clone(),
-                        to: with.clone(),
-                        id: String::new(),
-                        from: name.to_string(),
-                        text: String::new(),
-                        at: now,
-                        recorded_ms: now,
-                        reply_to: None,
-                        replies: 0,
-                        edited_ms: None,
-                        deleted: false,
-                        reactions: Default::default(),
-                    };
-                    let update = ChatUpdate {
-                        kind: "read".to_owned(),
-                        seq: Some(seq),
-                        from: name.to_string(),
-                        room: None,
-                        with: None,
-                        text: None,
-                        emoji: None,
-                        on: None,
-                        replies: None,
-                        at_ms: now,
-                    };
+                    let at =
+                        StoredMessage::placeholder(&name, room.clone(), with.clone(), seq, now);
+                    let update =
+                        ChatUpdate { seq: Some(seq), ..ChatUpdate::new("read", &name, now) };
                     Self::push_update(out, &at, update, true, None);
                 }
                 Ok(encode(&ReadReply { read_seq: seq, room, with }))
@@ -844,33 +801,8 @@ impl ChatState {
                 };
                 let sent = self.typing.allow(now, name.as_str(), &conv);
                 if sent {
-                    let at = StoredMessage {
-                        seq: 0,
-                        room,
-                        to: with,
-                        id: String::new(),
-                        from: name.to_string(),
-                        text: String::new(),
-                        at: now,
-                        recorded_ms: now,
-                        reply_to: None,
-                        replies: 0,
-                        edited_ms: None,
-                        deleted: false,
-                        reactions: Default::default(),
-                    };
-                    let update = ChatUpdate {
-                        kind: "typing".to_owned(),
-                        seq: None,
-                        from: name.to_string(),
-                        room: None,
-                        with: None,
-                        text: None,
-                        emoji: None,
-                        on: None,
-                        replies: None,
-                        at_ms: now,
-                    };
+                    let at = StoredMessage::placeholder(&name, room, with, 0, now);
+                    let update = ChatUpdate::new("typing", &name, now);
                     Self::push_update(out, &at, update, false, Some(name.as_str()));
                 }
                 Ok(encode(&TypingReply { sent }))
@@ -899,6 +831,8 @@ impl ChatState {
                         Conversation::Direct(with.to_string(), name.to_string())
                     }
                 };
+                // What was recorded since the last sweep is found too.
+                store::index_new(tx)?;
                 let (hits, more) = store::search(tx, &query, &conversation, before, limit)?;
                 Ok(encode(&SearchReply { hits, more }))
             }

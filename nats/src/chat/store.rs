@@ -292,9 +292,7 @@ pub fn insert(conn: &Connection, message: &NewMessage<'_>) -> Result<Option<u64>
     if conn.changes() != 1 {
         return Ok(None);
     }
-    let seq = sqlite::rowid(conn.last_insert_rowid())?;
-    index(conn, seq, message.text)?;
-    Ok(Some(seq))
+    sqlite::rowid(conn.last_insert_rowid()).map(Some)
 }
 
 pub fn last_seq(conn: &Connection) -> Result<u64, StoreError> {
@@ -436,10 +434,16 @@ pub fn edit(
          (?1, (SELECT count(*) FROM message_edits WHERE seq = ?1), ?2, ?3)",
     )?
     .execute(params![seq, old, now_ms])?;
-    unindex(conn, seq, old)?;
+    let indexed = seq <= indexed_upto(conn)?;
+    if indexed {
+        unindex(conn, seq, old)?;
+    }
     conn.prepare_cached("UPDATE messages SET text = ?2, edited_ms = ?3 WHERE seq = ?1")?
         .execute(params![seq, text, now_ms])?;
-    index(conn, seq, text)
+    if indexed {
+        index(conn, seq, text)?;
+    }
+    Ok(())
 }
 
 /// A message's earlier texts, oldest first.
@@ -454,7 +458,9 @@ pub fn edits(conn: &Connection, seq: u64) -> Result<Vec<EditVersion>, StoreError
 
 /// Deletes a message's text, earlier texts and reactions; its place in history stays.
 pub fn delete(conn: &Connection, seq: u64, old: &str, now_ms: u64) -> Result<(), StoreError> {
-    unindex(conn, seq, old)?;
+    if seq <= indexed_upto(conn)? {
+        unindex(conn, seq, old)?;
+    }
     conn.prepare_cached(
         "UPDATE messages SET text = '', deleted = 1, edited_ms = ?2 WHERE seq = ?1",
     )?
@@ -462,6 +468,28 @@ pub fn delete(conn: &Connection, seq: u64, old: &str, now_ms: u64) -> Result<(),
     conn.prepare_cached("DELETE FROM message_edits WHERE seq = ?1")?.execute([seq])?;
     conn.prepare_cached("DELETE FROM reactions WHERE seq = ?1")?.execute([seq])?;
     Ok(())
+}
+
+/// The newest message in the search index. Messages are indexed in batches after they are
+/// recorded ([`index_new`]): every message not deleted is indexed up to here, none after.
+fn indexed_upto(conn: &Connection) -> Result<u64, StoreError> {
+    let upto: Option<u64> = conn
+        .prepare_cached("SELECT max(id) FROM messages_fts_docsize")?
+        .query_row([], |row| row.get(0))?;
+    Ok(upto.unwrap_or(0))
+}
+
+/// Indexes the messages recorded since the last call (in one batch: one FTS5 segment, not one
+/// per group); returns how many.
+pub fn index_new(conn: &Connection) -> Result<usize, StoreError> {
+    let after = indexed_upto(conn)?;
+    let indexed = conn
+        .prepare_cached(
+            "INSERT INTO messages_fts (rowid, text) SELECT seq, text FROM messages \
+             WHERE seq > ?1 AND deleted = 0",
+        )?
+        .execute([after])?;
+    Ok(indexed)
 }
 
 fn index(conn: &Connection, seq: u64, text: &str) -> Result<(), StoreError> {
@@ -669,7 +697,7 @@ pub fn prune(conn: &Connection, keep: u64, batch: usize) -> Result<usize, StoreE
         "INSERT INTO messages_fts (messages_fts, rowid, text) \
          SELECT 'delete', seq, text FROM messages WHERE seq <= ?1 AND deleted = 0",
     )?
-    .execute([cut])?;
+    .execute([cut.min(indexed_upto(conn)?)])?;
     conn.prepare_cached("DELETE FROM message_edits WHERE seq <= ?1")?.execute([cut])?;
     conn.prepare_cached("DELETE FROM reactions WHERE seq <= ?1")?.execute([cut])?;
     let deleted = conn.prepare_cached("DELETE FROM messages WHERE seq <= ?1")?.execute([cut])?;
@@ -829,7 +857,8 @@ mod replication_tests {
             say(conn, "late", "a late banana");
             prune(conn, 40, 100).unwrap();
         });
-        // What the active instance does once it takes over.
+        // The active indexes in batches; a standby rebuilds once it takes over.
+        index_new(&active).expect("indexes");
         rebuild_search(&standby).expect("rebuilds");
         for query in [r#""banana""#, r#""apple""#, r#""late""#, r#""number" "7""#] {
             assert_eq!(search_texts(&standby, query), search_texts(&active, query), "{query}");

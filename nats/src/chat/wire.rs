@@ -440,3 +440,49 @@ pub struct ReadReply {
 pub struct TypingReply {
     pub sent: bool,
 }
+
+impl ChatUpdate {
+    /// An update of `kind` by `from` at `at_ms`, about nothing yet (set the fields it carries).
+    pub fn new(kind: &str, from: impl ToString, at_ms: u64) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            seq: None,
+            from: from.to_string(),
+            room: None,
+            with: None,
+            text: None,
+            emoji: None,
+            on: None,
+            replies: None,
+            at_ms,
+        }
+    }
+}
+
+impl StoredMessage {
+    /// A stand-in for a place in a conversation (a room, or `from`'s conversation with `with`)
+    /// when an update concerns the conversation rather than one message.
+    pub fn placeholder(
+        from: impl ToString,
+        room: Option<String>,
+        with: Option<String>,
+        seq: u64,
+        at: u64,
+    ) -> Self {
+        Self {
+            seq,
+            room,
+            to: with,
+            id: String::new(),
+            from: from.to_string(),
+            text: String::new(),
+            at,
+            recorded_ms: at,
+            reply_to: None,
+            replies: 0,
+            edited_ms: None,
+            deleted: false,
+            reactions: Default::default(),
+        }
+    }
+}

@@ -195,38 +195,48 @@ fn refused(error: &async_nats::jetstream::context::PublishError) -> ServiceError
     }
 }
 
-/// Applies changes in the background, in order, from the owner thread; a failed one is tried
+/// Changes waiting for the applying task, at most (beyond, they wait for a retry).
+const CHANGES_QUEUED_MAX: usize = 65_536;
+
+/// Applies changes in the background from the owner thread, one at a time in the order they
+/// were committed (a pause is never overtaken by the resume after it); a failed one is tried
 /// again from [`Scheduler::due`].
 #[derive(Debug)]
 pub struct Scheduler {
-    js: jetstream::Context,
-    runtime: tokio::runtime::Handle,
+    sender: tokio::sync::mpsc::Sender<Change>,
     failed: Arc<Mutex<Vec<Change>>>,
     retry: Vec<(Change, u64)>,
 }
 
 impl Scheduler {
     pub fn new(js: jetstream::Context, runtime: tokio::runtime::Handle) -> Self {
-        Self { js, runtime, failed: Arc::default(), retry: Vec::new() }
-    }
-
-    pub fn apply(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        let js = self.js.clone();
-        let failed = self.failed.clone();
-        self.runtime.spawn(async move {
-            for change in changes {
+        let (sender, mut changes) = tokio::sync::mpsc::channel::<Change>(CHANGES_QUEUED_MAX);
+        let failed: Arc<Mutex<Vec<Change>>> = Arc::default();
+        let retry_later = failed.clone();
+        runtime.spawn(async move {
+            while let Some(change) = changes.recv().await {
                 if let Err(error) = apply(&js, &change).await {
                     tracing::warn!(?change, %error, "schedule change failed; will retry");
                     // A refused pattern stays refused: retrying cannot help.
                     if error.code != ErrorCode::InvalidRequest {
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+                        retry_later.lock().unwrap_or_else(|p| p.into_inner()).push(change);
                     }
                 }
             }
         });
+        Self { sender, failed, retry: Vec::new() }
+    }
+
+    pub fn apply(&self, changes: Vec<Change>) {
+        for change in changes {
+            if let Err(error) = self.sender.try_send(change) {
+                let change = match error {
+                    tokio::sync::mpsc::error::TrySendError::Full(change)
+                    | tokio::sync::mpsc::error::TrySendError::Closed(change) => change,
+                };
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+            }
+        }
     }
 
     /// Changes whose retry is due at `now`; failures seen since the last call wait a second.
