@@ -447,3 +447,82 @@ async fn a_task_whose_workers_keep_dying_becomes_a_dead_letter() {
     assert_eq!(finished(&client, &next.id).await.state, "completed");
     assert_eq!(client.task(&task.id).await.expect("get").attempts, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_person_leaves_another_persons_latency_within_twice_idle() {
+    let mut system = System::nats_with_auth();
+    system.start_tasks();
+    system.add_worker(&[]);
+    system.add_worker(&[]);
+    let alice = system.person("alice").await;
+    let bob = system.person("bob").await;
+    let sleep = |ms: u64| SubmitRequest {
+        wait_ms: Some(30_000),
+        ..SubmitRequest::new("sleep", &json!({ "ms": ms }))
+    };
+    // Submitted to finished, as the task service recorded it.
+    let latency = async |client: &agora_nats::AgoraClient| {
+        let task = client.submit(&sleep(300)).await.expect("submitted");
+        assert_eq!(task.state, "completed", "{task:?}");
+        task.finished_ms.expect("finished") - task.submitted_ms.expect("submitted")
+    };
+    let median = |mut figures: Vec<u64>| {
+        figures.sort_unstable();
+        figures[figures.len() / 2]
+    };
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        idle.push(latency(&bob).await);
+    }
+    let idle = median(idle);
+
+    // Alice floods the queue with 10,000 tasks of her own: far more than the workers' 64
+    // slots can run at once (about 100 s of work for them).
+    let submitted = futures::stream::iter(0..10_000u64)
+        .map(|_| {
+            let alice = alice.clone();
+            async move {
+                let task = SubmitRequest::new("sleep", &json!({ "ms": 600 }));
+                alice.submit(&task).await.map(|view| view.id)
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let ids = submitted.into_iter().collect::<Result<Vec<_>, _>>().expect("every task accepted");
+    let mut busy = Vec::new();
+    for _ in 0..5 {
+        busy.push(latency(&bob).await);
+    }
+    let busy = median(busy);
+    eprintln!("fairness: idle {idle} ms, behind alice's flood {busy} ms");
+    assert!(busy <= 2 * idle, "bob waits {busy} ms behind alice's flood (idle {idle} ms)");
+
+    // Nothing of alice's is lost: she cancels what has not run; each task either completed or
+    // was cancelled, and none failed.
+    assert_eq!(ids.len(), 10_000);
+    futures::stream::iter(&ids)
+        .for_each_concurrent(64, |id| {
+            let alice = alice.clone();
+            async move {
+                alice.cancel_task(id).await.ok();
+            }
+        })
+        .await;
+    wait_until(Duration::from_secs(120), "alice's flood to settle", async || {
+        let mut open = 0;
+        for state in ["queued", "running"] {
+            let list = ListRequest {
+                state: Some(state.into()),
+                limit: Some(1_000),
+                ..ListRequest::default()
+            };
+            open += alice.tasks(&list).await.map_or(1, |reply| reply.tasks.len());
+        }
+        open == 0
+    })
+    .await;
+    let failed =
+        ListRequest { state: Some("failed".into()), limit: Some(10), ..ListRequest::default() };
+    assert!(alice.tasks(&failed).await.expect("list").tasks.is_empty());
+}

@@ -139,6 +139,11 @@ pub struct TasksConfig {
     /// Attempts per task at most; a task failing them all becomes a dead letter.
     #[arg(long, env = "AGORA_TASKS_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,
+    /// A person's tasks in the work queue at once, at most; the rest of theirs wait their turn
+    /// (oldest first), so one person's flood never starves another's tasks. Components' tasks
+    /// are not limited.
+    #[arg(long, env = "AGORA_TASKS_USER_QUEUE_MAX", default_value_t = 32)]
+    pub user_queue_max: usize,
     /// Replicas of the work-queue stream (3 on a three-node cluster: tasks survive a node loss).
     #[arg(long, env = "AGORA_TASKS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -156,6 +161,10 @@ impl TasksConfig {
         );
         anyhow::ensure!((1..=100).contains(&self.max_deliver), "max-deliver is 1..=100");
         anyhow::ensure!((1..=5).contains(&self.stream_replicas), "stream-replicas is 1..=5");
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.user_queue_max),
+            "user-queue-max is 1..=1000000"
+        );
         Ok(())
     }
 }

@@ -164,6 +164,9 @@ struct Active {
     events: u32,
     /// A delayed task waiting for its time (not in the work queue yet).
     held: bool,
+    /// In the work queue (counted against its owner's `--user-queue-max`); a person's task
+    /// beyond that waits here until one of theirs finishes.
+    in_queue: bool,
 }
 
 #[derive(Debug)]
@@ -208,6 +211,10 @@ pub struct Tasks {
     waiters: HashMap<u64, Vec<Waiter>>,
     waiter_count: usize,
     last_prune_ms: u64,
+    /// Each person's tasks in the work queue now, and their tasks waiting for room there
+    /// (oldest first): one person's flood never holds more than `--user-queue-max` places.
+    queued_by_owner: HashMap<String, usize>,
+    waiting: HashMap<String, std::collections::VecDeque<u64>>,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -273,6 +280,8 @@ impl Tasks {
             waiters: HashMap::new(),
             waiter_count: 0,
             last_prune_ms: 0,
+            queued_by_owner: HashMap::new(),
+            waiting: HashMap::new(),
         };
         tasks.reload(conn)?;
         Ok(tasks)
@@ -280,15 +289,83 @@ impl Tasks {
 
     /// (Re)builds the in-memory table of unfinished tasks from the store.
     fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let queued: std::collections::HashSet<u64> =
+            self.active.iter().filter(|(_, a)| a.in_queue).map(|(id, _)| *id).collect();
         self.active = store::active(conn)?
             .into_iter()
             .map(|(row, events)| {
-                let active =
-                    Active { owner: row.owner, life: row.lifecycle, events, held: row.held };
+                let active = Active {
+                    owner: row.owner,
+                    life: row.lifecycle,
+                    events,
+                    held: row.held,
+                    in_queue: false,
+                };
                 (row.id, active)
             })
             .collect();
         self.next_id = store::max_id(conn)? + 1;
+        // Places in the work queue survive a reload (after a rolled-back group): the tasks
+        // that held one still do, and each person's count is what they hold.
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (id, active) in &mut self.active {
+            active.in_queue = queued.contains(id);
+            if active.in_queue && active.owner != agora_core::identity::SERVICE_OWNER {
+                *counts.entry(active.owner.clone()).or_default() += 1;
+            }
+        }
+        self.queued_by_owner = counts;
+        let active = &self.active;
+        self.waiting.values_mut().for_each(|ids| ids.retain(|id| active.contains_key(id)));
+        Ok(())
+    }
+
+    /// Takes a place in the work queue for task `id` if its owner has one left; otherwise the
+    /// task waits its turn. Components' tasks are not limited.
+    fn admit(&mut self, id: u64) -> bool {
+        let Some(active) = self.active.get_mut(&id) else { return false };
+        if active.in_queue {
+            return true;
+        }
+        if active.owner != agora_core::identity::SERVICE_OWNER {
+            let count = self.queued_by_owner.entry(active.owner.clone()).or_default();
+            if *count >= self.config.user_queue_max {
+                self.waiting.entry(active.owner.clone()).or_default().push_back(id);
+                return false;
+            }
+            *count += 1;
+        }
+        active.in_queue = true;
+        true
+    }
+
+    /// A task of `owner` left the work queue: the next of theirs waiting takes its place.
+    fn leave_queue(
+        &mut self,
+        tx: &Transaction<'_>,
+        owner: &str,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        if owner == agora_core::identity::SERVICE_OWNER {
+            return Ok(());
+        }
+        if let Some(count) = self.queued_by_owner.get_mut(owner) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.queued_by_owner.remove(owner);
+            }
+        }
+        while let Some(next) = self.waiting.get_mut(owner).and_then(|ids| ids.pop_front()) {
+            if self.active.contains_key(&next) {
+                if self.admit(next) {
+                    self.enqueue_stored(tx, next, out)?;
+                }
+                break;
+            }
+        }
+        if self.waiting.get(owner).is_some_and(|ids| ids.is_empty()) {
+            self.waiting.remove(owner);
+        }
         Ok(())
     }
 
@@ -303,6 +380,22 @@ impl Tasks {
         conn: &Connection,
         present: &std::collections::HashSet<u64>,
     ) -> Result<usize, StoreError> {
+        // What is in the stream holds its places; the rest is admitted oldest first.
+        let mut queued: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(id, active)| !active.held && present.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        queued.sort_unstable();
+        for id in queued {
+            if let Some(active) = self.active.get_mut(&id) {
+                active.in_queue = true;
+                if active.owner != agora_core::identity::SERVICE_OWNER {
+                    *self.queued_by_owner.entry(active.owner.clone()).or_default() += 1;
+                }
+            }
+        }
         let mut missing: Vec<u64> = self
             .active
             .iter()
@@ -311,11 +404,15 @@ impl Tasks {
             .collect();
         missing.sort_unstable();
         let mut outbox = Outbox::default();
+        let mut republished = 0;
         for id in &missing {
-            self.enqueue_stored(conn, *id, &mut outbox)?;
+            if self.admit(*id) {
+                self.enqueue_stored(conn, *id, &mut outbox)?;
+                republished += 1;
+            }
         }
         self.queue.publish(outbox.enqueue);
-        Ok(missing.len())
+        Ok(republished)
     }
 
     /// What the schedule stream should hold: (delayed tasks, recurring schedules), each as
@@ -626,6 +723,7 @@ impl Tasks {
             life: Lifecycle::new(),
             events: 1,
             held: run_at_ms.is_some(),
+            in_queue: false,
         };
         self.active.insert(id, active);
         let subject = subject::events(owner, &id.to_string());
@@ -636,10 +734,11 @@ impl Tasks {
                 let at = agora_core::tasks::schedule::Spec::At(at).header();
                 out.changes.push(Change::delayed(id, at));
             }
-            None => {
+            None if self.admit(id) => {
                 let message = queue::message(id, op, args);
                 out.enqueue.push(queue::Queued { id, priority, message, span });
             }
+            None => {}
         }
         Ok(Ok((id, TaskState::Queued)))
     }
@@ -664,6 +763,7 @@ impl Tasks {
         let mut life = active.life.clone();
         let owner = active.owner.clone();
         let held = active.held;
+        let in_queue = active.in_queue;
         let mut events = Vec::with_capacity(reports.len());
         for report in reports {
             match life.apply(now, report) {
@@ -694,13 +794,22 @@ impl Tasks {
                     out.changes
                         .push(Change::Remove { subject: subject::scheduled_task(&id.to_string()) });
                 }
-                TaskEvent::Cancelled { was_running: false } => out.purges.push(id),
+                TaskEvent::Cancelled { was_running: false } if in_queue => out.purges.push(id),
+                TaskEvent::Cancelled { was_running: false } => {
+                    // It was waiting for a place: it simply never gets one.
+                    if let Some(ids) = self.waiting.get_mut(&owner) {
+                        ids.retain(|waiting| *waiting != id);
+                    }
+                }
                 _ => {}
             }
             wires.push(wire);
         }
         if life.state.is_terminal() {
             self.active.remove(&id);
+            if in_queue {
+                self.leave_queue(tx, &owner, out)?;
+            }
             if let Some(waiters) = self.waiters.remove(&id) {
                 self.waiter_count -= waiters.len();
                 // The task as `get` and `wait` show it (read inside this transaction, so it is
@@ -812,7 +921,9 @@ impl Tasks {
                 {
                     active.held = false;
                     store::release(tx, id)?;
-                    self.enqueue_stored(tx, id, out)?;
+                    if self.admit(id) {
+                        self.enqueue_stored(tx, id, out)?;
+                    }
                 }
             }
             Fire::Recurring { owner, name, seq, next_ms } => {
