@@ -526,3 +526,29 @@ async fn a_flood_from_one_person_leaves_another_persons_latency_within_twice_idl
         ListRequest { state: Some("failed".into()), limit: Some(10), ..ListRequest::default() };
     assert!(alice.tasks(&failed).await.expect("list").tasks.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_task_with_a_time_to_live_goes_when_it_runs_out_and_only_then() {
+    let system = System::with_tasks(1, &[]);
+    let client = system.client().await;
+    let brief = SubmitRequest {
+        ttl_ms: Some(1_500),
+        wait_ms: Some(10_000),
+        ..SubmitRequest::new("sum", &json!({"numbers": [2, 3]}))
+    };
+    let one = json!({"numbers": [1]});
+    let kept = SubmitRequest { wait_ms: Some(10_000), ..SubmitRequest::new("sum", &one) };
+    let brief = client.submit(&brief).await.expect("submitted");
+    let kept = client.submit(&kept).await.expect("submitted");
+    assert_eq!(brief.result.expect("its result").get(), r#"{"value":5}"#);
+    assert!(client.task(&brief.id).await.is_ok(), "kept while its time runs");
+    wait_until(Duration::from_secs(20), "the expired task to go", async || {
+        client.task(&brief.id).await.err().map(|error| error.code()) == Some(ErrorCode::NotFound)
+    })
+    .await;
+    assert_eq!(client.task(&kept.id).await.expect("the other stays").state, "completed");
+    for ttl in [0, 999, 31_622_400_001] {
+        let bad = SubmitRequest { ttl_ms: Some(ttl), ..SubmitRequest::new("sum", &one) };
+        assert_eq!(code(client.submit(&bad).await), ErrorCode::InvalidRequest, "{ttl}");
+    }
+}

@@ -43,6 +43,9 @@ pub enum TaskCommand {
         /// Run it this long from now (90s, 10m, 1h30m, 2d).
         #[arg(long = "in", value_name = "DURATION")]
         delay: Option<String>,
+        /// Keep the finished task and its result this long (1h, 7d; default: the service's).
+        #[arg(long, value_name = "DURATION")]
+        keep: Option<String>,
     },
     /// Run a task on a recurring schedule (the NATS server's scheduler runs it):
     /// `agora task schedule nightly --cron "0 3 * * *" --tz Europe/Amsterdam sum 1 2`,
@@ -163,7 +166,7 @@ fn args_from_words(op: &str, words: &[String], descending: bool) -> anyhow::Resu
 
 pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        TaskCommand::Submit { op, words, args, id, high, descending, wait, at, delay } => {
+        TaskCommand::Submit { op, words, args, id, high, descending, wait, at, delay, keep } => {
             let args = op_args(&op, args, &words, descending)?;
             let run_at_ms = at
                 .map(|at| agora_core::tasks::schedule::parse_rfc3339(&at))
@@ -181,6 +184,10 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
                 wait_ms: None,
                 run_at_ms,
                 delay_ms,
+                ttl_ms: keep
+                    .map(|keep| agora_core::tasks::schedule::parse_duration_ms(&keep))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--keep: {e}"))?,
             };
             // Subscribe first, so no progress event is missed while waiting.
             let mut events = if wait {

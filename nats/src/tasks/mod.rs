@@ -474,6 +474,18 @@ fn parse_command(endpoint: &str, caller: &Caller, payload: &[u8]) -> Result<Comm
                 client_id: submit.id,
                 wait_ms,
                 run_at_ms,
+                ttl_ms: submit
+                    .ttl_ms
+                    .map(|ttl| {
+                        if (1_000..=agora_core::tasks::schedule::HORIZON_MS).contains(&ttl) {
+                            Ok(ttl)
+                        } else {
+                            Err(ServiceError::invalid(
+                                "ttl_ms is 1000..=31622400000 (1 s to 366 days)",
+                            ))
+                        }
+                    })
+                    .transpose()?,
             }
         }
         subject::GET => Command::Get { id: parse_id(&decode::<TaskIdRequest>(payload)?.id)? },

@@ -53,6 +53,8 @@ pub enum Command {
         wait_ms: u64,
         /// A delayed task's time.
         run_at_ms: Option<u64>,
+        /// How long it is kept once finished.
+        ttl_ms: Option<u64>,
     },
     /// Creates or replaces a recurring schedule. Unless paused, the endpoint put it in the
     /// schedule stream already (so the server judged its pattern).
@@ -152,6 +154,7 @@ struct Submission<'a> {
     run_at_ms: Option<u64>,
     /// The recurring schedule submitting it.
     schedule: Option<&'a str>,
+    ttl_ms: Option<u64>,
 }
 
 /// An unfinished task, kept in memory by the owner.
@@ -490,7 +493,7 @@ impl Tasks {
         if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
             self.last_prune_ms = now;
             let before = now.saturating_sub(self.config.retain_ms);
-            let pruned = store::prune(tx, before, self.config.tasks_max, PRUNE_BATCH)?;
+            let pruned = store::prune(tx, now, before, self.config.tasks_max, PRUNE_BATCH)?;
             if pruned > 0 {
                 tracing::debug!(pruned, "pruned finished tasks");
             }
@@ -507,7 +510,7 @@ impl Tasks {
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
         let reply: Result<Bytes, ServiceError> = match command {
-            Command::Submit { op, args, priority, client_id, wait_ms, run_at_ms } => {
+            Command::Submit { op, args, priority, client_id, wait_ms, run_at_ms, ttl_ms } => {
                 let owner = pending.caller.owner().to_owned();
                 let span = crate::service::span_of(&pending.request);
                 let task = Submission {
@@ -518,6 +521,7 @@ impl Tasks {
                     span,
                     run_at_ms,
                     schedule: None,
+                    ttl_ms,
                 };
                 match self.submit(tx, now, &task, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
@@ -671,7 +675,7 @@ impl Tasks {
         client_id: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
-        let Submission { owner, op, args, priority, span, run_at_ms, schedule } = *task;
+        let Submission { owner, op, args, priority, span, run_at_ms, schedule, ttl_ms } = *task;
         if let Some(client_id) = client_id
             && let Some(existing) = store::by_client_id(tx, owner, client_id)?
         {
@@ -708,6 +712,7 @@ impl Tasks {
             run_at_ms,
             held: run_at_ms.is_some(),
             schedule,
+            ttl_ms,
         };
         store::insert(tx, &task)?;
         self.next_id += 1;
@@ -942,6 +947,7 @@ impl Tasks {
                         span: None,
                         run_at_ms: None,
                         schedule: Some(&name),
+                        ttl_ms: None,
                     };
                     match self.submit(tx, now, &task, Some(&client_id), out)? {
                         Ok((id, _)) => store::record_run(tx, &owner, &name, now, id, next_ms)?,

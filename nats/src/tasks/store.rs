@@ -116,6 +116,12 @@ const MIGRATION_3: &str = "
     ) WITHOUT ROWID;
 ";
 
+/// A finished task's own retention (`ttl_ms` at submit), sooner than `--retain-ms`.
+const MIGRATION_4: &str = "
+    ALTER TABLE tasks ADD COLUMN ttl_ms INTEGER;
+    CREATE INDEX tasks_expiring ON tasks (finished_ms) WHERE ttl_ms IS NOT NULL;
+";
+
 /// A new task's row.
 #[derive(Debug, Clone)]
 pub struct NewTask<'a> {
@@ -131,6 +137,8 @@ pub struct NewTask<'a> {
     pub held: bool,
     /// The recurring schedule that submitted it.
     pub schedule: Option<&'a str>,
+    /// Kept this long once finished (else `--retain-ms`).
+    pub ttl_ms: Option<u64>,
 }
 
 /// A stored task (`args`, `result` as stored JSON text).
@@ -237,7 +245,7 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         data_dir,
         DATABASE_FILE,
         PAGE_CACHE_BYTES_MAX,
-        &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
+        &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4],
     )
 }
 
@@ -249,7 +257,8 @@ pub fn max_id(conn: &Connection) -> Result<u64, StoreError> {
 pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO tasks (id, client_id, op, args, priority, state, submitted_ms, owner, \
-         run_at_ms, held, schedule) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10)",
+         run_at_ms, held, schedule, ttl_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         task.id,
@@ -261,7 +270,8 @@ pub fn insert(conn: &Connection, task: &NewTask<'_>) -> Result<(), StoreError> {
         task.owner,
         task.run_at_ms,
         task.held,
-        task.schedule
+        task.schedule,
+        task.ttl_ms
     ])?;
     Ok(())
 }
@@ -401,6 +411,7 @@ pub fn active(conn: &Connection) -> Result<Vec<(TaskRow, u32)>, StoreError> {
 /// the newest `keep` tasks; returns how many went.
 pub fn prune(
     conn: &Connection,
+    now_ms: u64,
     finished_before_ms: u64,
     keep: u64,
     batch: usize,
@@ -415,7 +426,23 @@ pub fn prune(
             params![sqlite::saturating_i64(finished_before_ms), oldest_kept, batch],
             |row| row.get(0),
         )?;
-        rows.collect::<Result<_, _>>()?
+        let mut ids: Vec<u64> = rows.collect::<Result<_, _>>()?;
+        // Tasks whose own time to live ran out.
+        let mut expiring = conn.prepare_cached(
+            "SELECT id FROM tasks WHERE ttl_ms IS NOT NULL AND finished_ms IS NOT NULL \
+             AND finished_ms + ttl_ms < ?1 ORDER BY finished_ms LIMIT ?2",
+        )?;
+        let expired = expiring
+            .query_map(params![sqlite::saturating_i64(now_ms), batch], |row| {
+                row.get::<_, u64>(0)
+            })?;
+        for id in expired {
+            let id = id?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
     };
     for id in &ids {
         conn.prepare_cached("DELETE FROM task_events WHERE task_id = ?1")?.execute([id])?;
@@ -643,6 +670,7 @@ mod tests {
             run_at_ms: None,
             held: false,
             schedule: None,
+            ttl_ms: None,
         }
     }
 
@@ -689,7 +717,7 @@ mod tests {
         assert_eq!(max_id(store).unwrap(), 5);
 
         // Only finished tasks are pruned.
-        assert_eq!(prune(store, u64::MAX, 0, 100).unwrap(), 1);
+        assert_eq!(prune(store, 0, u64::MAX, 0, 100).unwrap(), 1);
         assert!(get(store, 2, false).unwrap().is_none());
         assert!(history(store, 2).unwrap().is_empty());
         assert_eq!(active(store).unwrap().len(), 4);

@@ -49,6 +49,11 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 31_622_400_000u64))]
     pub delay_ms: Option<u64>,
+    /// Keep the finished task (and its result) this long, in milliseconds, instead of the
+    /// service's `--retain-ms`: 1 s to 366 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1_000, max = 31_622_400_000u64))]
+    pub ttl_ms: Option<u64>,
 }
 
 fn empty_object() -> Box<RawValue> {
@@ -66,6 +71,7 @@ impl SubmitRequest {
             wait_ms: None,
             run_at_ms: None,
             delay_ms: None,
+            ttl_ms: None,
         }
     }
 }
