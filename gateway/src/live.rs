@@ -70,12 +70,15 @@ pub enum Topic {
     Likes,
     Prices,
     Logs,
+    /// What happens to chat messages after they are sent, and typing.
+    Updates,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::Bank,
         Topic::Chat,
+        Topic::Updates,
         Topic::Presence,
         Topic::Tasks,
         Topic::Likes,
@@ -92,6 +95,7 @@ impl Topic {
             Self::Likes => "likes",
             Self::Prices => "prices",
             Self::Logs => "logs",
+            Self::Updates => "updates",
         }
     }
 
@@ -113,6 +117,12 @@ impl Topic {
             Self::Likes => &[subjects::likes::EVENTS_ALL],
             Self::Prices => &[subjects::coins::PRICES_ALL],
             Self::Logs => &[subjects::logs::ALL],
+            Self::Updates => &[
+                subjects::chat::EVENTS_ROOM_ALL,
+                subjects::chat::EVENTS_DM_ALL,
+                subjects::chat::LIVE_ROOM_ALL,
+                subjects::chat::LIVE_DM_ALL,
+            ],
         }
     }
 }
@@ -254,6 +264,15 @@ fn event(topic: Topic, message: &async_nats::Message, logs: &LogRing) -> Option<
             Audience::Everyone
         }
         Topic::Prices => Audience::Everyone,
+        // `agora.chat.{events,live}.room.<room>`: everyone; `....dm.<name>`: only that name.
+        Topic::Updates => match message.subject.split('.').nth(3) {
+            Some("room") => Audience::Everyone,
+            Some("dm") => {
+                let name = token(0)?;
+                Audience::Parties(name.clone(), name)
+            }
+            _ => return None,
+        },
     };
     if topic == Topic::Logs {
         let record: LogRecord = serde_json::from_slice(&message.payload).ok()?;

@@ -173,6 +173,17 @@ async fn the_dashboard_works_in_a_real_browser() {
     }
     let text = "hello ben <img src=x onerror=\"document.title='owned'\">";
     type_into(&ann, "#chat-input", text).await;
+    eventually!(10, "ben sees ann typing", {
+        match ben.find(Locator::Css("#chat-title")).await {
+            Ok(title) => title
+                .attr("data-typing")
+                .await
+                .ok()
+                .flatten()
+                .filter(|t| t.contains("ann is typing")),
+            Err(_) => None,
+        }
+    });
     click(&ann, "#chat-send").await;
     eventually!(10, "ann's message in ben's browser", {
         texts(&ben, "#chat-messages .message .text").await.iter().any(|t| t == text).then_some(())
@@ -185,6 +196,13 @@ async fn the_dashboard_works_in_a_real_browser() {
     click(&ann, "#chat-messages .message.mine .actions .react").await;
     eventually!(10, "the reaction", {
         texts(&ann, "#chat-messages .message.mine .reaction")
+            .await
+            .first()
+            .filter(|t| t.contains('1'))
+            .map(drop)
+    });
+    eventually!(10, "ann's reaction live in ben's browser", {
+        texts(&ben, "#chat-messages .message .reaction")
             .await
             .first()
             .filter(|t| t.contains('1'))

@@ -106,7 +106,7 @@ function connectLive() {
   source = new EventSource("/api/events?" + params.toString());
   source.addEventListener("hello", () => setStatus(true));
   source.onerror = () => setStatus(false);
-  for (const topic of ["bank", "chat", "presence", "tasks", "likes", "prices", "logs", "lagged"]) {
+  for (const topic of ["bank", "chat", "updates", "presence", "tasks", "likes", "prices", "logs", "lagged"]) {
     source.addEventListener(topic, (event) => {
       let payload;
       try { payload = JSON.parse(event.data); } catch (_) { return; }
@@ -595,6 +595,17 @@ const chat = {
       h("div", { class: "text" }, message.deleted ? "(deleted)" : message.text),
       reactions);
   },
+  // Fetches one message of the current conversation again (after someone changed it).
+  async reload(seq) {
+    if (!$("chat-messages").querySelector(`.message[data-seq="${seq}"]`)) return;
+    const place = this.current.room
+      ? "room=" + encodeURIComponent(this.current.room)
+      : "with=" + encodeURIComponent(this.current.with) + "&as=" + encodeURIComponent(this.session.name);
+    try {
+      const reply = await api("GET", `/api/chat/history?${place}&after=${seq - 1}&limit=1`);
+      if (reply.messages.length && reply.messages[0].seq === seq) this.replace(reply.messages[0]);
+    } catch (_) { /* shown again on the next load */ }
+  },
   replace(message) {
     const old = $("chat-messages").querySelector(`.message[data-seq="${message.seq}"]`);
     if (old) old.replaceWith(this.render(message));
@@ -662,6 +673,19 @@ on("chat", (message, subject) => {
   else if (kind === "dm") chat.arrive(message, null, target);
 });
 on("presence", () => { if (chat.session && currentTab === "chat") chat.refreshWho(); });
+on("updates", (update) => {
+  if (!chat.session) return;
+  const here = chat.current.room ? update.room === chat.current.room : update.with === chat.current.with;
+  if (!here) return;
+  if (update.kind === "typing") {
+    if (update.from === chat.session.name) return;
+    $("chat-title").dataset.typing = `${update.from} is typing…`;
+    clearTimeout(chat.typingTimer);
+    chat.typingTimer = setTimeout(() => { delete $("chat-title").dataset.typing; }, 3000);
+    return;
+  }
+  if (update.seq && ["edit", "delete", "reaction", "reply"].includes(update.kind)) chat.reload(update.seq);
+});
 $("chat-login").addEventListener("submit", (e) => { e.preventDefault(); chat.login(); });
 $("chat-leave").addEventListener("click", () => chat.logout());
 $("chat-form").addEventListener("submit", async (e) => {
@@ -682,6 +706,13 @@ $("chat-room-form").addEventListener("submit", async (e) => {
     $("chat-room-name").value = "";
     chat.open({ room });
   } catch (error) { failed(error); }
+});
+$("chat-input").addEventListener("input", () => {
+  // Others see "… is typing" (the service sends at most one every 2 s).
+  if (!chat.session || Date.now() - (chat.typedAt || 0) < 2000) return;
+  chat.typedAt = Date.now();
+  const body = chat.current.room ? { room: chat.current.room } : { with: chat.current.with };
+  api("POST", "/api/chat/typing", body).catch(() => {});
 });
 $("chat-search-form").addEventListener("submit", (e) => { e.preventDefault(); chat.search($("chat-search").value); });
 $("chat-messages").addEventListener("scroll", (e) => { if (e.target.scrollTop < 40 && chat.more) chat.loadOlder(); });
