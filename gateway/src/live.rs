@@ -399,3 +399,42 @@ pub async fn events(
     let keep_alive = KeepAlive::new().interval(KEEP_ALIVE);
     Ok(Sse::new(first.chain(updates)).keep_alive(keep_alive).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(subject: &str, payload: &str) -> async_nats::Message {
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: bytes::Bytes::from(payload.to_owned()),
+            headers: None,
+            status: None,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    /// A room's updates reach everyone; a person's direct-conversation updates and typing only
+    /// them, not even a manager.
+    #[test]
+    fn chat_updates_reach_only_their_audience() {
+        let ring = LogRing::default();
+        let update = r#"{"kind":"reaction","seq":3,"from":"bob","at_ms":1}"#;
+        let room = event(Topic::Updates, &message("agora.chat.events.room.all", update), &ring)
+            .expect("forwarded");
+        assert!(room.audience.admits("carol", false));
+        for subject in ["agora.chat.events.dm.alice", "agora.chat.live.dm.alice"] {
+            let direct =
+                event(Topic::Updates, &message(subject, update), &ring).expect("forwarded");
+            assert!(direct.audience.admits("alice", false), "{subject}");
+            assert!(!direct.audience.admits("bob", false), "{subject}: not even its sender");
+            assert!(!direct.audience.admits("root", true), "{subject}: not a manager");
+        }
+        assert!(event(Topic::Updates, &message("agora.chat.events.x.y", update), &ring).is_none());
+        assert!(
+            event(Topic::Updates, &message("agora.chat.events.room.all", "nope"), &ring).is_none()
+        );
+    }
+}
