@@ -607,17 +607,26 @@ const LIMITER_KEYS_MAX: usize = 100_000;
 impl ChatState {
     /// The subjects a change to `message` goes to, with the `with` each receiver sees:
     /// the room, or both parties of a direct conversation (not `skip`).
+    /// Durable updates go on `agora.chat.events.*` (kept in `AGORA_EVENTS`), ephemeral ones
+    /// on `agora.chat.live.*`, which no stream keeps.
     fn update_subjects(
         message: &StoredMessage,
         skip: Option<&str>,
+        durable: bool,
     ) -> Vec<(String, Option<String>)> {
+        type Subject = fn(&str) -> String;
+        let (room_subject, dm_subject): (Subject, Subject) = if durable {
+            (subject::events_room, subject::events_dm)
+        } else {
+            (subject::live_room, subject::live_dm)
+        };
         match (&message.room, &message.to) {
-            (Some(room), _) => vec![(subject::events_room(room), None)],
+            (Some(room), _) => vec![(room_subject(room), None)],
             (None, Some(to)) => {
                 [(to.as_str(), message.from.as_str()), (message.from.as_str(), to.as_str())]
                     .into_iter()
                     .filter(|(receiver, _)| Some(*receiver) != skip)
-                    .map(|(receiver, with)| (subject::events_dm(receiver), Some(with.to_owned())))
+                    .map(|(receiver, with)| (dm_subject(receiver), Some(with.to_owned())))
                     .collect()
             }
             (None, None) => Vec::new(),
@@ -633,15 +642,13 @@ impl ChatState {
         durable: bool,
         skip: Option<&str>,
     ) {
-        for (subject, with) in Self::update_subjects(message, skip) {
+        for (subject, with) in Self::update_subjects(message, skip, durable) {
             let update = ChatUpdate { room: message.room.clone(), with, ..update.clone() };
             let Ok(payload) = encode(&update) else { continue };
             if durable {
                 out.messages.push(Event::new(subject, payload));
             } else {
-                // Ephemeral: on the live subjects, which no stream keeps.
-                let live = subject.replacen(".events.", ".live.", 1);
-                out.presence.push((live, payload));
+                out.presence.push((subject, payload));
             }
         }
     }

@@ -533,7 +533,7 @@ impl Tasks {
                     Err(error) => Err(error),
                 }
             }
-            Command::PutSchedule(row) => self.put_schedule(tx, &pending.caller, row, out)?,
+            Command::PutSchedule(row) => self.put_schedule(tx, row, out)?,
             Command::ListSchedules { owner } => {
                 let rows =
                     store::schedules(tx, owner.as_deref(), schedules::SCHEDULES_MAX as usize)?;
@@ -841,7 +841,6 @@ impl Tasks {
     fn put_schedule(
         &mut self,
         tx: &Transaction<'_>,
-        _caller: &Caller,
         row: ScheduleRow,
         out: &mut Outbox,
     ) -> Result<Result<Bytes, ServiceError>, StoreError> {
@@ -906,7 +905,15 @@ impl Tasks {
             }
         }
         let stored = store::schedule(tx, owner, name)?;
-        Ok(stored.map_or_else(|| Err(not_found(0)), |row| encode(&row.view())))
+        Ok(stored.map_or_else(
+            || {
+                Err(ServiceError::new(
+                    ErrorCode::NotFound,
+                    format!("{owner} has no schedule {name:?}"),
+                ))
+            },
+            |row| encode(&row.view()),
+        ))
     }
 
     /// A run of the server's scheduler: a delayed task goes to the work queue; a recurring
