@@ -237,6 +237,16 @@ pub mod tasks {
     pub fn schedules(verb: &str) -> String {
         format!("{SCHEDULES_GROUP}.{verb}")
     }
+    /// Workflows, one micro-service endpoint each: `agora.tasks.workflows.{submit,get,list,cancel}`.
+    pub const WORKFLOWS_GROUP: &str = "agora.tasks.workflows";
+    pub const WORKFLOW_SUBMIT: &str = "submit";
+    pub const WORKFLOW_GET: &str = "get";
+    pub const WORKFLOW_LIST: &str = "list";
+    pub const WORKFLOW_CANCEL: &str = "cancel";
+    pub const WORKFLOWS_ALL: &str = "agora.tasks.workflows.*";
+    pub fn workflows(verb: &str) -> String {
+        format!("{WORKFLOWS_GROUP}.{verb}")
+    }
 
     /// The JetStream stream the NATS server's scheduler works from (`allow_msg_schedules`):
     /// each schedule is the last message on its own subject, and every run lands on

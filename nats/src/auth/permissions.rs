@@ -53,6 +53,7 @@ fn user_services() -> Vec<String> {
         tasks::CANCEL_SUBJECT,
         tasks::WAIT_SUBJECT,
         tasks::SCHEDULES_ALL,
+        tasks::WORKFLOWS_ALL,
         likes::TOP_SUBJECT,
         likes::NODES_SUBJECT,
         files::LIST_SUBJECT,

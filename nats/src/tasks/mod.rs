@@ -32,6 +32,7 @@ pub mod state;
 pub mod store;
 pub mod wire;
 pub mod worker;
+pub mod workflow;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,8 +57,9 @@ use store::{ListFilter, ScheduleRow};
 use wire::{
     ClaimRequest, FinishRequest, ListRequest, Priority, ProgressRequest, QueuedTask,
     ScheduleListRequest, ScheduleNameRequest, SchedulePutRequest, SubmitRequest, TaskIdRequest,
-    WaitRequest, parse_op,
+    WaitRequest, WorkflowIdRequest, WorkflowListRequest, WorkflowSubmitRequest, parse_op,
 };
+use agora_core::tasks::workflow::WorkflowState;
 
 /// Every endpoint of the task service (names, also subjects below [`subject::GROUP`]).
 const ENDPOINTS: [&str; 8] = [
@@ -78,6 +80,14 @@ const SCHEDULE_ENDPOINTS: [(&str, &str); 5] = [
     ("schedule-pause", subject::SCHEDULE_PAUSE),
     ("schedule-resume", subject::SCHEDULE_RESUME),
     ("schedule-delete", subject::SCHEDULE_DELETE),
+];
+
+/// The workflow endpoints (names; subjects below [`subject::WORKFLOWS_GROUP`]).
+const WORKFLOW_ENDPOINTS: [(&str, &str); 4] = [
+    ("workflow-submit", subject::WORKFLOW_SUBMIT),
+    ("workflow-get", subject::WORKFLOW_GET),
+    ("workflow-list", subject::WORKFLOW_LIST),
+    ("workflow-cancel", subject::WORKFLOW_CANCEL),
 ];
 
 /// A delayed task due this soon runs now.
@@ -338,32 +348,13 @@ async fn serve(
         }));
     }
     for name in ENDPOINTS {
-        let mut endpoint = add_endpoint(&group, name, name).await?;
-        let queue = queue.clone();
-        let replier = Replier::new(name, errors.clone());
-        loops.push(tokio::spawn(async move {
-            while let Some(request) = endpoint.next().await {
-                let caller = crate::identity::caller(request.message.headers.as_ref());
-                let parsed = caller.and_then(|caller| {
-                    Ok((parse_command(name, &caller, &request.message.payload)?, caller))
-                });
-                match parsed {
-                    Ok((command, caller)) => {
-                        let pending = Box::new(Pending { request, endpoint: name, caller });
-                        if let Err(Envelope::Request(pending, _)) =
-                            queue.try_send(Envelope::Request(pending, command))
-                        {
-                            let busy = ServiceError::new(
-                                ErrorCode::Busy,
-                                "the task service is overloaded; retry",
-                            );
-                            replier.reply_bytes(&pending.request, Err(busy)).await;
-                        }
-                    }
-                    Err(error) => replier.reply_bytes(&request, Err(error)).await,
-                }
-            }
-        }));
+        let endpoint = add_endpoint(&group, name, name).await?;
+        loops.push(serve_endpoint(endpoint, name, name, queue.clone(), &errors, parse_command));
+    }
+    let workflows_group = service.group(subject::WORKFLOWS_GROUP);
+    for (name, verb) in WORKFLOW_ENDPOINTS {
+        let endpoint = add_endpoint(&workflows_group, name, verb).await?;
+        loops.push(serve_endpoint(endpoint, name, verb, queue.clone(), &errors, parse_workflow));
     }
     loops.push(tokio::spawn(schedule::runs(runs, queue.clone())));
     loops.push(tokio::spawn(dead_letters(client.clone(), js, queue.clone())));
@@ -381,6 +372,95 @@ async fn serve(
     owner_thread.join().await;
     client.flush().await.ok();
     Ok(())
+}
+
+/// Answers one endpoint: each request is parsed on the runtime (`parse` gets the verb, the
+/// caller and the payload) and handed to the owner; a full queue answers `busy`.
+fn serve_endpoint(
+    mut endpoint: crate::service::MeteredEndpoint,
+    name: &'static str,
+    verb: &'static str,
+    queue: owner::Queue<Envelope>,
+    errors: &ErrorCounts,
+    parse: fn(&str, &Caller, &[u8]) -> Result<Command, ServiceError>,
+) -> tokio::task::JoinHandle<()> {
+    let replier = Replier::new(name, errors.clone());
+    tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let caller = crate::identity::caller(request.message.headers.as_ref());
+            let parsed = caller
+                .and_then(|caller| Ok((parse(verb, &caller, &request.message.payload)?, caller)));
+            match parsed {
+                Ok((command, caller)) => {
+                    let pending = Box::new(Pending { request, endpoint: name, caller });
+                    if let Err(Envelope::Request(pending, _)) =
+                        queue.try_send(Envelope::Request(pending, command))
+                    {
+                        let busy =
+                            ServiceError::new(ErrorCode::Busy, "the task service is overloaded; retry");
+                        replier.reply_bytes(&pending.request, Err(busy)).await;
+                    }
+                }
+                Err(error) => replier.reply_bytes(&request, Err(error)).await,
+            }
+        }
+    })
+}
+
+/// Decodes and validates a workflow request of `caller`.
+fn parse_workflow(verb: &str, caller: &Caller, payload: &[u8]) -> Result<Command, ServiceError> {
+    caller.signed_in("a workflow")?;
+    Ok(match verb {
+        subject::WORKFLOW_SUBMIT => {
+            let request: WorkflowSubmitRequest = decode_limited(payload, SUBMIT_BYTES_MAX)?;
+            if let Some(id) = &request.id {
+                check_name("id", id)?;
+            }
+            Command::WorkflowSubmit(Box::new(workflow::check(request)?))
+        }
+        subject::WORKFLOW_GET => {
+            Command::WorkflowGet { id: parse_workflow_id(&decode::<WorkflowIdRequest>(payload)?.id)? }
+        }
+        subject::WORKFLOW_CANCEL => Command::WorkflowCancel {
+            id: parse_workflow_id(&decode::<WorkflowIdRequest>(payload)?.id)?,
+        },
+        subject::WORKFLOW_LIST => {
+            let list: WorkflowListRequest = decode_or_default(payload, LIST_BYTES_MAX)?;
+            let state = match list.state.as_deref() {
+                None => None,
+                Some(text) => Some(WorkflowState::parse(text).ok_or_else(|| {
+                    ServiceError::invalid(format!(
+                        "state must be one of running, completed, failed, cancelled, \
+                         compensating, compensated; not {text:?}"
+                    ))
+                })?),
+            };
+            let limit = list.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+            if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+                return Err(ServiceError::invalid(format!("limit is 1..={LIST_LIMIT_MAX}")));
+            }
+            let before = list.before.as_deref().map(parse_workflow_id).transpose()?;
+            // A person sees their own; a manager and a service everyone's (or one owner's).
+            let owner = match (caller, list.owner) {
+                (Caller::User { role: Role::User, .. }, named) => {
+                    Some(schedule_owner(caller, named.as_deref())?)
+                }
+                (_, named) => named,
+            };
+            Command::WorkflowList { owner, state, before, limit }
+        }
+        other => {
+            return Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")));
+        }
+    })
+}
+
+fn parse_workflow_id(text: &str) -> Result<u64, ServiceError> {
+    text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ServiceError::invalid(format!(
+            "{text:?} is not a workflow id (workflow ids are positive integers)"
+        ))
+    })
 }
 
 /// Turns JetStream's max-deliveries advisories into dead letters and removes the message.

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::queue::{self, WorkQueue};
 use super::schedule::{self as schedules, Change, RunBody, Scheduler};
+use super::workflow;
 use super::store::{self, ListFilter, NewTask, ScheduleRow};
 use super::wire::{
     ClaimReply, FinishReply, ListReply, Priority, ProgressReply, ScheduleListReply, TaskEventWire,
@@ -66,6 +67,20 @@ pub enum Command {
         owner: String,
         name: String,
         action: ScheduleAction,
+    },
+    /// A checked workflow (see `super::workflow`).
+    WorkflowSubmit(Box<super::workflow::Checked>),
+    WorkflowGet {
+        id: u64,
+    },
+    WorkflowList {
+        owner: Option<String>,
+        state: Option<agora_core::tasks::workflow::WorkflowState>,
+        before: Option<u64>,
+        limit: usize,
+    },
+    WorkflowCancel {
+        id: u64,
     },
     Get {
         id: u64,
@@ -143,18 +158,20 @@ pub enum Envelope {
 
 /// A task to add: who, what, how urgent.
 #[derive(Debug, Clone, Copy)]
-struct Submission<'a> {
-    owner: &'a str,
-    op: &'a str,
-    args: &'a str,
-    priority: Priority,
+pub(super) struct Submission<'a> {
+    pub owner: &'a str,
+    pub op: &'a str,
+    pub args: &'a str,
+    pub priority: Priority,
     /// The submit request's span: the queued message carries it to the worker.
-    span: Option<crate::trace::Trace>,
+    pub span: Option<crate::trace::Trace>,
     /// A delayed task's time: held until then.
-    run_at_ms: Option<u64>,
+    pub run_at_ms: Option<u64>,
     /// The recurring schedule submitting it.
-    schedule: Option<&'a str>,
-    ttl_ms: Option<u64>,
+    pub schedule: Option<&'a str>,
+    pub ttl_ms: Option<u64>,
+    /// The workflow and step it runs for (counted at the workflow's submit: no `busy` here).
+    pub workflow: Option<(u64, &'a str)>,
 }
 
 /// An unfinished task, kept in memory by the owner.
@@ -207,7 +224,8 @@ pub struct Tasks {
     client: Client,
     queue: WorkQueue,
     scheduler: Scheduler,
-    config: TasksConfig,
+    pub(super) config: TasksConfig,
+    pub(super) workflows: super::workflow::Workflows,
     repliers: HashMap<&'static str, Replier>,
     active: HashMap<u64, Active>,
     next_id: u64,
@@ -270,6 +288,7 @@ impl Tasks {
         let repliers = super::ENDPOINTS
             .into_iter()
             .chain(super::SCHEDULE_ENDPOINTS.map(|(name, _)| name))
+            .chain(super::WORKFLOW_ENDPOINTS.map(|(name, _)| name))
             .map(|name| (name, Replier::new(name, errors.clone())))
             .collect();
         let mut tasks = Self {
@@ -285,6 +304,7 @@ impl Tasks {
             last_prune_ms: 0,
             queued_by_owner: HashMap::new(),
             waiting: HashMap::new(),
+            workflows: super::workflow::Workflows::default(),
         };
         tasks.reload(conn)?;
         Ok(tasks)
@@ -308,6 +328,7 @@ impl Tasks {
             })
             .collect();
         self.next_id = store::max_id(conn)? + 1;
+        self.workflows = super::workflow::Workflows::load(conn)?;
         // Places in the work queue survive a reload (after a rolled-back group): the tasks
         // that held one still do, and each person's count is what they hold.
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -494,8 +515,10 @@ impl Tasks {
             self.last_prune_ms = now;
             let before = now.saturating_sub(self.config.retain_ms);
             let pruned = store::prune(tx, now, before, self.config.tasks_max, PRUNE_BATCH)?;
-            if pruned > 0 {
-                tracing::debug!(pruned, "pruned finished tasks");
+            let flows =
+                store::prune_workflows(tx, before, workflow::WORKFLOWS_KEPT_MAX, PRUNE_BATCH)?;
+            if pruned + flows > 0 {
+                tracing::debug!(pruned, workflows = flows, "pruned finished tasks and workflows");
             }
         }
         Ok(())
@@ -522,6 +545,7 @@ impl Tasks {
                     run_at_ms,
                     schedule: None,
                     ttl_ms,
+                    workflow: None,
                 };
                 match self.submit(tx, now, &task, client_id.as_deref(), out)? {
                     Ok((id, state)) if wait_ms > 0 && !state.is_terminal() => {
@@ -534,6 +558,25 @@ impl Tasks {
                 }
             }
             Command::PutSchedule(row) => self.put_schedule(tx, row, out)?,
+            Command::WorkflowSubmit(checked) => {
+                let owner = pending.caller.owner().to_owned();
+                self.submit_workflow(tx, now, &owner, *checked, out)?
+            }
+            Command::WorkflowGet { id } => match workflow::owner_of(tx, id)? {
+                None => workflow::workflow_reply(tx, id),
+                Some(owner) => workflow::may(&pending.caller, false, &owner)
+                    .and_then(|()| workflow::workflow_reply(tx, id)),
+            },
+            Command::WorkflowCancel { id } => match workflow::owner_of(tx, id)? {
+                None => workflow::workflow_reply(tx, id),
+                Some(owner) => match workflow::may(&pending.caller, true, &owner) {
+                    Ok(()) => self.cancel_workflow(tx, now, id, out)?,
+                    Err(error) => Err(error),
+                },
+            },
+            Command::WorkflowList { owner, state, before, limit } => {
+                workflow::list(tx, owner.as_deref(), state, before, limit)
+            }
             Command::ListSchedules { owner } => {
                 let rows =
                     store::schedules(tx, owner.as_deref(), schedules::SCHEDULES_MAX as usize)?;
@@ -666,8 +709,19 @@ impl Tasks {
         Ok(store::get(tx, id, false)?.map(|row| row.owner))
     }
 
+    /// Cancels task `id` if it is unfinished (a workflow stopped its step).
+    pub(super) fn cancel_task(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: u64,
+        id: u64,
+        out: &mut Outbox,
+    ) -> Result<(), StoreError> {
+        self.report_all(tx, now, id, vec![Report::Cancel], None, out).map(drop)
+    }
+
     /// Accepts a submission: `Ok(Ok((id, state)))`, or a refusal.
-    fn submit(
+    pub(super) fn submit(
         &mut self,
         tx: &Transaction<'_>,
         now: u64,
@@ -675,7 +729,8 @@ impl Tasks {
         client_id: Option<&str>,
         out: &mut Outbox,
     ) -> Result<Result<(u64, TaskState), ServiceError>, StoreError> {
-        let Submission { owner, op, args, priority, span, run_at_ms, schedule, ttl_ms } = *task;
+        let Submission { owner, op, args, priority, span, run_at_ms, schedule, ttl_ms, workflow } =
+            *task;
         if let Some(client_id) = client_id
             && let Some(existing) = store::by_client_id(tx, owner, client_id)?
         {
@@ -691,7 +746,7 @@ impl Tasks {
                 )))
             });
         }
-        if self.active.len() >= self.config.pending_max {
+        if workflow.is_none() && self.active.len() >= self.config.pending_max {
             return Ok(Err(ServiceError::new(
                 ErrorCode::Busy,
                 format!(
@@ -713,6 +768,7 @@ impl Tasks {
             held: run_at_ms.is_some(),
             schedule,
             ttl_ms,
+            workflow,
         };
         store::insert(tx, &task)?;
         self.next_id += 1;
@@ -831,6 +887,10 @@ impl Tasks {
         let subject = subject::events(&owner, &id.to_string());
         for wire in wires {
             out.events.push(Event::new(subject.clone(), event_payload(id, wire)));
+        }
+        if life.state.is_terminal() {
+            // Its workflow's next steps start in this same transaction.
+            self.workflow_task_finished(tx, now, id, life.state, out)?;
         }
         Ok(Ok(life))
     }
@@ -955,6 +1015,7 @@ impl Tasks {
                         run_at_ms: None,
                         schedule: Some(&name),
                         ttl_ms: None,
+                        workflow: None,
                     };
                     match self.submit(tx, now, &task, Some(&client_id), out)? {
                         Ok((id, _)) => store::record_run(tx, &owner, &name, now, id, next_ms)?,
