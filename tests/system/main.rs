@@ -23,3 +23,4 @@ mod schedules;
 mod tasks;
 mod traces;
 mod up;
+mod workflows;

@@ -21,6 +21,7 @@ mod coins;
 mod files;
 mod likes;
 mod task;
+mod workflow;
 
 /// Agora: a NATS-native, event-driven system. Talks to the services over NATS.
 #[derive(Debug, Parser)]
@@ -95,6 +96,9 @@ enum Command {
     /// Tasks: submit, get, list, cancel, wait, watch; list workers.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Workflows: tasks that depend on each other (chains, fan-out/fan-in, compensation).
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// Chat: interactive (`agora chat --name alice`), or send, history, who.
     Chat(chat::ChatArgs),
     /// The coin exchange: assets, buy, sell, portfolio, history, order; admin add/remove/update.
@@ -427,6 +431,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Task(command) => {
             task::run(&connect(&server, timeout_ms).await?, command, json).await
+        }
+        Command::Workflow(command) => {
+            workflow::run(&connect(&server, timeout_ms).await?, command, json).await
         }
         Command::Chat(args) => chat::run(&connect(&server, timeout_ms).await?, args, json).await,
         Command::Coins(command) => {

@@ -421,7 +421,7 @@ async fn follow(
 
 /// The task events this connection may watch: a user's own (`agora.tasks.events.<me>.*`),
 /// or every task's for a server without users; of task `id` only, when given.
-async fn events_filter(client: &AgoraClient, id: Option<&str>) -> anyhow::Result<String> {
+pub async fn events_filter(client: &AgoraClient, id: Option<&str>) -> anyhow::Result<String> {
     // No auth service: a server without users, where every task's events may be watched.
     let name = match client.whoami().await {
         Ok(me) => me.name,

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use super::wire::{
     ListReply, ListRequest, ScheduleListReply, ScheduleListRequest, ScheduleNameRequest,
     SchedulePutRequest, ScheduleView, SubmitRequest, TaskIdRequest, TaskView, WaitRequest,
-    WorkerStatus,
+    WorkerStatus, WorkflowIdRequest, WorkflowListReply, WorkflowListRequest,
+    WorkflowSubmitRequest, WorkflowView,
 };
 use crate::client::{AgoraClient, ClientError, gather};
 use crate::subjects::{self, tasks as subject};
@@ -66,6 +67,32 @@ impl AgoraClient {
     ) -> Result<ScheduleView, ClientError> {
         let request = ScheduleNameRequest { name: name.to_owned(), owner };
         self.request(&subject::schedules(verb), &request).await
+    }
+
+    /// Submits a workflow; the reply is the workflow with its first steps started.
+    pub async fn submit_workflow(
+        &self,
+        request: &WorkflowSubmitRequest,
+    ) -> Result<WorkflowView, ClientError> {
+        self.request(&subject::workflows(subject::WORKFLOW_SUBMIT), request).await
+    }
+
+    /// A workflow with its steps and history.
+    pub async fn workflow(&self, id: &str) -> Result<WorkflowView, ClientError> {
+        let request = WorkflowIdRequest { id: id.to_owned() };
+        self.request(&subject::workflows(subject::WORKFLOW_GET), &request).await
+    }
+
+    pub async fn workflows(
+        &self,
+        request: &WorkflowListRequest,
+    ) -> Result<WorkflowListReply, ClientError> {
+        self.request(&subject::workflows(subject::WORKFLOW_LIST), request).await
+    }
+
+    pub async fn cancel_workflow(&self, id: &str) -> Result<WorkflowView, ClientError> {
+        let request = WorkflowIdRequest { id: id.to_owned() };
+        self.request(&subject::workflows(subject::WORKFLOW_CANCEL), &request).await
     }
 
     /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.

@@ -61,12 +61,11 @@ fn feed_kind(field: &str) -> Option<Feed> {
     }
 }
 
-/// A stand-in for a fed argument, to check the rest of the args at submit.
+/// A stand-in for what a feed gives, to check the rest of the args at submit.
 fn placeholder(field: &str) -> Value {
     match field {
-        "numbers" | "strings" => Value::Array(Vec::new()),
-        "text" | "message" => Value::String(String::new()),
-        _ => Value::from(0),
+        "numbers" | "n" | "ms" => Value::from(0),
+        _ => Value::String(String::new()),
     }
 }
 
@@ -110,7 +109,17 @@ pub fn check(request: WorkflowSubmitRequest) -> Result<Checked, ServiceError> {
                          text, n, ms, message"
                     )))
                 })?;
-                args.entry(field.clone()).or_insert_with(|| placeholder(field));
+                // What the op receives: the given list with one fed item more, or the fed value.
+                match (kind, args.get_mut(field)) {
+                    (Feed::List, Some(Value::Array(items))) => items.push(placeholder(field)),
+                    (Feed::List, None) => {
+                        args.insert(field.clone(), Value::Array(vec![placeholder(field)]));
+                    }
+                    (Feed::List, Some(_)) => {}
+                    (Feed::One, _) => {
+                        args.insert(field.clone(), placeholder(field));
+                    }
+                }
                 Some(kind)
             }
         };
