@@ -1,4 +1,4 @@
-//! The task queue's routes: submit, list, get, cancel, and the live workers.
+//! The task queue's routes: submit, list, get, cancel; schedules; workflows; the live workers.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use super::system::SERVICES_GATHER;
 use agora_nats::subjects;
 use agora_nats::tasks::wire::{
     ListRequest, ScheduleListRequest, ScheduleNameRequest, SchedulePutRequest, SubmitRequest,
-    TaskIdRequest,
+    TaskIdRequest, WorkflowIdRequest, WorkflowListRequest, WorkflowSubmitRequest,
 };
 
 /// The task queue's routes.
@@ -111,6 +111,46 @@ pub const ROUTES: &[Route] = &[
         axum::routing::delete(delete_schedule)
     ),
     route!(
+        "POST",
+        "/api/tasks/workflows",
+        "tasks",
+        "Run a workflow: steps that depend on each other",
+        None,
+        [],
+        Some(schema::<WorkflowSubmitRequest>),
+        post(submit_workflow)
+    ),
+    route!(
+        "GET",
+        "/api/tasks/workflows",
+        "tasks",
+        "Your workflows, newest first (a manager's: everyone's, or owner's)",
+        Some(schema::<WorkflowListRequest>),
+        ["state", "owner", "before", "limit"],
+        None,
+        get(list_workflows)
+    ),
+    route!(
+        "GET",
+        "/api/tasks/workflows/{id}",
+        "tasks",
+        "One workflow with its steps and history",
+        Some(schema::<WorkflowIdRequest>),
+        [],
+        None,
+        get(workflow)
+    ),
+    route!(
+        "POST",
+        "/api/tasks/workflows/{id}/cancel",
+        "tasks",
+        "Cancel a workflow",
+        Some(schema::<WorkflowIdRequest>),
+        [],
+        None,
+        post(cancel_workflow)
+    ),
+    route!(
         "GET",
         "/api/workers",
         "tasks",
@@ -203,4 +243,29 @@ pub async fn delete_schedule(
     owner: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> ApiResult {
     schedule_action(subjects::tasks::SCHEDULE_DELETE, signed, name, owner).await
+}
+
+pub async fn submit_workflow(signed: Signed, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let request: WorkflowSubmitRequest = parse_body(body)?;
+    Ok(Json(signed.agora.submit_workflow(&request).await?).into_response())
+}
+
+pub async fn list_workflows(
+    signed: Signed,
+    request: Result<Query<WorkflowListRequest>, QueryRejection>,
+) -> ApiResult {
+    let subject = subjects::tasks::workflows(subjects::tasks::WORKFLOW_LIST);
+    forward(&signed.agora, &subject, &query(request)?).await
+}
+
+pub async fn workflow(signed: Signed, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    let request = WorkflowIdRequest { id: path(id)? };
+    let subject = subjects::tasks::workflows(subjects::tasks::WORKFLOW_GET);
+    forward(&signed.agora, &subject, &request).await
+}
+
+pub async fn cancel_workflow(signed: Signed, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    let request = WorkflowIdRequest { id: path(id)? };
+    let subject = subjects::tasks::workflows(subjects::tasks::WORKFLOW_CANCEL);
+    forward(&signed.agora, &subject, &request).await
 }

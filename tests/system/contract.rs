@@ -64,6 +64,10 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
         (tasks::CLAIM_SUBJECT.into(), r#"["1","w0"]"#),
         (tasks::PROGRESS_SUBJECT.into(), r#"["1","w0",50]"#),
         (tasks::FINISH_SUBJECT.into(), r#"["1","w0",{"value":1}]"#),
+        (tasks::workflows(tasks::WORKFLOW_SUBMIT), r#"["w",null,null,[{"name":"a","op":"sum"}]]"#),
+        (tasks::workflows(tasks::WORKFLOW_GET), r#"["1"]"#),
+        (tasks::workflows(tasks::WORKFLOW_LIST), r#"["running"]"#),
+        (tasks::workflows(tasks::WORKFLOW_CANCEL), r#"["1"]"#),
         (worker::status("w0"), "[]"),
         (chat::REGISTER_SUBJECT.into(), r#"["mallory"]"#),
         (chat::HEARTBEAT_SUBJECT.into(), r#"["mallory","session-1"]"#),
@@ -105,7 +109,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
     // Through the gateway: every JSON body (as the manager, who may call every route).
     let http = reqwest::Client::new();
     let boss = system.http_token(TEST_MANAGER).await;
-    let bodies: [(&str, &str, &str); 15] = [
+    let bodies: [(&str, &str, &str); 16] = [
         ("POST", "/api/bank/deposit", r#"["zed",900]"#),
         ("POST", "/api/bank/withdraw", r#"["zed",900]"#),
         ("POST", "/api/bank/transfer", r#"["zed","amy",900]"#),
@@ -115,6 +119,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
         ("POST", "/api/coins/admin/assets", r#"["DOGE","Dogecoin",15,1000]"#),
         ("PATCH", "/api/coins/admin/assets/BTC", "[1,1]"),
         ("POST", "/api/tasks", r#"["sum",{"numbers":[1]}]"#),
+        ("POST", "/api/tasks/workflows", r#"["w",null,null,[{"name":"a","op":"sum"}]]"#),
         ("POST", "/api/chat/sessions", r#"["mallory"]"#),
         ("POST", "/api/chat/send", r#"["session-1","all",null,"hi"]"#),
         ("POST", "/api/chat/join", r#"["session-1","rust"]"#),
@@ -641,6 +646,25 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
                 json!({"name": "n", "schedule": "@daily", "op": "divide"}),
                 json!({"name": "n", "schedule": "", "op": "sum"}),
                 json!({"name": "n", "schedule": "@daily", "op": "sum", "paused": "yes"}),
+            ],
+        ),
+        (
+            "POST",
+            "/api/tasks/workflows",
+            json!({"name": "report", "id": "w-1", "priority": "normal", "steps": [
+                {"name": "a", "op": "count_words", "args": {"text": "x y"}},
+                {"name": "t", "op": "sum", "args": {"numbers": [1]}, "after": ["a"],
+                 "feed": "numbers", "on_failure": "compensate", "priority": "high",
+                 "compensate": {"op": "sleep", "args": {"ms": 1}}}]}),
+            vec![
+                json!({"steps": []}),
+                json!({"name": "report"}),
+                json!({"steps": [{"name": "a.b", "op": "sum"}]}),
+                json!({"steps": [{"name": "a", "op": "divide"}]}),
+                json!({"steps": [{"name": "a", "op": "sum", "feed": "values"}]}),
+                json!({"steps": [{"name": "a", "op": "sum", "on_failure": "retry"}]}),
+                json!({"steps": [{"name": "a", "op": "sum", "after": "b"}]}),
+                json!({"steps": [{"name": "a", "op": "sum", "typo": 1}]}),
             ],
         ),
         (
