@@ -264,6 +264,39 @@ async fn the_dashboard_works_in_a_real_browser() {
         paused.ok().filter(|rows| !rows.is_empty()).map(drop)
     });
 
+    // Workflows: the example (fan-in, then a chain) runs from the form; its graph shows each
+    // step's state live, and a step's task and result on a click.
+    click(&ann, "#workflow-submit").await;
+    eventually!(20, "the workflow's graph, its slow step running", {
+        let running = ann.find_all(Locator::Css("#workflow-graph .node[data-step=wait][data-state=running]")).await;
+        running.ok().filter(|nodes| !nodes.is_empty()).map(drop)
+    });
+    let edges = ann.find_all(Locator::Css("#workflow-graph .edge")).await.expect("edges");
+    assert_eq!(edges.len(), 4, "a and b into total, total into wait, wait into shout");
+    ann.execute("document.getElementById('workflow-view').scrollIntoView()", vec![]).await.ok();
+    screenshot(&ann, "dashboard-workflow-running.png").await;
+    eventually!(20, "every step completed", {
+        let done = ann.find_all(Locator::Css("#workflow-graph .node[data-state=completed]")).await;
+        done.ok().filter(|nodes| nodes.len() == 5).map(drop)
+    });
+    eventually!(10, "the workflow completed in the list", {
+        let rows = ann.find_all(Locator::Css("#workflows-table tr[data-state=completed]")).await;
+        rows.ok().filter(|rows| !rows.is_empty()).map(drop)
+    });
+    // The graph is redrawn as events come: a click may land on a node just replaced.
+    eventually!(10, "a click on the step", {
+        match ann.find(Locator::Css("#workflow-graph .node[data-step=total]")).await {
+            Ok(node) => node.click().await.ok().map(drop),
+            Err(_) => None,
+        }
+    });
+    let described = eventually!(10, "the step's description", {
+        texts(&ann, "#workflow-step").await.pop().filter(|text| text.contains("result"))
+    });
+    assert!(described.contains(r#"result {"value":9}"#), "{described}");
+    ann.execute("document.getElementById('workflow-view').scrollIntoView()", vec![]).await.ok();
+    screenshot(&ann, "dashboard-workflow.png").await;
+
     // Bank: ann deposits and pays ben; her statement lists both, newest first, with the
     // balance after each.
     click(&ann, "a[data-tab=bank]").await;

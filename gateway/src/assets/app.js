@@ -727,7 +727,7 @@ const OPS = {
 const tasks = {
   rows: new Map(),
   fetching: new Set(),
-  show() { this.load(); this.workers(); schedules.load(); },
+  show() { this.load(); this.workers(); schedules.load(); workflows.load(); workflows.refresh(); },
   async load() {
     try {
       const reply = await api("GET", "/api/tasks?limit=50");
@@ -753,7 +753,8 @@ const tasks = {
     const shown = task.held ? "scheduled" : task.state;
     const tr = h("tr", { dataset: { id: task.id, state: shown } },
       h("td", { class: "mono" }, task.id),
-      h("td", {}, task.op || "", task.schedule ? h("span", { class: "muted" }, " · " + task.schedule) : ""),
+      h("td", {}, task.op || "", task.schedule ? h("span", { class: "muted" }, " · " + task.schedule) : "",
+        task.workflow ? h("span", { class: "muted" }, ` · workflow ${task.workflow} ${task.step}`) : ""),
       h("td", { class: "state" }, pill(shown), task.held ? h("span", { class: "muted" }, " at " + time(task.run_at_ms)) : ""),
       h("td", {}, h("span", { class: "muted" }, `${percent}%`), bar),
       h("td", { class: "mono" }, task.worker || ""),
@@ -774,6 +775,7 @@ const tasks = {
   },
   event(event) {
     if (!event.id) return;
+    if (event.event !== "progress") workflows.soon();
     const tr = this.rows.get(event.id);
     if (!tr) {
       // A task submitted elsewhere (the CLI, another browser): show it once it moves.
@@ -859,6 +861,141 @@ $("schedule-form").addEventListener("submit", async (e) => {
     const created = await api("POST", "/api/tasks/schedules", request);
     toast(`Schedule ${created.name}: ${created.schedule}`, "ok");
     schedules.load();
+  } catch (error) { failed(error); }
+});
+
+
+// ---------------------------------------------------------------- workflows
+const WORKFLOW_EXAMPLE = {
+  name: "word-report",
+  steps: [
+    { name: "a", op: "count_words", args: { text: "the quick brown fox" } },
+    { name: "b", op: "count_words", args: { text: "jumps over the lazy dog" } },
+    { name: "total", op: "sum", args: { numbers: [] }, after: ["a", "b"], feed: "numbers" },
+    { name: "wait", op: "sleep", args: { ms: 2000 }, after: ["total"] },
+    { name: "shout", op: "uppercase", args: { text: "done" }, after: ["wait"], on_failure: "skip" },
+  ],
+};
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, value);
+  for (const child of children) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+const workflows = {
+  selected: null,
+  view: null,
+  chosenStep: null,
+  timer: null,
+  listTimer: null,
+  async load() {
+    try {
+      const reply = await api("GET", "/api/tasks/workflows?limit=20");
+      $("workflows-table").tBodies[0].replaceChildren(...reply.workflows.map((w) => this.row(w)));
+    } catch (e) { failed(e); }
+  },
+  row(w) {
+    const open = ["running", "compensating"].includes(w.state);
+    return h("tr", { dataset: { id: w.id, state: w.state }, class: w.id === this.selected ? "selected" : "" },
+      h("td", { class: "mono" }, h("button", { class: "link", onclick: () => this.select(w.id) }, w.id)),
+      h("td", {}, w.name || ""),
+      h("td", { class: "state" }, pill(w.state)),
+      h("td", { class: "num" }, `${w.completed_steps}/${w.step_count}`),
+      h("td", {}, time(w.submitted_ms)),
+      h("td", {}, open ? h("button", { class: "link", onclick: () => this.cancel(w.id) }, "cancel") : ""));
+  },
+  async select(id) {
+    this.selected = id;
+    this.chosenStep = null;
+    await this.refresh();
+  },
+  async refresh() {
+    if (!this.selected) return;
+    try {
+      this.view = await api("GET", "/api/tasks/workflows/" + encodeURIComponent(this.selected));
+      this.draw();
+    } catch (e) { failed(e); }
+  },
+  async cancel(id) {
+    try { await api("POST", `/api/tasks/workflows/${encodeURIComponent(id)}/cancel`); this.load(); if (id === this.selected) this.refresh(); } catch (e) { failed(e); }
+  },
+  // A task moved: the workflow shown (and the list) may have too; looked at again at most
+  // every 300 ms (the list every second).
+  soon() {
+    if (currentTab !== "tasks") return;
+    if (this.selected && !this.timer) this.timer = setTimeout(() => { this.timer = null; this.refresh(); }, 300);
+    if (!this.listTimer) this.listTimer = setTimeout(() => { this.listTimer = null; this.load(); }, 1000);
+  },
+  draw() {
+    const w = this.view;
+    $("workflow-view").hidden = false;
+    $("workflow-title").replaceChildren(h("span", { class: "mono" }, w.id), " ", w.name || "", " ", pill(w.state),
+      h("span", { class: "muted" }, ` ${w.completed_steps}/${w.step_count} steps completed`));
+    const steps = w.steps || [];
+    const index = new Map(steps.map((s, i) => [s.name, i]));
+    // Depth: the longest chain of dependencies before a step; columns by depth.
+    const depth = new Array(steps.length).fill(-1);
+    const depthOf = (i, seen) => {
+      if (depth[i] >= 0) return depth[i];
+      if (seen.has(i)) return 0;
+      seen.add(i);
+      const after = (steps[i].after || []).map((n) => index.get(n)).filter((j) => j !== undefined);
+      depth[i] = after.length ? 1 + Math.max(...after.map((j) => depthOf(j, seen))) : 0;
+      return depth[i];
+    };
+    steps.forEach((_, i) => depthOf(i, new Set()));
+    const columns = [];
+    steps.forEach((s, i) => { (columns[depth[i]] = columns[depth[i]] || []).push(i); });
+    const [W, H, GX, GY, PAD] = [150, 46, 60, 16, 10];
+    const pos = new Map();
+    columns.forEach((column, c) => column.forEach((i, r) => pos.set(i, { x: PAD + c * (W + GX), y: PAD + r * (H + GY) })));
+    const width = PAD * 2 + columns.length * (W + GX) - GX;
+    const height = PAD * 2 + Math.max(...columns.map((c) => c.length)) * (H + GY) - GY;
+    const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "workflow graph" });
+    steps.forEach((s, i) => {
+      for (const name of s.after || []) {
+        const from = pos.get(index.get(name)), to = pos.get(i);
+        if (!from || !to) continue;
+        const [x1, y1, x2, y2] = [from.x + W, from.y + H / 2, to.x, to.y + H / 2];
+        const mid = (x1 + x2) / 2;
+        root.append(svg("path", { class: "edge", d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, "data-from": name, "data-to": s.name }));
+      }
+    });
+    steps.forEach((s, i) => {
+      const { x, y } = pos.get(i);
+      const node = svg("g", { class: `node ${s.state}${s.name === this.chosenStep ? " selected" : ""}`, "data-step": s.name, "data-state": s.state, transform: `translate(${x},${y})` },
+        svg("title", {}, `${s.name}: ${s.state}`),
+        svg("rect", { width: W, height: H, rx: 8 }),
+        svg("text", { x: 10, y: 19 }, s.name.length > 18 ? s.name.slice(0, 17) + "…" : s.name),
+        svg("text", { x: 10, y: 36, class: "sub" }, `${s.op} · ${s.state}`));
+      node.addEventListener("click", () => { this.chosenStep = s.name; this.draw(); });
+      root.append(node);
+    });
+    $("workflow-graph").replaceChildren(root);
+    const chosen = steps.find((s) => s.name === this.chosenStep);
+    $("workflow-step").replaceChildren(chosen ? this.describe(chosen) : "Click a step to see its task.");
+  },
+  describe(s) {
+    const lines = [`${s.name} (${s.op}, on failure: ${s.on_failure}) is ${s.state}`];
+    if (s.after && s.after.length) lines.push(`after ${s.after.join(", ")}` + (s.feed ? `, fed into ${s.feed}` : ""));
+    if (s.task) lines.push(`task ${s.task}`);
+    if (s.result !== undefined) lines.push("result " + JSON.stringify(s.result));
+    if (s.error) lines.push("error: " + s.error);
+    if (s.compensation_task) lines.push(`compensation task ${s.compensation_task}`);
+    return lines.join("\n");
+  },
+};
+$("workflow-json").value = JSON.stringify(WORKFLOW_EXAMPLE, null, 1);
+$("workflow-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  let request;
+  try { request = JSON.parse($("workflow-json").value); } catch (error) { toast("The workflow is not JSON: " + error.message, "error"); return; }
+  try {
+    const created = await api("POST", "/api/tasks/workflows", request);
+    toast(`Workflow ${created.id} running`, "ok");
+    await workflows.load();
+    workflows.select(created.id);
   } catch (error) { failed(error); }
 });
 
