@@ -180,6 +180,66 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_commands_run_follow_list_get_and_cancel() {
+    let system = System::with_tasks(1, &[]);
+    let file = system.dir.path().join("report.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"name": "report", "steps": [
+            {"name": "a", "op": "count_words", "args": {"text": "one two three"}},
+            {"name": "b", "op": "count_words", "args": {"text": "four five"}},
+            {"name": "total", "op": "sum", "args": {"numbers": [100]}, "after": ["a", "b"],
+             "feed": "numbers"}
+        ]})
+        .to_string(),
+    )
+    .expect("a workflow file");
+    let path = file.display().to_string();
+    let (ok, out, err) = agora(&system, &["workflow", "run", &path, "--wait"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("workflow 1 completed (3/3 steps completed) report"), "{out}");
+    let total = out.lines().find(|line| line.trim_start().starts_with("total ")).expect(&out);
+    assert!(total.contains("completed") && total.contains("a,b") && total.contains(r#"{"value":105}"#), "{total}");
+
+    let (ok, out, _) = agora(&system, &["workflow", "get", "1", "--json"]);
+    assert!(ok);
+    let view: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(view["steps"][2]["result"]["value"], 105);
+
+    // A failing step stops the workflow: --wait exits non-zero and says so.
+    let failing = system.dir.path().join("failing.json");
+    std::fs::write(&failing, r#"{"steps":[{"name":"boom","op":"fail","args":{"message":"no"}}]}"#)
+        .expect("a file");
+    let (ok, _, err) = agora(&system, &["workflow", "run", &failing.display().to_string(), "--wait"]);
+    assert!(!ok);
+    assert!(err.contains("workflow 2 failed"), "{err}");
+
+    let long = system.dir.path().join("long.json");
+    std::fs::write(&long, r#"{"steps":[{"name":"nap","op":"sleep","args":{"ms":60000}}]}"#)
+        .expect("a file");
+    let (ok, out, _) = agora(&system, &["workflow", "run", &long.display().to_string()]);
+    assert!(ok && out.contains("workflow 3 running"), "{out}");
+    let (ok, out, _) = agora(&system, &["workflow", "list", "--state", "running"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "a header and one workflow: {out}");
+    let (ok, out, _) = agora(&system, &["workflow", "cancel", "3"]);
+    assert!(ok && out.contains("workflow 3 cancelled"), "{out}");
+    let (ok, _, err) = agora(&system, &["workflow", "cancel", "3"]);
+    assert!(!ok);
+    assert!(err.starts_with("error [conflict]"), "{err}");
+
+    let bad = system.dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"steps":[{"name":"a","op":"sum","args":{"numbers":[1]},"after":["a"]}]}"#)
+        .expect("a file");
+    let (ok, _, err) = agora(&system, &["workflow", "run", &bad.display().to_string()]);
+    assert!(!ok);
+    assert!(err.starts_with("error [invalid_request]: step \"a\" comes after itself"), "{err}");
+    let (ok, _, err) = agora(&system, &["workflow", "run", "/no/such/file.json"]);
+    assert!(!ok);
+    assert!(err.contains("cannot read /no/such/file.json"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_commands_send_show_history_and_who() {
     let system = System::with_chat(&[]);
 
