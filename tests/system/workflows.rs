@@ -311,3 +311,58 @@ async fn workflows_are_their_owners_alone_and_cancel_stops_them() {
     // Still up.
     alice.workflows(&WorkflowListRequest::default()).await.expect("list");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_goes_on_when_its_active_task_service_is_lost_with_its_disk() {
+    let mut system = System::with_tasks(2, &[]);
+    let _standby = system.start_standby("tasks", "tasks-standby", &[]);
+    let client = system.client().await;
+    // A chain of six naps, and four counts fanned out beside it; one step over all.
+    let mut steps: Vec<Value> = (0..6)
+        .map(|i| {
+            let after: Vec<String> = if i == 0 { vec![] } else { vec![format!("nap{}", i - 1)] };
+            json!({"name": format!("nap{i}"), "op": "sleep", "args": {"ms": 400}, "after": after})
+        })
+        .collect();
+    for i in 0..4 {
+        let text = vec!["w"; i + 1].join(" ");
+        steps.push(json!({"name": format!("count{i}"), "op": "count_words", "args": {"text": text}}));
+    }
+    steps.push(json!({"name": "end", "op": "sum", "after": ["count0", "count1", "count2", "count3", "nap5"], "feed": "numbers"}));
+    let submitted = client.submit_workflow(&workflow(Value::Array(steps))).await.expect("submitted");
+
+    eventually(Duration::from_secs(30), Duration::from_millis(50), async || {
+        let view = client.workflow(&submitted.id).await.map_err(|e| e.to_string())?;
+        let state = step(&view, "nap1").state.clone();
+        (state == "completed").then_some(()).ok_or(format!("nap1 is {state}"))
+    })
+    .await;
+    // The harness's instance started first: it is the active one. Gone, with its disk.
+    let pid = system.active_pid("tasks").await.expect("an active instance");
+    assert_eq!(Some(pid), system.tasks.as_ref().map(|c| c.id()));
+    system.kill_tasks();
+    std::fs::remove_dir_all(system.dir.path().join("tasks")).expect("its disk is gone");
+
+    let done = eventually(Duration::from_secs(60), Duration::from_millis(100), async || {
+        let view = client.workflow(&submitted.id).await.map_err(|e| e.to_string())?;
+        (view.state == "completed").then_some(view.clone()).ok_or(format!("{view:?}"))
+    })
+    .await;
+    assert_ne!(system.active_pid("tasks").await, Some(pid), "the standby took over");
+    // 1 + 2 + 3 + 4 words, and the last nap's 400 ms.
+    assert_eq!(step(&done, "end").result.as_ref().map(|r| r.get()), Some(r#"{"value":410}"#));
+    let tasks = client
+        .tasks(&ListRequest { limit: Some(100), ..ListRequest::default() })
+        .await
+        .expect("list")
+        .tasks;
+    let mut names: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.workflow.as_deref() == Some(&done.id))
+        .filter_map(|t| t.step.clone())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = done.steps.as_deref().unwrap().iter().map(|s| s.name.clone()).collect();
+    expected.sort();
+    assert_eq!(names, expected, "one task per step, none twice");
+}
