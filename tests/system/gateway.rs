@@ -295,6 +295,31 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     boss.fails("POST", "/api/tasks/schedules/nightly/pause", Body::None, 404, "not_found").await;
     http.ok("DELETE", "/api/tasks/schedules/nightly", Body::None).await;
     http.fails("DELETE", "/api/tasks/schedules/nightly", Body::None, 404, "not_found").await;
+    // Workflows: alice's own; ann can neither read nor cancel them; the manager reads them
+    // but, as with tasks, does not cancel someone else's.
+    let flow = json!({"name": "pair", "steps": [
+        {"name": "nap", "op": "sleep", "args": {"ms": 30000}},
+        {"name": "total", "op": "sum", "after": ["nap"], "feed": "numbers"}]});
+    let running = http.ok("POST", "/api/tasks/workflows", Body::Json(&flow)).await;
+    assert_eq!((running["owner"].as_str(), running["state"].as_str()), (Some("alice"), Some("running")));
+    let flow_id = running["id"].as_str().expect("an id").to_owned();
+    let listed = http.ok("GET", "/api/tasks/workflows?state=running", Body::None).await;
+    assert_eq!(listed["workflows"][0]["id"], flow_id.as_str());
+    let ann_http = Http::user(&system, "ann").await;
+    let path = format!("/api/tasks/workflows/{flow_id}");
+    ann_http.fails("GET", &path, Body::None, 403, "forbidden").await;
+    ann_http.fails("POST", &format!("{path}/cancel"), Body::None, 403, "forbidden").await;
+    ann_http.fails("GET", "/api/tasks/workflows?owner=alice", Body::None, 403, "forbidden").await;
+    let theirs = ann_http.ok("GET", "/api/tasks/workflows", Body::None).await;
+    assert_eq!(theirs["workflows"], json!([]));
+    anonymous.fails("GET", &path, Body::None, 401, "unauthenticated").await;
+    let seen = boss.ok("GET", &path, Body::None).await;
+    assert_eq!(seen["steps"][0]["state"], "running");
+    boss.fails("POST", &format!("{path}/cancel"), Body::None, 403, "forbidden").await;
+    let cancelled = http.ok("POST", &format!("{path}/cancel"), Body::None).await;
+    assert_eq!(cancelled["state"], "cancelled");
+    http.fails("POST", &format!("{path}/cancel"), Body::None, 409, "conflict").await;
+    http.fails("GET", "/api/tasks/workflows/0", Body::None, 400, "invalid_request").await;
 
     // Chat: a session the gateway holds for ann, messages, who, history, its end.
     let ann = Http::user(&system, "ann").await;

@@ -663,7 +663,8 @@ pub fn owner_of(conn: &Connection, id: u64) -> Result<Option<String>, StoreError
     Ok(store::workflow(conn, id)?.map(|row| row.owner))
 }
 
-/// A person reads and cancels their own workflows; a manager and a service anyone's.
+/// A person reads and cancels their own workflows; a manager reads anyone's; a service does
+/// both.
 pub fn may(caller: &Caller, change: bool, owner: &str) -> Result<(), ServiceError> {
     let allowed = if change {
         caller.may_change("workflow", owner)
