@@ -268,7 +268,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     // step's state live, and a step's task and result on a click.
     click(&ann, "#workflow-submit").await;
     eventually!(20, "the workflow's graph, its slow step running", {
-        let running = ann.find_all(Locator::Css("#workflow-graph .node[data-step=wait][data-state=running]")).await;
+        let running = ann
+            .find_all(Locator::Css("#workflow-graph .node[data-step=wait][data-state=running]"))
+            .await;
         running.ok().filter(|nodes| !nodes.is_empty()).map(drop)
     });
     let edges = ann.find_all(Locator::Css("#workflow-graph .edge")).await.expect("edges");

@@ -199,7 +199,10 @@ async fn workflow_commands_run_follow_list_get_and_cancel() {
     assert!(ok, "{err}");
     assert!(out.contains("workflow 1 completed (3/3 steps completed) report"), "{out}");
     let total = out.lines().find(|line| line.trim_start().starts_with("total ")).expect(&out);
-    assert!(total.contains("completed") && total.contains("a,b") && total.contains(r#"{"value":105}"#), "{total}");
+    assert!(
+        total.contains("completed") && total.contains("a,b") && total.contains(r#"{"value":105}"#),
+        "{total}"
+    );
 
     let (ok, out, _) = agora(&system, &["workflow", "get", "1", "--json"]);
     assert!(ok);
@@ -210,7 +213,8 @@ async fn workflow_commands_run_follow_list_get_and_cancel() {
     let failing = system.dir.path().join("failing.json");
     std::fs::write(&failing, r#"{"steps":[{"name":"boom","op":"fail","args":{"message":"no"}}]}"#)
         .expect("a file");
-    let (ok, _, err) = agora(&system, &["workflow", "run", &failing.display().to_string(), "--wait"]);
+    let (ok, _, err) =
+        agora(&system, &["workflow", "run", &failing.display().to_string(), "--wait"]);
     assert!(!ok);
     assert!(err.contains("workflow 2 failed"), "{err}");
 
@@ -229,8 +233,11 @@ async fn workflow_commands_run_follow_list_get_and_cancel() {
     assert!(err.starts_with("error [conflict]"), "{err}");
 
     let bad = system.dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"steps":[{"name":"a","op":"sum","args":{"numbers":[1]},"after":["a"]}]}"#)
-        .expect("a file");
+    std::fs::write(
+        &bad,
+        r#"{"steps":[{"name":"a","op":"sum","args":{"numbers":[1]},"after":["a"]}]}"#,
+    )
+    .expect("a file");
     let (ok, _, err) = agora(&system, &["workflow", "run", &bad.display().to_string()]);
     assert!(!ok);
     assert!(err.starts_with("error [invalid_request]: step \"a\" comes after itself"), "{err}");

@@ -301,7 +301,10 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
         {"name": "nap", "op": "sleep", "args": {"ms": 30000}},
         {"name": "total", "op": "sum", "after": ["nap"], "feed": "numbers"}]});
     let running = http.ok("POST", "/api/tasks/workflows", Body::Json(&flow)).await;
-    assert_eq!((running["owner"].as_str(), running["state"].as_str()), (Some("alice"), Some("running")));
+    assert_eq!(
+        (running["owner"].as_str(), running["state"].as_str()),
+        (Some("alice"), Some("running"))
+    );
     let flow_id = running["id"].as_str().expect("an id").to_owned();
     let listed = http.ok("GET", "/api/tasks/workflows?state=running", Body::None).await;
     assert_eq!(listed["workflows"][0]["id"], flow_id.as_str());

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use agora_nats::subjects::tasks as subject;
-use agora_nats::tasks::wire::{ListRequest, WorkflowListRequest, WorkflowSubmitRequest, WorkflowView};
+use agora_nats::tasks::wire::{
+    ListRequest, WorkflowListRequest, WorkflowSubmitRequest, WorkflowView,
+};
 use agora_nats::{AgoraClient, ErrorCode};
 use agora_tests::{System, code, eventually};
 use bytes::Bytes;
@@ -71,11 +73,8 @@ async fn chains_and_fan_ins_feed_results_forward_even_across_a_kill_of_the_task_
     let started: Vec<_> =
         steps(&submitted).into_iter().map(|(name, state, _)| (name, state)).collect();
     for (name, state) in &started {
-        let expected = if ["word", "a", "b", "slow"].contains(&name.as_str()) {
-            "running"
-        } else {
-            "waiting"
-        };
+        let expected =
+            if ["word", "a", "b", "slow"].contains(&name.as_str()) { "running" } else { "waiting" };
         assert_eq!(state, expected, "{name}: {started:?}");
     }
 
@@ -124,8 +123,14 @@ async fn chains_and_fan_ins_feed_results_forward_even_across_a_kill_of_the_task_
     // The history tells the story in order: running first, completed last, each step's
     // running before its completed.
     let history = done.history.expect("history");
-    assert_eq!(history.first().map(|e| (e.step.is_none(), e.state.as_str())), Some((true, "running")));
-    assert_eq!(history.last().map(|e| (e.step.is_none(), e.state.as_str())), Some((true, "completed")));
+    assert_eq!(
+        history.first().map(|e| (e.step.is_none(), e.state.as_str())),
+        Some((true, "running"))
+    );
+    assert_eq!(
+        history.last().map(|e| (e.step.is_none(), e.state.as_str())),
+        Some((true, "completed"))
+    );
     for name in ["word", "chars", "total", "last"] {
         let at = |state: &str| {
             history
@@ -200,11 +205,21 @@ async fn a_failing_step_follows_its_policy_stop_skip_or_compensate() {
     let states: Vec<_> = steps(&undone).into_iter().map(|(n, s, _)| (n, s)).collect();
     assert_eq!(
         states,
-        [("reserve", "compensated"), ("pay", "compensated"), ("audit", "cancelled"), ("ship", "failed")]
-            .map(|(n, s)| (n.to_owned(), s.to_owned()))
+        [
+            ("reserve", "compensated"),
+            ("pay", "compensated"),
+            ("audit", "cancelled"),
+            ("ship", "failed")
+        ]
+        .map(|(n, s)| (n.to_owned(), s.to_owned()))
     );
     let undo = |name: &str| {
-        step(&undone, name).compensation_task.clone().expect("a compensation").parse::<u64>().unwrap()
+        step(&undone, name)
+            .compensation_task
+            .clone()
+            .expect("a compensation")
+            .parse::<u64>()
+            .unwrap()
     };
     assert!(undo("pay") < undo("reserve"), "pay is undone before reserve");
     assert!(step(&undone, "audit").compensation_task.is_none(), "only completed steps are undone");
@@ -267,13 +282,19 @@ async fn workflows_are_their_owners_alone_and_cancel_stops_them() {
     assert_eq!(code(bob.workflows(&as_alice).await), ErrorCode::Forbidden);
     // A manager sees everyone's.
     let all = manager.workflows(&WorkflowListRequest::default()).await.expect("list");
-    assert!(all.workflows.iter().any(|w| w.owner == "alice") && all.workflows.iter().any(|w| w.owner == "bob"));
+    assert!(
+        all.workflows.iter().any(|w| w.owner == "alice")
+            && all.workflows.iter().any(|w| w.owner == "bob")
+    );
 
     // Alice cancels: the running step's task is cancelled, the next never starts.
     let cancelled = alice.cancel_workflow(&mine.id).await.expect("cancel");
     assert_eq!(cancelled.state, "cancelled");
     let states: Vec<_> = steps(&cancelled).into_iter().map(|(n, s, _)| (n, s)).collect();
-    assert_eq!(states, [("first", "cancelled"), ("then", "cancelled")].map(|(n, s)| (n.to_owned(), s.to_owned())));
+    assert_eq!(
+        states,
+        [("first", "cancelled"), ("then", "cancelled")].map(|(n, s)| (n.to_owned(), s.to_owned()))
+    );
     assert_eq!(alice.task(&first_task).await.expect("get").state, "cancelled");
     assert_eq!(code(alice.cancel_workflow(&mine.id).await), ErrorCode::Conflict);
     let running = WorkflowListRequest { state: Some("running".into()), ..Default::default() };
@@ -288,9 +309,21 @@ async fn workflows_are_their_owners_alone_and_cancel_stops_them() {
     // Every malformed request is refused with a code, and the service stays up.
     let bad: [(&str, &str, ErrorCode); 10] = [
         (subject::WORKFLOW_SUBMIT, "[]", ErrorCode::InvalidRequest),
-        (subject::WORKFLOW_SUBMIT, r#"{"steps":[{"name":"a","op":"sum","args":{"numbers":[1]}}],"x":1}"#, ErrorCode::InvalidRequest),
-        (subject::WORKFLOW_SUBMIT, r#"{"steps":[{"name":"a","op":"fail"},{"name":"a","op":"fail"}]}"#, ErrorCode::InvalidRequest),
-        (subject::WORKFLOW_SUBMIT, r#"{"steps":[{"name":"a","op":"fail","after":["a"]}]}"#, ErrorCode::InvalidRequest),
+        (
+            subject::WORKFLOW_SUBMIT,
+            r#"{"steps":[{"name":"a","op":"sum","args":{"numbers":[1]}}],"x":1}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::WORKFLOW_SUBMIT,
+            r#"{"steps":[{"name":"a","op":"fail"},{"name":"a","op":"fail"}]}"#,
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            subject::WORKFLOW_SUBMIT,
+            r#"{"steps":[{"name":"a","op":"fail","after":["a"]}]}"#,
+            ErrorCode::InvalidRequest,
+        ),
         (subject::WORKFLOW_SUBMIT, r#"{"steps":"a"}"#, ErrorCode::InvalidRequest),
         (subject::WORKFLOW_GET, r#"{"id":"0"}"#, ErrorCode::InvalidRequest),
         (subject::WORKFLOW_GET, r#"{"id":"999999"}"#, ErrorCode::NotFound),
@@ -306,7 +339,8 @@ async fn workflows_are_their_owners_alone_and_cancel_stops_them() {
         r#"{{"steps":[{}]}}"#,
         (0..101).map(|i| format!(r#"{{"name":"s{i}","op":"fail"}}"#)).collect::<Vec<_>>().join(",")
     );
-    let result = alice.request_bytes(&subject::workflows(subject::WORKFLOW_SUBMIT), Bytes::from(huge)).await;
+    let result =
+        alice.request_bytes(&subject::workflows(subject::WORKFLOW_SUBMIT), Bytes::from(huge)).await;
     assert_eq!(code(result), ErrorCode::InvalidRequest);
     // Still up.
     alice.workflows(&WorkflowListRequest::default()).await.expect("list");
@@ -326,10 +360,13 @@ async fn a_workflow_goes_on_when_its_active_task_service_is_lost_with_its_disk()
         .collect();
     for i in 0..4 {
         let text = vec!["w"; i + 1].join(" ");
-        steps.push(json!({"name": format!("count{i}"), "op": "count_words", "args": {"text": text}}));
+        steps.push(
+            json!({"name": format!("count{i}"), "op": "count_words", "args": {"text": text}}),
+        );
     }
     steps.push(json!({"name": "end", "op": "sum", "after": ["count0", "count1", "count2", "count3", "nap5"], "feed": "numbers"}));
-    let submitted = client.submit_workflow(&workflow(Value::Array(steps))).await.expect("submitted");
+    let submitted =
+        client.submit_workflow(&workflow(Value::Array(steps))).await.expect("submitted");
 
     eventually(Duration::from_secs(30), Duration::from_millis(50), async || {
         let view = client.workflow(&submitted.id).await.map_err(|e| e.to_string())?;
@@ -362,7 +399,8 @@ async fn a_workflow_goes_on_when_its_active_task_service_is_lost_with_its_disk()
         .filter_map(|t| t.step.clone())
         .collect();
     names.sort();
-    let mut expected: Vec<String> = done.steps.as_deref().unwrap().iter().map(|s| s.name.clone()).collect();
+    let mut expected: Vec<String> =
+        done.steps.as_deref().unwrap().iter().map(|s| s.name.clone()).collect();
     expected.sort();
     assert_eq!(names, expected, "one task per step, none twice");
 }

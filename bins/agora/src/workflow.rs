@@ -147,7 +147,10 @@ fn print_workflow(workflow: &WorkflowView, json: bool) {
     if steps.is_empty() {
         return;
     }
-    println!("  {:<20} {:<20} {:<12} {:>8}  {:<20} result / error", "step", "state", "op", "task", "after");
+    println!(
+        "  {:<20} {:<20} {:<12} {:>8}  {:<20} result / error",
+        "step", "state", "op", "task", "after"
+    );
     for step in steps {
         let outcome = match (&step.result, &step.error) {
             (_, Some(error)) => error.clone(),

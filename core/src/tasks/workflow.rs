@@ -249,7 +249,10 @@ impl Plan {
     /// is something to feed (`One`: exactly one dependency).
     pub fn new(steps: &[StepSpec]) -> Result<Self, WorkflowError> {
         if steps.is_empty() || steps.len() > STEPS_MAX {
-            return Err(refuse(format!("a workflow has 1..={STEPS_MAX} steps, not {}", steps.len())));
+            return Err(refuse(format!(
+                "a workflow has 1..={STEPS_MAX} steps, not {}",
+                steps.len()
+            )));
         }
         let mut index = HashMap::with_capacity(steps.len());
         for (i, step) in steps.iter().enumerate() {
@@ -297,7 +300,10 @@ impl Plan {
             after.push(deps);
         }
         if let Some(step) = cycle(&after) {
-            return Err(refuse(format!("step {:?} depends on itself through a cycle", steps[step].name)));
+            return Err(refuse(format!(
+                "step {:?} depends on itself through a cycle",
+                steps[step].name
+            )));
         }
         Ok(Self {
             after,
@@ -380,7 +386,11 @@ impl Workflow {
         steps: Vec<Step>,
     ) -> Result<Self, WorkflowError> {
         if steps.len() != plan.len() {
-            return Err(refuse(format!("{} steps stored for a plan of {}", steps.len(), plan.len())));
+            return Err(refuse(format!(
+                "{} steps stored for a plan of {}",
+                steps.len(),
+                plan.len()
+            )));
         }
         Ok(Self { plan, state, steps })
     }
@@ -543,7 +553,9 @@ impl Workflow {
     fn start_ready(&mut self, actions: &mut Vec<Action>) {
         for step in 0..self.steps.len() {
             let ready = self.steps[step].state == StepState::Waiting
-                && self.plan.after[step].iter().all(|&dep| self.steps[dep].state.lets_dependents_run());
+                && self.plan.after[step]
+                    .iter()
+                    .all(|&dep| self.steps[dep].state.lets_dependents_run());
             if ready {
                 self.steps[step].state = StepState::Running;
                 actions.push(Action::Start(step));
@@ -614,7 +626,10 @@ mod tests {
             (vec![spec("a", &["a"])], "after itself"),
             (vec![spec("a", &[]), spec("b", &["a", "a"])], "twice"),
             (vec![spec("a", &["b"]), spec("b", &["a"])], "cycle"),
-            (vec![spec("a", &["c"]), spec("b", &["a"]), spec("c", &["b"]), spec("d", &[])], "cycle"),
+            (
+                vec![spec("a", &["c"]), spec("b", &["a"]), spec("c", &["b"]), spec("d", &[])],
+                "cycle",
+            ),
             (vec![StepSpec { feed: Some(Feed::List), ..spec("a", &[]) }], "nothing feeds"),
             (
                 vec![
@@ -632,7 +647,10 @@ mod tests {
         // Declared in any order: the graph, not the list, decides.
         let plan = Plan::new(&[spec("c", &["a", "b"]), spec("b", &["a"]), spec("a", &[])]).unwrap();
         assert_eq!(plan.after(0), &[2, 1]);
-        assert!(Plan::new(&(0..STEPS_MAX).map(|i| spec(&format!("s{i}"), &[])).collect::<Vec<_>>()).is_ok());
+        assert!(
+            Plan::new(&(0..STEPS_MAX).map(|i| spec(&format!("s{i}"), &[])).collect::<Vec<_>>())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -650,7 +668,10 @@ mod tests {
         let actions = wf.finished(11, Outcome::Completed);
         assert_eq!(actions, vec![Action::Start(2)]);
         run(&mut wf, &actions);
-        assert_eq!(wf.finished(21, Outcome::Completed), vec![Action::Finished(WorkflowState::Completed)]);
+        assert_eq!(
+            wf.finished(21, Outcome::Completed),
+            vec![Action::Finished(WorkflowState::Completed)]
+        );
         assert_eq!(wf.state, WorkflowState::Completed);
         assert_eq!(states(&wf), ["completed"; 3]);
     }
@@ -671,7 +692,10 @@ mod tests {
         let actions = wf.finished(11, Outcome::Completed);
         assert_eq!(actions, vec![Action::Start(3)]);
         run(&mut wf, &actions);
-        assert_eq!(wf.finished(31, Outcome::Completed), vec![Action::Finished(WorkflowState::Completed)]);
+        assert_eq!(
+            wf.finished(31, Outcome::Completed),
+            vec![Action::Finished(WorkflowState::Completed)]
+        );
     }
 
     #[test]
@@ -701,7 +725,10 @@ mod tests {
         let actions = wf.finished(11, Outcome::Completed);
         assert_eq!(actions, vec![Action::Start(2)]);
         run(&mut wf, &actions);
-        assert_eq!(wf.finished(21, Outcome::Completed), vec![Action::Finished(WorkflowState::Completed)]);
+        assert_eq!(
+            wf.finished(21, Outcome::Completed),
+            vec![Action::Finished(WorkflowState::Completed)]
+        );
         assert_eq!(states(&wf), ["skipped", "completed", "completed"]);
     }
 
@@ -731,11 +758,11 @@ mod tests {
         assert!(wf.finished(41, Outcome::Completed).is_empty());
         assert_eq!(wf.finished(2, Outcome::Completed), vec![Action::Compensate(1)]);
         wf.compensation_started(1, 12);
-        assert_eq!(wf.finished(12, Outcome::Completed), vec![Action::Finished(WorkflowState::Compensated)]);
         assert_eq!(
-            states(&wf),
-            ["compensated", "compensated", "completed", "failed", "cancelled"]
+            wf.finished(12, Outcome::Completed),
+            vec![Action::Finished(WorkflowState::Compensated)]
         );
+        assert_eq!(states(&wf), ["compensated", "compensated", "completed", "failed", "cancelled"]);
     }
 
     #[test]
@@ -755,7 +782,10 @@ mod tests {
         wf.compensation_started(1, 12);
         assert_eq!(wf.finished(12, Outcome::Failed), vec![Action::Compensate(0)]);
         wf.compensation_started(0, 2);
-        assert_eq!(wf.finished(2, Outcome::Completed), vec![Action::Finished(WorkflowState::Failed)]);
+        assert_eq!(
+            wf.finished(2, Outcome::Completed),
+            vec![Action::Finished(WorkflowState::Failed)]
+        );
         assert_eq!(states(&wf), ["compensated", "compensation_failed", "failed"]);
     }
 
@@ -764,7 +794,10 @@ mod tests {
         let mut wf = workflow(&[with(spec("a", &[]), OnFailure::Compensate, false)]);
         let actions = wf.start();
         run(&mut wf, &actions);
-        assert_eq!(wf.finished(1, Outcome::Failed), vec![Action::Finished(WorkflowState::Compensated)]);
+        assert_eq!(
+            wf.finished(1, Outcome::Failed),
+            vec![Action::Finished(WorkflowState::Compensated)]
+        );
     }
 
     #[test]

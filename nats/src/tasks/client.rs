@@ -7,8 +7,8 @@ use bytes::Bytes;
 use super::wire::{
     ListReply, ListRequest, ScheduleListReply, ScheduleListRequest, ScheduleNameRequest,
     SchedulePutRequest, ScheduleView, SubmitRequest, TaskIdRequest, TaskView, WaitRequest,
-    WorkerStatus, WorkflowIdRequest, WorkflowListReply, WorkflowListRequest,
-    WorkflowSubmitRequest, WorkflowView,
+    WorkerStatus, WorkflowIdRequest, WorkflowListReply, WorkflowListRequest, WorkflowSubmitRequest,
+    WorkflowView,
 };
 use crate::client::{AgoraClient, ClientError, gather};
 use crate::subjects::{self, tasks as subject};

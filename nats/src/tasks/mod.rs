@@ -52,6 +52,7 @@ use crate::service::{
 };
 use crate::subjects::tasks as subject;
 use agora_core::tasks::schedule::{self as rules, Spec};
+use agora_core::tasks::workflow::WorkflowState;
 use state::{Command, Envelope, Pending, ScheduleAction, Tasks};
 use store::{ListFilter, ScheduleRow};
 use wire::{
@@ -59,7 +60,6 @@ use wire::{
     ScheduleListRequest, ScheduleNameRequest, SchedulePutRequest, SubmitRequest, TaskIdRequest,
     WaitRequest, WorkflowIdRequest, WorkflowListRequest, WorkflowSubmitRequest, parse_op,
 };
-use agora_core::tasks::workflow::WorkflowState;
 
 /// Every endpoint of the task service (names, also subjects below [`subject::GROUP`]).
 const ENDPOINTS: [&str; 8] = [
@@ -396,8 +396,10 @@ fn serve_endpoint(
                     if let Err(Envelope::Request(pending, _)) =
                         queue.try_send(Envelope::Request(pending, command))
                     {
-                        let busy =
-                            ServiceError::new(ErrorCode::Busy, "the task service is overloaded; retry");
+                        let busy = ServiceError::new(
+                            ErrorCode::Busy,
+                            "the task service is overloaded; retry",
+                        );
                         replier.reply_bytes(&pending.request, Err(busy)).await;
                     }
                 }
@@ -418,9 +420,9 @@ fn parse_workflow(verb: &str, caller: &Caller, payload: &[u8]) -> Result<Command
             }
             Command::WorkflowSubmit(Box::new(workflow::check(request)?))
         }
-        subject::WORKFLOW_GET => {
-            Command::WorkflowGet { id: parse_workflow_id(&decode::<WorkflowIdRequest>(payload)?.id)? }
-        }
+        subject::WORKFLOW_GET => Command::WorkflowGet {
+            id: parse_workflow_id(&decode::<WorkflowIdRequest>(payload)?.id)?,
+        },
         subject::WORKFLOW_CANCEL => Command::WorkflowCancel {
             id: parse_workflow_id(&decode::<WorkflowIdRequest>(payload)?.id)?,
         },

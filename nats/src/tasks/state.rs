@@ -13,12 +13,12 @@ use serde_json::value::RawValue;
 
 use super::queue::{self, WorkQueue};
 use super::schedule::{self as schedules, Change, RunBody, Scheduler};
-use super::workflow;
 use super::store::{self, ListFilter, NewTask, ScheduleRow};
 use super::wire::{
     ClaimReply, FinishReply, ListReply, Priority, ProgressReply, ScheduleListReply, TaskEventWire,
     TaskView,
 };
+use super::workflow;
 use super::{HISTORY_MAX, PRUNE_BATCH, PRUNE_EVERY_MS, TasksConfig, WAITERS_MAX};
 use crate::error::{ErrorCode, ServiceError};
 use crate::owner::State;

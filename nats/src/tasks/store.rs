@@ -836,10 +836,10 @@ pub fn list_workflows(
          AND (?3 IS NULL OR state = ?3) ORDER BY id DESC LIMIT ?4"
     ))?;
     let before = sqlite::saturating_i64(before.unwrap_or(u64::MAX));
-    let rows = statement.query_map(
-        params![before, owner, state.map(WorkflowState::as_str), limit],
-        |row| Ok((workflow_of(row)?, row.get(9)?, row.get(10)?)),
-    )?;
+    let rows = statement
+        .query_map(params![before, owner, state.map(WorkflowState::as_str), limit], |row| {
+            Ok((workflow_of(row)?, row.get(9)?, row.get(10)?))
+        })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -856,8 +856,8 @@ pub fn append_workflow_event(
 
 /// Workflow `id`'s history, oldest first (stored event JSON).
 pub fn workflow_history(conn: &Connection, id: u64) -> Result<Vec<String>, StoreError> {
-    let mut statement = conn
-        .prepare_cached("SELECT event FROM workflow_events WHERE workflow = ?1 ORDER BY seq")?;
+    let mut statement =
+        conn.prepare_cached("SELECT event FROM workflow_events WHERE workflow = ?1 ORDER BY seq")?;
     let rows = statement.query_map([id], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -896,7 +896,6 @@ pub fn prune_workflows(
     }
     Ok(ids.len())
 }
-
 
 #[cfg(test)]
 #[test]

@@ -78,9 +78,8 @@ fn object(args: &RawValue) -> Result<serde_json::Map<String, Value>, ServiceErro
 }
 
 fn raw(value: &Value) -> Box<RawValue> {
-    RawValue::from_string(value.to_string()).unwrap_or_else(|_| {
-        RawValue::from_string("{}".to_owned()).expect("{} is JSON")
-    })
+    RawValue::from_string(value.to_string())
+        .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
 }
 
 /// Checks a workflow the way submit does a task: every step's op and args (a fed argument
@@ -227,8 +226,7 @@ pub struct Workflows {
 impl Workflows {
     /// The unfinished workflows as the store has them.
     pub fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut workflows =
-            Self { next_id: store::max_workflow_id(conn)? + 1, ..Self::default() };
+        let mut workflows = Self { next_id: store::max_workflow_id(conn)? + 1, ..Self::default() };
         for row in store::unfinished_workflows(conn)? {
             let steps: Vec<StepRequest> = match serde_json::from_str(&row.steps) {
                 Ok(steps) => steps,
@@ -318,17 +316,16 @@ impl Tasks {
         }
         let workflows = &self.workflows;
         let mine = workflows.active.values().filter(|w| w.owner == owner).count();
-        let full = if owner != agora_core::identity::SERVICE_OWNER
-            && mine >= WORKFLOWS_PER_OWNER_MAX
-        {
-            Some(format!("{owner} has {mine} unfinished workflows (the limit)"))
-        } else if workflows.active.len() >= WORKFLOWS_MAX {
-            Some(format!("{} workflows are unfinished (the limit)", workflows.active.len()))
-        } else if self.unfinished() + checked.steps.len() > self.config.pending_max {
-            Some(format!("{} tasks are waiting or running (the limit)", self.unfinished()))
-        } else {
-            None
-        };
+        let full =
+            if owner != agora_core::identity::SERVICE_OWNER && mine >= WORKFLOWS_PER_OWNER_MAX {
+                Some(format!("{owner} has {mine} unfinished workflows (the limit)"))
+            } else if workflows.active.len() >= WORKFLOWS_MAX {
+                Some(format!("{} workflows are unfinished (the limit)", workflows.active.len()))
+            } else if self.unfinished() + checked.steps.len() > self.config.pending_max {
+                Some(format!("{} tasks are waiting or running (the limit)", self.unfinished()))
+            } else {
+                None
+            };
         if let Some(full) = full {
             return Ok(Err(ServiceError::new(ErrorCode::Busy, format!("{full}; retry later"))));
         }
@@ -440,7 +437,16 @@ impl Tasks {
                                 .as_deref()
                                 .and_then(|p| Priority::parse(Some(p)).ok())
                                 .unwrap_or(wf.priority);
-                            self.submit_step(tx, now, &wf.owner, (id, &request.name), request.op.as_str(), &args, priority, out)?
+                            self.submit_step(
+                                tx,
+                                now,
+                                &wf.owner,
+                                (id, &request.name),
+                                request.op.as_str(),
+                                &args,
+                                priority,
+                                out,
+                            )?
                         }
                         Err(error) => Err(error),
                     };
@@ -496,7 +502,8 @@ impl Tasks {
             store::put_step(tx, id, step, &row)?;
             if old.state != new.state {
                 let task = match new.state {
-                    StepState::Compensating | StepState::Compensated
+                    StepState::Compensating
+                    | StepState::Compensated
                     | StepState::CompensationFailed => new.compensation,
                     _ => new.task,
                 };
@@ -515,8 +522,11 @@ impl Tasks {
         if state != state_before {
             let finished = state.is_terminal().then_some(now);
             store::set_workflow_state(tx, id, state, finished)?;
-            let event =
-                WorkflowEventWire { at_ms: now, state: state.as_str().to_owned(), ..Default::default() };
+            let event = WorkflowEventWire {
+                at_ms: now,
+                state: state.as_str().to_owned(),
+                ..Default::default()
+            };
             store::append_workflow_event(tx, id, wf.events, &event_text(&event))?;
             wf.events += 1;
         }
@@ -539,7 +549,8 @@ impl Tasks {
         priority: Priority,
         out: &mut Outbox,
     ) -> Result<Result<u64, ServiceError>, StoreError> {
-        let op = match parse_op(op, &raw(&serde_json::from_str::<Value>(args).unwrap_or_default())) {
+        let op = match parse_op(op, &raw(&serde_json::from_str::<Value>(args).unwrap_or_default()))
+        {
             Ok(parsed) => parsed.name(),
             Err(error) => return Ok(Err(error)),
         };
@@ -650,9 +661,8 @@ pub fn list(
 ) -> Result<Bytes, ServiceError> {
     let rows = store::list_workflows(conn, owner, state, before, limit)
         .map_err(|error| unavailable(&error))?;
-    let next_before = (rows.len() == limit)
-        .then(|| rows.last().map(|(row, _, _)| row.id.to_string()))
-        .flatten();
+    let next_before =
+        (rows.len() == limit).then(|| rows.last().map(|(row, _, _)| row.id.to_string())).flatten();
     let workflows =
         rows.iter().map(|(row, count, completed)| summary(row, *count, *completed)).collect();
     encode(&WorkflowListReply { workflows, next_before })
@@ -693,12 +703,30 @@ mod tests {
             (json!([{"name":"a","op":"nope"}]), "step \"a\""),
             (json!([{"name":"a","op":"sum","args":{"numbers":"x"}}]), "step \"a\""),
             (json!([{"name":"a","op":"sum","args":[1]}]), "object"),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]},"feed":"numbers"}]), "nothing feeds"),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]}},{"name":"b","op":"sum","after":["a"],"feed":"nope"}]), "not an argument"),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]}},{"name":"b","op":"sum","after":["a"],"feed":"text"}]), "step \"b\""),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]},"on_failure":"retry"}]), "stop, skip or compensate"),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]},"compensate":{"op":"average","args":{"numbers":[]}}}]), "compensate"),
-            (json!([{"name":"a","op":"sum","args":{"numbers":[]},"priority":"urgent"}]), "step \"a\""),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]},"feed":"numbers"}]),
+                "nothing feeds",
+            ),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]}},{"name":"b","op":"sum","after":["a"],"feed":"nope"}]),
+                "not an argument",
+            ),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]}},{"name":"b","op":"sum","after":["a"],"feed":"text"}]),
+                "step \"b\"",
+            ),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]},"on_failure":"retry"}]),
+                "stop, skip or compensate",
+            ),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]},"compensate":{"op":"average","args":{"numbers":[]}}}]),
+                "compensate",
+            ),
+            (
+                json!([{"name":"a","op":"sum","args":{"numbers":[]},"priority":"urgent"}]),
+                "step \"a\"",
+            ),
             (json!([{"name":"a","op":"sum","args":{"numbers":[]},"after":["b"]}]), "not a step"),
             (json!([]), "1..=100"),
         ];
@@ -707,29 +735,37 @@ mod tests {
             assert_eq!(error.code, ErrorCode::InvalidRequest);
             assert!(error.message.contains(expected), "{} should say {expected}", error.message);
         }
-        assert!(serde_json::from_value::<WorkflowSubmitRequest>(json!({"steps":[{"name":"a","op":"sum","extra":1}]})).is_err());
+        assert!(
+            serde_json::from_value::<WorkflowSubmitRequest>(
+                json!({"steps":[{"name":"a","op":"sum","extra":1}]})
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn the_same_workflow_gives_the_same_text() {
         use serde_json::json;
         let one = check(request(json!([{"name":"a","op":"sum","args":{"numbers":[1]}}]))).unwrap();
-        let two = check(request(json!([{"op":"sum","name":"a","args":{ "numbers" : [1] }}]))).unwrap();
+        let two =
+            check(request(json!([{"op":"sum","name":"a","args":{ "numbers" : [1] }}]))).unwrap();
         assert_eq!(one.text, two.text);
     }
 
     #[test]
     fn feeding_appends_lists_and_sets_single_arguments() {
         use serde_json::json;
-        let sum = step(json!({"name":"t","op":"sum","args":{"numbers":[100]},"after":["a","b","c"],"feed":"numbers"}));
-        let inputs = [
-            Some(r#"{"value":1}"#.to_owned()),
-            None,
-            Some(r#"{"sorted":[2,3]}"#.to_owned()),
-        ];
+        let sum = step(
+            json!({"name":"t","op":"sum","args":{"numbers":[100]},"after":["a","b","c"],"feed":"numbers"}),
+        );
+        let inputs =
+            [Some(r#"{"value":1}"#.to_owned()), None, Some(r#"{"sorted":[2,3]}"#.to_owned())];
         assert_eq!(build_args(&sum, &inputs).unwrap(), r#"{"numbers":[100,1,2,3]}"#);
         let upper = step(json!({"name":"u","op":"uppercase","after":["a"],"feed":"text"}));
-        assert_eq!(build_args(&upper, &[Some(r#"{"value":"hi"}"#.to_owned())]).unwrap(), r#"{"text":"hi"}"#);
+        assert_eq!(
+            build_args(&upper, &[Some(r#"{"value":"hi"}"#.to_owned())]).unwrap(),
+            r#"{"text":"hi"}"#
+        );
         // A result the op cannot take fails the step, with the op's reason.
         let error = build_args(&upper, &[Some(r#"{"value":3}"#.to_owned())]).unwrap_err();
         assert!(error.message.starts_with("its input: uppercase"), "{}", error.message);
