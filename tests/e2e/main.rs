@@ -617,6 +617,20 @@ async fn the_compose_stack_survives_faults_under_load() {
     };
     until_settled("e2e-tick", || people[1].put_schedule(&ticking)).await.expect("scheduled");
     let ticking_since = Instant::now();
+    // A workflow (a chain of naps beside a fan-in) runs on through the node's loss.
+    let flow: agora_nats::tasks::wire::WorkflowSubmitRequest =
+        serde_json::from_value(serde_json::json!({"id": "e2e-flow", "steps": [
+            {"name": "nap0", "op": "sleep", "args": {"ms": 1500}},
+            {"name": "nap1", "op": "sleep", "args": {"ms": 1500}, "after": ["nap0"]},
+            {"name": "nap2", "op": "sleep", "args": {"ms": 1500}, "after": ["nap1"]},
+            {"name": "a", "op": "count_words", "args": {"text": "one two"}},
+            {"name": "b", "op": "count_words", "args": {"text": "three"}},
+            {"name": "all", "op": "sum", "after": ["a", "b", "nap2"], "feed": "numbers"}
+        ]}))
+        .expect("a workflow");
+    let workflow = until_settled("e2e-flow", || people[1].submit_workflow(&flow))
+        .await
+        .expect("submitted");
     // People submit tasks as themselves, and wait for their own.
     let submitter = {
         let client = people[0].clone();
@@ -701,6 +715,27 @@ async fn the_compose_stack_survives_faults_under_load() {
     let detail = stack.stream(&schedules, "AGORA_SCHEDULES").await;
     assert_eq!(detail["cluster"]["replicas"].as_array().map(Vec::len), Some(2), "R3: {detail}");
     eprintln!("[e2e] a schedule ran {} times in {ticked} s across the node's loss", runs.len());
+    let done = eventually(Duration::from_secs(120), Duration::from_millis(500), async || {
+        let view = people[1].workflow(&workflow.id).await.map_err(|e| e.to_string())?;
+        match view.state.as_str() {
+            "running" => Err(format!("workflow {} still running: {view:?}", view.id)),
+            _ => Ok(view),
+        }
+    })
+    .await;
+    assert_eq!(done.state, "completed", "{done:?}");
+    let all = done.steps.as_deref().unwrap_or_default().iter().find(|s| s.name == "all");
+    assert_eq!(all.and_then(|s| s.result.as_ref()).map(|r| r.get()), Some(r#"{"value":1503}"#));
+    let steps_run = people[1]
+        .tasks(&list)
+        .await
+        .expect("tasks")
+        .tasks
+        .into_iter()
+        .filter(|task| task.workflow.as_deref() == Some(&done.id))
+        .count();
+    assert_eq!(steps_run, 6, "one task per step");
+    eprintln!("[e2e] a workflow of 6 steps completed across the node's loss, one task each");
     eprintln!("[e2e] 2. NATS node stopped under load: nothing lost ({:?})", started.elapsed());
 
     // 3. Cut a likes node off the network while people like items (each like is its person's:
