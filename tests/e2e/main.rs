@@ -628,9 +628,8 @@ async fn the_compose_stack_survives_faults_under_load() {
             {"name": "all", "op": "sum", "after": ["a", "b", "nap2"], "feed": "numbers"}
         ]}))
         .expect("a workflow");
-    let workflow = until_settled("e2e-flow", || people[1].submit_workflow(&flow))
-        .await
-        .expect("submitted");
+    let workflow =
+        until_settled("e2e-flow", || people[1].submit_workflow(&flow)).await.expect("submitted");
     // People submit tasks as themselves, and wait for their own.
     let submitter = {
         let client = people[0].clone();

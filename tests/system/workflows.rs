@@ -176,9 +176,10 @@ async fn a_failing_step_follows_its_policy_stop_skip_or_compensate() {
     // skip: the workflow goes on without the step's result.
     let skip = client
         .submit_workflow(&workflow(json!([
+            // Declared before the steps it comes after: the graph decides, not the list.
+            {"name": "sum", "op": "sum", "after": ["flaky", "ok"], "feed": "numbers"},
             {"name": "flaky", "op": "fail", "on_failure": "skip"},
-            {"name": "ok", "op": "count_words", "args": {"text": "x y"}},
-            {"name": "sum", "op": "sum", "after": ["flaky", "ok"], "feed": "numbers"}
+            {"name": "ok", "op": "count_words", "args": {"text": "x y"}}
         ])))
         .await
         .expect("submitted");
@@ -186,6 +187,14 @@ async fn a_failing_step_follows_its_policy_stop_skip_or_compensate() {
     assert_eq!(skipped.state, "completed");
     assert_eq!(step(&skipped, "flaky").state, "skipped");
     assert_eq!(step(&skipped, "sum").result.as_ref().map(|r| r.get()), Some(r#"{"value":2}"#));
+    // The history is causal: what ended comes before what it started.
+    let history = skipped.history.clone().expect("history");
+    let at = |name: &str, state: &str| {
+        history.iter().position(|e| e.step.as_deref() == Some(name) && e.state == state)
+    };
+    let started = at("sum", "running").expect("sum started");
+    assert!(at("ok", "completed").expect("ok") < started, "{history:?}");
+    assert!(at("flaky", "skipped").expect("flaky") < started, "{history:?}");
 
     // compensate: completed steps are undone, latest first; a running one is cancelled.
     let saga = client

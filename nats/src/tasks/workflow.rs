@@ -493,11 +493,15 @@ impl Tasks {
                 Action::Finished(_) => {}
             }
         }
-        // What changed goes to the store and the history.
-        for (step, (old, new)) in before.iter().zip(&wf.flow.steps).enumerate() {
-            if old == new {
-                continue;
-            }
+        // What changed goes to the store and the history: what ended before what it started.
+        let mut changed: Vec<usize> =
+            (0..before.len()).filter(|&i| before[i] != wf.flow.steps[i]).collect();
+        changed.sort_by_key(|&i| {
+            let state = wf.flow.steps[i].state;
+            (matches!(state, StepState::Running | StepState::Compensating), i)
+        });
+        for step in changed {
+            let (old, new) = (&before[step], &wf.flow.steps[step]);
             let row = StepRow { step: *new, error: wf.errors[step].clone() };
             store::put_step(tx, id, step, &row)?;
             if old.state != new.state {
