@@ -32,6 +32,7 @@ pub mod identity;
 pub mod ledger;
 pub mod likes;
 pub mod locks;
+pub mod rate;
 pub mod tasks;
 
 pub use account::{AccountId, Amount, Asset, Balance, OperationId, ParseError};

@@ -528,6 +528,46 @@ async fn a_flood_from_one_person_leaves_another_persons_latency_within_twice_idl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_submitting_faster_than_their_rate_is_refused_and_others_are_not() {
+    let mut system = System::nats_with_auth();
+    system.tasks_args =
+        ["--user-submit-rate", "5", "--user-submit-burst", "100"].map(str::to_owned).to_vec();
+    system.start_tasks();
+    let alice = system.person("alice").await;
+    let bob = system.person("bob").await;
+    let task = || SubmitRequest::new("sum", &json!({"numbers": [1]}));
+    // The burst, at once: accepted.
+    let accepted = futures::stream::iter(0..100)
+        .map(|_| {
+            let alice = alice.clone();
+            async move { alice.submit(&task()).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(accepted.iter().all(Result::is_ok), "the burst is accepted");
+    // Then no more than the rate: refused with a coded error that says when to retry.
+    let error = alice.submit(&task()).await.expect_err("over the rate");
+    assert_eq!(error.code(), ErrorCode::RateLimited, "{error}");
+    assert!(error.to_string().contains("retry in"), "{error}");
+    let flow: agora_nats::tasks::wire::WorkflowSubmitRequest = serde_json::from_value(
+        json!({"steps": [{"name": "a", "op": "sum", "args": {"numbers": [1]}}]}),
+    )
+    .expect("a workflow");
+    assert_eq!(code(alice.submit_workflow(&flow).await), ErrorCode::RateLimited);
+    // Someone else is not held back.
+    bob.submit(&task()).await.expect("bob submits");
+    // The rate refills: five a second.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    alice.submit(&task()).await.expect("a token came back");
+    // Components are not limited (their tasks serve everyone).
+    let service = system.client_as("gateway").await.expect("a component signs in");
+    for _ in 0..20 {
+        service.submit(&task()).await.expect("a component submits");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_task_with_a_time_to_live_goes_when_it_runs_out_and_only_then() {
     let system = System::with_tasks(1, &[]);
     let client = system.client().await;

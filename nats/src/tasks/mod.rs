@@ -122,6 +122,8 @@ const STREAM_MESSAGES_PER_PENDING: usize = 2;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Messages a worker consumer may have delivered and not yet acked, in all.
 const ACK_PENDING_MAX: i64 = 20_000;
+/// People whose submit rate is tracked at once, at most.
+const RATE_KEYS_MAX: usize = 100_000;
 /// Finished tasks pruned per sweep at most.
 const PRUNE_BATCH: usize = 10_000;
 /// How often the owner sweeps (waiter timeouts, publish retries, pruning).
@@ -154,6 +156,13 @@ pub struct TasksConfig {
     /// are not limited.
     #[arg(long, env = "AGORA_TASKS_USER_QUEUE_MAX", default_value_t = 32)]
     pub user_queue_max: usize,
+    /// Tasks a person may submit per second, on average (a workflow counts its steps); beyond:
+    /// `rate_limited`. Components are not limited.
+    #[arg(long, env = "AGORA_TASKS_USER_SUBMIT_RATE", default_value_t = 1_000)]
+    pub user_submit_rate: u64,
+    /// Tasks a person may submit at once, above the rate (at least 100: a whole workflow).
+    #[arg(long, env = "AGORA_TASKS_USER_SUBMIT_BURST", default_value_t = 10_000)]
+    pub user_submit_burst: u64,
     /// Replicas of the work-queue stream (3 on a three-node cluster: tasks survive a node loss).
     #[arg(long, env = "AGORA_TASKS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -174,6 +183,15 @@ impl TasksConfig {
         anyhow::ensure!(
             (1..=1_000_000).contains(&self.user_queue_max),
             "user-queue-max is 1..=1000000"
+        );
+        anyhow::ensure!(
+            (1..=10_000_000).contains(&self.user_submit_rate),
+            "user-submit-rate is 1..=10000000"
+        );
+        anyhow::ensure!(
+            (agora_core::tasks::workflow::STEPS_MAX as u64..=100_000_000)
+                .contains(&self.user_submit_burst),
+            "user-submit-burst is 100..=100000000"
         );
         Ok(())
     }

@@ -226,6 +226,8 @@ pub struct Tasks {
     scheduler: Scheduler,
     pub(super) config: TasksConfig,
     pub(super) workflows: super::workflow::Workflows,
+    /// Each person's submit rate (`--user-submit-rate`, `--user-submit-burst`).
+    submits: agora_core::rate::RateLimiter,
     repliers: HashMap<&'static str, Replier>,
     active: HashMap<u64, Active>,
     next_id: u64,
@@ -291,6 +293,11 @@ impl Tasks {
             .chain(super::WORKFLOW_ENDPOINTS.map(|(name, _)| name))
             .map(|name| (name, Replier::new(name, errors.clone())))
             .collect();
+        let submits = agora_core::rate::RateLimiter::new(
+            config.user_submit_rate,
+            config.user_submit_burst,
+            super::RATE_KEYS_MAX,
+        );
         let mut tasks = Self {
             client,
             queue: WorkQueue::new(js.clone(), tokio::runtime::Handle::current()),
@@ -305,6 +312,7 @@ impl Tasks {
             queued_by_owner: HashMap::new(),
             waiting: HashMap::new(),
             workflows: super::workflow::Workflows::default(),
+            submits,
         };
         tasks.reload(conn)?;
         Ok(tasks)
@@ -513,6 +521,7 @@ impl Tasks {
         }
         if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
             self.last_prune_ms = now;
+            self.submits.forget(now);
             let before = now.saturating_sub(self.config.retain_ms);
             let pruned = store::prune(tx, now, before, self.config.tasks_max, PRUNE_BATCH)?;
             let flows =
@@ -535,6 +544,10 @@ impl Tasks {
         let reply: Result<Bytes, ServiceError> = match command {
             Command::Submit { op, args, priority, client_id, wait_ms, run_at_ms, ttl_ms } => {
                 let owner = pending.caller.owner().to_owned();
+                if let Err(limited) = self.take_submits(&owner, 1, now) {
+                    out.replies.push((pending, Err(limited)));
+                    return Ok(());
+                }
                 let span = crate::service::span_of(&pending.request);
                 let task = Submission {
                     owner: &owner,
@@ -560,7 +573,10 @@ impl Tasks {
             Command::PutSchedule(row) => self.put_schedule(tx, row, out)?,
             Command::WorkflowSubmit(checked) => {
                 let owner = pending.caller.owner().to_owned();
-                self.submit_workflow(tx, now, &owner, *checked, out)?
+                match self.take_submits(&owner, checked.steps.len() as u64, now) {
+                    Ok(()) => self.submit_workflow(tx, now, &owner, *checked, out)?,
+                    Err(limited) => Err(limited),
+                }
             }
             Command::WorkflowGet { id } => match workflow::owner_of(tx, id)? {
                 None => workflow::workflow_reply(tx, id),
@@ -688,6 +704,25 @@ impl Tasks {
         };
         out.replies.push((pending, reply));
         Ok(())
+    }
+
+    /// Takes `tasks` from a person's submit rate (components are not limited).
+    fn take_submits(&mut self, owner: &str, tasks: u64, now: u64) -> Result<(), ServiceError> {
+        if owner == agora_core::identity::SERVICE_OWNER {
+            return Ok(());
+        }
+        self.submits.take(owner, tasks, now).map_err(|limited| {
+            ServiceError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{owner} submits faster than {} tasks a second (at most {} at once); retry \
+                     in {} ms",
+                    self.config.user_submit_rate,
+                    self.config.user_submit_burst,
+                    limited.retry_in_ms
+                ),
+            )
+        })
     }
 
     fn add_waiter(&mut self, id: u64, pending: Pending, deadline_ms: u64, out: &mut Outbox) {
