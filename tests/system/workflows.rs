@@ -353,6 +353,17 @@ async fn workflows_are_their_owners_alone_and_cancel_stops_them() {
     assert_eq!(code(result), ErrorCode::InvalidRequest);
     // Still up.
     alice.workflows(&WorkflowListRequest::default()).await.expect("list");
+
+    // A person has at most 100 unfinished workflows; the next is `busy` until one ends.
+    let nap = workflow(json!([{"name": "nap", "op": "sleep", "args": {"ms": 60000}}]));
+    let mut naps = Vec::new();
+    for _ in 0..100 {
+        naps.push(bob.submit_workflow(&nap).await.expect("within the limit").id);
+    }
+    assert_eq!(code(bob.submit_workflow(&nap).await), ErrorCode::Busy);
+    alice.submit_workflow(&nap).await.expect("alice has her own limit");
+    bob.cancel_workflow(&naps[0]).await.expect("cancel one");
+    bob.submit_workflow(&nap).await.expect("room again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
