@@ -476,11 +476,7 @@ fn parse_workflow(verb: &str, caller: &Caller, payload: &[u8]) -> Result<Command
 }
 
 fn parse_workflow_id(text: &str) -> Result<u64, ServiceError> {
-    text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ServiceError::invalid(format!(
-            "{text:?} is not a workflow id (workflow ids are positive integers)"
-        ))
-    })
+    positive_id("workflow", text)
 }
 
 /// Turns JetStream's max-deliveries advisories into dead letters and removes the message.
@@ -516,8 +512,15 @@ async fn dead_letters(client: Client, js: jetstream::Context, queue: owner::Queu
 }
 
 fn parse_id(text: &str) -> Result<u64, ServiceError> {
+    positive_id("task", text)
+}
+
+/// A task's or workflow's id: a positive integer.
+fn positive_id(what: &str, text: &str) -> Result<u64, ServiceError> {
     text.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ServiceError::invalid(format!("{text:?} is not a task id (task ids are positive integers)"))
+        ServiceError::invalid(format!(
+            "{text:?} is not a {what} id ({what} ids are positive integers)"
+        ))
     })
 }
 
