@@ -579,12 +579,12 @@ impl Tasks {
                 }
             }
             Command::WorkflowGet { id } => match workflow::owner_of(tx, id)? {
-                None => workflow::workflow_reply(tx, id),
+                None => Err(workflow::workflow_not_found(id)),
                 Some(owner) => workflow::may(&pending.caller, false, &owner)
                     .and_then(|()| workflow::workflow_reply(tx, id)),
             },
             Command::WorkflowCancel { id } => match workflow::owner_of(tx, id)? {
-                None => workflow::workflow_reply(tx, id),
+                None => Err(workflow::workflow_not_found(id)),
                 Some(owner) => match workflow::may(&pending.caller, true, &owner) {
                     Ok(()) => self.cancel_workflow(tx, now, id, out)?,
                     Err(error) => Err(error),

@@ -167,9 +167,12 @@ fn result_value(result: &str) -> Option<Value> {
     ["value", "digits", "sorted", "slept_ms"].into_iter().find_map(|key| map.remove(key))
 }
 
-/// A step's args with its dependencies' results fed in (`inputs`: each dependency's result,
-/// in `after` order; `None` for a skipped one). The op judges the result.
-pub fn build_args(step: &StepRequest, inputs: &[Option<String>]) -> Result<String, ServiceError> {
+/// A step's op and its args with its dependencies' results fed in (`inputs`: each
+/// dependency's result, in `after` order; `None` for a skipped one). The op judges the result.
+pub fn build_args(
+    step: &StepRequest,
+    inputs: &[Option<String>],
+) -> Result<(&'static str, String), ServiceError> {
     let mut args = object(&step.args)?;
     if let Some(field) = &step.feed {
         let values: Vec<Value> =
@@ -197,9 +200,9 @@ pub fn build_args(step: &StepRequest, inputs: &[Option<String>]) -> Result<Strin
         }
     }
     let args = raw(&Value::Object(args));
-    parse_op(&step.op, &args)
+    let op = parse_op(&step.op, &args)
         .map_err(|error| ServiceError::invalid(format!("its input: {}", error.message)))?;
-    Ok(args.get().to_owned())
+    Ok((op.name(), args.get().to_owned()))
 }
 
 /// An unfinished workflow, kept in memory by the owner.
@@ -431,7 +434,7 @@ impl Tasks {
                     let inputs = inputs.collect::<Result<Vec<_>, StoreError>>()?;
                     let request = &wf.steps[step];
                     let submitted = match build_args(request, &inputs) {
-                        Ok(args) => {
+                        Ok((op, args)) => {
                             let priority = request
                                 .priority
                                 .as_deref()
@@ -442,7 +445,7 @@ impl Tasks {
                                 now,
                                 &wf.owner,
                                 (id, &request.name),
-                                request.op.as_str(),
+                                op,
                                 &args,
                                 priority,
                                 out,
@@ -465,16 +468,19 @@ impl Tasks {
                     let request = &wf.steps[step];
                     let Some(compensation) = &request.compensate else { continue };
                     let name = format!("{}:compensate", request.name);
-                    let submitted = self.submit_step(
-                        tx,
-                        now,
-                        &wf.owner,
-                        (id, &name),
-                        &compensation.op,
-                        compensation.args.get(),
-                        wf.priority,
-                        out,
-                    )?;
+                    let submitted = match parse_op(&compensation.op, &compensation.args) {
+                        Ok(op) => self.submit_step(
+                            tx,
+                            now,
+                            &wf.owner,
+                            (id, &name),
+                            op.name(),
+                            compensation.args.get(),
+                            wf.priority,
+                            out,
+                        )?,
+                        Err(error) => Err(error),
+                    };
                     match submitted {
                         Ok(task) => {
                             wf.flow.compensation_started(step, task);
@@ -548,16 +554,11 @@ impl Tasks {
         now: u64,
         owner: &str,
         step: (u64, &str),
-        op: &str,
+        op: &'static str,
         args: &str,
         priority: Priority,
         out: &mut Outbox,
     ) -> Result<Result<u64, ServiceError>, StoreError> {
-        let op = match parse_op(op, &raw(&serde_json::from_str::<Value>(args).unwrap_or_default()))
-        {
-            Ok(parsed) => parsed.name(),
-            Err(error) => return Ok(Err(error)),
-        };
         let task = Submission {
             owner,
             op,
@@ -573,7 +574,7 @@ impl Tasks {
     }
 }
 
-fn workflow_not_found(id: u64) -> ServiceError {
+pub fn workflow_not_found(id: u64) -> ServiceError {
     ServiceError::new(ErrorCode::NotFound, format!("no workflow {id}"))
 }
 
@@ -672,7 +673,7 @@ pub fn list(
     encode(&WorkflowListReply { workflows, next_before })
 }
 
-/// Whether `caller` may see workflow `id` (`Ok(None)`: there is none).
+/// Who owns workflow `id` (`None`: there is none).
 pub fn owner_of(conn: &Connection, id: u64) -> Result<Option<String>, StoreError> {
     Ok(store::workflow(conn, id)?.map(|row| row.owner))
 }
@@ -764,10 +765,10 @@ mod tests {
         );
         let inputs =
             [Some(r#"{"value":1}"#.to_owned()), None, Some(r#"{"sorted":[2,3]}"#.to_owned())];
-        assert_eq!(build_args(&sum, &inputs).unwrap(), r#"{"numbers":[100,1,2,3]}"#);
+        assert_eq!(build_args(&sum, &inputs).unwrap().1, r#"{"numbers":[100,1,2,3]}"#);
         let upper = step(json!({"name":"u","op":"uppercase","after":["a"],"feed":"text"}));
         assert_eq!(
-            build_args(&upper, &[Some(r#"{"value":"hi"}"#.to_owned())]).unwrap(),
+            build_args(&upper, &[Some(r#"{"value":"hi"}"#.to_owned())]).unwrap().1,
             r#"{"text":"hi"}"#
         );
         // A result the op cannot take fails the step, with the op's reason.
@@ -776,6 +777,6 @@ mod tests {
         let error = build_args(&sum, &[Some(r#"{"digits":"123"}"#.to_owned())]).unwrap_err();
         assert!(error.message.contains("not a number"), "{}", error.message);
         // A skipped dependency feeds nothing.
-        assert_eq!(build_args(&sum, &[None, None, None]).unwrap(), r#"{"numbers":[100]}"#);
+        assert_eq!(build_args(&sum, &[None, None, None]).unwrap().1, r#"{"numbers":[100]}"#);
     }
 }
