@@ -112,8 +112,22 @@ async fn type_into(browser: &Client, css: &str, text: &str) {
     input.send_keys(text).await.expect("types");
 }
 
+/// Clicks the element `css`. Live tables are redrawn as events arrive, so the element found
+/// may be replaced before the click lands: then it is found again, for up to ten seconds.
 async fn click(browser: &Client, css: &str) {
-    browser.find(Locator::Css(css)).await.expect(css).click().await.expect("clicks");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let element = browser.find(Locator::Css(css)).await.expect(css);
+        match element.click().await {
+            Ok(_) => return,
+            Err(error)
+                if error.is_stale_element_reference() && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("clicking {css}: {error:?}"),
+        }
+    }
 }
 
 async fn screenshot(browser: &Client, name: &str) {
@@ -231,7 +245,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     let row = eventually!(20, "the task to complete", {
         let rows = ann.find_all(Locator::Css("#tasks-table tr[data-state=completed]")).await;
         match rows.ok().and_then(|rows| rows.into_iter().next()) {
-            Some(row) => Some(row.text().await.expect("row text")),
+            // The row may be redrawn between finding and reading it: then try again.
+            Some(row) => row.text().await.ok(),
             None => None,
         }
     });
@@ -407,12 +422,20 @@ async fn the_dashboard_works_in_a_real_browser() {
     for column in ["p99", "In flight", "Queue", "Commit p99", "Consumer lag", "Cache"] {
         assert!(columns.iter().any(|c| c == column), "{column} in {columns:?}");
     }
-    let ledger_row = ben
-        .find(Locator::XPath("//table[@id='mon-table']//tr[td[1][normalize-space()='ledger']]"))
-        .await
-        .expect("the ledger's row");
-    let ledger_cells = ledger_row.find_all(Locator::Css("td")).await.expect("cells");
-    let queue = ledger_cells[7].text().await.expect("text");
+    // The table is redrawn on every refresh, so its row is read again if it was replaced.
+    let queue = eventually!(10, "the ledger's row", {
+        let row = ben
+            .find(Locator::XPath("//table[@id='mon-table']//tr[td[1][normalize-space()='ledger']]"))
+            .await
+            .ok();
+        match row {
+            Some(row) => match row.find_all(Locator::Css("td")).await {
+                Ok(cells) if cells.len() > 7 => cells[7].text().await.ok(),
+                _ => None,
+            },
+            None => None,
+        }
+    });
     assert!(queue.parse::<u64>().is_ok(), "the ledger's queue depth is a number: {queue:?}");
     screenshot(&ben, "dashboard-monitoring.png").await;
 
