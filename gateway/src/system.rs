@@ -175,13 +175,17 @@ pub async fn meter(request: axum::extract::Request, next: axum::middleware::Next
     {
         response.headers_mut().insert(trace::TRACERESPONSE, value);
     }
-    let metrics = http_metrics();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let labels = HttpLabels { method, route, status };
-    metrics.total.get_or_create(&labels).inc();
+    let metering = agora_nats::metrics::metering();
+    if metering {
+        http_metrics().total.get_or_create(&labels).inc();
+    }
     let route = RouteLabels { route: labels.route };
-    metrics.seconds.get_or_create(&route).observe(elapsed.as_secs_f64());
+    if metering {
+        http_metrics().seconds.get_or_create(&route).observe(elapsed.as_secs_f64());
+    }
     // Only a recorded span needs a name.
     let Some(span) = span.filter(|span| span.sampled) else { return response };
     let operation = format!("{} {}", labels.method, route.route);

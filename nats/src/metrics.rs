@@ -225,6 +225,16 @@ pub fn requests() -> &'static Requests {
     &REQUESTS
 }
 
+/// Whether this process meters its requests (counts by endpoint and code, latency histograms,
+/// in flight): on unless `AGORA_REQUEST_METRICS=off`, read once. Off, a request costs what it
+/// did before metrics existed; what the process exposes otherwise stays (queues, stores, lag).
+pub fn metering() -> bool {
+    static ON: LazyLock<bool> = LazyLock::new(|| {
+        std::env::var("AGORA_REQUEST_METRICS").map_or(true, |value| value != "off")
+    });
+    *ON
+}
+
 /// The time since this process's first look at the clock: request arrival stamps.
 pub fn monotonic_us() -> u64 {
     static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);

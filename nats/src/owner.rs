@@ -354,7 +354,14 @@ struct OwnerMetrics {
     envelopes: prometheus_client::metrics::histogram::Histogram,
     seconds: Family<PhaseLabels, Histogram, metrics::Buckets>,
     groups: Family<OutcomeLabels, prometheus_client::metrics::counter::Counter>,
+    /// The series of [`PHASES`] and of the two outcomes, looked up once each (on first use,
+    /// so that a phase an owner never has is not exposed).
+    phases: [std::sync::OnceLock<Histogram>; PHASES.len()],
+    outcomes: [std::sync::OnceLock<prometheus_client::metrics::counter::Counter>; 2],
 }
+
+/// The phases of a group ([`PhaseLabels`]).
+const PHASES: [&str; 3] = ["commit", "stage", "append"];
 
 impl OwnerMetrics {
     fn new(owner: &str) -> Self {
@@ -385,17 +392,26 @@ impl OwnerMetrics {
                 "Groups by outcome (committed, or rolled_back)",
                 Family::default(),
             ),
+            phases: Default::default(),
+            outcomes: Default::default(),
         }
     }
 
     fn phase(&self, phase: &'static str, elapsed: Duration) {
-        let labels = PhaseLabels { owner: self.owner.clone(), phase };
-        self.seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let index = PHASES.iter().position(|known| *known == phase).expect("a known phase");
+        let histogram = self.phases[index].get_or_init(|| {
+            let labels = PhaseLabels { owner: self.owner.clone(), phase };
+            self.seconds.get_or_create(&labels).clone()
+        });
+        histogram.observe(elapsed.as_secs_f64());
     }
 
     fn outcome(&self, committed: bool) {
-        let outcome = if committed { "committed" } else { "rolled_back" };
-        self.groups.get_or_create(&OutcomeLabels { owner: self.owner.clone(), outcome }).inc();
+        let (index, outcome) = if committed { (0, "committed") } else { (1, "rolled_back") };
+        let counter = self.outcomes[index].get_or_init(|| {
+            self.groups.get_or_create(&OutcomeLabels { owner: self.owner.clone(), outcome }).clone()
+        });
+        counter.inc();
     }
 }
 
@@ -557,7 +573,9 @@ impl<S: State> Owner<S> {
     /// Appends the staged entry to the log and commits it, or rolls it back.
     async fn append(&mut self, entry: Entry) -> Result<(), StoreError> {
         let journal = self.journal.as_mut().expect("only replicated owners append");
-        if !journal.is_valid() {
+        // A long group may have kept this runtime from renewing the lease in time: it is
+        // renewed now if nobody else could have taken it.
+        if !journal.revalidate().await {
             journal.depose("the lease ran out");
             self.end_transaction(false).ok();
             return Err(StoreError::Replication(

@@ -245,7 +245,9 @@ impl futures::Stream for MeteredEndpoint {
             let parent = trace::Trace::from_headers(request.message.headers.as_ref());
             let span = trace::Trace::start(parent.as_ref());
             let headers = request.message.headers.get_or_insert_with(HeaderMap::new);
-            headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
+            if metrics::metering() || span.is_some() {
+                headers.insert(RECEIVED, metrics::monotonic_us().to_string().as_str());
+            }
             match span {
                 Some(span) => {
                     trace::note_span();
@@ -257,7 +259,9 @@ impl futures::Stream for MeteredEndpoint {
                 }
                 None => {}
             }
-            self.in_flight.inc();
+            if metrics::metering() {
+                self.in_flight.inc();
+            }
             return std::task::Poll::Ready(Some(request));
         }
         polled
@@ -375,7 +379,9 @@ impl Replier {
         code: Option<ErrorCode>,
         answered: (u64, std::time::SystemTime),
     ) {
+        let metering = metrics::metering();
         match code {
+            _ if !metering => {}
             None => {
                 self.inner.ok.inc();
             }
@@ -389,8 +395,10 @@ impl Replier {
         }
         let Some(received) = received_us(request) else { return };
         let elapsed_us = answered.0.saturating_sub(received);
-        self.inner.seconds.observe(elapsed_us as f64 / 1e6);
-        self.inner.in_flight.dec();
+        if metering {
+            self.inner.seconds.observe(elapsed_us as f64 / 1e6);
+            self.inner.in_flight.dec();
+        }
         if !trace::spans_seen() {
             return;
         }

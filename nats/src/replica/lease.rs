@@ -62,17 +62,90 @@ pub struct LeaseState {
     deposed: AtomicBool,
     why: Mutex<String>,
     notify: Notify,
+    /// What a renewal writes; held across it, so that renewals go one at a time.
+    renewer: tokio::sync::Mutex<Renewer>,
+}
+
+/// The key a renewal updates, and with what.
+#[derive(Debug)]
+struct Renewer {
+    bucket: kv::Store,
+    key: String,
+    value: Bytes,
+    /// How long a renewal holds, from when it was sent.
+    valid_for: Duration,
+}
+
+/// How a renewal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    Renewed,
+    /// Another revision is in place (the lease ran out at the server, or another instance
+    /// took it): this instance is deposed.
+    Lost,
+    /// The server did not answer in time: tried again while the lease lasts.
+    Unanswered,
 }
 
 impl LeaseState {
-    fn new(valid_until: Instant, revision: u64) -> Self {
+    fn new(valid_until: Instant, revision: u64, renewer: Renewer) -> Self {
         Self {
             valid_until: Mutex::new(Some(valid_until)),
             revision: std::sync::atomic::AtomicU64::new(revision),
             deposed: AtomicBool::new(false),
             why: Mutex::new(String::new()),
             notify: Notify::new(),
+            renewer: tokio::sync::Mutex::new(renewer),
         }
+    }
+
+    /// Renews the lease now: the key is updated only if it still holds the revision this
+    /// instance wrote last, so a lease that ran out at the server (its key gone) or that
+    /// another instance took is never taken back. Deposes on `Lost`.
+    async fn renew(&self, timeout: Duration) -> Renewal {
+        let renewer = self.renewer.lock().await;
+        if self.is_deposed() {
+            return Renewal::Lost;
+        }
+        let revision = self.revision.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        let update = renewer.bucket.update(&renewer.key, renewer.value.clone(), revision);
+        match tokio::time::timeout(timeout, update).await {
+            Ok(Ok(next)) => {
+                self.revision.store(next, Ordering::Relaxed);
+                self.extend(sent + renewer.valid_for);
+                Renewal::Renewed
+            }
+            Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                self.depose("another instance holds the lease, or it ran out at the server");
+                Renewal::Lost
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not renew the lease; retrying until it runs out");
+                Renewal::Unanswered
+            }
+            Err(_) => {
+                tracing::warn!("renewing the lease timed out; retrying until it runs out");
+                Renewal::Unanswered
+            }
+        }
+    }
+
+    /// Whether this instance may write: its lease holds, or (after this process stalled past
+    /// it, say a long group on a busy machine) a late renewal found the key still as this
+    /// instance left it and renewed it. Deposes when the lease is gone.
+    pub async fn revalidate(&self, timeout: Duration) -> bool {
+        if self.is_valid() {
+            return true;
+        }
+        if self.is_deposed() {
+            return false;
+        }
+        let renewed = self.renew(timeout).await == Renewal::Renewed && self.is_valid();
+        if !renewed {
+            self.depose("the lease ran out before it could be renewed");
+        }
+        renewed
     }
 
     pub fn is_valid(&self) -> bool {
@@ -116,8 +189,7 @@ impl LeaseState {
             if self.is_deposed() {
                 return;
             }
-            if !self.is_valid() {
-                self.depose("the lease ran out");
+            if !self.is_valid() && !self.revalidate(LATE_RENEWAL_TIMEOUT).await {
                 return;
             }
             tokio::time::timeout(Duration::from_millis(100), notified).await.ok();
@@ -179,15 +251,14 @@ impl Lease {
             Ok(_) => self.bucket.create(&self.key, value.clone()).await.ok(),
             Err(_) => None,
         }?;
-        let state = Arc::new(LeaseState::new(sent + self.valid_for(), revision));
-        tokio::spawn(renew(
-            self.bucket.clone(),
-            self.key.clone(),
+        let renewer = Renewer {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
             value,
-            revision,
-            self.lease,
-            state.clone(),
-        ));
+            valid_for: self.valid_for(),
+        };
+        let state = Arc::new(LeaseState::new(sent + self.valid_for(), revision, renewer));
+        tokio::spawn(renew(self.lease, state.clone()));
         Some(state)
     }
 
@@ -205,36 +276,15 @@ impl Lease {
 }
 
 /// Renews every third of the lease until deposed.
-async fn renew(
-    bucket: kv::Store,
-    key: String,
-    value: Bytes,
-    mut revision: u64,
-    lease: Duration,
-    state: Arc<LeaseState>,
-) {
+async fn renew(lease: Duration, state: Arc<LeaseState>) {
     let every = lease / 3;
-    let valid_for = lease - lease / 10;
     loop {
         tokio::time::sleep(every).await;
         if state.is_deposed() {
             return;
         }
-        let sent = Instant::now();
-        match tokio::time::timeout(every, bucket.update(&key, value.clone(), revision)).await {
-            Ok(Ok(next)) => {
-                revision = next;
-                state.revision.store(next, Ordering::Relaxed);
-                state.extend(sent + valid_for);
-            }
-            Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                state.depose("another instance holds the lease");
-                return;
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "could not renew the lease; retrying until it runs out")
-            }
-            Err(_) => tracing::warn!("renewing the lease timed out; retrying until it runs out"),
+        if state.renew(every).await == Renewal::Lost {
+            return;
         }
         if !state.is_valid() {
             state.depose("the lease ran out before it could be renewed");
@@ -242,3 +292,6 @@ async fn renew(
         }
     }
 }
+
+/// How long a late renewal (see [`LeaseState::revalidate`]) waits for the server.
+pub const LATE_RENEWAL_TIMEOUT: Duration = Duration::from_millis(500);

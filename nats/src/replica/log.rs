@@ -346,6 +346,12 @@ impl Journal {
         self.lease.is_valid()
     }
 
+    /// Whether this instance may still write, renewing its lease first if this process
+    /// stalled past it (see [`LeaseState::revalidate`]).
+    pub async fn revalidate(&self) -> bool {
+        self.lease.revalidate(super::lease::LATE_RENEWAL_TIMEOUT).await
+    }
+
     /// Marks this instance deposed: the service stops.
     pub fn depose(&self, why: &str) {
         self.lease.depose(why);
@@ -361,51 +367,55 @@ impl Journal {
     }
 
     /// Writes one entry (in parts if needed), each part expecting the stream's last sequence
-    /// to be what this instance wrote last: the sequence of its last part.
+    /// to be what this instance wrote last: the sequence of the part before it. The parts go
+    /// out one after another without waiting (only this instance writes, so part `i` lands at
+    /// `last + i`), then every acknowledgement is awaited: one round trip, not one per part.
     pub async fn append(&mut self, entry: &Entry) -> Result<u64, AppendError> {
         if !self.is_valid() {
             return Err(AppendError::Deposed("the lease is not held".into()));
         }
-        let body = entry.encode();
-        let chunks: Vec<&[u8]> =
-            if body.is_empty() { vec![&[][..]] } else { body.chunks(PART_BYTES_MAX).collect() };
-        let count = chunks.len();
-        let relayed = self.relay.relayed();
-        for (index, chunk) in chunks.into_iter().enumerate() {
-            let mut headers = HeaderMap::new();
-            headers.insert(HEADER_INSTANCE, self.instance.as_str());
-            headers.insert(HEADER_RELAYED, relayed.to_string().as_str());
-            if count > 1 {
-                headers.insert(HEADER_PART, format!("{}/{count}", index + 1).as_str());
+        let body = Bytes::from(entry.encode());
+        let count = body.len().div_ceil(PART_BYTES_MAX).max(1);
+        let relayed = self.relay.relayed().to_string();
+        let first = self.last;
+        let sent = tokio::time::timeout(APPEND_TIMEOUT, async {
+            let mut acks = Vec::with_capacity(count);
+            for index in 0..count {
+                let mut headers = HeaderMap::new();
+                headers.insert(HEADER_INSTANCE, self.instance.as_str());
+                headers.insert(HEADER_RELAYED, relayed.as_str());
+                if count > 1 {
+                    headers.insert(HEADER_PART, format!("{}/{count}", index + 1).as_str());
+                }
+                let start = (index * PART_BYTES_MAX).min(body.len());
+                let end = ((index + 1) * PART_BYTES_MAX).min(body.len());
+                let publish = Publish::build()
+                    .payload(body.slice(start..end))
+                    .headers(headers)
+                    .expected_last_sequence(first + index as u64);
+                acks.push(self.js.send_publish(self.subject.clone(), publish).await?);
             }
-            let publish = Publish::build()
-                .payload(Bytes::copy_from_slice(chunk))
-                .headers(headers)
-                .expected_last_sequence(self.last);
-            let sent = tokio::time::timeout(APPEND_TIMEOUT, async {
-                let ack = self.js.send_publish(self.subject.clone(), publish).await?;
-                ack.await
-            })
-            .await;
-            match sent {
-                Ok(Ok(ack)) => self.last = ack.sequence,
-                Ok(Err(error))
-                    if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
-                {
-                    self.uncertain = true;
-                    return Err(AppendError::Uncertain(format!("{error}")));
-                }
-                Ok(Err(error)) => {
-                    self.uncertain = true;
-                    return Err(AppendError::Uncertain(error.to_string()));
-                }
-                Err(_) => {
-                    self.uncertain = true;
-                    return Err(AppendError::Uncertain("timed out".into()));
-                }
+            let mut last = first;
+            for ack in acks {
+                last = ack.await?.sequence;
+            }
+            Ok::<u64, jetstream::context::PublishError>(last)
+        })
+        .await;
+        match sent {
+            Ok(Ok(last)) => {
+                self.last = last;
+                Ok(last)
+            }
+            Ok(Err(error)) => {
+                self.uncertain = true;
+                Err(AppendError::Uncertain(error.to_string()))
+            }
+            Err(_) => {
+                self.uncertain = true;
+                Err(AppendError::Uncertain("timed out".into()))
             }
         }
-        Ok(self.last)
     }
 
     /// What the log holds after what this instance applied: entries this instance wrote
