@@ -667,8 +667,9 @@ impl System {
             &format!("bank-{index}"),
             "--lock-wait-ms",
             "8000",
+            // A full batch (8,190 operations) takes the debug ledger near 2 s on a busy machine.
             "--ledger-timeout-ms",
-            "2000",
+            "5000",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -360,7 +360,14 @@ struct OwnerMetrics {
     outcomes: [std::sync::OnceLock<prometheus_client::metrics::counter::Counter>; 2],
 }
 
-/// The phases of a group ([`PhaseLabels`]).
+/// The phases of a group ([`PhaseLabels`]), named by [`PHASES`].
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Commit,
+    Stage,
+    Append,
+}
+
 const PHASES: [&str; 3] = ["commit", "stage", "append"];
 
 impl OwnerMetrics {
@@ -397,8 +404,9 @@ impl OwnerMetrics {
         }
     }
 
-    fn phase(&self, phase: &'static str, elapsed: Duration) {
-        let index = PHASES.iter().position(|known| *known == phase).expect("a known phase");
+    fn phase(&self, phase: Phase, elapsed: Duration) {
+        let index = phase as usize;
+        let phase = PHASES[index];
         let histogram = self.phases[index].get_or_init(|| {
             let labels = PhaseLabels { owner: self.owner.clone(), phase };
             self.seconds.get_or_create(&labels).clone()
@@ -459,7 +467,7 @@ impl<S: State> Owner<S> {
         };
         let report =
             GroupReport { envelopes, committed: false, durable, elapsed: started.elapsed() };
-        self.metrics.phase("commit", report.elapsed);
+        self.metrics.phase(Phase::Commit, report.elapsed);
         self.finish_group(now_ms, result, out, report).await;
     }
 
@@ -503,8 +511,8 @@ impl<S: State> Owner<S> {
                 let staged = started.elapsed();
                 let (bytes, events) = (entry.changes.len(), entry.events.len());
                 let appended = self.append(entry).await;
-                self.metrics.phase("stage", staged);
-                self.metrics.phase("append", started.elapsed() - staged);
+                self.metrics.phase(Phase::Stage, staged);
+                self.metrics.phase(Phase::Append, started.elapsed() - staged);
                 tracing::debug!(
                     staged_us = staged.as_micros() as u64,
                     appended_us = started.elapsed().as_micros() as u64,
@@ -576,7 +584,7 @@ impl<S: State> Owner<S> {
         // A long group may have kept this runtime from renewing the lease in time: it is
         // renewed now if nobody else could have taken it.
         if !journal.revalidate().await {
-            journal.depose("the lease ran out");
+            // Deposed by the failed renewal.
             self.end_transaction(false).ok();
             return Err(StoreError::Replication(
                 "this instance is no longer the active one".into(),

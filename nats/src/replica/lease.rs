@@ -189,7 +189,7 @@ impl LeaseState {
             if self.is_deposed() {
                 return;
             }
-            if !self.is_valid() && !self.revalidate(LATE_RENEWAL_TIMEOUT).await {
+            if !self.revalidate(LATE_RENEWAL_TIMEOUT).await {
                 return;
             }
             tokio::time::timeout(Duration::from_millis(100), notified).await.ok();
