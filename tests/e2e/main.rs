@@ -67,12 +67,26 @@ struct Stack {
     ports: HashMap<&'static str, u16>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+/// Distinct free loopback ports for `keys` (every listener is held until all are chosen, so
+/// no two keys get the same port).
+fn free_ports(keys: &[&'static str]) -> HashMap<&'static str, u16> {
+    let listeners: Vec<_> = keys
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    keys.iter()
+        .zip(&listeners)
+        .map(|(key, listener)| (*key, listener.local_addr().expect("a bound port").port()))
+        .collect()
 }
+
+const PORT_KEYS: [&str; 5] = [
+    "AGORA_NATS_PORT_1",
+    "AGORA_NATS_PORT_2",
+    "AGORA_NATS_PORT_3",
+    "AGORA_HTTP_PORT",
+    "AGORA_PROMETHEUS_PORT",
+];
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -89,19 +103,29 @@ impl Stack {
         } else {
             vec!["docker-compose".to_owned()]
         };
-        let ports = HashMap::from([
-            ("AGORA_NATS_PORT_1", free_port()),
-            ("AGORA_NATS_PORT_2", free_port()),
-            ("AGORA_NATS_PORT_3", free_port()),
-            ("AGORA_HTTP_PORT", free_port()),
-            ("AGORA_PROMETHEUS_PORT", free_port()),
-        ]);
         let project = std::env::var("AGORA_E2E_PROJECT")
             .unwrap_or_else(|_| format!("agora-e2e-{}", std::process::id()));
-        let stack = Self { compose, project, ports };
-        let output = stack.run(&["up", "-d", "--no-build"]);
-        assert!(output.status.success(), "compose up: {}", String::from_utf8_lossy(&output.stderr));
-        stack
+        // A port found free can be taken by another process before Docker binds it: then the
+        // stack is taken down and started again on other ports, a bounded number of times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let stack = Self {
+                compose: compose.clone(),
+                project: project.clone(),
+                ports: free_ports(&PORT_KEYS),
+            };
+            let output = stack.run(&["up", "-d", "--no-build"]);
+            if output.status.success() {
+                return stack;
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            let taken = stderr.contains("port is already allocated")
+                || stderr.contains("address already in use");
+            assert!(taken && attempts < 3, "compose up (attempt {attempts}): {stderr}");
+            // Dropping the stack takes it down.
+            eprintln!("[e2e] a host port was taken meanwhile; starting again on other ports");
+        }
     }
 
     fn command(&self) -> Command {
