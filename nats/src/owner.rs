@@ -44,6 +44,10 @@ use crate::metrics;
 use crate::replica::log::AppendError;
 use crate::replica::{Entry, Event, Journal};
 use crate::sqlite::StoreError;
+mod meter;
+use meter::{OwnerMetrics, Phase};
+mod grouping;
+use grouping::{apply_all, next_group};
 
 /// What a stateful service plugs into the owner runtime.
 pub trait State: Send + 'static {
@@ -326,103 +330,6 @@ struct Owner<S: State> {
     metrics: OwnerMetrics,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct OwnerLabels {
-    owner: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct PhaseLabels {
-    owner: String,
-    /// `commit` (apply and commit, with its fsync), or for a replicated owner `stage` (apply)
-    /// and `append` (the log's replicated append, then the local commit).
-    phase: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct OutcomeLabels {
-    owner: String,
-    /// `committed` or `rolled_back`.
-    outcome: &'static str,
-}
-
-/// An owner's metrics: its groups (sizes, phases' times, outcomes) and its queue.
-#[derive(Debug)]
-struct OwnerMetrics {
-    owner: String,
-    queue: prometheus_client::metrics::gauge::Gauge,
-    envelopes: prometheus_client::metrics::histogram::Histogram,
-    seconds: Family<PhaseLabels, Histogram, metrics::Buckets>,
-    groups: Family<OutcomeLabels, prometheus_client::metrics::counter::Counter>,
-    /// The series of [`PHASES`] and of the two outcomes, looked up once each (on first use,
-    /// so that a phase an owner never has is not exposed).
-    phases: [std::sync::OnceLock<Histogram>; PHASES.len()],
-    outcomes: [std::sync::OnceLock<prometheus_client::metrics::counter::Counter>; 2],
-}
-
-/// The phases of a group ([`PhaseLabels`]), named by [`PHASES`].
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Commit,
-    Stage,
-    Append,
-}
-
-const PHASES: [&str; 3] = ["commit", "stage", "append"];
-
-impl OwnerMetrics {
-    fn new(owner: &str) -> Self {
-        let queue: Family<OwnerLabels, prometheus_client::metrics::gauge::Gauge> =
-            metrics::register(
-                "owner_queue_depth",
-                "Requests waiting for the owner (a stateful service's one writer)",
-                Family::default(),
-            );
-        let envelopes: Family<OwnerLabels, Histogram, metrics::Buckets> = metrics::register(
-            "owner_group_envelopes",
-            "Requests applied together in one group (one transaction, one commit)",
-            Family::new_with_constructor(metrics::sizes()),
-        );
-        let labels = OwnerLabels { owner: owner.to_owned() };
-        Self {
-            owner: owner.to_owned(),
-            queue: queue.get_or_create(&labels).clone(),
-            envelopes: envelopes.get_or_create(&labels).clone(),
-            seconds: metrics::register(
-                "owner_group_seconds",
-                "Time a group spent, by phase: commit (SQLite, fsync included); for a \
-                 replicated service stage (apply) and append (the replicated log, then commit)",
-                Family::new_with_constructor(metrics::seconds()),
-            ),
-            groups: metrics::register(
-                "owner_groups",
-                "Groups by outcome (committed, or rolled_back)",
-                Family::default(),
-            ),
-            phases: Default::default(),
-            outcomes: Default::default(),
-        }
-    }
-
-    fn phase(&self, phase: Phase, elapsed: Duration) {
-        let index = phase as usize;
-        let phase = PHASES[index];
-        let histogram = self.phases[index].get_or_init(|| {
-            let labels = PhaseLabels { owner: self.owner.clone(), phase };
-            self.seconds.get_or_create(&labels).clone()
-        });
-        histogram.observe(elapsed.as_secs_f64());
-    }
-
-    fn outcome(&self, committed: bool) {
-        let (index, outcome) = if committed { (0, "committed") } else { (1, "rolled_back") };
-        let counter = self.outcomes[index].get_or_init(|| {
-            self.groups.get_or_create(&OutcomeLabels { owner: self.owner.clone(), outcome }).clone()
-        });
-        counter.inc();
-    }
-}
-
 impl<S: State> Owner<S> {
     async fn run(mut self, mut inbox: mpsc::Receiver<S::Envelope>) {
         let mut next_tick = Instant::now() + self.limits.tick;
@@ -668,51 +575,6 @@ impl<S: State> Owner<S> {
         tx.commit()?;
         Ok(())
     }
-}
-
-/// Applies a group's envelopes in order; after a storage error the rest are abandoned (their
-/// replies left for the rollback to answer).
-fn apply_all<S: State>(
-    state: &mut S,
-    tx: &rusqlite::Transaction<'_>,
-    now_ms: u64,
-    group: Vec<S::Envelope>,
-    out: &mut S::Outbox,
-) -> Result<(), StoreError> {
-    let mut envelopes = group.into_iter();
-    for envelope in envelopes.by_ref() {
-        let span = state.span(&envelope);
-        let applied = crate::trace::applying(span, || state.apply(tx, now_ms, envelope, out));
-        if let Err(error) = applied {
-            for rest in envelopes {
-                state.abandon(rest, out);
-            }
-            return Err(error);
-        }
-    }
-    Ok(())
-}
-
-/// The next group: whatever is queued (at most `max`), after waiting until `until` for the
-/// first. Empty when nothing came; `None` once every sender is gone and the queue is empty.
-async fn next_group<T>(
-    inbox: &mut mpsc::Receiver<T>,
-    until: Instant,
-    max: usize,
-) -> Option<Vec<T>> {
-    let first = match tokio::time::timeout_at(until.into(), inbox.recv()).await {
-        Ok(Some(item)) => Some(item),
-        Ok(None) => return None,
-        Err(_) => None,
-    };
-    let mut group: Vec<T> = first.into_iter().collect();
-    while group.len() < max {
-        match inbox.try_recv() {
-            Ok(item) => group.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(group)
 }
 
 #[cfg(test)]
