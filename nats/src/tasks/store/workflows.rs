@@ -1,8 +1,6 @@
-use super::*;
+//! Workflows.
 
-// ---------------------------------------------------------------------------------------------
-// Workflows
-// ---------------------------------------------------------------------------------------------
+use super::*;
 
 /// A stored workflow (`steps`: its steps as submitted, JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
