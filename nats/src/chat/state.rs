@@ -31,8 +31,10 @@ use crate::sqlite::StoreError;
 use crate::subjects::chat as subject;
 mod counters;
 use counters::chat_metrics;
+mod presence;
 mod reads;
 mod updates;
+use presence::{presence_payload, user_view};
 
 /// A message taken off a fan-out subject, checked.
 #[derive(Debug)]
@@ -171,57 +173,6 @@ impl std::fmt::Debug for ChatState {
 
 fn unavailable(error: &StoreError) -> ServiceError {
     ServiceError::new(ErrorCode::Unavailable, format!("chat store failed ({error}); retry"))
-}
-
-fn user_view(name: &Name, user: &chat::User) -> UserView {
-    UserView {
-        name: name.to_string(),
-        online: user.is_online(),
-        since_ms: user.session.as_ref().map(|s| s.since_ms),
-        last_seen_ms: user.session.as_ref().map_or(user.last_seen_ms, |s| s.last_seen_ms),
-        rooms: user.rooms.iter().map(Name::to_string).collect(),
-    }
-}
-
-/// The presence event for `event`; room events happen at `now_ms`.
-fn presence_payload(now_ms: u64, event: &ChatEvent) -> (String, PresenceEvent) {
-    let (name, wire) = match event {
-        ChatEvent::Online { name, since_ms, .. } => (
-            name,
-            PresenceEvent {
-                name: name.to_string(),
-                event: "join".into(),
-                room: None,
-                reason: None,
-                since_ms: Some(*since_ms),
-                at_ms: *since_ms,
-            },
-        ),
-        ChatEvent::Offline { name, reason, since_ms, at_ms } => (
-            name,
-            PresenceEvent {
-                name: name.to_string(),
-                event: "leave".into(),
-                room: None,
-                reason: Some(reason.as_str().into()),
-                since_ms: Some(*since_ms),
-                at_ms: *at_ms,
-            },
-        ),
-        ChatEvent::Entered { name, room } | ChatEvent::Exited { name, room } => (
-            name,
-            PresenceEvent {
-                name: name.to_string(),
-                event: if matches!(event, ChatEvent::Entered { .. }) { "enter" } else { "exit" }
-                    .into(),
-                room: Some(room.to_string()),
-                reason: None,
-                since_ms: None,
-                at_ms: now_ms,
-            },
-        ),
-    };
-    (subject::presence(name.as_str()), wire)
 }
 
 /// Typing events: one per sender and conversation every this long.
