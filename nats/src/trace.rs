@@ -184,10 +184,12 @@ pub fn init(service: &str) {
 
 fn exporter(service: &str) -> Option<BatchSpanProcessor> {
     use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_otlp::WithHttpConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(OtlpHttp::new())
         .with_protocol(Protocol::HttpJson)
-        .with_timeout(Duration::from_secs(5))
+        .with_timeout(EXPORT_TIMEOUT)
         .build();
     match exporter {
         Ok(exporter) => {
@@ -203,6 +205,41 @@ fn exporter(service: &str) -> Option<BatchSpanProcessor> {
             tracing::warn!(%error, "cannot export trace spans; tracing stays off");
             None
         }
+    }
+}
+
+/// Time an export may take, connecting and reading the collector's answer included.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest collector answer read.
+const EXPORT_REPLY_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// The OTLP exporter's HTTP client: ureq, blocking, on the batch span processor's own thread
+/// (which is what the exporter's blocking clients are for), so that the service binaries link no
+/// HTTP server stack (hyper comes with reqwest).
+#[derive(Debug)]
+struct OtlpHttp(ureq::Agent);
+
+impl OtlpHttp {
+    fn new() -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(EXPORT_TIMEOUT))
+            .http_status_as_error(false)
+            .build();
+        Self(config.into())
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpHttp {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        let response = self.0.run(http::Request::from_parts(parts, body.to_vec()))?;
+        let (parts, mut body) = response.into_parts();
+        let body = body.with_config().limit(EXPORT_REPLY_BYTES_MAX).read_to_vec()?;
+        Ok(http::Response::from_parts(parts, bytes::Bytes::from(body)))
     }
 }
 
