@@ -183,8 +183,8 @@ pub fn init(service: &str) {
 }
 
 fn exporter(service: &str) -> Option<BatchSpanProcessor> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
     use opentelemetry_otlp::WithHttpConfig;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(OtlpHttp::new())

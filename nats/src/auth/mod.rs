@@ -211,7 +211,7 @@ impl Service {
         match endpoint {
             subject::SIGNUP => encode(&view(&self.signup(decode(payload)?).await?)),
             subject::LOGIN => {
-                caller.require_service("agora.auth.login")?;
+                caller.require_service("signing in on behalf of a person")?;
                 let request: LoginRequest = decode(payload)?;
                 let kind = match request.kind.as_deref() {
                     None => TokenKind::Session,
@@ -232,7 +232,7 @@ impl Service {
                 encode(&self.issue(name, *role, TokenKind::Api, request.ttl_ms).await?)
             }
             subject::CHECK => {
-                caller.require_service("agora.auth.check")?;
+                caller.require_service("checking a token")?;
                 let request: TokenBody = decode(payload)?;
                 let digest = secrets::digest(&request.token);
                 let Answer::Token(found) = self.ask(Command::FindToken { digest }).await? else {
@@ -248,7 +248,7 @@ impl Service {
                 })
             }
             subject::LOGOUT => {
-                caller.signed_in("agora.auth.logout")?;
+                caller.signed_in("signing out")?;
                 let request: TokenBody = decode(payload)?;
                 let owner = caller.name().map(UserName::to_string);
                 let digest = secrets::digest(&request.token);
