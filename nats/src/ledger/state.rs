@@ -297,16 +297,35 @@ impl Ledger {
                 continue;
             }
             let Some(record) = self.operations.get(conn, id.as_str())? else { continue };
-            let unreadable =
-                |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("record {id}: {e}"));
-            let record: OperationRecord =
-                serde_json::from_str(&record).map_err(|e| unreadable(&e))?;
+            let record = operation_record(conn, id.as_str(), record)?;
             // Recorded without its id (a pending transfer's is required: give it back).
             let op = OperationRequest { id: Some(id.to_string()), ..record.op };
-            let operation = op.to_request().map_err(|e| unreadable(&e))?.operation;
+            let operation = op.to_request().map_err(|e| unreadable(id.as_str(), &e))?.operation;
             recorded.insert(id.clone(), (operation, record.postings));
         }
         Ok(recorded)
+    }
+
+    /// The records of `ids` as clients read them (`agora.ledger.operations`): those found, in
+    /// order.
+    fn operation_entries(
+        &self,
+        conn: &Connection,
+        ids: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Vec<OperationEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for id in ids {
+            let id = id.as_ref();
+            let Some(record) = self.operations.get(conn, id)? else { continue };
+            let text = match record.entries {
+                None => record.text,
+                Some(_) => serde_json::to_string(&operation_record(conn, id, record)?)
+                    .map_err(|e| unreadable(id, &e))?,
+            };
+            let record = RawValue::from_string(text).map_err(|e| unreadable(id, &e))?;
+            entries.push(OperationEntry { id: id.to_owned(), record });
+        }
+        Ok(entries)
     }
 
     /// The time a group's entries carry: now, or the last one if the clock went back.
@@ -315,14 +334,15 @@ impl Ledger {
         self.last_at_ms
     }
 
-    /// Writes what the book changed, and one history entry and one event per posting.
+    /// Writes what the book changed, and one history entry and one event per posting; returns
+    /// the `seq` of each slice's first entry (its entries are consecutive).
     fn write_changes(
         &mut self,
         tx: &Transaction<'_>,
         now_ms: u64,
         postings: &[(&[Posting], Option<&str>)],
         events: &mut Vec<Event>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u64>, StoreError> {
         let (balances, pendings) = self.book.take_changes();
         for (key, balances) in &balances {
             store::set_balances(tx, key, balances)?;
@@ -331,13 +351,25 @@ impl Ledger {
             store::put_pending_transfer(tx, id, transfer, now_ms)?;
         }
         let at = self.stamp(now_ms);
+        let mut firsts = Vec::with_capacity(postings.len());
         for (postings, id) in postings {
+            let mut expected = None;
             for posting in *postings {
-                store::insert_entry(tx, posting, *id, at)?;
+                let seq = store::insert_entry(tx, posting, *id, at)?;
+                if expected.is_some_and(|expected| expected != seq) {
+                    return Err(StoreError::Corrupt(format!("entry {seq} out of order")));
+                }
+                if expected.is_none() {
+                    firsts.push(seq);
+                }
+                expected = Some(seq + 1);
                 events.push(bank_event(posting, *id, at)?);
             }
+            if expected.is_none() {
+                firsts.push(0);
+            }
         }
-        Ok(())
+        Ok(firsts)
     }
 
     /// Rewrites (or deletes, once empty) the stored rows of the given lock sets.
@@ -385,6 +417,39 @@ impl Ledger {
         }
         self.persist_sets(tx, touched)
     }
+}
+
+/// A stored record that does not read back.
+fn unreadable(id: &str, error: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("record {id}: {error}"))
+}
+
+/// An applied operation's record, its postings read back from its history entries if that is
+/// where they are.
+fn operation_record(
+    conn: &Connection,
+    id: &str,
+    record: store::Record,
+) -> Result<OperationRecord, StoreError> {
+    let Some((first, count)) = record.entries else {
+        return serde_json::from_str(&record.text).map_err(|e| unreadable(id, &e));
+    };
+    let op = serde_json::from_str(&record.text).map_err(|e| unreadable(id, &e))?;
+    let postings = store::entries(conn, first, count)?
+        .into_iter()
+        .map(|(account, asset, row)| PostingWire {
+            account,
+            asset,
+            kind: row.kind,
+            amount: row.amount,
+            balance: row.balances.posted,
+            pending: row.balances.debits_pending,
+            available: row.balances.available(),
+            incoming: row.balances.credits_pending,
+            at: row.at_ms,
+        })
+        .collect();
+    Ok(OperationRecord { op, postings })
 }
 
 /// The event of one posting, published on `agora.bank.events.<account>`.

@@ -118,6 +118,12 @@ const MIGRATION_3: &str = "
     CREATE INDEX balances_by_asset ON balances (asset, account) WHERE asset != 'money';
 ";
 
+/// An applied operation's record refers to its history entries instead of repeating them.
+const MIGRATION_4: &str = "
+    ALTER TABLE operations ADD COLUMN first_entry INTEGER;
+    ALTER TABLE operations ADD COLUMN entry_count INTEGER;
+";
+
 /// One stored lock set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockSetRow {
@@ -141,6 +147,17 @@ fn decode_grants(text: &str) -> Option<Vec<(AccountId, u64)>> {
             Some((AccountId::parse(account).ok()?, token.parse().ok()?))
         })
         .collect()
+}
+
+/// An operation record as stored: a client's record (`agora.ledger.batch.commit`) or an
+/// applied operation's `{"op","postings"}` as earlier versions wrote it (`entries: None`), or an
+/// applied operation's request (`text`) and the history entries that hold its postings (the
+/// first entry's `seq` and how many: written consecutively, never deleted), which keeps the
+/// record a fifth of the size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub text: String,
+    pub entries: Option<(u64, u64)>,
 }
 
 /// The in-memory index of the operation log: id hash -> row. The ledger's owner holds it
@@ -201,7 +218,7 @@ impl Operations {
     }
 
     /// The record stored with an operation id, if that id was committed.
-    pub fn get(&self, conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    pub fn get(&self, conn: &Connection, id: &str) -> Result<Option<Record>, StoreError> {
         let seq = match self.collided.get(id) {
             Some(seq) => *seq,
             None => match self.by_hash.get(&id_hash(id)) {
@@ -209,10 +226,17 @@ impl Operations {
                 None => return Ok(None),
             },
         };
-        let mut statement =
-            conn.prepare_cached("SELECT id, record FROM operations WHERE seq = ?1")?;
+        let mut statement = conn.prepare_cached(
+            "SELECT id, record, first_entry, entry_count FROM operations WHERE seq = ?1",
+        )?;
         let row = statement
-            .query_row(params![seq], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_row(params![seq], |row| {
+                let entries = match (row.get::<_, Option<u64>>(2)?, row.get::<_, Option<u64>>(3)?) {
+                    (Some(first), Some(count)) => Some((first, count)),
+                    _ => None,
+                };
+                Ok((row.get::<_, String>(0)?, Record { text: row.get(1)?, entries }))
+            })
             .optional()?;
         Ok(row.filter(|(stored_id, _)| stored_id == id).map(|(_, record)| record))
     }
@@ -226,14 +250,18 @@ impl Operations {
         &mut self,
         conn: &Connection,
         id: &str,
-        record: &str,
+        record: &Record,
         at_ms: u64,
     ) -> Result<bool, StoreError> {
         if self.contains(conn, id)? {
             return Ok(false);
         }
-        conn.prepare_cached("INSERT INTO operations (id, record, at_ms) VALUES (?1, ?2, ?3)")?
-            .execute(params![id, record, at_ms])?;
+        let (first, count) = record.entries.unzip();
+        conn.prepare_cached(
+            "INSERT INTO operations (id, record, at_ms, first_entry, entry_count)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, record.text, at_ms, first, count])?;
         self.note(id, conn.last_insert_rowid());
         Ok(true)
     }
@@ -281,7 +309,7 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         data_dir,
         DATABASE_FILE,
         PAGE_CACHE_BYTES_MAX,
-        &[MIGRATION_1, MIGRATION_2, MIGRATION_3],
+        &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4],
     )?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -372,13 +400,14 @@ pub fn set_balances(conn: &Connection, key: &Key, balances: &Balances) -> Result
     Ok(())
 }
 
-/// Appends one history entry: a posting, the client's id and the commit time.
+/// Appends one history entry: a posting, the client's id and the commit time; returns its
+/// `seq` (one above every earlier entry's: entries are never deleted).
 pub fn insert_entry(
     conn: &Connection,
     posting: &Posting,
     id: Option<&str>,
     at_ms: u64,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO entries (account, asset, kind, amount, posted, debits_pending,
              credits_pending, id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -394,7 +423,30 @@ pub fn insert_entry(
         id,
         sqlite::saturating_i64(at_ms),
     ])?;
-    Ok(())
+    sqlite::rowid(conn.last_insert_rowid())
+}
+
+/// The entries `first..first + count` with their account and asset, in order (an applied
+/// operation's postings, see [`Record`]).
+pub fn entries(
+    conn: &Connection,
+    first: u64,
+    count: u64,
+) -> Result<Vec<(String, String, EntryRow)>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS}, account, asset FROM entries WHERE seq >= ?1 AND seq < ?2
+         ORDER BY seq"
+    ))?;
+    let end = first.saturating_add(count);
+    let rows = statement
+        .query_map(params![sqlite::saturating_i64(first), sqlite::saturating_i64(end)], |row| {
+            Ok((row.get(8)?, row.get(9)?, entry_row(row)?))
+        })?;
+    let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+    if rows.len() as u64 != count {
+        return Err(StoreError::Corrupt(format!("entries {first}..{end}: {} found", rows.len())));
+    }
+    Ok(rows)
 }
 
 /// The newest commit time in the history (entry times never go back).

@@ -37,24 +37,12 @@ impl Ledger {
         let at = self.stamp(now_ms);
         let mut results: Vec<OperationResult> = Vec::with_capacity(outcomes.len());
         let mut applied = 0;
-        for (index, outcome) in outcomes.iter().enumerate() {
+        for outcome in &outcomes {
             let result = match outcome {
-                Outcome::Applied(postings) => {
-                    let wires: Vec<PostingWire> =
-                        postings.iter().map(|p| PostingWire::at(p, at)).collect();
-                    if let Some(id) = &requests[index].id {
-                        let record = OperationRecord {
-                            op: OperationRequest::from(&requests[index].operation),
-                            postings: wires.clone(),
-                        };
-                        let record = serde_json::to_string(&record)
-                            .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
-                        if !self.operations.insert(tx, id.as_str(), &record, now_ms)? {
-                            return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
-                        }
-                    }
-                    OperationResult::Applied { postings: detail.then_some(wires) }
-                }
+                Outcome::Applied(postings) => OperationResult::Applied {
+                    postings: detail
+                        .then(|| postings.iter().map(|p| PostingWire::at(p, at)).collect()),
+                },
                 Outcome::Replay(wires) => {
                     OperationResult::Applied { postings: detail.then(|| wires.clone()) }
                 }
@@ -66,15 +54,28 @@ impl Ledger {
             }
             results.push(result);
         }
-        let postings: Vec<(&[Posting], Option<&str>)> = outcomes
+        let written: Vec<(usize, &[Posting])> = outcomes
             .iter()
-            .zip(shown)
-            .filter_map(|(outcome, id)| match outcome {
-                Outcome::Applied(postings) => Some((postings.as_slice(), id.as_deref())),
+            .enumerate()
+            .filter_map(|(index, outcome)| match outcome {
+                Outcome::Applied(postings) => Some((index, postings.as_slice())),
                 _ => None,
             })
             .collect();
-        self.write_changes(tx, now_ms, &postings, events)?;
+        let postings: Vec<(&[Posting], Option<&str>)> =
+            written.iter().map(|(index, postings)| (*postings, shown[*index].as_deref())).collect();
+        let firsts = self.write_changes(tx, now_ms, &postings, events)?;
+        // Each applied operation with an id is recorded: its request, and where its postings
+        // are in the history (see `store::Record`).
+        for ((index, postings), first) in written.into_iter().zip(firsts) {
+            let Some(id) = &requests[index].id else { continue };
+            let op = OperationRequest::from(&requests[index].operation);
+            let text = serde_json::to_string(&op).map_err(|e| unreadable(id.as_str(), &e))?;
+            let record = store::Record { text, entries: Some((first, postings.len() as u64)) };
+            if !self.operations.insert(tx, id.as_str(), &record, now_ms)? {
+                return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
+            }
+        }
         let failed = results.len() - applied;
         Ok(encode(&ApplyReply { results, applied, failed }))
     }

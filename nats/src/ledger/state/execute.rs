@@ -30,14 +30,7 @@ impl Ledger {
                 if !*batch {
                     return Ok(encode(&locks[0]));
                 }
-                let mut operations = Vec::new();
-                for id in ids.iter().collect::<BTreeSet<_>>() {
-                    if let Some(record) = self.operations.get(tx, id)? {
-                        let record = RawValue::from_string(record)
-                            .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
-                        operations.push(OperationEntry { id: id.clone(), record });
-                    }
-                }
+                let operations = self.operation_entries(tx, ids.iter().collect::<BTreeSet<_>>())?;
                 Ok(encode(&BatchLockReply { locks, operations }))
             }
             Action::Unlock { account, owner, token } => {
@@ -91,7 +84,8 @@ impl Ledger {
                     return Ok(Err(error.into()));
                 }
                 for (id, record) in operations {
-                    if !self.operations.insert(tx, id.as_str(), record, now_ms)? {
+                    let record = store::Record { text: record.clone(), entries: None };
+                    if !self.operations.insert(tx, id.as_str(), &record, now_ms)? {
                         // check_commit saw the id free a moment ago in this transaction.
                         return Err(StoreError::Corrupt(format!("operation id {id} appeared")));
                     }
@@ -198,14 +192,7 @@ impl Ledger {
                 Ok(encode(&SupplyReply { asset: asset.to_string(), accounts, balance, pending }))
             }
             Action::Operations(ids) => {
-                let mut operations = Vec::new();
-                for id in ids {
-                    if let Some(record) = self.operations.get(tx, id)? {
-                        let record = RawValue::from_string(record)
-                            .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?;
-                        operations.push(OperationEntry { id: id.clone(), record });
-                    }
-                }
+                let operations = self.operation_entries(tx, ids)?;
                 Ok(encode(&OperationsReply { operations }))
             }
             Action::Balance { key, at_ms } => {

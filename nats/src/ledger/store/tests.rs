@@ -8,6 +8,10 @@ fn key(name: &str) -> Key {
     (id(name), Asset::money())
 }
 
+fn whole(text: &str) -> Record {
+    Record { text: text.to_owned(), entries: None }
+}
+
 fn posted(posted: i64) -> Balances {
     Balances { posted, ..Balances::default() }
 }
@@ -28,7 +32,7 @@ fn balances_locks_and_records_survive_reopen_and_epochs_increase() {
             grants: vec![(id("alice"), 7), (id("bob"), 8)],
         };
         put_lock_set(&tx, &set).expect("lock");
-        assert!(operations.insert(&tx, "op-1", "{}", 10).expect("record"));
+        assert!(operations.insert(&tx, "op-1", &whole("{}"), 10).expect("record"));
         tx.commit().expect("commit");
         epoch
     };
@@ -42,7 +46,7 @@ fn balances_locks_and_records_survive_reopen_and_epochs_increase() {
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0].grants, vec![(id("alice"), 7), (id("bob"), 8)]);
     let operations = Operations::load(&conn).expect("index");
-    assert_eq!(operations.get(&conn, "op-1").expect("read").as_deref(), Some("{}"));
+    assert_eq!(operations.get(&conn, "op-1").expect("read").map(|r| r.text).as_deref(), Some("{}"));
 }
 
 #[test]
@@ -57,14 +61,17 @@ fn rollback_discards_and_constraints_hold() {
     }
     assert_eq!(balances(&conn, &key("a")).map(|b| b.posted).expect("read"), 0);
     assert!(set_balances(&conn, &key("a"), &posted(-1)).is_err(), "CHECK (balance >= 0)");
-    assert!(operations.insert(&conn, "x", "{}", 1).expect("first"));
-    assert!(!operations.insert(&conn, "x", "{\"a\":1}", 2).expect("taken"), "ids are unique");
-    assert_eq!(operations.get(&conn, "x").expect("read").as_deref(), Some("{}"));
+    assert!(operations.insert(&conn, "x", &whole("{}"), 1).expect("first"));
+    assert!(
+        !operations.insert(&conn, "x", &whole("{\"a\":1}"), 2).expect("taken"),
+        "ids are unique"
+    );
+    assert_eq!(operations.get(&conn, "x").expect("read").map(|r| r.text).as_deref(), Some("{}"));
     assert!(operations.contains(&conn, "x").expect("read"));
     assert!(!operations.contains(&conn, "y").expect("read"));
     {
         let tx = conn.transaction().expect("begin");
-        assert!(operations.insert(&tx, "y", "{}", 1).expect("new"));
+        assert!(operations.insert(&tx, "y", &whole("{}"), 1).expect("new"));
     }
     // The row is gone with the rollback: the stored id check finds nothing, and a reload
     // forgets it too.
@@ -82,7 +89,9 @@ fn operation_log_is_pruned_oldest_first_by_age_and_count_and_reindexed_on_open()
         let conn = open(dir.path()).expect("open");
         let mut operations = Operations::load(&conn).expect("index");
         for i in 0..10 {
-            assert!(operations.insert(&conn, &format!("op-{i}"), "{}", 100 + i).expect("ok"));
+            assert!(
+                operations.insert(&conn, &format!("op-{i}"), &whole("{}"), 100 + i).expect("ok")
+            );
         }
         assert_eq!(operations.prune(&conn, 0, 7, 100).expect("by count"), 3);
         assert_eq!(operations.len(), 7);
@@ -156,4 +165,58 @@ fn pending_transfers_round_trip_and_only_finished_ones_are_pruned_by_index() {
     assert_eq!(prune_pending_transfers(&conn, 21, 100).expect("prune"), 1);
     assert!(pending_transfer(&conn, &done_id).expect("read").is_none());
     assert!(pending_transfer(&conn, &open_id).expect("read").is_some(), "open ones stay");
+}
+
+/// An applied operation's record names its history entries instead of repeating them: the
+/// entries it names read back in order, with their accounts and assets; a range that does not
+/// hold exactly the entries named is corrupt, never short.
+#[test]
+fn records_refer_to_consecutive_history_entries() {
+    use agora_core::ledger::{EntryKind, Posting};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = open(dir.path()).expect("open");
+    let mut operations = Operations::load(&conn).expect("index");
+    let posting = |account: &str, kind: EntryKind, amount: i64, balance: i64| Posting {
+        account: id(account),
+        asset: Asset::money(),
+        kind,
+        amount,
+        balances: posted(balance),
+    };
+    let first =
+        insert_entry(&conn, &posting("ann", EntryKind::Deposit, 10, 10), None, 5).expect("entry");
+    let out = posting("ann", EntryKind::TransferOut, 4, 6);
+    let transfer = [out, posting("bob", EntryKind::TransferIn, 4, 4)];
+    let seqs: Vec<u64> =
+        transfer.iter().map(|p| insert_entry(&conn, p, Some("t-1"), 7).expect("entry")).collect();
+    assert_eq!(seqs, vec![first + 1, first + 2], "entries are consecutive");
+    let record = Record { text: r#"{"op":"transfer"}"#.into(), entries: Some((seqs[0], 2)) };
+    assert!(operations.insert(&conn, "t-1", &record, 7).expect("record"));
+    let operations = Operations::load(&conn).expect("reindexed");
+    assert_eq!(operations.get(&conn, "t-1").expect("read"), Some(record));
+    let rows = entries(&conn, seqs[0], 2).expect("entries");
+    let read: Vec<(&str, &str, &str, i64, i64, Option<&str>, u64)> = rows
+        .iter()
+        .map(|(account, asset, row)| {
+            let id = row.id.as_deref();
+            (
+                account.as_str(),
+                asset.as_str(),
+                row.kind.as_str(),
+                row.amount,
+                row.balances.posted,
+                id,
+                row.at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        read,
+        vec![
+            ("ann", "money", "transfer_out", 4, 6, Some("t-1"), 7),
+            ("bob", "money", "transfer_in", 4, 4, Some("t-1"), 7),
+        ]
+    );
+    assert!(matches!(entries(&conn, seqs[0], 3), Err(StoreError::Corrupt(_))), "one missing");
+    assert_eq!(entries(&conn, first, 0).expect("none").len(), 0);
 }
