@@ -48,6 +48,8 @@ mod meter;
 use meter::{OwnerMetrics, Phase};
 mod grouping;
 use grouping::{apply_all, next_group};
+mod checkpoint;
+use checkpoint::Checkpointer;
 
 /// What a stateful service plugs into the owner runtime.
 pub trait State: Send + 'static {
@@ -301,7 +303,19 @@ fn start<S: State>(
     let Inbox { receiver, queued } = inbox;
     let promote = journal.is_some();
     let metrics = OwnerMetrics::new(name);
-    let owner = Owner { conn, state, limits, queued, synchronous: None, journal, promote, metrics };
+    let mut conn = conn;
+    let checkpointer = Checkpointer::start(&mut conn, name);
+    let owner = Owner {
+        conn,
+        state,
+        limits,
+        queued,
+        synchronous: None,
+        journal,
+        promote,
+        metrics,
+        _checkpointer: checkpointer,
+    };
     match limits.mode {
         Mode::Thread => {
             // The owner's own small runtime only awaits deliveries (publishes go to the
@@ -328,6 +342,8 @@ struct Owner<S: State> {
     /// [`State::promoted`] is still to run.
     promote: bool,
     metrics: OwnerMetrics,
+    /// Takes the WAL checkpoints off this thread (none for an in-memory database).
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl<S: State> Owner<S> {
@@ -453,7 +469,9 @@ impl<S: State> Owner<S> {
             session.table_filter(Some(move |table: &str| !volatile.contains(&table)));
         }
         session.attach(None::<&str>)?;
-        let mut tx = conn.unchecked_transaction()?;
+        // Writing from the start: a checkpoint that restarts the WAL holds writers back, and a
+        // transaction that read first could not become a writer after it.
+        let mut tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         if self.promote {
             self.state.promoted(&tx, now_ms)?;
         }
