@@ -219,9 +219,7 @@ impl Coins {
                 Err(error) => Err(error.into()),
             },
             Command::Log { legs } => {
-                for leg in &legs {
-                    store::log_leg(tx, leg)?;
-                }
+                store::log_legs(tx, &legs)?;
                 Ok(Answer::Done)
             }
             Command::Lookup { user, id } => {

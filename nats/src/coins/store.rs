@@ -99,6 +99,12 @@ pub enum TradePart {
     Pay { total: u64 },
 }
 
+impl TradePart {
+    fn is_pay(&self) -> bool {
+        matches!(self, Self::Pay { .. })
+    }
+}
+
 /// A column that does not parse: the row is corrupt (an error, never a default).
 fn corrupt(column: usize, error: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -182,15 +188,29 @@ pub fn delete_asset(conn: &Connection, symbol: &Symbol) -> Result<(), StoreError
     Ok(())
 }
 
-/// Logs one leg of a trade (again is a no-op: events may come twice).
-pub fn log_leg(conn: &Connection, leg: &TradeLeg) -> Result<(), StoreError> {
-    let (symbol, side, quantity, total) = match &leg.part {
-        TradePart::Units { symbol, side, quantity } => {
-            (Some(symbol.as_str()), Some(side.as_str()), Some(*quantity), None)
+/// Logs legs of trades (again is a no-op: events may come twice); the two legs of one trade
+/// that come together are written as one row.
+pub fn log_legs(conn: &Connection, legs: &[TradeLeg]) -> Result<(), StoreError> {
+    let mut trades: Vec<(&TradeLeg, Option<&TradeLeg>)> = Vec::with_capacity(legs.len());
+    let mut index: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::with_capacity(legs.len());
+    for leg in legs {
+        match index.entry((leg.user.as_str(), leg.id.as_str())) {
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let trade = &mut trades[*slot.get()];
+                if trade.1.is_none() && trade.0.part.is_pay() != leg.part.is_pay() {
+                    trade.1 = Some(leg);
+                } else {
+                    trades.push((leg, None));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(trades.len());
+                trades.push((leg, None));
+            }
         }
-        TradePart::Pay { total } => (None, None, None, Some(*total)),
-    };
-    conn.prepare_cached(
+    }
+    let mut statement = conn.prepare_cached(
         "INSERT INTO trades (user, id, symbol, side, quantity, total, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (user, id) DO UPDATE SET
@@ -198,16 +218,27 @@ pub fn log_leg(conn: &Connection, leg: &TradeLeg) -> Result<(), StoreError> {
              side = COALESCE(excluded.side, side),
              quantity = COALESCE(excluded.quantity, quantity),
              total = COALESCE(excluded.total, total)",
-    )?
-    .execute(params![
-        leg.user.as_str(),
-        leg.id,
-        symbol,
-        side,
-        quantity,
-        total,
-        sqlite::saturating_i64(leg.at_ms)
-    ])?;
+    )?;
+    for (first, second) in trades {
+        let (mut symbol, mut side, mut quantity, mut total) = (None, None, None, None);
+        for leg in std::iter::once(first).chain(second) {
+            match &leg.part {
+                TradePart::Units { symbol: s, side: d, quantity: q } => {
+                    (symbol, side, quantity) = (Some(s.as_str()), Some(d.as_str()), Some(*q));
+                }
+                TradePart::Pay { total: t } => total = Some(*t),
+            }
+        }
+        statement.execute(params![
+            first.user.as_str(),
+            first.id,
+            symbol,
+            side,
+            quantity,
+            total,
+            sqlite::saturating_i64(first.at_ms)
+        ])?;
+    }
     Ok(())
 }
 
@@ -253,3 +284,6 @@ pub fn history(
     orders.truncate(limit);
     Ok((orders, more))
 }
+
+#[cfg(test)]
+mod tests;
