@@ -314,7 +314,7 @@ fn start<S: State>(
         journal,
         promote,
         metrics,
-        _checkpointer: checkpointer,
+        checkpointer,
     };
     match limits.mode {
         Mode::Thread => {
@@ -343,7 +343,7 @@ struct Owner<S: State> {
     promote: bool,
     metrics: OwnerMetrics,
     /// Takes the WAL checkpoints off this thread (none for an in-memory database).
-    _checkpointer: Option<Checkpointer>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl<S: State> Owner<S> {
@@ -370,6 +370,7 @@ impl<S: State> Owner<S> {
     }
 
     async fn run_group(&mut self, group: Vec<S::Envelope>) {
+        checkpoint::restart_if_long(self.checkpointer.as_mut(), &self.conn);
         if self.journal.is_some() {
             return self.run_replicated_group(group).await;
         }
