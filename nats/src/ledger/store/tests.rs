@@ -195,26 +195,18 @@ fn records_refer_to_consecutive_history_entries() {
     let operations = Operations::load(&conn).expect("reindexed");
     assert_eq!(operations.get(&conn, "t-1").expect("read"), Some(record));
     let rows = entries(&conn, seqs[0], 2).expect("entries");
-    let read: Vec<(&str, &str, &str, i64, i64, Option<&str>, u64)> = rows
+    let read: Vec<String> = rows
         .iter()
         .map(|(account, asset, row)| {
-            let id = row.id.as_deref();
-            (
-                account.as_str(),
-                asset.as_str(),
-                row.kind.as_str(),
-                row.amount,
-                row.balances.posted,
-                id,
-                row.at_ms,
-            )
+            let (kind, amount, balance) = (&row.kind, row.amount, row.balances.posted);
+            format!("{account} {asset} {kind} {amount} {balance} {:?} {}", row.id, row.at_ms)
         })
         .collect();
     assert_eq!(
         read,
         vec![
-            ("ann", "money", "transfer_out", 4, 6, Some("t-1"), 7),
-            ("bob", "money", "transfer_in", 4, 4, Some("t-1"), 7),
+            r#"ann money transfer_out 4 6 Some("t-1") 7"#,
+            r#"bob money transfer_in 4 4 Some("t-1") 7"#,
         ]
     );
     assert!(matches!(entries(&conn, seqs[0], 3), Err(StoreError::Corrupt(_))), "one missing");
