@@ -294,7 +294,7 @@ pub fn spawn_replicated<S: State>(
 
 fn start<S: State>(
     name: &str,
-    conn: Connection,
+    mut conn: Connection,
     state: S,
     inbox: Inbox<S::Envelope>,
     limits: Limits,
@@ -303,7 +303,6 @@ fn start<S: State>(
     let Inbox { receiver, queued } = inbox;
     let promote = journal.is_some();
     let metrics = OwnerMetrics::new(name);
-    let mut conn = conn;
     let checkpointer = Checkpointer::start(&mut conn, name);
     let owner = Owner {
         conn,
@@ -370,7 +369,9 @@ impl<S: State> Owner<S> {
     }
 
     async fn run_group(&mut self, group: Vec<S::Envelope>) {
-        checkpoint::restart_if_long(self.checkpointer.as_mut(), &self.conn);
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.restart_if_long(&self.conn);
+        }
         if self.journal.is_some() {
             return self.run_replicated_group(group).await;
         }

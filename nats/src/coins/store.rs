@@ -99,12 +99,6 @@ pub enum TradePart {
     Pay { total: u64 },
 }
 
-impl TradePart {
-    fn is_pay(&self) -> bool {
-        matches!(self, Self::Pay { .. })
-    }
-}
-
 /// A column that does not parse: the row is corrupt (an error, never a default).
 fn corrupt(column: usize, error: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -188,26 +182,32 @@ pub fn delete_asset(conn: &Connection, symbol: &Symbol) -> Result<(), StoreError
     Ok(())
 }
 
-/// Logs legs of trades (again is a no-op: events may come twice); the two legs of one trade
-/// that come together are written as one row.
+/// Logs legs of trades (again is a no-op: events may come twice); the legs of one trade that
+/// come together are written as one row.
 pub fn log_legs(conn: &Connection, legs: &[TradeLeg]) -> Result<(), StoreError> {
-    let mut trades: Vec<(&TradeLeg, Option<&TradeLeg>)> = Vec::with_capacity(legs.len());
+    /// One row: what the legs seen so far tell (a leg seen twice tells the same again).
+    #[derive(Default)]
+    struct Row<'a> {
+        symbol: Option<&'a str>,
+        side: Option<&'a str>,
+        quantity: Option<u64>,
+        total: Option<u64>,
+    }
+    let mut rows: Vec<(&TradeLeg, Row<'_>)> = Vec::with_capacity(legs.len());
     let mut index: std::collections::HashMap<(&str, &str), usize> =
         std::collections::HashMap::with_capacity(legs.len());
     for leg in legs {
-        match index.entry((leg.user.as_str(), leg.id.as_str())) {
-            std::collections::hash_map::Entry::Occupied(slot) => {
-                let trade = &mut trades[*slot.get()];
-                if trade.1.is_none() && trade.0.part.is_pay() != leg.part.is_pay() {
-                    trade.1 = Some(leg);
-                } else {
-                    trades.push((leg, None));
-                }
+        let at = *index.entry((leg.user.as_str(), leg.id.as_str())).or_insert_with(|| {
+            rows.push((leg, Row::default()));
+            rows.len() - 1
+        });
+        let row = &mut rows[at].1;
+        match &leg.part {
+            TradePart::Units { symbol, side, quantity } => {
+                (row.symbol, row.side) = (Some(symbol.as_str()), Some(side.as_str()));
+                row.quantity = Some(*quantity);
             }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(trades.len());
-                trades.push((leg, None));
-            }
+            TradePart::Pay { total } => row.total = Some(*total),
         }
     }
     let mut statement = conn.prepare_cached(
@@ -219,23 +219,14 @@ pub fn log_legs(conn: &Connection, legs: &[TradeLeg]) -> Result<(), StoreError> 
              quantity = COALESCE(excluded.quantity, quantity),
              total = COALESCE(excluded.total, total)",
     )?;
-    for (first, second) in trades {
-        let (mut symbol, mut side, mut quantity, mut total) = (None, None, None, None);
-        for leg in std::iter::once(first).chain(second) {
-            match &leg.part {
-                TradePart::Units { symbol: s, side: d, quantity: q } => {
-                    (symbol, side, quantity) = (Some(s.as_str()), Some(d.as_str()), Some(*q));
-                }
-                TradePart::Pay { total: t } => total = Some(*t),
-            }
-        }
+    for (first, row) in rows {
         statement.execute(params![
             first.user.as_str(),
             first.id,
-            symbol,
-            side,
-            quantity,
-            total,
+            row.symbol,
+            row.side,
+            row.quantity,
+            row.total,
             sqlite::saturating_i64(first.at_ms)
         ])?;
     }

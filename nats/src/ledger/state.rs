@@ -353,21 +353,15 @@ impl Ledger {
         let at = self.stamp(now_ms);
         let mut firsts = Vec::with_capacity(postings.len());
         for (postings, id) in postings {
-            let mut expected = None;
-            for posting in *postings {
+            let mut first = None;
+            for (index, posting) in (0u64..).zip(postings.iter()) {
                 let seq = store::insert_entry(tx, posting, *id, at)?;
-                if expected.is_some_and(|expected| expected != seq) {
+                if *first.get_or_insert(seq) + index != seq {
                     return Err(StoreError::Corrupt(format!("entry {seq} out of order")));
                 }
-                if expected.is_none() {
-                    firsts.push(seq);
-                }
-                expected = Some(seq + 1);
                 events.push(bank_event(posting, *id, at)?);
             }
-            if expected.is_none() {
-                firsts.push(0);
-            }
+            firsts.push(first.unwrap_or(0));
         }
         Ok(firsts)
     }
@@ -437,16 +431,8 @@ fn operation_record(
     let op = serde_json::from_str(&record.text).map_err(|e| unreadable(id, &e))?;
     let postings = store::entries(conn, first, count)?
         .into_iter()
-        .map(|(account, asset, row)| PostingWire {
-            account,
-            asset,
-            kind: row.kind,
-            amount: row.amount,
-            balance: row.balances.posted,
-            pending: row.balances.debits_pending,
-            available: row.balances.available(),
-            incoming: row.balances.credits_pending,
-            at: row.at_ms,
+        .map(|(account, asset, row)| {
+            PostingWire::new(account, asset, row.kind, row.amount, row.balances, row.at_ms)
         })
         .collect();
     Ok(OperationRecord { op, postings })

@@ -441,15 +441,29 @@ impl From<&Operation> for OperationRequest {
 impl PostingWire {
     /// A posting committed at `at`.
     pub fn at(posting: &Posting, at: u64) -> Self {
+        let (account, asset) = (posting.account.to_string(), posting.asset.to_string());
+        let kind = posting.kind.as_str().to_owned();
+        Self::new(account, asset, kind, posting.amount, posting.balances, at)
+    }
+
+    /// A posting as its history entry holds it: the balances after it, its commit time.
+    pub fn new(
+        account: String,
+        asset: String,
+        kind: String,
+        amount: i64,
+        balances: Balances,
+        at: u64,
+    ) -> Self {
         Self {
-            account: posting.account.to_string(),
-            asset: posting.asset.to_string(),
-            kind: posting.kind.as_str().to_owned(),
-            amount: posting.amount,
-            balance: posting.balances.posted,
-            pending: posting.balances.debits_pending,
-            available: posting.balances.available(),
-            incoming: posting.balances.credits_pending,
+            account,
+            asset,
+            kind,
+            amount,
+            balance: balances.posted,
+            pending: balances.debits_pending,
+            available: balances.available(),
+            incoming: balances.credits_pending,
             at,
         }
     }

@@ -36,8 +36,8 @@ pub const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// How long the owner's connection waits for a `RESTART` in progress to let it write.
 pub const OWNER_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The owner's side of its checkpoints. Dropping it and the owner's connection (whose commits
-/// poke the thread) stops the thread.
+/// The owner's side of its checkpoints. The thread stops when the owner's connection closes
+/// (its WAL hook holds the thread's only poke).
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     /// Frames the owner's last commit left in the WAL.
@@ -46,7 +46,6 @@ pub(super) struct Checkpointer {
     quiet_until: Option<Instant>,
     /// Held for each checkpoint: SQLite refuses a second checkpoint at once instead of waiting.
     pass: Arc<Mutex<()>>,
-    _thread: std::thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
@@ -61,7 +60,7 @@ impl Checkpointer {
             let (poke, poked) = mpsc::sync_channel::<()>(1);
             let pass = Arc::new(Mutex::new(()));
             let passes = pass.clone();
-            let thread = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("{name}-checkpoint"))
                 .spawn(move || run(&conn, &poked, &passes))?;
             owner.busy_timeout(OWNER_BUSY_TIMEOUT)?;
@@ -77,7 +76,7 @@ impl Checkpointer {
                 }
                 Ok(())
             }))?;
-            Ok(Self { frames, quiet_until: None, pass, _thread: thread })
+            Ok(Self { frames, quiet_until: None, pass })
         })();
         match started {
             Ok(checkpointer) => Some(checkpointer),
@@ -88,9 +87,7 @@ impl Checkpointer {
             }
         }
     }
-}
 
-impl Checkpointer {
     /// Before a group (outside any transaction): makes a WAL longer than [`WAL_FRAMES_MAX`]
     /// start over.
     pub(super) fn restart_if_long(&mut self, owner: &Connection) {
@@ -100,18 +97,16 @@ impl Checkpointer {
             return;
         }
         let _pass = self.pass.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let restarted = owner
-            .busy_timeout(RESTART_WAIT)
-            .and_then(|()| checkpoint(owner, "RESTART"))
-            .and_then(|done| owner.busy_timeout(OWNER_BUSY_TIMEOUT).map(|()| done));
-        match restarted {
+        let restarted =
+            owner.busy_timeout(RESTART_WAIT).and_then(|()| checkpoint(owner, "RESTART"));
+        let restored = owner.busy_timeout(OWNER_BUSY_TIMEOUT);
+        match restarted.and_then(|done| restored.map(|()| done)) {
             Ok((false, _)) => {
                 self.frames.store(0, Ordering::Relaxed);
                 self.quiet_until = None;
             }
             Ok((true, _)) => self.quiet_until = Some(Instant::now() + RESTART_BACKOFF),
             Err(error) => {
-                owner.busy_timeout(OWNER_BUSY_TIMEOUT).ok();
                 tracing::warn!(%error, "WAL restart failed");
                 self.quiet_until = Some(Instant::now() + RESTART_BACKOFF);
             }
@@ -134,13 +129,6 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(bool, i64)> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
         Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)?))
     })
-}
-
-/// The owner's checkpoints, if it has a checkpoint thread.
-pub(super) fn restart_if_long(checkpointer: Option<&mut Checkpointer>, owner: &Connection) {
-    if let Some(checkpointer) = checkpointer {
-        checkpointer.restart_if_long(owner);
-    }
 }
 
 #[cfg(test)]
