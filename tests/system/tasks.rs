@@ -592,3 +592,69 @@ async fn a_finished_task_with_a_time_to_live_goes_when_it_runs_out_and_only_then
         assert_eq!(code(client.submit(&bad).await), ErrorCode::InvalidRequest, "{ttl}");
     }
 }
+
+/// Changes the task service's log stream (as the service's own user: its appends fail).
+async fn change_log(
+    system: &System,
+    change: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) {
+    let tasks = system.client_as("tasks").await.expect("the task service's user logs in");
+    let js = async_nats::jetstream::new(tasks.nats().clone());
+    let mut stream = js
+        .get_stream(agora_nats::subjects::replica::log_stream("tasks"))
+        .await
+        .expect("the log stream");
+    let mut config = stream.info().await.expect("its config").config.clone();
+    change(&mut config);
+    js.update_stream(config).await.expect("the log stream changed");
+}
+
+/// Waits (20 s at most) until task `id` completed.
+async fn completes(client: &agora_nats::AgoraClient, id: &str) {
+    eventually(Duration::from_secs(20), POLL, async || {
+        let task = client.wait_task(id, 1_000).await.map_err(|e| e.to_string())?;
+        match task.state.as_str() {
+            "completed" => Ok(()),
+            _ => Err(format!("task {id} did not complete: {task:?}")),
+        }
+    })
+    .await;
+}
+
+/// A group whose entry the log stores without answering (its outbox is lost; the entry comes
+/// back from the log), and a group whose entry the log refuses (undone): every task still
+/// gets its message in the work queue, and no place in it is lost or leaked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_lost_on_the_way_to_the_log_lose_no_task_and_no_place_in_the_queue() {
+    let mut system = System::nats_with_auth();
+    system.tasks_args = vec!["--user-queue-max".into(), "2".into()];
+    system.start_tasks();
+    let client = system.person("alice").await;
+    let sleep = |id: &str| request("sleep", json!({"ms": 10}), Some(id));
+    let first = client.submit(&sleep("first")).await.expect("submit").id;
+    // The log keeps the submit's entry but never answers: the reply is lost, the task is not.
+    change_log(&system, |config| config.no_ack = true).await;
+    assert!(client.submit(&sleep("unanswered")).await.is_err(), "the append was not answered");
+    change_log(&system, |config| config.no_ack = false).await;
+    let unanswered = client.submit(&sleep("unanswered")).await.expect("the same task").id;
+    // Two more wait for one of the person's two places.
+    let third = client.submit(&sleep("third")).await.expect("submit").id;
+    let fourth = client.submit(&sleep("fourth")).await.expect("submit").id;
+    // The log refuses the next entry: cancelling the first (whose place goes to the third) is
+    // undone, then done.
+    let mut largest = 0;
+    change_log(&system, |config| largest = std::mem::replace(&mut config.max_message_size, 16))
+        .await;
+    assert_eq!(code(client.cancel_task(&first).await), ErrorCode::Unavailable);
+    change_log(&system, |config| config.max_message_size = largest).await;
+    assert_eq!(client.task(&first).await.expect("get").state, "queued", "the cancel was undone");
+    assert_eq!(client.cancel_task(&first).await.expect("cancel").state, "cancelled");
+    system.add_worker(&[]);
+    for id in [&unanswered, &third, &fourth] {
+        completes(&client, id).await;
+    }
+    let first = client.task(&first).await.expect("get");
+    assert_eq!((first.state.as_str(), first.attempts), ("cancelled", Some(0)), "{first:?}");
+    let all = client.tasks(&ListRequest::default()).await.expect("list");
+    assert_eq!(all.tasks.len(), 4, "one task per client id: {:?}", all.tasks);
+}

@@ -73,6 +73,11 @@ impl WorkQueue {
         }
     }
 
+    /// Publishes these tasks again at the next sweep's turn (their first publish was lost).
+    pub fn retry(&self, ids: Vec<u64>) {
+        self.unqueued.lock().unwrap_or_else(|p| p.into_inner()).extend(ids);
+    }
+
     /// Removes the messages of cancelled queued tasks from the stream.
     pub fn purge(&self, ids: Vec<u64>) {
         if ids.is_empty() {

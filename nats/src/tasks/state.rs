@@ -241,6 +241,16 @@ pub struct Tasks {
     /// (oldest first): one person's flood never holds more than `--user-queue-max` places.
     queued_by_owner: HashMap<String, usize>,
     waiting: HashMap<String, std::collections::VecDeque<u64>>,
+    /// Places taken and freed by the group being applied, in order: undone if it does not
+    /// commit (see [`Tasks::reload_after_loss`]).
+    places: Vec<Place>,
+}
+
+/// A change to the work queue's places within a group.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Taken(u64),
+    Freed(u64),
 }
 
 impl std::fmt::Debug for Tasks {
@@ -314,6 +324,7 @@ impl Tasks {
             last_prune_ms: 0,
             queued_by_owner: HashMap::new(),
             waiting: HashMap::new(),
+            places: Vec::new(),
             workflows: super::workflow::Workflows::default(),
             submits,
         };
@@ -321,10 +332,9 @@ impl Tasks {
         Ok(tasks)
     }
 
-    /// (Re)builds the in-memory table of unfinished tasks from the store.
+    /// (Re)builds the in-memory table of unfinished tasks from the store, none of them holding
+    /// a place in the work queue yet.
     fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        let queued: std::collections::HashSet<u64> =
-            self.active.iter().filter(|(_, a)| a.in_queue).map(|(id, _)| *id).collect();
         self.active = store::active(conn)?
             .into_iter()
             .map(|(row, events)| {
@@ -340,47 +350,101 @@ impl Tasks {
             .collect();
         self.next_id = store::max_id(conn)? + 1;
         self.workflows = super::workflow::Workflows::load(conn)?;
-        // Places in the work queue survive a reload (after a rolled-back group): the tasks
-        // that held one still do, and each person's count is what they hold.
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for (id, active) in &mut self.active {
-            active.in_queue = queued.contains(id);
-            if active.in_queue && active.owner != agora_core::identity::SERVICE_OWNER {
-                *counts.entry(active.owner.clone()).or_default() += 1;
-            }
-        }
-        self.queued_by_owner = counts;
-        let active = &self.active;
-        self.waiting.values_mut().for_each(|ids| ids.retain(|id| active.contains_key(id)));
+        self.queued_by_owner.clear();
+        self.waiting.clear();
+        self.places.clear();
         Ok(())
+    }
+
+    /// Rebuilds the state from the store after a group that did not commit, or after entries
+    /// this instance wrote were applied from the log (their outboxes were lost with the
+    /// group). Every unfinished task ends up with a place in the work queue or waiting for
+    /// one, and with its message (or its schedule) on the way:
+    /// - a place held at the last commit is kept (its message is in the stream);
+    /// - a place this group took is given back: its message was never sent;
+    /// - a task without a place (waiting, or new from the log) is admitted where its owner has
+    ///   room, oldest first, and its message is published again (by the sweep; the stream
+    ///   drops a copy it already holds by its message id);
+    /// - a delayed task new from the log gets its schedule put again.
+    fn reload_after_loss(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut placed: std::collections::HashSet<u64> =
+            self.active.iter().filter(|(_, a)| a.in_queue).map(|(id, _)| *id).collect();
+        for place in std::mem::take(&mut self.places).into_iter().rev() {
+            match place {
+                Place::Taken(id) => placed.remove(&id),
+                Place::Freed(id) => placed.insert(id),
+            };
+        }
+        let known: std::collections::HashSet<u64> = self.active.keys().copied().collect();
+        self.reload(conn)?;
+        let mut unheld: Vec<u64> =
+            self.active.iter().filter(|(_, a)| !a.held).map(|(id, _)| *id).collect();
+        unheld.sort_unstable();
+        let (kept, unplaced): (Vec<u64>, Vec<u64>) =
+            unheld.into_iter().partition(|id| placed.contains(id));
+        for id in kept {
+            self.take_place(id);
+        }
+        let republish: Vec<u64> = unplaced.into_iter().filter(|id| self.admit(*id)).collect();
+        self.places.clear();
+        let mut schedules = Vec::new();
+        for (id, _) in self.active.iter().filter(|(id, a)| a.held && !known.contains(id)) {
+            let run_at = store::get(conn, *id, false)?.and_then(|row| row.run_at_ms).unwrap_or(0);
+            let at = agora_core::tasks::schedule::Spec::At(run_at).header();
+            schedules.push(Change::delayed(*id, at));
+        }
+        if !republish.is_empty() || !schedules.is_empty() {
+            tracing::info!(
+                republish = republish.len(),
+                schedules = schedules.len(),
+                "tasks whose message or schedule a lost group held go out again"
+            );
+        }
+        self.queue.retry(republish);
+        self.scheduler.apply(schedules);
+        Ok(())
+    }
+
+    /// Task `id` holds a place in the work queue, counted against its owner.
+    fn take_place(&mut self, id: u64) {
+        let Some(active) = self.active.get_mut(&id) else { return };
+        if active.in_queue {
+            return;
+        }
+        if active.owner != agora_core::identity::SERVICE_OWNER {
+            *self.queued_by_owner.entry(active.owner.clone()).or_default() += 1;
+        }
+        active.in_queue = true;
+        self.places.push(Place::Taken(id));
     }
 
     /// Takes a place in the work queue for task `id` if its owner has one left; otherwise the
     /// task waits its turn. Components' tasks are not limited.
     fn admit(&mut self, id: u64) -> bool {
-        let Some(active) = self.active.get_mut(&id) else { return false };
+        let Some(active) = self.active.get(&id) else { return false };
         if active.in_queue {
             return true;
         }
-        if active.owner != agora_core::identity::SERVICE_OWNER {
-            let count = self.queued_by_owner.entry(active.owner.clone()).or_default();
-            if *count >= self.config.user_queue_max {
-                self.waiting.entry(active.owner.clone()).or_default().push_back(id);
-                return false;
-            }
-            *count += 1;
+        if active.owner != agora_core::identity::SERVICE_OWNER
+            && self.queued_by_owner.get(&active.owner).copied().unwrap_or(0)
+                >= self.config.user_queue_max
+        {
+            self.waiting.entry(active.owner.clone()).or_default().push_back(id);
+            return false;
         }
-        active.in_queue = true;
+        self.take_place(id);
         true
     }
 
-    /// A task of `owner` left the work queue: the next of theirs waiting takes its place.
+    /// Task `id` of `owner` left the work queue: the next of theirs waiting takes its place.
     fn leave_queue(
         &mut self,
         tx: &Transaction<'_>,
+        id: u64,
         owner: &str,
         out: &mut Outbox,
     ) -> Result<(), StoreError> {
+        self.places.push(Place::Freed(id));
         if owner == agora_core::identity::SERVICE_OWNER {
             return Ok(());
         }
@@ -424,12 +488,7 @@ impl Tasks {
             .collect();
         queued.sort_unstable();
         for id in queued {
-            if let Some(active) = self.active.get_mut(&id) {
-                active.in_queue = true;
-                if active.owner != agora_core::identity::SERVICE_OWNER {
-                    *self.queued_by_owner.entry(active.owner.clone()).or_default() += 1;
-                }
-            }
+            self.take_place(id);
         }
         let mut missing: Vec<u64> = self
             .active
@@ -447,6 +506,7 @@ impl Tasks {
             }
         }
         self.queue.publish(outbox.enqueue);
+        self.places.clear();
         Ok(republished)
     }
 
@@ -510,7 +570,7 @@ impl State for Tasks {
     }
 
     fn rolled_back(&mut self, conn: &Connection, error: &StoreError, out: &mut Outbox) {
-        if let Err(error) = self.reload(conn) {
+        if let Err(error) = self.reload_after_loss(conn) {
             tracing::error!(%error, "cannot reload the task store");
         }
         let failure = unavailable(error);
@@ -534,6 +594,8 @@ impl State for Tasks {
     /// out before, from the log entry).
     async fn deliver(&mut self, _now_ms: u64, outbox: Outbox) {
         let Outbox { replies, events: _, cancels, purges, enqueue, changes, acks, naks } = outbox;
+        // The group committed (or was undone already): its places stand.
+        self.places.clear();
         for (pending, reply) in replies {
             self.repliers[pending.endpoint].reply_bytes(&pending.request, reply).await;
         }

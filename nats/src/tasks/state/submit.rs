@@ -214,7 +214,7 @@ impl Tasks {
         if life.state.is_terminal() {
             self.active.remove(&id);
             if in_queue {
-                self.leave_queue(tx, &owner, out)?;
+                self.leave_queue(tx, id, &owner, out)?;
             }
             if let Some(waiters) = self.waiters.remove(&id) {
                 self.waiter_count -= waiters.len();
