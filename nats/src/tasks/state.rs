@@ -291,6 +291,12 @@ fn event_payload(id: u64, mut wire: TaskEventWire) -> Bytes {
     Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
 }
 
+/// The schedule that hands delayed task `id` over at its stored time.
+fn delayed_schedule(conn: &Connection, id: u64) -> Result<Change, StoreError> {
+    let run_at = store::get(conn, id, false)?.and_then(|row| row.run_at_ms).unwrap_or(0);
+    Ok(Change::delayed(id, agora_core::tasks::schedule::Spec::At(run_at).header()))
+}
+
 impl Tasks {
     /// The state as the store has it.
     pub fn load(
@@ -389,9 +395,7 @@ impl Tasks {
         self.places.clear();
         let mut schedules = Vec::new();
         for (id, _) in self.active.iter().filter(|(id, a)| a.held && !known.contains(id)) {
-            let run_at = store::get(conn, *id, false)?.and_then(|row| row.run_at_ms).unwrap_or(0);
-            let at = agora_core::tasks::schedule::Spec::At(run_at).header();
-            schedules.push(Change::delayed(*id, at));
+            schedules.push(delayed_schedule(conn, *id)?);
         }
         if !republish.is_empty() || !schedules.is_empty() {
             tracing::info!(
@@ -515,9 +519,7 @@ impl Tasks {
     pub fn wanted_schedules(&self, conn: &Connection) -> Result<(Wanted, Wanted), StoreError> {
         let mut delayed = Vec::new();
         for (id, _) in self.active.iter().filter(|(_, active)| active.held) {
-            let run_at = store::get(conn, *id, false)?.and_then(|row| row.run_at_ms).unwrap_or(0);
-            let at = agora_core::tasks::schedule::Spec::At(run_at).header();
-            delayed.push((subject::scheduled_task(&id.to_string()), Change::delayed(*id, at)));
+            delayed.push((subject::scheduled_task(&id.to_string()), delayed_schedule(conn, *id)?));
         }
         let recurring = store::schedules(conn, None, schedules::SCHEDULES_MAX as usize)?
             .into_iter()
