@@ -145,16 +145,29 @@ struct ConsumerLabels {
     consumer: String,
 }
 
+fn consumer_family(name: &str, help: &str) -> Family<ConsumerLabels, Gauge> {
+    register(name, help, Family::default())
+}
+
+fn pending_family() -> Family<ConsumerLabels, Gauge> {
+    consumer_family(
+        "jetstream_consumer_pending",
+        "Messages of the stream the consumer has not delivered yet (its lag)",
+    )
+}
+
+/// The lag of a consumer that reports it itself (an ordered consumer, which the server
+/// forgets when it goes): set it from the `pending` of each message it reads.
+pub fn consumer_pending(stream: &str, consumer: &str) -> Gauge {
+    let labels = ConsumerLabels { stream: stream.to_owned(), consumer: consumer.to_owned() };
+    pending_family().get_or_create(&labels).clone()
+}
+
 /// Reports a JetStream consumer's lag at each scrape: messages not yet delivered, delivered
 /// and not acknowledged, redelivered and not acknowledged.
 pub fn watch_consumer(js: &async_nats::jetstream::Context, stream: &str, consumer: &str) {
-    let family = |name: &str, help: &str| -> Family<ConsumerLabels, Gauge> {
-        register(name, help, Family::default())
-    };
-    let pending = family(
-        "jetstream_consumer_pending",
-        "Messages of the stream the consumer has not delivered yet (its lag)",
-    );
+    let family = consumer_family;
+    let pending = pending_family();
     let ack_pending =
         family("jetstream_consumer_ack_pending", "Messages delivered and not yet acknowledged");
     let redelivered = family(

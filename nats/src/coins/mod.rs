@@ -207,7 +207,6 @@ async fn serve(
     let stocking = ctx.clone();
     loops.push(tokio::spawn(async move { stocking.stock_seed().await }));
     let js = async_nats::jetstream::new(client.clone());
-    crate::metrics::watch_consumer(&js, crate::subjects::replica::EVENTS_STREAM, trades::CONSUMER);
     loops.push(tokio::spawn(trades::follow(ctx.clone(), js)));
     crate::client::barrier(&client).await?;
     crate::telemetry::announce_ready(subject::SERVICE);

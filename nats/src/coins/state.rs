@@ -44,10 +44,13 @@ pub enum Command {
         symbol: Symbol,
         price: u64,
     },
-    /// Legs of trades, from the ledger's events.
+    /// Legs of trades, from the ledger's events up to `position` in `AGORA_EVENTS`.
     Log {
         legs: Vec<TradeLeg>,
+        position: u64,
     },
+    /// Where the trade log goes on reading the ledger's events.
+    TradePosition,
     Lookup {
         user: AccountId,
         id: String,
@@ -72,6 +75,8 @@ pub enum Answer {
     Order(Option<Box<OrderView>>),
     History(CoinsHistoryReply),
     Flag(bool),
+    /// A stream sequence.
+    Position(u64),
     Done,
 }
 
@@ -218,10 +223,12 @@ impl Coins {
                 Err(agora_core::CoinsError::UnknownSymbol(_)) => Err(not_found(&symbol)),
                 Err(error) => Err(error.into()),
             },
-            Command::Log { legs } => {
+            Command::Log { legs, position } => {
                 store::log_legs(tx, &legs)?;
+                store::set_trade_position(tx, position)?;
                 Ok(Answer::Done)
             }
+            Command::TradePosition => Ok(Answer::Position(store::trade_position(tx)?)),
             Command::Lookup { user, id } => {
                 Ok(Answer::Order(store::find_trade(tx, user.as_str(), &id)?.map(Box::new)))
             }

@@ -155,6 +155,32 @@ pub fn set_flag(conn: &Connection, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The meta key of the trade log's position in `AGORA_EVENTS`.
+const TRADE_POSITION: &str = "trade_log_position";
+
+/// The stream sequence of the last of the exchange's events the trade log has read (0: none).
+pub fn trade_position(conn: &Connection) -> Result<u64, StoreError> {
+    let value: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([TRADE_POSITION], |row| row.get(0))
+        .optional()?;
+    value.map_or(Ok(0), |value| {
+        value.parse().map_err(|e| StoreError::Corrupt(format!("trade log position {value}: {e}")))
+    })
+}
+
+/// Moves the trade log's position forward to `seq` (never back).
+pub fn set_trade_position(conn: &Connection, seq: u64) -> Result<(), StoreError> {
+    if seq > trade_position(conn)? {
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )?
+        .execute(params![TRADE_POSITION, seq.to_string()])?;
+    }
+    Ok(())
+}
+
 pub fn assets(conn: &Connection) -> Result<Vec<Asset>, StoreError> {
     let mut statement = conn.prepare("SELECT symbol, name, price FROM assets")?;
     let rows = statement.query_map([], |row| {

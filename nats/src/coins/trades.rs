@@ -1,8 +1,11 @@
 //! The trade log, filled from the ledger: every leg of an order moves the exchange's account,
 //! so the ledger's events of that account (kept once each in the stream `AGORA_EVENTS`) tell
-//! every trade. A durable JetStream consumer reads them and the owner logs them; a batch is
-//! acknowledged only once it is committed, and logging a leg again changes nothing, so after
-//! any crash or failover the log catches up with exactly what the ledger did.
+//! every trade. The active instance reads them with an ordered consumer (no acknowledgements)
+//! from the position its store records, and the owner logs a batch of legs and moves the
+//! position in one commit, which the exchange's log replicates. Logging a leg again changes
+//! nothing, so after any crash or failover the log catches up with exactly what the ledger did;
+//! and an instance that is no longer the active one reads on its own consumer, taking nothing
+//! from the active one's.
 
 use std::time::Duration;
 
@@ -17,17 +20,17 @@ use super::store::{TradeLeg, TradePart};
 use crate::bank::wire::BankEvent;
 use crate::subjects;
 
-/// The durable consumer's name.
+/// The trade log's consumers are named after this (one per instance and start: the name, a
+/// dash and a unique id; a replacement the client makes after a gap adds `_<n>`). Also the
+/// `consumer` label of its lag (`agora_jetstream_consumer_pending`).
 pub const CONSUMER: &str = "coins-trades";
-/// Events read (and logged in one commit) at most at once.
+/// Events logged in one commit at most.
 const BATCH_MAX: usize = 1_000;
-/// How long one fetch waits for events.
-const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long a batch gathers events after its first one (the trade log trails the replies by
+/// about this much under load).
+const LINGER: Duration = Duration::from_millis(20);
 /// Pause after a failure (the stream or the owner is away).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Redelivery of events not acknowledged in this time: after a crash between a commit and
-/// its acknowledgement, the next instance gets them again this soon (logging twice is a no-op).
-const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The leg of a trade an event of the exchange's account tells, if it is one.
 pub fn leg(exchange: &AccountId, event: &BankEvent) -> Option<TradeLeg> {
@@ -53,49 +56,84 @@ pub fn leg(exchange: &AccountId, event: &BankEvent) -> Option<TradeLeg> {
 
 /// Follows the exchange account's events until aborted.
 pub(crate) async fn follow(ctx: std::sync::Arc<Ctx>, js: jetstream::Context) {
+    let lag = crate::metrics::consumer_pending(subjects::replica::EVENTS_STREAM, CONSUMER);
+    // The durable consumer an earlier version read with: its lag would only grow now.
+    if let Ok(stream) = js.get_stream_no_info(subjects::replica::EVENTS_STREAM).await {
+        stream.delete_consumer(CONSUMER).await.ok();
+    }
     loop {
-        if let Err(error) = follow_once(&ctx, &js).await {
+        if let Err(error) = follow_once(&ctx, &js, &lag).await {
             tracing::warn!(%error, "trade log: cannot read the ledger's events; retrying");
         }
         tokio::time::sleep(RETRY_AFTER).await;
     }
 }
 
-async fn follow_once(ctx: &Ctx, js: &jetstream::Context) -> anyhow::Result<()> {
+async fn follow_once(
+    ctx: &Ctx,
+    js: &jetstream::Context,
+    lag: &prometheus_client::metrics::gauge::Gauge,
+) -> anyhow::Result<()> {
+    let Answer::Position(position) = ctx.call(Command::TradePosition).await? else {
+        anyhow::bail!("the owner answered something else");
+    };
     let stream = js.get_stream(subjects::replica::EVENTS_STREAM).await?;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(CONSUMER.to_owned()),
+    let last = stream.cached_info().state.last_sequence;
+    let position = if position > last {
+        // The stream was made again from nothing since: it is read from its start.
+        tracing::warn!(
+            position,
+            last,
+            "trade log: the ledger's event stream is behind its position"
+        );
+        0
+    } else {
+        position
+    };
+    let mut messages = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            name: Some(format!("{CONSUMER}-{}", nuid::next())),
             description: Some("agora-coins: the trade log".to_owned()),
             filter_subject: subjects::bank::events(&ctx.exchange_account),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: position + 1,
+            },
             ..Default::default()
         })
+        .await?
+        .messages()
         .await?;
     loop {
-        let mut batch =
-            consumer.fetch().max_messages(BATCH_MAX).expires(FETCH_WAIT).messages().await?;
+        let mut batch = vec![next(&mut messages).await?];
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while batch.len() < BATCH_MAX {
+            tokio::select! {
+                message = next(&mut messages) => batch.push(message?),
+                () = &mut linger => break,
+            }
+        }
         let mut legs = Vec::new();
-        let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (mut position, mut pending) = (0, 0);
+        for message in &batch {
+            let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+            (position, pending) = (info.stream_sequence, info.pending);
             match serde_json::from_slice::<BankEvent>(&message.payload) {
                 Ok(event) => legs.extend(leg(&ctx.exchange_account, &event)),
                 Err(error) => tracing::warn!(%error, "trade log: an event that does not parse"),
             }
-            messages.push(message);
         }
-        if !legs.is_empty() {
-            let Answer::Done = ctx.call(Command::Log { legs }).await? else {
-                anyhow::bail!("the owner answered something else");
-            };
-        }
-        // Each event on its own (acknowledging "all up to here" would also take events another
-        // instance fetched and never logged).
-        for message in messages {
-            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        let Answer::Done = ctx.call(Command::Log { legs, position }).await? else {
+            anyhow::bail!("the owner answered something else");
+        };
+        lag.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+}
+
+async fn next(messages: &mut consumer::pull::Ordered) -> anyhow::Result<jetstream::Message> {
+    match messages.next().await {
+        Some(message) => message.map_err(|e| anyhow::anyhow!("{e}")),
+        None => anyhow::bail!("the consumer ended"),
     }
 }
 

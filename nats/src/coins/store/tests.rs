@@ -53,3 +53,22 @@ fn legs_of_trades_log_whole_trades_however_they_come() {
     assert_eq!(all.len(), 3, "o-1, o-2 and o-4, each once: {all:?}");
     assert!(!more);
 }
+
+/// The trade log's position starts at 0, survives a reopen, and only moves forward (a batch
+/// read again after a failover never moves it back).
+#[test]
+fn the_trade_log_position_only_moves_forward_and_is_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conn = open(dir.path()).expect("open");
+    assert_eq!(trade_position(&conn).expect("read"), 0);
+    for (seq, expected) in [(5, 5), (3, 5), (5, 5), (900, 900), (0, 900)] {
+        set_trade_position(&conn, seq).expect("set");
+        assert_eq!(trade_position(&conn).expect("read"), expected, "after {seq}");
+    }
+    drop(conn);
+    let conn = open(dir.path()).expect("reopen");
+    assert_eq!(trade_position(&conn).expect("read"), 900);
+    conn.execute("UPDATE meta SET value = 'x' WHERE key = 'trade_log_position'", [])
+        .expect("corrupt it");
+    assert!(matches!(trade_position(&conn), Err(StoreError::Corrupt(_))));
+}
