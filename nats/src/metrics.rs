@@ -166,11 +166,12 @@ pub fn consumer_pending(stream: &str, consumer: &str) -> Gauge {
 /// Reports a JetStream consumer's lag at each scrape: messages not yet delivered, delivered
 /// and not acknowledged, redelivered and not acknowledged.
 pub fn watch_consumer(js: &async_nats::jetstream::Context, stream: &str, consumer: &str) {
-    let family = consumer_family;
     let pending = pending_family();
-    let ack_pending =
-        family("jetstream_consumer_ack_pending", "Messages delivered and not yet acknowledged");
-    let redelivered = family(
+    let ack_pending = consumer_family(
+        "jetstream_consumer_ack_pending",
+        "Messages delivered and not yet acknowledged",
+    );
+    let redelivered = consumer_family(
         "jetstream_consumer_redelivered",
         "Messages delivered more than once and not yet acknowledged",
     );

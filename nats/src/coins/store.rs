@@ -142,11 +142,15 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
 /// A flag of the store (`seeded`: the catalogue was seeded; `stocked`: the seed's units were
 /// deposited to the exchange's ledger account).
 pub fn flag(conn: &Connection, key: &str) -> Result<bool, StoreError> {
-    let value: Option<String> = conn
+    Ok(meta(conn, key)?.is_some())
+}
+
+/// A value of the `meta` table.
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
         .query_row([key], |row| row.get(0))
-        .optional()?;
-    Ok(value.is_some())
+        .optional()?)
 }
 
 pub fn set_flag(conn: &Connection, key: &str) -> Result<(), StoreError> {
@@ -160,24 +164,20 @@ const TRADE_POSITION: &str = "trade_log_position";
 
 /// The stream sequence of the last of the exchange's events the trade log has read (0: none).
 pub fn trade_position(conn: &Connection) -> Result<u64, StoreError> {
-    let value: Option<String> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-        .query_row([TRADE_POSITION], |row| row.get(0))
-        .optional()?;
-    value.map_or(Ok(0), |value| {
+    meta(conn, TRADE_POSITION)?.map_or(Ok(0), |value| {
         value.parse().map_err(|e| StoreError::Corrupt(format!("trade log position {value}: {e}")))
     })
 }
 
-/// Moves the trade log's position forward to `seq` (never back).
+/// Sets the trade log's position to `seq`, the last event it read. Only the active instance
+/// commits, reading in stream order, so the position only moves back when it starts again on an
+/// event stream that was made again from nothing (see `super::trades`).
 pub fn set_trade_position(conn: &Connection, seq: u64) -> Result<(), StoreError> {
-    if seq > trade_position(conn)? {
-        conn.prepare_cached(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )?
-        .execute(params![TRADE_POSITION, seq.to_string()])?;
-    }
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![TRADE_POSITION, seq.to_string()])?;
     Ok(())
 }
 

@@ -80,7 +80,8 @@ async fn follow_once(
     let stream = js.get_stream(subjects::replica::EVENTS_STREAM).await?;
     let last = stream.cached_info().state.last_sequence;
     let position = if position > last {
-        // The stream was made again from nothing since: it is read from its start.
+        // The stream was made again from nothing since: it is read from its start, and the
+        // position follows what is read from it.
         tracing::warn!(
             position,
             last,
