@@ -239,8 +239,15 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     let portfolio = http.ok("GET", "/api/coins/portfolio/alice", Body::None).await;
     assert_eq!(portfolio["holdings"][0]["quantity"], 1);
     assert_eq!(portfolio["balance"], 999_700 - 50_000 + 25_000);
-    let history = http.ok("GET", "/api/coins/history?user=alice&limit=10", Body::None).await;
-    assert_eq!(history["orders"].as_array().map(Vec::len), Some(2));
+    // The trade log follows the ledger's events: the orders are in the history moments later.
+    eventually(Duration::from_secs(10), Duration::from_millis(50), async || {
+        let history = http.ok("GET", "/api/coins/history?user=alice&limit=10", Body::None).await;
+        match history["orders"].as_array().map(Vec::len) {
+            Some(2) => Ok(()),
+            other => Err(format!("{other:?} orders in the history")),
+        }
+    })
+    .await;
     let too_many = json!({"user": "alice", "symbol": "BTC", "quantity": 101});
     http.fails("POST", "/api/coins/buy", Body::Json(&too_many), 409, "insufficient_quantity").await;
     let listing = json!({"symbol": "DOGE", "name": "Dogecoin", "price": 15, "quantity": 1000});

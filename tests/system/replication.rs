@@ -364,3 +364,103 @@ async fn snapshots_bound_the_log_and_a_new_instance_on_an_empty_disk_starts_from
     }
     drop(second);
 }
+
+/// The stream's messages in order: (subject, message id).
+async fn events_in_order(js: &async_nats::jetstream::Context) -> Vec<(String, String)> {
+    let mut stream = js.get_stream(replica_subject::EVENTS_STREAM).await.expect("events stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut events = Vec::new();
+    for seq in 1..=last {
+        let message = stream.get_raw_message(seq).await.expect("an event");
+        let id = message.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned());
+        events.push((message.subject.to_string(), id.expect("every event has its id")));
+    }
+    events
+}
+
+/// The ledger relays a committed change's events in fast-ingest batches: an events stream made
+/// by an earlier version (without `allow_batched`) takes them once the ledger starts. When the
+/// stream refuses them (an operator turned them off), the relay publishes one by one. Either
+/// way, every event is stored once, in order: entry after entry, each entry's events in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_stored_once_and_in_order_in_fast_batches_or_one_by_one() {
+    use async_nats::jetstream::stream;
+    const BATCH: usize = 1_000;
+    let mut system = System::nats_only();
+    let js = async_nats::jetstream::new(async_nats::connect(system.url()).await.expect("connect"));
+    let earlier = stream::Config {
+        name: replica_subject::EVENTS_STREAM.to_owned(),
+        subjects: replica_subject::EVENTS_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
+        duplicate_window: agora_nats::replica::EVENTS_DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    js.create_stream(earlier).await.expect("the events stream of an earlier version");
+    system.start_ledger();
+    system.add_bank();
+    let bank = system.client().await;
+    eventually(Duration::from_secs(10), Duration::from_millis(50), async || {
+        let mut stream =
+            js.get_stream(replica_subject::EVENTS_STREAM).await.map_err(|e| e.to_string())?;
+        let config = stream.info().await.map_err(|e| e.to_string())?.config.clone();
+        if config.allow_batch_publish { Ok(()) } else { Err("no fast batches yet".to_owned()) }
+    })
+    .await;
+
+    let batch = |tag: &str| {
+        let operations = (0..BATCH)
+            .map(|i| {
+                json!({"from": "ev-src", "to": format!("ev-{:02}", i % 20), "amount": 1,
+                       "id": format!("{tag}-{i}")})
+            })
+            .collect::<Vec<_>>();
+        agora_nats::bank::wire::TransfersRequest {
+            operations: serde_json::from_value(json!(operations)).expect("operations"),
+            detail: false,
+        }
+    };
+    bank.deposit("ev-src", 1_000_000, Some("ev-fund")).await.expect("deposit");
+    let reply = bank.transfers(&batch("fast")).await.expect("a batch");
+    assert_eq!(reply.applied, BATCH);
+
+    // Fast batches turned off on the stream: the next ones are refused, and the relay goes on
+    // one by one.
+    let mut config = js
+        .get_stream(replica_subject::EVENTS_STREAM)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    config.allow_batch_publish = false;
+    js.update_stream(config).await.expect("fast batches off");
+    let reply = bank.transfers(&batch("single")).await.expect("a batch");
+    assert_eq!(reply.applied, BATCH);
+    for i in 0..3 {
+        bank.transfer("ev-src", "ev-00", 1, Some(&format!("one-{i}"))).await.expect("a transfer");
+    }
+
+    let expected = 1 + 2 * (2 * BATCH + 3);
+    let mut events = Vec::new();
+    eventually(Duration::from_secs(20), Duration::from_millis(100), async || {
+        events = events_in_order(&js).await;
+        if events.len() >= expected { Ok(()) } else { Err(format!("{} events", events.len())) }
+    })
+    .await;
+    assert_eq!(events.len(), expected, "every event once (one per posting)");
+    let mut last: Option<(u64, usize)> = None;
+    for (subject, id) in &events {
+        assert!(subject.starts_with("agora.bank.events.ev-"), "{subject}");
+        let mut parts = id.split(':');
+        assert_eq!(parts.next(), Some("ledger"), "{id}");
+        let seq: u64 = parts.next().and_then(|s| s.parse().ok()).expect("entry");
+        let index: usize = parts.next().and_then(|s| s.parse().ok()).expect("index");
+        let in_order = match last {
+            None => index == 0,
+            Some((s, i)) => (seq == s && index == i + 1) || (seq > s && index == 0),
+        };
+        assert!(in_order, "{id} after {last:?}");
+        last = Some((seq, index));
+    }
+}

@@ -1,6 +1,6 @@
 //! The replicated log of one service: what an entry is, how it is written by the active
 //! instance (the [`Journal`]: fenced by the stream's expected last sequence), how any instance
-//! applies it to its SQLite view, and how the events it carries are relayed.
+//! applies it to its SQLite view (the events it carries are relayed by [`super::relay`]).
 //!
 //! ## An entry
 //! One owner group: the SQLite *patchset* of its transaction (the session extension records
@@ -13,7 +13,6 @@
 //! whose events the writer knew stored in the events stream), `Agora-Part`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -21,7 +20,6 @@ use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use bytes::Bytes;
 use rusqlite::session::{ConflictAction, ConflictType};
 use rusqlite::{Connection, OptionalExtension};
-use tokio::sync::mpsc;
 
 use super::lease::LeaseState;
 use crate::sqlite::StoreError;
@@ -327,7 +325,7 @@ pub struct Journal {
     /// An append failed without an answer: check the log before the next one.
     pub(super) uncertain: bool,
     pub(super) lease: Arc<LeaseState>,
-    pub(super) relay: Relay,
+    pub(super) relay: super::relay::Relay,
     pub(super) snapshots: super::snapshot::Snapshots,
 }
 
@@ -448,155 +446,6 @@ impl Journal {
         self.relay.send(self.service, seq, events).await;
         self.snapshots.maybe_take(seq, self.relay.relayed());
     }
-}
-
-/// The message id of an entry's `index`th event: the events stream stores it once.
-pub fn event_id(service: &str, seq: u64, index: usize) -> String {
-    format!("{service}:{seq}:{index}")
-}
-
-type Acks = Vec<(Option<jetstream::context::PublishAckFuture>, Event, String)>;
-
-/// Acknowledgements handed to the relay at once at most (well below the JetStream client's
-/// in-flight limit of 5,000).
-const RELAY_CHUNK: usize = 1024;
-
-/// Events handed to the relay and not yet published at most: beyond, the owner waits.
-const RELAY_QUEUED_EVENTS_MAX: usize = 65_536;
-
-/// An entry's events on their way to the publisher, holding their room in the queue.
-type Queued = (String, u64, Vec<Event>, tokio::sync::OwnedSemaphorePermit);
-
-/// Publishes entries' events to the events stream in order, and knows up to which entry they
-/// are all stored (a new active instance relays again from there).
-///
-/// The owner hands an entry's events over and goes on with its next group: a publisher task
-/// publishes them, in entry order, on the service's connection, and an acknowledger task waits
-/// for the stream's acknowledgements (publishing again, with the same message ids, what was not
-/// stored). So a reply may reach its caller before the events of its commit; both come after
-/// the commit is in the log.
-#[derive(Debug)]
-pub struct Relay {
-    relayed: Arc<AtomicU64>,
-    queue: mpsc::Sender<Queued>,
-    room: Arc<tokio::sync::Semaphore>,
-    stopped: Arc<AtomicBool>,
-}
-
-/// Entries whose events wait for the stream's acknowledgement at most (then the publisher
-/// waits).
-const RELAY_IN_FLIGHT_MAX: usize = 1024;
-
-impl Relay {
-    /// A relay whose events up to `relayed` are stored.
-    pub fn start(js: jetstream::Context, relayed: u64) -> Self {
-        let (acks, mut pending) = mpsc::channel::<(u64, Acks, bool)>(RELAY_IN_FLIGHT_MAX);
-        let (queue, mut entries) = mpsc::channel::<Queued>(RELAY_IN_FLIGHT_MAX);
-        let done = Arc::new(AtomicU64::new(relayed));
-        let stopped = Arc::new(AtomicBool::new(false));
-        let room = Arc::new(tokio::sync::Semaphore::new(RELAY_QUEUED_EVENTS_MAX));
-        let relay = Self { relayed: done.clone(), queue, room, stopped: stopped.clone() };
-        let publisher_js = js.clone();
-        let publisher_stopped = stopped.clone();
-        tokio::spawn(async move {
-            while let Some((service, seq, events, room)) = entries.recv().await {
-                if publisher_stopped.load(Ordering::Relaxed) {
-                    // The next active instance relays these again.
-                    return;
-                }
-                publish_entry(&publisher_js, &acks, &service, seq, events).await;
-                drop(room);
-            }
-        });
-        tokio::spawn(async move {
-            while let Some((seq, acks, complete)) = pending.recv().await {
-                for (ack, event, id) in acks {
-                    if let Some(ack) = ack
-                        && ack.await.is_ok()
-                    {
-                        continue;
-                    }
-                    // Again, with the same id, until stored (or the service stops).
-                    let mut delay = Duration::from_millis(50);
-                    while !stopped.load(Ordering::Relaxed) {
-                        if publish_event(&js, &event, &id).await.is_ok() {
-                            break;
-                        }
-                        tracing::warn!(id, "an event is not stored yet; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
-                }
-                if complete {
-                    done.fetch_max(seq, Ordering::Relaxed);
-                }
-            }
-        });
-        relay
-    }
-
-    /// Up to which entry every event is stored.
-    pub fn relayed(&self) -> u64 {
-        self.relayed.load(Ordering::Relaxed)
-    }
-
-    /// Hands an entry's events to the publisher (waiting while the queue is full).
-    pub async fn send(&self, service: &str, seq: u64, events: Vec<Event>) {
-        let wanted = u32::try_from(events.len().clamp(1, RELAY_QUEUED_EVENTS_MAX)).unwrap_or(1);
-        let Ok(room) = self.room.clone().acquire_many_owned(wanted).await else { return };
-        self.queue.send((service.to_owned(), seq, events, room)).await.ok();
-    }
-}
-
-/// Publishes an entry's events in order and hands their acknowledgements to the acknowledger.
-async fn publish_entry(
-    js: &jetstream::Context,
-    acks_to: &mpsc::Sender<(u64, Acks, bool)>,
-    service: &str,
-    seq: u64,
-    events: Vec<Event>,
-) {
-    let mut acks = Vec::with_capacity(events.len().min(RELAY_CHUNK));
-    for (index, event) in events.into_iter().enumerate() {
-        if acks.len() == RELAY_CHUNK {
-            // The acknowledgements go to the acknowledger as they come: each holds one of the
-            // client's in-flight permits, which a large entry would otherwise exhaust.
-            let chunk = std::mem::replace(&mut acks, Vec::with_capacity(RELAY_CHUNK));
-            acks_to.send((seq, chunk, false)).await.ok();
-        }
-        let id = event_id(service, seq, index);
-        match js.send_publish(event.subject.clone(), publish(&event, &id)).await {
-            Ok(ack) => acks.push((Some(ack), event, id)),
-            Err(error) => {
-                tracing::warn!(%error, id, "could not send an event; the relay retries");
-                acks.push((None, event, id));
-            }
-        }
-    }
-    acks_to.send((seq, acks, true)).await.ok();
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
-    }
-}
-
-fn publish(event: &Event, id: &str) -> Publish {
-    let publish = Publish::build().payload(event.payload.clone()).message_id(id);
-    match event.trace {
-        Some(trace) => publish.header(crate::trace::TRACEPARENT, trace.traceparent().as_str()),
-        None => publish,
-    }
-}
-
-/// Publishes one event and waits for the stream to store it.
-pub async fn publish_event(
-    js: &jetstream::Context,
-    event: &Event,
-    id: &str,
-) -> Result<(), jetstream::context::PublishError> {
-    js.send_publish(event.subject.clone(), publish(event, id)).await?.await.map(|_| ())
 }
 
 #[cfg(test)]

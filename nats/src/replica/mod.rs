@@ -14,14 +14,15 @@
 //! - A deposed active (lease run out, partitioned, or fenced by the log) stops: the process
 //!   exits, and its supervisor starts it again as a standby.
 //! - **Events** of committed changes travel inside the entry; the active relays them to the
-//!   stream `AGORA_EVENTS` (deduplicated by message id), and a new active relays again those
-//!   the old one may not have stored, so none is lost.
+//!   stream `AGORA_EVENTS` (deduplicated by message id; in fast-ingest batches, [`relay`]), and
+//!   a new active relays again those the old one may not have stored, so none is lost.
 //! - **Snapshots** ([`snapshot`]) bound the log and the replay time.
 //!
 //! docs/replication.md describes the protocol for operators.
 
 pub mod lease;
 pub mod log;
+pub mod relay;
 pub mod snapshot;
 
 use std::future::Future;
@@ -115,10 +116,21 @@ pub async fn ensure_streams(
         discard: stream::DiscardPolicy::Old,
         duplicate_window: EVENTS_DUPLICATE_WINDOW,
         allow_direct: true,
+        allow_batch_publish: true,
         ..Default::default()
     };
-    if let Err(error) = js.get_or_create_stream(events).await {
-        anyhow::bail!("cannot create or open the events stream: {error}");
+    let mut stream = match js.get_or_create_stream(events).await {
+        Ok(stream) => stream,
+        Err(error) => anyhow::bail!("cannot create or open the events stream: {error}"),
+    };
+    // A stream made by an earlier version: it takes fast batches from now on (without, the
+    // relay publishes events one by one).
+    let config = &stream.info().await.context("reading the events stream")?.config;
+    if !config.allow_batch_publish {
+        let config = stream::Config { allow_batch_publish: true, ..config.clone() };
+        if let Err(error) = js.update_stream(config).await {
+            tracing::warn!(%error, "cannot let the events stream take fast batches");
+        }
     }
     Ok(())
 }
@@ -357,7 +369,7 @@ where
         }
     }
 
-    let relay = log::Relay::start(js.clone(), applied);
+    let relay = relay::Relay::start(js.clone(), applied);
     // Relay again what the previous active may not have stored (duplicates are dropped).
     relay_again(&js, service, last_relayed, applied).await?;
     let journal = Journal {
@@ -452,7 +464,7 @@ async fn relay_again(
         let part = log::Part::from_message(seq, Some(&message.headers), message.payload);
         let Some(read) = assembler.push(part)? else { continue };
         for (index, event) in read.entry.events.iter().enumerate() {
-            log::publish_event(js, event, &log::event_id(service, read.seq, index))
+            relay::publish_event(js, event, &relay::event_id(service, read.seq, index))
                 .await
                 .map_err(|e| anyhow::anyhow!("relaying again: {e}"))?;
             count += 1;
