@@ -9,8 +9,7 @@
 //! **fast-ingest batch** (ADR-50; the stream has `allow_batched`):
 //! - each message is stored as it arrives, deduplicated by its id as any publish;
 //! - the server acknowledges progress every few hundred messages (its flow control: the
-//!   publisher keeps at most [`FAST_OUTSTANDING_ACKS`] acknowledgements' worth of messages
-//!   unacknowledged);
+//!   publisher keeps at most 32 acknowledgements' worth of messages unacknowledged);
 //! - the burst's last message commits the batch, and one publish acknowledgement answers once
 //!   all of it is stored.
 //!
@@ -308,7 +307,8 @@ impl FastIngest {
     async fn publish(&mut self, messages: &[(&Event, String)]) -> Result<(), String> {
         let result = self.try_publish(messages).await;
         if result.is_err() {
-            // Answers of the failed batch may still come: a new subscription leaves them out.
+            // What the failed batch's answers left buffered goes with this subscription (the
+            // next one passes over later ones by their batch id).
             self.answers = None;
         }
         result
