@@ -119,13 +119,13 @@ pub async fn ensure_streams(
         allow_batch_publish: true,
         ..Default::default()
     };
-    let mut stream = match js.get_or_create_stream(events).await {
+    let stream = match js.get_or_create_stream(events).await {
         Ok(stream) => stream,
         Err(error) => anyhow::bail!("cannot create or open the events stream: {error}"),
     };
     // A stream made by an earlier version: it takes fast batches from now on (without, the
     // relay publishes events one by one).
-    let config = &stream.info().await.context("reading the events stream")?.config;
+    let config = &stream.cached_info().config;
     if !config.allow_batch_publish {
         let config = stream::Config { allow_batch_publish: true, ..config.clone() };
         if let Err(error) = js.update_stream(config).await {
@@ -369,9 +369,10 @@ where
         }
     }
 
-    let relay = relay::Relay::start(js.clone(), applied);
-    // Relay again what the previous active may not have stored (duplicates are dropped).
-    relay_again(&js, service, last_relayed, applied).await?;
+    // The relay counts from what the log says is stored, and is handed again what the previous
+    // active may not have stored (duplicates are dropped), ahead of this instance's entries.
+    let relay = relay::Relay::start(js.clone(), last_relayed.min(applied));
+    relay_again(&js, &relay, service, last_relayed, applied).await?;
     let journal = Journal {
         js: js.clone(),
         service,
@@ -439,9 +440,10 @@ fn has_rows(path: &Path) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// Publishes again the events of entries `(relayed, applied]`, with their ids.
+/// Hands the relay again the events of entries `(relayed, applied]` (their ids are the same).
 async fn relay_again(
     js: &jetstream::Context,
+    relay: &relay::Relay,
     service: &str,
     relayed: u64,
     applied: u64,
@@ -463,13 +465,9 @@ async fn relay_again(
         };
         let part = log::Part::from_message(seq, Some(&message.headers), message.payload);
         let Some(read) = assembler.push(part)? else { continue };
-        for (index, event) in read.entry.events.iter().enumerate() {
-            relay::publish_event(js, event, &relay::event_id(service, read.seq, index))
-                .await
-                .map_err(|e| anyhow::anyhow!("relaying again: {e}"))?;
-            count += 1;
-        }
+        count += read.entry.events.len();
+        relay.send(service, read.seq, read.entry.events).await;
     }
-    tracing::info!(service, from = relayed + 1, to = applied, count, "relayed events again");
+    tracing::info!(service, from = relayed + 1, to = applied, count, "relaying events again");
     Ok(())
 }

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use super::log::Event;
 
 /// The message id of an entry's `index`th event: the events stream stores it once.
-pub fn event_id(service: &str, seq: u64, index: usize) -> String {
+fn event_id(service: &str, seq: u64, index: usize) -> String {
     format!("{service}:{seq}:{index}")
 }
 
@@ -220,7 +220,7 @@ fn publish(event: &Event, id: &str) -> Publish {
 }
 
 /// Publishes one event and waits for the stream to store it.
-pub async fn publish_event(
+async fn publish_event(
     js: &jetstream::Context,
     event: &Event,
     id: &str,
