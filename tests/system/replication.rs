@@ -378,10 +378,30 @@ async fn events_in_order(js: &async_nats::jetstream::Context) -> Vec<(String, St
     events
 }
 
+/// The events the ledger relayed, by path (`agora_relay_events_total`): fast batches, one by
+/// one.
+async fn relayed_by_path(js: &async_nats::jetstream::Context) -> (u64, u64) {
+    let metrics = js
+        .client()
+        .request(agora_nats::subjects::metrics::subject("ledger"), "".into())
+        .await
+        .expect("the ledger's metrics");
+    let text = String::from_utf8_lossy(&metrics.payload);
+    let count = |path: &str| -> u64 {
+        text.lines()
+            .filter(|line| line.starts_with("agora_relay_events_total{"))
+            .filter(|line| line.contains(&format!("path=\"{path}\"")))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (count("batch"), count("single"))
+}
+
 /// The ledger relays a committed change's events in fast-ingest batches: an events stream made
 /// by an earlier version (without `allow_batched`) takes them once the ledger starts. When the
-/// stream refuses them (an operator turned them off), the relay publishes one by one. Either
-/// way, every event is stored once, in order: entry after entry, each entry's events in order.
+/// stream refuses them (an operator turned them off), the relay publishes one by one, and takes
+/// fast batches again once they are back on (no restart). Either way, every event is stored
+/// once, in order: entry after entry, each entry's events in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_stored_once_and_in_order_in_fast_batches_or_one_by_one() {
     use async_nats::jetstream::stream;
@@ -421,6 +441,12 @@ async fn events_are_stored_once_and_in_order_in_fast_batches_or_one_by_one() {
     bank.deposit("ev-src", 1_000_000, Some("ev-fund")).await.expect("deposit");
     let reply = bank.transfers(&batch("fast")).await.expect("a batch");
     assert_eq!(reply.applied, BATCH);
+    // The batch's events go in a fast batch; the deposit's one event alone.
+    eventually(Duration::from_secs(20), Duration::from_millis(100), async || {
+        let paths = relayed_by_path(&js).await;
+        if paths == (2 * BATCH as u64, 1) { Ok(()) } else { Err(format!("{paths:?}")) }
+    })
+    .await;
 
     // Fast batches turned off on the stream: the next ones are refused, and the relay goes on
     // one by one.
@@ -434,14 +460,34 @@ async fn events_are_stored_once_and_in_order_in_fast_batches_or_one_by_one() {
         .config
         .clone();
     config.allow_batch_publish = false;
-    js.update_stream(config).await.expect("fast batches off");
+    js.update_stream(config.clone()).await.expect("fast batches off");
     let reply = bank.transfers(&batch("single")).await.expect("a batch");
     assert_eq!(reply.applied, BATCH);
     for i in 0..3 {
         bank.transfer("ev-src", "ev-00", 1, Some(&format!("one-{i}"))).await.expect("a transfer");
     }
+    eventually(Duration::from_secs(20), Duration::from_millis(100), async || {
+        let paths = relayed_by_path(&js).await;
+        let single = 1 + 2 * (BATCH as u64 + 3);
+        if paths == (2 * BATCH as u64, single) { Ok(()) } else { Err(format!("{paths:?}")) }
+    })
+    .await;
+    // The relay was refused before it published these one by one.
+    let refused = tokio::time::Instant::now();
 
-    let expected = 1 + 2 * (2 * BATCH + 3);
+    // Turned on again: once the relay offers a fast batch again, it is taken (no restart).
+    config.allow_batch_publish = true;
+    js.update_stream(config).await.expect("fast batches on");
+    tokio::time::sleep_until(refused + agora_nats::replica::relay::FAST_RETRY_AFTER).await;
+    let reply = bank.transfers(&batch("again")).await.expect("a batch");
+    assert_eq!(reply.applied, BATCH);
+    eventually(Duration::from_secs(20), Duration::from_millis(100), async || {
+        let paths = relayed_by_path(&js).await;
+        if paths.0 == 4 * BATCH as u64 { Ok(()) } else { Err(format!("{paths:?}")) }
+    })
+    .await;
+
+    let expected = 1 + 2 * (3 * BATCH + 3);
     let mut events = Vec::new();
     eventually(Duration::from_secs(20), Duration::from_millis(100), async || {
         events = events_in_order(&js).await;

@@ -16,7 +16,10 @@
 //! So the server sends, and the service reads, a few answers per burst instead of one per
 //! event. A burst of one event is a plain publish. When a fast batch fails (a gap, a refused
 //! message, a leader change, no answer in time), the burst's events are published again one by
-//! one with an acknowledgement each; their ids make that safe.
+//! one with an acknowledgement each; their ids make that safe. A stream that refuses fast batches
+//! (an operator turned `allow_batched` off) gets events one by one, and is offered a fast batch
+//! again every [`FAST_RETRY_AFTER`], so turning it back on needs no restart. The counter
+//! `agora_relay_events_total{path}` tells which way events went (`batch` or `single`).
 //!
 //! An acknowledger task awaits the per-event acknowledgements in order, publishes again (same
 //! ids) what was not stored until it is, and advances [`Relay::relayed`]. So a reply may reach
@@ -24,7 +27,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use async_nats::{Client, HeaderMap, Subscriber};
@@ -150,7 +153,7 @@ async fn publish_burst(
     burst: Vec<Queued>,
 ) {
     let count: usize = burst.iter().map(|(_, _, events, _)| events.len()).sum();
-    if count > 1 && !fast.disabled {
+    if count > 1 && fast.takes_batches() {
         let messages: Vec<(&Event, String)> = burst
             .iter()
             .flat_map(|(service, seq, events, _)| {
@@ -159,7 +162,8 @@ async fn publish_burst(
             .collect();
         match fast.publish(&messages).await {
             Ok(()) => {
-                for (_, seq, _, room) in burst {
+                for (_, seq, events, room) in burst {
+                    relayed("batch").inc_by(events.len() as u64);
                     acks_to.send((seq, Vec::new(), true)).await.ok();
                     drop(room);
                 }
@@ -171,9 +175,33 @@ async fn publish_burst(
         }
     }
     for (service, seq, events, room) in burst {
+        relayed("single").inc_by(events.len() as u64);
         publish_entry(js, acks_to, &service, seq, events).await;
         drop(room);
     }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RelayLabels {
+    /// `batch` (in a fast-ingest batch) or `single` (one by one, each acknowledged).
+    path: &'static str,
+}
+
+/// The counter of events relayed by `path` (the exposition labels them with the service).
+fn relayed(path: &'static str) -> prometheus_client::metrics::counter::Counter {
+    type Counters = prometheus_client::metrics::family::Family<
+        RelayLabels,
+        prometheus_client::metrics::counter::Counter,
+    >;
+    static EVENTS: std::sync::LazyLock<Counters> = std::sync::LazyLock::new(|| {
+        crate::metrics::register(
+            "relay_events",
+            "Events of committed changes published to the events stream, by path: batch \
+             (fast-ingest batches) or single (one by one, each acknowledged)",
+            Counters::default(),
+        )
+    });
+    EVENTS.get_or_create(&RelayLabels { path }).clone()
 }
 
 /// Publishes an entry's events in order, each with its own acknowledgement, and hands the
@@ -241,6 +269,9 @@ const FAST_OUTSTANDING_ACKS: u64 = 32;
 const FAST_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The JetStream error code of a stream that does not allow fast batches.
 const BATCH_PUBLISH_DISABLED: u16 = 10205;
+/// How long after a stream refused fast batches the relay offers it one again (events go one
+/// by one meanwhile).
+pub const FAST_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The fast-ingest operations, the second-to-last token of a message's reply subject.
 const OP_START: u8 = 0;
@@ -255,8 +286,9 @@ struct FastIngest {
     client: Client,
     inbox: String,
     answers: Option<Subscriber>,
-    /// Set once the stream refused fast batches: events go one by one from then on.
-    disabled: bool,
+    /// When the stream last refused fast batches: events go one by one until
+    /// [`FAST_RETRY_AFTER`] later.
+    refused_at: Option<Instant>,
 }
 
 /// An answer in a fast batch.
@@ -300,12 +332,20 @@ enum Answer {
 impl FastIngest {
     fn new(client: Client) -> Self {
         let inbox = client.new_inbox();
-        Self { client, inbox, answers: None, disabled: false }
+        Self { client, inbox, answers: None, refused_at: None }
+    }
+
+    /// Whether the next burst goes as a fast batch: unless the stream refused one lately.
+    fn takes_batches(&self) -> bool {
+        self.refused_at.is_none_or(|at| at.elapsed() >= FAST_RETRY_AFTER)
     }
 
     /// Publishes `messages` (two or more) as one batch, returning once the stream stored all.
     async fn publish(&mut self, messages: &[(&Event, String)]) -> Result<(), String> {
         let result = self.try_publish(messages).await;
+        if result.is_ok() && self.refused_at.take().is_some() {
+            tracing::info!("the events stream takes fast batches again");
+        }
         if result.is_err() {
             // What the failed batch's answers left buffered goes with this subscription (the
             // next one passes over later ones by their batch id).
@@ -376,11 +416,14 @@ impl FastIngest {
             }
             let answer = read_answer(&message.payload);
             if let Err(Refusal { code: BATCH_PUBLISH_DISABLED, .. }) = answer {
-                tracing::warn!(
-                    "the events stream does not take fast batches (allow_batched): events are \
-                     published one by one"
-                );
-                self.disabled = true;
+                if self.refused_at.is_none() {
+                    tracing::warn!(
+                        "the events stream does not take fast batches (allow_batched): events \
+                         are published one by one, and a fast batch is tried again every {} s",
+                        FAST_RETRY_AFTER.as_secs()
+                    );
+                }
+                self.refused_at = Some(Instant::now());
             }
             return answer.map_err(|refusal| refusal.message);
         }
