@@ -602,9 +602,21 @@ impl System {
         extra: &[&str],
         line: &str,
     ) -> Component {
+        self.start_instance_via(self.url(), service, data, extra, line)
+    }
+
+    /// [`Self::start_instance`], reaching NATS at `server` (a [`Proxy`]'s URL).
+    pub fn start_instance_via(
+        &self,
+        server: &str,
+        service: &str,
+        data: &str,
+        extra: &[&str],
+        line: &str,
+    ) -> Component {
         let mut args = vec![
             "--server".to_owned(),
-            self.url().to_owned(),
+            server.to_owned(),
             "--data-dir".to_owned(),
             self.dir.path().join(data).display().to_string(),
         ];

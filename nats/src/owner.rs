@@ -569,8 +569,12 @@ impl<S: State> Owner<S> {
                     let journal = self.journal.as_mut().expect("replicated");
                     journal.committed(read.seq, read.entry.events).await;
                 }
+                // The state reloads what the log added, and delivers what that changes (the
+                // exchange's catalogue that orders are priced from).
                 let reason = StoreError::Replication("caught up with the log".into());
-                self.state.rolled_back(&self.conn, &reason, &mut S::Outbox::default());
+                let mut out = S::Outbox::default();
+                self.state.rolled_back(&self.conn, &reason, &mut out);
+                self.state.deliver(crate::clock::now_ms(), out).await;
             }
             Err(AppendError::Deposed(why)) => journal.depose(&why),
             Err(error) => tracing::warn!(%error, "cannot check the log yet"),

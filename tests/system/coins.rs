@@ -469,3 +469,62 @@ async fn an_order_is_one_ledger_commit_and_waits_for_a_ledger_that_is_down() {
     assert_eq!(client.balance("dora").await.expect("balance").balance, 25_000);
     assert_eq!(tsla().await, before - 3);
 }
+
+/// A price change whose log append timed out although the log has it (the exchange lost the
+/// acknowledgement): the caller hears `unavailable`, and the change counts as not made. At the
+/// exchange's next group, a read that changes nothing, it catches up with the log. From then on
+/// orders are priced at the logged price, with no further change needed to refresh the
+/// catalogue they are priced from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_whose_append_timed_out_but_landed_prices_orders_once_caught_up() {
+    let mut system = System::nats_only();
+    // Leases that outlast the lost acknowledgements (the renewals' answers are lost too): the
+    // server keeps a lease as long as its bucket says, made here before any service makes it.
+    let js = async_nats::jetstream::new(async_nats::connect(system.url()).await.expect("connect"));
+    let leases = async_nats::jetstream::kv::Config {
+        bucket: agora_nats::subjects::replica::LEASE_BUCKET.to_owned(),
+        max_age: Duration::from_secs(15),
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    js.create_key_value(leases).await.expect("the lease bucket");
+    system.start_ledger();
+    system.add_bank();
+    let proxy = agora_tests::Proxy::start(system.url());
+    let _coins = system.start_instance_via(
+        &proxy.url(),
+        "coins",
+        "coins",
+        &["--lease-ms", "15000", "--ledger-timeout-ms", "3000"],
+        agora_devtools::process::READY_LINE,
+    );
+    let client = system.client().await;
+    let price = async || -> u64 {
+        let assets = client.coin_assets(Some(vec!["AMZN".into()])).await.expect("assets");
+        assets.assets[0].price
+    };
+    let before = price().await;
+
+    // Every answer the server sends the exchange is lost: the change's append is stored, its
+    // acknowledgement never arrives, and after the append timeout the change is rolled back.
+    proxy.drop_messages(Some("_INBOX"));
+    let update = UpdateAssetRequest {
+        symbol: "AMZN".into(),
+        price: Some(before as i64 + 7),
+        quantity: None,
+    };
+    assert_eq!(code(client.update_asset(&update).await), ErrorCode::Unavailable);
+    proxy.drop_messages(None);
+    assert_eq!(price().await, before, "the exchange does not know the change yet");
+
+    // A read through the exchange's owner: its group first catches up with the log.
+    client.coin_history(&CoinsHistoryRequest::default()).await.expect("history");
+    eventually(Duration::from_secs(5), Duration::from_millis(100), async || {
+        let now = price().await;
+        if now == before + 7 { Ok(()) } else { Err(format!("AMZN at {now}")) }
+    })
+    .await;
+    client.deposit("late", 1_000_000, None).await.expect("deposit");
+    let order = client.buy_coins("late", "AMZN", 1, Some("l-1")).await.expect("bought");
+    assert_eq!(order.unit_price, before + 7, "priced as the log says");
+}
