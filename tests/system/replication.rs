@@ -510,3 +510,49 @@ async fn events_are_stored_once_and_in_order_in_fast_batches_or_one_by_one() {
         last = Some((seq, index));
     }
 }
+
+/// The lease bucket keeps a key as long as the instance that made it said (the default 2 s
+/// here, made by the task service). Chat instances asked for a 10 s lease hold theirs on the
+/// bucket's terms: the active one renews before the server drops its key, so the key never
+/// vanishes and the standby never takes over while the active one lives (on a 10 s lease of
+/// its own, the active one would renew every 3.3 s, after its key was gone); once it is
+/// killed, the standby takes over within the bucket's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_asked_for_a_longer_lease_than_the_bucket_keeps_hold_it_on_the_buckets_terms() {
+    let mut system = System::nats_only();
+    system.start_tasks();
+    let long = ["--lease-ms", "10000"];
+    let mut active =
+        system.start_instance("chat", "chat-a", &long, agora_devtools::process::READY_LINE);
+    let _standby = system.start_standby("chat", "chat-b", &long);
+    let js = async_nats::jetstream::new(async_nats::connect(system.url()).await.expect("connect"));
+    let bucket = js.get_key_value(replica_subject::LEASE_BUCKET).await.expect("lease bucket");
+    let status = bucket.status().await.expect("status");
+    assert_eq!(status.info.config.max_age, Duration::from_secs(2), "the bucket's lease");
+    let holder = async || -> Option<String> {
+        let entry = bucket.entry("chat").await.expect("read the lease")?;
+        let holder: agora_nats::replica::lease::Holder =
+            serde_json::from_slice(&entry.value).ok()?;
+        (entry.operation == async_nats::jetstream::kv::Operation::Put).then_some(holder.instance)
+    };
+    let first = holder().await.expect("the active chat instance holds the lease");
+    // `<service>-<host>-<pid>-<nuid>`
+    let pid = first.rsplit('-').nth(1).and_then(|pid| pid.parse::<u32>().ok());
+    assert_eq!(pid, Some(active.id()), "{first} is the instance started first");
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(8) {
+        let now = holder().await;
+        assert_eq!(now.as_deref(), Some(first.as_str()), "after {:?}", watch.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    active.kill_hard();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(10), Duration::from_millis(50), async || match holder().await {
+        Some(instance) if instance != first => Ok(()),
+        other => Err(format!("the lease is still {other:?}")),
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("the standby took over {took:?} after the active instance was killed");
+    assert!(took <= FAILOVER_MAX, "took over after {took:?}, the bucket's lease is 2 s");
+}

@@ -1,7 +1,8 @@
 //! Which instance is active: a lease in the JetStream KV bucket `AGORA_LEASES` (one key per
 //! service), created by the instance that takes it and renewed by revision. The bucket's
 //! `max_age` is the lease: an instance that stops renewing loses its key, and only then can
-//! another create it.
+//! another create it. The instance that makes the bucket sets it; every other instance takes the
+//! lease on the bucket's terms (an `AGORA_LEASE_MS` that differs is warned about and not used).
 //!
 //! The active instance holds itself valid until the last renewal it *sent* plus the lease,
 //! less a tenth: it stops before the key can expire at the server, so two instances never
@@ -20,6 +21,8 @@ use crate::subjects::replica as subject;
 
 /// Shortest lease accepted.
 pub const LEASE_MS_MIN: u64 = 500;
+/// Longest lease accepted.
+pub const LEASE_MS_MAX: u64 = 60_000;
 
 /// What the lease key holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -28,12 +31,15 @@ pub struct Holder {
     pub since_ms: u64,
 }
 
-/// Opens (creating if needed) the lease bucket.
+/// Opens (creating if needed) the lease bucket, and reads how long it keeps a key: the lease at
+/// the server, whatever an instance was configured with. The instance that created the bucket
+/// set it (`lease_ms` here if this one did); every instance holds and renews its lease on the
+/// bucket's terms, so that none believes itself active after the server dropped its key.
 pub async fn bucket(
     js: &jetstream::Context,
     replicas: usize,
     lease_ms: u64,
-) -> anyhow::Result<kv::Store> {
+) -> anyhow::Result<(kv::Store, u64)> {
     let wanted = kv::Config {
         bucket: subject::LEASE_BUCKET.to_owned(),
         description: "which instance of each replicated service is active".to_owned(),
@@ -43,13 +49,32 @@ pub async fn bucket(
         num_replicas: replicas,
         ..kv::Config::default()
     };
-    match js.create_key_value(wanted).await {
-        Ok(store) => Ok(store),
-        Err(error) => js
-            .get_key_value(subject::LEASE_BUCKET)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create ({error}) or open ({e}) the lease bucket")),
+    let store = match js.create_key_value(wanted).await {
+        Ok(store) => store,
+        Err(error) => js.get_key_value(subject::LEASE_BUCKET).await.map_err(|e| {
+            anyhow::anyhow!("cannot create ({error}) or open ({e}) the lease bucket")
+        })?,
+    };
+    let kept = store.status().await.map_err(|e| anyhow::anyhow!("the lease bucket: {e}"))?;
+    let kept_ms = u64::try_from(kept.info.config.max_age.as_millis()).unwrap_or(u64::MAX);
+    anyhow::ensure!(
+        (LEASE_MS_MIN..=LEASE_MS_MAX).contains(&kept_ms),
+        "the lease bucket {} keeps keys {} (max_age), not {LEASE_MS_MIN}..={LEASE_MS_MAX} ms: \
+         a lease could never run out, or not be held; delete the bucket (it is made again)",
+        subject::LEASE_BUCKET,
+        if kept_ms == 0 { "forever".to_owned() } else { format!("{kept_ms} ms") },
+    );
+    if kept_ms != lease_ms {
+        tracing::warn!(
+            bucket = subject::LEASE_BUCKET,
+            kept_ms,
+            asked_ms = lease_ms,
+            "the lease bucket keeps leases {kept_ms} ms (set by the instance that made it), not \
+             the {lease_ms} ms asked for: this instance holds, renews and waits for leases on \
+             the bucket's {kept_ms} ms"
+        );
     }
+    Ok((store, kept_ms))
 }
 
 /// The lease as the active instance holds it: shared with its owner, which checks it before

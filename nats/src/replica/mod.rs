@@ -58,7 +58,8 @@ pub struct ReplicaArgs {
     #[arg(long = "replicas", env = "AGORA_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
     /// The active instance's lease, in milliseconds: a standby takes over this long after the
-    /// active one stopped renewing it.
+    /// active one stopped renewing it. The instance that makes the lease bucket sets it for
+    /// every service; an instance asked for another lease warns and keeps the bucket's.
     #[arg(long, env = "AGORA_LEASE_MS", default_value_t = 2_000)]
     pub lease_ms: u64,
     /// Log entries between two snapshots.
@@ -76,9 +77,10 @@ impl ReplicaArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=5).contains(&self.replicas), "replicas is 1..=5");
         anyhow::ensure!(
-            (lease::LEASE_MS_MIN..=60_000).contains(&self.lease_ms),
-            "lease-ms is {}..=60000",
-            lease::LEASE_MS_MIN
+            (lease::LEASE_MS_MIN..=lease::LEASE_MS_MAX).contains(&self.lease_ms),
+            "lease-ms is {}..={}",
+            lease::LEASE_MS_MIN,
+            lease::LEASE_MS_MAX
         );
         anyhow::ensure!(self.snapshot_every >= 100, "snapshot-every is at least 100");
         anyhow::ensure!(self.events_bytes_max >= 1 << 20, "events-bytes-max is at least 1 MiB");
@@ -293,7 +295,9 @@ where
     log::prepare(&conn)?;
     let mut applied = log::applied(&conn)?;
     let instance = instance_name(service);
-    let candidate = lease::Lease::new(lease_bucket, service, &instance, args.lease_ms);
+    // The lease is the bucket's (see `lease::bucket`), whatever this instance was asked for.
+    let (lease_bucket, lease_ms) = lease_bucket;
+    let candidate = lease::Lease::new(lease_bucket, service, &instance, lease_ms);
     let mut shutdown = Box::pin(shutdown);
 
     // Standby: follow the log, campaign for the lease.
