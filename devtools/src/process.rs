@@ -221,6 +221,11 @@ impl NatsServer {
         &self.url
     }
 
+    /// The server's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> &Path {
         &self.log
     }

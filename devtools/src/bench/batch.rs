@@ -10,7 +10,7 @@ use agora_nats::client::{AgoraClient, ClientError};
 use agora_nats::subjects;
 use bytes::Bytes;
 
-use super::{Measurement, compare, echo_load, print_row};
+use super::{Measurement, compare_metered, cpu, echo_load, print_row};
 
 /// Requests in flight for batches of `size`: enough to keep the ledger busy, no more.
 pub fn in_flight(size: usize) -> usize {
@@ -83,8 +83,10 @@ pub async fn rows(
     accounts: usize,
     sizes: &[usize],
     duration: Duration,
+    processes: &cpu::Processes,
 ) -> anyhow::Result<Vec<Measurement>> {
     let mut rows = Vec::new();
+    let mut sides = Vec::new();
     println!(
         "\n{:<28} {:>9} {:>12} {:>12} {:>16} {:>10}",
         "batch", "in-flight", "transfers/s", "x raw req/s", "sqlite rows/s", "x sqlite"
@@ -108,9 +110,23 @@ pub async fn rows(
                 }
             }
         };
-        let (raw, ours) = compare(in_flight, duration, echo, operation).await?;
+        let (raw, ours, [raw_cpu, ours_cpu]) =
+            compare_metered(in_flight, duration, echo, operation, Some(processes)).await?;
         let raw = raw.measurement(&format!("raw echo ({} B)", sample.len()), in_flight);
         let ours = ours.measurement(&format!("bank.transfers x{size}"), in_flight);
+        let wall = duration / super::SLICES * super::SLICES;
+        sides.push(cpu::SideCpu {
+            label: format!("raw echo x{size} (request)"),
+            operations: raw.operations,
+            used: raw_cpu,
+            wall,
+        });
+        sides.push(cpu::SideCpu {
+            label: format!("x{size} (per transfer)"),
+            operations: ours.operations * size as u64,
+            used: ours_cpu,
+            wall,
+        });
         let ceiling = tokio::task::spawn_blocking(move || sqlite_ceiling(size, duration)).await??;
         let transfers = ours.ops_per_second * size as f64;
         println!(
@@ -127,6 +143,7 @@ pub async fn rows(
         rows.push(raw);
         rows.push(ours);
     }
+    cpu::print(&sides);
     Ok(rows)
 }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Measurement, Rig, Sample, connections, echo_load, print_header, print_row, sample};
+use super::{
+    Measurement, Rig, Sample, connections, cpu, echo_load, print_header, print_row, sample,
+};
 use agora_nats::subjects;
 
 /// Options of `agora bench coins`.
@@ -100,10 +102,24 @@ pub async fn coins(options: CoinsBenchOptions) -> anyhow::Result<Vec<Measurement
     sample(in_flight, warmup, order.clone()).await?;
     let slice = duration / SLICES;
     let (mut raw, mut bank, mut ours) = (Sample::new()?, Sample::new()?, Sample::new()?);
+    // The CPU every process used while each side ran (see `cpu`).
+    let processes = rig.processes();
+    let mut used = [cpu::CpuTimes::default(), cpu::CpuTimes::default(), cpu::CpuTimes::default()];
     for _ in 0..SLICES {
-        raw.merge(sample(in_flight, slice, echo.clone()).await?)?;
-        bank.merge(sample(in_flight, slice, transfer.clone()).await?)?;
-        ours.merge(sample(in_flight, slice, order.clone()).await?)?;
+        let mut at = processes.read();
+        for (side, (into, spent)) in
+            [&mut raw, &mut bank, &mut ours].into_iter().zip(&mut used).enumerate()
+        {
+            let load = match side {
+                0 => sample(in_flight, slice, echo.clone()).await?,
+                1 => sample(in_flight, slice, transfer.clone()).await?,
+                _ => sample(in_flight, slice, order.clone()).await?,
+            };
+            into.merge(load)?;
+            let now = processes.read();
+            spent.add(&now.since(&at));
+            at = now;
+        }
     }
     let raw = raw.measurement(&format!("raw echo ({payload_len} B)"), in_flight);
     let bank = bank.measurement("bank.transfer", in_flight);
@@ -116,6 +132,23 @@ pub async fn coins(options: CoinsBenchOptions) -> anyhow::Result<Vec<Measurement
         "\ncoins orders / bank transfers: {:.2}x  (an order is a linked pair in one ledger commit)",
         ours.ops_per_second / bank.ops_per_second
     );
+    let [raw_cpu, bank_cpu, ours_cpu] = used;
+    let wall = slice * SLICES;
+    cpu::print(&[
+        cpu::SideCpu { label: raw.name.clone(), operations: raw.operations, used: raw_cpu, wall },
+        cpu::SideCpu {
+            label: bank.name.clone(),
+            operations: bank.operations,
+            used: bank_cpu,
+            wall,
+        },
+        cpu::SideCpu {
+            label: ours.name.clone(),
+            operations: ours.operations,
+            used: ours_cpu,
+            wall,
+        },
+    ]);
     if ours.errors > 0 {
         println!("warning: {} orders failed", ours.errors);
     }

@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 mod batch;
 mod chat;
 mod coins;
+pub mod cpu;
 mod files;
 mod gateway;
 mod likes;
@@ -197,17 +198,41 @@ where
     O: Fn(usize, u64) -> OF + Send + Sync + 'static,
     OF: Future<Output = Result<(), ClientError>> + Send,
 {
+    let (raw, ours, _) = compare_metered(in_flight, duration, raw, ours, None).await?;
+    Ok((raw, ours))
+}
+
+/// [`compare`], also reading what CPU each of `processes` used while each side ran.
+async fn compare_metered<R, RF, O, OF>(
+    in_flight: usize,
+    duration: Duration,
+    raw: R,
+    ours: O,
+    processes: Option<&cpu::Processes>,
+) -> anyhow::Result<(Sample, Sample, [cpu::CpuTimes; 2])>
+where
+    R: Fn(usize, u64) -> RF + Send + Sync + 'static,
+    RF: Future<Output = Result<(), ClientError>> + Send,
+    O: Fn(usize, u64) -> OF + Send + Sync + 'static,
+    OF: Future<Output = Result<(), ClientError>> + Send,
+{
     let (raw, ours) = (Arc::new(raw), Arc::new(ours));
     let warmup = Duration::from_millis(300);
     sample(in_flight, warmup, raw.clone()).await?;
     sample(in_flight, warmup, ours.clone()).await?;
     let slice = duration / SLICES;
     let (mut raw_total, mut ours_total) = (Sample::new()?, Sample::new()?);
+    let mut used = [cpu::CpuTimes::default(), cpu::CpuTimes::default()];
+    let read = || processes.map(cpu::Processes::read).unwrap_or_default();
     for _ in 0..SLICES {
+        let at = read();
         raw_total.merge(sample(in_flight, slice, raw.clone()).await?)?;
+        let between = read();
         ours_total.merge(sample(in_flight, slice, ours.clone()).await?)?;
+        used[0].add(&between.since(&at));
+        used[1].add(&read().since(&between));
     }
-    Ok((raw_total, ours_total))
+    Ok((raw_total, ours_total, used))
 }
 
 /// Serves raw request-reply echo on [`subjects::bench::ECHO`] (the reply is the request
@@ -339,7 +364,8 @@ struct Rig {
     /// Every node's URL (one, unless [`Rig::start_cluster`]).
     urls: Vec<String>,
     _nats: Vec<NatsServer>,
-    components: Vec<Component>,
+    /// The components started (echo responders included), by name.
+    components: Vec<(String, Component)>,
     filter: String,
     /// Whether nats-server runs the accounts config (components log in as their roles).
     auth: bool,
@@ -451,7 +477,8 @@ impl Rig {
         }
         envs.extend(more.iter().map(|(key, value)| (*key, value.as_str())));
         let logs: PathBuf = self.dir.path().join("logs");
-        self.components.push(Component::start(name, binary, args, &envs, &logs)?);
+        let component = Component::start(name, binary, args, &envs, &logs)?;
+        self.components.push((name.to_owned(), component));
         Ok(())
     }
 
@@ -477,6 +504,22 @@ impl Rig {
 
     fn data_dir(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// Every process of the run for [`cpu`]: the nats-server nodes, the components (numbered
+    /// ones such as `echo-0`, `echo-1` together) and this client.
+    fn processes(&self) -> cpu::Processes {
+        let mut processes: Vec<(String, u32)> =
+            self._nats.iter().map(|node| ("nats-server".to_owned(), node.id())).collect();
+        for (name, component) in &self.components {
+            let base = match name.rsplit_once('-') {
+                Some((base, index)) if index.chars().all(|c| c.is_ascii_digit()) => base,
+                _ => name.as_str(),
+            };
+            processes.push((base.to_owned(), component.id()));
+        }
+        processes.push(("client".to_owned(), std::process::id()));
+        cpu::Processes::new(processes)
     }
 
     fn finish(self) {
@@ -558,7 +601,9 @@ pub async fn bank(options: BankBenchOptions) -> anyhow::Result<Vec<Measurement>>
     let duration = Duration::from_secs(options.seconds.max(1));
     if !options.batches.is_empty() {
         anyhow::ensure!(people.is_none(), "--batch runs without --auth");
-        let rows = batch::rows(clients.clone(), accounts, &options.batches, duration).await?;
+        let processes = rig.processes();
+        let rows =
+            batch::rows(clients.clone(), accounts, &options.batches, duration, &processes).await?;
         rig.finish();
         return Ok(rows);
     }
