@@ -132,23 +132,18 @@ pub async fn coins(options: CoinsBenchOptions) -> anyhow::Result<Vec<Measurement
         "\ncoins orders / bank transfers: {:.2}x  (an order is a linked pair in one ledger commit)",
         ours.ops_per_second / bank.ops_per_second
     );
-    let [raw_cpu, bank_cpu, ours_cpu] = used;
     let wall = slice * SLICES;
-    cpu::print(&[
-        cpu::SideCpu { label: raw.name.clone(), operations: raw.operations, used: raw_cpu, wall },
-        cpu::SideCpu {
-            label: bank.name.clone(),
-            operations: bank.operations,
-            used: bank_cpu,
+    let sides: Vec<cpu::SideCpu> = [&raw, &bank, &ours]
+        .into_iter()
+        .zip(used)
+        .map(|(side, used)| cpu::SideCpu {
+            label: side.name.clone(),
+            operations: side.operations,
+            used,
             wall,
-        },
-        cpu::SideCpu {
-            label: ours.name.clone(),
-            operations: ours.operations,
-            used: ours_cpu,
-            wall,
-        },
-    ]);
+        })
+        .collect();
+    cpu::print(&sides);
     if ours.errors > 0 {
         println!("warning: {} orders failed", ours.errors);
     }
