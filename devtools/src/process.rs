@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,6 +17,8 @@ pub const NATS_SERVER_VERSION: &str = "2.15.1";
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line a component prints on stdout once it is serving.
 pub use agora_nats::telemetry::{READY_LINE, STANDBY_LINE};
+/// What nats-server logs once it takes clients.
+const NATS_READY_LINE: &str = "Server is ready";
 
 /// Finds `nats-server`: `$AGORA_NATS_SERVER`, then `PATH`.
 pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
@@ -137,6 +139,11 @@ pub struct NatsServer {
     child: Child,
     url: String,
     log: PathBuf,
+    /// How it was started (a restart starts it the same way, on the same port).
+    options: NatsServerOptions,
+    extra_args: Vec<String>,
+    /// Whether the latest start is ready.
+    ready: Readiness,
 }
 
 impl NatsServer {
@@ -178,30 +185,11 @@ impl NatsServer {
     }
 
     fn spawn(options: &NatsServerOptions, extra_args: &[String]) -> anyhow::Result<Self> {
-        let binary = nats_server_binary()?;
-        let store = options.dir.join("jetstream");
-        std::fs::create_dir_all(&store)?;
-        for (name, text) in CONFIGS {
-            std::fs::write(options.dir.join(name), text)?;
-        }
-        let config =
-            options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
         let log = options.dir.join("nats-server.log");
-        let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
-        let mut child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config)
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-            .arg(&store)
-            .args(extra_args)
-            .envs(dev_env())
-            .stdin(Stdio::null())
-            .stdout(File::create(&log)?)
-            .stderr(File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let ready = Readiness::new(&log, NATS_READY_LINE);
+        let mut child = Self::launch(options, extra_args, false)?;
         let needle = "Listening for client connections on ";
-        let text = match wait_for_text(&log, "Server is ready", &mut child, STARTUP_TIMEOUT) {
+        let text = match wait_for_text(&log, NATS_READY_LINE, &mut child, STARTUP_TIMEOUT) {
             Ok(text) => text,
             Err(error) => {
                 child.kill().ok();
@@ -214,7 +202,79 @@ impl NatsServer {
             .find_map(|line| line.split(needle).nth(1))
             .map(str::trim)
             .context("nats-server did not say where it listens")?;
-        Ok(Self { child, url: format!("nats://{address}"), log })
+        let mut options = options.clone();
+        // A restart listens where this one does.
+        options.port = Some(
+            address
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse().ok())
+                .context("nats-server's address has no port")?,
+        );
+        Ok(Self {
+            child,
+            url: format!("nats://{address}"),
+            log,
+            options,
+            extra_args: extra_args.to_vec(),
+            ready,
+        })
+    }
+
+    /// Starts the process, its output (stdout and stderr) to `nats-server.log` in
+    /// `options.dir`: a fresh log, or appended to (a restart).
+    fn launch(
+        options: &NatsServerOptions,
+        extra_args: &[String],
+        append: bool,
+    ) -> anyhow::Result<Child> {
+        let binary = nats_server_binary()?;
+        let store = options.dir.join("jetstream");
+        std::fs::create_dir_all(&store)?;
+        for (name, text) in CONFIGS {
+            std::fs::write(options.dir.join(name), text)?;
+        }
+        let config =
+            options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
+        let log = File::options()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(options.dir.join("nats-server.log"))?;
+        let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
+        Command::new(&binary)
+            .arg("-c")
+            .arg(&config)
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(&store)
+            .args(extra_args)
+            .envs(dev_env())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))
+    }
+
+    /// Starts the server again the way it was started, on the same port and store, after it
+    /// exited; returns at once (see [`NatsServer::ready`]).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        self.ready = Readiness::new(&self.log, NATS_READY_LINE);
+        self.child = Self::launch(&self.options, &self.extra_args, true)?;
+        Ok(())
+    }
+
+    /// Whether the latest start is ready for clients.
+    pub fn ready(&self) -> bool {
+        self.ready.reached()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn url(&self) -> &str {
@@ -238,11 +298,37 @@ impl Drop for NatsServer {
     }
 }
 
+/// A line a process writes to its log once it is ready, counted from when it was started: a
+/// restarted process appends to the log its predecessor wrote.
+#[derive(Debug)]
+struct Readiness {
+    log: PathBuf,
+    line: String,
+    /// How often the log had the line before the start.
+    before: usize,
+}
+
+impl Readiness {
+    fn new(log: &Path, line: &str) -> Self {
+        let before = std::fs::read_to_string(log).unwrap_or_default().matches(line).count();
+        Self { log: log.to_owned(), line: line.to_owned(), before }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn reached(&self) -> bool {
+        self.text().matches(self.line.as_str()).count() > self.before
+    }
+}
+
 /// A running Agora component process, killed on drop.
 #[derive(Debug)]
 pub struct Component {
     child: Child,
     log: PathBuf,
+    ready: Readiness,
 }
 
 impl Component {
@@ -267,6 +353,35 @@ impl Component {
         log_dir: &Path,
         line: &str,
     ) -> anyhow::Result<Self> {
+        let mut component = Self::spawn(name, binary, args, envs, log_dir, line)?;
+        let started = Instant::now();
+        loop {
+            if component.ready() {
+                return Ok(component);
+            }
+            if let Some(status) = component.exit_status() {
+                let text = component.ready.text();
+                bail!("{name} exited ({status}) before it was ready; its log:\n{text}");
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                component.kill_hard();
+                let text = component.ready.text();
+                bail!("{name} not ready after {STARTUP_TIMEOUT:?}; its log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts `binary` and returns at once: [`Component::ready`] tells when it printed `line`
+    /// (its log is `<log_dir>/<name>.log`, appended to).
+    pub fn spawn(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+        line: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let file = File::options().create(true).append(true).open(&log)?;
@@ -275,25 +390,21 @@ impl Component {
         for (key, value) in envs {
             command.env(key, value);
         }
-        let mut child =
+        // Counted before the process can write.
+        let ready = Readiness::new(&log, line);
+        let child =
             command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
-        let before = std::fs::read_to_string(&log).unwrap_or_default().matches(line).count();
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.matches(line).count() > before {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited ({status}) before it was ready; its log:\n{text}");
-            }
-            if started.elapsed() > STARTUP_TIMEOUT {
-                child.kill().ok();
-                bail!("{name} not ready after {STARTUP_TIMEOUT:?}; its log:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(Self { child, log })
+        Ok(Self { child, log, ready })
+    }
+
+    /// Whether it printed its ready line since it was started.
+    pub fn ready(&self) -> bool {
+        self.ready.reached()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn log(&self) -> &Path {
@@ -308,11 +419,6 @@ impl Component {
     pub fn kill_hard(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
-    }
-
-    /// Whether the process has exited.
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
     }
 }
 

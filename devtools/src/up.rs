@@ -4,20 +4,24 @@
 //! `nats/config/accounts.conf`, the auth service, the ledger, bank instances, the task
 //! service, the chat service, the coin exchange, two file servers (over `<dir>/files`, with a
 //! sample file or two on first run), likes nodes and workers, keeps their data and logs under
-//! one directory, restarts a component that dies, and stops everything on Ctrl-C.
+//! one directory, restarts whatever dies (the nats-server too, on its port and store; a process
+//! that keeps dying before it is ready, after a backoff of 1 s doubling up to 30 s), and stops
+//! everything on Ctrl-C, at once, whatever is down.
 //!
 //! Every component logs in as its role with the development password of `dev.env`; people
 //! sign up and in. A development manager and a development user are made at the first start
 //! and printed, so the dashboard and the CLI can be tried at once.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use agora_nats::AgoraClient;
 use agora_nats::connection::{NatsArgs, connect_once};
 use agora_nats::error::ErrorCode;
 
-use crate::process::{Component, NatsServer, NatsServerOptions, component_binary, dev_value};
+use crate::process::{
+    Component, NatsServer, NatsServerOptions, READY_LINE, component_binary, dev_value,
+};
 
 /// The development user `agora up` makes (its password is `AGORA_DEV_USER_PASSWORD` in
 /// `dev.env`).
@@ -26,6 +30,10 @@ pub const DEV_USER: &str = "alice";
 pub const DEV_MANAGER: &str = "manager";
 /// How long the auth service may take to answer its first sign-up.
 const AUTH_READY_WITHIN: Duration = Duration::from_secs(30);
+/// How often `agora up` looks at what it runs.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// The longest wait before restarting a process that keeps exiting before it is ready.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What `agora up` runs.
 #[derive(Debug, Clone)]
@@ -65,12 +73,77 @@ impl Spec {
         })
     }
 
-    fn start(&self, logs: &std::path::Path) -> anyhow::Result<Component> {
+    /// Starts it and waits until it is ready.
+    fn start(&self, logs: &Path) -> anyhow::Result<Component> {
+        self.with_envs(|envs| Component::start(&self.name, &self.binary, &self.args, envs, logs))
+    }
+
+    /// Starts it and returns at once (a restart: `agora up` goes on watching everything).
+    fn spawn(&self, logs: &Path) -> anyhow::Result<Component> {
+        self.with_envs(|envs| {
+            Component::spawn(&self.name, &self.binary, &self.args, envs, logs, READY_LINE)
+        })
+    }
+
+    fn with_envs<T>(&self, run: impl FnOnce(&[(&str, &str)]) -> T) -> T {
         let password = crate::process::dev_password(self.role).unwrap_or_default();
         let mut envs: Vec<(&str, &str)> =
             vec![("NATS_USER", self.role), ("NATS_PASSWORD", password.as_str())];
         envs.extend(self.envs.iter().map(|(key, value)| (*key, value.as_str())));
-        Component::start(&self.name, &self.binary, &self.args, &envs, logs)
+        run(&envs)
+    }
+}
+
+/// Where a supervised process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Ready (or, for a component, started and said so).
+    Up,
+    /// Restarted, not ready yet: the `attempt`-th restart in a row.
+    Starting { attempt: u32 },
+    /// Exited before it was ready (or could not be started): started again at `at`.
+    Waiting { at: Instant, attempt: u32 },
+}
+
+/// How long to wait before the `attempt`-th restart in a row of a process that keeps exiting
+/// before it is ready: 1 s, 2 s, 4 s, ... [`RESTART_BACKOFF_MAX`].
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(RESTART_BACKOFF_MAX)
+}
+
+/// What one look at a supervised process found.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Nothing,
+    /// It exited while up: restart it now.
+    Exited(String),
+    /// It exited before it was ready: restart it after the backoff.
+    Failed(String),
+    /// Ready again after a restart.
+    Ready,
+    /// Its backoff is over: restart it.
+    Due,
+}
+
+impl Life {
+    fn look(self, exited: Option<String>, ready: bool, now: Instant) -> Seen {
+        match (self, exited) {
+            (Life::Up, Some(status)) => Seen::Exited(status),
+            (Life::Up, None) => Seen::Nothing,
+            (Life::Starting { .. }, _) if ready => Seen::Ready,
+            (Life::Starting { .. }, Some(status)) => Seen::Failed(status),
+            (Life::Starting { .. }, None) => Seen::Nothing,
+            (Life::Waiting { at, .. }, _) if now >= at => Seen::Due,
+            (Life::Waiting { .. }, _) => Seen::Nothing,
+        }
+    }
+
+    /// The restart that comes after this state.
+    fn attempt(self) -> u32 {
+        match self {
+            Life::Up => 1,
+            Life::Starting { attempt } | Life::Waiting { attempt, .. } => attempt + 1,
+        }
     }
 }
 
@@ -103,20 +176,64 @@ pub async fn sign_up(url: &str, name: &str, password: &str) -> anyhow::Result<()
     }
 }
 
+/// Acts on what a look at a process found: says it, and restarts the process when it is time.
+fn supervise(
+    name: &str,
+    log: &Path,
+    life: &mut Life,
+    seen: Seen,
+    now: Instant,
+    restart: impl FnOnce() -> anyhow::Result<u32>,
+) {
+    let attempt = life.attempt();
+    match seen {
+        Seen::Nothing => return,
+        Seen::Ready => {
+            println!("{name} is ready again");
+            *life = Life::Up;
+            return;
+        }
+        Seen::Failed(status) => {
+            let delay = backoff(attempt - 1);
+            println!(
+                "{name} exited before it was ready ({status}); restarting it in {} s (log: {})",
+                delay.as_secs(),
+                log.display()
+            );
+            *life = Life::Waiting { at: now + delay, attempt: attempt - 1 };
+            return;
+        }
+        Seen::Exited(status) => println!("{name} exited ({status})"),
+        Seen::Due => {}
+    }
+    *life = match restart() {
+        Ok(pid) => {
+            println!("{name} restarted: pid {pid} (log: {})", log.display());
+            Life::Starting { attempt }
+        }
+        Err(error) => {
+            let delay = backoff(attempt);
+            println!("could not restart {name}: {error:#}; trying again in {} s", delay.as_secs());
+            Life::Waiting { at: now + delay, attempt }
+        }
+    };
+}
+
 /// Runs until Ctrl-C / SIGTERM.
 pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let logs = dir.join("logs");
-    let nats = NatsServer::start(&NatsServerOptions {
+    let mut nats = NatsServer::start(&NatsServerOptions {
         port: Some(options.port),
         dir: dir.join("nats"),
         auth: true,
     })?;
     let url = nats.url().to_owned();
     println!(
-        "nats-server {} listening on {url} (log: {})",
+        "nats-server {} pid {} listening on {url} (log: {})",
         crate::process::NATS_SERVER_VERSION,
+        nats.id(),
         nats.log().display()
     );
 
@@ -216,21 +333,33 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
         dir.display(),
     );
 
+    // Nothing below waits for a process: a restarted one is looked at again on the next
+    // tick, so Ctrl-C is heard within one tick whatever is down.
     let shutdown = agora_nats::telemetry::shutdown_signal();
     tokio::pin!(shutdown);
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    let mut nats_life = Life::Up;
+    let mut lives = vec![Life::Up; specs.len()];
+    let nats_log = nats.log().to_owned();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = check.tick() => {
-                for (component, spec) in running.iter_mut().zip(&specs) {
-                    if component.exited() {
-                        println!("{} exited; restarting it (log: {})", spec.name, component.log().display());
-                        match spec.start(&logs) {
-                            Ok(fresh) => *component = fresh,
-                            Err(error) => println!("could not restart {}: {error:#}", spec.name),
-                        }
-                    }
+                let now = Instant::now();
+                let exited = nats.exit_status().map(|status| status.to_string());
+                let seen = nats_life.look(exited, nats.ready(), now);
+                supervise("nats-server", &nats_log, &mut nats_life, seen, now, || {
+                    nats.restart()?;
+                    Ok(nats.id())
+                });
+                for ((component, spec), life) in running.iter_mut().zip(&specs).zip(&mut lives) {
+                    let exited = component.exit_status().map(|status| status.to_string());
+                    let seen = life.look(exited, component.ready(), now);
+                    let log = component.log().to_owned();
+                    supervise(&spec.name, &log, life, seen, now, || {
+                        *component = spec.spawn(&logs)?;
+                        Ok(component.id())
+                    });
                 }
             }
         }
@@ -239,4 +368,77 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     drop(running);
     drop(nats);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_one_second_doubling_to_thirty() {
+        let waits: Vec<u64> = (1..=9).map(|attempt| backoff(attempt).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(u32::MAX), RESTART_BACKOFF_MAX);
+    }
+
+    /// Every state against every observation: what `agora up` does next.
+    #[test]
+    fn a_look_at_a_process_is_judged_by_where_it_was() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        let gone = || Some("signal: 9 (SIGKILL)".to_owned());
+        let starting = Life::Starting { attempt: 2 };
+        let waiting = Life::Waiting { at: later, attempt: 2 };
+        for ready in [false, true] {
+            // Up: only an exit matters (a ready line of its start is old news).
+            assert_eq!(Life::Up.look(None, ready, now), Seen::Nothing);
+            assert_eq!(Life::Up.look(gone(), ready, now), Seen::Exited(gone().unwrap()));
+            // Waiting: only the clock matters (the exited process says nothing new).
+            assert_eq!(waiting.look(gone(), ready, now), Seen::Nothing);
+            assert_eq!(waiting.look(gone(), ready, later), Seen::Due);
+            assert_eq!(waiting.look(None, ready, later + Duration::from_secs(1)), Seen::Due);
+        }
+        // Starting: ready wins (it said so before it died: the next look sees the exit).
+        assert_eq!(starting.look(None, false, now), Seen::Nothing);
+        assert_eq!(starting.look(None, true, now), Seen::Ready);
+        assert_eq!(starting.look(gone(), true, now), Seen::Ready);
+        assert_eq!(starting.look(gone(), false, now), Seen::Failed(gone().unwrap()));
+        assert_eq!(Life::Up.attempt(), 1);
+        assert_eq!(starting.attempt(), 3);
+        assert_eq!(waiting.attempt(), 3);
+    }
+
+    /// A process that keeps dying before it is ready is restarted ever more slowly, and one
+    /// that comes back starts counting afresh.
+    #[test]
+    fn supervision_restarts_at_once_then_backs_off_then_starts_afresh() {
+        let now = Instant::now();
+        let log = Path::new("x.log");
+        let mut life = Life::Up;
+        let mut restarts = 0;
+        let mut restart = || -> anyhow::Result<u32> {
+            restarts += 1;
+            Ok(restarts)
+        };
+        supervise("x", log, &mut life, Seen::Exited("killed".into()), now, &mut restart);
+        assert_eq!(life, Life::Starting { attempt: 1 });
+        supervise("x", log, &mut life, Seen::Failed("exit 1".into()), now, &mut restart);
+        assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(1), attempt: 1 });
+        supervise("x", log, &mut life, Seen::Due, now, &mut restart);
+        assert_eq!(life, Life::Starting { attempt: 2 });
+        supervise("x", log, &mut life, Seen::Failed("exit 1".into()), now, &mut restart);
+        assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(2), attempt: 2 });
+        supervise("x", log, &mut life, Seen::Due, now, &mut restart);
+        supervise("x", log, &mut life, Seen::Ready, now, &mut restart);
+        assert_eq!(life, Life::Up);
+        supervise("x", log, &mut life, Seen::Exited("killed".into()), now, &mut restart);
+        assert_eq!(life, Life::Starting { attempt: 1 });
+        assert_eq!(restarts, 4);
+        // A restart that cannot even spawn waits too.
+        let mut life = Life::Up;
+        let failing = || -> anyhow::Result<u32> { anyhow::bail!("no binary") };
+        supervise("x", log, &mut life, Seen::Exited("killed".into()), now, failing);
+        assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(1), attempt: 1 });
+    }
 }

@@ -2,7 +2,7 @@
 //! user and manager exist, and the commands it prints work.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use agora_devtools::process::{component_binary, dev_value};
@@ -16,6 +16,9 @@ struct Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         for _ in 0..100 {
@@ -33,42 +36,99 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agora_up_runs_everything_with_a_development_user_and_manager() {
-    use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (port, http_port) = (free_port(), free_port());
-    let mut child = Command::new(component_binary("agora").expect("agora is built"))
-        .args(["up", "--port", &port.to_string(), "--http-port", &http_port.to_string()])
-        .args(["--banks", "1", "--workers", "1", "--likes-nodes", "1", "--dir"])
-        .arg(dir.path())
+/// A running `agora up` and the lines it prints.
+struct Running {
+    up: Up,
+    heard: std::sync::mpsc::Receiver<String>,
+    printed: String,
+}
+
+impl Running {
+    /// Starts `agora up` (one bank, worker and likes node) and waits until it says it is up.
+    fn start(dir: &std::path::Path, port: u16, http_port: u16) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(component_binary("agora").expect("agora is built"))
+            .args(["up", "--port", &port.to_string(), "--http-port", &http_port.to_string()])
+            .args(["--banks", "1", "--workers", "1", "--likes-nodes", "1", "--dir"])
+            .arg(dir)
+            .env_remove("NATS_USER")
+            .env_remove("NATS_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("agora up starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (said, heard) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if said.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Self { up: Up { child }, heard, printed: String::new() };
+        running.until(Duration::from_secs(60), |printed| printed.contains("Press Ctrl-C to stop."));
+        running
+    }
+
+    /// Reads what it prints until `done` holds for all it printed so far, failing after
+    /// `within`.
+    fn until(&mut self, within: Duration, done: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        while !done(&self.printed) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.heard.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("agora up did not say it within {within:?}; it said:\n{}", self.printed)
+            });
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+    }
+
+    /// The pid it printed last for `name` (`nats-server`, or a component such as `bank-1`).
+    fn pid(&self, name: &str) -> u32 {
+        self.printed
+            .lines()
+            .rev()
+            .find_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let at = words.iter().position(|word| *word == "pid")?;
+                let named = words.first() == Some(&name) || words.get(1) == Some(&name);
+                named.then(|| words.get(at + 1)?.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("no pid of {name} in:\n{}", self.printed))
+    }
+}
+
+/// `kill -9 <pid>`.
+fn kill_hard(pid: u32) {
+    let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    assert!(killed.expect("kill runs").success(), "kill -9 {pid}");
+}
+
+/// The CLI against `agora up`'s server, with its own credentials file.
+fn cli(port: u16, credentials: &std::path::Path, args: &[&str], password: Option<&str>) -> Output {
+    let mut command = Command::new(component_binary("agora").expect("agora is built"));
+    command
+        .args(args)
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .env("AGORA_CREDENTIALS", credentials)
         .env_remove("NATS_USER")
         .env_remove("NATS_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("agora up starts");
-    let stdout = child.stdout.take().expect("piped");
-    let _up = Up { child };
-    let (said, heard) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if said.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !printed.contains("Press Ctrl-C to stop.") {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = heard
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("agora up says it is up within 60 s; it said:\n{printed}"));
-        printed.push_str(&line);
-        printed.push('\n');
+        .env_remove("AGORA_PASSWORD");
+    if let Some(password) = password {
+        command.env("AGORA_PASSWORD", password);
     }
+    command.output().expect("agora runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_up_runs_everything_with_a_development_user_and_manager() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (port, http_port) = (free_port(), free_port());
+    let running = Running::start(dir.path(), port, http_port);
+    let printed = running.printed.clone();
     let user_password = dev_value("AGORA_DEV_USER_PASSWORD").expect("in dev.env");
     let manager_password = dev_value("AGORA_MANAGER_PASSWORD").expect("in dev.env");
     assert!(printed.contains(&format!("{DEV_USER} / {user_password}")), "{printed}");
@@ -77,18 +137,7 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     // The CLI, as printed: log in, then act as the development user.
     let credentials = dir.path().join("credentials.json");
     let agora = |args: &[&str], password: Option<&str>| {
-        let mut command = Command::new(component_binary("agora").expect("agora is built"));
-        command
-            .args(args)
-            .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
-            .env("AGORA_CREDENTIALS", &credentials)
-            .env_remove("NATS_USER")
-            .env_remove("NATS_PASSWORD")
-            .env_remove("AGORA_PASSWORD");
-        if let Some(password) = password {
-            command.env("AGORA_PASSWORD", password);
-        }
-        let output = command.output().expect("agora runs");
+        let output = cli(port, &credentials, args, password);
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let error = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(output.status.success(), "agora {args:?}: {text}{error}");
@@ -117,4 +166,71 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     assert_eq!(signed.status(), 200);
     let me: serde_json::Value = signed.json().await.expect("json");
     assert_eq!(me["role"], "manager");
+}
+
+/// `kill -9` of the nats-server and a component at once: `agora up` starts both again (the
+/// server on its port and store), everything reconnects and the money path works; with the
+/// server down and a component restarting, Ctrl-C (SIGINT) still stops everything at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_up_brings_back_the_server_and_components_killed_and_stops_at_once() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (port, http_port) = (free_port(), free_port());
+    let mut running = Running::start(dir.path(), port, http_port);
+    let credentials = dir.path().join("credentials.json");
+    let password = dev_value("AGORA_DEV_USER_PASSWORD").expect("in dev.env");
+    let login = cli(port, &credentials, &["login", DEV_USER], Some(&password));
+    assert!(login.status.success(), "{login:?}");
+    let deposit =
+        |id: &str| cli(port, &credentials, &["bank", "deposit", DEV_USER, "5", "--id", id], None);
+    assert!(deposit("before").status.success());
+
+    kill_hard(running.pid("nats-server"));
+    kill_hard(running.pid("bank-1"));
+    running.until(Duration::from_secs(60), |printed| {
+        printed.contains("nats-server is ready again") && printed.contains("bank-1 is ready again")
+    });
+    assert!(running.printed.contains("nats-server exited (signal: 9"), "{}", running.printed);
+    assert!(running.printed.contains("bank-1 exited (signal: 9"), "{}", running.printed);
+    // Everything reconnects: a deposit through the restarted bank lands (its ledger and the
+    // auth callout reconnected too), and the earlier one was kept by the server's store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let landed = deposit("after");
+        if landed.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&landed.stdout).trim(),
+                format!("{DEV_USER}: balance 10")
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no deposit within 30 s: {landed:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The server down again and a component restarting that cannot be ready without it.
+    kill_hard(running.pid("nats-server"));
+    let gateway = running.pid("gateway");
+    kill_hard(gateway);
+    running.until(Duration::from_secs(10), |printed| {
+        printed.contains("gateway exited") && printed.matches("nats-server exited").count() >= 2
+    });
+    let pid = running.up.child.id();
+    let interrupted = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    assert!(interrupted.expect("kill runs").success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = running.up.child.try_wait().expect("agora up") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agora up still runs 10 s after Ctrl-C; it said:\n{}",
+            running.printed
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // Nothing it started is left (its processes are in its process group).
+    let left = Command::new("pgrep").args(["-g", &pid.to_string()]).output().expect("pgrep");
+    assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
 }

@@ -117,7 +117,7 @@ enum Command {
     /// 2xx (the containers' health checks).
     Health(HealthArgs),
     /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
-    /// until Ctrl-C.
+    /// until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store).
     Up(UpArgs),
 }
 
