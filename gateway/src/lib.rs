@@ -25,6 +25,7 @@
 //! the body, request bodies, live streams and chat sessions (in all and per user), the log
 //! ring, event sizes, the services snapshot (at most one gathering per second).
 
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +169,9 @@ pub async fn run(
     });
     system::gauges(&gateway);
     let reaper = tokio::spawn(chat::reap(gateway.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "gateway listening");
     ready(address);
