@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use agora_nats::AgoraClient;
 use agora_nats::connection::{NatsArgs, connect_once};
 use agora_nats::error::ErrorCode;
+use anyhow::Context;
 
 use crate::process::{
     Component, NatsServer, NatsServerOptions, READY_LINE, component_binary, dev_value,
@@ -223,6 +224,11 @@ fn supervise(
 pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
+    // Another `agora up` on this directory would start a second server on the same JetStream
+    // store and second components on the same data directories.
+    let _dir = agora_nats::sqlite::lock_dir(&dir).with_context(|| {
+        format!("agora up --dir {}: is another agora up running?", dir.display())
+    })?;
     let logs = dir.join("logs");
     let mut nats = NatsServer::start(&NatsServerOptions {
         port: Some(options.port),

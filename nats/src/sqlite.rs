@@ -19,6 +19,57 @@ pub enum StoreError {
     /// The replicated log did not take the group (see `crate::replica`).
     #[error("replication: {0}")]
     Replication(String),
+    /// Another process holds the data directory (see [`lock_dir`]).
+    #[error(
+        "the data directory {path} is in use by another process ({holder}): each instance \
+         needs a data directory of its own"
+    )]
+    DataDirInUse { path: std::path::PathBuf, holder: String },
+}
+
+/// The file in a data directory whose lock says a process uses the directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// A process's exclusive hold on a data directory, released when it is dropped or the process
+/// ends in any way (`kill -9` too: the kernel drops the lock with the file).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// Takes `data_dir` (created if missing) for this process, or fails with
+/// [`StoreError::DataDirInUse`] while another process holds it: two instances on one directory
+/// would write one database from two states, and a standby restoring a snapshot would replace
+/// the file under the other. The lock file holds the holder's process id.
+pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let failed = |source| StoreError::DataDir { path: data_dir.to_owned(), source };
+    std::fs::create_dir_all(data_dir).map_err(failed)?;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            file.read_to_string(&mut holder).ok();
+            let holder = match holder.trim() {
+                "" => "its process id not written yet".to_owned(),
+                pid => format!("process {pid}"),
+            };
+            return Err(StoreError::DataDirInUse { path: data_dir.to_owned(), holder });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(failed(source)),
+    }
+    file.set_len(0).map_err(failed)?;
+    file.rewind().map_err(failed)?;
+    writeln!(file, "{}", std::process::id()).map_err(failed)?;
+    Ok(DirLock { _file: file })
 }
 
 /// Opens (creating if needed) `data_dir/file` in WAL mode with `synchronous=NORMAL` (a commit
@@ -65,4 +116,38 @@ pub fn saturating_i64(value: u64) -> i64 {
 /// A rowid handed out by SQLite (never negative) as a `u64`.
 pub fn rowid(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("rowid {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_is_held_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("made/if/missing");
+        let held = lock_dir(&data).expect("the first takes it");
+        let pid = std::process::id().to_string();
+        assert_eq!(std::fs::read_to_string(data.join(LOCK_FILE)).unwrap().trim(), pid);
+        // flock is per open file: a second open in this process is another holder.
+        match lock_dir(&data) {
+            Err(StoreError::DataDirInUse { path, holder }) => {
+                assert_eq!(path, data);
+                assert_eq!(holder, format!("process {pid}"));
+            }
+            other => panic!("a second holder: {other:?}"),
+        }
+        drop(held);
+        let again = lock_dir(&data).expect("free once dropped");
+        assert_eq!(std::fs::read_to_string(data.join(LOCK_FILE)).unwrap().trim(), pid);
+        drop(again);
+    }
+
+    #[test]
+    fn a_data_directory_that_cannot_be_made_is_a_data_dir_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(lock_dir(&file.join("below")), Err(StoreError::DataDir { .. })));
+    }
 }

@@ -556,3 +556,66 @@ async fn instances_asked_for_a_longer_lease_than_the_bucket_keeps_hold_it_on_the
     println!("the standby took over {took:?} after the active instance was killed");
     assert!(took <= FAILOVER_MAX, "took over after {took:?}, the bucket's lease is 2 s");
 }
+
+/// Starts `binary` as `name` on the data directory `data` of the test's directory (with
+/// `extra` flags), waiting until it is ready.
+fn start_on(
+    system: &System,
+    name: &str,
+    binary: &str,
+    data: &str,
+    extra: &[&str],
+) -> anyhow::Result<Component> {
+    let mut args = vec![
+        "--server".to_owned(),
+        system.url().to_owned(),
+        "--data-dir".to_owned(),
+        system.dir.path().join(data).display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let path = agora_devtools::process::component_binary(binary).expect("built");
+    let logs = system.dir.path().join("logs");
+    Component::start(name, &path, &args, &[], &logs)
+}
+
+/// Two instances on one data directory would write one database from two states (and a
+/// standby restoring a snapshot would replace the file under the active one): a second
+/// instance refuses the directory and names the process that holds it, for the replicated
+/// services and a likes node alike, and the holder goes on serving; once the holder is killed
+/// with `kill -9`, the kernel drops its lock and an instance starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_refuses_a_data_directory_another_process_holds() {
+    let mut system = System::with_banks(1);
+    system.add_likes(false);
+    let client = system.client().await;
+    client.deposit("alice", 5, Some("first")).await.expect("served");
+    let ledger = system.active_pid("ledger").await.expect("an active ledger");
+    let likes_node = ["--node-id", "likes-9", "--lease-ms", "3000"];
+    for (binary, data, extra, holder) in [
+        ("agora-ledger", "ledger", &[][..], Some(ledger)),
+        ("agora-likes", "likes-0", &likes_node[..], None),
+    ] {
+        let refused = start_on(&system, "second", binary, data, extra)
+            .map(drop)
+            .expect_err("a second instance on a held data directory");
+        let said = format!("{refused:#}");
+        let dir = system.dir.path().join(data);
+        assert!(
+            said.contains(&format!(
+                "the data directory {} is in use by another process",
+                dir.display()
+            )),
+            "{binary}: {said}"
+        );
+        if let Some(pid) = holder {
+            assert!(said.contains(&format!("(process {pid})")), "{said}");
+        }
+    }
+    assert_eq!(client.deposit("alice", 5, Some("second")).await.expect("still served").balance, 10);
+    assert_eq!(client.like("p", Some("u")).await.expect("still served").count, 1);
+
+    system.kill_ledger();
+    let _ledger = start_on(&system, "ledger-again", "agora-ledger", "ledger", &[])
+        .expect("free after kill -9");
+    assert_eq!(client.deposit("alice", 5, Some("third")).await.expect("served again").balance, 15);
+}

@@ -129,6 +129,33 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     let (port, http_port) = (free_port(), free_port());
     let running = Running::start(dir.path(), port, http_port);
     let printed = running.printed.clone();
+
+    // A second `agora up` on the same directory (a second server on the same store) refuses.
+    let mut second = Command::new(component_binary("agora").expect("agora is built"))
+        .args(["up", "--port", &free_port().to_string(), "--http-port"])
+        .arg(free_port().to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agora up starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("agora up") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().ok();
+            panic!("a second agora up on the same directory still runs after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("piped"), &mut said).ok();
+    assert!(!status.success());
+    assert!(said.contains("is another agora up running?"), "{said}");
+    assert!(said.contains(&format!("(process {})", running.up.child.id())), "{said}");
     let user_password = dev_value("AGORA_DEV_USER_PASSWORD").expect("in dev.env");
     let manager_password = dev_value("AGORA_MANAGER_PASSWORD").expect("in dev.env");
     assert!(printed.contains(&format!("{DEV_USER} / {user_password}")), "{printed}");

@@ -340,6 +340,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let issuer = callout::issuer(&config.issuer_seed)?;
     crate::service::refuse_second_instance(&client, subject::SERVICE).await?;
+    let _data_dir = crate::sqlite::lock_dir(&config.data_dir)?;
     let conn = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let limits = Limits {

@@ -167,6 +167,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let _data_dir = crate::sqlite::lock_dir(&config.data_dir)?;
     let conn = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let node = resolve_node_id(&conn, config.node_id.as_deref())?;

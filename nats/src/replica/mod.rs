@@ -270,6 +270,8 @@ where
 {
     let (service, args, database) = (replicated.service, replicated.args, replicated.database());
     args.validate()?;
+    // Before anything touches the view (a snapshot's restore replaces its file).
+    let _data_dir = crate::sqlite::lock_dir(replicated.data_dir)?;
     let js = jetstream::new(client.clone());
     // A cluster that just started may not have elected its JetStream leader yet: retry.
     let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
