@@ -410,7 +410,16 @@ async fn bad_input_gets_coded_errors_and_the_nodes_keep_serving() {
     }
     let copied = start("copy", "likes-0").expect_err("a copy of likes-0 is refused");
     assert!(copied.to_string().contains("another likes node with id likes-0"), "{copied:#}");
-    let stolen = start("likes-1", "likes-9").expect_err("another node's directory is refused");
+    // Another node's directory: held while that node runs; a copy of it keeps its node id.
+    let held = start("likes-1", "likes-9").expect_err("a running node's directory is refused");
+    assert!(held.to_string().contains("is in use by another process"), "{held:#}");
+    let other = system.dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("a directory");
+    for entry in std::fs::read_dir(system.dir.path().join("likes-1")).expect("likes-1's files") {
+        let entry = entry.expect("a file");
+        std::fs::copy(entry.path(), other.join(entry.file_name())).expect("copied");
+    }
+    let stolen = start("other", "likes-9").expect_err("another node's directory is refused");
     assert!(stolen.to_string().contains("belongs to likes node likes-1"), "{stolen:#}");
 }
 
