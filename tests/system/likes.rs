@@ -402,25 +402,24 @@ async fn bad_input_gets_coded_errors_and_the_nodes_keep_serving() {
     let twin = start("twin", "likes-0").expect_err("a second likes-0 is refused");
     assert!(twin.to_string().contains("registered with another signing key"), "{twin:#}");
     // A copy of a running node's directory has its key: the running node answers with the id.
-    let copy = system.dir.path().join("copy");
-    std::fs::create_dir_all(&copy).expect("a directory");
-    for entry in std::fs::read_dir(system.dir.path().join("likes-0")).expect("likes-0's files") {
-        let entry = entry.expect("a file");
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copied");
-    }
+    copy_dir(&system.dir.path().join("likes-0"), &system.dir.path().join("copy"));
     let copied = start("copy", "likes-0").expect_err("a copy of likes-0 is refused");
     assert!(copied.to_string().contains("another likes node with id likes-0"), "{copied:#}");
     // Another node's directory: held while that node runs; a copy of it keeps its node id.
     let held = start("likes-1", "likes-9").expect_err("a running node's directory is refused");
     assert!(held.to_string().contains("is in use by another process"), "{held:#}");
-    let other = system.dir.path().join("other");
-    std::fs::create_dir_all(&other).expect("a directory");
-    for entry in std::fs::read_dir(system.dir.path().join("likes-1")).expect("likes-1's files") {
-        let entry = entry.expect("a file");
-        std::fs::copy(entry.path(), other.join(entry.file_name())).expect("copied");
-    }
+    copy_dir(&system.dir.path().join("likes-1"), &system.dir.path().join("other"));
     let stolen = start("other", "likes-9").expect_err("another node's directory is refused");
     assert!(stolen.to_string().contains("belongs to likes node likes-1"), "{stolen:#}");
+}
+
+/// Copies the files of a node's data directory (its database, WAL and lock file) to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("a directory");
+    for entry in std::fs::read_dir(from).expect("the node's files") {
+        let entry = entry.expect("a file");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copied");
+    }
 }
 
 /// Publishes one batch of `events` (all of one origin and batch) as a node would: the last
