@@ -6,7 +6,9 @@
 //! sample file or two on first run), likes nodes and workers, keeps their data and logs under
 //! one directory, restarts whatever dies (the nats-server too, on its port and store; a process
 //! that keeps dying before it is ready, after a backoff of 1 s doubling up to 30 s), and stops
-//! everything on Ctrl-C, at once, whatever is down.
+//! everything on Ctrl-C or SIGTERM, whatever is down: each component is asked to stop (SIGTERM:
+//! it finishes what it is doing and lets go of its lease) and killed only if it has not within
+//! 5 s, then the server.
 //!
 //! Every component logs in as its role with the development password of `dev.env`; people
 //! sign up and in. A development manager and a development user are made at the first start
@@ -33,6 +35,8 @@ pub const DEV_MANAGER: &str = "manager";
 const AUTH_READY_WITHIN: Duration = Duration::from_secs(30);
 /// How often `agora up` looks at what it runs.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long components get to stop on their own (SIGTERM) before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest wait before restarting a process that keeps exiting before it is ready.
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -370,7 +374,17 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             }
         }
     }
+    // Components first, while the server is there for them to release their leases.
     println!("stopping");
+    for component in &mut running {
+        component.terminate();
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for (component, spec) in running.iter_mut().zip(&specs) {
+        if !component.stopped_by(deadline) {
+            println!("{} did not stop within {STOP_GRACE:?}: killing it", spec.name);
+        }
+    }
     drop(running);
     drop(nats);
     Ok(())

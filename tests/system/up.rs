@@ -86,6 +86,31 @@ impl Running {
         }
     }
 
+    /// Sends `signal` (`-INT`, `-TERM`) to `agora up` alone and waits until it has exited
+    /// (10 s at most), reading what it printed meanwhile.
+    fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let pid = self.up.child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(sent.expect("kill runs").success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.up.child.try_wait().expect("agora up") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agora up still runs 10 s after kill {signal}; it said:\n{}",
+                self.printed
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.heard.recv_timeout(Duration::from_secs(1)) {
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+        status
+    }
+
     /// The pid it printed last for `name` (`nats-server`, or a component such as `bank-1`).
     fn pid(&self, name: &str) -> u32 {
         self.printed
@@ -127,7 +152,7 @@ fn cli(port: u16, credentials: &std::path::Path, args: &[&str], password: Option
 async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (port, http_port) = (free_port(), free_port());
-    let running = Running::start(dir.path(), port, http_port);
+    let mut running = Running::start(dir.path(), port, http_port);
     let printed = running.printed.clone();
 
     // A second `agora up` on the same directory (a second server on the same store) refuses.
@@ -193,6 +218,21 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     assert_eq!(signed.status(), 200);
     let me: serde_json::Value = signed.json().await.expect("json");
     assert_eq!(me["role"], "manager");
+
+    // Stopped as a process manager stops it (SIGTERM to it alone), it stops its components
+    // the same way: each finishes, says so and lets go of its lease, before any is killed.
+    let status = running.stop("-TERM");
+    assert!(status.success(), "{status}");
+    assert!(running.printed.ends_with("stopping\n"), "{}", running.printed);
+    let logs = dir.path().join("logs");
+    for (component, said) in [
+        ("ledger", "ledger stopping"),
+        ("bank-1", "bank stopping"),
+        ("worker-1", "worker stopping"),
+    ] {
+        let log = std::fs::read_to_string(logs.join(format!("{component}.log"))).expect("its log");
+        assert!(log.contains(said), "{component} did not stop on its own:\n{log}");
+    }
 }
 
 /// `kill -9` of the nats-server and a component at once: `agora up` starts both again (the
@@ -242,20 +282,7 @@ async fn agora_up_brings_back_the_server_and_components_killed_and_stops_at_once
         printed.contains("gateway exited") && printed.matches("nats-server exited").count() >= 2
     });
     let pid = running.up.child.id();
-    let interrupted = Command::new("kill").args(["-INT", &pid.to_string()]).status();
-    assert!(interrupted.expect("kill runs").success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = running.up.child.try_wait().expect("agora up") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "agora up still runs 10 s after Ctrl-C; it said:\n{}",
-            running.printed
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = running.stop("-INT");
     assert!(status.success(), "{status}");
     // Nothing it started is left (its processes are in its process group). A restart it had
     // just begun may leave a helper of the server's launcher (a pyenv shim resolving the
