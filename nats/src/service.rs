@@ -47,7 +47,7 @@ pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// The largest body of an endpoint that takes no fields (`{}`).
 pub const NO_FIELDS_BYTES_MAX: usize = 4 * 1024;
 /// How long a service that must run once listens for another instance before it starts.
-const SECOND_INSTANCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+pub const SECOND_INSTANCE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Parses a JSON request body of at most [`REQUEST_BYTES_MAX`] bytes.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {

@@ -125,6 +125,32 @@ async fn a_worker_killed_mid_task_leaves_its_tasks_to_another_worker() {
     }
 }
 
+/// A worker started with the id of a running one refuses (the two would answer for each
+/// other's status and share a name in every task's history) and the running one goes on; once
+/// that worker is gone (`kill -9`), its id starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_with_a_running_workers_id_refuses_to_start() {
+    let mut system = System::with_tasks(1, &[]);
+    let start = |system: &System| {
+        let path = agora_devtools::process::component_binary("agora-worker").expect("built");
+        let args = ["--server", system.url(), "--worker-id", "w0"].map(String::from);
+        let logs = system.dir.path().join("logs");
+        agora_devtools::process::Component::start("w0-again", &path, &args, &[], &logs)
+    };
+    let refused = start(&system).map(drop).expect_err("a second w0 is refused");
+    let said = format!("{refused:#}");
+    assert!(said.contains("another worker with id w0 is running"), "{said}");
+    let client = system.client().await;
+    let sum = request("sum", json!({"numbers": [1, 2]}), None);
+    let task = finished(&client, &client.submit(&sum).await.expect("submit").id).await;
+    assert_eq!((task.state.as_str(), task.worker.as_deref()), ("completed", Some("w0")));
+
+    system.kill_worker(0);
+    let _again = start(&system).expect("the id is free once its worker is gone");
+    let task = finished(&client, &client.submit(&sum).await.expect("submit").id).await;
+    assert_eq!((task.state.as_str(), task.worker.as_deref()), ("completed", Some("w0")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_more_tasks_than_workers_are_all_run_and_overflow_is_refused_not_dropped() {
     let system = System::with_tasks(0, &["--pending-max", "300"]);

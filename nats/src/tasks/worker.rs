@@ -36,6 +36,8 @@ use crate::tasks::wire::{
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: usize = 1_024;
+/// The metadata key of a worker's micro service instance that holds its id.
+pub const METADATA_WORKER: &str = "worker";
 /// Longest pause before a retry.
 pub const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
 /// How often an unreachable task service is retried while the worker holds a message.
@@ -126,6 +128,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Two workers with one id would answer for each other's status and share a name in
+    // every task's history: the second refuses.
+    let running = crate::client::ping_instances(
+        &client,
+        Some(subject::SERVICE),
+        crate::service::SECOND_INSTANCE_WAIT,
+        |_| false,
+    )
+    .await?;
+    if running.iter().any(|info| info["metadata"][METADATA_WORKER] == config.worker_id.as_str()) {
+        anyhow::bail!(
+            "another worker with id {} is running; every worker needs its own --worker-id",
+            config.worker_id
+        );
+    }
     let js = jetstream::new(client.clone());
     let (high, normal) = consumers(&js).await?;
     let mut normal_info = normal.clone();
@@ -139,7 +156,8 @@ pub async fn run(
         s.concurrency = config.concurrency;
     });
     let stats = shared.clone();
-    let service = crate::service::builder(&client, HashMap::new())
+    let metadata = HashMap::from([(METADATA_WORKER.to_owned(), config.worker_id.clone())]);
+    let service = crate::service::builder(&client, metadata)
         .description("Agora worker: runs tasks from the shared work queue")
         .stats_handler(move |_, _| serde_json::to_value(stats.status()).unwrap_or_default())
         .start(subject::SERVICE, env!("CARGO_PKG_VERSION"))
