@@ -138,7 +138,6 @@ pub struct NatsServerOptions {
 pub struct NatsServer {
     child: Child,
     url: String,
-    log: PathBuf,
     /// How it was started (a restart starts it the same way, on the same port).
     options: NatsServerOptions,
     extra_args: Vec<String>,
@@ -185,11 +184,9 @@ impl NatsServer {
     }
 
     fn spawn(options: &NatsServerOptions, extra_args: &[String]) -> anyhow::Result<Self> {
-        let log = options.dir.join("nats-server.log");
-        let ready = Readiness::new(&log, NATS_READY_LINE);
-        let mut child = Self::launch(options, extra_args, false)?;
+        let (mut child, ready) = Self::launch(options, extra_args, false)?;
         let needle = "Listening for client connections on ";
-        let text = match wait_for_text(&log, NATS_READY_LINE, &mut child, STARTUP_TIMEOUT) {
+        let text = match wait_for_text(&ready.log, NATS_READY_LINE, &mut child, STARTUP_TIMEOUT) {
             Ok(text) => text,
             Err(error) => {
                 child.kill().ok();
@@ -214,7 +211,6 @@ impl NatsServer {
         Ok(Self {
             child,
             url: format!("nats://{address}"),
-            log,
             options,
             extra_args: extra_args.to_vec(),
             ready,
@@ -222,12 +218,12 @@ impl NatsServer {
     }
 
     /// Starts the process, its output (stdout and stderr) to `nats-server.log` in
-    /// `options.dir`: a fresh log, or appended to (a restart).
+    /// `options.dir`: a fresh log, or appended to (a restart); with what tells when it is ready.
     fn launch(
         options: &NatsServerOptions,
         extra_args: &[String],
         append: bool,
-    ) -> anyhow::Result<Child> {
+    ) -> anyhow::Result<(Child, Readiness)> {
         let binary = nats_server_binary()?;
         let store = options.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
@@ -242,8 +238,10 @@ impl NatsServer {
             .append(append)
             .truncate(!append)
             .open(options.dir.join("nats-server.log"))?;
+        // Counted once the log is as this start finds it (emptied, or as a restart appends).
+        let ready = Readiness::new(&options.dir.join("nats-server.log"), NATS_READY_LINE);
         let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
-        Command::new(&binary)
+        let child = Command::new(&binary)
             .arg("-c")
             .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
@@ -254,7 +252,8 @@ impl NatsServer {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok((child, ready))
     }
 
     /// Starts the server again the way it was started, on the same port and store, after it
@@ -262,8 +261,7 @@ impl NatsServer {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.child.kill().ok();
         self.child.wait().ok();
-        self.ready = Readiness::new(&self.log, NATS_READY_LINE);
-        self.child = Self::launch(&self.options, &self.extra_args, true)?;
+        (self.child, self.ready) = Self::launch(&self.options, &self.extra_args, true)?;
         Ok(())
     }
 
@@ -287,7 +285,7 @@ impl NatsServer {
     }
 
     pub fn log(&self) -> &Path {
-        &self.log
+        &self.ready.log
     }
 }
 
