@@ -414,24 +414,11 @@ impl Component {
     }
 
     /// Asks the process to stop (SIGTERM: it finishes what it is doing, releases what it
-    /// holds and exits); see [`Component::stopped_by`].
+    /// holds and exits); [`Component::exit_status`] tells when it has.
     pub fn terminate(&mut self) {
         if self.exit_status().is_none() {
             let pid = rustix::process::Pid::from_child(&self.child);
             rustix::process::kill_process(pid, rustix::process::Signal::TERM).ok();
-        }
-    }
-
-    /// Waits until the process has exited or `deadline` passes; whether it exited.
-    pub fn stopped_by(&mut self, deadline: Instant) -> bool {
-        loop {
-            if self.exit_status().is_some() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -5,10 +5,10 @@
 //! service, the chat service, the coin exchange, two file servers (over `<dir>/files`, with a
 //! sample file or two on first run), likes nodes and workers, keeps their data and logs under
 //! one directory, restarts whatever dies (the nats-server too, on its port and store; a process
-//! that keeps dying before it is ready, after a backoff of 1 s doubling up to 30 s), and stops
-//! everything on Ctrl-C or SIGTERM, whatever is down: each component is asked to stop (SIGTERM:
-//! it finishes what it is doing and lets go of its lease) and killed only if it has not within
-//! 5 s, then the server.
+//! that keeps dying before it is ready, or within 10 s of being ready again, after a backoff of
+//! 1 s doubling up to 30 s), and stops everything on Ctrl-C or SIGTERM, whatever is down: each
+//! component is asked to stop (SIGTERM: it finishes what it is doing and lets go of its lease)
+//! and killed only if it has not within 5 s (or at a second Ctrl-C), then the server.
 //!
 //! Every component logs in as its role with the development password of `dev.env`; people
 //! sign up and in. A development manager and a development user are made at the first start
@@ -39,6 +39,10 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The longest wait before restarting a process that keeps exiting before it is ready.
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a restarted process must stay up for its next exit to be restarted at once: one
+/// that dies sooner is in a crash loop and is restarted after the backoff, as one that dies
+/// before it is ready.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What `agora up` runs.
 #[derive(Debug, Clone)]
@@ -102,8 +106,9 @@ impl Spec {
 /// Where a supervised process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Life {
-    /// Ready (or, for a component, started and said so).
-    Up,
+    /// Ready (or, for a component, started and said so) `since`, after the `attempt`-th
+    /// restart in a row (0: its first start, or up for [`STABLE_AFTER`] before its last exit).
+    Up { since: Instant, attempt: u32 },
     /// Restarted, not ready yet: the `attempt`-th restart in a row.
     Starting { attempt: u32 },
     /// Exited before it was ready (or could not be started): started again at `at`.
@@ -111,7 +116,7 @@ enum Life {
 }
 
 /// How long to wait before the `attempt`-th restart in a row of a process that keeps exiting
-/// before it is ready: 1 s, 2 s, 4 s, ... [`RESTART_BACKOFF_MAX`].
+/// before it is ready (or soon after): 1 s, 2 s, 4 s, ... [`RESTART_BACKOFF_MAX`].
 fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(RESTART_BACKOFF_MAX)
 }
@@ -122,8 +127,12 @@ enum Seen {
     Nothing,
     /// It exited while up: restart it now.
     Exited(String),
-    /// It exited before it was ready: restart it after the backoff.
-    Failed(String),
+    /// It exited before it was ready, or within [`STABLE_AFTER`] of a restart's readiness
+    /// (`up_for`): restart it after the backoff.
+    Failed {
+        status: String,
+        up_for: Option<Duration>,
+    },
     /// Ready again after a restart.
     Ready,
     /// Its backoff is over: restart it.
@@ -133,21 +142,32 @@ enum Seen {
 impl Life {
     fn look(self, exited: Option<String>, ready: bool, now: Instant) -> Seen {
         match (self, exited) {
-            (Life::Up, Some(status)) => Seen::Exited(status),
-            (Life::Up, None) => Seen::Nothing,
+            (Life::Up { since, attempt }, Some(status))
+                if attempt > 0 && now.saturating_duration_since(since) < STABLE_AFTER =>
+            {
+                Seen::Failed { status, up_for: Some(now.saturating_duration_since(since)) }
+            }
+            (Life::Up { .. }, Some(status)) => Seen::Exited(status),
+            (Life::Up { .. }, None) => Seen::Nothing,
             (Life::Starting { .. }, _) if ready => Seen::Ready,
-            (Life::Starting { .. }, Some(status)) => Seen::Failed(status),
+            (Life::Starting { .. }, Some(status)) => Seen::Failed { status, up_for: None },
             (Life::Starting { .. }, None) => Seen::Nothing,
             (Life::Waiting { at, .. }, _) if now >= at => Seen::Due,
             (Life::Waiting { .. }, _) => Seen::Nothing,
         }
     }
 
-    /// The restart that comes after this state.
-    fn attempt(self) -> u32 {
-        match self {
-            Life::Up => 1,
-            Life::Starting { attempt } | Life::Waiting { attempt, .. } => attempt + 1,
+    /// The restart that comes after this state (a stable process's exit starts the count
+    /// afresh: [`Life::look`] calls it `Exited`).
+    fn attempt(self, seen: &Seen) -> u32 {
+        match (self, seen) {
+            (Life::Up { .. }, Seen::Exited(_)) => 1,
+            (
+                Life::Up { attempt, .. }
+                | Life::Starting { attempt }
+                | Life::Waiting { attempt, .. },
+                _,
+            ) => attempt + 1,
         }
     }
 }
@@ -190,18 +210,22 @@ fn supervise(
     now: Instant,
     restart: impl FnOnce() -> anyhow::Result<u32>,
 ) {
-    let attempt = life.attempt();
+    let attempt = life.attempt(&seen);
     match seen {
         Seen::Nothing => return,
         Seen::Ready => {
             println!("{name} is ready again");
-            *life = Life::Up;
+            *life = Life::Up { since: now, attempt: attempt - 1 };
             return;
         }
-        Seen::Failed(status) => {
+        Seen::Failed { status, up_for } => {
             let delay = backoff(attempt - 1);
+            let when = match up_for {
+                None => "before it was ready".to_owned(),
+                Some(up_for) => format!("{} ms after it was ready again", up_for.as_millis()),
+            };
             println!(
-                "{name} exited before it was ready ({status}); restarting it in {} s (log: {})",
+                "{name} exited {when} ({status}); restarting it in {} s (log: {})",
                 delay.as_secs(),
                 log.display()
             );
@@ -348,8 +372,9 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     let shutdown = agora_nats::telemetry::shutdown_signal();
     tokio::pin!(shutdown);
     let mut check = tokio::time::interval(CHECK_EVERY);
-    let mut nats_life = Life::Up;
-    let mut lives = vec![Life::Up; specs.len()];
+    let started = Life::Up { since: Instant::now(), attempt: 0 };
+    let mut nats_life = started;
+    let mut lives = vec![started; specs.len()];
     let nats_log = nats.log().to_owned();
     loop {
         tokio::select! {
@@ -374,15 +399,37 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
             }
         }
     }
-    // Components first, while the server is there for them to release their leases.
+    // Components first, while the server is there for them to release their leases. A second
+    // Ctrl-C (or SIGTERM), heard from here on, cuts their grace short.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupted = signal(SignalKind::interrupt())?;
+    let mut terminated = signal(SignalKind::terminate())?;
     println!("stopping");
     for component in &mut running {
         component.terminate();
     }
-    let deadline = Instant::now() + STOP_GRACE;
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    let mut look = tokio::time::interval(Duration::from_millis(20));
+    let hurried = loop {
+        tokio::select! {
+            _ = interrupted.recv() => break true,
+            _ = terminated.recv() => break true,
+            _ = look.tick() => {
+                let all_stopped =
+                    running.iter_mut().all(|component| component.exit_status().is_some());
+                if all_stopped || tokio::time::Instant::now() >= deadline {
+                    break false;
+                }
+            }
+        }
+    };
     for (component, spec) in running.iter_mut().zip(&specs) {
-        if !component.stopped_by(deadline) {
-            println!("{} did not stop within {STOP_GRACE:?}: killing it", spec.name);
+        if component.exit_status().is_none() {
+            if hurried {
+                println!("{} is still stopping: killing it (asked twice)", spec.name);
+            } else {
+                println!("{} did not stop within {STOP_GRACE:?}: killing it", spec.name);
+            }
         }
     }
     drop(running);
@@ -408,12 +455,32 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(3);
         let gone = || Some("signal: 9 (SIGKILL)".to_owned());
+        let failed = |up_for| Seen::Failed { status: gone().unwrap(), up_for };
+        let first = Life::Up { since: now, attempt: 0 };
+        let back = Life::Up { since: now, attempt: 2 };
         let starting = Life::Starting { attempt: 2 };
         let waiting = Life::Waiting { at: later, attempt: 2 };
         for ready in [false, true] {
             // Up: only an exit matters (a ready line of its start is old news).
-            assert_eq!(Life::Up.look(None, ready, now), Seen::Nothing);
-            assert_eq!(Life::Up.look(gone(), ready, now), Seen::Exited(gone().unwrap()));
+            for up in [first, back] {
+                assert_eq!(up.look(None, ready, now), Seen::Nothing);
+                assert_eq!(up.look(None, ready, now + STABLE_AFTER), Seen::Nothing);
+                assert_eq!(
+                    up.look(gone(), ready, now + STABLE_AFTER),
+                    Seen::Exited(gone().unwrap())
+                );
+            }
+            // The first start's exit is restarted at once however soon it comes; a restart's
+            // exit only once it has been up long enough.
+            assert_eq!(first.look(gone(), ready, now), Seen::Exited(gone().unwrap()));
+            assert_eq!(back.look(gone(), ready, later), failed(Some(later - now)));
+            let almost = now + STABLE_AFTER - Duration::from_millis(1);
+            assert_eq!(back.look(gone(), ready, almost), failed(Some(almost - now)));
+            // A clock read before `since` (never, but) is no crash loop of negative length.
+            assert_eq!(
+                Life::Up { since: later, attempt: 2 }.look(gone(), ready, now),
+                failed(Some(Duration::ZERO))
+            );
             // Waiting: only the clock matters (the exited process says nothing new).
             assert_eq!(waiting.look(gone(), ready, now), Seen::Nothing);
             assert_eq!(waiting.look(gone(), ready, later), Seen::Due);
@@ -423,40 +490,60 @@ mod tests {
         assert_eq!(starting.look(None, false, now), Seen::Nothing);
         assert_eq!(starting.look(None, true, now), Seen::Ready);
         assert_eq!(starting.look(gone(), true, now), Seen::Ready);
-        assert_eq!(starting.look(gone(), false, now), Seen::Failed(gone().unwrap()));
-        assert_eq!(Life::Up.attempt(), 1);
-        assert_eq!(starting.attempt(), 3);
-        assert_eq!(waiting.attempt(), 3);
+        assert_eq!(starting.look(gone(), false, now), failed(None));
+        // Which restart in a row comes next.
+        assert_eq!(back.attempt(&Seen::Exited(gone().unwrap())), 1);
+        assert_eq!(back.attempt(&failed(Some(later - now))), 3);
+        assert_eq!(starting.attempt(&Seen::Ready), 3);
+        assert_eq!(starting.attempt(&failed(None)), 3);
+        assert_eq!(waiting.attempt(&Seen::Due), 3);
     }
 
-    /// A process that keeps dying before it is ready is restarted ever more slowly, and one
-    /// that comes back starts counting afresh.
+    /// A process that keeps dying before it is ready, or soon after, is restarted ever more
+    /// slowly, and one that stays up starts counting afresh.
     #[test]
     fn supervision_restarts_at_once_then_backs_off_then_starts_afresh() {
         let now = Instant::now();
         let log = Path::new("x.log");
-        let mut life = Life::Up;
+        let mut life = Life::Up { since: now, attempt: 0 };
         let mut restarts = 0;
         let mut restart = || -> anyhow::Result<u32> {
             restarts += 1;
             Ok(restarts)
         };
+        let failed = |up_for| Seen::Failed { status: "exit 1".into(), up_for };
         supervise("x", log, &mut life, Seen::Exited("killed".into()), now, &mut restart);
         assert_eq!(life, Life::Starting { attempt: 1 });
-        supervise("x", log, &mut life, Seen::Failed("exit 1".into()), now, &mut restart);
+        supervise("x", log, &mut life, failed(None), now, &mut restart);
         assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(1), attempt: 1 });
         supervise("x", log, &mut life, Seen::Due, now, &mut restart);
         assert_eq!(life, Life::Starting { attempt: 2 });
-        supervise("x", log, &mut life, Seen::Failed("exit 1".into()), now, &mut restart);
+        supervise("x", log, &mut life, failed(None), now, &mut restart);
         assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(2), attempt: 2 });
         supervise("x", log, &mut life, Seen::Due, now, &mut restart);
         supervise("x", log, &mut life, Seen::Ready, now, &mut restart);
-        assert_eq!(life, Life::Up);
-        supervise("x", log, &mut life, Seen::Exited("killed".into()), now, &mut restart);
+        assert_eq!(life, Life::Up { since: now, attempt: 3 });
+        // Ready, then dead again at once: a crash loop, backed off as if it never came up.
+        let soon = now + Duration::from_secs(1);
+        supervise("x", log, &mut life, failed(Some(soon - now)), soon, &mut restart);
+        assert_eq!(life, Life::Waiting { at: soon + Duration::from_secs(4), attempt: 3 });
+        supervise("x", log, &mut life, Seen::Due, soon, &mut restart);
+        assert_eq!(life, Life::Starting { attempt: 4 });
+        supervise("x", log, &mut life, Seen::Ready, soon, &mut restart);
+        assert_eq!(life, Life::Up { since: soon, attempt: 4 });
+        // Up long enough: its next exit is restarted at once, counting from 1 again.
+        supervise(
+            "x",
+            log,
+            &mut life,
+            Seen::Exited("killed".into()),
+            soon + STABLE_AFTER,
+            &mut restart,
+        );
         assert_eq!(life, Life::Starting { attempt: 1 });
-        assert_eq!(restarts, 4);
+        assert_eq!(restarts, 5);
         // A restart that cannot even spawn waits too.
-        let mut life = Life::Up;
+        let mut life = Life::Up { since: now, attempt: 0 };
         let failing = || -> anyhow::Result<u32> { anyhow::bail!("no binary") };
         supervise("x", log, &mut life, Seen::Exited("killed".into()), now, failing);
         assert_eq!(life, Life::Waiting { at: now + Duration::from_secs(1), attempt: 1 });

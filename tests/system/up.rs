@@ -236,8 +236,10 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
 }
 
 /// `kill -9` of the nats-server and a component at once: `agora up` starts both again (the
-/// server on its port and store), everything reconnects and the money path works; with the
-/// server down and a component restarting, Ctrl-C (SIGINT) still stops everything at once.
+/// server on its port and store), everything reconnects and the money path works; a component
+/// killed again as soon as it is back is restarted after a backoff; with the server down and a
+/// component restarting, Ctrl-C (SIGINT) still stops everything at once, and a second Ctrl-C
+/// does not wait for a component that does not stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agora_up_brings_back_the_server_and_components_killed_and_stops_at_once() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -258,6 +260,15 @@ async fn agora_up_brings_back_the_server_and_components_killed_and_stops_at_once
     });
     assert!(running.printed.contains("nats-server exited (signal: 9"), "{}", running.printed);
     assert!(running.printed.contains("bank-1 exited (signal: 9"), "{}", running.printed);
+    // Dead again as soon as it is back: a crash loop, restarted after a backoff.
+    kill_hard(running.pid("bank-1"));
+    running.until(Duration::from_secs(30), |printed| {
+        printed.matches("bank-1 is ready again").count() >= 2
+    });
+    let crashed = running.printed.lines().find(|line| line.contains("after it was ready again"));
+    let crashed = crashed.unwrap_or_else(|| panic!("no crash loop seen:\n{}", running.printed));
+    assert!(crashed.starts_with("bank-1 exited "), "{crashed}");
+    assert!(crashed.contains("(signal: 9 (SIGKILL)); restarting it in 1 s"), "{crashed}");
     // Everything reconnects: a deposit through the restarted bank lands (its ledger and the
     // auth callout reconnected too), and the earlier one was kept by the server's store.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -281,9 +292,22 @@ async fn agora_up_brings_back_the_server_and_components_killed_and_stops_at_once
     running.until(Duration::from_secs(10), |printed| {
         printed.contains("gateway exited") && printed.matches("nats-server exited").count() >= 2
     });
+    // A component that cannot stop (stopped by SIGSTOP, it never hears the SIGTERM): a second
+    // Ctrl-C ends the grace at once.
+    let stuck = running.pid("worker-1");
+    let paused = Command::new("kill").args(["-STOP", &stuck.to_string()]).status();
+    assert!(paused.expect("kill runs").success());
     let pid = running.up.child.id();
+    let sent = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    assert!(sent.expect("kill runs").success());
+    running.until(Duration::from_secs(5), |printed| printed.ends_with("stopping\n"));
     let status = running.stop("-INT");
     assert!(status.success(), "{status}");
+    assert!(
+        running.printed.contains("worker-1 is still stopping: killing it (asked twice)"),
+        "{}",
+        running.printed
+    );
     // Nothing it started is left (its processes are in its process group). A restart it had
     // just begun may leave a helper of the server's launcher (a pyenv shim resolving the
     // binary) to finish on its own: given a moment.

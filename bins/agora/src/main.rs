@@ -117,7 +117,8 @@ enum Command {
     /// 2xx (the containers' health checks).
     Health(HealthArgs),
     /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
-    /// until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store).
+    /// until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store;
+    /// a crash loop after a backoff). A second Ctrl-C stops it without waiting.
     Up(UpArgs),
 }
 
