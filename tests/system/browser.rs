@@ -273,6 +273,17 @@ async fn the_dashboard_works_in_a_real_browser() {
         rows.ok().filter(|rows| rows.is_empty()).map(drop)
     });
     screenshot(&ann, "dashboard-tasks.png").await;
+    // The workers' status is the manager's: ann's page does not offer it, ben's lists the
+    // running worker with what it did.
+    assert!(!shown(&ann, "#workers-card").await, "a user is not offered the workers");
+    click(&ben, "a[data-tab=tasks]").await;
+    let workers = eventually!(10, "the manager's workers table", {
+        let rows = texts(&ben, "#workers-table tbody tr").await;
+        (shown(&ben, "#workers-card").await && !rows.is_empty()).then_some(rows)
+    });
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let toasts = texts(&ann, "#toasts .toast").await;
+    assert!(!toasts.iter().any(|t| t.starts_with("forbidden")), "{toasts:?}");
     click(&ann, "#schedules-table tr[data-name=heartbeat] button").await;
     eventually!(10, "the schedule paused", {
         let paused = ann.find_all(Locator::Css("#schedules-table tr[data-state=paused]")).await;

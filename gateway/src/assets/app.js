@@ -727,7 +727,11 @@ const OPS = {
 const tasks = {
   rows: new Map(),
   fetching: new Set(),
-  show() { this.load(); this.workers(); schedules.load(); workflows.load(); workflows.refresh(); },
+  show() {
+    // The workers' status is the manager's (GET /api/workers): a user's page does not offer it.
+    $("workers-card").classList.toggle("hidden", !auth.isManager());
+    this.load(); this.workers(); schedules.load(); workflows.load(); workflows.refresh();
+  },
   async load() {
     try {
       const reply = await api("GET", "/api/tasks?limit=50");
@@ -738,12 +742,13 @@ const tasks = {
     } catch (e) { failed(e); }
   },
   async workers() {
+    if (!auth.isManager()) return;
     try {
       const reply = await api("GET", "/api/workers");
       $("workers-table").tBodies[0].replaceChildren(...reply.workers.map((w) => h("tr", {},
         h("td", { class: "mono" }, w.worker), h("td", { class: "num" }, `${w.current.length}/${w.concurrency}`),
         h("td", { class: "num" }, w.done), h("td", { class: "num" }, w.failed))));
-    } catch (_) { /* no workers yet */ }
+    } catch (e) { failed(e); }
   },
   row(task) {
     const bar = h("div", { class: "bar" + (task.state === "completed" ? " complete" : "") }, h("div"));
