@@ -504,6 +504,20 @@ async fn the_dashboard_works_in_a_real_browser() {
     click(&ben, "#logs-trace-clear").await;
     eventually!(10, "every record again", (!shown(&ben, "#logs-trace").await).then_some(()));
 
+    // Amounts are i64 minor units: one beyond 2^53 (where a JavaScript number stops being
+    // exact) goes to the bank and comes back in the statement to the cent.
+    click(&ann, "a[data-tab=bank]").await;
+    type_into(&ann, "#bank-deposit input[name=account]", "ann").await;
+    type_into(&ann, "#bank-deposit input[name=amount]", "9007199254740993").await;
+    click(&ann, "#bank-deposit button").await;
+    type_into(&ann, "#bank-statement input[name=account]", "ann").await;
+    let newest = eventually!(10, "the large deposit in the statement", {
+        click(&ann, "#bank-statement button").await;
+        let rows = texts(&ann, "#bank-entries tbody tr").await;
+        rows.into_iter().next().filter(|row| row.contains("Deposit") && row.contains("90,071"))
+    });
+    assert!(newest.contains("90,071,992,547,409.93"), "{newest}");
+
     // Signing out ends the session: the page is back at the sign-in form, and the cookie
     // no longer works.
     click(&ann, "#signout").await;

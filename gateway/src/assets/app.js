@@ -21,6 +21,32 @@ function h(tag, props, ...children) {
   return el;
 }
 
+// Amounts are i64 minor units: beyond 2^53 a JavaScript number is not exact. Integers that large
+// are read as BigInt (from their source text) and sent as their digits (JSON.rawJSON), so no
+// amount is ever rounded on its way in or out; the page's arithmetic on amounts takes either.
+function parseJson(text) {
+  return JSON.parse(text, (_key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?[0-9]+$/.test(context.source)
+      ? BigInt(context.source) : value);
+}
+function toJson(value, space) {
+  return JSON.stringify(value, (_key, v) =>
+    typeof v === "bigint" ? (JSON.rawJSON ? JSON.rawJSON(String(v)) : String(v)) : v, space);
+}
+/** A whole number typed in a form, exactly: digits beyond 2^53 go as they are. */
+function integer(text) {
+  const digits = String(text).trim();
+  if (!/^[0-9]+$/.test(digits)) return Number(digits);
+  const value = BigInt(digits);
+  if (value <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(value);
+  if (!JSON.rawJSON) throw new Error(`${digits} is too large for this browser to send exactly: use the CLI or the API`);
+  return JSON.rawJSON(value.toString());
+}
+/** a - b for amounts that may be numbers or BigInts. */
+function minus(a, b) {
+  return typeof a === "bigint" || typeof b === "bigint" ? BigInt(a) - BigInt(b) : a - b;
+}
+
 class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
@@ -29,12 +55,12 @@ async function api(method, path, body, headers) {
   const init = { method, headers: Object.assign({}, headers || {}) };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = toJson(body);
   }
   const response = await fetch(path, init);
   const text = await response.text();
   let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  try { data = text ? parseJson(text) : null; } catch (_) { data = null; }
   if (!response.ok) {
     const error = (data && data.error) || { code: "http_" + response.status, message: text || response.statusText };
     // The session ended (signed out elsewhere, expired, password changed): sign in again.
@@ -55,9 +81,10 @@ function failed(error) {
 }
 
 const money = (cents) => {
-  const sign = cents < 0 ? "-" : "";
-  const abs = Math.abs(cents);
-  return `${sign}${Math.floor(abs / 100).toLocaleString()}.${String(abs % 100).padStart(2, "0")}`;
+  if (typeof cents !== "bigint" && !Number.isInteger(cents)) return "";
+  const value = BigInt(cents);
+  const abs = value < 0n ? -value : value;
+  return `${value < 0n ? "-" : ""}${(abs / 100n).toLocaleString()}.${String(abs % 100n).padStart(2, "0")}`;
 };
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "");
 const dateTime = (ms) => (ms ? new Date(ms).toLocaleString() : "");
@@ -109,7 +136,7 @@ function connectLive() {
   for (const topic of ["bank", "chat", "updates", "presence", "tasks", "likes", "prices", "logs", "lagged"]) {
     source.addEventListener(topic, (event) => {
       let payload;
-      try { payload = JSON.parse(event.data); } catch (_) { return; }
+      try { payload = parseJson(event.data); } catch (_) { return; }
       for (const handler of listeners[topic] || []) {
         try { handler(payload.data !== undefined ? payload.data : payload, payload.subject); } catch (e) { console.error(e); }
       }
@@ -414,7 +441,7 @@ const logs = {
     // The same record may come twice: live, and in a page of /api/logs read meanwhile (whose
     // JSON has its keys in another order).
     const key = [record.ts_ms, record.service, record.instance, record.level, record.message,
-      JSON.stringify(Object.entries(record.fields || {}).sort())].join("|");
+      toJson(Object.entries(record.fields || {}).sort())].join("|");
     if (this.keys.has(key)) return;
     this.keys.add(key);
     if (this.keys.size > 2000) this.keys = new Set([...this.keys].slice(-1000));
@@ -423,7 +450,7 @@ const logs = {
       $("logs-service").append(h("option", { value: record.service }, record.service));
     }
     if (this.paused) return;
-    const fields = Object.entries(record.fields || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ");
+    const fields = Object.entries(record.fields || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : toJson(v)}`).join(" ");
     const row = h("div", { class: "log" },
       h("span", {}, time(record.ts_ms)),
       h("span", { class: "lvl-" + record.level }, record.level.toUpperCase()),
@@ -754,7 +781,7 @@ const tasks = {
     const bar = h("div", { class: "bar" + (task.state === "completed" ? " complete" : "") }, h("div"));
     const percent = task.state === "completed" ? 100 : task.progress || 0;
     bar.firstChild.style.width = percent + "%";
-    const result = task.error ? task.error : task.result !== undefined ? JSON.stringify(task.result) : "";
+    const result = task.error ? task.error : task.result !== undefined ? toJson(task.result) : "";
     const shown = task.held ? "scheduled" : task.state;
     const tr = h("tr", { dataset: { id: task.id, state: shown } },
       h("td", { class: "mono" }, task.id),
@@ -812,7 +839,7 @@ $("task-args").value = JSON.stringify(OPS.fibonacci);
 $("task-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   let args;
-  try { args = JSON.parse($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
+  try { args = parseJson($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
   try {
     const request = { op: $("task-op").value, args, priority: $("task-priority").value, id: newId("web") };
     const delay = Number($("task-delay").value || 0);
@@ -859,7 +886,7 @@ const schedules = {
 $("schedule-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   let args;
-  try { args = JSON.parse($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
+  try { args = parseJson($("task-args").value || "{}"); } catch (error) { toast("The arguments are not JSON: " + error.message, "error"); return; }
   const request = { name: $("schedule-name").value, schedule: $("schedule-spec").value, op: $("task-op").value, args, priority: $("task-priority").value };
   if ($("schedule-tz").value) request.time_zone = $("schedule-tz").value;
   try {
@@ -985,7 +1012,7 @@ const workflows = {
     const lines = [`${s.name} (${s.op}, on failure: ${s.on_failure}) is ${s.state}`];
     if (s.after && s.after.length) lines.push(`after ${s.after.join(", ")}` + (s.feed ? `, fed into ${s.feed}` : ""));
     if (s.task) lines.push(`task ${s.task}`);
-    if (s.result !== undefined) lines.push("result " + JSON.stringify(s.result));
+    if (s.result !== undefined) lines.push("result " + toJson(s.result));
     if (s.error) lines.push("error: " + s.error);
     if (s.compensation_task) lines.push(`compensation task ${s.compensation_task}`);
     return lines.join("\n");
@@ -995,7 +1022,7 @@ $("workflow-json").value = JSON.stringify(WORKFLOW_EXAMPLE, null, 1);
 $("workflow-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   let request;
-  try { request = JSON.parse($("workflow-json").value); } catch (error) { toast("The workflow is not JSON: " + error.message, "error"); return; }
+  try { request = parseJson($("workflow-json").value); } catch (error) { toast("The workflow is not JSON: " + error.message, "error"); return; }
   try {
     const created = await api("POST", "/api/tasks/workflows", request);
     toast(`Workflow ${created.id} running`, "ok");
@@ -1015,7 +1042,7 @@ const bank = {
     let tr = this.watched.get(account);
     if (held === undefined) held = tr ? tr._held || 0 : 0;
     const cells = [h("td", {}, account), h("td", { class: "num" }, money(balance)), h("td", { class: "num" }, money(held)),
-      h("td", { class: "num" }, money(balance - held)), h("td", { class: "muted" }, time(Date.now()))];
+      h("td", { class: "num" }, money(minus(balance, held))), h("td", { class: "muted" }, time(Date.now()))];
     if (tr) tr._held = held;
     if (!tr) { tr = h("tr", {}); this.watched.set(account, tr); $("bank-balances").tBodies[0].append(tr); }
     const previous = tr._balance;
@@ -1043,7 +1070,7 @@ const bank = {
 tabs.bank = bank;
 /** An entry's effect on the posted balance: holds and their release move nothing. */
 function signedAmount(kind, amount) {
-  if (kind === "withdraw" || kind === "transfer_out" || kind === "post_out") return -Math.abs(amount);
+  if (kind === "withdraw" || kind === "transfer_out" || kind === "post_out") return amount < 0 ? amount : -amount;
   if (kind === "deposit" || kind === "transfer_in" || kind === "post_in" || kind === "set") return amount;
   return 0;
 }
@@ -1098,9 +1125,9 @@ function bankForm(id, path, build) {
     } catch (error) { failed(error); }
   });
 }
-bankForm("bank-deposit", "/api/bank/deposit", (d) => ({ account: d.account, amount: Number(d.amount) }));
-bankForm("bank-withdraw", "/api/bank/withdraw", (d) => ({ account: d.account, amount: Number(d.amount) }));
-bankForm("bank-transfer", "/api/bank/transfer", (d) => ({ from: d.from, to: d.to, amount: Number(d.amount) }));
+bankForm("bank-deposit", "/api/bank/deposit", (d) => ({ account: d.account, amount: integer(d.amount) }));
+bankForm("bank-withdraw", "/api/bank/withdraw", (d) => ({ account: d.account, amount: integer(d.amount) }));
+bankForm("bank-transfer", "/api/bank/transfer", (d) => ({ from: d.from, to: d.to, amount: integer(d.amount) }));
 $("bank-lookup").addEventListener("submit", (e) => { e.preventDefault(); const a = $("bank-account").value.trim(); if (a) { bank.lookup(a); $("bank-account").value = ""; } });
 
 // ---------------------------------------------------------------- coins
@@ -1159,7 +1186,7 @@ $("coins-order").addEventListener("submit", async (e) => {
   const side = e.submitter ? e.submitter.value : "buy";
   const d = formData(e.target);
   try {
-    const order = await api("POST", "/api/coins/" + side, { user: d.user, symbol: d.symbol, quantity: Number(d.quantity), id: newId("web") });
+    const order = await api("POST", "/api/coins/" + side, { user: d.user, symbol: d.symbol, quantity: integer(d.quantity), id: newId("web") });
     toast(`${order.side} ${order.quantity} ${order.symbol}: ${order.state}, ${money(order.total)}`, order.state === "done" ? "ok" : "error");
     coins.load(); coins.history(); coins.portfolio(d.user);
     // The trade log follows the ledger's events a moment behind the reply.
@@ -1172,7 +1199,7 @@ $("coins-add").addEventListener("submit", async (e) => {
   e.preventDefault();
   const d = formData(e.target);
   try {
-    await api("POST", "/api/coins/admin/assets", { symbol: d.symbol, name: d.name, price: Number(d.price), quantity: Number(d.quantity) });
+    await api("POST", "/api/coins/admin/assets", { symbol: d.symbol, name: d.name, price: integer(d.price), quantity: integer(d.quantity) });
     toast(`${d.symbol} listed`, "ok"); e.target.reset(); coins.load();
   } catch (error) { failed(error); }
 });
@@ -1180,9 +1207,9 @@ $("coins-update").addEventListener("submit", async (e) => {
   e.preventDefault();
   const d = formData(e.target);
   const change = {};
-  if (d.price) change.price = Number(d.price);
-  if (d.quantity) change.quantity = Number(d.quantity);
   try {
+    if (d.price) change.price = integer(d.price);
+    if (d.quantity) change.quantity = integer(d.quantity);
     await api("PATCH", "/api/coins/admin/assets/" + encodeURIComponent(d.symbol), change);
     toast(`${d.symbol} updated`, "ok"); coins.load();
   } catch (error) { failed(error); }
