@@ -90,6 +90,40 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
         json["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["post_out", "pending_out"]);
     assert_eq!(json["more"], true);
+
+    // The text shows each entry's time as people read it (UTC), and the time flags take it
+    // back as shown, or in milliseconds as on the wire.
+    let newest = json["entries"][0]["at"].as_u64().expect("at");
+    let (ok, out, err) = agora(&system, &["bank", "history", "alice", "--limit", "1"]);
+    assert!(ok, "{err}");
+    let shown = out.lines().nth(1).and_then(|line| line.split_whitespace().nth(1));
+    let shown = shown.unwrap_or_else(|| panic!("no entry in {out}")).to_owned();
+    assert!(shown.starts_with("20") && shown.ends_with('Z') && shown.contains('T'), "{out}");
+    let since = |from: &str| {
+        let (ok, out, err) =
+            agora(&system, &["bank", "history", "alice", "--from-ms", from, "--json"]);
+        assert!(ok, "{err}");
+        let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+        json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["at"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let from_shown = since(&shown);
+    assert!(
+        from_shown.contains(&newest) && from_shown.iter().all(|at| *at >= newest),
+        "{from_shown:?}"
+    );
+    assert_eq!(since(&newest.to_string()), from_shown);
+    let (ok, out, err) = agora(&system, &["bank", "balance", "alice", "--at-ms", &shown]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&format!("alice at {shown}: balance ")), "{out}");
+    for bad in ["yesterday", "2026-13-01T00:00:00Z", "99999999999999999999999", "", "1.5"] {
+        let (ok, _, err) = agora(&system, &["bank", "history", "alice", "--from-ms", bad]);
+        assert!(!ok && err.contains("--from-ms"), "{bad}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,8 +38,9 @@ pub enum BankCommand {
         /// An asset instead of money (BTC, TSLA, ...).
         #[arg(long)]
         asset: Option<String>,
-        /// The balance as it was at this time (ms since the Unix epoch).
-        #[arg(long)]
+        /// The balance as it was at this time: ms since the Unix epoch, or an RFC 3339 time
+        /// (2026-12-05T04:55:45.123Z, as history prints it).
+        #[arg(long, value_parser = crate::time_ms)]
         at_ms: Option<u64>,
     },
     /// Move money (or `--asset` units) between two accounts, all or nothing.
@@ -92,11 +93,12 @@ pub enum BankCommand {
         account: String,
         #[arg(long)]
         asset: Option<String>,
-        /// Entries at or after this time (ms since the Unix epoch).
-        #[arg(long)]
+        /// Entries at or after this time: ms since the Unix epoch, or an RFC 3339 time
+        /// (2026-12-05T04:55:45.123Z).
+        #[arg(long, value_parser = crate::time_ms)]
         from_ms: Option<u64>,
-        /// Entries before this time.
-        #[arg(long)]
+        /// Entries before this time (as `--from-ms`).
+        #[arg(long, value_parser = crate::time_ms)]
         to_ms: Option<u64>,
         /// Entries older than this one (the last `seq` of the previous page).
         #[arg(long)]
@@ -129,7 +131,7 @@ fn read_operations(file: &PathBuf) -> anyhow::Result<Vec<OperationRequest>> {
 
 fn balance_text(reply: &BalanceReply) -> String {
     let asset = reply.asset.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
-    let at = reply.at_ms.map(|at| format!(" at {at}")).unwrap_or_default();
+    let at = reply.at_ms.map(|at| format!(" at {}", crate::utc(at))).unwrap_or_default();
     let mut text = format!("{}{asset}{at}: balance {}", reply.account, reply.balance);
     if reply.pending != 0 || reply.incoming != 0 {
         text += &format!(
@@ -251,7 +253,7 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
                 lines.push(format!(
                     "  #{} {} {:<12} {:>12} -> balance {} (held {}) {}",
                     entry.seq,
-                    entry.at,
+                    crate::utc(entry.at),
                     entry.kind,
                     entry.amount,
                     entry.balance,

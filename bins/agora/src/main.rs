@@ -359,6 +359,17 @@ pub(crate) fn utc(ms: u64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A time given on the command line: milliseconds since the Unix epoch (as the wire has it),
+/// or an RFC 3339 time as [`utc`] prints it (`2026-12-05T04:55:45.123Z`).
+pub(crate) fn time_ms(text: &str) -> Result<u64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| format!("{text} is too large a time in milliseconds"));
+    }
+    agora_core::tasks::schedule::parse_rfc3339(text).map_err(|_| {
+        format!("{text:?} is neither milliseconds since the Unix epoch nor an RFC 3339 time (2026-12-05T04:55:45.123Z)")
+    })
+}
+
 /// Prints a reply: its JSON with `--json`, else the readable text.
 pub(crate) fn print(json: bool, value: serde_json::Value, text: String) {
     if json {
