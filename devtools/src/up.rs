@@ -257,6 +257,13 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     let _dir = agora_nats::sqlite::lock_dir(&dir).with_context(|| {
         format!("agora up --dir {}: is another agora up running?", dir.display())
     })?;
+    // Both ports are checked before anything starts: a taken one would otherwise be found
+    // only once the server or the gateway fails, after the others have started.
+    for (port, flag) in [(options.port, "--port"), (options.http_port, "--http-port")] {
+        std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+            format!("port {port} ({flag}) is taken: another agora up or program listens on it; pick another with {flag}")
+        })?;
+    }
     let logs = dir.join("logs");
     let mut nats = NatsServer::start(&NatsServerOptions {
         port: Some(options.port),

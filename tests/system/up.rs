@@ -126,6 +126,33 @@ impl Running {
     }
 }
 
+/// Runs a second `agora up` that must refuse to start: what it said on stderr.
+fn refused(dir: &std::path::Path, port: u16, http_port: u16) -> String {
+    let mut second = Command::new(component_binary("agora").expect("agora is built"))
+        .args(["up", "--port", &port.to_string(), "--http-port", &http_port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agora up starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("agora up") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().ok();
+            panic!("a second agora up (--dir {}) still runs after 10 s", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("piped"), &mut said).ok();
+    assert!(!status.success(), "{said}");
+    said
+}
+
 /// `kill -9 <pid>`.
 fn kill_hard(pid: u32) {
     let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
@@ -156,31 +183,18 @@ async fn agora_up_runs_everything_with_a_development_user_and_manager() {
     let printed = running.printed.clone();
 
     // A second `agora up` on the same directory (a second server on the same store) refuses.
-    let mut second = Command::new(component_binary("agora").expect("agora is built"))
-        .args(["up", "--port", &free_port().to_string(), "--http-port"])
-        .arg(free_port().to_string())
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agora up starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = second.try_wait().expect("agora up") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            second.kill().ok();
-            panic!("a second agora up on the same directory still runs after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().expect("piped"), &mut said).ok();
-    assert!(!status.success());
+    let said = refused(dir.path(), free_port(), free_port());
     assert!(said.contains("is another agora up running?"), "{said}");
     assert!(said.contains(&format!("(process {})", running.up.child.id())), "{said}");
+    // So does one on another directory but a port in use, before it starts anything.
+    let elsewhere = tempfile::tempdir().expect("temporary directory");
+    for (ports, flag) in
+        [((port, free_port()), "--port"), ((free_port(), http_port), "--http-port")]
+    {
+        let said = refused(elsewhere.path(), ports.0, ports.1);
+        assert!(said.contains(&format!("({flag}) is taken")), "{said}");
+        assert!(!elsewhere.path().join("logs").exists(), "it started something: {said}");
+    }
     let user_password = dev_value("AGORA_DEV_USER_PASSWORD").expect("in dev.env");
     let manager_password = dev_value("AGORA_MANAGER_PASSWORD").expect("in dev.env");
     assert!(printed.contains(&format!("{DEV_USER} / {user_password}")), "{printed}");
