@@ -16,18 +16,19 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, put};
 use futures::StreamExt;
 use serde::Deserialize;
 
 use super::http::{ApiError, ApiResult, forward, forward_bytes, path, query};
 use super::routes::{Reply, Route, schema};
 use super::session::Signed;
+use agora_nats::files::PAYLOAD_HEADROOM;
 use agora_nats::files::client::DOWNLOAD_WINDOW;
 use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::subjects;
 
-/// The file routes: list, stat, download, cache.
+/// The file routes: list, stat, download, upload, cache.
 pub const ROUTES: &[Route] = &[
     route!(
         "GET",
@@ -60,6 +61,20 @@ pub const ROUTES: &[Route] = &[
         get(content),
         Reply::Bytes
     ),
+    Route {
+        method: "PUT",
+        path: "/api/files/content/{*name}",
+        tag: "files",
+        summary: "Upload (the manager's): the body is the file's bytes (application/octet-stream), \
+                  at most the NATS server's max payload less 4 KiB; it replaces the file of that \
+                  name whole, and the reply is its stat",
+        fields: Some(schema::<StatRequest>),
+        query: &[],
+        body: None,
+        bytes_body: true,
+        reply: Reply::Json,
+        handler: || put(upload),
+    },
     route!(
         "GET",
         "/api/files/cache",
@@ -92,6 +107,38 @@ pub async fn list_files(
 pub async fn file_stat(signed: Signed, name: Result<Path<String>, PathRejection>) -> ApiResult {
     let name = path(name)?;
     forward(&signed.agora, subjects::files::STAT_SUBJECT, &StatRequest { name }).await
+}
+
+/// `PUT /api/files/content/{*name}`: the manager's upload. The body is read only once the
+/// caller is known to be a manager, and only up to what an upload carries over NATS.
+pub async fn upload(
+    signed: Signed,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult {
+    signed.manager("uploading a file")?;
+    let name = path(name)?;
+    let max = signed.agora.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM);
+    let too_large = || {
+        ApiError::invalid(format!(
+            "an upload is at most {max} bytes (the NATS server's max payload less 4 KiB)"
+        ))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|error| {
+        if length.is_none() {
+            too_large()
+        } else {
+            ApiError::invalid(format!("the body did not arrive whole: {error}"))
+        }
+    })?;
+    let stat = signed.agora.put_file(&name, bytes).await?;
+    Ok(axum::Json(stat).into_response())
 }
 
 pub async fn file_cache(signed: Signed) -> ApiResult {

@@ -7,7 +7,9 @@
 //!   gateway's own pages: its `Origin`, when it sends one, is the origin of the `Host` it asked
 //!   (or one of `--allowed-origins`). A body must be `application/json`: a plain HTML form or a
 //!   `text/plain` POST from another site is refused before anything happens. (The session
-//!   cookie is `SameSite=Strict` as well.)
+//!   cookie is `SameSite=Strict` as well.) The one exception is an upload (`PUT` to
+//!   [`UPLOAD_PREFIX`]), whose body is `application/octet-stream`, which no form can send
+//!   either (and a `PUT` from another site is preflighted, which this gateway never allows).
 //! - **Responses** carry `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and
 //!   `Referrer-Policy: no-referrer`.
 
@@ -45,9 +47,16 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     name.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
+/// Where uploads go: `PUT <prefix><name>` takes the file's bytes.
+pub const UPLOAD_PREFIX: &str = "/api/files/content/";
+
 /// Whether a state-changing request with these headers may go on: the origin check and the
-/// JSON-only body.
-pub fn change_allowed(headers: &HeaderMap, allowed_origins: &[String]) -> Result<(), ApiError> {
+/// JSON-only body (`application/octet-stream` only for an `upload`).
+pub fn change_allowed(
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    upload: bool,
+) -> Result<(), ApiError> {
     let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     if let Some(origin) = text(ORIGIN) {
         let own = text(HOST).is_some_and(|host| {
@@ -60,13 +69,12 @@ pub fn change_allowed(headers: &HeaderMap, allowed_origins: &[String]) -> Result
     }
     let has_body = text(CONTENT_LENGTH).is_some_and(|length| length != "0")
         || headers.contains_key(TRANSFER_ENCODING);
-    let json = text(CONTENT_TYPE).is_some_and(|kind| {
-        kind.split(';')
-            .next()
-            .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+    let wanted = if upload { "application/octet-stream" } else { "application/json" };
+    let fits = text(CONTENT_TYPE).is_some_and(|kind| {
+        kind.split(';').next().is_some_and(|kind| kind.trim().eq_ignore_ascii_case(wanted))
     });
-    if has_body && !json {
-        return Err(ApiError::invalid("a request body is application/json")
+    if has_body && !fits {
+        return Err(ApiError::invalid(format!("a request body here is {wanted}"))
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
     Ok(())
@@ -81,7 +89,8 @@ pub async fn guard(StateOf(state): StateOf<State>, request: Request<Body>, next:
     }
     let changes =
         matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    if changes && let Err(error) = change_allowed(headers, &state.config.allowed_origins) {
+    let upload = request.method() == Method::PUT && request.uri().path().starts_with(UPLOAD_PREFIX);
+    if changes && let Err(error) = change_allowed(headers, &state.config.allowed_origins, upload) {
         return error.into_response();
     }
     let mut response = next.run(request).await;
@@ -143,7 +152,7 @@ mod tests {
             headers(&[("host", "localhost:8080"), ("content-length", "0")]),
         ];
         for headers in ok {
-            assert!(change_allowed(&headers, &[]).is_ok(), "{headers:?}");
+            assert!(change_allowed(&headers, &[], false).is_ok(), "{headers:?}");
         }
         let refused = [
             headers(&[
@@ -166,9 +175,35 @@ mod tests {
             headers(&[("host", "localhost:8080"), ("transfer-encoding", "chunked")]),
         ];
         for headers in refused {
-            assert!(change_allowed(&headers, &[]).is_err(), "{headers:?}");
+            assert!(change_allowed(&headers, &[], false).is_err(), "{headers:?}");
+            assert!(change_allowed(&headers, &[], true).is_err(), "{headers:?}");
         }
         let partner = headers(&[("host", "api.example"), ("origin", "https://app.example")]);
-        assert!(change_allowed(&partner, &["https://app.example".to_owned()]).is_ok());
+        assert!(change_allowed(&partner, &["https://app.example".to_owned()], false).is_ok());
+    }
+
+    /// An upload's body is bytes, and only an upload's: JSON is refused there, bytes anywhere
+    /// else; the origin check is the same.
+    #[test]
+    fn an_upload_is_bytes_and_only_an_upload() {
+        let bytes = |origin: &'static str| {
+            headers(&[
+                ("host", "localhost:8080"),
+                ("origin", origin),
+                ("content-type", "application/octet-stream"),
+                ("content-length", "5"),
+            ])
+        };
+        assert!(change_allowed(&bytes("http://localhost:8080"), &[], true).is_ok());
+        assert!(change_allowed(&bytes("http://localhost:8080"), &[], false).is_err());
+        assert!(change_allowed(&bytes("http://evil.example"), &[], true).is_err());
+        let json = headers(&[
+            ("host", "localhost:8080"),
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+        ]);
+        assert!(change_allowed(&json, &[], true).is_err());
+        // An empty upload (an empty file) needs no type.
+        assert!(change_allowed(&headers(&[("host", "localhost:8080")]), &[], true).is_ok());
     }
 }

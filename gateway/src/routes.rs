@@ -49,6 +49,8 @@ pub struct Route {
     pub query: &'static [&'static str],
     /// The JSON body's type, for routes that take one.
     pub body: Option<SchemaOf>,
+    /// The body is raw bytes (`application/octet-stream`: an upload), not JSON.
+    pub bytes_body: bool,
     pub reply: Reply,
     pub handler: fn() -> MethodRouter<State>,
 }
@@ -65,6 +67,7 @@ macro_rules! route {
             fields: $fields,
             query: &[$($query),*],
             body: $body,
+            bytes_body: false,
             reply: route!(@reply $($reply)?),
             handler: || $handler,
         }
@@ -206,6 +209,13 @@ pub fn openapi() -> Value {
                                 {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         });
+        if route.bytes_body {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/octet-stream":
+                                {"schema": {"type": "string", "format": "binary"}}}
+            });
+        }
         if let Some(body) = route.body {
             operation["requestBody"] = json!({
                 "required": true,

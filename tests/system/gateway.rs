@@ -481,6 +481,57 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     http.fails("GET", "/api/files/stat/missing.txt", Body::None, 404, "not_found").await;
     assert!(http.ok("GET", "/api/files/cache", Body::None).await.is_object());
 
+    // Uploads: the manager's, as the file's bytes; served at once, whole. Anyone else, another
+    // site's page, a JSON body, a bad name or too many bytes is refused and writes nothing.
+    let upload = |who: &Http, name: &str, kind: &str, body: Vec<u8>| {
+        who.request(Method::PUT, &format!("/api/files/content/{name}"))
+            .header("content-type", kind)
+            .body(body)
+            .send()
+    };
+    let octets = "application/octet-stream";
+    let uploaded: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let reply = upload(&boss, "up/loaded.bin", octets, uploaded.clone()).await.expect("answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let stat: Value = reply.json().await.expect("JSON");
+    assert_eq!(
+        (stat["name"].as_str(), stat["size"].as_u64()),
+        (Some("up/loaded.bin"), Some(300_000))
+    );
+    assert_eq!(http.ok("GET", "/api/files/stat/up/loaded.bin", Body::None).await, stat);
+    let back = http.request(Method::GET, "/api/files/content/up/loaded.bin").send().await;
+    assert_eq!(back.expect("answers").bytes().await.expect("bytes").as_ref(), uploaded.as_slice());
+    assert_eq!(std::fs::read(root.join("up/loaded.bin")).expect("on disk"), uploaded);
+    let max = 1024 * 1024 - 4 * 1024;
+    let foreign = boss
+        .request(Method::PUT, "/api/files/content/up/foreign.bin")
+        .header("content-type", octets)
+        .header("origin", "http://evil.example")
+        .body(b"x".to_vec())
+        .send();
+    for (refused, status, code) in [
+        (upload(http, "up/alice.bin", octets, b"mine".to_vec()), 403, "forbidden"),
+        (upload(&anonymous, "up/anonymous.bin", octets, b"x".to_vec()), 401, "unauthenticated"),
+        (foreign, 403, "forbidden"),
+        (upload(&boss, "up/json.bin", "application/json", b"{}".to_vec()), 415, "invalid_request"),
+        (upload(&boss, "up/big.bin", octets, vec![7; max + 1]), 413, "invalid_request"),
+        (upload(&boss, "up//x", octets, b"x".to_vec()), 400, "invalid_request"),
+        (upload(&boss, "up/a%5Cb", octets, b"x".to_vec()), 400, "invalid_request"),
+    ] {
+        let refused = refused.await.expect("answers");
+        let got = refused.status().as_u16();
+        let reply: Value = refused.json().await.expect("a JSON error");
+        assert_eq!((got, reply["error"]["code"].as_str()), (status, Some(code)), "{reply}");
+    }
+    let names: Vec<String> = std::fs::read_dir(root.join("up"))
+        .expect("the upload directory")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["loaded.bin"], "only the manager's upload, and no temporary file");
+    // The largest upload there is fits.
+    let reply = upload(&boss, "up/loaded.bin", octets, vec![9; max]).await.expect("answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+
     // Monitoring and logs: the manager's.
     http.fails("GET", "/api/services", Body::None, 403, "forbidden").await;
     http.fails("GET", "/api/logs", Body::None, 403, "forbidden").await;
