@@ -518,6 +518,34 @@ async fn the_dashboard_works_in_a_real_browser() {
     });
     assert!(newest.contains("90,071,992,547,409.93"), "{newest}");
 
+    // Files: ben (the manager) uploads a file from his disk; it is listed and served as it
+    // was. Ann's page does not offer uploads.
+    let local = tempfile::tempdir().expect("a directory");
+    let report: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(local.path().join("report.bin"), &report).expect("written");
+    click(&ben, "a[data-tab=files]").await;
+    eventually!(10, "the upload form", shown(&ben, "#files-upload").await.then_some(()));
+    let input = ben.find(Locator::Css("#files-upload-file")).await.expect("the file input");
+    let chosen = local.path().join("report.bin");
+    input.send_keys(chosen.to_str().expect("UTF-8")).await.expect("a file chosen");
+    type_into(&ben, "#files-upload-name", "docs/report.bin").await;
+    click(&ben, "#files-upload-submit").await;
+    eventually!(10, "the upload", {
+        let toasts = texts(&ben, "#toasts .toast").await;
+        toasts.iter().any(|t| t.starts_with("docs/report.bin uploaded")).then_some(())
+    });
+    eventually!(10, "the uploaded file listed", {
+        let rows = texts(&ben, "#files-table tbody tr").await;
+        rows.iter().any(|row| row.contains("docs/report.bin")).then_some(())
+    });
+    assert_eq!(std::fs::read(system.files_root().join("docs/report.bin")).expect("served"), report);
+    click(&ann, "a[data-tab=files]").await;
+    eventually!(10, "ann's file list", {
+        let rows = texts(&ann, "#files-table tbody tr").await;
+        rows.iter().any(|row| row.contains("docs/report.bin")).then_some(())
+    });
+    assert!(!shown(&ann, "#files-upload").await, "a user is not offered uploads");
+
     // Signing out ends the session: the page is back at the sign-in form, and the cookie
     // no longer works.
     click(&ann, "#signout").await;

@@ -53,7 +53,11 @@ class ApiError extends Error {
 
 async function api(method, path, body, headers) {
   const init = { method, headers: Object.assign({}, headers || {}) };
-  if (body !== undefined) {
+  if (body instanceof Blob) {
+    // An upload: the file's bytes as they are.
+    init.headers["content-type"] = "application/octet-stream";
+    init.body = body;
+  } else if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = toJson(body);
   }
@@ -1265,7 +1269,7 @@ $("likes-form").addEventListener("submit", (e) => { e.preventDefault(); const it
 
 // ---------------------------------------------------------------- files
 const files = {
-  show() { this.load(); },
+  show() { $("files-upload").classList.toggle("hidden", !auth.isManager()); this.load(); },
   async load() {
     const params = new URLSearchParams({ limit: "500" });
     const prefix = $("files-prefix").value.trim();
@@ -1282,6 +1286,18 @@ const files = {
 };
 tabs.files = files;
 $("files-form").addEventListener("submit", (e) => { e.preventDefault(); files.load(); });
+$("files-upload").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const file = $("files-upload-file").files[0];
+  if (!file) return;
+  const name = $("files-upload-name").value.trim() || file.name;
+  try {
+    const stat = await api("PUT", "/api/files/content/" + name.split("/").map(encodeURIComponent).join("/"), file);
+    toast(`${stat.name} uploaded (${bytes(stat.size)})`, "ok");
+    e.target.reset();
+    files.load();
+  } catch (error) { failed(error); }
+});
 
 // ---------------------------------------------------------------- start
 async function start() {
