@@ -424,7 +424,7 @@ async fn coins_commands_trade_show_portfolio_history_and_manage_assets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_commands_get_resume_list_stat_and_cache() {
+async fn files_commands_get_resume_list_stat_cache_and_put() {
     let system = System::with_files(1, &["--chunk-bytes", "65536"]);
     let root = system.files_root();
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -460,6 +460,23 @@ async fn files_commands_get_resume_list_stat_and_cache() {
     let (ok, stdout, _) = agora(&system, &["files", "cache"]);
     assert!(ok);
     assert!(stdout.contains("docs/report.bin"), "{stdout}");
+    // An upload replaces the served file whole, under its own name or the one given.
+    let local = system.dir.path().join("notes.txt");
+    std::fs::write(&local, "uploaded by the CLI\n").expect("write");
+    let local_text = local.display().to_string();
+    let (ok, stdout, err) = agora(&system, &["files", "put", &local_text]);
+    assert!(ok, "{err}");
+    assert!(stdout.starts_with("notes.txt: 20 bytes, sha256 "), "{stdout}");
+    let (ok, stdout, err) = agora(&system, &["files", "put", &local_text, "--name", "docs/n.txt"]);
+    assert!(ok, "{err}");
+    assert!(stdout.starts_with("docs/n.txt: 20 bytes"), "{stdout}");
+    for name in ["notes.txt", "docs/n.txt"] {
+        assert_eq!(std::fs::read_to_string(root.join(name)).expect(name), "uploaded by the CLI\n");
+    }
+    let (ok, _, err) = agora(&system, &["files", "put", &local_text, "--name", "../x"]);
+    assert!(!ok && err.starts_with("error [invalid_request]:"), "{err}");
+    let (ok, _, err) = agora(&system, &["files", "put", "/no/such/file"]);
+    assert!(!ok && err.contains("cannot read /no/such/file"), "{err}");
     let (ok, _, err) = agora(&system, &["files", "get", "../etc/passwd"]);
     assert!(!ok);
     assert!(err.starts_with("error [invalid_request]:"), "{err}");
