@@ -90,10 +90,11 @@ impl Login {
 enum Command {
     #[command(flatten)]
     Account(account::AccountCommand),
-    /// Money: deposit, withdraw, balance, transfer.
+    /// Money (and assets): deposit, withdraw, balance, transfer, transfers (batches), hold,
+    /// post, void, history.
     #[command(subcommand)]
     Bank(bank::BankCommand),
-    /// Tasks: submit, get, list, cancel, wait, watch; list workers.
+    /// Tasks: submit, get, list, cancel, wait, watch; recurring schedules; list workers.
     #[command(subcommand)]
     Task(task::TaskCommand),
     /// Workflows: tasks that depend on each other (chains, fan-out/fan-in, compensation).
@@ -104,7 +105,7 @@ enum Command {
     /// The coin exchange: assets, buy, sell, portfolio, history, order; admin add/remove/update.
     #[command(subcommand)]
     Coins(coins::CoinsCommand),
-    /// Files: get (progress bar, resume, digest check), list, stat, cache.
+    /// Files: get (progress bar, resume, digest check), list, stat, cache; put (managers).
     #[command(subcommand)]
     Files(files::FilesCommand),
     /// Likes: like, unlike, count, top; the nodes and their leader.
@@ -116,8 +117,8 @@ enum Command {
     /// Exit 0 when a service instance on this host answers $SRV.PING, or an HTTP URL answers
     /// 2xx (the containers' health checks).
     Health(HealthArgs),
-    /// Run the whole system locally (nats-server, ledger, banks, tasks, workers, chat, likes)
-    /// until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store;
+    /// Run the whole system locally (nats-server, auth, ledger, banks, tasks, workers, chat,
+    /// coins, files, likes, the gateway and its dashboard) until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store;
     /// a crash loop after a backoff). A second Ctrl-C stops it without waiting.
     Up(UpArgs),
 }
