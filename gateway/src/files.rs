@@ -23,7 +23,6 @@ use serde::Deserialize;
 use super::http::{ApiError, ApiResult, forward, forward_bytes, path, query};
 use super::routes::{Reply, Route, schema};
 use super::session::Signed;
-use agora_nats::files::PAYLOAD_HEADROOM;
 use agora_nats::files::client::DOWNLOAD_WINDOW;
 use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::subjects;
@@ -119,7 +118,7 @@ pub async fn upload(
 ) -> ApiResult {
     signed.manager("uploading a file")?;
     let name = path(name)?;
-    let max = signed.agora.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM);
+    let max = signed.agora.upload_bytes_max();
     let too_large = || {
         ApiError::invalid(format!(
             "an upload is at most {max} bytes (the NATS server's max payload less 4 KiB)"

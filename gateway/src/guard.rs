@@ -7,9 +7,10 @@
 //!   gateway's own pages: its `Origin`, when it sends one, is the origin of the `Host` it asked
 //!   (or one of `--allowed-origins`). A body must be `application/json`: a plain HTML form or a
 //!   `text/plain` POST from another site is refused before anything happens. (The session
-//!   cookie is `SameSite=Strict` as well.) The one exception is an upload (`PUT` to
-//!   [`UPLOAD_PREFIX`]), whose body is `application/octet-stream`, which no form can send
-//!   either (and a `PUT` from another site is preflighted, which this gateway never allows).
+//!   cookie is `SameSite=Strict` as well.) The one exception is a route whose body the route
+//!   table declares to be bytes (`bytes_body`: the upload, a `PUT`), which takes
+//!   `application/octet-stream`: no form can send that either, and a `PUT` from another site is
+//!   preflighted, which this gateway never allows.
 //! - **Responses** carry `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and
 //!   `Referrer-Policy: no-referrer`.
 
@@ -46,9 +47,6 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = host_name(host);
     name.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
-
-/// Where uploads go: `PUT <prefix><name>` takes the file's bytes.
-pub const UPLOAD_PREFIX: &str = "/api/files/content/";
 
 /// Whether a state-changing request with these headers may go on: the origin check and the
 /// JSON-only body (`application/octet-stream` only for an `upload`).
@@ -89,7 +87,10 @@ pub async fn guard(StateOf(state): StateOf<State>, request: Request<Body>, next:
     }
     let changes =
         matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    let upload = request.method() == Method::PUT && request.uri().path().starts_with(UPLOAD_PREFIX);
+    let upload = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|route| super::routes::takes_bytes(request.method(), route.as_str()));
     if changes && let Err(error) = change_allowed(headers, &state.config.allowed_origins, upload) {
         return error.into_response();
     }

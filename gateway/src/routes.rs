@@ -93,6 +93,12 @@ pub fn all() -> impl Iterator<Item = &'static Route> {
     .flatten()
 }
 
+/// Whether the route `path` (axum's syntax, as `MatchedPath` has it) takes raw bytes for
+/// `method` (an upload) rather than JSON.
+pub fn takes_bytes(method: &axum::http::Method, path: &str) -> bool {
+    all().any(|route| route.bytes_body && route.path == path && route.method == method.as_str())
+}
+
 /// The gateway's router: [`all`], the dashboard, and JSON errors for unknown routes.
 pub fn router(state: State) -> Router {
     let body_bytes_max = state.config.body_bytes_max;

@@ -27,13 +27,18 @@ impl Progress for () {
 pub const DOWNLOAD_WINDOW: usize = 8;
 
 impl AgoraClient {
+    /// The most bytes one upload carries: the server's max payload, less room for headers.
+    pub fn upload_bytes_max(&self) -> usize {
+        self.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM)
+    }
+
     /// Uploads `bytes` as file `name` (at most the server's max payload, less some room for
     /// headers), replacing any file of that name whole; returns the new file's stat.
     pub async fn put_file(&self, name: &str, bytes: Bytes) -> Result<FileStat, ClientError> {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_NAME, name);
         headers.insert(HEADER_SHA256, sha256_hex(&bytes).as_str());
-        let max = self.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM);
+        let max = self.upload_bytes_max();
         if max > 0 && bytes.len() > max {
             return Err(ClientError::Service(invalid(format!(
                 "{} bytes is more than an upload carries ({max} bytes)",
