@@ -232,14 +232,15 @@ impl NatsServer {
         }
         let config =
             options.dir.join(if options.auth { "single-auth.conf" } else { "single.conf" });
+        let log_path = options.dir.join("nats-server.log");
         let log = File::options()
             .create(true)
             .write(true)
             .append(append)
             .truncate(!append)
-            .open(options.dir.join("nats-server.log"))?;
+            .open(&log_path)?;
         // Counted once the log is as this start finds it (emptied, or as a restart appends).
-        let ready = Readiness::new(&options.dir.join("nats-server.log"), NATS_READY_LINE);
+        let ready = Readiness::new(&log_path, NATS_READY_LINE);
         let port = options.port.map_or("-1".to_owned(), |p| p.to_string());
         let child = Command::new(&binary)
             .arg("-c")

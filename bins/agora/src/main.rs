@@ -118,8 +118,9 @@ enum Command {
     /// 2xx (the containers' health checks).
     Health(HealthArgs),
     /// Run the whole system locally (nats-server, auth, ledger, banks, tasks, workers, chat,
-    /// coins, files, likes, the gateway and its dashboard) until Ctrl-C, restarting whatever dies (the nats-server too, on its port and store;
-    /// a crash loop after a backoff). A second Ctrl-C stops it without waiting.
+    /// coins, files, likes, the gateway and its dashboard) until Ctrl-C, restarting whatever
+    /// dies (the nats-server too, on its port and store; a crash loop after a backoff). A second
+    /// Ctrl-C stops it without waiting.
     Up(UpArgs),
 }
 
