@@ -65,8 +65,9 @@ pub const ROUTES: &[Route] = &[
         path: "/api/files/content/{*name}",
         tag: "files",
         summary: "Upload (the manager's): the body is the file's bytes (application/octet-stream), \
-                  at most the NATS server's max payload less 4 KiB; it replaces the file of that \
-                  name whole, and the reply is its stat",
+                  up to the file service's upload limit (a body larger than one NATS message \
+                  gives its Content-Length, and goes on in parts as it arrives); it replaces the \
+                  file of that name whole, and the reply is its stat",
         fields: Some(schema::<StatRequest>),
         query: &[],
         body: None,
@@ -109,7 +110,9 @@ pub async fn file_stat(signed: Signed, name: Result<Path<String>, PathRejection>
 }
 
 /// `PUT /api/files/content/{*name}`: the manager's upload. The body is read only once the
-/// caller is known to be a manager, and only up to what an upload carries over NATS.
+/// caller is known to be a manager. What fits one NATS message goes as one; a larger body
+/// (its `Content-Length` given) goes to the file service in parts as it arrives, so the
+/// gateway never holds more than a part of it.
 pub async fn upload(
     signed: Signed,
     headers: HeaderMap,
@@ -119,24 +122,26 @@ pub async fn upload(
     signed.manager("uploading a file")?;
     let name = path(name)?;
     let max = signed.agora.upload_bytes_max();
-    let too_large = || {
-        ApiError::invalid(format!(
-            "an upload is at most {max} bytes (the NATS server's max payload less 4 KiB)"
-        ))
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-    };
     let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if length.is_some_and(|length| length > max as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|error| {
-        if length.is_none() {
-            too_large()
-        } else {
-            ApiError::invalid(format!("the body did not arrive whole: {error}"))
+    let stat = match length {
+        Some(length) if length > max as u64 => {
+            let parts = body.into_data_stream();
+            signed.agora.put_file_parts(&name, length, None, parts).await?
         }
-    })?;
-    let stat = signed.agora.put_file(&name, bytes).await?;
+        _ => {
+            let bytes = axum::body::to_bytes(body, max).await.map_err(|error| {
+                if length.is_none() {
+                    ApiError::invalid(format!(
+                        "an upload of more than {max} bytes gives its Content-Length"
+                    ))
+                    .with_status(StatusCode::LENGTH_REQUIRED)
+                } else {
+                    ApiError::invalid(format!("the body did not arrive whole: {error}"))
+                }
+            })?;
+            signed.agora.put_file(&name, bytes).await?
+        }
+    };
     Ok(axum::Json(stat).into_response())
 }
 

@@ -518,10 +518,10 @@ async fn the_dashboard_works_in_a_real_browser() {
     });
     assert!(newest.contains("90,071,992,547,409.93"), "{newest}");
 
-    // Files: ben (the manager) uploads a file from his disk; it is listed and served as it
-    // was. Ann's page does not offer uploads.
+    // Files: ben (the manager) uploads a file from his disk, larger than one NATS message (it
+    // goes on in parts); it is listed and served as it was. Ann's page does not offer uploads.
     let local = tempfile::tempdir().expect("a directory");
-    let report: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let report: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(local.path().join("report.bin"), &report).expect("written");
     click(&ben, "a[data-tab=files]").await;
     eventually!(10, "the upload form", shown(&ben, "#files-upload").await.then_some(()));

@@ -473,6 +473,16 @@ async fn files_commands_get_resume_list_stat_cache_and_put() {
     for name in ["notes.txt", "docs/n.txt"] {
         assert_eq!(std::fs::read_to_string(root.join(name)).expect(name), "uploaded by the CLI\n");
     }
+    // A file larger than a message goes in parts, read from disk, and lands whole.
+    let large: Vec<u8> =
+        (0..2_600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let local_large = system.dir.path().join("large.bin");
+    std::fs::write(&local_large, &large).expect("write");
+    let local_large = local_large.display().to_string();
+    let (ok, stdout, err) = agora(&system, &["files", "put", &local_large, "--name", "docs/l.bin"]);
+    assert!(ok, "{err}");
+    assert!(stdout.starts_with("docs/l.bin: 2600000 bytes, sha256 "), "{stdout}");
+    assert!(std::fs::read(root.join("docs/l.bin")).expect("on disk") == large);
     let (ok, _, err) = agora(&system, &["files", "put", &local_text, "--name", "../x"]);
     assert!(!ok && err.starts_with("error [invalid_request]:"), "{err}");
     let (ok, _, err) = agora(&system, &["files", "put", "/no/such/file"]);

@@ -296,14 +296,177 @@ async fn an_upload_replaces_a_file_whole_on_every_server() {
     }
     assert!(!system.dir.path().join("escape.txt").exists());
     assert!(!root.join("damaged.txt").exists());
-    let too_big = vec![0u8; 2 * MIB];
-    assert_eq!(
-        code(client.put_file("big.bin", Bytes::from(too_big)).await),
-        ErrorCode::InvalidRequest
-    );
     let listed = client.list_files(&Default::default()).await.expect("list");
     let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["new/dir/a.txt", "report.bin"]);
     let on_disk = std::fs::read_dir(&root).expect("root").count();
     assert_eq!(on_disk, 3, "report.bin, new, adir: no temporary files");
+}
+
+/// One `agora.files.put` with these headers and body, its JSON reply.
+async fn part(
+    client: &AgoraClient,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<serde_json::Value, agora_nats::client::ClientError> {
+    let mut map = async_nats::HeaderMap::new();
+    for (key, value) in headers {
+        map.insert(*key, *value);
+    }
+    let reply = client
+        .request_with_headers(subject::PUT_SUBJECT, map, Bytes::copy_from_slice(body))
+        .await?;
+    Ok(serde_json::from_slice(&reply).expect("a JSON reply"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_parts_lands_whole_or_not_at_all() {
+    use agora_nats::files::wire::{HEADER_NAME, HEADER_OFFSET, HEADER_SHA256, HEADER_SIZE};
+    const UPLOAD: &str = agora_nats::files::wire::HEADER_UPLOAD;
+    let limit = (5 * MIB).to_string();
+    let mut args = ARGS.to_vec();
+    args.extend(["--upload-bytes-max", &limit, "--uploads-max", "2", "--upload-idle-ms", "1000"]);
+    let system = System::with_files(2, &args);
+    let root = system.files_root();
+    let staging = root.join(".agora-upload-staging");
+    let client = system.client().await;
+    let old = content(MIB, 1);
+    write(&root, "big.bin", &old);
+    for _ in 0..4 {
+        fetch_ok(&client, "big.bin", &old).await;
+    }
+
+    // Larger than a message: sent in parts, in place whole, served by every server.
+    let new = content(3 * MIB + 5, 2);
+    let stat = client.put_file("big.bin", Bytes::from(new.clone())).await.expect("put in parts");
+    assert_eq!((stat.size, stat.sha256.clone()), (new.len() as u64, sha256_hex(&new)));
+    assert!(std::fs::read(root.join("big.bin")).expect("on disk") == new);
+    for _ in 0..4 {
+        fetch_ok(&client, "big.bin", &new).await;
+    }
+    assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 0, "nothing left staged");
+    // The limit of one file.
+    let over = Bytes::from(vec![1u8; 5 * MIB + 1]);
+    assert_eq!(code(client.put_file("over.bin", over).await), ErrorCode::InvalidRequest);
+
+    // By hand: parts held from 0 without gaps; a retry is harmless; nothing is served until
+    // the last part lands.
+    let whole = content(20, 3);
+    let sha: &'static str = sha256_hex(&whole).leak();
+    let headers = |upload: &'static str, offset: &'static str, sha256: Option<&'static str>| {
+        let mut h = vec![(HEADER_NAME, "hand.bin"), (UPLOAD, upload), (HEADER_OFFSET, offset)];
+        h.push((HEADER_SIZE, "20"));
+        if let Some(sha256) = sha256 {
+            h.push((HEADER_SHA256, sha256));
+        }
+        h
+    };
+    let first = part(&client, &headers("u1", "0", None), &whole[..10]).await.expect("part");
+    let progress =
+        serde_json::json!({"name": "hand.bin", "upload": "u1", "received": 10, "size": 20});
+    assert_eq!(first, progress);
+    assert_eq!(
+        part(&client, &headers("u1", "0", None), &whole[..10]).await.expect("retry"),
+        progress
+    );
+    let gap = part(&client, &headers("u1", "15", None), &whole[15..]).await;
+    assert_eq!(code(gap), ErrorCode::Conflict);
+    let gap = part(&client, &headers("u1", "15", None), &whole[15..]).await.expect_err("a gap");
+    assert!(gap.to_string().contains("send from offset 10"), "{gap}");
+    assert_eq!(code(client.file_stat("hand.bin").await), ErrorCode::NotFound);
+    let staged: Vec<String> = std::fs::read_dir(&staging)
+        .expect("staging")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let peek = format!(".agora-upload-staging/{}", staged[0]);
+    assert_eq!(code(client.file_stat(&peek).await), ErrorCode::NotFound, "a part is never served");
+    let listed = client.list_files(&Default::default()).await.expect("list");
+    assert!(listed.files.iter().all(|f| f.name == "big.bin"), "{:?}", listed.files);
+    // A damaged whole is dropped, and nothing is put in place.
+    let damaged = part(&client, &headers("u1", "10", Some("00ff")), &whole[10..]).await;
+    assert_eq!(code(damaged), ErrorCode::InvalidRequest);
+    assert_eq!(code(client.file_stat("hand.bin").await), ErrorCode::NotFound);
+    let gone = part(&client, &headers("u1", "10", None), &whole[10..]).await.expect_err("dropped");
+    assert!(gone.to_string().contains("send from offset 0"), "{gone}");
+    // Sent again, it lands.
+    part(&client, &headers("u2", "0", Some(sha)), &whole[..7]).await.expect("part");
+    let stat = part(&client, &headers("u2", "7", Some(sha)), &whole[7..]).await;
+    assert_eq!(stat.expect("the last part")["sha256"].as_str(), Some(sha));
+    fetch_ok(&client, "hand.bin", &whole).await;
+    // An empty file in parts: one empty part.
+    let empty =
+        [(HEADER_NAME, "empty.bin"), (UPLOAD, "e"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "0")];
+    assert_eq!(part(&client, &empty, b"").await.expect("empty")["size"], 0);
+
+    // Every bad part is refused with a code and leaves nothing behind.
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let bad: [(Headers, &[u8], ErrorCode); 10] = [
+        (&[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_SIZE, "2")], b"x", ErrorCode::InvalidRequest),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "0")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "-1"), (HEADER_SIZE, "2")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "two")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "a/b"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "2")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, ""), (HEADER_OFFSET, "0"), (HEADER_SIZE, "2")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "5242881")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "1"), (HEADER_SIZE, "2")],
+            b"xy",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "b"), (UPLOAD, "u"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "2")],
+            b"",
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            &[(HEADER_NAME, "../b"), (UPLOAD, "u"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "2")],
+            b"x",
+            ErrorCode::InvalidRequest,
+        ),
+    ];
+    for (headers, body, expected) in bad {
+        assert_eq!(code(part(&client, headers, body).await), expected, "{headers:?}");
+    }
+    assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 0, "nothing staged");
+
+    // At most two uploads in progress; an idle one makes room for the next.
+    let begin = |upload: &'static str| {
+        let headers =
+            [(HEADER_NAME, "c.bin"), (UPLOAD, upload), (HEADER_OFFSET, "0"), (HEADER_SIZE, "9")];
+        let client = client.clone();
+        async move { part(&client, &headers, b"abc").await }
+    };
+    begin("c1").await.expect("first");
+    begin("c2").await.expect("second");
+    assert_eq!(code(begin("c3").await), ErrorCode::Busy);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    begin("c3").await.expect("room made by the idle ones");
+    let next = [(HEADER_NAME, "c.bin"), (UPLOAD, "c1"), (HEADER_OFFSET, "3"), (HEADER_SIZE, "9")];
+    assert_eq!(code(part(&client, &next, b"def").await), ErrorCode::Conflict, "c1 was dropped");
+    assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 1, "only c3 is staged");
 }

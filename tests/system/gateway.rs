@@ -503,6 +503,16 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     assert_eq!(back.expect("answers").bytes().await.expect("bytes").as_ref(), uploaded.as_slice());
     assert_eq!(std::fs::read(root.join("up/loaded.bin")).expect("on disk"), uploaded);
     let max = 1024 * 1024 - 4 * 1024;
+    // A body with no Content-Length (sent chunked) is taken up to one message only.
+    let streamed = |body: Vec<u8>| {
+        let parts = futures::stream::iter(
+            body.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+        );
+        boss.request(Method::PUT, "/api/files/content/up/streamed.bin")
+            .header("content-type", octets)
+            .body(reqwest::Body::wrap_stream(parts))
+            .send()
+    };
     let foreign = boss
         .request(Method::PUT, "/api/files/content/up/foreign.bin")
         .header("content-type", octets)
@@ -514,7 +524,7 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
         (upload(&anonymous, "up/anonymous.bin", octets, b"x".to_vec()), 401, "unauthenticated"),
         (foreign, 403, "forbidden"),
         (upload(&boss, "up/json.bin", "application/json", b"{}".to_vec()), 415, "invalid_request"),
-        (upload(&boss, "up/big.bin", octets, vec![7; max + 1]), 413, "invalid_request"),
+        (streamed(vec![7; max + 1]), 411, "invalid_request"),
         (upload(&boss, "up//x", octets, b"x".to_vec()), 400, "invalid_request"),
         (upload(&boss, "up/a%5Cb", octets, b"x".to_vec()), 400, "invalid_request"),
     ] {
@@ -528,9 +538,23 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
         .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["loaded.bin"], "only the manager's upload, and no temporary file");
-    // The largest upload there is fits.
+    // The largest upload that goes as one message fits; a larger one goes in parts and lands
+    // whole; so does a chunked body that fits one message.
     let reply = upload(&boss, "up/loaded.bin", octets, vec![9; max]).await.expect("answers");
     assert_eq!(reply.status(), StatusCode::OK);
+    let large: Vec<u8> = (0..(2 * max + 12_345) as u32).map(|i| (i % 251) as u8).collect();
+    let reply = upload(&boss, "up/large.bin", octets, large.clone()).await.expect("answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let stat: Value = reply.json().await.expect("JSON");
+    assert_eq!(stat["size"].as_u64(), Some(large.len() as u64));
+    assert_eq!(stat["sha256"].as_str(), Some(agora_nats::files::sha256_hex(&large).as_str()));
+    let back = http.request(Method::GET, "/api/files/content/up/large.bin").send().await;
+    assert!(back.expect("answers").bytes().await.expect("bytes").as_ref() == large.as_slice());
+    let reply = streamed(vec![5; 100_000]).await.expect("answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(std::fs::read(root.join("up/streamed.bin")).expect("on disk"), vec![5; 100_000]);
+    let staged = std::fs::read_dir(root.join(".agora-upload-staging")).expect("staging").count();
+    assert_eq!(staged, 0, "no part of a finished upload is left");
 
     // Monitoring and logs: the manager's.
     http.fails("GET", "/api/services", Body::None, 403, "forbidden").await;

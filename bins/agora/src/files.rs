@@ -33,8 +33,8 @@ pub enum FilesCommand {
     Stat { name: String },
     /// What one server has cached, and its cache counters.
     Cache,
-    /// Upload a local file (at most the server's max payload), replacing the served file of
-    /// that name whole (the manager role).
+    /// Upload a local file, replacing the served file of that name whole (the manager role);
+    /// a file larger than a message goes in parts, read from disk as they are sent.
     Put {
         /// The local file.
         path: PathBuf,
@@ -152,9 +152,7 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                     .map(str::to_owned)
                     .ok_or_else(|| anyhow::anyhow!("give --name for {}", path.display()))?,
             };
-            let bytes = std::fs::read(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let stat = client.put_file(&name, bytes.into()).await?;
+            let stat = put(client, &path, &name).await?;
             if json {
                 println!("{}", serde_json::to_value(&stat)?);
             } else {
@@ -199,4 +197,32 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
         }
     }
     Ok(())
+}
+
+/// Uploads the local file `path` as `name`: whole when it fits one message, else in parts read
+/// from disk one at a time (its digest taken first, and checked by the server at the end).
+async fn put(client: &AgoraClient, path: &std::path::Path, name: &str) -> anyhow::Result<FileStat> {
+    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size <= client.upload_bytes_max() as u64 {
+        let bytes = std::fs::read(path).map_err(cannot)?;
+        return Ok(client.put_file(name, bytes.into()).await?);
+    }
+    let mut hasher = FileHasher::default();
+    std::io::copy(&mut std::fs::File::open(path).map_err(cannot)?, &mut hasher).map_err(cannot)?;
+    let sha256 = finish_hex(hasher);
+    let file = tokio::fs::File::open(path).await.map_err(cannot)?;
+    let body = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 1 << 20];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(read) => {
+                buffer.truncate(read);
+                Some((Ok(buffer.into()), file))
+            }
+            Err(error) => Some((Err(error), file)),
+        }
+    });
+    Ok(client.put_file_parts(name, size, Some(&sha256), body).await?)
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::wire::*;
 use super::{PAYLOAD_HEADROOM, hex, invalid, sha256_hex};
 use crate::client::{AgoraClient, ClientError};
-use crate::error::ServiceError;
+use crate::error::{ErrorCode, ServiceError};
 use crate::subjects::files as subject;
 
 /// A download's progress, reported after each chunk.
@@ -23,6 +23,9 @@ impl Progress for () {
     fn advanced(&mut self, _: u64) {}
 }
 
+/// Times a part of an upload is sent again when its outcome is unknown or the servers are busy.
+const PART_ATTEMPTS: u32 = 3;
+
 /// Chunks a download keeps in flight.
 pub const DOWNLOAD_WINDOW: usize = 8;
 
@@ -32,22 +35,113 @@ impl AgoraClient {
         self.nats().server_info().max_payload.saturating_sub(PAYLOAD_HEADROOM)
     }
 
-    /// Uploads `bytes` as file `name` (at most the server's max payload, less some room for
-    /// headers), replacing any file of that name whole; returns the new file's stat.
+    /// Uploads `bytes` as file `name`, replacing any file of that name whole; returns the new
+    /// file's stat. What fits one message goes as one; more goes in parts
+    /// ([`AgoraClient::put_file_parts`]).
     pub async fn put_file(&self, name: &str, bytes: Bytes) -> Result<FileStat, ClientError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_NAME, name);
-        headers.insert(HEADER_SHA256, sha256_hex(&bytes).as_str());
+        let sha256 = sha256_hex(&bytes);
         let max = self.upload_bytes_max();
-        if max > 0 && bytes.len() > max {
-            return Err(ClientError::Service(invalid(format!(
-                "{} bytes is more than an upload carries ({max} bytes)",
-                bytes.len()
-            ))));
+        if max == 0 || bytes.len() <= max {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_NAME, name);
+            headers.insert(HEADER_SHA256, sha256.as_str());
+            let reply = self.request_with_headers(subject::PUT_SUBJECT, headers, bytes).await?;
+            return serde_json::from_slice(&reply)
+                .map_err(|e| ClientError::Transport(format!("unexpected reply to put: {e}")));
         }
-        let reply = self.request_with_headers(subject::PUT_SUBJECT, headers, bytes).await?;
-        serde_json::from_slice(&reply)
-            .map_err(|e| ClientError::Transport(format!("unexpected reply to put: {e}")))
+        let size = bytes.len() as u64;
+        let body = futures::stream::iter([Ok::<_, String>(bytes)]);
+        self.put_file_parts(name, size, Some(&sha256), body).await
+    }
+
+    /// Uploads a file of `size` bytes as file `name` in parts of up to
+    /// [`AgoraClient::upload_bytes_max`] each, sent one after another, its bytes read from
+    /// `body` as they come (a file on disk, an HTTP body): nothing larger than a part is held.
+    /// The file takes its place whole when the last part lands, if its digest is `sha256`
+    /// (when given); returns the new file's stat.
+    pub async fn put_file_parts<E: std::fmt::Display>(
+        &self,
+        name: &str,
+        size: u64,
+        sha256: Option<&str>,
+        body: impl futures::Stream<Item = Result<Bytes, E>>,
+    ) -> Result<FileStat, ClientError> {
+        let part_max = self.upload_bytes_max().max(1);
+        let upload = nuid::next().to_string();
+        let mut body = std::pin::pin!(body);
+        let mut offset = 0u64;
+        let mut buffer = bytes::BytesMut::new();
+        let mut ended = false;
+        loop {
+            while buffer.len() < part_max && !ended {
+                match body.next().await {
+                    Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
+                    Some(Err(error)) => {
+                        return Err(ClientError::Transport(format!(
+                            "cannot read the file: {error}"
+                        )));
+                    }
+                    None => ended = true,
+                }
+            }
+            let part = buffer.split_to(buffer.len().min(part_max)).freeze();
+            let end = offset + part.len() as u64;
+            if end > size || (ended && buffer.is_empty() && end < size) {
+                return Err(ClientError::Service(invalid(format!(
+                    "the file was to have {size} bytes, but {} came",
+                    if end > size { format!("more than {size}") } else { end.to_string() }
+                ))));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_NAME, name);
+            headers.insert(HEADER_UPLOAD, upload.as_str());
+            headers.insert(HEADER_OFFSET, offset.to_string().as_str());
+            headers.insert(HEADER_SIZE, size.to_string().as_str());
+            if let Some(sha256) = sha256 {
+                headers.insert(HEADER_SHA256, sha256);
+            }
+            // A part is sent again (the same bytes at the same offset: harmless) when its
+            // outcome is unknown or the servers are busy, a few times.
+            let mut attempt = 0;
+            let reply = loop {
+                match self
+                    .request_with_headers(subject::PUT_SUBJECT, headers.clone(), part.clone())
+                    .await
+                {
+                    Err(error)
+                        if attempt < PART_ATTEMPTS
+                            && matches!(error.code(), ErrorCode::Unavailable | ErrorCode::Busy) =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    }
+                    // The last part landed, but its answer was lost: the file is in place.
+                    Err(error)
+                        if attempt > 0 && end == size && error.code() == ErrorCode::Conflict =>
+                    {
+                        let stat = self.file_stat(name).await?;
+                        if sha256.is_some_and(|sha256| sha256.eq_ignore_ascii_case(&stat.sha256)) {
+                            return Ok(stat);
+                        }
+                        return Err(error);
+                    }
+                    other => break other?,
+                }
+            };
+            if end == size {
+                return serde_json::from_slice(&reply)
+                    .map_err(|e| ClientError::Transport(format!("unexpected reply to put: {e}")));
+            }
+            let progress: UploadProgress = serde_json::from_slice(&reply)
+                .map_err(|e| ClientError::Transport(format!("unexpected reply to a part: {e}")))?;
+            if progress.received != end {
+                return Err(ClientError::Transport(format!(
+                    "the file server holds {} bytes of the upload, not {end}",
+                    progress.received
+                )));
+            }
+            offset = end;
+        }
     }
 
     pub async fn file_stat(&self, name: &str) -> Result<FileStat, ClientError> {

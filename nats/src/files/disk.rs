@@ -3,7 +3,9 @@
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
+
+use sha2::Digest as _;
 
 use super::{NAME_BYTES_MAX, invalid, not_found};
 use crate::error::{ErrorCode, ServiceError};
@@ -49,9 +51,13 @@ pub fn modified_ms(metadata: &std::fs::Metadata) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The real path of `name`, if it is a regular file inside the root.
+/// The real path of `name`, if it is a regular file inside the root (an upload in progress is
+/// not one).
 pub fn resolve(root: &Path, name: &str) -> Result<(PathBuf, std::fs::Metadata), ServiceError> {
     check_name(name)?;
+    if name.contains(UPLOAD_MARK) {
+        return Err(not_found(name));
+    }
     let path = root.join(name).canonicalize().map_err(|_| not_found(name))?;
     if !path.starts_with(root) {
         return Err(not_found(name));
@@ -65,16 +71,40 @@ pub fn resolve(root: &Path, name: &str) -> Result<(PathBuf, std::fs::Metadata), 
 
 /// Writes `bytes` as file `name` under `root` (creating its directories), whole or not at all.
 pub fn write_whole(root: &Path, name: &str, bytes: &[u8]) -> Result<(), ServiceError> {
-    let write_error = |error: std::io::Error| {
-        ServiceError::new(ErrorCode::Unavailable, format!("cannot write {name}: {error}"))
-    };
+    let target = target(root, name)?;
+    let temporary = target.with_file_name(format!(
+        ".{}{UPLOAD_MARK}{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        nuid::next()
+    ));
+    let written = (|| {
+        use std::io::Write;
+        let mut file = File::create_new(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &target)
+    })();
+    if let Err(error) = written {
+        std::fs::remove_file(&temporary).ok();
+        return Err(write_error(name, &error));
+    }
+    Ok(())
+}
+
+fn write_error(name: &str, error: &std::io::Error) -> ServiceError {
+    ServiceError::new(ErrorCode::Unavailable, format!("cannot write {name}: {error}"))
+}
+
+/// Where file `name` under `root` is written: its directories made, its real parent inside
+/// the root, and no directory in its place.
+fn target(root: &Path, name: &str) -> Result<PathBuf, ServiceError> {
     let target = root.join(name);
     let (Some(parent), Some(file_name)) = (target.parent(), target.file_name()) else {
         return Err(invalid("a file name names a file"));
     };
-    std::fs::create_dir_all(parent).map_err(write_error)?;
+    std::fs::create_dir_all(parent).map_err(|e| write_error(name, &e))?;
     // A symlinked directory must not lead the write outside the root.
-    let real_parent = parent.canonicalize().map_err(write_error)?;
+    let real_parent = parent.canonicalize().map_err(|e| write_error(name, &e))?;
     if !real_parent.starts_with(root) {
         return Err(invalid(format!("{name} is outside the served directory")));
     }
@@ -85,18 +115,146 @@ pub fn write_whole(root: &Path, name: &str, bytes: &[u8]) -> Result<(), ServiceE
             format!("{name} exists and is not a regular file"),
         ));
     }
-    let temporary =
-        real_parent.join(format!(".{}{UPLOAD_MARK}{}", file_name.to_string_lossy(), nuid::next()));
-    let written = (|| {
-        use std::io::Write;
-        let mut file = File::create_new(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &target)
-    })();
-    if let Err(error) = written {
-        std::fs::remove_file(&temporary).ok();
-        return Err(write_error(error));
+    Ok(target)
+}
+
+/// The directory of uploads sent in parts (never listed or served: its name holds
+/// [`UPLOAD_MARK`]).
+pub const STAGING_DIR: &str = ".agora-upload-staging";
+
+/// One part of an upload sent in parts, and what the staging directory allows.
+#[derive(Debug)]
+pub struct Part<'a> {
+    pub name: &'a str,
+    pub upload: &'a str,
+    pub offset: u64,
+    pub size: u64,
+    pub bytes: &'a [u8],
+}
+
+/// How the staging directory is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Staging {
+    /// Uploads in progress at most (beyond: `busy`).
+    pub uploads_max: usize,
+    /// An upload no part of which arrived for this long is removed when another begins.
+    pub idle: Duration,
+}
+
+/// Writes one part of an upload at its offset into the upload's staging file, and returns the
+/// bytes the upload holds now (from 0, without gaps). The staging file is named after the
+/// upload id, the size and the file's name, so parts of another file or size never mix into
+/// it. A part may repeat bytes already held (a retry); one beyond them is `conflict`, naming
+/// where to go on.
+pub fn write_part(
+    root: &Path,
+    staging: Staging,
+    part: &Part<'_>,
+) -> Result<(PathBuf, u64), ServiceError> {
+    let dir = root.join(STAGING_DIR);
+    let staged = dir.join(format!(
+        "{}-{}-{}",
+        part.upload,
+        part.size,
+        &super::sha256_hex(part.name.as_bytes())[..16]
+    ));
+    let error = |e: std::io::Error| write_error(part.name, &e);
+    let held = match std::fs::metadata(&staged) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if part.offset == 0 {
+                std::fs::create_dir_all(&dir).map_err(error)?;
+                begin(&dir, staging)?;
+            }
+            0
+        }
+        Err(e) => return Err(error(e)),
+    };
+    if part.offset > held {
+        return Err(ServiceError::new(
+            ErrorCode::Conflict,
+            format!(
+                "upload {} of {} holds {held} bytes{}: send from offset {held}",
+                part.upload,
+                part.name,
+                if held == 0 { " (it finished, expired or never began)" } else { "" }
+            ),
+        ));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&staged)
+        .map_err(error)?;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        file.seek(SeekFrom::Start(part.offset)).map_err(error)?;
+        file.write_all(part.bytes).map_err(error)?;
+    }
+    let held = held.max(part.offset + part.bytes.len() as u64);
+    if held == part.size {
+        file.sync_all().map_err(error)?;
+    }
+    Ok((staged, held))
+}
+
+/// Before an upload begins: uploads left idle are removed, and the number in progress is
+/// bounded.
+fn begin(dir: &Path, staging: Staging) -> Result<(), ServiceError> {
+    let mut live = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| write_error(STAGING_DIR, &e))?.flatten() {
+        let idle = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= staging.idle);
+        if idle {
+            std::fs::remove_file(entry.path()).ok();
+        } else {
+            live += 1;
+        }
+    }
+    if live >= staging.uploads_max {
+        return Err(ServiceError::new(
+            ErrorCode::Busy,
+            format!(
+                "{live} uploads are in progress (at most {}); retry later",
+                staging.uploads_max
+            ),
+        ));
     }
     Ok(())
+}
+
+/// Puts a finished upload's staging file in place as file `name` (renamed over any file of
+/// that name), if its digest is `sha256` when one is given; a damaged upload is removed.
+/// Returns the digest.
+pub fn finish(
+    root: &Path,
+    name: &str,
+    staged: &Path,
+    sha256: Option<&str>,
+) -> Result<String, ServiceError> {
+    let result = (|| {
+        let mut file = File::open(staged).map_err(|e| write_error(name, &e))?;
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| write_error(name, &e))?;
+        let digest = super::finish_hex(hasher);
+        if let Some(expected) = sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(invalid(format!(
+                "the upload's sha256 is {digest}, not {expected}: it was damaged; send it again"
+            )));
+        }
+        let target = target(root, name)?;
+        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))?;
+        Ok(digest)
+    })();
+    if result.is_err() {
+        std::fs::remove_file(staged).ok();
+    }
+    result
 }

@@ -50,7 +50,8 @@ use crate::service::{ErrorCounts, Replier, add_endpoint, decode, decode_or_defau
 use crate::subjects::files as subject;
 use wire::{
     CacheReport, CachedEntry, FileEntry, FileStat, GetRequest, HEADER_NAME, HEADER_OFFSET,
-    HEADER_SHA256, HEADER_SIZE, ListFilesReply, ListFilesRequest, StatRequest,
+    HEADER_SHA256, HEADER_SIZE, HEADER_UPLOAD, ListFilesReply, ListFilesRequest, StatRequest,
+    UploadProgress,
 };
 
 /// Longest file name (relative path), in bytes.
@@ -88,7 +89,19 @@ pub struct FilesConfig {
     /// Chunk size, in bytes (lowered to fit the server's max payload).
     #[arg(long, env = "AGORA_FILES_CHUNK_BYTES", default_value_t = 512 * 1024)]
     pub chunk_bytes: usize,
+    /// The largest file an upload sent in parts may make, in bytes.
+    #[arg(long, env = "AGORA_FILES_UPLOAD_BYTES_MAX", default_value_t = 1024 * 1024 * 1024)]
+    pub upload_bytes_max: u64,
+    /// Uploads sent in parts that may be in progress at once (beyond: `busy`).
+    #[arg(long, env = "AGORA_FILES_UPLOADS_MAX", default_value_t = 64)]
+    pub uploads_max: usize,
+    /// An upload no part of which arrived for this long is dropped when another begins, in ms.
+    #[arg(long, env = "AGORA_FILES_UPLOAD_IDLE_MS", default_value_t = 15 * 60 * 1000)]
+    pub upload_idle_ms: u64,
 }
+
+/// Longest upload id (`Agora-Upload`).
+pub const UPLOAD_ID_BYTES_MAX: usize = 64;
 
 /// A cached file: its bytes and the version they are.
 #[derive(Debug)]
@@ -127,6 +140,8 @@ struct Files {
     capacity_bytes: u64,
     file_bytes_max: u64,
     chunk_bytes: u64,
+    upload_bytes_max: u64,
+    staging: disk::Staging,
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> ServiceError {
@@ -325,6 +340,51 @@ impl Files {
         self.stat(name)
     }
 
+    /// Writes one part of an upload sent in parts; the last one puts the file in place whole
+    /// (as [`Files::put`] does) and answers its stat, the others the bytes held so far.
+    fn put_part(&self, part: &disk::Part<'_>, sha256: Option<&str>) -> Result<Bytes, ServiceError> {
+        disk::check_upload_name(part.name)?;
+        let upload = part.upload;
+        if upload.is_empty()
+            || upload.len() > UPLOAD_ID_BYTES_MAX
+            || !upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "an upload id is 1..={UPLOAD_ID_BYTES_MAX} characters of [A-Za-z0-9_-]"
+            )));
+        }
+        if part.size > self.upload_bytes_max {
+            return Err(invalid(format!(
+                "a file of {} bytes is more than an upload may make ({} bytes)",
+                part.size, self.upload_bytes_max
+            )));
+        }
+        let end = part.offset.checked_add(part.bytes.len() as u64);
+        if end.is_none_or(|end| end > part.size) {
+            return Err(invalid(format!(
+                "a part of {} bytes at offset {} ends past the file's size ({})",
+                part.bytes.len(),
+                part.offset,
+                part.size
+            )));
+        }
+        if part.bytes.is_empty() && part.size > 0 {
+            return Err(invalid("a part carries at least one byte"));
+        }
+        let (staged, received) = disk::write_part(&self.root, self.staging, part)?;
+        if received < part.size {
+            return encode(&UploadProgress {
+                name: part.name.to_owned(),
+                upload: upload.to_owned(),
+                received,
+                size: part.size,
+            });
+        }
+        disk::finish(&self.root, part.name, &staged, sha256)?;
+        self.cache.invalidate(part.name);
+        encode(&self.stat(part.name)?)
+    }
+
     fn report(&self, entries: bool) -> CacheReport {
         self.cache.run_pending_tasks();
         let mut listed: Vec<CachedEntry> = if entries {
@@ -397,6 +457,11 @@ pub async fn run(
         config.chunk_bytes >= CHUNK_BYTES_MIN,
         "chunk-bytes is at least {CHUNK_BYTES_MIN}"
     );
+    anyhow::ensure!(config.uploads_max >= 1, "uploads-max is at least 1");
+    anyhow::ensure!(
+        config.upload_idle_ms >= 1_000,
+        "upload-idle-ms is at least 1000 (an upload's parts come one after another)"
+    );
     // The server's INFO (its max payload) is known once connected: a round trip first.
     crate::client::barrier(&client).await?;
     let max_payload = match client.server_info().max_payload {
@@ -425,6 +490,11 @@ pub async fn run(
         capacity_bytes: config.cache_bytes,
         file_bytes_max: config.cache_file_bytes_max,
         chunk_bytes: chunk_bytes as u64,
+        upload_bytes_max: config.upload_bytes_max,
+        staging: disk::Staging {
+            uploads_max: config.uploads_max,
+            idle: std::time::Duration::from_millis(config.upload_idle_ms),
+        },
     });
     tracing::info!(root = %files.root.display(), chunk_bytes, cache_bytes = config.cache_bytes, "serving files");
     cache_metrics(&files);
@@ -527,7 +597,24 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
                         invalid(format!("an upload names its file in the {HEADER_NAME} header"))
                     })?;
                     let sha256 = header(HEADER_SHA256);
-                    Ok((encode(&work.put(&name, &payload, sha256.as_deref())?)?, None))
+                    let Some(upload) = header(HEADER_UPLOAD) else {
+                        return Ok((encode(&work.put(&name, &payload, sha256.as_deref())?)?, None));
+                    };
+                    let number = |key: &str| {
+                        header(key).and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
+                            invalid(format!(
+                                "a part of an upload gives its {key} header (a whole number)"
+                            ))
+                        })
+                    };
+                    let part = disk::Part {
+                        name: &name,
+                        upload: &upload,
+                        offset: number(HEADER_OFFSET)?,
+                        size: number(HEADER_SIZE)?,
+                        bytes: &payload,
+                    };
+                    Ok((work.put_part(&part, sha256.as_deref())?, None))
                 }
                 other => {
                     Err(ServiceError::new(ErrorCode::Internal, format!("no endpoint {other}")))

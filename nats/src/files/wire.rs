@@ -8,8 +8,21 @@ pub const HEADER_SIZE: &str = "Agora-File-Size";
 pub const HEADER_SHA256: &str = "Agora-File-Sha256";
 pub const HEADER_OFFSET: &str = "Agora-Offset";
 /// Headers of an `agora.files.put` request: the name (required) and the body's sha256
-/// (optional; checked when given).
+/// (optional; checked when given). An upload sent in parts also names its upload
+/// (`Agora-Upload`), the file's whole size (`Agora-File-Size`) and each part's offset
+/// (`Agora-Offset`); the sha256, when given, is of the whole file.
 pub const HEADER_NAME: &str = "Agora-File-Name";
+pub const HEADER_UPLOAD: &str = "Agora-Upload";
+
+/// The reply to a part of an upload that is not its last: the bytes held so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadProgress {
+    pub name: String,
+    pub upload: String,
+    pub received: u64,
+    pub size: u64,
+}
 /// Body of `agora.files.list` (optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
