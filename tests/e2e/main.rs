@@ -14,7 +14,8 @@
 //! 3. cut a likes node off the network while likes arrive, reconnect it: every node reports
 //!    the exact total;
 //! 4. kill -9 a worker mid-task: every task completes;
-//! 5. chat and coins through the gateway's HTTP API, each person signed in as themselves;
+//! 5. chat, coins and an upload in parts through the gateway's HTTP API, each person signed in
+//!    as themselves;
 //! 6. no single point of failure (active instances and their volumes lost, log leaders stopped);
 //! 7. the stack's Prometheus scrapes every component through the gateway, with its rules.
 //!
@@ -897,7 +898,32 @@ async fn the_compose_stack_survives_faults_under_load() {
     }
     let balance = call(&buyer, reqwest::Method::GET, "/api/bank/balance/e2e-buyer", None).await;
     assert_eq!(balance["balance"], 9_000, "nothing moved: {balance}");
-    eprintln!("[e2e] 5. chat and coins through the gateway ({:?})", started.elapsed());
+    // Files: the manager uploads a file larger than a NATS message; it goes on in parts to
+    // both file servers (one shared volume) and lands whole; ann reads it, and may not upload.
+    let upload = |token: &str, body: Vec<u8>| {
+        http.put(stack.http("/api/files/content/e2e/upload.bin"))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let file: Vec<u8> =
+        (0..3_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let uploaded = upload(&boss, file.clone()).await.expect("the gateway answers");
+    assert_eq!(uploaded.status(), 200, "the manager's upload");
+    let stat: Value = uploaded.json().await.expect("the stat");
+    assert_eq!(stat["size"], file.len(), "{stat}");
+    let back = http
+        .get(stack.http("/api/files/content/e2e/upload.bin"))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(back.status(), 200);
+    assert!(back.bytes().await.expect("the file") == file.as_slice(), "served as uploaded");
+    let refused = upload(&ann, b"mine".to_vec()).await.expect("the gateway answers");
+    assert_eq!(refused.status(), 403, "a user does not upload");
+    eprintln!("[e2e] 5. chat, coins and an upload through the gateway ({:?})", started.elapsed());
 
     // 6. No single point of failure: kill -9 the active instance of each replicated service
     //    and delete its volume, under load; then stop the NATS node leading the ledger's log.
