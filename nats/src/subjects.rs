@@ -489,6 +489,10 @@ pub mod worker {
     pub fn status_endpoint(worker: &str) -> String {
         format!("{worker}.{STATUS}")
     }
+
+    /// The JetStream KV bucket of worker ids in use: key = worker id, held by the running
+    /// worker of that id (created, renewed by revision, deleted at its stop).
+    pub const ID_BUCKET: &str = "AGORA_WORKERS";
 }
 
 /// Log records: every component publishes its info, warn and error events (plain fan-out).

@@ -394,6 +394,10 @@ async fn an_upload_in_parts_lands_whole_or_not_at_all() {
     let stat = part(&client, &headers("u2", "7", Some(sha)), &whole[7..]).await;
     assert_eq!(stat.expect("the last part")["sha256"].as_str(), Some(sha));
     fetch_ok(&client, "hand.bin", &whole).await;
+    // A directory in the file's place is refused at the first part.
+    std::fs::create_dir_all(root.join("adir")).expect("dir");
+    let first = [(HEADER_NAME, "adir"), (UPLOAD, "d"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "2")];
+    assert_eq!(code(part(&client, &first, b"x").await), ErrorCode::Conflict);
     // An empty file in parts: one empty part.
     let empty =
         [(HEADER_NAME, "empty.bin"), (UPLOAD, "e"), (HEADER_OFFSET, "0"), (HEADER_SIZE, "0")];

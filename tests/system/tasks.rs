@@ -151,6 +151,52 @@ async fn a_second_worker_with_a_running_workers_id_refuses_to_start() {
     assert_eq!((task.state.as_str(), task.worker.as_deref()), ("completed", Some("w0")));
 }
 
+/// Workers started with one id at the same moment: the server lets exactly one claim it, the
+/// others refuse; a worker whose id is taken from under it (its key in `AGORA_WORKERS`
+/// overwritten) stops with an error instead of running beside the new holder; a clean stop
+/// gives the id back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_id_is_held_by_one_worker_however_close_together_they_start() {
+    let system = System::with_tasks(0, &[]);
+    let path = agora_devtools::process::component_binary("agora-worker").expect("built");
+    let logs = system.dir.path().join("logs");
+    let start = |name: String| {
+        let args = ["--server", system.url(), "--worker-id", "twin"].map(String::from);
+        let (path, logs) = (path.clone(), logs.clone());
+        std::thread::spawn(move || {
+            agora_devtools::process::Component::start(&name, &path, &args, &[], &logs)
+        })
+    };
+    for round in 0..3 {
+        let starts: Vec<_> = (0..4).map(|i| start(format!("twin-{round}-{i}"))).collect();
+        let results: Vec<_> = starts.into_iter().map(|s| s.join().expect("joined")).collect();
+        let refusals: Vec<String> =
+            results.iter().filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}"))).collect();
+        assert_eq!(refusals.len(), 3, "round {round}: exactly one holds the id: {refusals:?}");
+        for said in &refusals {
+            assert!(said.contains("another worker with id twin is running"), "{said}");
+        }
+        let mut holder = results.into_iter().find_map(Result::ok).expect("one started");
+        if round < 2 {
+            // A clean stop gives the id back: the next round claims it at once.
+            holder.terminate();
+            continue;
+        }
+        // Taken from under it: it stops, and says why.
+        let client = system.client().await;
+        let js = async_nats::jetstream::new(client.nats().clone());
+        let bucket = js.get_key_value("AGORA_WORKERS").await.expect("the id bucket");
+        bucket.put("twin", Bytes::from_static(b"someone else")).await.expect("overwritten");
+        let status = eventually(Duration::from_secs(10), POLL, async || {
+            holder.exit_status().ok_or_else(|| "still running".to_owned())
+        })
+        .await;
+        assert!(!status.success(), "{status:?}");
+        let log = std::fs::read_to_string(holder.log()).expect("its log");
+        assert!(log.contains("another worker took over this worker's id"), "{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_more_tasks_than_workers_are_all_run_and_overflow_is_refused_not_dropped() {
     let system = System::with_tasks(0, &["--pending-max", "300"]);

@@ -163,6 +163,13 @@ pub fn write_part(
         Ok(metadata) => metadata.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if part.offset == 0 {
+                // Refused now rather than after the last part: no directory in the file's place.
+                if std::fs::symlink_metadata(root.join(part.name)).is_ok_and(|m| m.is_dir()) {
+                    return Err(ServiceError::new(
+                        ErrorCode::Conflict,
+                        format!("{} exists and is not a regular file", part.name),
+                    ));
+                }
                 std::fs::create_dir_all(&dir).map_err(error)?;
                 begin(&dir, staging)?;
             }
@@ -229,14 +236,14 @@ fn begin(dir: &Path, staging: Staging) -> Result<(), ServiceError> {
 }
 
 /// Puts a finished upload's staging file in place as file `name` (renamed over any file of
-/// that name), if its digest is `sha256` when one is given; a damaged upload is removed.
-/// Returns the digest.
+/// that name), if its digest is `sha256` when one is given; an upload that cannot be put in
+/// place is removed.
 pub fn finish(
     root: &Path,
     name: &str,
     staged: &Path,
     sha256: Option<&str>,
-) -> Result<String, ServiceError> {
+) -> Result<(), ServiceError> {
     let result = (|| {
         let mut file = File::open(staged).map_err(|e| write_error(name, &e))?;
         let mut hasher = sha2::Sha256::new();
@@ -250,8 +257,7 @@ pub fn finish(
             )));
         }
         let target = target(root, name)?;
-        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))?;
-        Ok(digest)
+        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))
     })();
     if result.is_err() {
         std::fs::remove_file(staged).ok();

@@ -33,6 +33,7 @@ use crate::tasks::wire::{
     ClaimReply, ClaimRequest, FinishReply, FinishRequest, ProgressReply, ProgressRequest,
     QueuedTask, TaskIdRequest, WorkerStatus, output_json, parse_op,
 };
+use claim::Claim;
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: usize = 1_024;
@@ -128,21 +129,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    // Two workers with one id would answer for each other's status and share a name in
-    // every task's history: the second refuses.
-    let running = crate::client::ping_instances(
-        &client,
-        Some(subject::SERVICE),
-        crate::service::SECOND_INSTANCE_WAIT,
-        |_| false,
-    )
-    .await?;
-    if running.iter().any(|info| info["metadata"][METADATA_WORKER] == config.worker_id.as_str()) {
-        anyhow::bail!(
-            "another worker with id {} is running; every worker needs its own --worker-id",
-            config.worker_id
-        );
-    }
     let js = jetstream::new(client.clone());
     let (high, normal) = consumers(&js).await?;
     let mut normal_info = normal.clone();
@@ -175,6 +161,25 @@ pub async fn run(
             replier.reply(&request, status).await;
         }
     });
+    // Two workers with one id would answer for each other's status and share a name in
+    // every task's history: the id is claimed at the server (the key holds this instance's
+    // service id), and a second one refuses. This worker answers pings before it claims (a
+    // barrier: the server has its subscriptions), so that one that finds the id held and asks
+    // whether its holder is alive hears it.
+    crate::client::barrier(&client).await?;
+    let own = service.info().await.id;
+    let alive = async |holder: String| {
+        let running = crate::client::ping_instances(
+            &client,
+            Some(subject::SERVICE),
+            crate::service::SECOND_INSTANCE_WAIT,
+            |_| false,
+        )
+        .await?;
+        Ok(running.iter().any(|info| info["id"] == holder.as_str()))
+    };
+    let claim = Claim::take(&js, &config.worker_id, &own, alive).await?;
+    let lost = claim.lost();
     let mut cancels = client.subscribe(task_subject::CONTROL_CANCEL).await?;
     let cancel_shared = shared.clone();
     let cancel_loop = tokio::spawn(async move {
@@ -208,11 +213,13 @@ pub async fn run(
     loop {
         let permit = tokio::select! {
             () = &mut shutdown => break,
+            () = lost.cancelled() => break,
             permit = slots.clone().acquire_owned() => permit?,
         };
         let message = tokio::select! {
             biased;
             () = &mut shutdown => break,
+            () = lost.cancelled() => break,
             Some(message) = high_messages.next() => message,
             Some(message) = normal_messages.next() => message,
             else => break,
@@ -240,7 +247,10 @@ pub async fn run(
     status_loop.abort();
     cancel_loop.abort();
     drop(service);
+    let lost = lost.is_cancelled();
+    claim.release().await;
     client.flush().await.ok();
+    anyhow::ensure!(!lost, "worker id {} was lost (see above); it stopped", config.worker_id);
     Ok(())
 }
 
@@ -526,6 +536,8 @@ async fn run_op(op: Op, percent: Arc<std::sync::atomic::AtomicU8>) -> Result<Out
         .await
         .unwrap_or_else(|e| Err(format!("the op crashed: {e}")))
 }
+
+mod claim;
 
 #[cfg(test)]
 mod tests;
