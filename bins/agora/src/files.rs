@@ -46,15 +46,19 @@ pub enum FilesCommand {
 
 struct Bar(Option<ProgressBar>);
 
+/// A progress bar of `size` bytes, on the terminal only (hidden when stderr is not one).
+fn bar(size: u64) -> ProgressBar {
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 impl Progress for Bar {
     fn started(&mut self, stat: &FileStat, resumed_from: u64) {
-        let bar = ProgressBar::new(stat.size);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let bar = bar(stat.size);
         bar.set_position(resumed_from);
         self.0 = Some(bar);
     }
@@ -152,7 +156,7 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                     .map(str::to_owned)
                     .ok_or_else(|| anyhow::anyhow!("give --name for {}", path.display()))?,
             };
-            let stat = put(client, &path, &name).await?;
+            let stat = put(client, &path, &name, !json).await?;
             if json {
                 println!("{}", serde_json::to_value(&stat)?);
             } else {
@@ -200,8 +204,14 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
 }
 
 /// Uploads the local file `path` as `name`: whole when it fits one message, else in parts read
-/// from disk one at a time (its digest taken first, and checked by the server at the end).
-async fn put(client: &AgoraClient, path: &std::path::Path, name: &str) -> anyhow::Result<FileStat> {
+/// from disk one at a time (its digest taken first, and checked by the server at the end),
+/// with a progress bar when `show` and on a terminal.
+async fn put(
+    client: &AgoraClient,
+    path: &std::path::Path,
+    name: &str,
+    show: bool,
+) -> anyhow::Result<FileStat> {
     let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
     let size = std::fs::metadata(path).map_err(cannot)?.len();
     if size <= client.upload_bytes_max() as u64 {
@@ -219,10 +229,20 @@ async fn put(client: &AgoraClient, path: &std::path::Path, name: &str) -> anyhow
             Ok(0) => None,
             Ok(read) => {
                 buffer.truncate(read);
-                Some((Ok(buffer.into()), file))
+                Some((Ok(bytes::Bytes::from(buffer)), file))
             }
             Err(error) => Some((Err(error), file)),
         }
     });
-    Ok(client.put_file_parts(name, size, Some(&sha256), body).await?)
+    let shown = show.then(|| bar(size));
+    let body = futures::StreamExt::inspect(body, |read: &std::io::Result<bytes::Bytes>| {
+        if let (Some(bar), Ok(bytes)) = (&shown, read) {
+            bar.inc(bytes.len() as u64);
+        }
+    });
+    let stat = client.put_file_parts(name, size, Some(&sha256), body).await;
+    if let Some(bar) = shown {
+        bar.finish_and_clear();
+    }
+    Ok(stat?)
 }
