@@ -23,6 +23,13 @@ impl Progress for () {
     fn advanced(&mut self, _: u64) {}
 }
 
+/// The id of an upload of `size` bytes with digest `sha256` as file `name`: the same for the
+/// same file, so that sending it again resumes it.
+pub fn upload_id(name: &str, size: u64, sha256: &str) -> String {
+    let digest = sha256_hex(format!("{name}\n{size}\n{}", sha256.to_ascii_lowercase()).as_bytes());
+    digest[..32].to_owned()
+}
+
 /// Times a part of an upload is sent again when its outcome is unknown or the servers are busy.
 const PART_ATTEMPTS: u32 = 3;
 
@@ -58,7 +65,9 @@ impl AgoraClient {
     /// [`AgoraClient::upload_bytes_max`] each, sent one after another, its bytes read from
     /// `body` as they come (a file on disk, an HTTP body): nothing larger than a part is held.
     /// The file takes its place whole when the last part lands, if its digest is `sha256`
-    /// (when given); returns the new file's stat.
+    /// (when given); returns the new file's stat. With a digest, the upload's id is made from
+    /// the name, size and digest ([`upload_id`]), so an upload sent again after an interruption
+    /// goes on from what the servers already hold.
     pub async fn put_file_parts<E: std::fmt::Display>(
         &self,
         name: &str,
@@ -67,12 +76,36 @@ impl AgoraClient {
         body: impl futures::Stream<Item = Result<Bytes, E>>,
     ) -> Result<FileStat, ClientError> {
         let part_max = self.upload_bytes_max().max(1);
-        let upload = nuid::next().to_string();
+        let upload = match sha256 {
+            Some(sha256) => upload_id(name, size, sha256),
+            None => nuid::next().to_string(),
+        };
         let mut body = std::pin::pin!(body);
         let mut offset = 0u64;
         let mut buffer = bytes::BytesMut::new();
         let mut ended = false;
+        // Bytes of the body to pass over: the server already holds them.
+        let mut skip = 0u64;
         loop {
+            while skip > 0 {
+                if buffer.is_empty() {
+                    match body.next().await {
+                        Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
+                        Some(Err(error)) => {
+                            return Err(ClientError::Transport(format!(
+                                "cannot read the file: {error}"
+                            )));
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let passed = buffer.len().min(usize::try_from(skip).unwrap_or(usize::MAX));
+                let _ = buffer.split_to(passed);
+                skip -= passed as u64;
+            }
             while buffer.len() < part_max && !ended {
                 match body.next().await {
                     Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
@@ -134,13 +167,16 @@ impl AgoraClient {
             }
             let progress: UploadProgress = serde_json::from_slice(&reply)
                 .map_err(|e| ClientError::Transport(format!("unexpected reply to a part: {e}")))?;
-            if progress.received != end {
+            // More held than sent: an earlier attempt at the same upload (the same name, size
+            // and digest) got that far, so this one goes on from there.
+            if progress.received < end || progress.received >= size {
                 return Err(ClientError::Transport(format!(
                     "the file server holds {} bytes of the upload, not {end}",
                     progress.received
                 )));
             }
-            offset = end;
+            skip = progress.received - end;
+            offset = progress.received;
         }
     }
 
