@@ -237,13 +237,13 @@ fn begin(dir: &Path, staging: Staging) -> Result<(), ServiceError> {
 
 /// Puts a finished upload's staging file in place as file `name` (renamed over any file of
 /// that name), if its digest is `sha256` when one is given; an upload that cannot be put in
-/// place is removed.
+/// place is removed. Returns its digest.
 pub fn finish(
     root: &Path,
     name: &str,
     staged: &Path,
     sha256: Option<&str>,
-) -> Result<(), ServiceError> {
+) -> Result<String, ServiceError> {
     let result = (|| {
         let mut file = File::open(staged).map_err(|e| write_error(name, &e))?;
         let mut hasher = sha2::Sha256::new();
@@ -257,7 +257,8 @@ pub fn finish(
             )));
         }
         let target = target(root, name)?;
-        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))
+        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))?;
+        Ok(digest)
     })();
     if result.is_err() {
         std::fs::remove_file(staged).ok();

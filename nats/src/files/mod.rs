@@ -380,8 +380,13 @@ impl Files {
                 size: part.size,
             });
         }
-        disk::finish(&self.root, part.name, &staged, sha256)?;
+        let digest = disk::finish(&self.root, part.name, &staged, sha256)?;
         self.cache.invalidate(part.name);
+        // Its digest is known: the stat below (and later ones) need not read it again.
+        if let Ok((_, metadata)) = disk::resolve(&self.root, part.name) {
+            let version = (metadata.len(), disk::modified_ms(&metadata), digest);
+            self.digests.insert(part.name.to_owned(), version);
+        }
         encode(&self.stat(part.name)?)
     }
 
