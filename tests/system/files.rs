@@ -222,24 +222,7 @@ async fn two_servers_serve_many_concurrent_downloads_correctly() {
     // chunk asked once (36 downloads, each file six times).
     let chunks: u64 =
         6 * files.iter().map(|(_, bytes)| bytes.len().div_ceil(CHUNK) as u64).sum::<u64>();
-    let stats = gather(
-        clients[0].nats(),
-        micro::stats(subject::SERVICE),
-        Bytes::new(),
-        Duration::from_secs(1),
-        Some(2),
-    )
-    .await
-    .expect("stats");
-    let gets: Vec<u64> = stats
-        .iter()
-        .map(|reply| {
-            let stats: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON");
-            let endpoints = stats["endpoints"].as_array().expect("endpoints");
-            let get = endpoints.iter().find(|e| e["name"] == subject::GET).expect("get");
-            get["num_requests"].as_u64().expect("a count")
-        })
-        .collect();
+    let gets = requests(&clients[0], subject::GET).await;
     assert_eq!(gets.len(), 2, "both servers answer: {gets:?}");
     assert!(gets.iter().all(|&n| n > 0), "both servers served chunks: {gets:?}");
     assert_eq!(gets.iter().sum::<u64>(), chunks, "each chunk asked once: {gets:?}");
@@ -303,8 +286,8 @@ async fn an_upload_replaces_a_file_whole_on_every_server() {
     assert_eq!(on_disk, 3, "report.bin, new, adir: no temporary files");
 }
 
-/// How many `agora.files.put` requests the file servers (both) have answered.
-async fn puts(client: &AgoraClient) -> u64 {
+/// How many requests each of the two file servers has answered on `endpoint`.
+async fn requests(client: &AgoraClient, endpoint: &str) -> Vec<u64> {
     let stats = gather(
         client.nats(),
         micro::stats(subject::SERVICE),
@@ -314,16 +297,22 @@ async fn puts(client: &AgoraClient) -> u64 {
     )
     .await
     .expect("stats");
-    assert_eq!(stats.len(), 2, "both servers answer");
     stats
         .iter()
         .map(|reply| {
             let stats: serde_json::Value = serde_json::from_slice(&reply.payload).expect("JSON");
             let endpoints = stats["endpoints"].as_array().expect("endpoints");
-            let put = endpoints.iter().find(|e| e["name"] == subject::PUT).expect("put");
-            put["num_requests"].as_u64().expect("a count")
+            let found = endpoints.iter().find(|e| e["name"] == endpoint).expect("the endpoint");
+            found["num_requests"].as_u64().expect("a count")
         })
-        .sum()
+        .collect()
+}
+
+/// How many `agora.files.put` requests the two file servers have answered in all.
+async fn puts(client: &AgoraClient) -> u64 {
+    let puts = requests(client, subject::PUT).await;
+    assert_eq!(puts.len(), 2, "both servers answer: {puts:?}");
+    puts.iter().sum()
 }
 
 /// One `agora.files.put` with these headers and body, its JSON reply.
