@@ -41,8 +41,7 @@ pub struct AccountId(String);
 
 impl AccountId {
     pub fn parse(name: &str) -> Result<Self, ParseError> {
-        let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if name.is_empty() || name.len() > ACCOUNT_ID_LENGTH_MAX || !name.chars().all(valid_char) {
+        if !crate::token::is_word(name, ACCOUNT_ID_LENGTH_MAX) {
             return Err(ParseError::Account(truncate_for_message(name)));
         }
         Ok(Self(name.to_owned()))

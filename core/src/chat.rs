@@ -62,8 +62,7 @@ pub struct Name(String);
 impl Name {
     /// Whether `text` is a valid name (without making one).
     pub fn is_valid(text: &str) -> bool {
-        (1..=NAME_BYTES_MAX).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        crate::token::is_word(text, NAME_BYTES_MAX)
     }
 
     pub fn parse(what: &'static str, text: &str) -> Result<Self, ChatError> {

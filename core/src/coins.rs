@@ -94,9 +94,11 @@ pub fn check_name(name: &str) -> Result<(), CoinsError> {
 
 /// Checks a client order id: 1..=48 characters of `[A-Za-z0-9_.:-]`.
 pub fn check_order_id(id: &str) -> Result<(), CoinsError> {
-    let ok = (1..=ORDER_ID_BYTES_MAX).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
-    if ok { Ok(()) } else { Err(CoinsError::InvalidOrderId(id.chars().take(60).collect())) }
+    if crate::token::is_word_with(id, ORDER_ID_BYTES_MAX, b".:") {
+        Ok(())
+    } else {
+        Err(CoinsError::InvalidOrderId(id.chars().take(60).collect()))
+    }
 }
 
 /// A positive price in minor units.

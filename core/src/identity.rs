@@ -59,8 +59,7 @@ pub struct UserName(String);
 
 impl UserName {
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
-        let valid = (1..=USER_NAME_BYTES_MAX).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        let valid = crate::token::is_word(text, USER_NAME_BYTES_MAX)
             && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
         if valid {
             Ok(Self(text.to_owned()))

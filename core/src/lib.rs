@@ -22,6 +22,7 @@
 //! - [`tasks`]: [`tasks::ops`], the operations tasks run ([`Op`]), their input bounds and
 //!   their computation; [`tasks::lifecycle`], a task's [`Lifecycle`], the rules for claims,
 //!   outcomes, retries and cancels.
+//! - [`token`]: the shape every name and id that travels in a subject is checked by.
 #![deny(clippy::float_arithmetic)]
 
 pub mod account;
@@ -34,6 +35,7 @@ pub mod likes;
 pub mod locks;
 pub mod rate;
 pub mod tasks;
+pub mod token;
 
 pub use account::{AccountId, Amount, Asset, Balance, OperationId, ParseError};
 pub use chat::{Chat, ChatConfig, ChatError, ChatEvent, Name};

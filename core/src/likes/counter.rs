@@ -69,20 +69,13 @@ pub enum LikesError {
     Implausible { item: String, node: String, from: u64, from_batch: u64, to: u64, to_batch: u64 },
 }
 
-fn checked(text: &str, max: usize, extra: &[u8]) -> bool {
-    (1..=max).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || extra.contains(&b))
-}
-
 /// An item: 1..=64 characters of `[A-Za-z0-9_:-]`, so always one NATS subject token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ItemId(String);
 
 impl ItemId {
     pub fn parse(text: &str) -> Result<Self, LikesError> {
-        if checked(text, ITEM_BYTES_MAX, b":") {
+        if crate::token::is_word_with(text, ITEM_BYTES_MAX, b":") {
             Ok(Self(text.to_owned()))
         } else {
             Err(LikesError::InvalidItem(text.chars().take(80).collect()))
@@ -100,7 +93,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(text: &str) -> Result<Self, LikesError> {
-        if checked(text, USER_BYTES_MAX, b":.@+") {
+        if crate::token::is_word_with(text, USER_BYTES_MAX, b":.@+") {
             Ok(Self(text.to_owned()))
         } else {
             Err(LikesError::InvalidUser(text.chars().take(80).collect()))
@@ -119,7 +112,7 @@ pub struct NodeId(Arc<str>);
 
 impl NodeId {
     pub fn parse(text: &str) -> Result<Self, LikesError> {
-        if checked(text, NODE_BYTES_MAX, b"") {
+        if crate::token::is_word(text, NODE_BYTES_MAX) {
             Ok(Self(Arc::from(text)))
         } else {
             Err(LikesError::InvalidNode(text.chars().take(80).collect()))

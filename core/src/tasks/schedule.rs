@@ -138,10 +138,7 @@ pub const NAME_BYTES_MAX: usize = 64;
 
 /// A schedule's name: 1..=64 of `A-Z a-z 0-9 _ -` (a NATS subject token).
 pub fn check_name(name: &str) -> Result<(), ScheduleError> {
-    let valid = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
+    if !crate::token::is_word(name, NAME_BYTES_MAX) {
         return Err(invalid(format!(
             "{name:?} is not a schedule name (1..={NAME_BYTES_MAX} of A-Z a-z 0-9 _ -)"
         )));

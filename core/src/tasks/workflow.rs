@@ -328,10 +328,7 @@ impl Plan {
 
 /// Checks a step name's shape.
 pub fn check_step_name(name: &str) -> Result<(), WorkflowError> {
-    let valid = !name.is_empty()
-        && name.len() <= STEP_NAME_BYTES_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if valid {
+    if crate::token::is_word(name, STEP_NAME_BYTES_MAX) {
         Ok(())
     } else {
         Err(refuse(format!(

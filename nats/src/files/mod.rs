@@ -345,10 +345,7 @@ impl Files {
     fn put_part(&self, part: &disk::Part<'_>, sha256: Option<&str>) -> Result<Bytes, ServiceError> {
         disk::check_upload_name(part.name)?;
         let upload = part.upload;
-        if upload.is_empty()
-            || upload.len() > UPLOAD_ID_BYTES_MAX
-            || !upload.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !agora_core::token::is_word(upload, UPLOAD_ID_BYTES_MAX) {
             return Err(invalid(format!(
                 "an upload id is 1..={UPLOAD_ID_BYTES_MAX} characters of [A-Za-z0-9_-]"
             )));

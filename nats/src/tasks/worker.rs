@@ -37,6 +37,8 @@ use claim::Claim;
 
 /// Most tasks one worker runs at once.
 pub const CONCURRENCY_MAX: usize = 1_024;
+/// Longest worker id: it is a subject token and a key of `AGORA_WORKERS`.
+pub const WORKER_ID_BYTES_MAX: usize = 64;
 /// The metadata key of a worker's micro service instance that holds its id.
 pub const METADATA_WORKER: &str = "worker";
 /// Longest pause before a retry.
@@ -78,10 +80,8 @@ impl WorkerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let id = &self.worker_id;
         anyhow::ensure!(
-            !id.is_empty()
-                && id.len() <= 64
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "worker id must be 1-64 characters of [A-Za-z0-9_-], not {id:?}"
+            agora_core::token::is_word(id, WORKER_ID_BYTES_MAX),
+            "worker id must be 1-{WORKER_ID_BYTES_MAX} characters of [A-Za-z0-9_-], not {id:?}"
         );
         anyhow::ensure!(
             (1..=CONCURRENCY_MAX).contains(&self.concurrency),
