@@ -52,7 +52,7 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
     assert!(err.contains("cannot connect"), "{err}");
 
     // Two-phase: hold, post part of it, and a second post refused with its code.
-    let hold = ["bank", "hold", "alice", "bob", "100", "--id", "rent", "--timeout-ms", "60000"];
+    let hold = ["bank", "hold", "alice", "bob", "100", "--id", "rent", "--hold-ms", "60000"];
     let (ok, out, err) = agora(&system, &hold);
     assert!(ok, "{err}");
     assert!(out.starts_with("1 applied, 0 failed"), "{out}");
@@ -124,6 +124,39 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
         let (ok, _, err) = agora(&system, &["bank", "history", "alice", "--from-ms", bad]);
         assert!(!ok && err.contains("--from-ms"), "{bad}: {err}");
     }
+
+    // A hold lasts `--hold-ms`, whatever the reply timeout (`--timeout-ms`, AGORA_TIMEOUT_MS)
+    // is: they once shared a flag, and AGORA_TIMEOUT_MS=1500 made a 1.5 s hold.
+    let made = std::time::Instant::now();
+    let long = ["bank", "hold", "alice", "bob", "10", "--id", "long"];
+    let output = system.cli().env("AGORA_TIMEOUT_MS", "1500").args(long).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let short = ["--id", "short", "--hold-ms", "1000", "--timeout-ms", "8000"];
+    let (ok, _, err) = agora(&system, &[&long[..5], &short[..]].concat());
+    assert!(ok, "{err}");
+    let expired = || {
+        let (ok, out, err) =
+            agora(&system, &["bank", "history", "alice", "--limit", "5", "--json"]);
+        assert!(ok, "{err}");
+        let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
+        let entries = json["entries"].as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .filter(|e| e["kind"] == "expire_out")
+            // `<owner>/<id>` where callers are users, the id alone here.
+            .map(|e| e["id"].as_str().unwrap_or_default().rsplit('/').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    agora_tests::eventually_blocking(Duration::from_secs(10), POLL, || {
+        let ids = expired();
+        if ids == ["short"] { Ok(()) } else { Err(format!("expired: {ids:?}")) }
+    });
+    // Past the moment the long hold would have ended with a 1.5 s life: still held.
+    std::thread::sleep(Duration::from_millis(3_000).saturating_sub(made.elapsed()));
+    assert_eq!(expired(), ["short"]);
+    let (ok, out, _) = agora(&system, &["bank", "balance", "alice"]);
+    assert!(ok);
+    assert!(out.contains("(held 10,"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

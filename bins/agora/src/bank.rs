@@ -68,9 +68,10 @@ pub enum BankCommand {
         /// The hold's id: `post` and `void` name it.
         #[arg(long)]
         id: String,
-        /// How long the hold lasts before the ledger releases it (1000 ms to 30 days).
+        /// How long the hold lasts before the ledger releases it (1000 ms to 30 days): the
+        /// operation's `timeout_ms` (not `--timeout-ms`, which is how long to wait for a reply).
         #[arg(long, default_value_t = 60_000)]
-        timeout_ms: u64,
+        hold_ms: u64,
         #[arg(long)]
         asset: Option<String>,
     },
@@ -213,13 +214,13 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
             let reply = client.transfers(&TransfersRequest { operations, detail }).await?;
             print(serde_json::to_value(&reply)?, results_text(&reply));
         }
-        BankCommand::Hold { from, to, amount, id, timeout_ms, asset } => {
+        BankCommand::Hold { from, to, amount, id, hold_ms, asset } => {
             let operation = OperationRequest {
                 op: OperationKind::Pending,
                 from: Some(from),
                 to: Some(to),
                 amount: Some(amount),
-                timeout_ms: Some(timeout_ms),
+                timeout_ms: Some(hold_ms),
                 asset,
                 id: Some(id),
                 ..OperationRequest::default()

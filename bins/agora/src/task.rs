@@ -120,8 +120,10 @@ pub enum TaskCommand {
     /// Wait for a task to finish.
     Wait {
         id: String,
+        /// How long to wait for the task to finish (not `--timeout-ms`, which is how long to
+        /// wait for a reply).
         #[arg(long, default_value_t = 60_000)]
-        timeout_ms: u64,
+        wait_ms: u64,
     },
     /// Print task events as they happen (every task, or one).
     Watch { id: Option<String> },
@@ -284,8 +286,8 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
             }
         }
         TaskCommand::Cancel { id } => print_task(&client.cancel_task(&id).await?, json, false),
-        TaskCommand::Wait { id, timeout_ms } => {
-            print_task(&client.wait_task(&id, timeout_ms).await?, json, false)
+        TaskCommand::Wait { id, wait_ms } => {
+            print_task(&client.wait_task(&id, wait_ms).await?, json, false)
         }
         TaskCommand::Watch { id } => {
             let filter = events_filter(client, id.as_deref()).await?;
