@@ -15,8 +15,8 @@
 //!   ids, applied in batches ([`ledger::apply_batch`]); [`ledger::check_commit`], what a lease
 //!   holder's commit must satisfy before it writes.
 //! - [`chat`]: [`Chat`], chat names, presence sessions, room memberships and send rates.
-//! - [`coins`]: [`Exchange`], the coin exchange's assets, holdings and two-step orders
-//!   (reserve, then settle once the bank moved the money).
+//! - [`coins`]: the coin exchange's [`Catalogue`] of assets and prices, and its orders: each one
+//!   linked pair of ledger transfers (money one way, units the other).
 //! - [`likes`]: [`LikeCounter`], a node's replica of every item's likes: a state-based CRDT
 //!   (per-node counters, per-user registers) with version vectors for anti-entropy.
 //! - [`tasks`]: [`tasks::ops`], the operations tasks run ([`Op`]), their input bounds and

@@ -16,7 +16,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -27,7 +27,7 @@ use agora_nats::files::client::DOWNLOAD_WINDOW;
 use agora_nats::files::wire::{ListFilesRequest, StatRequest};
 use agora_nats::subjects;
 
-/// The file routes: list, stat, download, upload, cache.
+/// The file routes: list, stat, download, upload, removal, cache.
 pub const ROUTES: &[Route] = &[
     route!(
         "GET",
@@ -75,6 +75,16 @@ pub const ROUTES: &[Route] = &[
         reply: Reply::Json,
         handler: || put(upload),
     },
+    route!(
+        "DELETE",
+        "/api/files/content/{*name}",
+        "files",
+        "Remove a file (the manager's); the reply is the file as it was",
+        Some(schema::<StatRequest>),
+        [],
+        None,
+        delete(remove)
+    ),
     route!(
         "GET",
         "/api/files/cache",
@@ -143,6 +153,13 @@ pub async fn upload(
         }
     };
     Ok(axum::Json(stat).into_response())
+}
+
+/// `DELETE /api/files/content/{*name}`: the manager's removal.
+pub async fn remove(signed: Signed, name: Result<Path<String>, PathRejection>) -> ApiResult {
+    signed.manager("removing a file")?;
+    let name = path(name)?;
+    forward(&signed.agora, subjects::files::DELETE_SUBJECT, &StatRequest { name }).await
 }
 
 pub async fn file_cache(signed: Signed) -> ApiResult {

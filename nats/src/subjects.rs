@@ -404,12 +404,15 @@ pub mod files {
     pub const CACHE: &str = "cache";
     /// Uploads (the manager role only).
     pub const PUT: &str = "put";
+    /// Removals (the manager role only).
+    pub const DELETE: &str = "delete";
 
     pub const LIST_SUBJECT: &str = "agora.files.list";
     pub const STAT_SUBJECT: &str = "agora.files.stat";
     pub const GET_SUBJECT: &str = "agora.files.get";
     pub const CACHE_SUBJECT: &str = "agora.files.cache";
     pub const PUT_SUBJECT: &str = "agora.files.put";
+    pub const DELETE_SUBJECT: &str = "agora.files.delete";
 }
 
 /// Likes (`agora-likes`, any number of nodes): a queue group takes likes, every node applies

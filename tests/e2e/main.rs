@@ -14,8 +14,8 @@
 //! 3. cut a likes node off the network while likes arrive, reconnect it: every node reports
 //!    the exact total;
 //! 4. kill -9 a worker mid-task: every task completes;
-//! 5. chat, coins and an upload in parts through the gateway's HTTP API, each person signed in
-//!    as themselves;
+//! 5. chat, coins and an upload in parts (then its removal) through the gateway's HTTP API,
+//!    each person signed in as themselves;
 //! 6. no single point of failure (active instances and their volumes lost, log leaders stopped);
 //! 7. the stack's Prometheus scrapes every component through the gateway, with its rules.
 //!
@@ -923,6 +923,22 @@ async fn the_compose_stack_survives_faults_under_load() {
     assert!(back.bytes().await.expect("the file") == file.as_slice(), "served as uploaded");
     let refused = upload(&ann, b"mine".to_vec()).await.expect("the gateway answers");
     assert_eq!(refused.status(), 403, "a user does not upload");
+    // Only the manager removes it, and then no server serves it.
+    let remove = |token: &str| {
+        http.delete(stack.http("/api/files/content/e2e/upload.bin")).bearer_auth(token).send()
+    };
+    let refused = remove(&ann).await.expect("the gateway answers");
+    assert_eq!(refused.status(), 403, "a user does not remove files");
+    assert_eq!(remove(&boss).await.expect("the gateway answers").status(), 200, "removed");
+    for _ in 0..4 {
+        let gone = http
+            .get(stack.http("/api/files/stat/e2e/upload.bin"))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(gone.status(), 404, "no file server serves a removed file");
+    }
     eprintln!("[e2e] 5. chat, coins and an upload through the gateway ({:?})", started.elapsed());
 
     // 6. No single point of failure: kill -9 the active instance of each replicated service

@@ -110,6 +110,8 @@ async fn every_component_and_person_does_their_job_with_only_their_permissions()
     assert_eq!(bytes, b"uploaded");
     let (_, bytes) = bob.fetch_file("readme.txt").await.expect("download");
     assert_eq!(bytes, b"hello");
+    manager.delete_file("notes/a.txt").await.expect("the manager removes a file");
+    assert_eq!(code(alice.fetch_file("notes/a.txt").await), ErrorCode::NotFound);
 
     // Chat: register, join, say (the chat service records and publishes).
     let ann = ChatSession::register(system.person("ann").await, "ann").await.expect("registers");
@@ -225,9 +227,12 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     forbidden(person.add_asset(&asset).await, "a person -> coins admin add");
     forbidden(person.remove_asset("XYZ").await, "a person -> coins admin remove");
     forbidden(person.put_file("x.txt", Bytes::from_static(b"x")).await, "a person -> files put");
+    std::fs::write(system.files_root().join("keep.txt"), b"keep").expect("a served file");
+    forbidden(person.delete_file("keep.txt").await, "a person -> files delete");
     // The refusals changed nothing, and the same person still does their own job.
     assert_eq!(code(manager.remove_asset("XYZ").await), ErrorCode::NotFound);
     assert!(!system.files_root().join("x.txt").exists());
+    assert!(system.files_root().join("keep.txt").exists());
     person.deposit("alice", 10, None).await.expect("a person deposits");
     assert_eq!(person.balance("alice").await.expect("balance").balance, 10);
 

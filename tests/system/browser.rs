@@ -545,6 +545,23 @@ async fn the_dashboard_works_in_a_real_browser() {
         rows.iter().any(|row| row.contains("docs/report.bin")).then_some(())
     });
     assert!(!shown(&ann, "#files-upload").await, "a user is not offered uploads");
+    assert!(texts(&ann, "#files-table button.remove").await.is_empty(), "nor removals");
+    // ben removes it: asked first; dismissed, nothing happens; accepted, it is gone.
+    let remove = r#"#files-table button.remove[data-name="docs/report.bin"]"#;
+    click(&ben, remove).await;
+    ben.dismiss_alert().await.expect("a question");
+    assert_eq!(texts(&ben, remove).await.len(), 1, "dismissed: still listed");
+    click(&ben, remove).await;
+    ben.accept_alert().await.expect("a question");
+    eventually!(10, "the removal", {
+        let toasts = texts(&ben, "#toasts .toast").await;
+        toasts.iter().any(|t| t.starts_with("docs/report.bin removed")).then_some(())
+    });
+    eventually!(10, "the removed file unlisted", {
+        let rows = texts(&ben, "#files-table tbody tr").await;
+        (!rows.iter().any(|row| row.contains("docs/report.bin"))).then_some(())
+    });
+    assert!(!system.files_root().join("docs/report.bin").exists());
 
     // Signing out ends the session: the page is back at the sign-in form, and the cookie
     // no longer works.

@@ -286,6 +286,80 @@ async fn an_upload_replaces_a_file_whole_on_every_server() {
     assert_eq!(on_disk, 3, "report.bin, new, adir: no temporary files");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_file_is_served_by_no_server_and_nothing_else_is_removed() {
+    let system = System::with_files(2, &ARGS);
+    let root = system.files_root();
+    let small = content(1000, 1);
+    write(&root, "cached.txt", &small);
+    let large = content(2 * MIB + 5, 2); // beyond the cache: read from disk
+    write(&root, "large.bin", &large);
+    write(&root, "d/e/nested.txt", b"nested");
+    write(&root, "target.txt", b"target");
+    let outside = system.dir.path().join("outside.txt");
+    std::fs::write(&outside, b"outside").expect("write");
+    std::os::unix::fs::symlink(root.join("target.txt"), root.join("link-in")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, root.join("link-out")).expect("symlink");
+    let client = system.client().await;
+    // Both servers hold the small file in their caches, and know the large one's digest.
+    for _ in 0..6 {
+        fetch_ok(&client, "cached.txt", &small).await;
+    }
+    fetch_ok(&client, "large.bin", &large).await;
+    fetch_ok(&client, "large.bin", &large).await;
+
+    for (name, size) in [("cached.txt", small.len()), ("large.bin", large.len())] {
+        let removed = client.delete_file(name).await.expect("removed");
+        assert_eq!((removed.name.as_str(), removed.size), (name, size as u64));
+        assert!(!root.join(name).exists());
+        // Whichever server answers: gone, cached or not.
+        for _ in 0..6 {
+            assert_eq!(code(client.file_stat(name).await), ErrorCode::NotFound, "{name}");
+            assert_eq!(code(client.file_chunk(name, 0, None).await), ErrorCode::NotFound, "{name}");
+        }
+        assert_eq!(code(client.delete_file(name).await), ErrorCode::NotFound, "twice: {name}");
+    }
+    // A link is removed itself, never what it points to; one leading outside is not a file here.
+    client.delete_file("link-in").await.expect("the link removed");
+    assert!(!root.join("link-in").exists());
+    fetch_ok(&client, "target.txt", b"target").await;
+    assert_eq!(code(client.delete_file("link-out").await), ErrorCode::NotFound);
+    assert_eq!(std::fs::read(&outside).expect("still there"), b"outside");
+    // A nested file goes; its directories stay.
+    client.delete_file("d/e/nested.txt").await.expect("removed");
+    assert!(root.join("d/e").is_dir());
+
+    // Bad requests: a coded error each, and nothing removed.
+    let staged = root.join("x.agora-upload-1");
+    std::fs::write(&staged, b"staged").expect("write");
+    let delete = |payload: &'static str| {
+        client.request_bytes(subject::DELETE_SUBJECT, Bytes::from_static(payload.as_bytes()))
+    };
+    let cases = [
+        (r#"{"name":"../outside.txt"}"#, ErrorCode::InvalidRequest),
+        (r#"{"name":"/etc/passwd"}"#, ErrorCode::InvalidRequest),
+        (r#"{"name":"a/./b"}"#, ErrorCode::InvalidRequest),
+        (r#"{"name":""}"#, ErrorCode::InvalidRequest),
+        (r#"{"name":"target.txt","x":1}"#, ErrorCode::InvalidRequest),
+        (r#"{}"#, ErrorCode::InvalidRequest),
+        (r#"["target.txt"]"#, ErrorCode::InvalidRequest),
+        ("", ErrorCode::InvalidRequest),
+        (r#"{"name":"d"}"#, ErrorCode::NotFound),
+        (r#"{"name":"x.agora-upload-1"}"#, ErrorCode::NotFound),
+        (r#"{"name":"missing.txt"}"#, ErrorCode::NotFound),
+    ];
+    for (payload, expected) in cases {
+        assert_eq!(code(delete(payload).await), expected, "{payload}");
+    }
+    assert!(staged.exists() && root.join("d").is_dir() && outside.exists());
+    let listed = client.list_files(&Default::default()).await.expect("list");
+    let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["target.txt"], "a link outside is never listed");
+    // A file uploaded again under a removed name is served afresh.
+    client.put_file("cached.txt", Bytes::from_static(b"again")).await.expect("put");
+    fetch_ok(&client, "cached.txt", b"again").await;
+}
+
 /// How many requests each of the two file servers has answered on `endpoint`.
 async fn requests(client: &AgoraClient, endpoint: &str) -> Vec<u64> {
     let stats = gather(

@@ -556,6 +556,40 @@ async fn every_route_answers_and_maps_service_errors_to_http() {
     let staged = std::fs::read_dir(root.join(".agora-upload-staging")).expect("staging").count();
     assert_eq!(staged, 0, "no part of a finished upload is left");
 
+    // Removals: the manager's. Anyone else, another site's page or a bad name is refused and
+    // removes nothing; the file removed is served no more.
+    let remove = |who: &Http, name: &str| {
+        who.request(Method::DELETE, &format!("/api/files/content/{name}")).send()
+    };
+    let foreign = boss
+        .request(Method::DELETE, "/api/files/content/up/streamed.bin")
+        .header("origin", "http://evil.example")
+        .send();
+    for (refused, status, code) in [
+        (remove(http, "up/streamed.bin"), 403, "forbidden"),
+        (remove(&anonymous, "up/streamed.bin"), 401, "unauthenticated"),
+        (foreign, 403, "forbidden"),
+        (remove(&boss, "up/..%2F..%2Fsecret"), 400, "invalid_request"),
+        (remove(&boss, "up/missing.bin"), 404, "not_found"),
+        (remove(&boss, "up"), 404, "not_found"),
+    ] {
+        let refused = refused.await.expect("answers");
+        let got = refused.status().as_u16();
+        let reply: Value = refused.json().await.expect("a JSON error");
+        assert_eq!((got, reply["error"]["code"].as_str()), (status, Some(code)), "{reply}");
+    }
+    assert!(root.join("up/streamed.bin").exists(), "the refusals removed nothing");
+    let reply = remove(&boss, "up/streamed.bin").await.expect("answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let removed: Value = reply.json().await.expect("JSON");
+    assert_eq!(
+        (removed["name"].as_str(), removed["size"].as_u64()),
+        (Some("up/streamed.bin"), Some(100_000))
+    );
+    assert!(!root.join("up/streamed.bin").exists());
+    http.fails("GET", "/api/files/content/up/streamed.bin", Body::None, 404, "not_found").await;
+    http.fails("GET", "/api/files/stat/up/streamed.bin", Body::None, 404, "not_found").await;
+
     // Monitoring and logs: the manager's.
     http.fails("GET", "/api/services", Body::None, 403, "forbidden").await;
     http.fails("GET", "/api/logs", Body::None, 403, "forbidden").await;

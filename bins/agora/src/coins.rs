@@ -44,7 +44,7 @@ pub enum CoinsCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// One order's state (pending, done, failed).
+    /// One order, as the ledger recorded it (an order either happened or was refused).
     Order { user: String, id: String },
     /// Manager operations (on agora.coins.admin.*).
     #[command(subcommand)]

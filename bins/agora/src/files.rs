@@ -42,6 +42,8 @@ pub enum FilesCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Remove a served file (the manager role); every server stops serving it at once.
+    Rm { name: String },
 }
 
 struct Bar(Option<ProgressBar>);
@@ -161,6 +163,14 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 println!("{}", serde_json::to_value(&stat)?);
             } else {
                 println!("{}: {} bytes, sha256 {}", stat.name, stat.size, stat.sha256);
+            }
+        }
+        FilesCommand::Rm { name } => {
+            let removed = client.delete_file(&name).await?;
+            if json {
+                println!("{}", serde_json::to_value(&removed)?);
+            } else {
+                println!("removed {} ({} bytes)", removed.name, removed.size);
             }
         }
         FilesCommand::Stat { name } => {

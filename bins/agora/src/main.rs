@@ -105,7 +105,7 @@ enum Command {
     /// The coin exchange: assets, buy, sell, portfolio, history, order; admin add/remove/update.
     #[command(subcommand)]
     Coins(coins::CoinsCommand),
-    /// Files: get (progress bar, resume, digest check), list, stat, cache; put (managers).
+    /// Files: get (progress bar, resume, digest check), list, stat, cache; put, rm (managers).
     #[command(subcommand)]
     Files(files::FilesCommand),
     /// Likes: like, unlike, count, top; the nodes and their leader.

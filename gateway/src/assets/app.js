@@ -1279,9 +1279,18 @@ const files = {
       $("files-table").tBodies[0].replaceChildren(...reply.files.map((f) => {
         const path = f.name.split("/").map(encodeURIComponent).join("/");
         return h("tr", {}, h("td", { class: "mono" }, f.name), h("td", { class: "num" }, bytes(f.size)), h("td", {}, dateTime(f.modified_ms)),
-          h("td", {}, h("a", { href: `/api/files/content/${path}?download=1`, download: f.name.split("/").pop() }, "Download")));
+          h("td", {}, h("a", { href: `/api/files/content/${path}?download=1`, download: f.name.split("/").pop() }, "Download"),
+            auth.isManager() ? [" ", h("button", { class: "link remove", dataset: { name: f.name }, onclick: () => files.remove(f.name) }, "Remove")] : []));
       }));
     } catch (e) { failed(e); }
+  },
+  async remove(name) {
+    if (!confirm(`Remove ${name}? Every file server stops serving it.`)) return;
+    try {
+      const removed = await api("DELETE", "/api/files/content/" + name.split("/").map(encodeURIComponent).join("/"));
+      toast(`${removed.name} removed`, "ok");
+      files.load();
+    } catch (error) { failed(error); }
   },
 };
 tabs.files = files;

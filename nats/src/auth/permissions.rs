@@ -72,7 +72,9 @@ fn user_services() -> Vec<String> {
 /// The managers' operations on top.
 fn manager_services() -> Vec<String> {
     let mut subjects: Vec<String> =
-        [auth::USERS_SUBJECT, auth::ROLE_SUBJECT, files::PUT_SUBJECT].map(str::to_owned).to_vec();
+        [auth::USERS_SUBJECT, auth::ROLE_SUBJECT, files::PUT_SUBJECT, files::DELETE_SUBJECT]
+            .map(str::to_owned)
+            .to_vec();
     subjects.push(format!("{}.*", coins::ADMIN_GROUP));
     subjects
 }

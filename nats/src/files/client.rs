@@ -180,6 +180,11 @@ impl AgoraClient {
         }
     }
 
+    /// Removes a file (the manager's); the reply is the file as it was.
+    pub async fn delete_file(&self, name: &str) -> Result<FileEntry, ClientError> {
+        self.request(subject::DELETE_SUBJECT, &StatRequest { name: name.to_owned() }).await
+    }
+
     pub async fn file_stat(&self, name: &str) -> Result<FileStat, ClientError> {
         self.request(subject::STAT_SUBJECT, &StatRequest { name: name.to_owned() }).await
     }

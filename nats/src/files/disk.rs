@@ -69,6 +69,34 @@ pub fn resolve(root: &Path, name: &str) -> Result<(PathBuf, std::fs::Metadata), 
     Ok((path, metadata))
 }
 
+/// Removes file `name` under `root`: the entry of that name (a symbolic link itself, not what it
+/// points to), which must be a file or a link to one, inside the root through its real parent.
+/// Answers the file as it was.
+pub fn remove(root: &Path, name: &str) -> Result<std::fs::Metadata, ServiceError> {
+    check_name(name)?;
+    if name.contains(UPLOAD_MARK) {
+        return Err(not_found(name));
+    }
+    let entry = root.join(name);
+    let (Some(parent), Some(file_name)) = (entry.parent(), entry.file_name()) else {
+        return Err(not_found(name));
+    };
+    let real_parent = parent.canonicalize().map_err(|_| not_found(name))?;
+    if !real_parent.starts_with(root) {
+        return Err(not_found(name));
+    }
+    let entry = real_parent.join(file_name);
+    // What it serves: a regular file, or a link to one inside the root.
+    let (_, metadata) = resolve(root, name)?;
+    match std::fs::remove_file(&entry) {
+        Ok(()) => Ok(metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_found(name)),
+        Err(error) => {
+            Err(ServiceError::new(ErrorCode::Unavailable, format!("cannot remove {name}: {error}")))
+        }
+    }
+}
+
 /// Writes `bytes` as file `name` under `root` (creating its directories), whole or not at all.
 pub fn write_whole(root: &Path, name: &str, bytes: &[u8]) -> Result<(), ServiceError> {
     let target = target(root, name)?;

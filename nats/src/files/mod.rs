@@ -16,6 +16,11 @@
 //! disk chunk by chunk and never cached (their digest is remembered per size and mtime). Hits,
 //! misses, evictions and cached bytes are in `$SRV.STATS` and `agora.files.cache`.
 //!
+//! ## Changing files (the manager's)
+//! `agora.files.put` writes a file whole (one message, or in parts); `agora.files.delete`
+//! removes one and answers it as it was. Neither ever leaves a half-written file in view, and
+//! every server sees the change at its next access.
+//!
 //! ## Confinement
 //! A name is a relative path of normal components: absolute paths, `..`, `.` and backslashes
 //! are `invalid_request`; a name whose real path (symlinks resolved) leaves the root, or that is
@@ -340,6 +345,19 @@ impl Files {
         self.stat(name)
     }
 
+    /// Removes file `name` (the manager's): every server stops serving it at once, since each
+    /// looks at the disk on every request.
+    fn delete(&self, name: &str) -> Result<FileEntry, ServiceError> {
+        let metadata = disk::remove(&self.root, name)?;
+        self.cache.invalidate(name);
+        self.digests.invalidate(name);
+        Ok(FileEntry {
+            name: name.to_owned(),
+            size: metadata.len(),
+            modified_ms: disk::modified_ms(&metadata),
+        })
+    }
+
     /// Writes one part of an upload sent in parts; the last one puts the file in place whole
     /// (as [`Files::put`] does) and answers its stat, the others the bytes held so far.
     fn put_part(&self, part: &disk::Part<'_>, sha256: Option<&str>) -> Result<Bytes, ServiceError> {
@@ -519,7 +537,9 @@ pub async fn run(
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     let uploads = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT_MAX));
     let mut loops = Vec::new();
-    for name in [subject::LIST, subject::STAT, subject::GET, subject::CACHE, subject::PUT] {
+    for name in
+        [subject::LIST, subject::STAT, subject::GET, subject::CACHE, subject::PUT, subject::DELETE]
+    {
         let mut endpoint = add_endpoint(&group, name, name).await?;
         let replier = Replier::new(name, errors.clone());
         let in_flight = if name == subject::PUT { uploads.clone() } else { in_flight.clone() };
@@ -564,6 +584,9 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
             if endpoint == subject::PUT {
                 caller.require_manager("uploading a file")?;
             }
+            if endpoint == subject::DELETE {
+                caller.require_manager("removing a file")?;
+            }
             match endpoint {
                 subject::LIST => {
                     let request: ListFilesRequest = decode_or_default(&payload, LIST_BYTES_MAX)?;
@@ -586,6 +609,10 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
                     headers.insert(HEADER_SHA256, found.sha256.as_str());
                     headers.insert(HEADER_OFFSET, request.offset.to_string().as_str());
                     Ok((bytes, Some(headers)))
+                }
+                subject::DELETE => {
+                    let request: StatRequest = decode(&payload)?;
+                    Ok((encode(&work.delete(&request.name)?)?, None))
                 }
                 subject::CACHE => {
                     crate::service::no_fields(&payload)?;

@@ -37,6 +37,7 @@ pub struct ListFilesRequest {
     pub limit: Option<usize>,
 }
 
+/// A file in a listing; also the reply of `agora.files.delete` (the file as it was).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,

@@ -74,6 +74,7 @@ fn builders_agree_with_endpoint_constants() {
         (files::GET_SUBJECT, files::GET),
         (files::CACHE_SUBJECT, files::CACHE),
         (files::PUT_SUBJECT, files::PUT),
+        (files::DELETE_SUBJECT, files::DELETE),
     ] {
         assert_eq!(subject, format!("{}.{endpoint}", files::GROUP));
     }
