@@ -526,4 +526,11 @@ async fn files_commands_get_resume_list_stat_cache_and_put() {
     let (ok, _, err) = agora(&system, &["files", "get", "nope.bin"]);
     assert!(!ok);
     assert!(err.starts_with("error [not_found]:"), "{err}");
+    // Removal: once, then it is not there.
+    let (ok, stdout, err) = agora(&system, &["files", "rm", "docs/n.txt"]);
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), "removed docs/n.txt (20 bytes)");
+    assert!(!root.join("docs/n.txt").exists());
+    let (ok, _, err) = agora(&system, &["files", "rm", "docs/n.txt"]);
+    assert!(!ok && err.starts_with("error [not_found]:"), "{err}");
 }

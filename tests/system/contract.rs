@@ -90,6 +90,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
         (files::STAT_SUBJECT.into(), r#"["big.bin"]"#),
         (files::GET_SUBJECT.into(), r#"["big.bin",0,10]"#),
         (files::CACHE_SUBJECT.into(), "[]"),
+        (files::DELETE_SUBJECT.into(), r#"["big.bin"]"#),
         (likes::like("p"), r#"["mallory"]"#),
         (likes::unlike("p"), r#"["mallory"]"#),
         (likes::count("p"), r#"["mallory"]"#),
@@ -105,6 +106,7 @@ async fn every_request_of_every_service_is_a_json_object_or_refused() {
     let mut all = cases.clone();
     all.push((likes::NODES_SUBJECT.into(), "[]"));
     refused_everywhere(&client, &all).await;
+    assert!(system.files_root().join("big.bin").exists(), "a refused removal removes nothing");
 
     // Through the gateway: every JSON body (as the manager, who may call every route).
     let http = reqwest::Client::new();
