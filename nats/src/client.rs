@@ -44,6 +44,19 @@ impl ClientError {
             Self::Transport(_) => ErrorCode::Unavailable,
         }
     }
+
+    /// What a service answers when its call to `service` (a change, made once per id) got no
+    /// coded reply: `unavailable`, saying whether the change may have been made. Nobody
+    /// answering means nobody received it; a timeout or a lost connection leaves it unknown.
+    pub fn unanswered(&self, service: &str) -> ServiceError {
+        let message = match self {
+            Self::NoResponders(_) => {
+                format!("{service} is not answering ({self}): nothing was applied; retry")
+            }
+            _ => format!("{service}'s answer is unknown ({self}); retry with the same id"),
+        };
+        ServiceError::new(ErrorCode::Unavailable, message)
+    }
 }
 
 /// Waits until the server has processed everything this connection sent before, its new
@@ -340,5 +353,31 @@ impl AgoraClient {
         let reply = self.request_bytes_within(subject, Bytes::from(payload), timeout).await?;
         serde_json::from_slice(&reply)
             .map_err(|e| ClientError::Transport(format!("unexpected reply on {subject}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_change_says_whether_it_may_have_been_made() {
+        let nobody =
+            ClientError::NoResponders("agora.ledger.apply".into()).unanswered("the ledger");
+        assert_eq!(nobody.code, ErrorCode::Unavailable);
+        assert!(nobody.message.contains("nothing was applied"), "{}", nobody.message);
+        for unknown in [
+            ClientError::Timeout(Duration::from_secs(5)),
+            ClientError::Transport("connection lost".into()),
+        ] {
+            let error = unknown.unanswered("the ledger");
+            assert_eq!(error.code, ErrorCode::Unavailable);
+            assert!(
+                error.message.starts_with("the ledger's answer is unknown"),
+                "{}",
+                error.message
+            );
+            assert!(error.message.ends_with("retry with the same id"), "{}", error.message);
+        }
     }
 }

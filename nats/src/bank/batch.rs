@@ -122,8 +122,7 @@ impl Bank {
             }
             Err(ClientError::Service(error)) => return reply_all(&batch, &error).await,
             Err(error) => {
-                let error = unavailable("the ledger's answer is unknown", &error);
-                return reply_all(&batch, &error).await;
+                return reply_all(&batch, &error.unanswered("the ledger")).await;
             }
         };
         self.stats.operations_committed.fetch_add(reply.applied as u64, Ordering::Relaxed);

@@ -381,7 +381,7 @@ impl Bank {
             drop(permit);
             let result = reply.map_err(|error| match error {
                 ClientError::Service(error) => error,
-                error => batch::unavailable("the ledger did not answer", &error),
+                error => error.unanswered("the ledger"),
             });
             replier.reply_bytes(&request, result).await;
         });

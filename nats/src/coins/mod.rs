@@ -266,13 +266,11 @@ fn wrong_answer() -> ServiceError {
 fn ledger_error(error: ClientError) -> ServiceError {
     match error {
         ClientError::Service(error) if error.code != ErrorCode::Unavailable => error,
-        other => ServiceError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "the ledger's answer is unknown ({other}); retry with the same id, or ask \
-                 agora.coins.order"
-            ),
-        ),
+        other => {
+            let mut error = other.unanswered("the ledger");
+            error.message.push_str(" (agora.coins.order tells whether an order was made)");
+            error
+        }
     }
 }
 

@@ -116,10 +116,7 @@ async fn commit(ledger: &AgoraClient, group: Vec<Queued>) {
         }
         Ok(_) => ServiceError::new(ErrorCode::Internal, "the ledger's reply is short"),
         Err(ClientError::Service(error)) if error.code != ErrorCode::Unavailable => error,
-        Err(error) => ServiceError::new(
-            ErrorCode::Unavailable,
-            format!("the ledger's answer is unknown ({error}); retry with the same id"),
-        ),
+        Err(error) => error.unanswered("the ledger"),
     };
     for answer in answers {
         answer.send(Err(failure.clone())).ok();
