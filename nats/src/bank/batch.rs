@@ -171,10 +171,6 @@ fn reply_for(op: OperationKind, postings: &[PostingWire]) -> Result<Box<RawValue
     raw.map_err(|e| ServiceError::new(ErrorCode::Internal, format!("cannot encode reply: {e}")))
 }
 
-pub(super) fn unavailable(what: &str, error: &ClientError) -> ServiceError {
-    ServiceError::new(ErrorCode::Unavailable, format!("{what} ({error}); retry with the same id"))
-}
-
 async fn reply_all(batch: &[Single], error: &ServiceError) {
     for single in batch {
         single.replier.reply_bytes(&single.request, Err(error.clone())).await;

@@ -381,7 +381,9 @@ impl Bank {
             drop(permit);
             let result = reply.map_err(|error| match error {
                 ClientError::Service(error) => error,
-                error => error.unanswered("the ledger"),
+                // A batch is a change (applied once per id); a read is simply asked again.
+                error if subject == ledger_subject::APPLY_SUBJECT => error.unanswered("the ledger"),
+                error => reads::unread(&error),
             });
             replier.reply_bytes(&request, result).await;
         });

@@ -11,8 +11,8 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::batch::unavailable;
 use super::{Bank, READ_BATCH_MAX, READS_IN_FLIGHT_MAX, Read};
+use crate::client::ClientError;
 use crate::error::{ErrorCode, ServiceError};
 use crate::ledger::wire::{BalanceReply, BatchGetRequest};
 
@@ -66,7 +66,7 @@ impl Bank {
         let reply = match reply {
             Ok(reply) => reply,
             Err(error) => {
-                let error = unavailable("could not read balances at the ledger", &error);
+                let error = unread(&error);
                 for read in batch {
                     read.replier.reply_bytes(&read.request, Err(error.clone())).await;
                 }
@@ -103,4 +103,12 @@ impl Bank {
             }
         }
     }
+}
+
+/// A read the ledger did not answer: `unavailable`, to be asked again (it changed nothing).
+pub(super) fn unread(error: &ClientError) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::Unavailable,
+        format!("the ledger did not answer a read ({error}); retry"),
+    )
 }
