@@ -73,10 +73,8 @@ pub fn resolve(root: &Path, name: &str) -> Result<(PathBuf, std::fs::Metadata), 
 /// points to), which must be a file or a link to one, inside the root through its real parent.
 /// Answers the file as it was.
 pub fn remove(root: &Path, name: &str) -> Result<std::fs::Metadata, ServiceError> {
-    check_name(name)?;
-    if name.contains(UPLOAD_MARK) {
-        return Err(not_found(name));
-    }
+    // What it serves (the name checked): a regular file, or a link to one inside the root.
+    let (_, metadata) = resolve(root, name)?;
     let entry = root.join(name);
     let (Some(parent), Some(file_name)) = (entry.parent(), entry.file_name()) else {
         return Err(not_found(name));
@@ -86,8 +84,6 @@ pub fn remove(root: &Path, name: &str) -> Result<std::fs::Metadata, ServiceError
         return Err(not_found(name));
     }
     let entry = real_parent.join(file_name);
-    // What it serves: a regular file, or a link to one inside the root.
-    let (_, metadata) = resolve(root, name)?;
     match std::fs::remove_file(&entry) {
         Ok(()) => Ok(metadata),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_found(name)),

@@ -581,11 +581,10 @@ async fn handle(files: &Arc<Files>, endpoint: &'static str, replier: &Replier, r
             // Anyone signed in reads; uploading is the manager's.
             let caller = crate::identity::caller(headers.as_ref())?;
             caller.signed_in("the files")?;
-            if endpoint == subject::PUT {
-                caller.require_manager("uploading a file")?;
-            }
-            if endpoint == subject::DELETE {
-                caller.require_manager("removing a file")?;
+            match endpoint {
+                subject::PUT => caller.require_manager("uploading a file")?,
+                subject::DELETE => caller.require_manager("removing a file")?,
+                _ => {}
             }
             match endpoint {
                 subject::LIST => {
