@@ -360,7 +360,7 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora bank transfer {DEV_USER} bob 200; agora bank balance {DEV_USER}\n\
          \x20 agora task submit fibonacci 90 --wait\n\
          \x20 agora task submit sleep 3000 --wait\n\
-         \x20 agora task list; agora task workers; agora task watch\n\
+         \x20 agora task list; agora task watch\n\
          \x20 agora chat                          # as {DEV_USER}; bob in a third terminal\n\
          \x20 agora chat send hello everyone; agora chat history --room all; agora chat who\n\
          \x20 agora coins assets; agora bank deposit {DEV_USER} 100000\n\
@@ -369,6 +369,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
          \x20 agora files list; agora files get docs/sample-3MiB.bin -o /tmp/sample.bin\n\
          \x20 agora likes like post-42; agora likes count post-42; agora likes top\n\
          \x20 agora likes nodes                  # the nodes, their load and the leader\n\
+         \x20 AGORA_PASSWORD={manager_password} agora login {DEV_MANAGER}   # then, as the manager:\n\
+         \x20 agora task workers; agora users    # the live workers; everyone's roles\n\
          \x20 nats --user operator --password {operator} micro ls   # the nats CLI, as the operator\n\
          Data and logs: {}\nPress Ctrl-C to stop.",
         dir.display(),

@@ -148,6 +148,17 @@ pub async fn ping_instances(
     Ok(instances)
 }
 
+/// The error of a request nats-server refused for the connection's user.
+fn refused(denial: &connection::PermissionDenial) -> ClientError {
+    ClientError::Service(ServiceError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "NATS refused to {} {} for this connection's user (permission violation)",
+            denial.operation, denial.subject
+        ),
+    ))
+}
+
 /// A NATS connection plus a timeout, speaking Agora's JSON.
 #[derive(Debug, Clone)]
 pub struct AgoraClient {
@@ -185,6 +196,37 @@ impl AgoraClient {
 
     pub fn nats(&self) -> &Client {
         &self.client
+    }
+
+    /// Resolves with the first permission denial reported from now on that dooms a request
+    /// to `subject` (pending forever for a connection [`connection`] did not make). The mark
+    /// is taken at the call, so call it before sending.
+    fn denied(&self, subject: &str) -> impl Future<Output = connection::PermissionDenial> + use<> {
+        let watch = self.denials.clone().map(|denials| (denials.mark(), denials));
+        let subject = subject.to_owned();
+        async move {
+            match watch {
+                Some((mark, denials)) => denials.denial_of(mark, &subject).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// [`gather`] on this connection: a subject its user may not publish to is `forbidden`
+    /// (nats-server drops such a request, so otherwise nobody would seem to answer).
+    pub async fn gather(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        within: Duration,
+        expected: Option<usize>,
+    ) -> Result<Vec<async_nats::Message>, ClientError> {
+        let denied = self.denied(subject);
+        tokio::select! {
+            biased;
+            denial = denied => Err(refused(&denial)),
+            gathered = gather(&self.client, subject, payload, within, expected) => gathered,
+        }
     }
 
     /// Sends raw bytes and returns the raw successful reply (for bad-input tests and tools).
@@ -265,26 +307,12 @@ impl AgoraClient {
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
-        let mark = self.denials.as_ref().map(|denials| denials.mark());
+        let denied = self.denied(subject);
         let reply = self.client.send_request(subject.to_owned(), request);
-        let denied = async {
-            match (&self.denials, mark) {
-                (Some(denials), Some(mark)) => denials.denial_of(mark, subject).await,
-                _ => std::future::pending().await,
-            }
-        };
         let result = tokio::select! {
             biased;
             result = reply => result,
-            denial = denied => {
-                return Err(ClientError::Service(ServiceError::new(
-                    ErrorCode::Forbidden,
-                    format!(
-                        "NATS refused to {} {} for this connection's user (permission violation)",
-                        denial.operation, denial.subject
-                    ),
-                )));
-            }
+            denial = denied => return Err(refused(&denial)),
         };
         let message = match result {
             Err(error) => {

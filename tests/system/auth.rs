@@ -127,6 +127,10 @@ async fn every_component_and_person_does_their_job_with_only_their_permissions()
     let task = alice.submit(&request).await.expect("submitted");
     let task = alice.wait_task(&task.id, 10_000).await.expect("waited");
     assert_eq!((task.state.as_str(), task.owner.as_deref()), ("completed", Some("alice")));
+    // The manager sees the workers' status: every live worker answers through the import.
+    let workers = manager.workers(Duration::from_millis(500)).await.expect("the workers");
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert!(workers[0].done >= 1, "{workers:?}");
 
     // Likes: two nodes take likes, share them, elect a leader through the KV bucket.
     for person in [&alice, &bob, &manager] {
@@ -229,6 +233,12 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     forbidden(person.put_file("x.txt", Bytes::from_static(b"x")).await, "a person -> files put");
     std::fs::write(system.files_root().join("keep.txt"), b"keep").expect("a served file");
     forbidden(person.delete_file("keep.txt").await, "a person -> files delete");
+    // A scatter-gather nobody may answer for them is refused too, not an empty answer.
+    let within = Duration::from_millis(500);
+    forbidden(person.workers(within).await, "a person -> the workers' stats");
+    for (who, caller) in [("a person", &person), ("a manager", &manager)] {
+        forbidden(caller.likes_digests(within, &[], None).await, &format!("{who} -> digests"));
+    }
     // The refusals changed nothing, and the same person still does their own job.
     assert_eq!(code(manager.remove_asset("XYZ").await), ErrorCode::NotFound);
     assert!(!system.files_root().join("x.txt").exists());
@@ -250,6 +260,11 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     assert!(!output.status.success());
     assert!(stderr.contains("error [forbidden]"), "{stderr}");
     assert!(stderr.contains("agora.coins.admin.remove"), "{stderr}");
+    let output = system.cli().args(["task", "workers"]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && output.stdout.is_empty(), "{output:?}");
+    assert!(stderr.contains("error [forbidden]"), "{stderr}");
+    assert!(stderr.contains("$SRV.STATS.agora-worker"), "{stderr}");
     let whoami = system.cli().args(["whoami"]).output().expect("runs");
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "alice (user)");
     let balance = system.cli().args(["bank", "balance", "alice"]).output().expect("runs");

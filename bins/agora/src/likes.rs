@@ -34,7 +34,8 @@ pub enum LikesCommand {
     },
     /// The live nodes with their load, and the leader (asked of the leader).
     Nodes {
-        /// Ask every node directly instead (works without a leader).
+        /// Ask every node directly instead (works without a leader; the operator's: a
+        /// person's connection may not).
         #[arg(long)]
         all: bool,
     },

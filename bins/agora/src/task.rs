@@ -127,7 +127,7 @@ pub enum TaskCommand {
     },
     /// Print task events as they happen (every task, or one).
     Watch { id: Option<String> },
-    /// List live workers with their counters and current tasks.
+    /// List live workers with their counters and current tasks (managers and the operator).
     Workers,
 }
 

@@ -76,6 +76,8 @@ fn manager_services() -> Vec<String> {
             .map(str::to_owned)
             .to_vec();
     subjects.push(format!("{}.*", coins::ADMIN_GROUP));
+    // The workers' status: every live worker answers (`agora task workers`).
+    subjects.push(subjects::micro::stats(subjects::worker::SERVICE));
     subjects
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::wire::{
     DigestRequest, LikeCount, LikeRequest, NodeDigest, NodesReply, TopReply, TopRequest,
 };
-use crate::client::{AgoraClient, ClientError, gather};
+use crate::client::{AgoraClient, ClientError};
 use crate::subjects::likes as subject;
 
 /// The subject for `item`: an item that is not one subject token would reach no node (or the
@@ -64,7 +64,7 @@ impl AgoraClient {
         let payload = serde_json::to_vec(&DigestRequest { items: items.to_vec() })
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let replies =
-            gather(self.nats(), subject::DIGEST_SUBJECT, payload.into(), within, expected).await?;
+            self.gather(subject::DIGEST_SUBJECT, payload.into(), within, expected).await?;
         // An error reply (a refused request) is not a digest: it does not count either.
         let mut digests: Vec<NodeDigest> = replies
             .iter()

@@ -10,7 +10,7 @@ use super::wire::{
     WorkerStatus, WorkflowIdRequest, WorkflowListReply, WorkflowListRequest, WorkflowSubmitRequest,
     WorkflowView,
 };
-use crate::client::{AgoraClient, ClientError, gather};
+use crate::client::{AgoraClient, ClientError};
 use crate::subjects::{self, tasks as subject};
 
 impl AgoraClient {
@@ -98,7 +98,7 @@ impl AgoraClient {
     /// Every live worker's status, gathered from `$SRV.STATS.agora-worker` for `within`.
     pub async fn workers(&self, within: Duration) -> Result<Vec<WorkerStatus>, ClientError> {
         let stats_subject = subjects::micro::stats(subjects::worker::SERVICE);
-        let replies = gather(self.nats(), stats_subject, Bytes::new(), within, None).await?;
+        let replies = self.gather(&stats_subject, Bytes::new(), within, None).await?;
         let mut workers: Vec<WorkerStatus> = replies
             .iter()
             .filter_map(|message| {
