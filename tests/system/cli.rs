@@ -337,6 +337,15 @@ async fn chat_commands_send_show_history_and_who() {
     let json: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON output");
     assert_eq!(json["messages"][0]["from"], "bob");
     assert_eq!(json["messages"][0]["to"], "alice");
+    // A reply in message 1's thread: the message counts its replies.
+    let (ok, out, err) =
+        agora(&system, &["chat", "send", "--name", "bob", "--reply-to", "1", "welcome"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "sent (history #3)");
+    let (ok, out, _) = agora(&system, &["chat", "history", "--room", "all"]);
+    assert!(ok);
+    assert!(out.lines().next().is_some_and(|l| l.ends_with("<b>world</b> [1 reply]")), "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.ends_with("welcome (reply to #1)")), "{out}");
 
     let (ok, out, _) = agora(&system, &["chat", "who", "--offline"]);
     assert!(ok);
@@ -355,7 +364,7 @@ async fn likes_commands_like_unlike_count_top_and_list_nodes() {
 
     let (ok, out, err) = agora(&system, &["likes", "like", "post-42"]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("post-42: 1 likes [node likes-"), "{out}");
+    assert!(out.starts_with("post-42: 1 like [node likes-"), "{out}");
     let (ok, out, _) = agora(&system, &["likes", "like", "post-42", "--user", "alice"]);
     assert!(ok);
     assert!(out.starts_with("post-42: 2 likes (liked by you)"), "{out}");

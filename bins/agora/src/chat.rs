@@ -309,7 +309,7 @@ fn history_line(message: &StoredMessage) -> String {
         notes.push_str(" (edited)");
     }
     if message.replies > 0 {
-        notes.push_str(&format!(" [{} replies]", message.replies));
+        notes.push_str(&format!(" [{}]", crate::counted(message.replies, "reply", "replies")));
     }
     for (emoji, names) in &message.reactions {
         notes.push_str(&format!(" {emoji}{}", names.len()));

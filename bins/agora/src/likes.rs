@@ -42,7 +42,7 @@ pub enum LikesCommand {
 }
 
 fn count_line(reply: &LikeCount) -> String {
-    let mut line = format!("{}: {} likes", reply.item, reply.count);
+    let mut line = format!("{}: {}", reply.item, crate::counted(reply.count, "like", "likes"));
     match (reply.liked, reply.changed) {
         (Some(liked), Some(false)) => {
             line += &format!(" (unchanged: already {})", if liked { "liked" } else { "not liked" })

@@ -361,6 +361,11 @@ pub(crate) fn utc(ms: u64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// `count` of a thing, as people say it: `1 like`, `2 likes`, `0 likes`.
+pub(crate) fn counted(count: u64, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// A time given on the command line: milliseconds since the Unix epoch (as the wire has it),
 /// or an RFC 3339 time as [`utc`] prints it (`2026-12-05T04:55:45.123Z`).
 pub(crate) fn time_ms(text: &str) -> Result<u64, String> {
