@@ -90,6 +90,8 @@ async fn bank_commands_print_readable_text_json_and_coded_errors() {
         json["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["post_out", "pending_out"]);
     assert_eq!(json["more"], true);
+    let (ok, out, err) = agora(&system, &["bank", "history", "alice", "--asset", "BTC"]);
+    assert!(ok && out == "alice (BTC):\n  no entries\n", "{out}{err}");
 
     // The text shows each entry's time as people read it (UTC), and the time flags take it
     // back as shown, or in milliseconds as on the wire.
@@ -191,6 +193,8 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
     let (ok, out, _) = agora(&system, &["task", "list", "--state", "completed"]);
     assert!(ok);
     assert_eq!(out.lines().count(), 3, "a header and two tasks: {out}");
+    let (ok, out, _) = agora(&system, &["task", "list", "--op", "count_words"]);
+    assert!(ok && out == "no tasks\n", "{out}");
     let (ok, out, _) = agora(&system, &["task", "workers"]);
     assert!(ok);
     assert!(out.lines().nth(1).is_some_and(|line| line.starts_with("w0 ")), "{out}");
@@ -241,6 +245,8 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
     );
     let (ok, out, _) = agora(&system, &["task", "unschedule", "nightly"]);
     assert!(ok && out.contains("schedule nightly deleted"), "{out}");
+    let (ok, out, _) = agora(&system, &["task", "schedules"]);
+    assert!(ok && out == "no schedules\n", "{out}");
     let (ok, _, err) = agora(&system, &["task", "resume", "nightly"]);
     assert!(!ok);
     assert!(err.starts_with("error [not_found]"), "{err}");
@@ -298,6 +304,8 @@ async fn workflow_commands_run_follow_list_get_and_cancel() {
     let (ok, _, err) = agora(&system, &["workflow", "cancel", "3"]);
     assert!(!ok);
     assert!(err.starts_with("error [conflict]"), "{err}");
+    let (ok, out, _) = agora(&system, &["workflow", "list", "--state", "running"]);
+    assert!(ok && out == "no workflows\n", "{out}");
 
     let bad = system.dir.path().join("bad.json");
     std::fs::write(
@@ -428,6 +436,8 @@ async fn coins_commands_trade_show_portfolio_history_and_manage_assets() {
     let (ok, out, _) = agora(&system, &["coins", "portfolio", "carol"]);
     assert!(ok);
     assert!(out.starts_with("carol: holdings worth 25000, bank balance 75000"), "{out}");
+    let (ok, out, _) = agora(&system, &["coins", "history", "--user", "dave"]);
+    assert!(ok && out == "no orders\n", "{out}");
     // The trade log follows the ledger's events, moments behind.
     eventually(Duration::from_secs(10), POLL, async || {
         let (ok, out, _) = agora(&system, &["coins", "history", "--user", "carol", "--json"]);

@@ -262,6 +262,9 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
                     entry.id.as_deref().unwrap_or("-"),
                 ));
             }
+            if reply.entries.is_empty() {
+                lines.push("  no entries".into());
+            }
             if reply.more {
                 let last = reply.entries.last().map(|e| e.seq).unwrap_or_default();
                 lines.push(format!("  more: --before {last}"));

@@ -132,6 +132,9 @@ pub async fn run(client: &AgoraClient, command: CoinsCommand, json: bool) -> any
             let request = CoinsHistoryRequest { user, from, to, limit: Some(limit) };
             let reply = client.coin_history(&request).await?;
             let mut lines: Vec<String> = reply.orders.iter().map(order_line).collect();
+            if lines.is_empty() {
+                lines.push("no orders".into());
+            }
             if reply.more {
                 lines.push("(more: use --to with the oldest time shown)".into());
             }

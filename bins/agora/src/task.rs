@@ -264,6 +264,8 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
                 .await?;
             if json {
                 println!("{}", serde_json::to_string(&reply)?);
+            } else if reply.tasks.is_empty() {
+                println!("no tasks");
             } else {
                 println!(
                     "{:>10}  {:<11} {:<10} {:>8}  {:<20} error",
@@ -349,6 +351,10 @@ fn print_schedules(schedules: &[ScheduleView], json: bool) {
         for schedule in schedules {
             println!("{}", serde_json::to_string(schedule).unwrap_or_default());
         }
+        return;
+    }
+    if schedules.is_empty() {
+        println!("no schedules");
         return;
     }
     let time = |ms: Option<u64>| ms.map_or("-".to_owned(), agora_core::tasks::schedule::rfc3339);

@@ -100,6 +100,8 @@ pub async fn run(client: &AgoraClient, command: WorkflowCommand, json: bool) -> 
             let reply = client.workflows(&request).await?;
             if json {
                 println!("{}", serde_json::to_string(&reply)?);
+            } else if reply.workflows.is_empty() {
+                println!("no workflows");
             } else {
                 println!("{:>8}  {:<12} {:<20} {:<13} steps", "id", "owner", "name", "state");
                 for w in &reply.workflows {
