@@ -542,6 +542,9 @@ pub mod micro {
     pub const PING: &str = "$SRV.PING";
     /// Every service instance answers with its endpoints' counters and `data`.
     pub const STATS: &str = "$SRV.STATS";
+    /// Every service instance answers with its description and endpoints (name, subject,
+    /// queue group).
+    pub const INFO: &str = "$SRV.INFO";
 
     /// The instances of one service.
     pub fn ping(service: &str) -> String {

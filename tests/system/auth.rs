@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 /// The whole system under the auth config: auth, ledger, two banks, coins, two file servers,
 /// chat, tasks and a worker, two likes nodes, the gateway.
-fn system() -> System {
+pub(crate) fn system() -> System {
     let mut system = System::nats_with_auth();
     system.start_ledger();
     system.add_bank();

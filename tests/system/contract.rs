@@ -1,7 +1,8 @@
 //! The documented contract (docs/subjects.md) as an outside client sees it: every request is a
 //! JSON object or refused, tasks come back whole, numbers are judged as written, a task that
-//! cannot succeed is refused at once, lists of unknown symbols answer alike, and the OpenAPI
-//! document describes exactly what the gateway accepts.
+//! cannot succeed is refused at once, lists of unknown symbols answer alike, the OpenAPI
+//! document describes exactly what the gateway accepts, and every endpoint a service serves is
+//! in docs/subjects.md.
 
 use std::time::Duration;
 
@@ -800,5 +801,103 @@ async fn the_openapi_document_describes_what_the_gateway_accepts() {
                 assert!(covered.contains(&(method.clone(), path.as_str())), "{method} {path}");
             }
         }
+    }
+}
+
+/// The subjects docs/subjects.md names (every `agora.…` in backquotes), `{a,b}` spelled out;
+/// each a list of tokens, where `<name>` or `*` stands for any one token.
+fn documented_subjects() -> Vec<Vec<String>> {
+    fn spelled_out(subject: &str) -> Vec<String> {
+        let (Some(open), Some(close)) = (subject.find('{'), subject.find('}')) else {
+            return vec![subject.to_owned()];
+        };
+        let (head, tail) = (&subject[..open], &subject[close + 1..]);
+        subject[open + 1..close]
+            .split(',')
+            .flat_map(|choice| spelled_out(&format!("{head}{choice}{tail}")))
+            .collect()
+    }
+    let text = include_str!("../../docs/subjects.md");
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| quoted.starts_with("agora.") && !quoted.contains(char::is_whitespace))
+        .flat_map(spelled_out)
+        .map(|subject| subject.split('.').map(str::to_owned).collect())
+        .collect()
+}
+
+fn documented(subject: &str, documented: &[Vec<String>]) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    documented.iter().any(|doc| {
+        doc.len() == tokens.len()
+            && doc.iter().zip(&tokens).all(|(d, t)| d == t || d == "*" || d.starts_with('<'))
+    })
+}
+
+#[test]
+fn the_documented_subjects_are_read_as_written() {
+    let docs = documented_subjects();
+    for subject in ["agora.bank.transfer", "agora.likes.like.*", "agora.worker.w1.status"] {
+        assert!(documented(subject, &docs), "{subject}");
+    }
+    for subject in ["agora.bank.transfers.now", "agora.bank.teleport", "agora.worker.w1.stop"] {
+        assert!(!documented(subject, &docs), "{subject}");
+    }
+}
+
+/// The contract word for word, from the other side: every endpoint that any instance of every
+/// service registers (their `$SRV.INFO`) is a subject docs/subjects.md documents, under its
+/// service's documented name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_every_service_serves_is_documented() {
+    let system = crate::auth::system();
+    let operator = system.client().await;
+    let docs = documented_subjects();
+    let text = include_str!("../../docs/subjects.md");
+    let services = [
+        agora_nats::subjects::auth::SERVICE,
+        ledger::SERVICE,
+        bank::SERVICE,
+        coins::SERVICE,
+        files::SERVICE,
+        chat::SERVICE,
+        tasks::SERVICE,
+        worker::SERVICE,
+        likes::SERVICE,
+    ];
+    let mut served: Vec<(String, String)> = Vec::new();
+    eventually(Duration::from_secs(20), Duration::from_millis(200), async || {
+        let infos = operator
+            .gather(agora_nats::subjects::micro::INFO, Bytes::new(), Duration::from_secs(1), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let infos: Vec<Value> =
+            infos.iter().filter_map(|m| serde_json::from_slice(&m.payload).ok()).collect();
+        let missing: Vec<&str> = services
+            .iter()
+            .copied()
+            .filter(|service| !infos.iter().any(|info| info["name"] == *service))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("not answering yet: {missing:?}"));
+        }
+        served = infos
+            .iter()
+            .flat_map(|info| {
+                let name = info["name"].as_str().unwrap_or_default().to_owned();
+                let endpoints = info["endpoints"].as_array().cloned().unwrap_or_default();
+                endpoints.into_iter().map(move |endpoint| {
+                    (name.clone(), endpoint["subject"].as_str().unwrap_or_default().to_owned())
+                })
+            })
+            .collect();
+        Ok(())
+    })
+    .await;
+    assert!(served.len() > 60, "every service's endpoints: {served:?}");
+    for (service, subject) in &served {
+        assert!(text.contains(&format!("`{service}`")), "{service} is not in docs/subjects.md");
+        assert!(documented(subject, &docs), "{service} serves {subject}, not in docs/subjects.md");
     }
 }
