@@ -400,6 +400,15 @@ async fn likes_commands_like_unlike_count_top_and_list_nodes() {
     })
     .await;
     assert!(top.contains("1. post-42"), "{top}");
+    // post-7 was liked and unliked: known (of the 2 items), but not among the most liked.
+    eventually(Duration::from_secs(5), POLL, async || {
+        let (ok, top, err) = agora(&system, &["likes", "top"]);
+        assert!(ok, "{err}");
+        let listed: Vec<&str> = top.lines().skip(1).collect();
+        let only_liked = listed.len() == 1 && listed[0].contains("1. post-42");
+        if only_liked && top.starts_with("2 items") { Ok(()) } else { Err(format!("top: {top}")) }
+    })
+    .await;
 
     // The leader lists the nodes of its last round (every 500 ms in tests).
     let nodes = eventually(Duration::from_secs(5), POLL, async || {

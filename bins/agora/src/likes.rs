@@ -88,7 +88,8 @@ pub async fn run(client: &AgoraClient, command: LikesCommand, json: bool) -> any
         }
         LikesCommand::Top { limit } => {
             let reply = client.top_likes(limit).await?;
-            let mut text = format!("{} items on node {}", reply.items_total, reply.node);
+            let items = crate::counted(reply.items_total, "item", "items");
+            let mut text = format!("{items} on node {}", reply.node);
             for (rank, item) in reply.items.iter().enumerate() {
                 text += &format!("\n{:>4}. {:<40} {}", rank + 1, item.item, item.count);
             }

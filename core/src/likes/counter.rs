@@ -346,10 +346,15 @@ impl LikeCounter {
         self.total
     }
 
-    /// The `limit` most-liked items, most first (ties by item id).
+    /// The `limit` most-liked items, most first (ties by item id); an item nobody likes (any
+    /// more) is not among them.
     pub fn top(&self, limit: usize) -> Vec<(&ItemId, u64)> {
-        let mut all: Vec<(&ItemId, u64)> =
-            self.items.iter().map(|(id, item)| (id, item.count())).collect();
+        let mut all: Vec<(&ItemId, u64)> = self
+            .items
+            .iter()
+            .map(|(id, item)| (id, item.count()))
+            .filter(|(_, count)| *count > 0)
+            .collect();
         let order = |a: &(&ItemId, u64), b: &(&ItemId, u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
         if limit < all.len() {
             all.select_nth_unstable_by(limit, order);
@@ -893,5 +898,11 @@ mod tests {
         assert_eq!(top, vec![("b".into(), 3), ("c".into(), 3), ("d".into(), 2)]);
         assert_eq!(c.top(10).len(), 4);
         assert_eq!(c.total(), 9);
+        // Unliked by everyone who liked it: known, counted 0, not among the most liked.
+        like(&mut c, 2, "e", Some("ann"), true);
+        assert_eq!(c.top(10).len(), 5);
+        like(&mut c, 3, "e", Some("ann"), false);
+        assert_eq!(c.top(10).len(), 4);
+        assert_eq!(c.items_len(), 5);
     }
 }
