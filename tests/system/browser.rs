@@ -325,9 +325,13 @@ async fn the_dashboard_works_in_a_real_browser() {
     ann.execute("document.getElementById('workflow-view').scrollIntoView()", vec![]).await.ok();
     screenshot(&ann, "dashboard-workflow.png").await;
 
-    // Bank: ann deposits and pays ben; her statement lists both, newest first, with the
-    // balance after each.
+    // Bank: ann's own balance is watched from the first look. She deposits and pays ben; her
+    // statement lists both, newest first, with the balance after each.
     click(&ann, "a[data-tab=bank]").await;
+    eventually!(10, "ann's own balance", {
+        let rows = texts(&ann, "#bank-balances tbody tr").await;
+        (rows.len() == 1 && rows[0].starts_with("ann") && rows[0].contains("0.00")).then_some(())
+    });
     type_into(&ann, "#bank-deposit input[name=account]", "ann").await;
     type_into(&ann, "#bank-deposit input[name=amount]", "50000").await;
     click(&ann, "#bank-deposit button").await;
@@ -565,6 +569,34 @@ async fn the_dashboard_works_in_a_real_browser() {
 
     // Signing out ends the session: the page is back at the sign-in form, and the cookie
     // no longer works.
+    click(&ann, "#signout").await;
+    eventually!(10, "the sign-in form again", shown(&ann, "#signin").await.then_some(()));
+    // The next person to sign in on the same page sees nothing of ann's: not her balance, not
+    // her statement, not her name in a form (it is theirs), and nothing is asked as her.
+    type_into(&ann, "#signin-name", "cat").await;
+    type_into(&ann, "#signin-password", &test_password("cat")).await;
+    click(&ann, "#signup-submit").await;
+    eventually!(10, "cat signed in", {
+        (texts(&ann, "#me-name").await.first().map(String::as_str) == Some("cat")).then_some(())
+    });
+    click(&ann, "a[data-tab=bank]").await;
+    eventually!(10, "cat's own balance", {
+        let rows = texts(&ann, "#bank-balances tbody tr").await;
+        (rows.len() == 1 && rows[0].starts_with("cat")).then_some(())
+    });
+    eventually!(10, "cat's (empty) statement", {
+        let status = texts(&ann, "#bank-statement-status").await;
+        (status.first().map(String::as_str) == Some("0 entries of cat (money)")).then_some(())
+    });
+    assert!(texts(&ann, "#bank-entries tbody tr").await.is_empty(), "none of ann's entries");
+    for form in ["#bank-deposit", "#bank-withdraw", "#bank-statement"] {
+        let input = ann.find(Locator::Css(&format!("{form} input[name=account]"))).await;
+        let value = input.expect(form).prop("value").await.expect("a value");
+        assert_eq!(value.as_deref(), Some("cat"), "{form}");
+    }
+    let page = texts(&ann, "body").await.concat();
+    let mut words = page.split(|c: char| !c.is_alphanumeric());
+    assert!(!words.any(|word| word == "ann"), "nothing of ann's on cat's page: {page}");
     click(&ann, "#signout").await;
     eventually!(10, "the sign-in form again", shown(&ann, "#signin").await.then_some(()));
     ann.goto(&format!("{base}/#bank")).await.expect("reloads");

@@ -179,7 +179,14 @@ const auth = {
     showTab(location.hash.slice(1) || this.homeTab());
   },
   signedOut() {
-    this.me = null;
+    // Nothing of whoever was signed in (balances, statements, lists, forms filled in with their
+    // name) stays on the page for the next person: the page starts over.
+    if (this.me) {
+      this.me = null;
+      history.replaceState(null, "", location.pathname);
+      location.reload();
+      return;
+    }
     chat.forget();
     document.body.classList.add("signed-out");
     $("signin").classList.remove("hidden");
@@ -1038,7 +1045,16 @@ $("workflow-form").addEventListener("submit", async (e) => {
 // ---------------------------------------------------------------- bank
 const bank = {
   watched: new Map(),
-  show() { for (const account of this.watched.keys()) this.lookup(account); },
+  show() {
+    // A person's own account is watched, and its statement shown, from the first look.
+    const me = auth.me && auth.me.name;
+    if (me && !this.watched.has(me)) this.lookup(me);
+    for (const account of this.watched.keys()) this.lookup(account);
+    if (me && !statement.query) {
+      statement.query = { account: me, asset: "" };
+      statement.load(false);
+    }
+  },
   async lookup(account) {
     try { const reply = await api("GET", "/api/bank/balance/" + encodeURIComponent(account)); this.set(reply.account, reply.balance, reply.pending); } catch (e) { failed(e); }
   },
