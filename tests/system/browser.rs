@@ -360,14 +360,20 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert!(rows[1].contains("Deposit") && rows[1].contains("500.00"), "{rows:?}");
     screenshot(&ann, "dashboard-bank-statement.png").await;
 
-    // Coins: ann buys one AMZN (the first symbol) with her money; her portfolio holds it, and
-    // the recent orders list it once the trade log has it.
+    // Coins: ann's portfolio shows from the first look (her bank balance, nothing held). She
+    // buys one AMZN (the first symbol) with her money; her portfolio holds it, and the recent
+    // orders list it once the trade log has it.
     click(&ann, "a[data-tab=coins]").await;
     eventually!(
         10,
         "the catalogue",
         (!texts(&ann, "#coins-symbol option").await.is_empty()).then_some(())
     );
+    eventually!(10, "ann's portfolio", {
+        let text = texts(&ann, "#coins-portfolio p").await.concat();
+        text.starts_with("Bank balance 376.55").then_some(())
+    });
+    assert!(texts(&ann, "#coins-portfolio tbody tr").await.is_empty(), "nothing held yet");
     type_into(&ann, "#coins-order input[name=user]", "ann").await;
     type_into(&ann, "#coins-order input[name=quantity]", "1").await;
     click(&ann, "#coins-order button[value=buy]").await;

@@ -1153,7 +1153,14 @@ $("bank-lookup").addEventListener("submit", (e) => { e.preventDefault(); const a
 // ---------------------------------------------------------------- coins
 const coins = {
   rows: new Map(),
-  show() { this.load(); this.history(); $("coins-manager").classList.toggle("hidden", !auth.isManager()); },
+  show() {
+    this.load();
+    this.history();
+    // The portfolio asked for last (at first, the person's own) is shown from the first look.
+    const user = $("coins-portfolio-user").value.trim();
+    if (user) this.portfolio(user);
+    $("coins-manager").classList.toggle("hidden", !auth.isManager());
+  },
   async load() {
     try {
       const reply = await api("GET", "/api/coins/assets");
