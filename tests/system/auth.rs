@@ -246,8 +246,12 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     person.deposit("alice", 10, None).await.expect("a person deposits");
     assert_eq!(person.balance("alice").await.expect("balance").balance, 10);
 
-    // The command-line client signs in with `agora login`, and shows a refusal as a coded
-    // error.
+    // Before signing in, the command-line client may only sign up: a refusal says how to sign
+    // in. It signs in with `agora login`, and shows a refusal as a coded error.
+    let output = system.cli().args(["bank", "balance", "alice"]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.starts_with("error [forbidden]"), "{stderr}");
+    assert!(stderr.contains("you are not signed in: `agora login <name>` first"), "{stderr}");
     let login = system
         .cli()
         .args(["login", "alice"])
@@ -260,6 +264,7 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     assert!(!output.status.success());
     assert!(stderr.contains("error [forbidden]"), "{stderr}");
     assert!(stderr.contains("agora.coins.admin.remove"), "{stderr}");
+    assert!(!stderr.contains("not signed in"), "alice is signed in: {stderr}");
     let output = system.cli().args(["task", "workers"]).output().expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && output.stdout.is_empty(), "{output:?}");

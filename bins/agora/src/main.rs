@@ -344,7 +344,14 @@ async fn main() -> ExitCode {
         Err(error) => {
             match error.downcast_ref::<ClientError>() {
                 Some(ClientError::Service(service)) => {
-                    eprintln!("error [{}]: {}", service.code, service.message)
+                    eprintln!("error [{}]: {}", service.code, service.message);
+                    let anonymous = ANONYMOUS.load(std::sync::atomic::Ordering::Relaxed);
+                    if anonymous && service.code == agora_nats::ErrorCode::Forbidden {
+                        eprintln!(
+                            "you are not signed in: `agora login <name>` first (or give \
+                             --nats-user, --creds or --nkey)"
+                        );
+                    }
                 }
                 Some(other) => eprintln!("error [{}]: {other}", other.code()),
                 None => eprintln!("error: {error:#}"),
@@ -393,6 +400,10 @@ async fn connect_as(server: &NatsArgs, timeout_ms: u64) -> anyhow::Result<AgoraC
     Ok(AgoraClient::new(nats).with_timeout(Duration::from_millis(timeout_ms)))
 }
 
+/// Whether the command connected with no credentials at all (no flags, no saved token): on a
+/// server with users it may only sign up, so a refusal says how to sign in.
+static ANONYMOUS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Connects with the flags' credentials, else `agora login`'s saved token, else anonymously.
 async fn connect_saved(
     server: &NatsArgs,
@@ -404,6 +415,7 @@ async fn connect_saved(
         Some(path) if !explicit => account::load(path)?,
         _ => None,
     };
+    ANONYMOUS.store(saved.is_none() && !explicit, std::sync::atomic::Ordering::Relaxed);
     match saved {
         Some(saved) => {
             let args = NatsArgs::token(server.server.clone(), &saved.name, &saved.token)
