@@ -274,6 +274,27 @@ async fn only_the_bank_and_the_exchanges_pairs_reach_the_ledger_and_only_manager
     assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "alice (user)");
     let balance = system.cli().args(["bank", "balance", "alice"]).output().expect("runs");
     assert_eq!(String::from_utf8_lossy(&balance.stdout).trim(), "alice: balance 10");
+
+    // A saved token that ended (revoked here; expired, or the password changed) is refused
+    // with what to do about it, and signing out still forgets it.
+    let path = system.dir.path().join("credentials.json");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("saved")).expect("JSON");
+    let token = saved["token"].as_str().expect("a token");
+    assert!(person.logout(token).await.expect("revokes").revoked);
+    let output = system.cli().args(["bank", "balance", "alice"]).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("error [unauthenticated]: the saved token of alice was refused")
+            && stderr.contains("`agora login alice` again"),
+        "{stderr}"
+    );
+    let output = system.cli().args(["logout"]).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.trim(), "signed out alice");
+    assert!(!path.exists(), "the ended token is forgotten");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

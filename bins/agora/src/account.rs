@@ -174,12 +174,18 @@ where
             let Some(saved) = load(&path)? else {
                 anyhow::bail!("not signed in ({} does not exist)", path.display());
             };
-            let client = connect(ConnectAs::Saved).await?;
-            let revoked = match client.logout(&saved.token).await {
-                Ok(reply) => reply.revoked,
-                // An expired or revoked token cannot sign in to revoke itself: it is over.
-                Err(error) if error.code() == agora_nats::ErrorCode::Unauthenticated => false,
-                Err(error) => return Err(error.into()),
+            // An expired or revoked token cannot sign in to revoke itself: it is over.
+            let over = |error: &agora_nats::ClientError| {
+                error.code() == agora_nats::ErrorCode::Unauthenticated
+            };
+            let revoked = match connect(ConnectAs::Saved).await {
+                Ok(client) => match client.logout(&saved.token).await {
+                    Ok(reply) => reply.revoked,
+                    Err(error) if over(&error) => false,
+                    Err(error) => return Err(error.into()),
+                },
+                Err(error) if error.downcast_ref().is_some_and(over) => false,
+                Err(error) => return Err(error),
             };
             std::fs::remove_file(&path)?;
             print(serde_json::json!({"revoked": revoked}), format!("signed out {}", saved.name));

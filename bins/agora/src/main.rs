@@ -420,7 +420,25 @@ async fn connect_saved(
         Some(saved) => {
             let args = NatsArgs::token(server.server.clone(), &saved.name, &saved.token)
                 .with_tls_ca(server.tls_ca.clone());
-            connect_as(&args, timeout_ms).await
+            connect_as(&args, timeout_ms).await.map_err(|error| {
+                let refused = error.chain().any(|cause| {
+                    cause.downcast_ref::<async_nats::ConnectError>().is_some_and(|e| {
+                        e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
+                    })
+                });
+                if !refused {
+                    return error;
+                }
+                ClientError::Service(agora_nats::ServiceError::new(
+                    agora_nats::ErrorCode::Unauthenticated,
+                    format!(
+                        "the saved token of {0} was refused (it expired, was revoked, or the \
+                         password changed): `agora login {0}` again",
+                        saved.name
+                    ),
+                ))
+                .into()
+            })
         }
         None => connect_as(server, timeout_ms).await,
     }
