@@ -507,6 +507,21 @@ async fn files_commands_get_resume_list_stat_cache_and_put() {
     assert!(stdout.contains("(verified), resumed at 100000"), "{stdout}");
     assert!(std::fs::read(&out).expect("written") == bytes);
     assert!(!part.exists());
+    // Into a directory: under the file's base name there. Into a directory that is not
+    // there: refused, naming the path, and nothing written anywhere.
+    let into = system.dir.path().join("downloads");
+    std::fs::create_dir(&into).expect("a directory");
+    let (ok, stdout, err) =
+        agora(&system, &["files", "get", "docs/report.bin", "-o", &into.display().to_string()]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains(&format!("-> {}", into.join("report.bin").display())), "{stdout}");
+    assert!(std::fs::read(into.join("report.bin")).expect("written") == bytes);
+    let missing = system.dir.path().join("missing/report.bin");
+    let (ok, _, err) =
+        agora(&system, &["files", "get", "docs/report.bin", "-o", &missing.display().to_string()]);
+    assert!(!ok && err.contains(&format!("cannot write {}", missing.display())), "{err}");
+    let entries = |dir: &std::path::Path| std::fs::read_dir(dir).expect("listed").count();
+    assert_eq!(entries(&into), 1, "only the download itself");
 
     let (ok, stdout, _) = agora(&system, &["files", "list"]);
     assert!(ok);

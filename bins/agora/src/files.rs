@@ -1,6 +1,7 @@
 //! `agora files ...`: list, stat, and get (with a progress bar, resume and a digest check);
 //! `cache` shows a server's cache.
 
+use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -18,7 +19,8 @@ pub enum FilesCommand {
     /// version, and checks the sha256.
     Get {
         name: String,
-        /// Where to write (default: the file's base name in the current directory).
+        /// Where to write (default: the file's base name in the current directory; a
+        /// directory: the file's base name in it).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -74,8 +76,12 @@ impl Progress for Bar {
 pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> anyhow::Result<()> {
     match command {
         FilesCommand::Get { name, output } => {
-            let output = output
-                .unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(name.as_str())));
+            let base = name.rsplit('/').next().unwrap_or(name.as_str());
+            let output = match output {
+                Some(directory) if directory.is_dir() => directory.join(base),
+                Some(path) => path,
+                None => PathBuf::from(base),
+            };
             let part = output.with_extension(match output.extension() {
                 Some(ext) => format!("{}.part", ext.to_string_lossy()),
                 None => "part".to_owned(),
@@ -98,16 +104,21 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                     resumed_from += read as u64;
                 }
             }
-            std::fs::write(&version, &stat.sha256)?;
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&part)?;
+            let writing = |path: &std::path::Path| format!("cannot write {}", path.display());
+            std::fs::write(&version, &stat.sha256).with_context(|| writing(&version))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&part)
+                .with_context(|| writing(&part))?;
             if resumed_from == 0 {
-                file.set_len(0)?;
+                file.set_len(0).with_context(|| writing(&part))?;
             }
             let mut bar = Bar(None);
             let progress: &mut (dyn Progress + Send) = if json { &mut () } else { &mut bar };
             let stat =
                 client.download(&name, resumed_from, &mut file, &mut hasher, progress).await?;
-            file.flush()?;
+            file.flush().with_context(|| writing(&part))?;
             if let Some(bar) = &bar.0 {
                 bar.finish_and_clear();
             }
@@ -117,7 +128,7 @@ pub async fn run(client: &AgoraClient, command: FilesCommand, json: bool) -> any
                 std::fs::remove_file(&version).ok();
                 anyhow::bail!("digest mismatch: got {digest}, the server said {}", stat.sha256);
             }
-            std::fs::rename(&part, &output)?;
+            std::fs::rename(&part, &output).with_context(|| writing(&output))?;
             std::fs::remove_file(&version).ok();
             if json {
                 println!("{}", serde_json::to_value(&stat)?);
