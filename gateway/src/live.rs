@@ -1,8 +1,8 @@
 //! Live events for browsers: one set of NATS subscriptions per gateway, fanned out to every
 //! browser's Server-Sent Events stream through a bounded broadcast channel.
 //!
-//! Each SSE event is named after its topic (`bank`, `chat`, `presence`, `tasks`, `likes`,
-//! `prices`, `logs`) and its data is `{"subject":"...","data":<the NATS payload>}`. Payloads
+//! Each SSE event is named after its topic (`bank`, `chat`, `updates`, `presence`, `tasks`,
+//! `likes`, `prices`, `logs`) and its data is `{"subject":"...","data":<the NATS payload>}`. Payloads
 //! that are not JSON, are larger than [`EVENT_BYTES_MAX`] or (chat) fail the chat service's
 //! format checks are not forwarded. A stream belongs to a signed-in user and carries what that
 //! user may read ([`Audience`]): rooms, presence, prices and like counts for everyone; bank
@@ -42,8 +42,8 @@ pub const ROUTES: &[Route] = &[route!(
     "GET",
     "/api/events",
     "system",
-    "Server-Sent Events of what the signed-in user may read: bank, chat, presence, tasks, \
-         likes, prices, logs (topics=a,b; session=<chat session> keeps it alive)",
+    "Server-Sent Events of what the signed-in user may read: bank, chat, updates, presence, \
+         tasks, likes, prices, logs (topics=a,b; session=<chat session> keeps it alive)",
     Some(schema::<EventsQuery>),
     ["topics", "session"],
     None,
@@ -340,9 +340,8 @@ pub async fn events(
         Some(list) => {
             for name in list.split(',') {
                 let topic = Topic::parse(name.trim()).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "unknown topic {name:?} (bank, chat, presence, tasks, likes, prices, logs)"
-                    ))
+                    let known: Vec<&str> = Topic::ALL.iter().map(|t| t.as_str()).collect();
+                    ApiError::invalid(format!("unknown topic {name:?} ({})", known.join(", ")))
                 })?;
                 wanted |= topic.bit();
             }

@@ -899,6 +899,13 @@ async fn bad_input_on_every_route_is_a_clear_4xx_and_changes_nothing() {
     }
     let boss = Http::manager(&system).await;
     boss.fails("GET", "/api/logs?level=debug", Body::None, 400, "invalid_request").await;
+    // An unknown topic is refused naming every topic there is, and each of those opens.
+    let (_, refused) = http.call("GET", "/api/events?topics=bogus", Body::None).await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default().to_owned();
+    for topic in ["bank", "chat", "updates", "presence", "tasks", "likes", "prices", "logs"] {
+        assert!(message.contains(topic), "{topic} in {message}");
+        drop(Sse::open(&http, &format!("topics={topic}")).await);
+    }
 
     // Nothing changed, and everything still serves.
     assert_eq!(http.ok("GET", "/balance/alice", Body::None).await["balance"], 1000);
