@@ -3,12 +3,13 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use agora_nats::AgoraClient;
 use agora_nats::bank::wire::{
     BalanceRequest, HistoryRequest, OperationKind, OperationRequest, TransfersRequest,
 };
-use agora_nats::ledger::wire::{ApplyReply, BalanceReply, OperationResult};
+use agora_nats::ledger::wire::{ApplyReply, BalanceReply, OperationResult, PostingWire};
 use anyhow::Context;
 use clap::Subcommand;
 
@@ -148,11 +149,7 @@ fn results_text(reply: &ApplyReply) -> String {
     for (index, result) in reply.results.iter().enumerate() {
         match result {
             OperationResult::Applied { postings: Some(postings) } => {
-                let balances: Vec<String> = postings
-                    .iter()
-                    .map(|p| format!("{} {} {} -> {}", p.account, p.kind, p.amount, p.balance))
-                    .collect();
-                lines.push(format!("  {index}: applied ({})", balances.join(", ")));
+                lines.push(format!("  {index}: applied ({})", postings_text(postings)));
             }
             OperationResult::Applied { postings: None } => {}
             OperationResult::Failed { error } => {
@@ -163,13 +160,33 @@ fn results_text(reply: &ApplyReply) -> String {
     lines.join("\n")
 }
 
-/// One operation as a batch of one; its error is the command's.
-async fn one(client: &AgoraClient, operation: OperationRequest, json: bool) -> anyhow::Result<()> {
+/// Each posting of an applied operation: `alice pending_out 50 -> 300`.
+fn postings_text(postings: &[PostingWire]) -> String {
+    let each =
+        postings.iter().map(|p| format!("{} {} {} -> {}", p.account, p.kind, p.amount, p.balance));
+    each.collect::<Vec<_>>().join(", ")
+}
+
+/// One operation as a batch of one: `done` and its postings, or its error as the command's.
+async fn one(
+    client: &AgoraClient,
+    operation: OperationRequest,
+    done: String,
+    json: bool,
+) -> anyhow::Result<()> {
     let request = TransfersRequest { operations: vec![operation], detail: true };
     let reply = client.transfers(&request).await?;
     match reply.results.first() {
         Some(OperationResult::Failed { error }) => {
             Err(agora_nats::ClientError::Service(error.clone()).into())
+        }
+        Some(OperationResult::Applied { postings: Some(postings) }) => {
+            print(
+                json,
+                serde_json::to_value(&reply)?,
+                format!("{done}: {}", postings_text(postings)),
+            );
+            Ok(())
         }
         _ => {
             print(json, serde_json::to_value(&reply)?, results_text(&reply));
@@ -215,6 +232,10 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
             print(serde_json::to_value(&reply)?, results_text(&reply));
         }
         BankCommand::Hold { from, to, amount, id, hold_ms, asset } => {
+            let done = format!(
+                "held {amount} as {id} until posted, voided or expired (in {})",
+                humantime::format_duration(Duration::from_millis(hold_ms))
+            );
             let operation = OperationRequest {
                 op: OperationKind::Pending,
                 from: Some(from),
@@ -225,9 +246,13 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
                 id: Some(id),
                 ..OperationRequest::default()
             };
-            one(client, operation, json).await?;
+            one(client, operation, done, json).await?;
         }
         BankCommand::Post { pending_id, amount, id } => {
+            let done = match amount {
+                Some(amount) => format!("posted {amount} of {pending_id}, the rest released"),
+                None => format!("posted {pending_id}"),
+            };
             let operation = OperationRequest {
                 op: OperationKind::Post,
                 pending_id: Some(pending_id),
@@ -235,16 +260,17 @@ pub async fn run(client: &AgoraClient, command: BankCommand, json: bool) -> anyh
                 id,
                 ..OperationRequest::default()
             };
-            one(client, operation, json).await?;
+            one(client, operation, done, json).await?;
         }
         BankCommand::Void { pending_id, id } => {
+            let done = format!("voided {pending_id}");
             let operation = OperationRequest {
                 op: OperationKind::Void,
                 pending_id: Some(pending_id),
                 id,
                 ..OperationRequest::default()
             };
-            one(client, operation, json).await?;
+            one(client, operation, done, json).await?;
         }
         BankCommand::History { account, asset, from_ms, to_ms, before, limit } => {
             let request = HistoryRequest { account, asset, from_ms, to_ms, before, limit };
