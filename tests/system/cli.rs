@@ -217,6 +217,13 @@ async fn task_commands_submit_wait_list_cancel_and_show_workers() {
     assert!(ok, "{err}");
     assert!(out.contains("completed") && out.contains("ran_at=20"), "{out}");
     assert!(out.contains(r#"result: {"value":9}"#), "{out}");
+    // Without --wait, a delayed task says when it runs.
+    let tomorrow = agora_nats::clock::now_ms() / 1_000 * 1_000 + 86_400_000;
+    let at = agora_core::tasks::schedule::rfc3339(tomorrow);
+    let (ok, out, err) = agora(&system, &["task", "submit", "sum", "6", "--at", &at]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("task ") && out.contains("queued op=sum attempts=0"), "{out}");
+    assert!(out.contains(&format!("runs_at={at}")), "{at} in {out}");
     let (ok, _, err) = agora(&system, &["task", "submit", "sum", "1", "--in", "soon"]);
     assert!(!ok);
     assert!(err.contains("--in") && err.contains("not a duration"), "{err}");

@@ -197,8 +197,11 @@ pub async fn run(client: &AgoraClient, command: TaskCommand, json: bool) -> anyh
             } else {
                 None
             };
+            let delayed = request.run_at_ms.is_some() || request.delay_ms.is_some();
             let task = client.submit(&request).await?;
             match events.as_mut() {
+                // A delayed task: when it runs (the reply says only that it is queued).
+                None if delayed && !json => print_task(&client.task(&task.id).await?, json, false),
                 None => print_task(&task, json, false),
                 Some(events) => {
                     let done = follow(client, &task.id, events, json).await?;
@@ -358,17 +361,22 @@ fn print_schedules(schedules: &[ScheduleView], json: bool) {
         return;
     }
     let time = |ms: Option<u64>| ms.map_or("-".to_owned(), agora_core::tasks::schedule::rfc3339);
-    println!(
-        "{:<12} {:<20} {:<22} {:<11} {:<7} {:>5}  {:<20}  {:<20}  last task",
-        "owner", "name", "schedule", "op", "state", "runs", "last run", "next run"
-    );
-    for s in schedules {
-        let schedule = match &s.time_zone {
+    let shown: Vec<String> = schedules
+        .iter()
+        .map(|s| match &s.time_zone {
             Some(zone) => format!("{} {zone}", s.schedule),
             None => s.schedule.clone(),
-        };
+        })
+        .collect();
+    // The schedule column is as wide as its widest (a cron with a time zone runs long).
+    let width = shown.iter().map(String::len).max().unwrap_or(0).max(22);
+    println!(
+        "{:<12} {:<20} {:<width$} {:<11} {:<7} {:>5}  {:<20}  {:<20}  last task",
+        "owner", "name", "schedule", "op", "state", "runs", "last run", "next run"
+    );
+    for (s, schedule) in schedules.iter().zip(&shown) {
         println!(
-            "{:<12} {:<20} {:<22} {:<11} {:<7} {:>5}  {:<20}  {:<20}  {}",
+            "{:<12} {:<20} {:<width$} {:<11} {:<7} {:>5}  {:<20}  {:<20}  {}",
             s.owner,
             s.name,
             schedule,
