@@ -299,13 +299,13 @@ fn history_line(message: &StoredMessage) -> String {
         (None, Some(to)) => format!("dm -> {to}"),
         (None, None) => String::new(),
     };
+    // A deleted message keeps its place, with no text: it says so instead.
+    let text = if message.deleted { "(deleted)" } else { message.text.as_str() };
     let mut notes = String::new();
     if let Some(parent) = message.reply_to {
         notes.push_str(&format!(" (reply to #{parent})"));
     }
-    if message.deleted {
-        notes.push_str(" (deleted)");
-    } else if message.edited_ms.is_some() {
+    if !message.deleted && message.edited_ms.is_some() {
         notes.push_str(" (edited)");
     }
     if message.replies > 0 {
@@ -315,11 +315,10 @@ fn history_line(message: &StoredMessage) -> String {
         notes.push_str(&format!(" {emoji}{}", names.len()));
     }
     format!(
-        "#{:<6} {} [{place}] {}: {}{notes}",
+        "#{:<6} {} [{place}] {}: {text}{notes}",
         message.seq,
         crate::utc(message.at),
-        message.from,
-        message.text
+        message.from
     )
 }
 
