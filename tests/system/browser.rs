@@ -400,16 +400,25 @@ async fn the_dashboard_works_in_a_real_browser() {
     screenshot(&ann, "dashboard-coins.png").await;
 
     // Likes: ann likes an item; the count changes in her browser and, live, in ben's. A
-    // like is ann's: liking again does not count twice. Ben's like counts.
+    // like is ann's: her heart says she likes it, and a click takes it back (and another
+    // gives it again: never twice). Ben's like counts.
     click(&ben, "a[data-tab=likes]").await;
     click(&ann, "a[data-tab=likes]").await;
     type_into(&ann, "#likes-item", "post-browser").await;
     click(&ann, "#likes-add").await;
     let count = "li[data-item=post-browser] .count";
+    let heart = "li[data-item=post-browser] .heart";
     eventually!(10, "the first like", (texts(&ann, count).await == ["1"]).then_some(()));
     eventually!(10, "the item in ben's browser", (texts(&ben, count).await == ["1"]).then_some(()));
-    click(&ann, "li[data-item=post-browser] .heart").await;
-    click(&ben, "li[data-item=post-browser] .heart").await;
+    assert_eq!(texts(&ann, heart).await, ["♥ Liked"]);
+    assert_eq!(texts(&ben, heart).await, ["♥ Like"], "ben's heart is his");
+    click(&ann, heart).await;
+    eventually!(10, "ann's like taken back", (texts(&ann, count).await == ["0"]).then_some(()));
+    eventually!(10, "and in ben's browser", (texts(&ben, count).await == ["0"]).then_some(()));
+    assert_eq!(texts(&ann, heart).await, ["♥ Like"]);
+    click(&ann, heart).await;
+    eventually!(10, "ann's like again", (texts(&ann, count).await == ["1"]).then_some(()));
+    click(&ben, heart).await;
     eventually!(10, "ben's like", (texts(&ann, count).await == ["2"]).then_some(()));
     eventually!(
         10,

@@ -1265,11 +1265,12 @@ const likes = {
         h("td", {}, n.node, n.leader ? " ★" : ""), h("td", { class: "num" }, n.items), h("td", { class: "num" }, n.likes), h("td", { class: "num" }, n.accepted_per_sec))));
     } catch (e) { $("likes-leader").textContent = e.message; }
   },
-  set(item, count) {
+  /** An item's count, and (when a reply of the signed-in person's says) whether they like it. */
+  set(item, count, liked) {
     let li = this.items.get(item);
     if (!li) {
       li = h("li", { dataset: { item } }, h("span", { class: "name" }, item), h("span", { class: "count" }, "0"),
-        h("button", { class: "heart", onclick: () => this.like(item) }, "♥ Like"));
+        h("button", { class: "heart", onclick: () => this.toggle(item) }, "♥ Like"));
       this.items.set(item, li);
       $("likes-items").append(li);
     }
@@ -1278,11 +1279,23 @@ const likes = {
       el.textContent = String(count);
       li.classList.remove("flash-up"); void li.offsetWidth; li.classList.add("flash-up");
     }
+    if (liked !== undefined) {
+      li._liked = liked;
+      const heart = li.querySelector(".heart");
+      heart.textContent = liked ? "♥ Liked" : "♥ Like";
+      heart.title = liked ? "Unlike" : "Like";
+      heart.classList.toggle("on", liked);
+    }
   },
-  async like(item) {
+  /** Likes the item, or takes back the person's like once they are known to like it. */
+  async toggle(item) {
+    const li = this.items.get(item);
+    await this.like(item, !(li && li._liked));
+  },
+  async like(item, on = true) {
     try {
-      const reply = await api("POST", `/api/likes/items/${encodeURIComponent(item)}/like`);
-      this.set(reply.item, reply.count);
+      const reply = await api("POST", `/api/likes/items/${encodeURIComponent(item)}/${on ? "like" : "unlike"}`);
+      this.set(reply.item, reply.count, reply.liked);
     } catch (e) { failed(e); }
   },
 };
