@@ -295,6 +295,8 @@ async fn a_removed_file_is_served_by_no_server_and_nothing_else_is_removed() {
     let large = content(2 * MIB + 5, 2); // beyond the cache: read from disk
     write(&root, "large.bin", &large);
     write(&root, "d/e/nested.txt", b"nested");
+    write(&root, "k/e/nested.txt", b"nested");
+    write(&root, "k/kept.txt", b"kept");
     write(&root, "target.txt", b"target");
     let outside = system.dir.path().join("outside.txt");
     std::fs::write(&outside, b"outside").expect("write");
@@ -325,9 +327,13 @@ async fn a_removed_file_is_served_by_no_server_and_nothing_else_is_removed() {
     fetch_ok(&client, "target.txt", b"target").await;
     assert_eq!(code(client.delete_file("link-out").await), ErrorCode::NotFound);
     assert_eq!(std::fs::read(&outside).expect("still there"), b"outside");
-    // A nested file goes; its directories stay.
+    // A nested file goes, and so do the directories it left empty: nothing unseen stands in the
+    // way of a file of that name. A directory still holding a file stays.
     client.delete_file("d/e/nested.txt").await.expect("removed");
-    assert!(root.join("d/e").is_dir());
+    assert!(!root.join("d").exists(), "d and d/e were left empty");
+    client.delete_file("k/e/nested.txt").await.expect("removed");
+    assert!(!root.join("k/e").exists() && root.join("k").is_dir());
+    fetch_ok(&client, "k/kept.txt", b"kept").await;
 
     // Bad requests: a coded error each, and nothing removed.
     let staged = root.join("x.agora-upload-1");
@@ -344,20 +350,23 @@ async fn a_removed_file_is_served_by_no_server_and_nothing_else_is_removed() {
         (r#"{}"#, ErrorCode::InvalidRequest),
         (r#"["target.txt"]"#, ErrorCode::InvalidRequest),
         ("", ErrorCode::InvalidRequest),
-        (r#"{"name":"d"}"#, ErrorCode::NotFound),
+        (r#"{"name":"k"}"#, ErrorCode::NotFound),
         (r#"{"name":"x.agora-upload-1"}"#, ErrorCode::NotFound),
         (r#"{"name":"missing.txt"}"#, ErrorCode::NotFound),
     ];
     for (payload, expected) in cases {
         assert_eq!(code(delete(payload).await), expected, "{payload}");
     }
-    assert!(staged.exists() && root.join("d").is_dir() && outside.exists());
+    assert!(staged.exists() && root.join("k").is_dir() && outside.exists());
     let listed = client.list_files(&Default::default()).await.expect("list");
     let names: Vec<&str> = listed.files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["target.txt"], "a link outside is never listed");
-    // A file uploaded again under a removed name is served afresh.
+    assert_eq!(names, ["k/kept.txt", "target.txt"], "a link outside is never listed");
+    // A file uploaded again under a removed name is served afresh; so is one named as a
+    // directory a removal left empty.
     client.put_file("cached.txt", Bytes::from_static(b"again")).await.expect("put");
     fetch_ok(&client, "cached.txt", b"again").await;
+    client.put_file("d", Bytes::from_static(b"a file now")).await.expect("uploaded as d");
+    fetch_ok(&client, "d", b"a file now").await;
 }
 
 /// How many requests each of the two file servers has answered on `endpoint`.

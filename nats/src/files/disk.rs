@@ -85,7 +85,19 @@ pub fn remove(root: &Path, name: &str) -> Result<std::fs::Metadata, ServiceError
     }
     let entry = real_parent.join(file_name);
     match std::fs::remove_file(&entry) {
-        Ok(()) => Ok(metadata),
+        Ok(()) => {
+            // Directories of the name the removal left empty go too (up to the root; never
+            // through a link), so nothing unseen stands in the way of a later upload.
+            let mut directory = parent;
+            while directory != root && directory.starts_with(root) {
+                let real = std::fs::symlink_metadata(directory).is_ok_and(|m| m.is_dir());
+                if !real || std::fs::remove_dir(directory).is_err() {
+                    break;
+                }
+                directory = directory.parent().unwrap_or(root);
+            }
+            Ok(metadata)
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_found(name)),
         Err(error) => {
             Err(ServiceError::new(ErrorCode::Unavailable, format!("cannot remove {name}: {error}")))
@@ -95,7 +107,27 @@ pub fn remove(root: &Path, name: &str) -> Result<std::fs::Metadata, ServiceError
 
 /// Writes `bytes` as file `name` under `root` (creating its directories), whole or not at all.
 pub fn write_whole(root: &Path, name: &str, bytes: &[u8]) -> Result<(), ServiceError> {
-    let target = target(root, name)?;
+    again_if_its_directory_went(|| write_whole_once(root, name, bytes))
+}
+
+/// Runs `write` once more if it failed because its directory was not there: a removal on
+/// another server may take a directory it left empty between making it and writing in it.
+fn again_if_its_directory_went<T>(
+    mut write: impl FnMut() -> Result<T, (ServiceError, std::io::ErrorKind)>,
+) -> Result<T, ServiceError> {
+    match write() {
+        Err((_, std::io::ErrorKind::NotFound)) => write().map_err(|(error, _)| error),
+        result => result.map_err(|(error, _)| error),
+    }
+}
+
+fn write_whole_once(
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), (ServiceError, std::io::ErrorKind)> {
+    let other = |error: ServiceError| (error, std::io::ErrorKind::Other);
+    let target = target(root, name).map_err(other)?;
     let temporary = target.with_file_name(format!(
         ".{}{UPLOAD_MARK}{}",
         target.file_name().unwrap_or_default().to_string_lossy(),
@@ -110,7 +142,7 @@ pub fn write_whole(root: &Path, name: &str, bytes: &[u8]) -> Result<(), ServiceE
     })();
     if let Err(error) = written {
         std::fs::remove_file(&temporary).ok();
-        return Err(write_error(name, &error));
+        return Err((write_error(name, &error), error.kind()));
     }
     Ok(())
 }
@@ -280,12 +312,60 @@ pub fn finish(
                 "the upload's sha256 is {digest}, not {expected}: it was damaged; send it again"
             )));
         }
-        let target = target(root, name)?;
-        std::fs::rename(staged, &target).map_err(|e| write_error(name, &e))?;
+        again_if_its_directory_went(|| {
+            let target = target(root, name).map_err(|e| (e, std::io::ErrorKind::Other))?;
+            std::fs::rename(staged, &target).map_err(|e| (write_error(name, &e), e.kind()))
+        })?;
         Ok(digest)
     })();
     if result.is_err() {
         std::fs::remove_file(staged).ok();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write whose directory went between making it and writing in it is tried once more;
+    /// any other failure, or a second one, is the answer.
+    #[test]
+    fn a_write_is_tried_again_only_when_its_directory_went() {
+        let failed = || ServiceError::new(ErrorCode::Unavailable, "cannot write x");
+        for (first, tries, ok) in [
+            (std::io::ErrorKind::NotFound, 2, true),
+            (std::io::ErrorKind::PermissionDenied, 1, false),
+            (std::io::ErrorKind::Other, 1, false),
+        ] {
+            let mut calls = 0;
+            let result = again_if_its_directory_went(|| {
+                calls += 1;
+                if calls == 1 { Err((failed(), first)) } else { Ok(()) }
+            });
+            assert_eq!((calls, result.is_ok()), (tries, ok), "{first:?}");
+        }
+        let mut calls = 0;
+        let result: Result<(), _> = again_if_its_directory_went(|| {
+            calls += 1;
+            Err((failed(), std::io::ErrorKind::NotFound))
+        });
+        assert_eq!((calls, result.map_err(|e| e.code)), (2, Err(ErrorCode::Unavailable)));
+    }
+
+    /// A removal takes the directories it left empty, up to the root, and no further than one
+    /// still holding something.
+    #[test]
+    fn a_removal_takes_the_directories_it_left_empty() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(root.join("a/b/c")).expect("dirs");
+        std::fs::write(root.join("a/b/c/f.txt"), b"f").expect("file");
+        std::fs::write(root.join("a/g.txt"), b"g").expect("file");
+        remove(&root, "a/b/c/f.txt").expect("removed");
+        assert!(!root.join("a/b").exists());
+        assert!(root.join("a/g.txt").is_file());
+        remove(&root, "a/g.txt").expect("removed");
+        assert!(!root.join("a").exists() && root.is_dir(), "never the root");
+    }
 }
