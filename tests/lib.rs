@@ -201,10 +201,15 @@ impl System {
             "--manager-name".to_owned(),
             TEST_MANAGER.to_owned(),
         ];
-        let seed = agora_devtools::process::dev_value("AGORA_AUTH_ISSUER_SEED").unwrap_or_default();
+        let dev = |key: &str| agora_devtools::process::dev_value(key).unwrap_or_default();
+        let (seed, kick) = (dev("AGORA_AUTH_ISSUER_SEED"), dev("NATS_PASSWORD_AUTH_KICK"));
         let password = test_password(TEST_MANAGER);
-        let envs =
-            [("AGORA_AUTH_ISSUER_SEED", seed.as_str()), ("AGORA_MANAGER_PASSWORD", &password)];
+        let envs = [
+            ("AGORA_AUTH_ISSUER_SEED", seed.as_str()),
+            ("AGORA_MANAGER_PASSWORD", &password),
+            ("AGORA_AUTH_KICK_USER", "auth-kick"),
+            ("AGORA_AUTH_KICK_PASSWORD", &kick),
+        ];
         let auth = self.spawn_with("auth", "agora-auth", &args, "auth", &envs);
         self.auth_service = Some(auth);
     }

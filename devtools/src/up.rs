@@ -295,6 +295,8 @@ pub async fn run(options: UpOptions) -> anyhow::Result<()> {
     auth.envs = vec![
         ("AGORA_AUTH_ISSUER_SEED", dev("AGORA_AUTH_ISSUER_SEED")?),
         ("AGORA_MANAGER_PASSWORD", manager_password.clone()),
+        ("AGORA_AUTH_KICK_USER", "auth-kick".to_owned()),
+        ("AGORA_AUTH_KICK_PASSWORD", dev("NATS_PASSWORD_AUTH_KICK")?),
     ];
     let mut specs = vec![auth, Spec::new("ledger", "agora-ledger", "ledger", data("ledger"))?];
     for index in 1..=options.banks {

@@ -536,6 +536,15 @@ pub mod bench {
     }
 }
 
+/// nats-server's own requests in the system account (`SYS` in `accounts.conf`).
+pub mod system {
+    /// Closes one client connection of server `server_id` (`{"cid":7}`): agora-auth's, when
+    /// the credentials the connection signed in with have ended.
+    pub fn kick(server_id: &str) -> String {
+        format!("$SYS.REQ.SERVER.{server_id}.KICK")
+    }
+}
+
 /// The discovery subjects every NATS micro service answers (`nats micro ls`, `nats micro stats`).
 pub mod micro {
     /// Every service instance answers: `{"name","id","version","metadata"}`.

@@ -363,3 +363,67 @@ async fn bad_credentials_are_refused_at_once_and_anonymous_may_only_sign_up() {
     .expect("starts");
     async_nats::connect(open.url()).await.expect("no credentials needed");
 }
+
+/// Credentials that end close, at once, the connections that signed in with them (all but
+/// the one that asked): a new role all of the person's (their password ones come back with
+/// the new role, their token ones cannot), a logout the token's, a new password the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_close_when_the_credentials_they_signed_in_with_end() {
+    let system = System::nats_with_auth();
+    let manager = system.manager().await;
+    let bob = system.person("bob").await;
+    let bob_too = system.client_with("bob", &test_password("bob")).await.expect("signs in");
+    let with_token = async |token: &str| {
+        let nats = agora_nats::connection::NatsArgs::token(system.url(), "bob", token);
+        let client = agora_nats::connection::connect_once(&nats, Duration::from_secs(3), |o| o)
+            .await
+            .expect("signs in with the token");
+        agora_nats::AgoraClient::new(client).with_timeout(Duration::from_millis(500))
+    };
+    let bob_token = with_token(&bob.new_token(None).await.expect("a token").token).await;
+    for connection in [&bob, &bob_too, &bob_token] {
+        assert_eq!(connection.whoami().await.expect("whoami").role.as_deref(), Some("user"));
+    }
+    let gone = async |connection: &agora_nats::AgoraClient, what: &str| {
+        eventually(Duration::from_secs(10), Duration::from_millis(100), async || match connection
+            .whoami()
+            .await
+        {
+            Err(_) => Ok(()),
+            Ok(_) => Err(format!("{what} still answers")),
+        })
+        .await;
+    };
+
+    // A new role: both password connections come back as a manager's, without a new sign-in.
+    manager.set_role("bob", "manager").await.expect("promoted");
+    for connection in [&bob, &bob_too] {
+        eventually(Duration::from_secs(10), Duration::from_millis(100), async || match connection
+            .users(&Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("not a manager's connection yet: {error}")),
+        })
+        .await;
+    }
+    // ... and the token connection cannot: the new role ended the token.
+    gone(&bob_token, "the connection of a token a new role ended").await;
+
+    // A logout closes the connections of that token only.
+    let bob_token = with_token(&bob.new_token(None).await.expect("a token").token).await;
+    let other_token = bob.new_token(None).await.expect("another token").token;
+    let bob_other = with_token(&other_token).await;
+    assert!(bob.logout(&other_token).await.expect("revokes").revoked);
+    gone(&bob_other, "the connection of a revoked token").await;
+    bob_token.whoami().await.expect("another token's connection stays");
+
+    // A new password closes every other connection; the one that changed it goes on.
+    let new = "a-new-password-of-bob";
+    bob_too.change_password(&test_password("bob"), new).await.expect("changed");
+    gone(&bob, "a connection signed in with the old password").await;
+    gone(&bob_token, "a connection of a token the new password ended").await;
+    bob_too.whoami().await.expect("the connection that asked goes on");
+    let again = system.client_with("bob", new).await.expect("the new password signs in");
+    assert_eq!(again.whoami().await.expect("whoami").role.as_deref(), Some("manager"));
+}

@@ -24,5 +24,14 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("info");
     let client = telemetry::connect(&args.nats, "agora-auth").await?;
     telemetry::observe(&client, "auth", &telemetry::process_instance());
-    auth::run(client, args.auth, telemetry::shutdown_signal()).await
+    // The system account's user that closes connections whose credentials ended.
+    let kicker = match (&args.auth.kick_user, &args.auth.kick_password) {
+        (Some(user), Some(password)) => {
+            let kick = NatsArgs::user(args.nats.server.clone(), user, password)
+                .with_tls_ca(args.nats.tls_ca.clone());
+            Some(telemetry::connect(&kick, "agora-auth-kick").await?)
+        }
+        _ => None,
+    };
+    auth::run(client, kicker, args.auth, telemetry::shutdown_signal()).await
 }

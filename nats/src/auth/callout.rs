@@ -73,7 +73,19 @@ impl Service {
             return None;
         }
         let verdict = match self.identify(&connect_opts).await {
-            Ok(proven) => self.user_jwt(&user_nkey, &proven).map_err(|e| e.to_string()),
+            Ok(proven) => {
+                if let Proven::Person { name, .. } = &proven {
+                    let token = connect_opts.auth_token.as_deref().filter(|t| !t.is_empty());
+                    let connection = super::live::Connection {
+                        server_id: server_id.id.clone(),
+                        server_name: server_id.name.clone(),
+                        cid: client_info.id,
+                        token: token.map(super::secrets::digest),
+                    };
+                    self.live.add(name.as_str(), connection);
+                }
+                self.user_jwt(&user_nkey, &proven).map_err(|e| e.to_string())
+            }
             Err(error) => {
                 let who = connect_opts.user.as_deref().unwrap_or("(token or none)");
                 tracing::info!(user = who, host = %client_info.host, code = %error.code,

@@ -12,11 +12,13 @@
 //! The first manager is made at the first start from `--manager-name` and
 //! `--manager-password`; managers list users and change roles. Tokens are stored only as their
 //! SHA-256; a user holds at most `TOKENS_PER_USER_MAX` (a new one retires the oldest), and
-//! changing a password or a role ends all of them.
+//! changing a password or a role ends all of them. The connections signed in with ended
+//! credentials are closed at once ([`live`]), all but the one that asked.
 
 pub mod callout;
 pub mod client;
 pub mod jwt;
+pub mod live;
 pub mod permissions;
 pub mod secrets;
 pub mod state;
@@ -83,7 +85,8 @@ const ENDPOINTS: [&str; 9] = [
 /// names could never sign in: the server takes the name for the component's) and accounts the
 /// services use themselves.
 pub const RESERVED_NAMES: &str = "auth,ledger,bank,coins,files,chat,tasks,worker,likes,gateway,\
-                                  operator,coins-exchange,exchange,system,admin,root,agora";
+                                  operator,auth-kick,coins-exchange,exchange,system,admin,root,\
+                                  agora";
 
 /// Auth service configuration: the flags of `agora-auth`.
 #[derive(Clone, clap::Args)]
@@ -105,6 +108,13 @@ pub struct AuthConfig {
     /// Users at most.
     #[arg(long, env = "AGORA_AUTH_USERS_MAX", default_value_t = 100_000)]
     pub users_max: u64,
+    /// The system-account user that may close a connection (`auth-kick` in accounts.conf):
+    /// connections signed in with credentials that ended are closed at once. Without it they
+    /// keep their permissions until they reconnect.
+    #[arg(long, env = "AGORA_AUTH_KICK_USER", requires = "kick_password")]
+    pub kick_user: Option<String>,
+    #[arg(long, env = "AGORA_AUTH_KICK_PASSWORD", hide_env_values = true)]
+    pub kick_password: Option<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -124,6 +134,10 @@ pub struct Service {
     issuer: KeyPair,
     reserved: Vec<String>,
     users_max: u64,
+    /// The connections the callout let in, and the system-account connection that closes
+    /// them when their credentials end.
+    live: live::Connections,
+    kicker: Option<Client>,
 }
 
 impl std::fmt::Debug for Service {
@@ -201,12 +215,14 @@ impl Service {
         }
     }
 
-    /// Handles one request of `endpoint` from `caller`.
+    /// Handles one request of `endpoint` from `caller`; the connections whose credentials it
+    /// ended go in `ended`.
     async fn handle(
         &self,
         endpoint: &str,
         caller: &Caller,
         payload: &[u8],
+        ended: &mut Vec<live::Connection>,
     ) -> Result<Bytes, ServiceError> {
         match endpoint {
             subject::SIGNUP => encode(&view(&self.signup(decode(payload)?).await?)),
@@ -252,11 +268,15 @@ impl Service {
                 let request: TokenBody = decode(payload)?;
                 let owner = caller.name().map(UserName::to_string);
                 let digest = secrets::digest(&request.token);
-                let Answer::Revoked(revoked) =
-                    self.ask(Command::RevokeToken { digest, owner }).await?
-                else {
+                let command = Command::RevokeToken { digest: digest.clone(), owner: owner.clone() };
+                let Answer::Revoked(revoked) = self.ask(command).await? else {
                     return Err(ServiceError::new(ErrorCode::Internal, "unexpected answer"));
                 };
+                if revoked > 0
+                    && let Some(owner) = owner
+                {
+                    ended.extend(self.live.take(&owner, |c| c.token.as_ref() == Some(&digest)));
+                }
                 encode(&LogoutReply { revoked: revoked > 0 })
             }
             subject::WHOAMI => {
@@ -283,6 +303,7 @@ impl Service {
                 let Answer::Revoked(revoked) = self.ask(command).await? else {
                     return Err(ServiceError::new(ErrorCode::Internal, "unexpected answer"));
                 };
+                ended.extend(self.live.take(name.as_str(), |_| true));
                 encode(&PasswordReply { revoked })
             }
             subject::USERS => {
@@ -309,6 +330,7 @@ impl Service {
                 else {
                     return Err(ServiceError::new(ErrorCode::Internal, "unexpected answer"));
                 };
+                ended.extend(self.live.take(user.name.as_str(), |_| true));
                 encode(&view(&user))
             }
             _ => Err(ServiceError::invalid(format!("no endpoint {endpoint}"))),
@@ -332,9 +354,11 @@ impl Service {
     }
 }
 
-/// Runs the auth service until `shutdown` resolves.
+/// Runs the auth service until `shutdown` resolves; `kicker` (signed in as
+/// [`AuthConfig::kick_user`]) closes the connections of ended credentials.
 pub async fn run(
     client: Client,
+    kicker: Option<Client>,
     config: AuthConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -357,7 +381,12 @@ pub async fn run(
         issuer,
         reserved: config.reserved.iter().map(|r| r.trim().to_owned()).collect(),
         users_max: config.users_max,
+        live: live::Connections::default(),
+        kicker,
     });
+    if service.kicker.is_none() {
+        tracing::warn!("no --kick-user: connections outlive the credentials they signed in with");
+    }
     if let Some(password) = &config.manager_password {
         service.ensure_manager(&config.manager_name, password).await?;
     }
@@ -385,8 +414,12 @@ pub async fn run(
                 };
                 let (service, replier) = (service.clone(), replier.clone());
                 tokio::spawn(async move {
-                    let reply = answer(&service, name, &request).await;
+                    let mut ended = Vec::new();
+                    let reply = answer(&service, name, &request, &mut ended).await;
                     replier.reply_bytes(&request, reply).await;
+                    if let Some(kicker) = &service.kicker {
+                        live::close(kicker, ended).await;
+                    }
                     drop(permit);
                 });
             }
@@ -426,12 +459,18 @@ pub async fn run(
     Ok(())
 }
 
-/// One request: who asks, then what they ask.
+/// One request: who asks, then what they ask. The connection that asked is never among the
+/// `ended` ones (it would lose the reply): it keeps going until it reconnects.
 async fn answer(
     service: &Service,
     endpoint: &str,
     request: &Request,
+    ended: &mut Vec<live::Connection>,
 ) -> Result<Bytes, ServiceError> {
-    let caller = crate::identity::caller(request.message.headers.as_ref())?;
-    service.handle(endpoint, &caller, &request.message.payload).await
+    let headers = request.message.headers.as_ref();
+    let caller = crate::identity::caller(headers)?;
+    let reply = service.handle(endpoint, &caller, &request.message.payload, ended).await;
+    let asker = live::Asker::of(headers);
+    ended.retain(|connection| !asker.is(connection));
+    reply
 }
