@@ -41,6 +41,22 @@ struct RequestInfo {
     user: String,
 }
 
+/// The connection a person's request came from, as `Nats-Request-Info` says: its server's name
+/// and its client id there (none for a request without the stamp).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Origin {
+    #[serde(default)]
+    pub server: String,
+    #[serde(rename = "id", default)]
+    pub cid: u64,
+}
+
+/// Where a request with these headers came from (read only when asked: [`caller`] does not).
+pub fn origin(headers: Option<&HeaderMap>) -> Option<Origin> {
+    let info = headers?.get(REQUEST_INFO_HEADER)?;
+    serde_json::from_str::<Origin>(info.as_str()).ok().filter(|origin| origin.cid != 0)
+}
+
 /// Who sent a request with these headers.
 pub fn caller(headers: Option<&HeaderMap>) -> Result<Caller, ServiceError> {
     // Names built once (a name from a `&str` is checked and copied at every lookup).

@@ -13,8 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::identity::Origin;
 use crate::subjects;
 
 /// Connections remembered per person at most (the oldest are forgotten first).
@@ -36,28 +35,10 @@ pub struct Connection {
     pub token: Option<String>,
 }
 
-/// Where a request came from, as `Nats-Request-Info` says (a person's request, through an
-/// import with `share: true`).
-#[derive(Debug, Default, Deserialize)]
-pub struct Asker {
-    #[serde(default)]
-    pub id: u64,
-    #[serde(default)]
-    pub server: String,
-}
-
-impl Asker {
-    /// The connection a request came from, if its headers say.
-    pub fn of(headers: Option<&async_nats::HeaderMap>) -> Self {
-        headers
-            .and_then(|h| h.get(crate::identity::REQUEST_INFO_HEADER))
-            .and_then(|value| serde_json::from_str(value.as_str()).ok())
-            .unwrap_or_default()
-    }
-
-    /// Whether `connection` is the one that asked.
-    pub fn is(&self, connection: &Connection) -> bool {
-        self.id != 0 && connection.cid == self.id && connection.server_name == self.server
+impl Connection {
+    /// Whether this is the connection a request came from.
+    pub fn is(&self, origin: &Origin) -> bool {
+        self.cid == origin.cid && self.server_name == origin.server
     }
 }
 
@@ -150,11 +131,17 @@ mod tests {
 
     #[test]
     fn the_asker_is_known_by_server_and_client_id() {
-        let asker = Asker { id: 2, server: "n1".into() };
-        assert!(asker.is(&connection(2, None)));
-        assert!(!asker.is(&connection(3, None)));
-        let elsewhere = Asker { id: 2, server: "n2".into() };
-        assert!(!elsewhere.is(&connection(2, None)));
-        assert!(!Asker::default().is(&Connection { cid: 0, ..connection(0, None) }));
+        let mut headers = async_nats::HeaderMap::new();
+        let info = r#"{"acc":"USERS","user":"alice","id":2,"server":"n1","rtt":"1ms"}"#;
+        headers.insert(crate::identity::REQUEST_INFO_HEADER, info);
+        let origin = crate::identity::origin(Some(&headers)).expect("an origin");
+        assert!(connection(2, None).is(&origin));
+        assert!(!connection(3, None).is(&origin));
+        let elsewhere = Origin { server: "n2".into(), ..origin };
+        assert!(!connection(2, None).is(&elsewhere));
+        assert_eq!(crate::identity::origin(None), None);
+        let mut unstamped = async_nats::HeaderMap::new();
+        unstamped.insert(crate::identity::REQUEST_INFO_HEADER, r#"{"acc":"AGORA"}"#);
+        assert_eq!(crate::identity::origin(Some(&unstamped)), None, "no client id: no origin");
     }
 }

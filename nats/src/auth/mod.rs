@@ -470,7 +470,10 @@ async fn answer(
     let headers = request.message.headers.as_ref();
     let caller = crate::identity::caller(headers)?;
     let reply = service.handle(endpoint, &caller, &request.message.payload, ended).await;
-    let asker = live::Asker::of(headers);
-    ended.retain(|connection| !asker.is(connection));
+    if !ended.is_empty()
+        && let Some(origin) = crate::identity::origin(headers)
+    {
+        ended.retain(|connection| !connection.is(&origin));
+    }
     reply
 }
